@@ -1,0 +1,1 @@
+"""mso.analysis."""
