@@ -1,0 +1,245 @@
+"""The SQLite state store: desired state, releases, observed replicas, rollouts, events.
+
+One connection per process, WAL mode, `synchronous=NORMAL`: a crash of the daemon loses at
+most the last transaction, never corrupts the file. Every write is its own short
+transaction so a `kill -9` between two writes leaves a consistent state.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mso.store.records import Desired, Event, Release, ReplicaRecord
+
+SCHEMA_VERSION = 1
+MAX_EVENTS = 50_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS releases (
+  service TEXT NOT NULL, number INTEGER NOT NULL, spec_hash TEXT NOT NULL,
+  spec_json TEXT NOT NULL, created REAL NOT NULL, author TEXT NOT NULL,
+  change TEXT NOT NULL, outcome TEXT NOT NULL, PRIMARY KEY (service, number));
+CREATE TABLE IF NOT EXISTS release_secrets (
+  service TEXT NOT NULL, number INTEGER NOT NULL, secrets_json TEXT NOT NULL,
+  PRIMARY KEY (service, number));
+CREATE TABLE IF NOT EXISTS desired (
+  service TEXT PRIMARY KEY, kind TEXT NOT NULL, release INTEGER NOT NULL,
+  replicas INTEGER NOT NULL, manifest_replicas INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS replicas (
+  id TEXT PRIMARY KEY, service TEXT NOT NULL, ordinal INTEGER NOT NULL,
+  release INTEGER NOT NULL, subset TEXT NOT NULL, state TEXT NOT NULL,
+  pid INTEGER, start_time INTEGER, ports_json TEXT NOT NULL, restarts INTEGER NOT NULL,
+  spec_hash TEXT NOT NULL, reason TEXT NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, type TEXT NOT NULL,
+  service TEXT, replica TEXT, message TEXT NOT NULL, data_json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+  name TEXT NOT NULL, spec_hash TEXT NOT NULL, state TEXT NOT NULL, exit_code INTEGER,
+  started REAL NOT NULL, finished REAL, PRIMARY KEY (name, spec_hash));
+CREATE TABLE IF NOT EXISTS rollouts (
+  service TEXT PRIMARY KEY, state_json TEXT NOT NULL, updated REAL NOT NULL);
+"""
+
+
+class Store:
+    """Typed access to the state database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        self.set_meta("schema_version", str(SCHEMA_VERSION))
+        path.chmod(0o600)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- meta -------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row["value"])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) "
+                         "DO UPDATE SET value=excluded.value", (key, value))
+
+    def delete_meta(self, key: str) -> None:
+        self._db.execute("DELETE FROM meta WHERE key=?", (key,))
+
+    # -- releases ---------------------------------------------------------------------
+    def add_release(self, service: str, spec_hash: str, spec: dict[str, Any],
+                    secrets: dict[str, str], author: str, change: str,
+                    outcome: str = "pending") -> Release:
+        with self.transaction() as db:
+            row = db.execute("SELECT COALESCE(MAX(number), 0) AS n FROM releases "
+                             "WHERE service=?", (service,)).fetchone()
+            number = int(row["n"]) + 1
+            created = time.time()
+            db.execute("INSERT INTO releases VALUES (?,?,?,?,?,?,?,?)",
+                       (service, number, spec_hash, json.dumps(spec, sort_keys=True),
+                        created, author, change, outcome))
+            db.execute("INSERT INTO release_secrets VALUES (?,?,?)",
+                       (service, number, json.dumps(secrets)))
+        return Release(service, number, spec_hash, spec, created, author, change, outcome)
+
+    def releases(self, service: str) -> list[Release]:
+        rows = self._db.execute("SELECT * FROM releases WHERE service=? ORDER BY number",
+                                (service,)).fetchall()
+        return [_release(r) for r in rows]
+
+    def release(self, service: str, number: int) -> Release | None:
+        row = self._db.execute("SELECT * FROM releases WHERE service=? AND number=?",
+                               (service, number)).fetchone()
+        return None if row is None else _release(row)
+
+    def latest_release(self, service: str) -> Release | None:
+        row = self._db.execute("SELECT * FROM releases WHERE service=? ORDER BY number "
+                               "DESC LIMIT 1", (service,)).fetchone()
+        return None if row is None else _release(row)
+
+    def release_secrets(self, service: str, number: int) -> dict[str, str]:
+        row = self._db.execute("SELECT secrets_json FROM release_secrets WHERE service=? "
+                               "AND number=?", (service, number)).fetchone()
+        return {} if row is None else dict(json.loads(row["secrets_json"]))
+
+    def set_release_outcome(self, service: str, number: int, outcome: str) -> None:
+        self._db.execute("UPDATE releases SET outcome=? WHERE service=? AND number=?",
+                         (outcome, service, number))
+
+    def services_with_releases(self) -> list[str]:
+        rows = self._db.execute("SELECT DISTINCT service FROM releases").fetchall()
+        return sorted(str(r["service"]) for r in rows)
+
+    # -- desired ----------------------------------------------------------------------
+    def set_desired(self, desired: Desired) -> None:
+        self._db.execute(
+            "INSERT INTO desired VALUES (?,?,?,?,?) ON CONFLICT(service) DO UPDATE SET "
+            "kind=excluded.kind, release=excluded.release, replicas=excluded.replicas, "
+            "manifest_replicas=excluded.manifest_replicas",
+            (desired.service, desired.kind, desired.release, desired.replicas,
+             desired.manifest_replicas))
+
+    def desired(self) -> dict[str, Desired]:
+        rows = self._db.execute("SELECT * FROM desired").fetchall()
+        return {str(r["service"]): Desired(str(r["service"]), str(r["kind"]),
+                                           int(r["release"]), int(r["replicas"]),
+                                           int(r["manifest_replicas"])) for r in rows}
+
+    def delete_desired(self, service: str) -> None:
+        self._db.execute("DELETE FROM desired WHERE service=?", (service,))
+
+    def clear_desired(self) -> None:
+        self._db.execute("DELETE FROM desired")
+
+    # -- replicas ---------------------------------------------------------------------
+    def upsert_replica(self, rec: ReplicaRecord) -> None:
+        rec.updated = time.time()
+        self._db.execute(
+            "INSERT INTO replicas VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO "
+            "UPDATE SET service=excluded.service, ordinal=excluded.ordinal, "
+            "release=excluded.release, subset=excluded.subset, state=excluded.state, "
+            "pid=excluded.pid, start_time=excluded.start_time, "
+            "ports_json=excluded.ports_json, restarts=excluded.restarts, "
+            "spec_hash=excluded.spec_hash, reason=excluded.reason, updated=excluded.updated",
+            (rec.id, rec.service, rec.ordinal, rec.release, rec.subset, rec.state, rec.pid,
+             rec.start_time, json.dumps(rec.ports), rec.restarts, rec.spec_hash,
+             rec.reason, rec.updated))
+
+    def replicas(self) -> list[ReplicaRecord]:
+        rows = self._db.execute("SELECT * FROM replicas ORDER BY service, ordinal").fetchall()
+        return [ReplicaRecord(id=str(r["id"]), service=str(r["service"]),
+                              ordinal=int(r["ordinal"]), release=int(r["release"]),
+                              subset=str(r["subset"]), state=str(r["state"]),
+                              pid=r["pid"], start_time=r["start_time"],
+                              ports=dict(json.loads(r["ports_json"])),
+                              restarts=int(r["restarts"]), spec_hash=str(r["spec_hash"]),
+                              reason=str(r["reason"]), updated=float(r["updated"]))
+                for r in rows]
+
+    def delete_replica(self, replica_id: str) -> None:
+        self._db.execute("DELETE FROM replicas WHERE id=?", (replica_id,))
+
+    # -- jobs -------------------------------------------------------------------------
+    def job_state(self, name: str, spec_hash: str) -> tuple[str, int | None] | None:
+        row = self._db.execute("SELECT state, exit_code FROM jobs WHERE name=? AND "
+                               "spec_hash=?", (name, spec_hash)).fetchone()
+        return None if row is None else (str(row["state"]), row["exit_code"])
+
+    def set_job_state(self, name: str, spec_hash: str, state: str,
+                      exit_code: int | None = None) -> None:
+        now = time.time()
+        finished = now if state in ("succeeded", "failed") else None
+        self._db.execute(
+            "INSERT INTO jobs VALUES (?,?,?,?,?,?) ON CONFLICT(name, spec_hash) DO UPDATE "
+            "SET state=excluded.state, exit_code=excluded.exit_code, "
+            "finished=excluded.finished", (name, spec_hash, state, exit_code, now, finished))
+
+    # -- rollouts ---------------------------------------------------------------------
+    def get_rollout(self, service: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT state_json FROM rollouts WHERE service=?",
+                               (service,)).fetchone()
+        return None if row is None else dict(json.loads(row["state_json"]))
+
+    def set_rollout(self, service: str, state: dict[str, Any]) -> None:
+        self._db.execute("INSERT INTO rollouts VALUES (?,?,?) ON CONFLICT(service) DO "
+                         "UPDATE SET state_json=excluded.state_json, updated=excluded.updated",
+                         (service, json.dumps(state, sort_keys=True), time.time()))
+
+    def delete_rollout(self, service: str) -> None:
+        self._db.execute("DELETE FROM rollouts WHERE service=?", (service,))
+
+    # -- events -----------------------------------------------------------------------
+    def add_event(self, type_: str, message: str, service: str | None = None,
+                  replica: str | None = None, data: dict[str, Any] | None = None) -> Event:
+        ts = time.time()
+        payload = data or {}
+        cur = self._db.execute(
+            "INSERT INTO events(ts, type, service, replica, message, data_json) "
+            "VALUES (?,?,?,?,?,?)", (ts, type_, service, replica, message,
+                                     json.dumps(payload, default=str)))
+        event_id = int(cur.lastrowid or 0)
+        if event_id % 1000 == 0:
+            self._db.execute("DELETE FROM events WHERE id <= ?", (event_id - MAX_EVENTS,))
+        return Event(event_id, ts, type_, service, replica, message, payload)
+
+    def events(self, after_id: int = 0, service: str | None = None,
+               limit: int = 1000) -> list[Event]:
+        query = "SELECT * FROM events WHERE id > ?"
+        args: list[Any] = [after_id]
+        if service:
+            query += " AND service = ?"
+            args.append(service)
+        query += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        rows = self._db.execute(query, args).fetchall()
+        return [Event(int(r["id"]), float(r["ts"]), str(r["type"]), r["service"],
+                      r["replica"], str(r["message"]), dict(json.loads(r["data_json"])))
+                for r in reversed(rows)]
+
+
+def _release(row: sqlite3.Row) -> Release:
+    return Release(str(row["service"]), int(row["number"]), str(row["spec_hash"]),
+                   dict(json.loads(row["spec_json"])), float(row["created"]),
+                   str(row["author"]), str(row["change"]), str(row["outcome"]))
