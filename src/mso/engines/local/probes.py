@@ -1,0 +1,189 @@
+"""Health probes (http, tcp, exec) and the pure threshold logic that interprets them.
+
+``run_probe`` performs one check and never raises: the outcome is data
+(:class:`ProbeResult`). ``ProbeTracker`` applies Kubernetes semantics: a probe flips to
+failing after ``failure_threshold`` consecutive failures and back to passing after
+``success_threshold`` consecutive successes; readiness and startup start out failing,
+liveness starts out passing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from dataclasses import dataclass
+from typing import Literal
+
+ProbeKind = Literal["http", "tcp", "exec"]
+ProbeRole = Literal["startup", "readiness", "liveness"]
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """One probe, already normalized by the spec layer."""
+
+    kind: ProbeKind
+    target: str | list[str]  # http: path; tcp: port name (or number); exec: argv
+    port_name: str | None = None
+    period: float = 10.0
+    timeout: float = 1.0
+    failure_threshold: int = 3
+    success_threshold: int = 1
+    initial_delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Outcome of one probe run; ``detail`` is human readable ("connection refused")."""
+
+    ok: bool
+    detail: str
+
+
+def resolve_port(spec: ProbeSpec, ports: dict[str, int]) -> int | None:
+    """Port to probe: ``port_name``, else (tcp) the target name/number, else the first port."""
+    for name in (spec.port_name, spec.target if spec.kind == "tcp" else None):
+        if isinstance(name, str) and name:
+            if name in ports:
+                return ports[name]
+            if name.isdigit():
+                return int(name)
+    return next(iter(ports.values()), None)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+async def run_probe(
+    spec: ProbeSpec, host: str, ports: dict[str, int], env: dict[str, str], cwd: str
+) -> ProbeResult:
+    """Run one probe with ``spec.timeout``; never raises (except on cancellation)."""
+    try:
+        if spec.kind == "exec":
+            return await _exec_probe(spec, env, cwd)
+        port = resolve_port(spec, ports)
+        if port is None:
+            return ProbeResult(False, f"{spec.kind} probe has no port to check")
+        if spec.kind == "tcp":
+            return await asyncio.wait_for(_tcp_probe(host, port), spec.timeout)
+        path = spec.target if isinstance(spec.target, str) else "/"
+        return await asyncio.wait_for(_http_probe(host, port, path or "/"), spec.timeout)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a broken probe is a failed probe, never a dead supervisor
+        return ProbeResult(False, _describe(exc))
+
+
+async def _tcp_probe(host: str, port: int) -> ProbeResult:
+    _, writer = await asyncio.open_connection(host, port)
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+    return ProbeResult(True, f"tcp {host}:{port} accepted")
+
+
+async def _http_probe(host: str, port: int, path: str) -> ProbeResult:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: mso-probe\r\n"
+                   "Accept: */*\r\nConnection: close\r\n\r\n")
+        writer.write(request.encode("latin-1"))
+        await writer.drain()
+        line = await reader.readline()
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
+    parts = line.decode("latin-1", "replace").split()
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        return ProbeResult(False, f"invalid HTTP response {line[:80]!r}")
+    status = int(parts[1])
+    ok = 200 <= status < 400
+    return ProbeResult(ok, f"HTTP GET {path} returned {status}")
+
+
+async def _exec_probe(spec: ProbeSpec, env: dict[str, str], cwd: str) -> ProbeResult:
+    argv = spec.target if isinstance(spec.target, list) else ["/bin/sh", "-c", spec.target]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(), spec.timeout)
+    except (asyncio.TimeoutError, TimeoutError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        await proc.wait()
+        return ProbeResult(False, f"exec probe timed out after {spec.timeout:g}s")
+    except asyncio.CancelledError:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        raise
+    text = output.decode("utf-8", "replace").strip()[-200:]
+    if proc.returncode == 0:
+        return ProbeResult(True, "exec probe exited 0")
+    return ProbeResult(False, f"exec probe exited {proc.returncode}" + (f": {text}" if text else ""))
+
+
+class ProbeTracker:
+    """Threshold state of one probe (pure, no I/O)."""
+
+    def __init__(self, role: ProbeRole, failure_threshold: int = 3,
+                 success_threshold: int = 1) -> None:
+        if failure_threshold < 1 or success_threshold < 1:
+            raise ValueError("probe thresholds must be >= 1")
+        self.role = role
+        self.failure_threshold = failure_threshold
+        # Kubernetes requires 1 for liveness and startup probes.
+        self.success_threshold = success_threshold if role == "readiness" else 1
+        self.passing = role == "liveness"
+        self.consecutive_failures = 0
+        self.consecutive_successes = 0
+        self.last_detail = ""
+
+    @classmethod
+    def for_spec(cls, role: ProbeRole, spec: ProbeSpec) -> ProbeTracker:
+        """Tracker configured from a probe spec."""
+        return cls(role, spec.failure_threshold, spec.success_threshold)
+
+    def feed(self, result: ProbeResult) -> bool:
+        """Record one result; return True when :attr:`passing` changed."""
+        self.last_detail = result.detail
+        before = self.passing
+        if result.ok:
+            self.consecutive_successes += 1
+            self.consecutive_failures = 0
+            if self.consecutive_successes >= self.success_threshold:
+                self.passing = True
+        else:
+            self.consecutive_failures += 1
+            self.consecutive_successes = 0
+            if self.consecutive_failures >= self.failure_threshold:
+                self.passing = False
+        return self.passing != before
+
+    @property
+    def exhausted(self) -> bool:
+        """Failures reached the threshold (liveness/startup: the container must be killed)."""
+        return self.consecutive_failures >= self.failure_threshold
+
+    def reset(self) -> None:
+        """Back to the initial state (after a restart)."""
+        self.passing = self.role == "liveness"
+        self.consecutive_failures = 0
+        self.consecutive_successes = 0

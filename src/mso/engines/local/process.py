@@ -1,0 +1,250 @@
+"""OS process primitives for replicas: spawn detached, identify, wait, signal, sweep.
+
+Replicas must survive a ``kill -9`` of the daemon, so every replica gets its own session
+and process group, ``/dev/null`` as stdin and O_APPEND files as stdout/stderr (never pipes
+into the daemon). A process is identified by ``ProcessRef(pid, start_time)`` where
+``start_time`` is field 22 of ``/proc/PID/stat``: a pid alone may be reused by the kernel,
+the pair may not.
+
+Exceptions: :class:`SpawnError` (the process could not be started; carries ``errno``-style
+detail). Everything else returns ``False``/``None`` instead of raising when a process has
+gone away, because that is an ordinary outcome here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from mso.engines.local.cgroups import Cgroup
+
+PROC = Path("/proc")
+INSTANCE_ENV = "MSO_INSTANCE"
+REPLICA_ENV = "MSO_REPLICA"
+
+# Our own children, so that wait_exit() can reap them and return their status.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class SpawnError(OSError):
+    """The replica process could not be started (bad executable, cwd, permissions...)."""
+
+
+@dataclass(frozen=True)
+class ProcessRef:
+    """Identity of a process: the pid plus its kernel start time (clock ticks since boot)."""
+
+    pid: int
+    start_time: int
+
+
+def parse_stat(text: str) -> tuple[str, int]:
+    """Return ``(state, start_time)`` from the text of ``/proc/PID/stat``.
+
+    The comm field (2) is in parentheses and may itself contain spaces and ')', so split
+    at the *last* ')'; the fields after it start at field 3.
+    """
+    rest = text[text.rindex(")") + 1 :].split()
+    return rest[0], int(rest[22 - 3])
+
+
+def _read_stat(pid: int) -> tuple[str, int] | None:
+    try:
+        return parse_stat((PROC / str(pid) / "stat").read_text())
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def read_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` (field 22 of /proc/PID/stat), or None if it does not exist."""
+    stat = _read_stat(pid)
+    return None if stat is None else stat[1]
+
+
+def is_same_process(ref: ProcessRef) -> bool:
+    """Whether ``ref.pid`` still names the very process ``ref`` was taken from."""
+    return read_start_time(ref.pid) == ref.start_time
+
+
+def is_alive(ref: ProcessRef) -> bool:
+    """Same process and not a zombie."""
+    stat = _read_stat(ref.pid)
+    return stat is not None and stat[1] == ref.start_time and stat[0] not in ("Z", "X")
+
+
+def _preexec(cgroup: Cgroup | None) -> Callable[[], None] | None:
+    if cgroup is None or not cgroup.enforced.get("pids_tracking", False):
+        return None
+    procs_files = cgroup.procs_files()
+
+    def join() -> None:
+        # Runs in the child between fork and exec: joining here means the process and
+        # everything it forks is accounted to the cgroup from its first instruction.
+        pid = str(os.getpid()).encode()
+        for path in procs_files:
+            try:
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    os.write(fd, pid)
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass  # best effort: a missing limit must not prevent the replica
+
+    return join
+
+
+def spawn(
+    argv: list[str] | str,
+    *,
+    env: dict[str, str],
+    cwd: str,
+    stdout_path: Path,
+    stderr_path: Path,
+    cgroup: Cgroup | None = None,
+    shell: bool = False,
+) -> ProcessRef:
+    """Start a detached replica process and return its identity.
+
+    With ``shell=True`` the command (a string, or a list joined by spaces) runs as
+    ``/bin/sh -c STRING``; otherwise ``argv`` is executed directly.
+    """
+    if shell:
+        command = argv if isinstance(argv, str) else " ".join(argv)
+        args: list[str] = ["/bin/sh", "-c", command]
+    else:
+        if isinstance(argv, str) or not argv:
+            raise SpawnError(f"argv must be a non-empty list, got {argv!r}")
+        args = list(argv)
+    stdout_path.parent.mkdir(parents=True, exist_ok=True)
+    stderr_path.parent.mkdir(parents=True, exist_ok=True)
+    _reap_finished()
+    try:
+        with open(stdout_path, "ab") as out, open(stderr_path, "ab") as err:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=cwd,
+                env=env,
+                close_fds=True,
+                start_new_session=True,
+                preexec_fn=_preexec(cgroup),
+            )
+    except OSError as exc:
+        raise SpawnError(exc.errno, f"cannot start {args[0]!r}: {exc.strerror or exc}") from exc
+    _children[proc.pid] = proc
+    start = read_start_time(proc.pid)
+    # The child cannot have been reaped yet (only we reap it), so /proc/PID exists.
+    return ProcessRef(proc.pid, start if start is not None else 0)
+
+
+def _reap_finished() -> None:
+    """Reap children whose waiters went away, so the daemon never accumulates zombies."""
+    for pid, proc in list(_children.items()):
+        if proc.poll() is not None:
+            _children.pop(pid, None)
+
+
+def is_child(ref: ProcessRef) -> bool:
+    """Whether the process was spawned by this daemon process."""
+    return ref.pid in _children
+
+
+def _child_status(ref: ProcessRef) -> int | None:
+    proc = _children.pop(ref.pid, None)
+    if proc is None:
+        return None
+    try:
+        return proc.wait(timeout=5.0)
+    except subprocess.TimeoutExpired:
+        _children[ref.pid] = proc
+        return None
+
+
+async def wait_exit(ref: ProcessRef) -> int | None:
+    """Wait until the process exits; return its status for our children, else None.
+
+    Uses a pidfd, so it also works for adopted processes that are not our children.
+    The status follows subprocess' convention: negative for a signal.
+    """
+    try:
+        fd = os.pidfd_open(ref.pid)
+    except ProcessLookupError:
+        return _child_status(ref)
+    try:
+        if not is_same_process(ref):
+            return _child_status(ref) if ref.pid in _children else None
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await done
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)
+    return _child_status(ref)
+
+
+def signal_group(ref: ProcessRef, sig: int) -> bool:
+    """Signal the process group led by ``ref`` if ``ref`` is still the same process."""
+    if ref.pid in (0, 1, os.getpid()) or not is_same_process(ref):
+        return False
+    try:
+        if os.getpgid(ref.pid) == ref.pid:
+            os.killpg(ref.pid, sig)
+        else:  # not a group leader (adopted from elsewhere): signal the process only
+            os.kill(ref.pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _environ_matches(pid: int, needles: list[bytes]) -> bool:
+    try:
+        entries = (PROC / str(pid) / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return all(needle in entries for needle in needles)
+
+
+def find_env_processes(match: dict[str, str]) -> list[int]:
+    """Pids whose initial environment contains every ``KEY=value`` of ``match``."""
+    needles = [f"{k}={v}".encode() for k, v in match.items()]
+    me = os.getpid()
+    pids: list[int] = []
+    for entry in PROC.iterdir():
+        if entry.name.isdigit() and int(entry.name) != me:
+            if _environ_matches(int(entry.name), needles):
+                pids.append(int(entry.name))
+    return pids
+
+
+def kill_env_processes(match: dict[str, str], sig: int = signal.SIGKILL) -> int:
+    """Signal every process whose environment matches; return how many were signalled."""
+    count = 0
+    for pid in find_env_processes(match):
+        try:
+            os.kill(pid, sig)
+            count += 1
+        except (ProcessLookupError, PermissionError):
+            pass
+    return count
+
+
+def kill_instance_processes(instance_id: str, sig: int = signal.SIGKILL) -> int:
+    """Signal every process carrying ``MSO_INSTANCE=<instance_id>`` (never ourselves)."""
+    return kill_env_processes({INSTANCE_ENV: instance_id}, sig)

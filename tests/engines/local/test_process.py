@@ -1,0 +1,129 @@
+"""Real-process tests of spawn/identify/wait/signal/sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from mso.engines.local.process import (
+    ProcessRef, SpawnError, find_env_processes, is_alive, is_same_process,
+    kill_instance_processes, parse_stat, read_start_time, signal_group, spawn, wait_exit,
+)
+
+from .conftest import until, until_sync
+
+pytestmark = pytest.mark.anyio
+
+
+def _spawn_py(tmp_path: Path, code: str, env: dict[str, str] | None = None) -> ProcessRef:
+    script = tmp_path / f"s{uuid.uuid4().hex[:6]}.py"
+    script.write_text(code)
+    return spawn([sys.executable, str(script)], env={"PATH": os.environ["PATH"], **(env or {})},
+                 cwd=str(tmp_path), stdout_path=tmp_path / "out.log",
+                 stderr_path=tmp_path / "err.log")
+
+
+def test_parse_stat_handles_spaces_and_parens_in_comm() -> None:
+    fields = " ".join(str(i) for i in range(3, 30))
+    text = f"123 (evil ) name) (x) S {fields[2:]}"
+    state, start = parse_stat(text)
+    assert state == "S"
+    assert start == 22
+
+
+async def test_spawn_delivers_env_cwd_and_own_session(tmp_path: Path) -> None:
+    ref = _spawn_py(tmp_path, "import os, sys\n"
+                    "print(os.environ['GREETING'], os.getcwd(), os.getsid(0) == os.getpid(),\n"
+                    "      os.getpgid(0) == os.getpid(), sys.stdin.read() == '', flush=True)\n"
+                    "print('to-stderr', file=sys.stderr)\n", {"GREETING": "hello"})
+    assert ref.start_time == read_start_time(ref.pid)
+    assert await asyncio.wait_for(wait_exit(ref), 30) == 0
+    assert (tmp_path / "out.log").read_text() == f"hello {tmp_path} True True True\n"
+    assert (tmp_path / "err.log").read_text() == "to-stderr\n"
+
+
+async def test_output_files_are_appended_not_truncated(tmp_path: Path) -> None:
+    (tmp_path / "out.log").write_text("old\n")
+    ref = _spawn_py(tmp_path, "print('new')")
+    await asyncio.wait_for(wait_exit(ref), 30)
+    assert (tmp_path / "out.log").read_text() == "old\nnew\n"
+
+
+async def test_stdout_is_opened_with_o_append(tmp_path: Path) -> None:
+    ref = _spawn_py(tmp_path, "import fcntl, os\nprint(bool(fcntl.fcntl(1, fcntl.F_GETFL) & os.O_APPEND))")
+    await asyncio.wait_for(wait_exit(ref), 30)
+    assert (tmp_path / "out.log").read_text() == "True\n"
+
+
+async def test_wait_exit_reports_status_and_signals(tmp_path: Path) -> None:
+    assert await asyncio.wait_for(wait_exit(_spawn_py(tmp_path, "raise SystemExit(7)")), 30) == 7
+    ref = _spawn_py(tmp_path, "import time; time.sleep(1000)")
+    assert signal_group(ref, signal.SIGKILL)
+    assert await asyncio.wait_for(wait_exit(ref), 30) == -signal.SIGKILL
+    # reaped: no zombie left behind, and the ref no longer names a process
+    assert not Path(f"/proc/{ref.pid}").exists() or not is_same_process(ref)
+
+
+async def test_wait_exit_of_already_exited_child_returns_status(tmp_path: Path) -> None:
+    ref = _spawn_py(tmp_path, "raise SystemExit(3)")
+    until_sync(lambda: not is_alive(ref), what="child exit")
+    assert await asyncio.wait_for(wait_exit(ref), 30) == 3
+
+
+async def test_wait_exit_of_foreign_process_returns_none(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec("sleep", "1000")
+    start = read_start_time(proc.pid)
+    assert start is not None
+    ref = ProcessRef(proc.pid, start)
+    waiter = asyncio.ensure_future(wait_exit(ref))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    proc.kill()
+    assert await asyncio.wait_for(waiter, 30) is None
+    await proc.wait()
+
+
+def test_start_time_mismatch_is_not_same_process(tmp_path: Path) -> None:
+    me = read_start_time(os.getpid())
+    assert me is not None
+    assert is_same_process(ProcessRef(os.getpid(), me))
+    impostor = ProcessRef(os.getpid(), me + 1)  # pid reused by another process
+    assert not is_same_process(impostor)
+    assert not signal_group(impostor, signal.SIGKILL)  # and we are still alive
+
+
+def test_spawn_error_is_translated(tmp_path: Path) -> None:
+    with pytest.raises(SpawnError, match="cannot start"):
+        spawn(["/nonexistent/binary"], env={}, cwd=str(tmp_path),
+              stdout_path=tmp_path / "o", stderr_path=tmp_path / "e")
+
+
+def test_shell_mode_runs_through_sh(tmp_path: Path) -> None:
+    ref = spawn("echo $((6*7)) > answer", env={}, cwd=str(tmp_path), shell=True,
+                stdout_path=tmp_path / "o", stderr_path=tmp_path / "e")
+    until_sync(lambda: (tmp_path / "answer").exists() and (tmp_path / "answer").read_text() == "42\n")
+    until_sync(lambda: not is_alive(ref))
+
+
+async def test_instance_sweep_kills_escaped_grandchild(tmp_path: Path) -> None:
+    instance = uuid.uuid4().hex
+    marker = tmp_path / "gc.pid"
+    ref = _spawn_py(tmp_path, (
+        "import subprocess, sys\n"
+        f"p = subprocess.Popen(['sleep', '1000'], start_new_session=True)\n"
+        f"open({str(marker)!r}, 'w').write(str(p.pid))\n"
+        "import time; time.sleep(1000)\n"), {"MSO_INSTANCE": instance})
+    await until(lambda: marker.exists() and marker.read_text() != "", what="grandchild pid")
+    gc = int(marker.read_text())
+    assert os.getsid(gc) != ref.pid
+    assert sorted(find_env_processes({"MSO_INSTANCE": instance})) == sorted([ref.pid, gc])
+    assert kill_instance_processes(instance) == 2
+    await asyncio.wait_for(wait_exit(ref), 30)
+    await until(lambda: not Path(f"/proc/{gc}").exists() or
+                parse_stat(Path(f"/proc/{gc}/stat").read_text())[0] == "Z", what="gc death")
