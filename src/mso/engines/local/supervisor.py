@@ -1,0 +1,383 @@
+"""``ReplicaSupervisor``: one asyncio task that keeps one replica process alive.
+
+It spawns (or adopts) the process, runs startup/readiness/liveness probes with Kubernetes
+semantics, restarts it with backoff according to the restart policy, and stops it in the
+explicit drain order: mark not ready → ``drain()`` → stop signal to the process group →
+grace → SIGKILL (group, cgroup and ``MSO_REPLICA`` sweep). Every state change goes through
+``_change_state`` which checks the edge and calls ``on_transition``; the lead persists
+pid/start time from that callback before anything else relies on the process.
+
+Cancelling the supervisor (``detach()``) never touches the process: replicas outlive the
+daemon and are re-adopted with ``adopt(ref)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from typing import Awaitable, Callable
+
+from mso.engines.local import process as proc
+from mso.engines.local.backoff import Backoff, Clock
+from mso.engines.local.cgroups import Cgroup, CgroupManager
+from mso.engines.local.probes import ProbeResult, ProbeSpec, ProbeTracker, run_probe
+from mso.engines.local.process import ProcessRef, SpawnError
+from mso.engines.local.replica import LogSink, ReplicaSpec, after_exit, describe_exit
+from mso.engines.local.states import (
+    ALLOWED, STOPPABLE_STATES, TERMINAL_STATES, ReplicaState, check_transition,
+)
+
+S = ReplicaState
+log = logging.getLogger(__name__)
+
+OnTransition = Callable[[str, ReplicaState, ReplicaState, str, "ProcessRef | None"], None]
+OnReady = Callable[[str, bool], None]
+Drain = Callable[[str], Awaitable[None]]
+
+
+def _noop_transition(rid: str, old: ReplicaState, new: ReplicaState, reason: str,
+                     ref: ProcessRef | None) -> None:
+    pass
+
+
+def _noop_ready(rid: str, ready: bool) -> None:
+    pass
+
+
+class ReplicaSupervisor:
+    """Supervises one replica; see the module docstring."""
+
+    def __init__(
+        self,
+        spec: ReplicaSpec,
+        *,
+        on_transition: OnTransition = _noop_transition,
+        on_ready: OnReady = _noop_ready,
+        drain: Drain | None = None,
+        clock: Clock = time.monotonic,
+        cgroups: CgroupManager | None = None,
+        logs: LogSink | None = None,
+        drain_timeout: float = 60.0,
+        port_poll: float = 0.1,
+    ) -> None:
+        self.spec = spec
+        self.state = S.PENDING
+        self.ref: ProcessRef | None = None
+        self.restarts = 0
+        self.last_reason = ""
+        self.cgroup: Cgroup | None = None
+        self._on_transition = on_transition
+        self._on_ready = on_ready
+        self._drain = drain
+        self._clock = clock
+        self._cgroups = cgroups
+        self._logs = logs
+        self._drain_timeout = drain_timeout
+        self._port_poll = port_poll
+        self._backoff = Backoff(*spec.backoff, clock=clock)
+        self._task: asyncio.Task[None] | None = None
+        self._probe_task: asyncio.Task[None] | None = None
+        self._exit: asyncio.Future[int | None] | None = None
+        self._kill_reason: str | None = None
+        self._stopping = False
+        self._stop_task: asyncio.Task[None] | None = None
+        self._terminal = asyncio.Event()
+
+    # -- public API ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Spawn the process and supervise it."""
+        self._begin(None)
+
+    def adopt(self, ref: ProcessRef) -> None:
+        """Supervise an already running process (re-adoption after a daemon restart)."""
+        self._begin(ref)
+
+    async def stop(self, reason: str = "stop requested") -> None:
+        """Drain, signal, wait the grace period, kill; idempotent and safe to call twice."""
+        if self._stop_task is None:
+            if self.state in TERMINAL_STATES:
+                return
+            self._stop_task = asyncio.ensure_future(self._stop(reason))
+        await asyncio.shield(self._stop_task)
+
+    async def wait_stopped(self) -> None:
+        """Return once the replica reached a terminal state (STOPPED, EXITED, FAILED)."""
+        await self._terminal.wait()
+
+    async def detach(self) -> None:
+        """Stop supervising but leave the process running (daemon shutdown)."""
+        for task in (self._probe_task, self._task):
+            if task is not None:
+                task.cancel()
+        for task in (self._probe_task, self._task):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    # -- state --------------------------------------------------------------------------
+
+    def _change_state(self, new: ReplicaState, reason: str) -> None:
+        old = self.state
+        check_transition(old, new)
+        self.state = new
+        self.last_reason = reason
+        log.info("replica %s: %s -> %s (%s)", self.spec.id, old.value, new.value, reason)
+        self._call(self._on_transition, self.spec.id, old, new, reason, self.ref)
+        if new == S.READY:
+            self._call(self._on_ready, self.spec.id, True)
+        elif old == S.READY:
+            self._call(self._on_ready, self.spec.id, False)
+        if new in TERMINAL_STATES:
+            self._terminal.set()
+
+    @staticmethod
+    def _call(fn: Callable[..., None], *args: object) -> None:
+        try:
+            fn(*args)
+        except Exception:  # a broken callback must not kill supervision
+            log.exception("replica callback %r failed", fn)
+
+    # -- main loop ----------------------------------------------------------------------
+
+    def _begin(self, adopted: ProcessRef | None) -> None:
+        if self._task is not None:
+            raise RuntimeError(f"replica {self.spec.id} is already supervised")
+        self._task = asyncio.ensure_future(self._run(adopted))
+
+    async def _run(self, adopted: ProcessRef | None) -> None:
+        try:
+            while not self._stopping:
+                status = await self._one_life(adopted)
+                adopted = None
+                if self._stopping:
+                    return
+                reason = describe_exit(status)
+                if self._kill_reason:
+                    reason = f"{self._kill_reason}; {reason}"
+                nxt = after_exit(self.spec.restart, status)
+                if nxt != S.BACKOFF:
+                    self._change_state(nxt, reason)
+                    return
+                delay = self._backoff.next_delay()
+                self._change_state(S.BACKOFF, f"{reason}; restarting in {delay:g}s")
+                await asyncio.sleep(delay)
+                self.restarts += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # last resort: report instead of dying silently
+            log.exception("supervisor of %s crashed", self.spec.id)
+            if not self._stopping and S.FAILED in ALLOWED[self.state]:
+                self._change_state(S.FAILED, f"supervisor error: {exc!r}")
+
+    async def _one_life(self, adopted: ProcessRef | None) -> int | None:
+        """Spawn or adopt one process, supervise it until it exits; return its status."""
+        self._kill_reason = None
+        if adopted is not None:
+            ref = self._adopt(adopted)
+            if ref is None:
+                return None  # gone while nobody watched: status unknown
+        else:
+            ref = self._spawn()
+            if ref is None:
+                return 127  # like a shell's "command not found"
+        loop = asyncio.get_running_loop()
+        self._exit = loop.create_future()
+        waiter = asyncio.ensure_future(proc.wait_exit(ref))
+        self._probe_task = asyncio.ensure_future(self._probe(ref, skip_startup=adopted is not None))
+        try:
+            status = await asyncio.shield(waiter)
+        except asyncio.CancelledError:
+            waiter.cancel()
+            self._probe_task.cancel()
+            raise
+        self._probe_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._probe_task
+        self._cleanup_leftovers(ref)
+        if self._logs is not None:
+            self._logs.process_exited(self.spec.id)
+        if not self._exit.done():
+            self._exit.set_result(status)
+        return status
+
+    def _spawn(self) -> ProcessRef | None:
+        spec = self.spec
+        if self._cgroups is not None and self.cgroup is None:
+            self.cgroup = self._cgroups.create(spec.id, spec.cpu, spec.memory)
+        if self._logs is not None:
+            self._logs.attach(spec.id, spec.service, spec.release, spec.stdout_path,
+                              spec.stderr_path)
+        try:
+            ref = proc.spawn(spec.argv, env=spec.process_env(), cwd=spec.cwd,
+                             stdout_path=spec.stdout_path, stderr_path=spec.stderr_path,
+                             cgroup=self.cgroup, shell=spec.shell)
+        except SpawnError as exc:
+            self.ref = None
+            self._kill_reason = f"spawn failed: {exc.strerror or exc}"
+            return None
+        self.ref = ref
+        self._backoff.record_start()
+        self._change_state(S.STARTING, f"spawned pid {ref.pid}" + (
+            f" (restart {self.restarts})" if self.restarts else ""))
+        return ref
+
+    def _adopt(self, ref: ProcessRef) -> ProcessRef | None:
+        if not proc.is_alive(ref):
+            self._kill_reason = f"adopted pid {ref.pid} is gone"
+            return None
+        if self._cgroups is not None:
+            self.cgroup = self._cgroups.get(self.spec.id)
+        if self._logs is not None:
+            s = self.spec
+            self._logs.attach(s.id, s.service, s.release, s.stdout_path, s.stderr_path)
+        self.ref = ref
+        self._backoff.record_start()
+        self._change_state(S.RUNNING, f"adopted pid {ref.pid}")
+        return ref
+
+    def _cleanup_leftovers(self, ref: ProcessRef) -> None:
+        """Kill what the exited process left behind (its group, cgroup, env matches)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(ref.pid, signal.SIGKILL)  # group outlives its leader
+        if self.cgroup is not None:
+            self.cgroup.kill_all(signal.SIGKILL)
+        proc.kill_env_processes(self.spec.sweep_match(), signal.SIGKILL)
+
+    # -- probes -------------------------------------------------------------------------
+
+    async def _probe(self, ref: ProcessRef, skip_startup: bool) -> None:
+        spec = self.spec
+        if spec.startup is not None and not skip_startup:
+            if not await self._startup(ref, spec.startup):
+                return
+        if self.state == S.STARTING:
+            self._change_state(S.RUNNING, "startup probe passed" if spec.startup
+                               else "started (no startup probe)")
+        tasks = []
+        if spec.liveness is not None:
+            tasks.append(self._liveness(ref, spec.liveness))
+        tasks.append(self._readiness(spec.readiness))
+        await asyncio.gather(*tasks)
+
+    async def _check(self, spec: ProbeSpec) -> ProbeResult:
+        s = self.spec
+        try:
+            return await run_probe(spec, s.host, s.ports, s.process_env(), s.cwd)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return ProbeResult(False, f"probe error: {exc!r}")
+
+    async def _startup(self, ref: ProcessRef, spec: ProbeSpec) -> bool:
+        tracker = ProbeTracker.for_spec("startup", spec)
+        await asyncio.sleep(spec.initial_delay)
+        while True:
+            tracker.feed(await self._check(spec))
+            if tracker.passing:
+                return True
+            if tracker.exhausted:
+                self._kill(ref, f"startup probe failed {tracker.consecutive_failures} times: "
+                                f"{tracker.last_detail}")
+                return False
+            await asyncio.sleep(spec.period)
+
+    async def _liveness(self, ref: ProcessRef, spec: ProbeSpec) -> None:
+        tracker = ProbeTracker.for_spec("liveness", spec)
+        await asyncio.sleep(spec.initial_delay)
+        while True:
+            tracker.feed(await self._check(spec))
+            if tracker.exhausted:
+                self._kill(ref, f"liveness probe failed {tracker.consecutive_failures} times: "
+                                f"{tracker.last_detail}")
+                return
+            await asyncio.sleep(spec.period)
+
+    async def _readiness(self, spec: ProbeSpec | None) -> None:
+        if spec is None:
+            await self._wait_port_open()
+            if self.state == S.RUNNING and not self._stopping:
+                self._change_state(S.READY, "running (no readiness probe)")
+            return
+        tracker = ProbeTracker.for_spec("readiness", spec)
+        await asyncio.sleep(spec.initial_delay)
+        while True:
+            if tracker.feed(await self._check(spec)) and not self._stopping:
+                if tracker.passing and self.state == S.RUNNING:
+                    self._change_state(S.READY, "readiness probe passed")
+                elif not tracker.passing and self.state == S.READY:
+                    self._change_state(S.RUNNING, f"readiness probe failed "
+                                       f"{tracker.consecutive_failures} times: "
+                                       f"{tracker.last_detail}")
+            await asyncio.sleep(spec.period)
+
+    async def _wait_port_open(self) -> None:
+        if not self.spec.ports:
+            return
+        tcp = ProbeSpec("tcp", next(iter(self.spec.ports)), timeout=1.0)
+        while not (await self._check(tcp)).ok:
+            await asyncio.sleep(self._port_poll)
+
+    def _kill(self, ref: ProcessRef, reason: str) -> None:
+        """Probe-triggered restart: stop signal now, SIGKILL after the grace period."""
+        if self._stopping or self._kill_reason is not None:
+            return
+        self._kill_reason = reason
+        log.warning("replica %s: %s; killing", self.spec.id, reason)
+        proc.signal_group(ref, self.spec.stop_signal)
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.spec.stop_grace, proc.signal_group, ref, signal.SIGKILL)
+
+    # -- stop ---------------------------------------------------------------------------
+
+    async def _stop(self, reason: str) -> None:
+        if self.state not in STOPPABLE_STATES:
+            await self.wait_stopped()
+            return
+        self._stopping = True
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+        self._change_state(S.STOPPING, reason)  # leaving READY sends on_ready(False)
+        await self._run_drain()
+        ref, exit_future = self.ref, self._exit
+        running = ref is not None and exit_future is not None and not exit_future.done()
+        if running and ref is not None and exit_future is not None:
+            await self._terminate(ref, exit_future)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if running and ref is not None:
+            # Only right after our own exit: a long-dead leader's pid may be reused.
+            self._cleanup_leftovers(ref)
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        self._change_state(S.STOPPED, reason)
+
+    async def _run_drain(self) -> None:
+        if self._drain is None:
+            return
+        try:
+            await asyncio.wait_for(self._drain(self.spec.id), self._drain_timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("drain of %s failed; stopping anyway", self.spec.id)
+
+    async def _terminate(self, ref: ProcessRef, exit_future: asyncio.Future[int | None]) -> None:
+        proc.signal_group(ref, self.spec.stop_signal)
+        try:
+            await asyncio.wait_for(asyncio.shield(exit_future), self.spec.stop_grace)
+            return
+        except (asyncio.TimeoutError, TimeoutError):
+            log.warning("replica %s ignored signal %d for %gs; SIGKILL", self.spec.id,
+                        self.spec.stop_signal, self.spec.stop_grace)
+        proc.signal_group(ref, signal.SIGKILL)
+        if self.cgroup is not None:
+            self.cgroup.kill_all(signal.SIGKILL)
+        with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(exit_future), 30.0)
