@@ -41,7 +41,10 @@ def log(message: str) -> None:
     who = os.environ.get("MSO_REPLICA") or os.environ.get("MSO_SERVICE") or "shop"
     stamp = time.strftime("%H:%M:%S")
     with _log_lock:
-        print(f"{stamp} {who} {message}", flush=True)
+        try:
+            print(f"{stamp} {who} {message}", flush=True)
+        except OSError:  # stdout gone (closed pipe, full disk): keep serving anyway
+            pass
 
 
 class HTTPError(Exception):
@@ -178,18 +181,21 @@ def call(service: str, method: str, path: str, body: Any = None, timeout: float 
         status, raw = exc.code, exc.read()
     except (OSError, ValueError) as exc:  # URLError, timeouts, resets, bad URL
         raise UpstreamError(service, str(getattr(exc, "reason", exc))) from exc
-    if status >= 500:
-        raise UpstreamError(service, f"answered {status}")
     try:
-        return status, json.loads(raw or b"null")
+        data = json.loads(raw or b"null")
     except ValueError as exc:
-        raise UpstreamError(service, "answered with invalid JSON") from exc
+        raise UpstreamError(service, f"answered {status} with invalid JSON") from exc
+    if status >= 500:
+        reason = data.get("error") if isinstance(data, dict) else None
+        raise UpstreamError(service, f"answered {status}" + (f" ({reason})" if reason else ""))
+    return status, data
 
 
 class _Server(ThreadingHTTPServer):
     """Counts in-flight requests so a SIGTERM can wait for them to finish."""
 
     daemon_threads = True  # idle keep-alive connections must not block exit
+    request_queue_size = 128  # the default 5 resets connections under a burst
 
     def __init__(self, address: tuple[str, int], app: App) -> None:
         super().__init__(address, _Handler)
@@ -214,6 +220,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch()
 
+    do_PUT = do_PATCH = do_DELETE = do_POST  # answered with a JSON 405 by App.handle
+
     def log_message(self, format: str, *args: Any) -> None:
         pass  # we log once per request ourselves, with the latency
 
@@ -222,8 +230,9 @@ class _Handler(BaseHTTPRequestHandler):
         with server.idle:
             server.inflight += 1
         started = time.monotonic()
-        resp = self._respond()
+        resp = Response(500, b"")
         try:
+            resp = self._respond()  # never raises: errors become answers
             self._send(resp)
         except OSError:  # the client went away; nothing left to tell it
             self.close_connection = True

@@ -9,9 +9,9 @@ Line protocol, one command per line, one reply per command:
     KEYS prefix   -> *N, then N lines with the matching keys, sorted
     anything else -> -ERR reason
 
-With $MSO_DATA_DIR set, every write is appended to $MSO_DATA_DIR/kvstore.aof
-and replayed at start, so a restart keeps the shop's stock and orders;
-without it the data lives in memory only.
+With a data folder ($MSO_DATA_DIR, else $DATA_DIR), every write is appended
+to <folder>/kvstore.aof and replayed at start, so a restart keeps the shop's
+stock and orders; without one the data lives in memory only.
 """
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ class _Handler(socketserver.StreamRequestHandler):
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True  # idle client connections must not block exit
     allow_reuse_address = True
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], store: Store) -> None:
         super().__init__(address, _Handler)
@@ -122,7 +123,7 @@ class _Server(socketserver.ThreadingTCPServer):
 
 
 def main() -> None:
-    store = Store(os.environ.get("MSO_DATA_DIR"))
+    store = Store(os.environ.get("MSO_DATA_DIR") or os.environ.get("DATA_DIR"))
     server = _Server(("127.0.0.1", int(os.environ.get("PORT", "6390"))), store)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
