@@ -136,6 +136,8 @@ class PrometheusProvider:
 
 def _query_value(body: Any) -> float | None:
     """The largest sample value of an instant-query answer (vector or scalar)."""
+    if not isinstance(body, dict):
+        raise ValueError(f"answer is {type(body).__name__}, not an object")
     if body.get("status") != "success":
         raise ValueError(f"status {body.get('status')!r}: {body.get('error', '')}")
     data = body["data"]
