@@ -1,0 +1,183 @@
+"""The manifest model (`mso.yaml`) and its cross-reference checks.
+
+All models are frozen pydantic v2 models that reject unknown keys. This module also
+re-exports every model so callers can `from mso.spec.models import Service, Probe, ...`.
+Checks across services (dependencies and their cycles, routes, name collisions) run in
+`Manifest`'s after-validator and report each problem at its own field path.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from mso.spec.errors import Loc, LocatedError
+from mso.spec.fields import Name, PortNumber, SpecModel
+from mso.spec.graph import find_cycle
+from mso.spec.health import Health, Probe, ProbeKind
+from mso.spec.rollout import (
+    AnalysisSpec,
+    Autoscale,
+    Pause,
+    PrometheusProvider,
+    Provider,
+    Rollout,
+    Step,
+    StepAnalysis,
+    Strategy,
+    WebhookProvider,
+)
+from mso.spec.service import Backoff, Build, Condition, ConfigFile, Job, Port, Resources, Secret, Service, Stop
+
+__all__ = [
+    "AnalysisSpec", "Autoscale", "Backoff", "Build", "Condition", "ConfigFile", "Engines", "Gateway",
+    "Health", "Job", "KubernetesSettings", "Manifest", "Pause", "Port", "Probe", "ProbeKind",
+    "PrometheusProvider", "Provider", "Resources", "Rollout", "Route", "Secret", "Service", "Step",
+    "StepAnalysis", "Stop", "Strategy", "SwarmSettings", "WebhookProvider",
+]  # fmt: skip
+
+
+class Gateway(SpecModel):
+    """The one entry point for outside traffic."""
+
+    bind: str = Field("127.0.0.1", description="Address the gateway listens on (local engine).")
+    port: PortNumber = Field(8080, description="Gateway port; on Swarm/K8s the published port.")
+
+
+class Route(SpecModel):
+    """Gateway route: first match wins (order routes longest path prefix first)."""
+
+    path: str = Field("/", description="Path prefix to match.")
+    host: str | None = Field(None, description="Optional Host header to match.")
+    service: Name = Field(description="Service receiving the traffic.")
+    port: str | None = Field(None, description="Named http port of the service; default: its first http port.")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"path must start with '/', got {value!r}")
+        return value
+
+
+class SwarmSettings(SpecModel):
+    network: str | None = Field(None, description="Overlay network the stack's services join.")
+
+
+class KubernetesSettings(SpecModel):
+    namespace: str | None = Field(None, description="Namespace for all objects (default: the app name).")
+
+
+class Engines(SpecModel):
+    """Engine-specific settings; the rest of the manifest is the same everywhere."""
+
+    swarm: SwarmSettings = Field(default_factory=SwarmSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+
+
+class Manifest(SpecModel):
+    """A whole `mso.yaml`."""
+
+    app: Name = Field(description="DNS-1123 label; names the stack on every engine.")
+    engine: Literal["local", "swarm", "kubernetes"] = Field("local", description="Default engine; --engine overrides.")
+    gateway: Gateway = Field(default_factory=Gateway, description="The entry point for outside traffic.")
+    routes: list[Route] = Field(default_factory=list, description="Gateway routes; first match wins.")
+    services: dict[Name, Service] = Field(default_factory=dict, description="Long-running services by name.")
+    jobs: dict[Name, Job] = Field(default_factory=dict, description="One-off tasks by name.")
+    engines: Engines = Field(default_factory=Engines, description="Engine-specific settings.")
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Manifest:
+        issues: list[tuple[Loc, str]] = []
+        for name in self.jobs:
+            if name in self.services:
+                issues.append((("jobs", name), f"{name!r} is both a service and a job; names must be unique"))
+        issues.extend(self._dependency_issues())
+        issues.extend(self._route_issues())
+        if not issues:
+            issues.extend(self._cycle_issues())
+        if issues:
+            raise LocatedError(issues)
+        return self
+
+    def runnable(self, name: str) -> Service | Job:
+        """The service or job called `name` (KeyError if neither)."""
+        if name in self.services:
+            return self.services[name]
+        return self.jobs[name]
+
+    def _dependency_issues(self) -> list[tuple[Loc, str]]:
+        issues: list[tuple[Loc, str]] = []
+        owners: list[tuple[str, str, Service | Job]] = [("services", n, s) for n, s in self.services.items()]
+        owners += [("jobs", n, j) for n, j in self.jobs.items()]
+        for section, name, item in owners:
+            for dep, cond in item.depends_on.items():
+                loc: Loc = (section, name, "depends_on", dep)
+                issues.extend(self._dependency_issue(loc, name, dep, cond))
+        for name, job in self.jobs.items():
+            for i, target in enumerate(job.before):
+                if target not in self.services:
+                    issues.append((("jobs", name, "before", i), f"unknown service {target!r}{self._known('services')}"))
+        return issues
+
+    def _dependency_issue(self, loc: Loc, owner: str, dep: str, cond: Condition) -> list[tuple[Loc, str]]:
+        if dep == owner:
+            return [(loc, f"{owner!r} cannot depend on itself")]
+        if dep in self.jobs:
+            if cond != "completed":
+                return [(loc, f"{dep!r} is a job; the only condition for a job is completed")]
+            return []
+        if dep not in self.services:
+            return [(loc, f"unknown service or job {dep!r}{self._known('services')}")]
+        if cond == "completed" and self.services[dep].restart == "always":
+            return [(loc, f"{dep!r} has restart: always and never completes; use started or healthy")]
+        return []
+
+    def _route_issues(self) -> list[tuple[Loc, str]]:
+        issues: list[tuple[Loc, str]] = []
+        seen: dict[tuple[str | None, str], int] = {}
+        for i, route in enumerate(self.routes):
+            service = self.services.get(route.service)
+            if service is None:
+                issues.append((("routes", i, "service"), f"unknown service {route.service!r}{self._known('services')}"))
+                continue
+            issues.extend(_route_port_issue(i, route, service))
+            key = (route.host, route.path)
+            if key in seen:
+                issues.append((("routes", i), f"same host and path as route {seen[key]}, which always matches first"))
+            seen.setdefault(key, i)
+        return issues
+
+    def _cycle_issues(self) -> list[tuple[Loc, str]]:
+        edges: dict[str, list[str]] = {}
+        items: list[tuple[str, Service | Job]] = [*self.services.items(), *self.jobs.items()]
+        for name, item in items:
+            edges.setdefault(name, []).extend(item.depends_on)
+        for name, job in self.jobs.items():
+            for target in job.before:
+                edges.setdefault(target, []).append(name)
+        cycle = find_cycle(edges)
+        if cycle is None:
+            return []
+        first = cycle[0]
+        section = "services" if first in self.services else "jobs"
+        return [((section, first, "depends_on"), "dependency cycle: " + " -> ".join([*cycle, first]))]
+
+    def _known(self, section: Literal["services", "jobs"]) -> str:
+        names = list(self.services) if section == "services" else list(self.jobs)
+        return f" (defined: {', '.join(names)})" if names else ""
+
+
+def _route_port_issue(index: int, route: Route, service: Service) -> list[tuple[Loc, str]]:
+    if route.port is None:
+        if service.first_http_port() is None:
+            return [(("routes", index, "service"), f"service {route.service!r} has no http port to route to")]
+        return []
+    port = service.ports.get(route.port)
+    if port is None:
+        known = ", ".join(service.ports) or "none"
+        return [(("routes", index, "port"), f"service {route.service!r} has no port {route.port!r} (defined: {known})")]
+    if port.protocol != "http":
+        return [(("routes", index, "port"), f"port {route.port!r} is tcp; only http ports can be routed through the gateway")]
+    return []

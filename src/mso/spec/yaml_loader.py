@@ -1,0 +1,144 @@
+"""YAML loading that remembers where every key and list item came from.
+
+PyYAML's safe composer builds a node tree (with marks); we construct plain Python
+values from it ourselves so we can (a) record the 1-based source line of every mapping
+key and sequence item under its path, for error messages, and (b) reject duplicate
+keys, which PyYAML silently lets the last one win. Merge keys (`<<: *base`) and
+anchors work as usual; recursive aliases and alias bombs are rejected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from mso.spec.errors import Loc, ManifestError
+
+try:  # the C loader is much faster; same semantics
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+__all__ = ["LineMap", "load_yaml"]
+
+# An alias can point at a big subtree; cap the number of nodes we expand so a few
+# lines of anchors ("billion laughs") cannot eat the machine.
+MAX_NODES = 200_000
+
+
+@dataclass
+class LineMap:
+    """Source lines by path (tuple of keys / indexes); `()` is the document."""
+
+    lines: dict[Loc, int] = field(default_factory=dict)
+
+    def line_of(self, loc: Loc) -> int | None:
+        """Line of `loc`, or of its closest recorded ancestor."""
+        for end in range(len(loc), -1, -1):
+            line = self.lines.get(tuple(loc[:end]))
+            if line is not None:
+                return line
+        return None
+
+
+def load_yaml(text: str, file: str) -> tuple[Any, LineMap]:
+    """Parse one YAML document; returns (data, line map). Raises ManifestError."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ManifestError(file, None, "", "the file is empty; it needs at least `app:` and `services:`")
+        builder = _Builder(loader, file)
+        data = builder.build(node, ())
+        return data, builder.lines
+    except yaml.MarkedYAMLError as exc:
+        raise _syntax_error(exc, file) from None
+    except yaml.YAMLError as exc:
+        raise ManifestError(file, None, "", f"YAML error: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, file: str) -> ManifestError:
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark is not None else None
+    col = f" (column {mark.column + 1})" if mark is not None else ""
+    problem = exc.problem or exc.context or "invalid YAML"
+    if exc.context and exc.problem:
+        problem = f"{problem} ({exc.context})"
+    return ManifestError(file, line, "", f"YAML syntax error: {problem}{col}")
+
+
+class _Builder:
+    """Turns a composed node tree into dicts/lists/scalars, tracking lines."""
+
+    def __init__(self, loader: Any, file: str) -> None:
+        self.loader = loader
+        self.file = file
+        self.lines = LineMap()
+        self._active: set[int] = set()
+        self._count = 0
+
+    def build(self, node: yaml.Node, loc: Loc) -> Any:
+        self._count += 1
+        if self._count > MAX_NODES:
+            raise ManifestError(self.file, None, "", f"the document expands to more than {MAX_NODES} values (alias bomb?)")
+        self.lines.lines.setdefault(loc, node.start_mark.line + 1)
+        if isinstance(node, yaml.ScalarNode):
+            return self.loader.construct_object(node, deep=True)
+        if id(node) in self._active:
+            raise ManifestError(self.file, node.start_mark.line + 1, _dotted(loc), "recursive YAML alias")
+        self._active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self._item(child, loc, i) for i, child in enumerate(node.value)]
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, loc)
+        finally:
+            self._active.discard(id(node))
+        raise ManifestError(self.file, node.start_mark.line + 1, _dotted(loc), "unsupported YAML node")
+
+    def _item(self, child: yaml.Node, loc: Loc, index: int) -> Any:
+        self.lines.lines[(*loc, index)] = child.start_mark.line + 1
+        return self.build(child, (*loc, index))
+
+    def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[Any, Any]:
+        self._check_duplicates(node, loc)
+        # flatten_mapping puts merged (`<<`) pairs first, so explicit keys override them
+        self.loader.flatten_mapping(node)
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ManifestError(
+                    self.file, key_node.start_mark.line + 1, _dotted(loc), "mapping keys must be plain scalars"
+                )
+            key = self.loader.construct_object(key_node, deep=True)
+            child = (*loc, key)
+            self.lines.lines[child] = key_node.start_mark.line + 1
+            out[key] = self.build(value_node, child)
+            # a key's own line wins over where its value starts (block values start below)
+            self.lines.lines[child] = key_node.start_mark.line + 1
+        return out
+
+    def _check_duplicates(self, node: yaml.MappingNode, loc: Loc) -> None:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # unhashable keys are reported by _mapping
+                continue
+            if first is not None:
+                raise ManifestError(
+                    self.file, line, _dotted((*loc, key)), f"duplicate key {key!r} (first defined on line {first})"
+                )
+            seen[key] = line
+
+
+def _dotted(loc: Loc) -> str:
+    return ".".join(str(p) for p in loc)
