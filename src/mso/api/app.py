@@ -1,0 +1,144 @@
+"""The REST API of the local control plane (FastAPI; OpenAPI at /openapi.json).
+
+Served on a unix socket (mode 0600) by default, and optionally on 127.0.0.1 over TCP,
+where every request needs `Authorization: Bearer <token>`. Responses never carry secret
+values: releases are shown without their secrets and environments are not exposed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from mso import __version__
+from mso.api import views
+from mso.daemon.oneoff import run_oneoff
+from mso.spec.errors import ManifestError
+from mso.spec.load import load_manifest
+
+if TYPE_CHECKING:
+    from mso.daemon.core import Daemon
+
+
+class ApplyRequest(BaseModel):
+    manifest: str = Field(description="Absolute path of the manifest to apply")
+    environ: dict[str, str] = Field(default_factory=dict,
+                                    description="The caller's environment, for interpolation")
+
+
+class ScaleRequest(BaseModel):
+    replicas: int = Field(ge=0, le=1000)
+
+
+class RunRequest(BaseModel):
+    argv: list[str] = Field(min_length=1)
+
+
+def create_app(daemon: Daemon, token: str | None = None,
+               on_down: Callable[[], Awaitable[None]] | None = None) -> FastAPI:
+    app = FastAPI(title="mso control plane", version=__version__,
+                  description="The local engine's REST API. The CLI talks only to this.")
+
+    if token is not None:
+        @app.middleware("http")
+        async def bearer_auth(request: Request, call_next: Any) -> Response:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return JSONResponse({"error": "missing or wrong bearer token"}, 401)
+            response: Response = await call_next(request)
+            return response
+
+    @app.exception_handler(KeyError)
+    async def not_found(request: Request, exc: KeyError) -> JSONResponse:
+        return JSONResponse({"error": f"no such service: {exc.args[0]}"}, 404)
+
+    @app.exception_handler(ManifestError)
+    async def bad_manifest(request: Request, exc: ManifestError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, 422)
+
+    @app.get("/v1/status")
+    async def status() -> dict[str, Any]:
+        return daemon.status()
+
+    @app.post("/v1/apply")
+    async def apply(body: ApplyRequest) -> dict[str, Any]:
+        loaded = await asyncio.to_thread(load_manifest, body.manifest, body.environ)
+        changes = daemon.apply(loaded)
+        return {"changes": [{"service": c.service, "release": c.release,
+                             "created": c.created, "change": c.change} for c in changes]}
+
+    @app.get("/v1/ps")
+    async def ps() -> dict[str, Any]:
+        return views.ps(daemon)
+
+    @app.get("/v1/endpoints")
+    async def endpoints() -> dict[str, Any]:
+        return views.endpoints(daemon)
+
+    @app.get("/v1/services/{service}/releases")
+    async def releases(service: str) -> list[dict[str, Any]]:
+        found = views.releases(daemon, service)
+        if not found:
+            raise KeyError(service)
+        return found
+
+    @app.post("/v1/services/{service}/scale")
+    async def scale(service: str, body: ScaleRequest) -> dict[str, Any]:
+        daemon.scale(service, body.replicas)
+        return {"service": service, "replicas": body.replicas}
+
+    @app.post("/v1/services/{service}/restart")
+    async def restart(service: str) -> dict[str, Any]:
+        daemon.restart(service)
+        return {"service": service, "restarting": True}
+
+    @app.post("/v1/services/{service}/run")
+    async def run(service: str, body: RunRequest) -> StreamingResponse:
+        if service not in daemon.store.desired():
+            raise KeyError(service)
+        return StreamingResponse(_ndjson(run_oneoff(daemon, service, body.argv)),
+                                 media_type="application/x-ndjson")
+
+    @app.get("/v1/events")
+    async def events(after: int = 0, service: str | None = None, follow: bool = False,
+                     limit: int = 1000) -> Response:
+        if not follow:
+            return JSONResponse([e.as_json() for e in daemon.store.events(after, service, limit)])
+        return StreamingResponse(_ndjson(views.follow_events(daemon, after, service)),
+                                 media_type="application/x-ndjson")
+
+    @app.get("/v1/logs")
+    async def logs(service: str | None = None, since: float | None = None,
+                   tail: int | None = None, follow: bool = False) -> Response:
+        if service is not None and service not in daemon.store.desired() \
+                and daemon.store.latest_release(service) is None:
+            raise KeyError(service)
+        if not follow:
+            return JSONResponse(daemon.log_store.read(service=service, since=since, tail=tail))
+        return StreamingResponse(_ndjson(daemon.log_store.follow(service, since, tail)),
+                                 media_type="application/x-ndjson")
+
+    @app.get("/v1/metrics")
+    async def metrics() -> dict[str, Any]:
+        return await daemon.proxy.metrics()
+
+    @app.post("/v1/down")
+    async def down() -> dict[str, Any]:
+        await daemon.down()
+        if on_down is not None:
+            asyncio.get_running_loop().call_later(0.1, lambda: asyncio.ensure_future(on_down()))
+        return {"stopped": True}
+
+    return app
+
+
+async def _ndjson(items: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async for item in items:
+        yield (json.dumps(item, default=str) + "\n").encode()

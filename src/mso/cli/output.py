@@ -1,0 +1,138 @@
+"""How the CLI shows things: rich tables for people, JSON and NDJSON for scripts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from mso.cli.client import ApiClient, CliError
+
+console = Console(highlight=False)
+
+STATE_STYLES = {"READY": "green", "RUNNING": "yellow", "STARTING": "yellow",
+                "BACKOFF": "red", "FAILED": "bold red", "STOPPING": "magenta",
+                "STOPPED": "dim", "EXITED": "dim", "PENDING": "dim"}
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _table(*columns: str) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
+def ps_table(data: dict[str, Any]) -> None:
+    table = _table("SERVICE", "REPLICA", "RELEASE", "SUBSET", "STATE", "PID", "ADDRESS",
+                   "RESTARTS", "REASON")
+    for r in data["replicas"]:
+        style = STATE_STYLES.get(r["state"], "")
+        table.add_row(r["service"], r["replica"], str(r["release"]), r["subset"],
+                      f"[{style}]{r['state']}[/]" if style else r["state"],
+                      str(r["pid"] or "-"), r["address"] or "-", str(r["restarts"]),
+                      (r.get("reason") or "")[:60])
+    console.print(table)
+    for name, state in (data.get("jobs") or {}).items():
+        console.print(f"job {name}: {state}")
+
+
+def endpoints_table(data: dict[str, Any]) -> None:
+    console.print(f"gateway  http://{data['gateway']}/")
+    console.print(f"metrics  {data['metrics']}")
+    table = _table("SERVICE", "ADDRESS", "REPLICA", "ENDPOINT", "SUBSET", "WEIGHT", "READY")
+    for name, svc in sorted(data["services"].items()):
+        eps = svc["endpoints"] or [None]
+        for i, ep in enumerate(eps):
+            first = i == 0
+            table.add_row(name if first else "", (svc["address"] or "-") if first else "",
+                          ep["replica"] if ep else "-", ep["address"] if ep else "-",
+                          ep["subset"] if ep else "-", str(ep["weight"]) if ep else "-",
+                          ("[green]yes[/]" if ep["ready"] else "[red]no[/]") if ep else "-")
+    console.print(table)
+
+
+def releases_table(service: str, data: list[dict[str, Any]]) -> None:
+    table = _table("RELEASE", "CREATED", "AUTHOR", "SPEC HASH", "OUTCOME", "CHANGE")
+    for r in data:
+        marker = " *" if r.get("current") else ""
+        table.add_row(f"{r['number']}{marker}", r["created"], r["author"],
+                      r["spec_hash"][:12], r["outcome"], r["change"])
+    console.print(table)
+
+
+def changes(items: list[dict[str, Any]]) -> None:
+    for c in items:
+        if c["created"]:
+            console.print(f"{c['service']}: release {c['release']} ({c['change']})")
+        elif c["change"] != "unchanged":
+            console.print(f"{c['service']}: {c['change']}")
+    if not any(c["created"] or c["change"] != "unchanged" for c in items):
+        console.print("no changes")
+
+
+def _since(value: str | None) -> float | None:
+    if value is None:
+        return None
+    from mso.spec.units import parse_duration
+    try:
+        return time.time() - parse_duration(value)
+    except ValueError as exc:
+        raise CliError(f"--since: {exc}", 2) from exc
+
+
+def _ts(value: Any) -> str:
+    if isinstance(value, (int, float)):
+        return dt.datetime.fromtimestamp(value).strftime("%H:%M:%S.%f")[:-3]
+    return str(value)
+
+
+def log_line(record: dict[str, Any]) -> str:
+    stream = "!" if record.get("stream") == "stderr" else " "
+    return f"{_ts(record.get('ts'))} {record.get('replica', '?'):<14}{stream} {record.get('line', '')}"
+
+
+def logs(client: ApiClient, service: str | None, follow: bool, since: str | None,
+         tail: int | None, fmt: str) -> None:
+    params: dict[str, Any] = {"service": service, "since": _since(since), "tail": tail}
+    if not follow:
+        records = client.get("/v1/logs", **params)
+        if fmt == "json":
+            emit_json(records)
+            return
+        for record in records:
+            click.echo(json.dumps(record) if fmt == "ndjson" else log_line(record))
+        return
+    for record in client.stream("GET", "/v1/logs", follow="true", **params):
+        click.echo(json.dumps(record) if fmt in ("json", "ndjson") else log_line(record))
+        sys.stdout.flush()
+
+
+def event_line(e: dict[str, Any]) -> str:
+    who = e.get("replica") or e.get("service") or "mso"
+    return f"{_ts(e['ts'])} {e['type']:<18} {who:<16} {e['message']}"
+
+
+def events(client: ApiClient, service: str | None, follow: bool, tail: int,
+           fmt: str) -> None:
+    records = client.get("/v1/events", service=service, limit=tail)
+    if fmt == "json" and not follow:
+        emit_json(records)
+        return
+    for e in records:
+        click.echo(json.dumps(e) if fmt != "table" else event_line(e))
+    if follow:
+        after = records[-1]["id"] if records else 0
+        for e in client.stream("GET", "/v1/events", follow="true", after=after,
+                               service=service):
+            click.echo(json.dumps(e) if fmt != "table" else event_line(e))
+            sys.stdout.flush()

@@ -1,0 +1,77 @@
+"""The proxy's route table, computed from services, their ports and their ready replicas.
+
+Pure: the daemon calls `build_table` whenever readiness, membership or weights change and
+pushes the result to the proxy only if it differs from the last one pushed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EndpointView:
+    id: str
+    subset: str
+    host: str
+    ports: dict[str, int]
+    ready: bool
+
+
+@dataclass(frozen=True)
+class ServiceRouting:
+    """How one service is reached: its named ports with their stable listener ports."""
+
+    name: str
+    ports: dict[str, tuple[str, int]]  # port name -> (protocol, stable listener port)
+    endpoints: list[EndpointView] = field(default_factory=list)
+    weights: dict[str, int] = field(default_factory=lambda: {"stable": 100})
+    balancer: str = "round_robin"
+
+
+@dataclass(frozen=True)
+class RouteView:
+    path: str
+    host: str | None
+    service: str
+    port: str
+
+
+def cluster_name(service: str, port: str) -> str:
+    return f"{service}/{port}"
+
+
+def build_table(*, bind: str, gateway_port: int, metrics_port: int | None,
+                routes: list[RouteView], services: list[ServiceRouting],
+                draining: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Return a TABLE (docs/architecture.md) without its version number."""
+    listeners: list[dict[str, Any]] = [{
+        "name": "gateway", "bind": bind, "port": gateway_port, "mode": "http",
+        "routes": [{"host": r.host, "path": r.path, "cluster": cluster_name(r.service, r.port)}
+                   for r in routes]}]
+    if metrics_port is not None:
+        listeners.append({"name": "metrics", "bind": bind, "port": metrics_port,
+                          "mode": "metrics"})
+    clusters: dict[str, Any] = {}
+    for svc in services:
+        for port_name, (protocol, stable_port) in sorted(svc.ports.items()):
+            name = cluster_name(svc.name, port_name)
+            listeners.append({"name": name, "bind": "127.0.0.1", "port": stable_port,
+                              "mode": protocol, "cluster": name})
+            clusters[name] = {"service": svc.name, "balancer": svc.balancer,
+                              "subsets": _subsets(svc, port_name, draining)}
+    return {"listeners": listeners, "clusters": clusters}
+
+
+def _subsets(svc: ServiceRouting, port_name: str,
+             draining: frozenset[str]) -> dict[str, Any]:
+    subsets: dict[str, Any] = {name: {"weight": weight, "endpoints": []}
+                               for name, weight in svc.weights.items()}
+    for ep in sorted(svc.endpoints, key=lambda e: e.id):
+        if not ep.ready or ep.id in draining or port_name not in ep.ports:
+            continue
+        subset = subsets.setdefault(ep.subset, {"weight": 0, "endpoints": []})
+        subset["endpoints"].append({"id": ep.id,
+                                    "address": f"{ep.host}:{ep.ports[port_name]}"})
+    return subsets

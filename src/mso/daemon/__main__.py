@@ -1,0 +1,123 @@
+"""Entry point of the daemon process: `python -m mso.daemon --state-dir DIR [...]`.
+
+`mso up` runs this in the foreground or detached (`-d`). SIGTERM and SIGINT mean `down`
+(stop everything); SIGHUP detaches, leaving replicas and the proxy running for a new
+daemon to adopt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from mso.api.app import create_app
+from mso.daemon.core import Daemon, DaemonBusy
+from mso.paths import StatePaths
+from mso.spec.errors import ManifestError
+from mso.spec.load import load_manifest
+
+log = logging.getLogger("mso.daemon")
+
+
+def _unix_listener(path: Path) -> socket.socket:
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # the socket is born 0600: no window where others could connect
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _tcp_listener(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
+    # `_serve` is `serve` without uvicorn's own signal handlers: the daemon owns signals.
+    await server._serve([sock])
+
+
+async def run(paths: StatePaths, manifest: str | None, api_port: int | None) -> int:
+    daemon = Daemon(paths)
+    daemon.acquire_lock()
+    await daemon.start()
+    if manifest:
+        try:
+            daemon.apply(load_manifest(manifest, dict(os.environ)))
+        except ManifestError as exc:
+            daemon.store.add_event("daemon.error", str(exc))
+            log.error("%s", exc)
+    servers: list[uvicorn.Server] = []
+    loop = asyncio.get_running_loop()
+
+    async def stop_servers() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    tasks = []
+    listeners = [(create_app(daemon, None, stop_servers), _unix_listener(paths.api_socket))]
+    if api_port is not None:
+        token = paths.api_token.read_text().strip()
+        listeners.append((create_app(daemon, token, stop_servers), _tcp_listener(api_port)))
+    for app, sock in listeners:
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
+                                               access_log=False))
+        servers.append(server)
+        tasks.append(asyncio.ensure_future(_serve(server, sock)))
+
+    async def on_signal(sig: signal.Signals) -> None:
+        if sig == signal.SIGHUP:
+            await daemon.detach()
+        else:
+            await daemon.down()
+        await stop_servers()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(on_signal(s)))
+    log.info("mso daemon %s ready on %s", os.getpid(), paths.api_socket)
+    await daemon.run_forever()
+    await stop_servers()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    paths.api_socket.unlink(missing_ok=True)
+    daemon.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mso-daemon")
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--manifest")
+    parser.add_argument("--api-port", type=int)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    paths = StatePaths(Path(args.state_dir).resolve())
+    import uvloop
+    try:
+        return uvloop.run(run(paths, args.manifest, args.api_port))
+    except DaemonBusy as exc:
+        print(f"mso: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

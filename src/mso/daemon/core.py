@@ -1,0 +1,407 @@
+"""The daemon: one per app, reconciling desired state with processes and the proxy.
+
+Lifecycle: take the lock, open the store, adopt or start the proxy, re-adopt surviving
+replicas (or clean up after them), then loop: plan every service, act, push the route
+table when it changed. The API is served alongside. `down` drains and stops everything,
+then sweeps every process carrying this instance's marker, grandchildren included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import secrets as pysecrets
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from mso.controllers.replicas import ObservedReplica, RollingParams, StartReplica, plan
+from mso.controllers.routing import RouteView, ServiceRouting, build_table
+from mso.daemon.jobs import JobRunner
+from mso.daemon.probes_map import port_map
+from mso.daemon.proxy_manager import ProxyManager
+from mso.daemon.releases import AppliedChange, apply_manifest
+from mso.daemon.replica_env import Discovery, base_environment
+from mso.daemon.replicas import ReplicaBook, free_port
+from mso.engines.local.cgroups import CgroupManager
+from mso.engines.local.logs import LogCollector, LogStore
+from mso.engines.local.process import kill_instance_processes
+from mso.engines.local.states import ReplicaState
+from mso.paths import StatePaths
+from mso.spec.load import LoadedManifest
+from mso.store.db import Store
+
+log = logging.getLogger("mso.daemon")
+
+RECONCILE_PERIOD = 0.5
+
+
+class DaemonBusy(RuntimeError):
+    """Another daemon already holds this app's lock."""
+
+
+class Daemon:
+    """The control plane of one app on the local engine."""
+
+    def __init__(self, paths: StatePaths) -> None:
+        self.paths = paths
+        self.store: Store
+        self.instance_id = ""
+        self.book: ReplicaBook
+        self.proxy: ProxyManager
+        self.jobs: JobRunner
+        self.cgroups: CgroupManager
+        self.log_store: LogStore
+        self.collector: LogCollector
+        self._lock_fd: int | None = None
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._shutting_down = False
+        self._draining: set[str] = set()
+        self._epochs: dict[str, int] = {}
+        self.started_at = time.time()
+
+    # -- start-up ---------------------------------------------------------------------
+    def acquire_lock(self) -> None:
+        self.paths.ensure()
+        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise DaemonBusy(f"a daemon is already running for {self.paths.state_dir}") from exc
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    async def start(self) -> None:
+        self.store = Store(self.paths.db)
+        self.instance_id = self.store.get_meta("instance_id") or uuid.uuid4().hex[:16]
+        self.store.set_meta("instance_id", self.instance_id)
+        self.store.set_meta("daemon_pid", str(os.getpid()))
+        self.cgroups = CgroupManager(f"mso/{self.instance_id}")
+        self.log_store = LogStore(self.paths.logs_dir)
+        self.collector = LogCollector(self.log_store)
+        base_env = base_environment(self.instance_id)
+        self.proxy = ProxyManager(self.store, self.paths.proxy_socket, self.paths.run_dir,
+                                  base_env)
+        self.book = ReplicaBook(
+            store=self.store, paths=self.paths, app=self.app_name, base_env=base_env,
+            instance_id=self.instance_id, discovery=self.discovery, drain=self._drain,
+            changed=self.wake, redact=self.log_store.redact,
+            supervisor_kwargs={"cgroups": self.cgroups, "logs": self.collector})
+        self.jobs = JobRunner(self)
+        self._collector_task = asyncio.get_running_loop().create_task(self.collector.run())
+        self._ensure_api_token()
+        await self.proxy.ensure_running()
+        self._recover()
+        self.store.add_event("daemon.started", f"control plane started (pid {os.getpid()})")
+
+    def _ensure_api_token(self) -> None:
+        if not self.paths.api_token.exists():
+            fd = os.open(self.paths.api_token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(pysecrets.token_urlsafe(32))
+
+    def _recover(self) -> None:
+        """Re-adopt replicas that survived a crash; clean up after the others."""
+        for record in self.store.replicas():
+            epoch = self._epochs.get(record.service, 0)
+            if not self.book.adopt(record, epoch):
+                self.book.forget_dead(record)
+        self.jobs.recover()
+
+    # -- app configuration ----------------------------------------------------------------
+    def app_config(self) -> dict[str, Any]:
+        raw = self.store.get_meta("app_config")
+        return json.loads(raw) if raw else {}
+
+    def app_name(self) -> str:
+        return str(self.app_config().get("app", ""))
+
+    def stable_ports(self) -> dict[str, int]:
+        raw = self.store.get_meta("stable_ports")
+        return json.loads(raw) if raw else {}
+
+    def _allocate_stable_ports(self) -> None:
+        ports = self.stable_ports()
+        for service, desired in self.store.desired().items():
+            if desired.kind != "service":
+                continue
+            release = self.store.release(service, desired.release)
+            assert release is not None
+            for name in port_map(release.spec["model"]):
+                ports.setdefault(f"{service}/{name}", free_port())
+        self.store.set_meta("stable_ports", json.dumps(ports, sort_keys=True))
+
+    def metrics_port(self) -> int:
+        raw = self.store.get_meta("metrics_port")
+        if raw:
+            return int(raw)
+        gateway_port = int(self.app_config().get("gateway", {}).get("port", 8080))
+        port = free_port()
+        if gateway_port > 1:
+            try:
+                import socket
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", gateway_port - 1))
+                port = gateway_port - 1
+            except OSError:
+                pass
+        self.store.set_meta("metrics_port", str(port))
+        return port
+
+    def discovery(self, model: dict[str, Any]) -> list[Discovery]:
+        """Stable addresses of the services `model` depends on."""
+        ports = self.stable_ports()
+        found: list[Discovery] = []
+        for dep in model.get("depends_on") or {}:
+            release = self.store.latest_release(dep)
+            if release is None or release.spec.get("kind") != "service":
+                continue
+            named = port_map(release.spec["model"])
+            chosen = next((n for n, (p, _) in named.items() if p == "http"), None)
+            chosen = chosen or next(iter(named), None)
+            if chosen is None or f"{dep}/{chosen}" not in ports:
+                continue
+            found.append(Discovery(dep, "127.0.0.1", ports[f"{dep}/{chosen}"],
+                                   named[chosen][0]))
+        return found
+
+    # -- operations called by the API ---------------------------------------------------
+    def apply(self, loaded: LoadedManifest, author: str | None = None) -> list[AppliedChange]:
+        m = loaded.manifest
+        config = {"app": m.app, "manifest": str(loaded.path),
+                  "gateway": {"bind": m.gateway.bind, "port": m.gateway.port},
+                  "routes": [{"path": r.path, "host": r.host, "service": r.service,
+                              "port": r.port} for r in m.routes],
+                  "rollouts": {n: s.rollout.model_dump(mode="json")
+                               for n, s in m.services.items()}}
+        self.store.set_meta("app_config", json.dumps(config, sort_keys=True))
+        changes = apply_manifest(self.store, loaded, author)
+        self._allocate_stable_ports()
+        self.jobs.retry_failed()
+        for change in changes:
+            if change.created:
+                self.store.add_event("release.created", f"release {change.release}: "
+                                     f"{change.change}", change.service,
+                                     data={"release": change.release})
+        self.wake()
+        return changes
+
+    def scale(self, service: str, replicas: int) -> None:
+        desired = self.store.desired().get(service)
+        if desired is None or desired.kind != "service":
+            raise KeyError(service)
+        from mso.store.records import Desired
+        self.store.set_desired(Desired(service, "service", desired.release, replicas,
+                                       desired.manifest_replicas))
+        self.store.add_event("service.scaled", f"scaled to {replicas}", service,
+                             data={"replicas": replicas})
+        self.wake()
+
+    def restart(self, service: str) -> None:
+        if service not in self.store.desired():
+            raise KeyError(service)
+        self._epochs[service] = self._epochs.get(service, 0) + 1
+        self.store.add_event("service.restart", "rolling restart requested", service)
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- reconcile ----------------------------------------------------------------------
+    async def run_forever(self) -> None:
+        while not self._shutting_down:
+            self._wake.clear()
+            try:
+                await self.reconcile_once()
+            except Exception:
+                log.exception("reconcile failed; retrying")
+            try:
+                await asyncio.wait_for(self._wake.wait(), RECONCILE_PERIOD)
+            except asyncio.TimeoutError:
+                pass
+        await self._stopped.wait()
+
+    async def reconcile_once(self) -> None:
+        desired = self.store.desired()
+        self.jobs.reconcile({n: d for n, d in desired.items() if d.kind == "job"})
+        for name, want in desired.items():
+            if want.kind == "service":
+                self._reconcile_service(name, want.release, want.replicas)
+        for managed in list(self.book.replicas.values()):
+            want = desired.get(managed.record.service)
+            if want is None or want.kind != "service":
+                self.book.stop(managed.record.id, "removed from the manifest")
+        await self.push_routes()
+
+    def _reconcile_service(self, service: str, release: int, replicas: int) -> None:
+        epoch = self._epochs.get(service, 0)
+        observed = [ObservedReplica(m.record.id, m.record.ordinal,
+                                    m.record.release if m.epoch == epoch else -1,
+                                    m.ready, m.stopping)
+                    for m in self.book.of_service(service) if m.record.subset == "stable"]
+        live = any(not o.stopping for o in observed)
+        params = self._rolling_params(service)
+        for action in plan(release, replicas, observed, params,
+                           may_start=live or self.dependencies_met(service, release)):
+            if isinstance(action, StartReplica):
+                self.book.start(service, action.ordinal, action.release, epoch)
+            else:
+                self.book.stop(action.replica_id, action.reason)
+
+    def _rolling_params(self, service: str) -> RollingParams:
+        rollout = self.app_config().get("rollouts", {}).get(service, {})
+        strategy = "recreate" if rollout.get("strategy") == "recreate" else "rolling"
+        return RollingParams(strategy, rollout.get("max_surge", 1),
+                             rollout.get("max_unavailable", 0))
+
+    def dependencies_met(self, service: str, release: int) -> bool:
+        rel = self.store.release(service, release)
+        if rel is None:
+            return False
+        conditions: dict[str, str] = dict(rel.spec["model"].get("depends_on") or {})
+        conditions.update({job: "completed" for job in self.jobs.jobs_before(service)})
+        for dep, condition in conditions.items():
+            if not self._condition_met(dep, condition):
+                return False
+        return True
+
+    def _condition_met(self, dep: str, condition: str) -> bool:
+        if self.jobs.is_job(dep):
+            return self.jobs.succeeded(dep) if condition == "completed" \
+                else self.jobs.started(dep)
+        states = [m.supervisor.state for m in self.book.of_service(dep) if not m.stopping]
+        if condition == "healthy":
+            return ReplicaState.READY in states
+        if condition == "completed":
+            return ReplicaState.EXITED in states
+        return any(s in (ReplicaState.RUNNING, ReplicaState.READY) for s in states)
+
+    # -- routing --------------------------------------------------------------------------
+    def routing(self) -> list[ServiceRouting]:
+        ports = self.stable_ports()
+        services: list[ServiceRouting] = []
+        for name, want in self.store.desired().items():
+            if want.kind != "service":
+                continue
+            release = self.store.release(name, want.release)
+            assert release is not None
+            named = port_map(release.spec["model"])
+            services.append(ServiceRouting(
+                name=name,
+                ports={p: (proto, ports[f"{name}/{p}"]) for p, (proto, _) in named.items()
+                       if f"{name}/{p}" in ports},
+                endpoints=self.book.endpoints(name)))
+        return services
+
+    def route_table(self) -> dict[str, Any]:
+        config = self.app_config()
+        gateway = config.get("gateway", {"bind": "127.0.0.1", "port": 8080})
+        routes = []
+        for r in config.get("routes", []):
+            port = r.get("port") or self._default_http_port(r["service"])
+            if port:
+                routes.append(RouteView(r.get("path") or "/", r.get("host"), r["service"], port))
+        return build_table(bind=gateway["bind"], gateway_port=int(gateway["port"]),
+                           metrics_port=self.metrics_port(), routes=routes,
+                           services=self.routing(), draining=frozenset(self._draining))
+
+    def _default_http_port(self, service: str) -> str | None:
+        release = self.store.latest_release(service)
+        if release is None:
+            return None
+        return next((n for n, (p, _) in port_map(release.spec["model"]).items()
+                     if p == "http"), None)
+
+    async def push_routes(self) -> None:
+        if not self.app_config():
+            return
+        try:
+            if await self.proxy.push(self.route_table()):
+                log.debug("route table pushed")
+        except Exception as exc:
+            log.warning("route table push failed: %s", exc)
+            self.store.add_event("proxy.error", f"route table push failed: {exc}")
+
+    async def _drain(self, replica_id: str, timeout: float) -> None:
+        self._draining.add(replica_id)
+        try:
+            await self.push_routes()
+            drained = await self.proxy.drain(replica_id, timeout)
+            managed = self.book.replicas.get(replica_id)
+            service = managed.record.service if managed else None
+            self.store.add_event("replica.drained" if drained else "replica.drain_timeout",
+                                 "in-flight requests finished" if drained else
+                                 f"in-flight requests still running after {timeout}s",
+                                 service, replica_id)
+        finally:
+            self._draining.discard(replica_id)
+
+    # -- shutdown -------------------------------------------------------------------------
+    async def down(self) -> None:
+        """Stop everything this app runs and leave no process behind."""
+        self._shutting_down = True
+        self.wake()
+        self.store.add_event("daemon.down", "stopping all replicas")
+        self.store.clear_desired()
+        await self.jobs.stop_all()
+        await self.book.stop_all("mso down")
+        await self.proxy.stop()
+        self._sweep()
+        self.store.add_event("daemon.stopped", "all processes stopped")
+        self._stopped.set()
+
+    def _sweep(self) -> None:
+        for _ in range(3):
+            self.cgroups.cleanup()
+            if kill_instance_processes(self.instance_id, signal.SIGKILL) == 0:
+                break
+
+    async def detach(self) -> None:
+        """Exit the daemon but leave replicas and the proxy running (for upgrades)."""
+        self._shutting_down = True
+        self._stopped.set()
+        self.wake()
+
+    def close(self) -> None:
+        self._collector_task.cancel()
+        self.collector.poll_once()
+        self.store.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def status(self) -> dict[str, Any]:
+        desired = self.store.desired()
+        replicas = list(self.book.replicas.values())
+        want = sum(d.replicas for d in desired.values() if d.kind == "service")
+        ready = 0
+        for m in replicas:
+            want_service = desired.get(m.record.service)
+            if m.ready and want_service is not None and m.record.release == want_service.release:
+                ready += 1
+        return {"app": self.app_name(), "pid": os.getpid(), "instance": self.instance_id,
+                "desired_replicas": want, "ready_replicas": ready,
+                "jobs": self.jobs.summary(), "started_at": self.started_at,
+                "shutting_down": self._shutting_down,
+                "manifest": self.app_config().get("manifest"),
+                "cgroups": self.cgroups.describe() if hasattr(self.cgroups, "describe")
+                else {}}
+
+
+def read_manifest_path(paths: StatePaths) -> Path | None:
+    if not paths.db.exists():
+        return None
+    store = Store(paths.db)
+    try:
+        raw = store.get_meta("app_config")
+    finally:
+        store.close()
+    return Path(json.loads(raw)["manifest"]) if raw else None

@@ -1,0 +1,168 @@
+"""One-off admin tasks (`jobs:`), such as migrations, run before the services they gate.
+
+A job runs once per release: its outcome is recorded against its spec hash, so a daemon
+restart does not re-run a migration that already succeeded, and a changed job runs again.
+A job interrupted by a daemon crash is killed and run again from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import TYPE_CHECKING, Any
+
+from mso.daemon.replica_env import (remove_secret_files, replica_environment,
+                                    write_config_files, write_secret_files)
+from mso.engines.local.process import (ProcessRef, SpawnError, kill_env_processes, signal_group,
+                                       spawn, wait_exit)
+from mso.engines.local.replica import describe_exit
+from mso.store.records import Desired
+
+if TYPE_CHECKING:
+    from mso.daemon.core import Daemon
+
+log = logging.getLogger("mso.daemon.jobs")
+
+
+class JobRunner:
+    """Runs the app's jobs and answers whether they completed."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._refs: dict[str, ProcessRef] = {}
+
+    # -- queries ------------------------------------------------------------------------
+    def is_job(self, name: str) -> bool:
+        want = self.daemon.store.desired().get(name)
+        return want is not None and want.kind == "job"
+
+    def _state(self, name: str) -> str | None:
+        want = self.daemon.store.desired().get(name)
+        if want is None:
+            return None
+        release = self.daemon.store.release(name, want.release)
+        if release is None:
+            return None
+        found = self.daemon.store.job_state(name, release.spec_hash)
+        return None if found is None else found[0]
+
+    def succeeded(self, name: str) -> bool:
+        return self._state(name) == "succeeded"
+
+    def started(self, name: str) -> bool:
+        return self._state(name) in ("running", "succeeded", "failed")
+
+    def jobs_before(self, service: str) -> list[str]:
+        names = []
+        for name, want in self.daemon.store.desired().items():
+            if want.kind != "job":
+                continue
+            release = self.daemon.store.release(name, want.release)
+            if release and service in (release.spec["model"].get("before") or []):
+                names.append(name)
+        return names
+
+    def summary(self) -> dict[str, str]:
+        return {name: self._state(name) or "pending"
+                for name, want in self.daemon.store.desired().items() if want.kind == "job"}
+
+    # -- actions ------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Jobs that were running when the daemon died are killed and will run again."""
+        store = self.daemon.store
+        for name, want in store.desired().items():
+            if want.kind != "job":
+                continue
+            release = store.release(name, want.release)
+            if release is None:
+                continue
+            found = store.job_state(name, release.spec_hash)
+            if found is not None and found[0] == "running":
+                kill_env_processes({"MSO_INSTANCE": self.daemon.instance_id,
+                                    "MSO_REPLICA": f"{name}-job"})
+                store.set_job_state(name, release.spec_hash, "interrupted")
+
+    def retry_failed(self) -> None:
+        """A new `up`/`deploy` gives failed jobs another run."""
+        store = self.daemon.store
+        for name, want in store.desired().items():
+            release = store.release(name, want.release) if want.kind == "job" else None
+            if release is None:
+                continue
+            found = store.job_state(name, release.spec_hash)
+            if found is not None and found[0] == "failed":
+                store.set_job_state(name, release.spec_hash, "retry")
+
+    def reconcile(self, jobs: dict[str, Desired]) -> None:
+        for name, want in jobs.items():
+            if name in self._tasks and not self._tasks[name].done():
+                continue
+            release = self.daemon.store.release(name, want.release)
+            if release is None:
+                continue
+            found = self.daemon.store.job_state(name, release.spec_hash)
+            if not self.daemon.dependencies_met(name, want.release):
+                continue
+            if found is None or found[0] in ("interrupted", "running", "retry"):
+                self._tasks[name] = asyncio.get_running_loop().create_task(
+                    self._run(name, want.release, release.spec_hash, release.spec))
+
+    async def _run(self, name: str, number: int, spec_hash: str,
+                   spec: dict[str, Any]) -> None:
+        d = self.daemon
+        store = d.store
+        run_id = f"{name}-job"
+        store.set_job_state(name, spec_hash, "running")
+        store.add_event("job.started", f"job started (release {number})", name, run_id)
+        secrets = store.release_secrets(name, number)
+        d.log_store.redact([v for v in secrets.values() if v])
+        model = spec["model"]
+        data_dir = d.paths.data_dir / name
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env = replica_environment(
+            base=d.book.base_env, spec=spec, app=d.app_name(), service=name, replica=run_id,
+            release=number, ports={}, secrets=secrets,
+            secrets_dir=write_secret_files(d.paths, run_id, secrets),
+            config_dir=write_config_files(d.paths, name, number, spec["configs"]),
+            data_dir=data_dir, discovery=d.discovery(model))
+        env["MSO_REPLICA"] = run_id
+        out = d.paths.run_dir / f"{run_id}.stdout.log"
+        err = d.paths.run_dir / f"{run_id}.stderr.log"
+        argv = model["run"]
+        try:
+            ref = spawn(argv, env=env, cwd=spec["cwd"], stdout_path=out, stderr_path=err,
+                        shell=bool(model.get("shell")))
+        except SpawnError as exc:
+            self._finish(name, spec_hash, None, f"could not start: {exc}")
+            return
+        self._refs[name] = ref
+        d.collector.attach(run_id, name, number, out, err)
+        timeout = float(model.get("timeout") or 300.0)
+        try:
+            status = await asyncio.wait_for(wait_exit(ref), timeout)
+            reason = describe_exit(status)
+        except asyncio.TimeoutError:
+            signal_group(ref, signal.SIGKILL)
+            status, reason = None, f"timed out after {timeout:g}s"
+        finally:
+            d.collector.process_exited(run_id)
+            self._refs.pop(name, None)
+            remove_secret_files(d.paths, run_id)
+        self._finish(name, spec_hash, status, reason)
+
+    def _finish(self, name: str, spec_hash: str, status: int | None, reason: str) -> None:
+        store = self.daemon.store
+        ok = status == 0
+        store.set_job_state(name, spec_hash, "succeeded" if ok else "failed", status)
+        store.add_event("job.succeeded" if ok else "job.failed", reason, name, f"{name}-job",
+                        {"exit_code": status})
+        self.daemon.wake()
+
+    async def stop_all(self) -> None:
+        for ref in list(self._refs.values()):
+            signal_group(ref, signal.SIGKILL)
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)

@@ -1,0 +1,83 @@
+"""`mso run SERVICE -- CMD`: a one-off process with the service's environment.
+
+The daemon starts it (so secrets never travel through the API to the CLI) and streams its
+output back line by line, ending with its exit code. Output is redacted like logs are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mso.daemon.replica_env import (remove_secret_files, replica_environment,
+                                    write_config_files, write_secret_files)
+from mso.engines.local.process import SpawnError, signal_group, spawn, wait_exit
+
+if TYPE_CHECKING:
+    from mso.daemon.core import Daemon
+
+
+async def run_oneoff(daemon: Daemon, service: str,
+                     argv: list[str]) -> AsyncIterator[dict[str, Any]]:
+    want = daemon.store.desired()[service]
+    release = daemon.store.release(service, want.release)
+    assert release is not None
+    run_id = f"{service}-run-{uuid.uuid4().hex[:6]}"
+    secrets = daemon.store.release_secrets(service, want.release)
+    data_dir = daemon.paths.data_dir / service
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = replica_environment(
+        base=daemon.book.base_env, spec=release.spec, app=daemon.app_name(),
+        service=service, replica=run_id, release=want.release, ports={}, secrets=secrets,
+        secrets_dir=write_secret_files(daemon.paths, run_id, secrets),
+        config_dir=write_config_files(daemon.paths, service, want.release,
+                                      release.spec["configs"]),
+        data_dir=data_dir, discovery=daemon.discovery(release.spec["model"]))
+    env["MSO_REPLICA"] = run_id
+    out = daemon.paths.run_dir / f"{run_id}.out"
+    redact = [v for v in secrets.values() if v]
+    try:
+        ref = spawn(argv, env=env, cwd=release.spec["cwd"], stdout_path=out, stderr_path=out)
+    except SpawnError as exc:
+        remove_secret_files(daemon.paths, run_id)
+        yield {"stream": "stderr", "line": f"mso: {exc}"}
+        yield {"exit_code": 127}
+        return
+    daemon.store.add_event("run.started", f"one-off: {argv[0]}", service, run_id)
+    exit_task = asyncio.ensure_future(wait_exit(ref))
+    try:
+        async for line in _tail(out, exit_task):
+            for value in redact:
+                line = line.replace(value, "***")
+            yield {"stream": "stdout", "line": line}
+        status = exit_task.result()
+    finally:
+        if not exit_task.done():
+            signal_group(ref, 9)
+            exit_task.cancel()
+        remove_secret_files(daemon.paths, run_id)
+        out.unlink(missing_ok=True)
+    code = 128 - status if status is not None and status < 0 else (status or 0)
+    daemon.store.add_event("run.finished", f"one-off exited with {code}", service, run_id)
+    yield {"exit_code": code}
+
+
+async def _tail(path: Path, done: asyncio.Future[Any]) -> AsyncIterator[str]:
+    pending = b""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    yield line.decode("utf-8", "replace")
+                continue
+            if done.done():
+                if pending:
+                    yield pending.decode("utf-8", "replace")
+                return
+            await asyncio.sleep(0.05)

@@ -1,0 +1,40 @@
+"""Mapping the manifest's probe and stop settings onto the local runtime's types."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from mso.engines.local.probes import ProbeSpec
+
+
+def probe_spec(probe: dict[str, Any] | None) -> ProbeSpec | None:
+    if not probe:
+        return None
+    if probe.get("http") is not None:
+        kind, target = "http", probe["http"]
+    elif probe.get("tcp") is not None:
+        kind, target = "tcp", probe["tcp"]
+    else:
+        kind, target = "exec", list(probe["exec"])
+    return ProbeSpec(kind=kind, target=target, port_name=probe.get("port"),
+                     period=float(probe["period"]), timeout=float(probe["timeout"]),
+                     failure_threshold=int(probe["failure_threshold"]),
+                     success_threshold=int(probe["success_threshold"]),
+                     initial_delay=float(probe.get("initial_delay") or 0.0))
+
+
+def stop_signal(name: str) -> int:
+    upper = name.upper()
+    return int(getattr(signal, upper if upper.startswith("SIG") else "SIG" + upper))
+
+
+def port_map(model: dict[str, Any]) -> dict[str, tuple[str, int]]:
+    """Named ports of a dumped service model: name -> (protocol, declared port)."""
+    result: dict[str, tuple[str, int]] = {}
+    for name, port in (model.get("ports") or {}).items():
+        if isinstance(port, dict):
+            result[name] = (str(port.get("protocol", "http")), int(port["port"]))
+        else:
+            result[name] = ("http", int(port))
+    return result

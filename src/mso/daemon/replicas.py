@@ -1,0 +1,226 @@
+"""The daemon's book of supervised replicas: start, adopt, stop, and their records.
+
+Each replica is a `ReplicaSupervisor` from the local engine. This module owns the glue:
+turning a stored release into what the supervisor needs, persisting every state change
+(pid and start time first, so a crash right after a spawn still leaves a record to
+re-adopt), and draining a replica through the proxy before it is signalled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mso.controllers.routing import EndpointView
+from mso.daemon.probes_map import port_map, probe_spec, stop_signal
+from mso.daemon.replica_env import (Discovery, remove_secret_files, replica_environment,
+                                    write_config_files, write_secret_files)
+from mso.engines.local.process import ProcessRef, is_same_process, kill_env_processes
+from mso.engines.local.replica import ReplicaSpec
+from mso.engines.local.states import ReplicaState
+from mso.engines.local.supervisor import ReplicaSupervisor
+from mso.paths import StatePaths
+from mso.store.db import Store
+from mso.store.records import ReplicaRecord
+
+log = logging.getLogger("mso.daemon.replicas")
+
+STATE_NAMES = {s: s.name for s in ReplicaState}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ManagedReplica:
+    record: ReplicaRecord
+    supervisor: ReplicaSupervisor
+    epoch: int = 0
+    stopping: bool = False
+    stop_task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def ready(self) -> bool:
+        return self.supervisor.state == ReplicaState.READY and not self.stopping
+
+
+class ReplicaBook:
+    """All replicas this daemon supervises, keyed by replica id."""
+
+    def __init__(self, *, store: Store, paths: StatePaths, app: Callable[[], str],
+                 base_env: dict[str, str], instance_id: str,
+                 discovery: Callable[[dict[str, Any]], list[Discovery]],
+                 drain: Callable[[str, float], Awaitable[None]],
+                 changed: Callable[[], None],
+                 redact: Callable[[list[str]], None],
+                 supervisor_kwargs: dict[str, Any]) -> None:
+        self.store = store
+        self.paths = paths
+        self._app = app
+        self.base_env = base_env
+        self.instance_id = instance_id
+        self._discovery = discovery
+        self._drain = drain
+        self._changed = changed
+        self._redact = redact
+        self._supervisor_kwargs = supervisor_kwargs
+        self.replicas: dict[str, ManagedReplica] = {}
+
+    # -- queries ------------------------------------------------------------------------
+    def of_service(self, service: str) -> list[ManagedReplica]:
+        return [m for m in self.replicas.values() if m.record.service == service]
+
+    def endpoints(self, service: str) -> list[EndpointView]:
+        return [EndpointView(m.record.id, m.record.subset, "127.0.0.1", m.record.ports,
+                             m.ready) for m in self.of_service(service)]
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def _replica_spec(self, record: ReplicaRecord) -> ReplicaSpec:
+        release = self.store.release(record.service, record.release)
+        if release is None:
+            raise LookupError(f"release {record.release} of {record.service} is missing")
+        spec = release.spec
+        model = spec["model"]
+        secrets = self.store.release_secrets(record.service, record.release)
+        self._redact([v for v in secrets.values() if v])
+        secrets_dir = write_secret_files(self.paths, record.id, secrets)
+        config_dir = write_config_files(self.paths, record.service, record.release,
+                                        spec["configs"])
+        data_dir = self.paths.data_dir / record.service
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env = replica_environment(
+            base=self.base_env, spec=spec, app=self._app(), service=record.service,
+            replica=record.id, release=record.release, ports=record.ports, secrets=secrets,
+            secrets_dir=secrets_dir, config_dir=config_dir, data_dir=data_dir,
+            discovery=self._discovery(model))
+        health = model.get("health") or {}
+        backoff = model.get("backoff") or {}
+        stop = model.get("stop") or {}
+        resources = model.get("resources") or {}
+        return ReplicaSpec(
+            id=record.id, service=record.service, release=record.release,
+            argv=model["run"] if isinstance(model["run"], list) else [model["run"]],
+            shell=bool(model.get("shell")), env=env, cwd=spec["cwd"], ports=record.ports,
+            startup=probe_spec(health.get("startup")),
+            readiness=probe_spec(health.get("readiness")),
+            liveness=probe_spec(health.get("liveness")),
+            restart=model.get("restart", "always"),
+            backoff=(float(backoff.get("initial", 0.5)), float(backoff.get("max", 30.0)),
+                     float(backoff.get("reset_after", 60.0))),
+            stop_signal=stop_signal(stop.get("signal", "SIGTERM")),
+            stop_grace=float(stop.get("grace", 10.0)),
+            cpu=resources.get("cpu"), memory=resources.get("memory"),
+            log_dir=self.paths.run_dir)
+
+    def _supervise(self, record: ReplicaRecord, epoch: int) -> ManagedReplica:
+        spec = self._replica_spec(record)
+        supervisor = ReplicaSupervisor(
+            spec, on_transition=self._on_transition, on_ready=self._on_ready,
+            drain=self._drain_replica, **self._supervisor_kwargs)
+        managed = ManagedReplica(record, supervisor, epoch)
+        self.replicas[record.id] = managed
+        return managed
+
+    def start(self, service: str, ordinal: int, release: int, epoch: int,
+              subset: str = "stable") -> ManagedReplica:
+        rel = self.store.release(service, release)
+        assert rel is not None
+        ports = {name: free_port() for name in port_map(rel.spec["model"])}
+        suffix = "" if subset == "stable" else f"-{subset}"
+        record = ReplicaRecord(id=f"{service}{suffix}-{ordinal}", service=service,
+                               ordinal=ordinal, release=release, subset=subset,
+                               state="PENDING", pid=None, start_time=None, ports=ports,
+                               spec_hash=rel.spec_hash)
+        self.store.upsert_replica(record)
+        managed = self._supervise(record, epoch)
+        managed.supervisor.start()
+        self._changed()
+        return managed
+
+    def adopt(self, record: ReplicaRecord, epoch: int) -> bool:
+        """Supervise a replica that survived a daemon crash; False if it is gone."""
+        if record.pid is None or record.start_time is None:
+            return False
+        ref = ProcessRef(record.pid, record.start_time)
+        if not is_same_process(ref):
+            return False
+        try:
+            managed = self._supervise(record, epoch)
+        except LookupError:
+            return False
+        managed.supervisor.adopt(ref)
+        self.store.add_event("replica.adopted", f"re-adopted pid {record.pid}",
+                             record.service, record.id, {"pid": record.pid})
+        return True
+
+    def forget_dead(self, record: ReplicaRecord) -> None:
+        """Kill whatever a replica that could not be adopted left behind."""
+        killed = kill_env_processes({"MSO_INSTANCE": self.instance_id,
+                                     "MSO_REPLICA": record.id})
+        self.store.delete_replica(record.id)
+        remove_secret_files(self.paths, record.id)
+        self.store.add_event("replica.lost", f"not running after a control-plane restart; "
+                             f"killed {killed} leftover process(es)", record.service,
+                             record.id)
+
+    def stop(self, replica_id: str, reason: str) -> None:
+        managed = self.replicas.get(replica_id)
+        if managed is None or managed.stopping:
+            return
+        managed.stopping = True
+        self._changed()
+        managed.stop_task = asyncio.get_running_loop().create_task(
+            self._stop(managed, reason))
+
+    async def _stop(self, managed: ManagedReplica, reason: str) -> None:
+        try:
+            await managed.supervisor.stop(reason)
+        except Exception:
+            log.exception("stopping %s failed", managed.record.id)
+        finally:
+            self.replicas.pop(managed.record.id, None)
+            self.store.delete_replica(managed.record.id)
+            remove_secret_files(self.paths, managed.record.id)
+            self._changed()
+
+    async def stop_all(self, reason: str) -> None:
+        for rid in list(self.replicas):
+            self.stop(rid, reason)
+        tasks = [m.stop_task for m in self.replicas.values() if m.stop_task]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- supervisor callbacks -------------------------------------------------------------
+    def _on_transition(self, replica_id: str, old: ReplicaState, new: ReplicaState,
+                       reason: str, ref: ProcessRef | None) -> None:
+        managed = self.replicas.get(replica_id)
+        if managed is None:
+            return
+        rec = managed.record
+        rec.state = STATE_NAMES[new]
+        rec.reason = reason
+        rec.restarts = managed.supervisor.restarts
+        if ref is not None:
+            rec.pid, rec.start_time = ref.pid, ref.start_time
+        self.store.upsert_replica(rec)
+        self.store.add_event("replica.state", f"{old.name} -> {new.name}: {reason}",
+                             rec.service, rec.id,
+                             {"from": old.name, "to": new.name, "pid": rec.pid,
+                              "release": rec.release})
+        self._changed()
+
+    def _on_ready(self, replica_id: str, ready: bool) -> None:
+        self._changed()
+
+    async def _drain_replica(self, replica_id: str) -> None:
+        managed = self.replicas.get(replica_id)
+        if managed is not None:
+            managed.stopping = True
+        await self._drain(replica_id, 30.0)
