@@ -1,0 +1,99 @@
+"""Async client of the proxy control protocol, used by the control plane.
+
+Exceptions:
+    ProxyError            base class
+    ├── ProxyUnavailable  the socket is missing/refused/closed: retry later
+    └── ProxyRejected     the proxy answered ok=false: the request is wrong, do not retry
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+
+class ProxyError(Exception):
+    """Base class of control-client errors."""
+
+
+class ProxyUnavailable(ProxyError):
+    """The proxy process cannot be reached right now (temporary)."""
+
+
+class ProxyRejected(ProxyError):
+    """The proxy refused the request (permanent for this input)."""
+
+
+class ProxyClient:
+    """One persistent connection to the control socket, reopened on demand."""
+
+    def __init__(self, path: str, timeout: float = 30.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+
+    async def _call(self, msg: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        async with self._lock:
+            try:
+                return await asyncio.wait_for(self._roundtrip(msg), timeout or self.timeout)
+            except (OSError, EOFError, ValueError, asyncio.IncompleteReadError) as exc:
+                await self.close()
+                raise ProxyUnavailable(f"proxy control socket {self.path}: {exc}") from exc
+            except asyncio.TimeoutError as exc:
+                await self.close()
+                raise ProxyUnavailable(f"proxy control socket {self.path}: timed out") from exc
+
+    async def _roundtrip(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if self._writer is None or self._writer.is_closing():
+            self._reader, self._writer = await asyncio.open_unix_connection(
+                self.path, limit=64 * 1024 * 1024
+            )
+        assert self._reader is not None
+        self._writer.write(json.dumps(msg).encode() + b"\n")
+        await self._writer.drain()
+        line = await self._reader.readline()
+        if not line:
+            raise EOFError("connection closed by proxy")
+        resp: dict[str, Any] = json.loads(line)
+        if not resp.get("ok"):
+            raise ProxyRejected(str(resp.get("error", "unknown error")))
+        return resp
+
+    async def ping(self) -> dict[str, Any]:
+        """{"ok": true, "pid": ..., "version": ...}"""
+        return await self._call({"op": "ping"})
+
+    async def set_table(self, table: dict[str, Any]) -> int:
+        """Apply a TABLE on every worker; returns the applied version."""
+        resp = await self._call({"op": "set_table", "table": table})
+        return int(resp["version"])
+
+    async def drain(self, endpoint: str, timeout: float = 30.0) -> bool:
+        """True once the endpoint gets no new requests and has none in flight."""
+        resp = await self._call(
+            {"op": "drain", "endpoint": endpoint, "timeout": timeout}, timeout + self.timeout
+        )
+        return bool(resp["drained"])
+
+    async def metrics(self) -> dict[str, Any]:
+        """The SNAPSHOT document."""
+        resp = await self._call({"op": "metrics"})
+        snap: dict[str, Any] = resp["metrics"]
+        return snap
+
+    async def close(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except OSError:
+                pass
+
+    async def __aenter__(self) -> ProxyClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,395 @@
+"""One proxied HTTP request/response: endpoint choice, streaming, retries, errors.
+
+An `Exchange` is created by the client connection once request headers are
+parsed.  It owns the request bytes that may need replaying (head, and body up
+to MAX_REPLAY_BODY), attaches to a pooled or fresh upstream connection, and
+re-frames the response for the client.  Retries happen only before any response
+byte reached the client.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from . import accesslog, upstream
+from .balancer import ClusterState, EndpointState
+from .safety import MAX_REPLAY_BODY, connection_tokens, response_framing_error
+
+if TYPE_CHECKING:
+    from .http_server import ClientConnection
+    from .upstream import UpstreamConnection
+
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+_RESP_SKIP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+    b"transfer-encoding", b"upgrade", b"content-length",
+})
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+INF = float("inf")
+
+
+def _status_line(status: int, reason: bytes) -> bytes:
+    key = (status, reason)
+    line = _STATUS_LINES.get(key)
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if len(_STATUS_LINES) < 256:
+            _STATUS_LINES[key] = line
+    return line
+
+
+class Exchange:
+    __slots__ = (
+        "client", "cluster", "method", "head", "chunked", "pin", "keep_alive",
+        "http11", "is_head", "upgrade", "body", "body_size", "replayable",
+        "req_done", "conn", "endpoint", "tried", "attempts", "stale_retries",
+        "status", "resp_started", "resp_chunked", "eof_body", "done", "t0", "deadline",
+    )
+
+    def __init__(
+        self, client: ClientConnection, cluster: ClusterState, method: bytes, head: bytes,
+        chunked: bool, pin: str | None, keep_alive: bool, http11: bool, upgrade: bool,
+    ) -> None:
+        self.client = client
+        self.cluster = cluster
+        self.method = method
+        self.head = head
+        self.chunked = chunked
+        self.pin = pin
+        self.keep_alive = keep_alive
+        self.http11 = http11
+        self.is_head = method == b"HEAD"
+        self.upgrade = upgrade
+        self.body: list[bytes] | None = []
+        self.body_size = 0
+        self.replayable = True
+        self.req_done = False
+        self.conn: UpstreamConnection | None = None
+        self.endpoint: EndpointState | None = None
+        self.tried: tuple[str, ...] = ()
+        self.attempts = 0
+        self.stale_retries = 0
+        self.status = 0
+        self.resp_started = False
+        self.resp_chunked = False
+        self.eof_body = False
+        self.done = False
+        self.t0 = time.perf_counter()
+        self.deadline = client.hub.now + cluster.timeouts.request
+
+    # --- request side -------------------------------------------------------
+    def start(self) -> None:
+        if not self.cluster.name:
+            self._fail(404)
+            return
+        self.cluster.budget.earn()
+        ep = self.cluster.pick(self.pin)
+        if ep is None:
+            self._fail(503)
+            return
+        self._attach(ep)
+
+    def _attach(self, ep: EndpointState) -> None:
+        self.endpoint = ep
+        self.attempts += 1
+        self.tried += (ep.id,)
+        ep.inflight += 1
+        ep.stats.requests += 1
+        conn = upstream.checkout(ep)
+        if conn is not None:
+            self._send_on(conn)
+        else:
+            asyncio.get_running_loop().create_task(self._connect(ep))
+
+    async def _connect(self, ep: EndpointState) -> None:
+        try:
+            conn = await upstream.connect(ep, self.cluster.timeouts.connect)
+        except (OSError, asyncio.TimeoutError):
+            ep.stats.connect_errors += 1
+            self.cluster.record_failure(ep)
+            self._release_endpoint()
+            if not self.done:
+                self._retry_or_fail(502, budgeted=True)
+            return
+        if self.done:
+            upstream.checkin(conn)
+            self._release_endpoint()
+            return
+        self._send_on(conn)
+
+    def _send_on(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+        conn.exchange = self
+        t = conn.transport
+        assert t is not None
+        body = self.body
+        if body:
+            t.writelines([self.head, *body])
+            if self.body_size > MAX_REPLAY_BODY:
+                self.body = None
+                self.replayable = False
+            self.client.resume(1)
+        else:
+            t.write(self.head)
+        if self.req_done:
+            self.deadline = self.client.hub.now + self.cluster.timeouts.response_header
+
+    def on_client_body(self, data: bytes) -> None:
+        if self.chunked:
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        self._send_body(data)
+
+    def _send_body(self, data: bytes) -> None:
+        conn = self.conn
+        if conn is not None:
+            t = conn.transport
+            if t is not None and not conn.closed:
+                t.write(data)
+            if self.body is not None:
+                self.body_size += len(data)
+                if self.body_size <= MAX_REPLAY_BODY:
+                    self.body.append(data)
+                else:
+                    self.body = None
+                    self.replayable = False
+            return
+        if self.body is not None:
+            self.body.append(data)
+            self.body_size += len(data)
+            if self.body_size > MAX_REPLAY_BODY:
+                self.client.pause(1)
+
+    def on_client_complete(self) -> None:
+        if self.chunked:
+            self._send_body(b"0\r\n\r\n")
+        self.req_done = True
+        if self.conn is not None and not self.resp_started:
+            self.deadline = self.client.hub.now + self.cluster.timeouts.response_header
+
+    def on_client_tunnel(self, data: bytes) -> None:
+        """Raw bytes after an upgrade request: forwarded as-is."""
+        self._send_body(data)
+
+    # --- response side ------------------------------------------------------
+    def on_response_head(
+        self, conn: UpstreamConnection, status: int, reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        if 100 <= status < 200 and status != 101:
+            # Interim response (100 Continue, 103): forward and keep waiting.
+            lines = [_status_line(status, reason)]
+            lines += [b"%s: %s\r\n" % (n, v) for n, v in headers]
+            lines.append(b"\r\n")
+            self.client.transport_writelines(lines)
+            return
+        if response_framing_error(headers):
+            self.on_upstream_error(conn)
+            conn.close()
+            return
+        self.status = status
+        self.resp_started = True
+        self.deadline = self.t0 + self.cluster.timeouts.request
+        ep = self.endpoint
+        assert ep is not None
+        if status >= 500:
+            self.cluster.record_failure(ep)
+        elif ep.consecutive_failures:
+            ep.consecutive_failures = 0
+        self.client.transport_write(self._client_head(status, reason, headers))
+        if status == 101:
+            self.deadline = INF
+            self.client.start_tunnel(conn)
+        elif self.is_head:
+            keep = conn.parser.should_keep_alive()
+            conn.reset_parser()
+            self.on_response_complete(conn, keep)
+
+    def _client_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+        out = [_status_line(status, reason)]
+        cl: bytes | None = None
+        te = False
+        drop: list[bytes] | None = None
+        for name, value in headers:
+            n = name.lower()
+            if n in _RESP_SKIP:
+                if n == b"content-length":
+                    cl = value
+                elif n == b"transfer-encoding":
+                    te = True
+                elif n == b"connection":
+                    toks = [t for t in connection_tokens(value) if t not in (b"close", b"keep-alive", b"upgrade")]
+                    drop = (drop or []) + toks
+                elif n == b"upgrade" and status == 101:
+                    out.append(b"%s: %s\r\n" % (name, value))
+                continue
+            out.append(b"%s: %s\r\n" % (name, value))
+        if drop:
+            out = [out[0]] + [h for h in out[1:] if h.split(b":", 1)[0].lower() not in drop]
+        if status == 101:
+            out.append(b"connection: upgrade\r\n")
+        elif self.is_head or status == 204 or status == 304:
+            if cl is not None and status != 204:
+                out.append(b"content-length: %s\r\n" % cl)
+        elif cl is not None and not te:
+            out.append(b"content-length: %s\r\n" % cl)
+        else:
+            self.eof_body = not te
+            if self.http11:
+                out.append(b"transfer-encoding: chunked\r\n")
+                self.resp_chunked = True
+            else:
+                self.keep_alive = False
+        if self.upgrade and status != 101:
+            self.keep_alive = False
+        if not self.keep_alive:
+            out.append(b"connection: close\r\n")
+        elif not self.http11:
+            out.append(b"connection: keep-alive\r\n")
+        out.append(b"\r\n")
+        return b"".join(out)
+
+    def on_response_body(self, data: bytes) -> None:
+        if self.resp_chunked:
+            self.client.transport_writelines([b"%x\r\n" % len(data), data, b"\r\n"])
+        else:
+            self.client.transport_write(data)
+
+    def on_response_complete(self, conn: UpstreamConnection, keep_alive: bool) -> None:
+        if self.status < 200 or self.done:
+            return  # end of an interim 1xx message, or of a 101 head (now a tunnel)
+        if self.resp_chunked:
+            self.client.transport_write(b"0\r\n\r\n")
+        if keep_alive and self.req_done:
+            upstream.checkin(conn)
+        else:
+            conn.close()
+        self.conn = None
+        self._finish()
+
+    def on_upstream_lost(self, conn: UpstreamConnection) -> None:
+        if self.done:
+            return
+        self.conn = None
+        if self.resp_started:
+            if self.eof_body:
+                # Body delimited by connection close: that close is the end.
+                self._on_eof_body_end()
+                return
+            self._abort()
+            return
+        if not (conn.reused and not conn.got_bytes) and self.endpoint is not None:
+            self.cluster.record_failure(self.endpoint)
+        self._release_endpoint()
+        if conn.reused and not conn.got_bytes and self.replayable and self.stale_retries < 2:
+            # The pooled connection died before answering: not the endpoint's fault.
+            self.stale_retries += 1
+            self._reattach(count_retry=False)
+            return
+        self._retry_or_fail(502, budgeted=True, needs_idempotent=True)
+
+    def _on_eof_body_end(self) -> None:
+        if self.resp_chunked:
+            self.client.transport_write(b"0\r\n\r\n")
+        self._finish()
+
+    def on_upstream_error(self, conn: UpstreamConnection) -> None:
+        """The upstream sent something unparseable or framing-ambiguous."""
+        if self.done:
+            return
+        conn.exchange = None
+        self.conn = None
+        if self.resp_started:
+            self._abort()
+            return
+        ep = self.endpoint
+        if ep is not None:
+            self.cluster.record_failure(ep)
+        self._fail(502)
+
+    def on_timeout(self) -> None:
+        conn = self.conn
+        if conn is not None:
+            conn.close()
+            self.conn = None
+        if self.resp_started:
+            self._abort()
+        else:
+            self._fail(504)
+
+    # --- retries and endings --------------------------------------------------
+    def _retry_or_fail(self, status: int, budgeted: bool, needs_idempotent: bool = False) -> None:
+        ok = (
+            self.replayable
+            and self.attempts <= self.cluster.max_retries
+            and (not needs_idempotent or self.method in IDEMPOTENT)
+            and not self.upgrade
+        )
+        if ok and (not budgeted or self.cluster.budget.try_spend()):
+            self._reattach(count_retry=True)
+            return
+        self._fail(status)
+
+    def _reattach(self, count_retry: bool) -> None:
+        ep = self.cluster.pick(self.pin, self.tried)
+        if ep is None:
+            self._fail(503 if self.attempts == 0 else 502)
+            return
+        if count_retry:
+            ep.stats.retries += 1
+        self._attach(ep)
+
+    def _release_endpoint(self) -> None:
+        ep = self.endpoint
+        if ep is not None:
+            ep.inflight -= 1
+            self.endpoint = None
+
+    def _fail(self, status: int) -> None:
+        """Answer with a proxy-generated error (nothing was sent to the client yet)."""
+        ep = self.endpoint
+        if ep is None and self.tried:
+            ep = self._last_endpoint()
+        if ep is not None:
+            ep.stats.observe(status, time.perf_counter() - self.t0)
+        self._release_endpoint()
+        self.status = status
+        self.done = True
+        self.client.exchange_failed(self, status)
+
+    def _last_endpoint(self) -> EndpointState | None:
+        for ep in self.cluster.endpoints:
+            if ep.id == self.tried[-1]:
+                return ep
+        return None
+
+    def _finish(self) -> None:
+        ep = self.endpoint
+        if ep is not None:
+            latency = time.perf_counter() - self.t0
+            ep.stats.observe(self.status, latency)
+            if accesslog.enabled():
+                accesslog.maybe_log(self.method, self.cluster.name, ep.id, self.status, latency)
+        self._release_endpoint()
+        self.done = True
+        self.client.exchange_done(self)
+
+    def _abort(self) -> None:
+        """Response already partly sent: the only honest signal left is closing."""
+        ep = self.endpoint
+        if ep is not None:
+            ep.stats.observe(self.status or 502, time.perf_counter() - self.t0)
+        self._release_endpoint()
+        self.done = True
+        self.client.abort()
+
+    def cancel(self) -> None:
+        """The client went away: drop the upstream side too."""
+        if self.done:
+            return
+        self.done = True
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.close()
+        self._release_endpoint()

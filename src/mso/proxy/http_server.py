@@ -1,0 +1,364 @@
+"""Client side of the HTTP proxy: request parsing, validation, routing, pipelining.
+
+`ClientConnection` is the asyncio Protocol of a downstream connection.  It
+parses requests with llhttp, applies the RFC 9112 checks of `safety`, rewrites
+the request head once (hop-by-hop headers out, X-Forwarded-*, traceparent in)
+and hands it to an `Exchange`.  Requests pipelined on one connection are
+served strictly in order.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+import os
+from dataclasses import dataclass, field
+
+import httptools
+
+from . import safety
+from .balancer import ClusterState
+from .exchange import Exchange
+from .table import ClusterSpec
+from .upstream import UpstreamConnection
+
+Route = tuple[bytes | None, bytes, ClusterState]
+
+_SPECIAL = safety.HOP_BY_HOP | {
+    b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto",
+    b"traceparent", b"x-mso-route", b"cookie",
+}
+_PAUSE_PENDING, _PAUSE_UPSTREAM, _PAUSE_PIPELINE = 1, 2, 4
+MAX_PIPELINE = 8
+
+NOT_FOUND = ClusterState(ClusterSpec("", "", "round_robin", ()), [], lambda: 0.0)
+
+
+class Reject(Exception):
+    """Raised inside parser callbacks to answer with `status` and close."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+@dataclass
+class Hub:
+    """Process-wide state shared by every connection (a coarse clock, the live set)."""
+
+    now: float = 0.0
+    clients: set[ClientConnection] = field(default_factory=set)
+
+
+@dataclass
+class ListenerContext:
+    """What one HTTP listener needs per request; mutated in place by set_table."""
+
+    hub: Hub
+    routes: tuple[Route, ...] = ()
+    by_host: bool = False
+    header_timeout: float = 10.0
+    idle_timeout: float = 75.0
+
+
+def match_route(routes: tuple[Route, ...], host: bytes | None, path: bytes) -> ClusterState:
+    """First route whose host (if any) equals and whose path prefix covers `path`."""
+    for rhost, prefix, cluster in routes:
+        if rhost is not None and rhost != host:
+            continue
+        if prefix == b"/" or path == prefix:
+            return cluster
+        if path.startswith(prefix) and (
+            prefix[-1:] == b"/" or path[len(prefix):len(prefix) + 1] in (b"/", b"?")
+        ):
+            return cluster
+    return NOT_FOUND
+
+
+def new_traceparent() -> bytes:
+    raw = os.urandom(24).hex().encode()
+    return b"00-%s-%s-01" % (raw[:32], raw[32:])
+
+
+def _valid_traceparent(v: bytes) -> bool:
+    return len(v) == 55 and v[2:3] == b"-" and v[35:36] == b"-" and v[52:53] == b"-"
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, ctx: ListenerContext) -> None:
+        self.ctx = ctx
+        self.hub = ctx.hub
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.url = b""
+        self.hbytes = 0
+        self.partial = False
+        self.deadline = 0.0
+        self.exchanges: list[Exchange] = []
+        self.rx: Exchange | None = None
+        self.tunnel_rx: Exchange | None = None
+        self.tunnel: UpstreamConnection | None = None
+        self.paused = 0
+        self.closed = False
+        self.peer = b"unknown"
+
+    # --- asyncio.Protocol -------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = str(peer[0]).encode()
+        self.deadline = self.hub.now + self.ctx.idle_timeout
+        self.hub.clients.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel_rx is not None:
+            self.tunnel_rx.on_client_tunnel(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._on_upgrade(data[exc.args[0]:])
+        except httptools.HttpParserCallbackError as exc:
+            ctx = exc.__context__
+            self.reject(ctx.status if isinstance(ctx, Reject) else 400)
+        except httptools.HttpParserError:
+            self.reject(400)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.hub.clients.discard(self)
+        for ex in self.exchanges:
+            ex.cancel()
+        self.exchanges = []
+        if self.tunnel is not None:
+            self.tunnel.close()
+
+    def pause_writing(self) -> None:
+        conn = self._upstream()
+        if conn is not None:
+            conn.pause_reading()
+
+    def resume_writing(self) -> None:
+        conn = self._upstream()
+        if conn is not None:
+            conn.resume_reading()
+
+    def _upstream(self) -> UpstreamConnection | None:
+        if self.tunnel is not None:
+            return self.tunnel
+        return self.exchanges[0].conn if self.exchanges else None
+
+    # --- llhttp callbacks -------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.headers = []
+        self.url = b""
+        self.hbytes = 0
+        if not self.exchanges:
+            self.partial = True
+            self.deadline = self.hub.now + self.ctx.header_timeout
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > safety.MAX_URL:
+            raise Reject(414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        self.hbytes += len(name) + len(value)
+        if self.hbytes > safety.MAX_HEADER_BYTES or len(self.headers) > safety.MAX_HEADERS:
+            raise Reject(431)
+        if len(name) == 17 and name.lower() == b"transfer-encoding":
+            status = safety.transfer_encoding_status(value)
+            if status:
+                raise Reject(status)
+
+    def on_headers_complete(self) -> None:
+        self.partial = False
+        ex = self._build_exchange()
+        self.rx = ex
+        self.exchanges.append(ex)
+        if len(self.exchanges) == 1:
+            ex.start()
+        elif len(self.exchanges) >= MAX_PIPELINE:
+            self.pause(_PAUSE_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        rx = self.rx
+        if rx is not None and not rx.done:
+            rx.on_client_body(body)
+
+    def on_message_complete(self) -> None:
+        rx = self.rx
+        if rx is not None:
+            if not rx.done:
+                rx.on_client_complete()
+            else:
+                rx.req_done = True
+
+    # --- request head rewrite -----------------------------------------------
+    def _build_exchange(self) -> Exchange:
+        p = self.parser
+        version = p.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise Reject(505)
+        http11 = version == "1.1"
+        method = p.get_method()
+        if method == b"CONNECT":
+            raise Reject(405)
+        out = [b"%s %s HTTP/1.1\r\n" % (method, self.url)]
+        host: bytes | None = None
+        hosts = 0
+        chunked = False
+        xff: bytes | None = None
+        trace: bytes | None = None
+        pin: str | None = None
+        drop: list[bytes] | None = None
+        upgrade: bytes | None = None
+        for name, value in self.headers:
+            n = name.lower()
+            if n not in _SPECIAL:
+                out.append(b"%s: %s\r\n" % (name, value))
+                continue
+            if n == b"host":
+                hosts += 1
+                host = value
+                out.append(b"%s: %s\r\n" % (name, value))
+            elif n == b"content-length":
+                if not safety.content_length_ok(value):
+                    raise Reject(400)
+                out.append(b"%s: %s\r\n" % (name, value))
+            elif n == b"transfer-encoding":
+                chunked = True
+            elif n == b"x-forwarded-for":
+                xff = value if xff is None else xff + b", " + value
+            elif n == b"traceparent":
+                trace = value
+            elif n == b"x-mso-route":
+                pin = value.strip().decode("latin-1")
+                out.append(b"%s: %s\r\n" % (name, value))
+            elif n == b"cookie":
+                if b"mso-route=" in value and pin is None:
+                    pin = _cookie_pin(value)
+                out.append(b"%s: %s\r\n" % (name, value))
+            elif n == b"connection":
+                extra = [t for t in safety.connection_tokens(value)
+                         if t not in (b"close", b"keep-alive", b"upgrade")]
+                if extra:
+                    drop = (drop or []) + extra
+            elif n == b"upgrade":
+                upgrade = value
+        if hosts != 1 and (http11 or hosts > 1):
+            raise Reject(400)
+        if drop:
+            out = [out[0]] + [h for h in out[1:] if h.split(b":", 1)[0].lower() not in drop]
+        is_upgrade = p.should_upgrade() and upgrade is not None
+        if is_upgrade:
+            out.append(b"upgrade: %s\r\nconnection: upgrade\r\n" % upgrade)
+        if xff is None:
+            out.append(b"x-forwarded-for: %s\r\n" % self.peer)
+        else:
+            out.append(b"x-forwarded-for: %s, %s\r\n" % (xff, self.peer))
+        if trace is None or not _valid_traceparent(trace):
+            trace = new_traceparent()
+        out.append(b"x-forwarded-proto: http\r\ntraceparent: %s\r\n" % trace)
+        if chunked:
+            out.append(b"transfer-encoding: chunked\r\n")
+        out.append(b"\r\n")
+        ctx = self.ctx
+        hkey = host.split(b":", 1)[0].lower() if (ctx.by_host and host) else None
+        cluster = match_route(ctx.routes, hkey, self.url)
+        return Exchange(self, cluster, method, b"".join(out), chunked, pin,
+                        p.should_keep_alive(), http11, is_upgrade)
+
+    # --- called by exchanges --------------------------------------------------
+    def transport_write(self, data: bytes) -> None:
+        t = self.transport
+        if t is not None and not self.closed:
+            t.write(data)
+
+    def transport_writelines(self, data: list[bytes]) -> None:
+        t = self.transport
+        if t is not None and not self.closed:
+            t.writelines(data)
+
+    def exchange_done(self, ex: Exchange) -> None:
+        if self.exchanges and self.exchanges[0] is ex:
+            self.exchanges.pop(0)
+        if not ex.keep_alive or not ex.req_done:
+            self._close()
+            return
+        if self.rx is ex:
+            self.rx = None
+        self.deadline = self.hub.now + self.ctx.idle_timeout
+        if self.exchanges:
+            self.exchanges[0].start()
+        if self.paused & _PAUSE_PIPELINE and len(self.exchanges) < MAX_PIPELINE:
+            self.resume(_PAUSE_PIPELINE)
+
+    def exchange_failed(self, ex: Exchange, status: int) -> None:
+        for other in self.exchanges:
+            if other is not ex:
+                other.cancel()
+        self.exchanges = []
+        self.transport_write(safety.error_response(status))
+        self._close()
+
+    def abort(self) -> None:
+        self._close()
+
+    def start_tunnel(self, conn: UpstreamConnection) -> None:
+        self.tunnel = conn
+
+    def _on_upgrade(self, rest: bytes) -> None:
+        rx = self.rx
+        if rx is None or rx.done or not rx.upgrade:
+            self.reject(400)
+            return
+        self.tunnel_rx = rx
+        if rest:
+            rx.on_client_tunnel(rest)
+
+    def reject(self, status: int) -> None:
+        """Framing or validation error: answer if nothing is in flight, then close."""
+        busy = any(ex.resp_started for ex in self.exchanges)
+        for ex in self.exchanges:
+            ex.cancel()
+        self.exchanges = []
+        if not busy:
+            self.transport_write(safety.error_response(status))
+        self._close()
+
+    def check_timeouts(self, now: float) -> None:
+        if self.exchanges:
+            ex = self.exchanges[0]
+            if now > ex.deadline and not ex.done:
+                ex.on_timeout()
+        elif now > self.deadline and self.tunnel is None:
+            if self.partial:
+                self.transport_write(safety.error_response(408))
+            self._close()
+
+    def pause(self, bit: int) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused |= bit
+
+    def resume(self, bit: int) -> None:
+        if self.paused & bit:
+            self.paused &= ~bit
+            if not self.paused and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    def _close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+
+def _cookie_pin(value: bytes) -> str | None:
+    for part in value.split(b";"):
+        k, _, v = part.strip().partition(b"=")
+        if k == b"mso-route":
+            return v.strip().decode("latin-1")
+    return None

@@ -1,0 +1,217 @@
+"""The proxy of one process: applies route tables, owns listeners, drains, reports.
+
+`Runtime` implements the control operations (`ControlHandler`) for a single
+serving process.  Table application is planned first (`plan_listeners`, pure)
+and then carried out; listeners whose bind/port/mode did not change keep their
+sockets and connections, and only their routing context is swapped.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import upstream
+from .balancer import ClusterState, EndpointState, build_cluster
+from .http_server import ClientConnection, Hub, ListenerContext, Route
+from .metrics import Registry, render_prometheus
+from .metrics_http import MetricsConnection
+from .table import ListenerSpec, Table, TableError, parse_table
+from .tcp import TcpClient, TcpContext
+
+WATCHDOG_INTERVAL = 0.25
+
+
+@dataclass
+class ListenerPlan:
+    keep: list[str]
+    create: list[str]
+    close: list[str]
+
+
+def plan_listeners(old: dict[str, ListenerSpec], new: dict[str, ListenerSpec]) -> ListenerPlan:
+    """Decide which listeners keep their socket, which are (re)bound, which close."""
+    keep = [n for n, s in new.items() if n in old and old[n].socket_key == s.socket_key]
+    create = [n for n in new if n not in keep]
+    close = [n for n in old if n not in keep]
+    return ListenerPlan(keep=keep, create=create, close=close)
+
+
+@dataclass
+class Listener:
+    spec: ListenerSpec
+    server: asyncio.Server
+    ctx: ListenerContext | TcpContext | None
+
+
+class Runtime:
+    def __init__(self, reuse_port: bool = False) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.hub = Hub(now=self.loop.time())
+        self.registry = Registry()
+        self.clusters: dict[str, ClusterState] = {}
+        self.listeners: dict[str, Listener] = {}
+        self.retired: list[EndpointState] = []
+        self.version = 0
+        self.reuse_port = reuse_port
+        self._lock = asyncio.Lock()
+        self._watchdog = self.loop.create_task(self._watch())
+
+    def clock(self) -> float:
+        return self.hub.now
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            now = self.hub.now = self.loop.time()
+            for client in list(self.hub.clients):
+                client.check_timeouts(now)
+            if self.retired:
+                self.retired = [e for e in self.retired if e.inflight > 0]
+
+    # --- control operations ---------------------------------------------------
+    async def ping(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "version": self.version, "listeners": self.bound_ports()}
+
+    async def set_table(self, raw: Any) -> int:
+        table = parse_table(raw)
+        async with self._lock:
+            await self._apply(table)
+        return self.version
+
+    async def _apply(self, table: Table) -> None:
+        new_specs = {s.name: s for s in table.listeners}
+        plan = plan_listeners({n: x.spec for n, x in self.listeners.items()}, new_specs)
+        clusters = {
+            name: build_cluster(
+                spec,
+                {(e.id, e.host, e.port): e for e in self._old_endpoints(name)},
+                self.registry,
+                self.clock,
+            )
+            for name, spec in table.clusters.items()
+        }
+        created: dict[str, Listener] = {}
+        try:
+            for name in plan.create:
+                created[name] = await self._bind(new_specs[name], clusters)
+        except OSError as exc:
+            for lst in created.values():
+                lst.server.close()
+            raise TableError(f"listener {name!r}: cannot bind: {exc}") from exc
+        old_eps = {id(e): e for c in self.clusters.values() for e in c.endpoints}
+        self.clusters = clusters
+        for name in plan.keep:
+            lst = self.listeners[name]
+            lst.spec = new_specs[name]
+            self._configure(lst.spec, lst.ctx, clusters)
+        for name in plan.close:
+            self.listeners.pop(name).server.close()
+        self.listeners.update(created)
+        live = {id(e) for c in clusters.values() for e in c.endpoints}
+        for key, ep in old_eps.items():
+            if key not in live:
+                self._retire(ep)
+        self.version = table.version
+
+    def _old_endpoints(self, cluster: str) -> list[EndpointState]:
+        old = self.clusters.get(cluster)
+        return old.endpoints if old is not None else []
+
+    def _retire(self, ep: EndpointState) -> None:
+        # Removed endpoints finish in-flight requests; their pooled sockets close.
+        ep.draining = True
+        upstream.close_idle(ep)
+        if ep.inflight > 0:
+            self.retired.append(ep)
+
+    def _configure(
+        self, spec: ListenerSpec, ctx: ListenerContext | TcpContext | None,
+        clusters: dict[str, ClusterState],
+    ) -> None:
+        if isinstance(ctx, ListenerContext):
+            routes: tuple[Route, ...] = tuple(
+                (r.host.encode() if r.host else None, r.path.encode(), clusters[r.cluster])
+                for r in spec.routes
+            )
+            ctx.routes = routes
+            ctx.by_host = any(r.host for r in spec.routes)
+            ctx.header_timeout = spec.header_timeout
+            ctx.idle_timeout = spec.idle_timeout
+        elif isinstance(ctx, TcpContext):
+            ctx.cluster = clusters[spec.routes[0].cluster]
+
+    async def _bind(self, spec: ListenerSpec, clusters: dict[str, ClusterState]) -> Listener:
+        factory: Callable[[], asyncio.BaseProtocol]
+        ctx: ListenerContext | TcpContext | None
+        if spec.mode == "http":
+            hctx = ctx = ListenerContext(hub=self.hub)
+            factory = lambda: ClientConnection(hctx)  # noqa: E731
+        elif spec.mode == "tcp":
+            tctx = ctx = TcpContext(cluster=clusters[spec.routes[0].cluster])
+            factory = lambda: TcpClient(tctx)  # noqa: E731
+        else:
+            ctx = None
+            factory = lambda: MetricsConnection(self.prometheus)  # noqa: E731
+        self._configure(spec, ctx, clusters)
+        server = await self.loop.create_server(
+            factory, spec.bind, spec.port, backlog=4096,
+            reuse_port=self.reuse_port or None,
+        )
+        return Listener(spec=spec, server=server, ctx=ctx)
+
+    def bound_ports(self) -> dict[str, int]:
+        """Actual ports (useful when a table asks for port 0)."""
+        out = {}
+        for name, lst in self.listeners.items():
+            socks = lst.server.sockets
+            if socks:
+                out[name] = socks[0].getsockname()[1]
+        return out
+
+    def _endpoints_named(self, endpoint_id: str) -> list[EndpointState]:
+        eps = [e for c in self.clusters.values() for e in c.endpoints if e.id == endpoint_id]
+        return eps + [e for e in self.retired if e.id == endpoint_id and e not in eps]
+
+    async def drain(self, endpoint_id: str, timeout: float) -> tuple[bool, int]:
+        """Stop picking the endpoint now; wait until its in-flight requests are done."""
+        eps = self._endpoints_named(endpoint_id)
+        for ep in eps:
+            ep.draining = True
+            upstream.close_idle(ep)
+        deadline = self.loop.time() + timeout
+        while True:
+            inflight = sum(e.inflight for e in eps)
+            if inflight == 0:
+                return True, 0
+            if self.loop.time() >= deadline:
+                return False, inflight
+            await asyncio.sleep(0.005)
+
+    def inflight_map(self) -> dict[tuple[str, str, str], int]:
+        out: dict[tuple[str, str, str], int] = {}
+        for c in self.clusters.values():
+            for e in c.endpoints:
+                out[(c.name, e.subset, e.id)] = e.inflight
+        return out
+
+    async def metrics(self) -> dict[str, Any]:
+        return self.registry.snapshot(self.inflight_map())
+
+    def prometheus(self) -> str:
+        return render_prometheus(self.registry.snapshot(self.inflight_map()))
+
+    # --- shutdown ---------------------------------------------------------------
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), close the rest."""
+        for lst in self.listeners.values():
+            lst.server.close()
+        deadline = self.loop.time() + grace
+        while self.loop.time() < deadline:
+            if not any(c.exchanges for c in self.hub.clients):
+                break
+            await asyncio.sleep(0.01)
+        for client in list(self.hub.clients):
+            client.abort()
+        self._watchdog.cancel()

@@ -1,0 +1,263 @@
+"""Route table (TABLE) parsing and validation.
+
+Turns the JSON route table of the control protocol (docs/architecture.md) into
+immutable, pre-computed structures, so that nothing about routing has to be
+derived again on the per-request hot path.  Pure: no I/O, no clocks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+LISTENER_MODES = frozenset({"http", "tcp", "metrics"})
+BALANCERS = frozenset({"round_robin", "least_request"})
+
+
+class TableError(ValueError):
+    """The table is malformed; the message says which field and why."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Per-cluster upstream timeouts in seconds."""
+
+    connect: float = 5.0
+    response_header: float = 30.0
+    request: float = 300.0
+
+
+@dataclass(frozen=True)
+class OutlierPolicy:
+    """Passive outlier ejection settings for one cluster."""
+
+    consecutive_failures: int = 5
+    base_ejection_s: float = 10.0
+    max_ejection_s: float = 300.0
+    max_ejected_percent: float = 50.0
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    id: str
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SubsetSpec:
+    name: str
+    weight: int
+    endpoints: tuple[EndpointSpec, ...]
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    name: str
+    service: str
+    balancer: str
+    subsets: tuple[SubsetSpec, ...]
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    outlier: OutlierPolicy = field(default_factory=OutlierPolicy)
+    retries: int = 2
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    host: str | None
+    path: str
+    cluster: str
+
+
+@dataclass(frozen=True)
+class ListenerSpec:
+    name: str
+    bind: str
+    port: int
+    mode: str
+    routes: tuple[RouteSpec, ...] = ()
+    header_timeout: float = 10.0
+    idle_timeout: float = 75.0
+
+    @property
+    def socket_key(self) -> tuple[str, int, str]:
+        """Listeners with an equal key can keep their socket across tables."""
+        return (self.bind, self.port, self.mode)
+
+
+@dataclass(frozen=True)
+class Table:
+    version: int
+    listeners: tuple[ListenerSpec, ...]
+    clusters: Mapping[str, ClusterSpec]
+
+
+def _req(obj: Mapping[str, Any], key: str, typ: type | tuple[type, ...], where: str) -> Any:
+    if key not in obj:
+        raise TableError(f"{where}: missing required field {key!r}")
+    value = obj[key]
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise TableError(f"{where}.{key}: expected {_tname(typ)}, got {type(value).__name__}")
+    return value
+
+
+def _opt_num(obj: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    value = obj.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise TableError(f"{where}.{key}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def _tname(typ: type | tuple[type, ...]) -> str:
+    if isinstance(typ, tuple):
+        return " or ".join(t.__name__ for t in typ)
+    return typ.__name__
+
+
+def parse_address(address: str, where: str) -> tuple[str, int]:
+    """Split "host:port" (IPv6 as "[::1]:80") and validate the port."""
+    host, sep, port_s = address.rpartition(":")
+    if not sep or not host or not port_s.isdigit():
+        raise TableError(f"{where}: address {address!r} is not host:port")
+    port = int(port_s)
+    if not 0 < port < 65536:
+        raise TableError(f"{where}: port {port} out of range 1-65535")
+    return host.strip("[]"), port
+
+
+def _parse_endpoint(raw: Any, where: str) -> EndpointSpec:
+    if not isinstance(raw, Mapping):
+        raise TableError(f"{where}: expected an object")
+    ep_id = _req(raw, "id", str, where)
+    host, port = parse_address(_req(raw, "address", str, where), where)
+    return EndpointSpec(id=ep_id, host=host, port=port)
+
+
+def _parse_subset(name: str, raw: Any, where: str) -> SubsetSpec:
+    if not isinstance(raw, Mapping):
+        raise TableError(f"{where}: expected an object")
+    weight = raw.get("weight", 100)
+    if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+        raise TableError(f"{where}.weight: expected an integer >= 0, got {weight!r}")
+    eps_raw = _req(raw, "endpoints", list, where)
+    endpoints = tuple(_parse_endpoint(e, f"{where}.endpoints[{i}]") for i, e in enumerate(eps_raw))
+    ids = [e.id for e in endpoints]
+    if len(set(ids)) != len(ids):
+        raise TableError(f"{where}.endpoints: duplicate endpoint ids {sorted(ids)}")
+    return SubsetSpec(name=name, weight=weight, endpoints=endpoints)
+
+
+def _parse_cluster(name: str, raw: Any) -> ClusterSpec:
+    where = f"clusters[{name!r}]"
+    if not isinstance(raw, Mapping):
+        raise TableError(f"{where}: expected an object")
+    balancer = raw.get("balancer", "round_robin")
+    if balancer not in BALANCERS:
+        raise TableError(f"{where}.balancer: {balancer!r} is not one of {sorted(BALANCERS)}")
+    subsets_raw = _req(raw, "subsets", Mapping, where)
+    subsets = tuple(
+        _parse_subset(str(k), v, f"{where}.subsets[{k!r}]") for k, v in subsets_raw.items()
+    )
+    t_raw = raw.get("timeouts", {})
+    o_raw = raw.get("outlier", {})
+    if not isinstance(t_raw, Mapping) or not isinstance(o_raw, Mapping):
+        raise TableError(f"{where}: timeouts and outlier must be objects")
+    timeouts = Timeouts(
+        connect=_opt_num(t_raw, "connect", Timeouts.connect, f"{where}.timeouts"),
+        response_header=_opt_num(
+            t_raw, "response_header", Timeouts.response_header, f"{where}.timeouts"
+        ),
+        request=_opt_num(t_raw, "request", Timeouts.request, f"{where}.timeouts"),
+    )
+    outlier = OutlierPolicy(
+        consecutive_failures=int(
+            _opt_num(o_raw, "consecutive_failures", 5, f"{where}.outlier")
+        ),
+        base_ejection_s=_opt_num(o_raw, "base_ejection_s", 10.0, f"{where}.outlier"),
+        max_ejection_s=_opt_num(o_raw, "max_ejection_s", 300.0, f"{where}.outlier"),
+        max_ejected_percent=_opt_num(o_raw, "max_ejected_percent", 50.0, f"{where}.outlier"),
+    )
+    retries = raw.get("retries", 2)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise TableError(f"{where}.retries: expected an integer >= 0")
+    return ClusterSpec(
+        name=name,
+        service=str(raw.get("service", name)),
+        balancer=balancer,
+        subsets=subsets,
+        timeouts=timeouts,
+        outlier=outlier,
+        retries=retries,
+    )
+
+
+def _parse_route(raw: Any, where: str, clusters: Mapping[str, ClusterSpec]) -> RouteSpec:
+    if not isinstance(raw, Mapping):
+        raise TableError(f"{where}: expected an object")
+    host = raw.get("host")
+    if host is not None and not isinstance(host, str):
+        raise TableError(f"{where}.host: expected a string or null")
+    path = raw.get("path", "/")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise TableError(f"{where}.path: expected a path starting with '/', got {path!r}")
+    cluster = _req(raw, "cluster", str, where)
+    if cluster not in clusters:
+        raise TableError(f"{where}.cluster: unknown cluster {cluster!r}; add it to 'clusters'")
+    return RouteSpec(host=host.lower().split(":")[0] if host else None, path=path, cluster=cluster)
+
+
+def _parse_listener(raw: Any, where: str, clusters: Mapping[str, ClusterSpec]) -> ListenerSpec:
+    if not isinstance(raw, Mapping):
+        raise TableError(f"{where}: expected an object")
+    name = _req(raw, "name", str, where)
+    mode = raw.get("mode", "http")
+    if mode not in LISTENER_MODES:
+        raise TableError(f"{where}.mode: {mode!r} is not one of {sorted(LISTENER_MODES)}")
+    port = _req(raw, "port", int, where)
+    if not 0 <= port < 65536:
+        raise TableError(f"{where}.port: {port} out of range 0-65535")
+    routes: tuple[RouteSpec, ...] = ()
+    if mode != "metrics":
+        if "routes" in raw:
+            routes_raw = _req(raw, "routes", list, where)
+            routes = tuple(
+                _parse_route(r, f"{where}.routes[{i}]", clusters) for i, r in enumerate(routes_raw)
+            )
+        else:
+            routes = (_parse_route({"cluster": _req(raw, "cluster", str, where)}, where, clusters),)
+        if mode == "tcp" and len(routes) != 1:
+            raise TableError(f"{where}: a tcp listener needs exactly one 'cluster'")
+    return ListenerSpec(
+        name=name,
+        bind=str(raw.get("bind", "127.0.0.1")),
+        port=port,
+        mode=mode,
+        routes=routes,
+        header_timeout=_opt_num(raw, "header_timeout", 10.0, where),
+        idle_timeout=_opt_num(raw, "idle_timeout", 75.0, where),
+    )
+
+
+def parse_table(raw: Any) -> Table:
+    """Validate a TABLE document; raise TableError naming the offending field."""
+    if not isinstance(raw, Mapping):
+        raise TableError("table: expected an object")
+    version = _req(raw, "version", int, "table")
+    clusters_raw = raw.get("clusters", {})
+    if not isinstance(clusters_raw, Mapping):
+        raise TableError("table.clusters: expected an object")
+    clusters = {str(k): _parse_cluster(str(k), v) for k, v in clusters_raw.items()}
+    listeners_raw = _req(raw, "listeners", list, "table")
+    listeners = tuple(
+        _parse_listener(x, f"listeners[{i}]", clusters) for i, x in enumerate(listeners_raw)
+    )
+    names = [x.name for x in listeners]
+    if len(set(names)) != len(names):
+        raise TableError(f"table.listeners: duplicate listener names in {names}")
+    binds = [(x.bind, x.port) for x in listeners if x.port != 0]
+    if len(set(binds)) != len(binds):
+        raise TableError("table.listeners: two listeners share one bind address and port")
+    return Table(version=version, listeners=listeners, clusters=clusters)

@@ -1,0 +1,163 @@
+"""L4 (TCP) listener mode: splice bytes between a client and a balanced endpoint.
+
+Both directions use asyncio Protocols with pause/resume for flow control.  A
+failed connect is retried on another endpoint before the client is dropped.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+from dataclasses import dataclass
+
+from .balancer import ClusterState, EndpointState
+
+MAX_PENDING = 256 * 1024
+
+
+@dataclass
+class TcpContext:
+    """Mutated in place by set_table so live listeners pick up new clusters."""
+
+    cluster: ClusterState
+    attempts: int = 3
+
+
+class _UpstreamSide(asyncio.Protocol):
+    def __init__(self, client: TcpClient) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        t = self.client.transport
+        if t is not None:
+            t.write(data)
+
+    def eof_received(self) -> bool:
+        t = self.client.transport
+        if t is not None and t.can_write_eof():
+            t.write_eof()
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.upstream_lost()
+
+    def pause_writing(self) -> None:
+        t = self.client.transport
+        if t is not None:
+            t.pause_reading()
+
+    def resume_writing(self) -> None:
+        t = self.client.transport
+        if t is not None:
+            t.resume_reading()
+
+
+class TcpClient(asyncio.Protocol):
+    def __init__(self, ctx: TcpContext) -> None:
+        self.ctx = ctx
+        self.transport: asyncio.Transport | None = None
+        self.up: _UpstreamSide | None = None
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.endpoint: EndpointState | None = None
+        self.closed = False
+        self.half_closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        asyncio.get_running_loop().create_task(self._connect())
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        cluster = self.ctx.cluster
+        tried: tuple[str, ...] = ()
+        for _ in range(self.ctx.attempts):
+            ep = cluster.pick(None, tried)
+            if ep is None or self.closed:
+                break
+            tried += (ep.id,)
+            ep.stats.requests += 1
+            try:
+                _t, up = await asyncio.wait_for(
+                    loop.create_connection(lambda: _UpstreamSide(self), ep.host, ep.port),
+                    cluster.timeouts.connect,
+                )
+            except (OSError, asyncio.TimeoutError):
+                ep.stats.connect_errors += 1
+                cluster.record_failure(ep)
+                continue
+            cluster.record_success(ep)
+            self._attached(ep, up)
+            return
+        if self.transport is not None:
+            self.transport.close()
+
+    def _attached(self, ep: EndpointState, up: _UpstreamSide) -> None:
+        if self.closed:
+            assert up.transport is not None
+            up.transport.close()
+            return
+        self.endpoint = ep
+        ep.inflight += 1
+        self.up = up
+        assert up.transport is not None
+        if self.pending:
+            up.transport.writelines(self.pending)
+            self.pending = []
+            self.pending_size = 0
+            if self.transport is not None:
+                self.transport.resume_reading()
+        if self.half_closed and up.transport.can_write_eof():
+            up.transport.write_eof()
+
+    def data_received(self, data: bytes) -> None:
+        up = self.up
+        if up is not None and up.transport is not None:
+            up.transport.write(data)
+            return
+        self.pending.append(data)
+        self.pending_size += len(data)
+        if self.pending_size > MAX_PENDING and self.transport is not None:
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        up = self.up
+        if up is None:
+            self.half_closed = True
+            return True
+        if up.transport is not None and up.transport.can_write_eof():
+            up.transport.write_eof()
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        up = self.up
+        if up is not None and up.transport is not None:
+            up.transport.close()
+        self._release()
+
+    def upstream_lost(self) -> None:
+        self._release()
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def _release(self) -> None:
+        ep = self.endpoint
+        if ep is not None:
+            self.endpoint = None
+            ep.inflight -= 1
+
+    def pause_writing(self) -> None:
+        up = self.up
+        if up is not None and up.transport is not None:
+            up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        up = self.up
+        if up is not None and up.transport is not None:
+            up.transport.resume_reading()

@@ -1,0 +1,181 @@
+"""Upstream side of the HTTP proxy: one keep-alive connection protocol plus pooling.
+
+Each `UpstreamConnection` parses responses with llhttp and hands the events to
+the `Exchange` currently attached to it.  Idle connections live on their
+endpoint's `idle` list; a connection the upstream closed while idle removes
+itself, and one found closing at checkout is skipped.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from .balancer import EndpointState
+
+if TYPE_CHECKING:
+    from .exchange import Exchange
+
+MAX_IDLE_PER_ENDPOINT = 512
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One HTTP/1.1 connection to an upstream endpoint."""
+
+    def __init__(self, endpoint: EndpointState) -> None:
+        self.endpoint = endpoint
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.reason = b""
+        self.reused = False
+        self.got_bytes = False
+        self.closed = False
+        self.tunnel = False
+        self.paused = False
+
+    # --- asyncio.Protocol -------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is None:
+            # Nothing was asked: an idle connection must not talk. Drop it.
+            self.close()
+            return
+        if self.tunnel:
+            ex.client.transport_write(data)
+            return
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.tunnel = True
+            rest = data[exc.args[0]:]
+            if rest:
+                ex.client.transport_write(rest)
+        except httptools.HttpParserError:
+            if self.exchange is not None:
+                self.exchange.on_upstream_error(self)
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        idle = self.endpoint.idle
+        if self.exchange is None:
+            try:
+                idle.remove(self)
+            except ValueError:
+                pass
+            return
+        ex = self.exchange
+        self.exchange = None
+        ex.on_upstream_lost(self)
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.client.pause(2)
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.client.resume(2)
+
+    # --- llhttp callbacks -------------------------------------------------
+    def on_status(self, reason: bytes) -> None:
+        self.reason = reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        headers = self.headers
+        self.headers = []
+        ex = self.exchange
+        if ex is not None:
+            ex.on_response_head(self, self.parser.get_status_code(), self.reason, headers)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.on_response_complete(self, self.parser.should_keep_alive())
+
+    # --- helpers ------------------------------------------------------------
+    def reset_parser(self) -> None:
+        """Start a fresh parser, e.g. after a HEAD response whose body llhttp would await."""
+        self.parser = httptools.HttpResponseParser(self)
+
+    def close(self) -> None:
+        self.exchange = None
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+            try:
+                self.endpoint.idle.remove(self)
+            except ValueError:
+                pass
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self.paused:
+            self.paused = False
+            self.transport.resume_reading()
+
+
+def checkout(endpoint: EndpointState) -> UpstreamConnection | None:
+    """Take a live idle connection to `endpoint`, skipping ones already closing."""
+    idle = endpoint.idle
+    while idle:
+        conn: UpstreamConnection = idle.pop()
+        t = conn.transport
+        if t is not None and not conn.closed and not t.is_closing():
+            conn.reused = True
+            return conn
+    return None
+
+
+def checkin(conn: UpstreamConnection) -> None:
+    """Return a connection that finished a response cleanly to its endpoint's pool."""
+    conn.exchange = None
+    conn.got_bytes = False
+    if conn.paused:
+        conn.resume_reading()
+    ep = conn.endpoint
+    if ep.draining or conn.closed or len(ep.idle) >= MAX_IDLE_PER_ENDPOINT:
+        conn.close()
+    else:
+        ep.idle.append(conn)
+
+
+def close_idle(endpoint: EndpointState) -> None:
+    """Close every pooled idle connection of an endpoint (drain / removal)."""
+    idle = list(endpoint.idle)
+    endpoint.idle.clear()
+    for conn in idle:
+        conn.close()
+
+
+async def connect(endpoint: EndpointState, timeout: float) -> UpstreamConnection:
+    """Open a new connection; raises OSError or asyncio.TimeoutError."""
+    loop = asyncio.get_running_loop()
+    _t, proto = await asyncio.wait_for(
+        loop.create_connection(lambda: UpstreamConnection(endpoint), endpoint.host, endpoint.port),
+        timeout,
+    )
+    return proto
+
+
+def connect_error_is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, (OSError, asyncio.TimeoutError))
+
