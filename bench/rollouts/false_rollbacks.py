@@ -40,7 +40,7 @@ def summary(values: list[int]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -61,13 +61,13 @@ def main() -> None:
     ):
         outcomes = detection(args.runs, args.seed + 1, config)
         detected = [o for o in outcomes if o.judge_failed_at is not None]
-        naive = [o.naive_failed_at for o in outcomes if o.naive_failed_at is not None]
+        naive_at = [o.naive_failed_at for o in outcomes if o.naive_failed_at is not None]
         print(f"\n5%-error canary vs 0.1% stable, 10% weight, 200 req/s, {label}; {args.runs} analyses")
         print(f"- mso judge rolled back within 60 polls: {len(detected)}/{args.runs}")
         print(f"- mso judge polls to rollback: {summary([o.judge_failed_at or 0 for o in detected])}")
         print("- mso judge canary requests to rollback: "
               f"{summary([o.canary_requests_at_judge_fail or 0 for o in detected])}")
-        print(f"- naive repeated z-test polls to rollback: {summary(naive)}")
+        print(f"- naive repeated z-test polls to rollback: {summary(naive_at)}")
     print(f"\n(took {time.monotonic() - started:.1f} s)")
 
 
