@@ -14,12 +14,14 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo, WithJsonSchema
 
+from mso.spec.errors import LocatedError
+
 __all__ = [
     "Argv",
     "EnvMap",
     "EnvName",
     "Name",
-    "OneOrMany",
+    "PathList",
     "PortName",
     "PortNumber",
     "RelPath",
@@ -76,11 +78,14 @@ def _stringify_env(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
     out: dict[Any, Any] = {}
+    empty = [
+        ((key,), f"{key} has no value; write {key}: \"\" for an empty value or {key}: ${{{key}}} to pass it through")
+        for key, item in value.items()
+        if item is None
+    ]
+    if empty:
+        raise LocatedError(empty)
     for key, item in value.items():
-        if item is None:
-            raise ValueError(
-                f"{key} has no value; write {key}: \"\" for an empty value or {key}: ${{{key}}} to pass it through"
-            )
         if isinstance(item, bool):
             out[key] = "true" if item else "false"
         elif isinstance(item, (int, float)):
@@ -140,12 +145,6 @@ EnvMap = Annotated[
     ),
 ]
 
-OneOrMany = Annotated[
-    list[str],
-    BeforeValidator(_one_or_many),
-    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
-]
-
 Argv = Annotated[
     list[str] | str,
     BeforeValidator(_argv),
@@ -162,3 +161,10 @@ Argv = Annotated[
 
 RelPath = Annotated[str, AfterValidator(_rel_path)]
 """A path relative to the manifest's folder that does not escape it."""
+
+PathList = Annotated[
+    list[RelPath],
+    BeforeValidator(_one_or_many),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
+]
+"""One path or a list of paths (a single string is a one-item list); each must stay inside."""

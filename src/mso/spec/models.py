@@ -160,9 +160,14 @@ class Manifest(SpecModel):
         cycle = find_cycle(edges)
         if cycle is None:
             return []
-        first = cycle[0]
-        section = "services" if first in self.services else "jobs"
-        return [((section, first, "depends_on"), "dependency cycle: " + " -> ".join([*cycle, first]))]
+        return [(self._edge_loc(cycle[0], cycle[1 % len(cycle)]), "dependency cycle: " + " -> ".join([*cycle, cycle[0]]))]
+
+    def _edge_loc(self, node: str, dep: str) -> Loc:
+        """Where the edge `node` needs `dep` is written: node's depends_on, or dep's before."""
+        if dep in self.runnable(node).depends_on:
+            section = "services" if node in self.services else "jobs"
+            return (section, node, "depends_on", dep)
+        return ("jobs", dep, "before", self.jobs[dep].before.index(node))
 
     def _known(self, section: Literal["services", "jobs"]) -> str:
         names = list(self.services) if section == "services" else list(self.jobs)

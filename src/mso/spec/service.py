@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from mso.spec.errors import Loc, LocatedError
-from mso.spec.fields import Argv, EnvMap, Name, OneOrMany, PortName, PortNumber, RelPath, SpecModel
+from mso.spec.fields import Argv, EnvMap, Name, PathList, PortName, PortNumber, RelPath, SpecModel
 from mso.spec.health import Health, Probe
 from mso.spec.rollout import Autoscale, Rollout
 from mso.spec.units import ByteSize, Duration
@@ -162,7 +162,7 @@ class _Runnable(SpecModel):
     image: str | None = Field(None, description="Swarm/Kubernetes: the image to run.")
     build: BuildSpec | None = Field(None, description="Swarm/Kubernetes: build an image instead.")
     env: EnvMap = Field(default_factory=dict, description="Environment; values may use ${VAR} interpolation.")
-    env_file: OneOrMany = Field(default_factory=list, description="KEY=VALUE files; `env` overrides them.")
+    env_file: PathList = Field(default_factory=list, description="KEY=VALUE files; `env` overrides them.")
     secrets: dict[str, Secret] = Field(default_factory=dict, description="Secrets by name.")
 
     def _runnable_issues(self) -> list[tuple[Loc, str]]:
