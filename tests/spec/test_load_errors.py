@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,8 @@ class Case:
     yaml: str
     field: str
     message: str
-    files: dict[str, str | bytes] = field(default_factory=dict)
-    environ: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str | bytes] = dc_field(default_factory=dict)
+    environ: dict[str, str] = dc_field(default_factory=dict)
 
 
 CASES = [
