@@ -61,6 +61,10 @@ def build_table(*, bind: str, gateway_port: int, metrics_port: int | None,
                               "mode": protocol, "cluster": name})
             clusters[name] = {"service": svc.name, "balancer": svc.balancer,
                               "subsets": _subsets(svc, port_name, draining)}
+    gateway_routes = listeners[0]["routes"]
+    # A route to a service that is not (or no longer) desired has nowhere to go: drop it,
+    # so the gateway answers 404 for it rather than the whole table being rejected.
+    listeners[0]["routes"] = [r for r in gateway_routes if r["cluster"] in clusters]
     return {"listeners": listeners, "clusters": clusters}
 
 

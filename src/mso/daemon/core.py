@@ -350,9 +350,9 @@ class Daemon:
         self._shutting_down = True
         self.wake()
         self.store.add_event("daemon.down", "stopping all replicas")
-        self.store.clear_desired()
         await self.jobs.stop_all()
         await self.book.stop_all("mso down")
+        self.store.clear_desired()
         await self.proxy.stop()
         self._sweep()
         self.store.add_event("daemon.stopped", "all processes stopped")

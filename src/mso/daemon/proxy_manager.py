@@ -94,22 +94,28 @@ class ProxyManager:
             return True
 
     async def drain(self, endpoint: str, timeout: float) -> bool:
+        # Drains wait for in-flight work, so each gets its own control connection: one
+        # slow drain must not hold up the others or the route-table pushes.
+        client = ProxyClient(str(self.socket_path))
         try:
-            return await self.client.drain(endpoint, timeout)
+            return await client.drain(endpoint, timeout)
         except ProxyUnavailable:
             return True  # no proxy, no traffic to wait for
+        finally:
+            await client.close()
 
     async def metrics(self) -> dict[str, Any]:
         return await self.client.metrics()
 
     async def stop(self) -> None:
+        await self.client.close()
         if self.ref is None or not is_same_process(self.ref):
             return
         try:
             os.killpg(self.ref.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        for _ in range(100):
+        for _ in range(60):
             if not is_same_process(self.ref):
                 break
             await asyncio.sleep(0.05)

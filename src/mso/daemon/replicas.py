@@ -221,6 +221,9 @@ class ReplicaBook:
 
     async def _drain_replica(self, replica_id: str) -> None:
         managed = self.replicas.get(replica_id)
-        if managed is not None:
-            managed.stopping = True
-        await self._drain(replica_id, 30.0)
+        if managed is None:
+            return
+        managed.stopping = True
+        # A drain waits for in-flight requests (or, for TCP, open connections) to end;
+        # the stop grace period bounds it, as it bounds the process's own shutdown.
+        await self._drain(replica_id, max(1.0, managed.supervisor.spec.stop_grace))

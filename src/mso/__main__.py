@@ -1,0 +1,5 @@
+"""`python -m mso` runs the CLI."""
+
+from mso.cli.main import main
+
+main()

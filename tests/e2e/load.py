@@ -1,0 +1,82 @@
+"""A small paced HTTP load generator for zero-failure tests (threads, keep-alive)."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoadResult:
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    bodies: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        return self.ok + len(self.failures)
+
+
+class Load:
+    """GETs `path` on 127.0.0.1:`port` at about `rate` requests/s until stopped."""
+
+    def __init__(self, port: int, rate: float = 100.0, path: str = "/",
+                 threads: int = 4, method: str = "GET") -> None:
+        self.port = port
+        self.path = path
+        self.method = method
+        self.interval = threads / rate
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        self.result = LoadResult()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> LoadResult:
+        self._stop.set()
+        for t in self.threads:
+            t.join(timeout=30)
+        return self.result
+
+    def _run(self) -> None:
+        conn: http.client.HTTPConnection | None = None
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                conn.request(self.method, self.path)
+                response = conn.getresponse()
+                body = response.read().decode(errors="replace")
+                with self._lock:
+                    if response.status == 200:
+                        self.result.ok += 1
+                        self.result.bodies[body.split(" ")[0]] += 1
+                    else:
+                        self.result.failures.append(f"HTTP {response.status}: {body[:80]}")
+                if response.will_close:
+                    conn.close()
+                    conn = None
+            except Exception as exc:
+                with self._lock:
+                    self.result.failures.append(f"{type(exc).__name__}: {exc}")
+                conn.close()
+                conn = None
+            next_at += self.interval
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+            else:
+                next_at = time.monotonic()
+        if conn is not None:
+            conn.close()
