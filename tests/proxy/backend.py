@@ -1,6 +1,6 @@
 """Test backend: a small HTTP/1.1 server (asyncio + httptools) run as its own process.
 
-`python tests/proxy/backend.py NAME` prints its port on stdout, then serves:
+`python tests/proxy/backend.py NAME [PORT]` prints its port on stdout, then serves:
   /echo, anything else  JSON: backend name, method, path, headers, body length + sha256
   /bytes/N[?chunked]    N bytes of b"x" (Content-Length, or chunked with ?chunked)
   /status/N             an empty response with status N
@@ -122,7 +122,8 @@ class Conn(asyncio.Protocol):
 
 async def main() -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Conn, "127.0.0.1", 0, backlog=1024)
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    server = await loop.create_server(Conn, "127.0.0.1", port, backlog=1024, reuse_address=True)
     print(server.sockets[0].getsockname()[1], flush=True)
     await server.serve_forever()
 

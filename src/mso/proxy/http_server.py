@@ -122,8 +122,8 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             ctx = exc.__context__
             self.reject(ctx.status if isinstance(ctx, Reject) else 400)
-        except httptools.HttpParserError:
-            self.reject(400)
+        except httptools.HttpParserError as exc:
+            self.reject(505 if "HTTP version" in str(exc) else 400)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
