@@ -88,7 +88,7 @@ CASES = [
           web:
             run: [app]
             ports:
-              "8000": 8000   # <-
+              8000: 8000   # <-
         """, "services.web.ports.8000", "at least one letter"),
     Case("protocol not http or tcp", """
         app: shop
@@ -110,6 +110,22 @@ CASES = [
           web:
             run: []   # <-
         """, "services.web.run", "run must not be empty"),
+    Case("run item not a string", """
+        app: shop
+        services:
+          web:
+            run:
+              - app
+              - {flag: 1}   # <-
+        """, "services.web.run.1", "expected a string"),
+    Case("port given as a word", """
+        app: shop
+        services:
+          web:
+            run: [app]
+            ports:
+              http: eighty   # <-
+        """, "services.web.ports.http", "expected a port number"),
     Case("missing run", """
         app: shop
         services:
@@ -605,3 +621,21 @@ def test_alias_bomb_is_refused(tmp_path: Path) -> None:
     path.write_text("\n".join(rows) + "\n")
     with pytest.raises(ManifestError, match="alias bomb"):
         load_manifest(path, {})
+
+
+def test_union_typed_fields_report_one_error(write_manifest: WriteManifest) -> None:
+    path = write_manifest(
+        """
+        app: shop
+        services:
+          web:
+            run: [app, {flag: 1}]
+            secrets: {s: {env: X, as_env: 3}}
+        """
+    )
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path, {"X": "x"})
+    assert [(e.field, e.message) for e in info.value.errors] == [
+        ("services.web.run.1", "expected a string"),
+        ("services.web.secrets.s.as_env", "expected true or false or a string, got a number"),
+    ]

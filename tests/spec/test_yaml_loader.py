@@ -71,3 +71,14 @@ def test_complex_keys_are_rejected() -> None:
 def test_yaml_11_scalars_are_typed_like_pyyaml() -> None:
     data, _ = load_yaml("a: yes\nb: 010\nc: 1.5\nd: ~\ne: '8000'\n", "f.yaml")
     assert data == {"a": True, "b": 8, "c": 1.5, "d": None, "e": "8000"}
+
+
+def test_keys_stay_as_written() -> None:
+    data, lines = load_yaml("on: 1\nno: 2\n8000: 3\n1.0: 4\n", "f.yaml")
+    assert data == {"on": 1, "no": 2, "8000": 3, "1.0": 4}
+    assert lines.line_of(("8000",)) == 3
+
+
+def test_int_and_bool_keys_do_not_collide() -> None:
+    data, _ = load_yaml("1: a\ntrue: b\n", "f.yaml")
+    assert data == {"1": "a", "true": "b"}

@@ -102,7 +102,10 @@ def _one_or_many(value: Any) -> Any:
 def _argv(value: Any) -> Any:
     """`run`: a string (shell) or a list of strings; numbers in the list become strings."""
     if isinstance(value, list):
-        return [str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value]
+        bad = [((i,), "expected a string") for i, v in enumerate(value) if not isinstance(v, (str, int, float)) or isinstance(v, bool)]
+        if bad:
+            raise LocatedError(bad)
+        return [v if isinstance(v, str) else str(v) for v in value]
     if not isinstance(value, str):
         raise ValueError("run must be a list of arguments, e.g. [python3, -m, app] (or a string with shell: true)")
     return value

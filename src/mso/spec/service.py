@@ -47,6 +47,8 @@ def _port_short(value: Any) -> Any:
         return {"port": value}
     if isinstance(value, str) and value.strip().isdigit():
         return {"port": int(value)}
+    if not isinstance(value, dict):
+        raise ValueError("expected a port number (http: 8000) or {port: 8000, protocol: tcp}")
     return value
 
 

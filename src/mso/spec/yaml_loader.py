@@ -114,7 +114,7 @@ class _Builder:
                 raise ManifestError(
                     self.file, key_node.start_mark.line + 1, _dotted(loc), "mapping keys must be plain scalars"
                 )
-            key = self.loader.construct_object(key_node, deep=True)
+            key = self._key(key_node)
             child = (*loc, key)
             self.lines.lines[child] = key_node.start_mark.line + 1
             out[key] = self.build(value_node, child)
@@ -122,17 +122,20 @@ class _Builder:
             self.lines.lines[child] = key_node.start_mark.line + 1
         return out
 
+    def _key(self, node: yaml.ScalarNode) -> str:
+        # Keys are names: keep what the user wrote, so `on:`/`no:` stay strings (YAML 1.1
+        # would make them booleans) and `8000:` or `1.0:` are not turned into numbers.
+        value = self.loader.construct_object(node, deep=True)
+        return value if isinstance(value, str) else str(node.value)
+
     def _check_duplicates(self, node: yaml.MappingNode, loc: Loc) -> None:
-        seen: dict[Any, int] = {}
+        seen: dict[str, int] = {}
         for key_node, _ in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
                 continue
-            key = self.loader.construct_object(key_node, deep=True)
+            key = self._key(key_node)
             line = key_node.start_mark.line + 1
-            try:
-                first = seen.get(key)
-            except TypeError:  # unhashable keys are reported by _mapping
-                continue
+            first = seen.get(key)
             if first is not None:
                 raise ManifestError(
                     self.file, line, _dotted((*loc, key)), f"duplicate key {key!r} (first defined on line {first})"
