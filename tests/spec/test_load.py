@@ -256,3 +256,21 @@ def test_loaded_manifest_is_frozen(example: LoadedManifest) -> None:
         example.path = Path("/")  # type: ignore[misc]
     with pytest.raises(ValidationError):
         example.manifest.services["web"].replicas = 3  # type: ignore[misc]
+
+
+def test_x_extension_keys_hold_anchors_and_are_ignored(write_manifest: WriteManifest) -> None:
+    path = write_manifest(
+        """
+        x-defaults: &defaults
+          restart: on-failure
+          env: {LOG: info}
+        app: a
+        services:
+          s:
+            <<: *defaults
+            x-note: ignored
+            run: [x]
+        """
+    )
+    s = load_manifest(path, {}).manifest.services["s"]
+    assert s.restart == "on-failure" and s.env == {"LOG": "info"}

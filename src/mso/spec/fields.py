@@ -12,7 +12,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo, WithJsonSchema, model_validator
 
 from mso.spec.errors import LocatedError
 
@@ -35,9 +35,20 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class SpecModel(BaseModel):
-    """Base for every manifest model: unknown keys are errors, instances are frozen."""
+    """Base for every manifest model: unknown keys are errors, instances are frozen.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Keys starting with `x-` are ignored (as in compose), so users have a place for
+    YAML anchors: `x-defaults: &defaults {...}` and later `<<: *defaults`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"patternProperties": {"^x-": {}}})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_extensions(cls, value: Any) -> Any:
+        if isinstance(value, dict) and any(isinstance(k, str) and k.startswith("x-") for k in value):
+            return {k: v for k, v in value.items() if not (isinstance(k, str) and k.startswith("x-"))}
+        return value
 
 
 def check_name(value: str) -> str:

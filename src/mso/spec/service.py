@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from mso.spec.errors import Loc, LocatedError
-from mso.spec.fields import Argv, EnvMap, Name, PathList, PortName, PortNumber, RelPath, SpecModel
+from mso.spec.fields import Argv, EnvMap, EnvName, Name, PathList, PortName, PortNumber, RelPath, SpecModel
 from mso.spec.health import Health, Probe
 from mso.spec.rollout import Autoscale, Rollout
 from mso.spec.units import ByteSize, Duration
@@ -59,7 +59,7 @@ class Secret(SpecModel):
     """A secret from a file or from mso's environment, delivered as a file in $MSO_SECRETS."""
 
     file: RelPath | None = Field(None, description="File holding the value (relative to the manifest).")
-    env: str | None = Field(None, description="Variable in mso's environment holding the value.")
+    env: EnvName | None = Field(None, description="Variable in mso's environment holding the value.")
     as_env: bool | str = Field(
         False,
         description="Also set an env var: true = the secret name upper-cased ('-' becomes '_'), or the var's name.",
