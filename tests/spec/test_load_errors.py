@@ -7,6 +7,8 @@ from dataclasses import field as dc_field
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mso.spec import ManifestError, load_manifest
 
@@ -639,3 +641,22 @@ def test_union_typed_fields_report_one_error(write_manifest: WriteManifest) -> N
         ("services.web.run.1", "expected a string"),
         ("services.web.secrets.s.as_env", "expected true or false or a string, got a number"),
     ]
+
+
+_FRAGMENTS = [
+    "app: a\n", "services:\n", "  web:\n", "    run: [x]\n", "    ports: {http: 8000}\n", "    replicas: -1\n",
+    "- x\n", "  - y\n", "&a [*a]\n", "${X}\n", "key: 'open\n", "\t", ": : :\n", "{[}]\n", "jobs: {j: {run: x}}\n",
+    "routes: [{service: web}]\n", "    health: {readiness: {http: /}}\n", "    depends_on: [web]\n", "\xff\n", "---\n",
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=8))
+def test_loading_arbitrary_text_raises_only_manifest_errors(tmp_path: Path, parts: list[str]) -> None:
+    path = tmp_path / "mso.yaml"
+    path.write_text("".join(parts))
+    try:
+        load_manifest(path, {}, check_files=False)
+    except ManifestError as exc:
+        assert str(exc).startswith(str(path))
+        assert "cannot load manifest" not in str(exc)  # the catch-all hides bugs: must not fire
