@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from mso.engines.local.probes import ProbeResult, ProbeSpec, ProbeTracker, resolve_port, run_probe
+
+from .conftest import free_port
 
 OK = ProbeResult(True, "ok")
 BAD = ProbeResult(False, "connection refused")
@@ -93,11 +94,7 @@ async def test_http_probe_status_classes(status: int, ok: bool) -> None:
 
 
 def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port: int = s.getsockname()[1]
-    s.close()
-    return port
+    return free_port()  # outside the ephemeral range: nobody else's port-0 bind gets it
 
 
 async def test_tcp_probe_refused_and_accepted() -> None:

@@ -20,7 +20,7 @@ from mso.engines.local.replica import ReplicaSpec
 from mso.engines.local.states import ReplicaState as S
 from mso.engines.local.supervisor import ReplicaSupervisor
 
-from .conftest import until
+from .conftest import free_port, until
 
 pytestmark = pytest.mark.anyio
 
@@ -49,16 +49,6 @@ print("listening", os.environ["PORT"], flush=True)
 socketserver.TCPServer.allow_reuse_address = True
 http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 '''
-
-
-def free_port() -> int:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port: int = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Recorder:
@@ -366,3 +356,36 @@ async def test_stop_during_backoff(tmp_path: Path) -> None:
     await until(lambda: sup.state == S.BACKOFF, what="BACKOFF")
     await asyncio.wait_for(sup.stop(), 10)
     assert rec.states()[-2:] == [S.STOPPING, S.STOPPED]
+
+
+async def test_broken_probe_and_callback_do_not_kill_supervision(tmp_path: Path) -> None:
+    rec = Recorder()
+    calls: list[S] = []
+
+    def exploding(rid: str, old: S, new: S, reason: str, ref: ProcessRef | None) -> None:
+        calls.append(new)
+        rec.on_transition(rid, old, new, reason, ref)
+        raise RuntimeError("store is down")
+
+    broken = ProbeSpec("exec", ["/nonexistent/check"], period=0.1, timeout=5.0,
+                       failure_threshold=2)
+    sup = ReplicaSupervisor(make_spec(tmp_path, liveness=broken), on_transition=exploding)
+    sup.start()
+    try:
+        await until(lambda: sup.restarts >= 1 and sup.state in (S.RUNNING, S.READY),
+                    what="restart after broken liveness probe")
+        reason = [t[2] for t in rec.transitions if t[1] == S.BACKOFF][0]
+        assert reason.startswith("liveness probe failed 2 times: no such file")
+    finally:
+        await sup.stop()
+    assert calls[-1] == S.STOPPED
+
+
+async def test_cancelling_supervision_is_clean(tmp_path: Path) -> None:
+    sup = ReplicaSupervisor(make_spec(tmp_path, readiness=http_probe("/never")))
+    sup.start()
+    await until(lambda: sup.state == S.RUNNING, what="RUNNING")
+    await sup.detach()
+    assert sup.ref is not None and is_alive(sup.ref)
+    await sup.stop()  # a detached supervisor can still stop its process
+    await until(lambda: dead(sup.ref.pid) if sup.ref else True)

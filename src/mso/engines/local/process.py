@@ -124,7 +124,7 @@ def spawn(
         args = list(argv)
     stdout_path.parent.mkdir(parents=True, exist_ok=True)
     stderr_path.parent.mkdir(parents=True, exist_ok=True)
-    _reap_finished()
+    reap_children()
     try:
         with open(stdout_path, "ab") as out, open(stderr_path, "ab") as err:
             proc = subprocess.Popen(
@@ -146,7 +146,7 @@ def spawn(
     return ProcessRef(proc.pid, start if start is not None else 0)
 
 
-def _reap_finished() -> None:
+def reap_children() -> None:
     """Reap children whose waiters went away, so the daemon never accumulates zombies."""
     for pid, proc in list(_children.items()):
         if proc.poll() is not None:

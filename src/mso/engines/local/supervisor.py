@@ -251,6 +251,14 @@ class ReplicaSupervisor:
     # -- probes -------------------------------------------------------------------------
 
     async def _probe(self, ref: ProcessRef, skip_startup: bool) -> None:
+        try:
+            await self._probe_phases(ref, skip_startup)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # probing stops, supervision (exit handling, stop) goes on
+            log.exception("probing of %s crashed", self.spec.id)
+
+    async def _probe_phases(self, ref: ProcessRef, skip_startup: bool) -> None:
         spec = self.spec
         if spec.startup is not None and not skip_startup:
             if not await self._startup(ref, spec.startup):
@@ -346,6 +354,9 @@ class ReplicaSupervisor:
         ref, exit_future = self.ref, self._exit
         running = ref is not None and exit_future is not None and not exit_future.done()
         if running and ref is not None and exit_future is not None:
+            if self._task is None or self._task.done():
+                # Detached: nobody else watches the process any more.
+                exit_future = asyncio.ensure_future(proc.wait_exit(ref))
             await self._terminate(ref, exit_future)
         if self._task is not None:
             self._task.cancel()
