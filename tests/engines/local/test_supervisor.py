@@ -243,8 +243,11 @@ async def test_grandchild_in_new_session_killed_on_stop(tmp_path: Path, use_cgro
         assert os.getsid(gc) != sup.ref.pid if sup.ref else False
         if sup.cgroup is not None:
             assert gc in sup.cgroup.pids()
+        group = sup.cgroup
         await sup.stop()
         await until(lambda: dead(gc), what="grandchild killed")
+        if group is not None and group.dirs:
+            assert all(not d.exists() for d in group.dirs.values())  # removed on stop
     finally:
         if mgr is not None:
             mgr.cleanup()

@@ -366,8 +366,18 @@ class ReplicaSupervisor:
             # Only right after our own exit: a long-dead leader's pid may be reused.
             self._cleanup_leftovers(ref)
         if self.cgroup is not None:
-            self.cgroup.remove()
+            await self._remove_cgroup(self.cgroup)
         self._change_state(S.STOPPED, reason)
+
+    @staticmethod
+    async def _remove_cgroup(group: Cgroup, attempts: int = 50) -> None:
+        # Killed members leave the cgroup asynchronously; rmdir fails until they have.
+        for _ in range(attempts):
+            if group.remove():
+                return
+            group.kill_all(signal.SIGKILL)
+            await asyncio.sleep(0.02)
+        log.warning("cgroup %s not removed (still busy); CgroupManager.cleanup() will", group.name)
 
     async def _run_drain(self) -> None:
         if self._drain is None:
