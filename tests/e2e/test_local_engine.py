@@ -24,7 +24,7 @@ services:
     run: [PYTHON, ECHO_APP]
     replicas: 3
     ports: {http: 8000}
-    env: {CONTROL_DIR: CONTROL}
+    env: {CONTROL_DIR: CONTROL_PATH}
     health:
       readiness: {http: /ready, period: 200ms, timeout: 1s, failure_threshold: 1}
       liveness: {http: /healthz, period: 200ms, timeout: 1s, failure_threshold: 2}
@@ -36,7 +36,7 @@ services:
 def echo_app(app: MsoApp, extra: str = "", replicas: int = 3) -> MsoApp:
     control = app.folder / "control"
     control.mkdir(exist_ok=True)
-    text = ECHO_MANIFEST.replace("CONTROL", str(control)).replace("replicas: 3",
+    text = ECHO_MANIFEST.replace("CONTROL_PATH", str(control)).replace("replicas: 3",
                                                                   f"replicas: {replicas}")
     app.write(text + extra)
     app.up()
