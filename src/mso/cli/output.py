@@ -14,7 +14,8 @@ from rich.table import Table
 
 from mso.cli.client import ApiClient, CliError
 
-console = Console(highlight=False)
+# Piped output is not squeezed into 80 columns: scripts and logs want whole lines.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 STATE_STYLES = {"READY": "green", "RUNNING": "yellow", "STARTING": "yellow",
                 "BACKOFF": "red", "FAILED": "bold red", "STOPPING": "magenta",

@@ -27,7 +27,8 @@ from mso.daemon.probes_map import port_map
 from mso.daemon.proxy_manager import ProxyManager
 from mso.daemon.releases import AppliedChange, apply_manifest
 from mso.daemon.replica_env import Discovery, base_environment
-from mso.daemon.replicas import ReplicaBook, free_port
+from mso.daemon.replicas import ReplicaBook
+from mso.ports import free_port
 from mso.engines.local.cgroups import CgroupManager
 from mso.engines.local.logs import LogCollector, LogStore
 from mso.engines.local.process import kill_instance_processes

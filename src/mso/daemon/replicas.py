@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,18 +24,13 @@ from mso.engines.local.replica import ReplicaSpec
 from mso.engines.local.states import ReplicaState
 from mso.engines.local.supervisor import ReplicaSupervisor
 from mso.paths import StatePaths
+from mso.ports import free_port
 from mso.store.db import Store
 from mso.store.records import ReplicaRecord
 
 log = logging.getLogger("mso.daemon.replicas")
 
 STATE_NAMES = {s: s.name for s in ReplicaState}
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -45,10 +40,19 @@ class ManagedReplica:
     epoch: int = 0
     stopping: bool = False
     stop_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: After a daemon restart, a replica that was READY keeps its place in the rotation
+    #: until its readiness probe had a fair chance to answer (monotonic deadline), so
+    #: re-adoption never empties the proxy's table.
+    assume_ready_until: float = 0.0
 
     @property
     def ready(self) -> bool:
-        return self.supervisor.state == ReplicaState.READY and not self.stopping
+        if self.stopping:
+            return False
+        state = self.supervisor.state
+        if state == ReplicaState.READY:
+            return True
+        return state == ReplicaState.RUNNING and time.monotonic() < self.assume_ready_until
 
 
 class ReplicaBook:
@@ -151,10 +155,16 @@ class ReplicaBook:
         ref = ProcessRef(record.pid, record.start_time)
         if not is_same_process(ref):
             return False
+        was_ready = record.state == "READY"
         try:
             managed = self._supervise(record, epoch)
         except LookupError:
             return False
+        readiness = managed.supervisor.spec.readiness
+        if was_ready:
+            grace = 5.0 if readiness is None else \
+                readiness.period * readiness.failure_threshold + readiness.timeout + 1.0
+            managed.assume_ready_until = time.monotonic() + grace
         managed.supervisor.adopt(ref)
         self.store.add_event("replica.adopted", f"re-adopted pid {record.pid}",
                              record.service, record.id, {"pid": record.pid})
