@@ -72,7 +72,7 @@ def test_pinned_subset_wins_when_it_has_endpoints() -> None:
 def test_pin_falls_back_to_weights_when_subset_is_drained() -> None:
     c = cluster({"stable": 100, "canary": 0})
     for e in c.by_subset["canary"].endpoints:
-        e.draining = True
+        c.set_draining(e)
     ep = c.pick(pin="canary")
     assert ep is not None and ep.subset == "stable"
 
@@ -106,9 +106,9 @@ def test_exclude_avoids_tried_endpoint_when_another_exists() -> None:
 
 def test_drained_endpoint_gets_no_new_requests() -> None:
     c = cluster({"s": 1}, per_subset=2)
-    c.endpoints[0].draining = True
+    c.set_draining(c.endpoints[0])
     assert {c.pick().id for _ in range(10)} == {"s-1"}  # type: ignore[union-attr]
-    c.endpoints[1].draining = True
+    c.set_draining(c.endpoints[1])
     assert c.pick() is None
 
 

@@ -90,10 +90,23 @@ class ClusterState:
         self.budget = RetryBudget()
         self.clock = clock
         self._single = subsets[0] if len(subsets) == 1 else None
+        # Fast path bookkeeping: until `_clean_after` no endpoint is ejected, and
+        # `_draining` counts drained endpoints; when both are clear no checks are needed.
+        self._draining = sum(1 for e in self.endpoints if e.draining)
+        self._clean_after = max((e.ejected_until for e in self.endpoints), default=0.0)
+        self._fast = [s for s in subsets if s.endpoints and s.weight > 0]
+        self._fast_total = sum(s.weight for s in self._fast)
+
+    def set_draining(self, ep: EndpointState) -> None:
+        if not ep.draining:
+            ep.draining = True
+            self._draining += 1
 
     def pick(self, pin: str | None = None, exclude: tuple[str, ...] = ()) -> EndpointState | None:
         """Choose an endpoint: pinned subset if usable, else by weight; None if none ready."""
         now = self.clock()
+        if pin is None and not exclude and not self._draining and now >= self._clean_after:
+            return self._pick_fast()
         if pin is not None:
             sub = self.by_subset.get(pin)
             if sub is not None:
@@ -109,6 +122,26 @@ class ClusterState:
         if ep is None and exclude:
             ep = self._pick_weighted(now, ())
         return ep
+
+    def _pick_fast(self) -> EndpointState | None:
+        # Every endpoint is available: smooth WRR and round robin without checks.
+        subs = self._fast
+        if not subs:
+            return self._pick_weighted(self.clock(), ())
+        best = subs[0]
+        if len(subs) > 1:
+            for s in subs:
+                s.current += s.weight
+                if s.current > best.current:
+                    best = s
+            best.current -= self._fast_total
+        eps = best.endpoints
+        if self.least_request and len(eps) > 1:
+            a, b = random.sample(eps, 2)
+            return a if a.inflight <= b.inflight else b
+        i = best.rr
+        best.rr = (i + 1) % len(eps)
+        return eps[i % len(eps)]
 
     def _pick_weighted(self, now: float, exclude: tuple[str, ...]) -> EndpointState | None:
         # Smooth weighted round robin over the subsets that can serve right now.
@@ -175,6 +208,7 @@ class ClusterState:
         duration = min(pol.base_ejection_s * (2 ** ep.ejections), pol.max_ejection_s)
         ep.ejections += 1
         ep.ejected_until = now + duration
+        self._clean_after = max(self._clean_after, ep.ejected_until)
         ep.consecutive_failures = 0
         return True
 

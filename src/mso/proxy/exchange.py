@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 from . import accesslog, upstream
 from .balancer import ClusterState, EndpointState
-from .safety import MAX_REPLAY_BODY, connection_tokens, response_framing_error
+from .safety import (
+    MAX_REPLAY_BODY, connection_tokens, content_length_ok, transfer_encoding_status,
+)
 
 if TYPE_CHECKING:
     from .http_server import ClientConnection
@@ -183,7 +185,11 @@ class Exchange:
             lines.append(b"\r\n")
             self.client.transport_writelines(lines)
             return
-        if response_framing_error(headers):
+        head = self._client_head(status, reason, headers)
+        if head is None:
+            # Framing-ambiguous upstream response: never forward it (smuggling risk).
+            self.status = 0
+            self.resp_started = False
             self.on_upstream_error(conn)
             conn.close()
             return
@@ -196,7 +202,7 @@ class Exchange:
             self.cluster.record_failure(ep)
         elif ep.consecutive_failures:
             ep.consecutive_failures = 0
-        self.client.transport_write(self._client_head(status, reason, headers))
+        self.client.transport_write(head)
         if status == 101:
             self.deadline = INF
             self.client.start_tunnel(conn)
@@ -205,7 +211,10 @@ class Exchange:
             conn.reset_parser()
             self.on_response_complete(conn, keep)
 
-    def _client_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    def _client_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> bytes | None:
+        """The response head for the client, or None if upstream framing is ambiguous."""
         out = [_status_line(status, reason)]
         cl: bytes | None = None
         te = False
@@ -214,8 +223,12 @@ class Exchange:
             n = name.lower()
             if n in _RESP_SKIP:
                 if n == b"content-length":
-                    cl = value
+                    if not content_length_ok(value) or (cl is not None and cl != value.strip()):
+                        return None
+                    cl = value.strip()
                 elif n == b"transfer-encoding":
+                    if te or transfer_encoding_status(value):
+                        return None
                     te = True
                 elif n == b"connection":
                     toks = [t for t in connection_tokens(value) if t not in (b"close", b"keep-alive", b"upgrade")]
@@ -224,6 +237,8 @@ class Exchange:
                     out.append(b"%s: %s\r\n" % (name, value))
                 continue
             out.append(b"%s: %s\r\n" % (name, value))
+        if te and cl is not None:
+            return None
         if drop:
             out = [out[0]] + [h for h in out[1:] if h.split(b":", 1)[0].lower() not in drop]
         if status == 101:

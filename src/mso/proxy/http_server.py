@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import cast
-import os
+from random import getrandbits as _getrandbits
 from dataclasses import dataclass, field
 
 import httptools
@@ -75,8 +75,7 @@ def match_route(routes: tuple[Route, ...], host: bytes | None, path: bytes) -> C
 
 
 def new_traceparent() -> bytes:
-    raw = os.urandom(24).hex().encode()
-    return b"00-%s-%s-01" % (raw[:32], raw[32:])
+    return b"00-%032x-%016x-01" % (_getrandbits(128) or 1, _getrandbits(64) or 1)
 
 
 def _valid_traceparent(v: bytes) -> bool:
@@ -100,6 +99,7 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel: UpstreamConnection | None = None
         self.paused = 0
         self.closed = False
+        self.wbuf: list[bytes] | None = None
         self.peer = b"unknown"
 
     # --- asyncio.Protocol -------------------------------------------------
@@ -273,14 +273,38 @@ class ClientConnection(asyncio.Protocol):
 
     # --- called by exchanges --------------------------------------------------
     def transport_write(self, data: bytes) -> None:
+        buf = self.wbuf
+        if buf is not None:
+            buf.append(data)
+            return
         t = self.transport
         if t is not None and not self.closed:
             t.write(data)
 
     def transport_writelines(self, data: list[bytes]) -> None:
+        buf = self.wbuf
+        if buf is not None:
+            buf.extend(data)
+            return
         t = self.transport
         if t is not None and not self.closed:
             t.writelines(data)
+
+    def batch(self) -> None:
+        """Collect writes until `flush`: one send() per upstream read, not per piece."""
+        if self.wbuf is None:
+            self.wbuf = []
+
+    def flush(self) -> None:
+        buf = self.wbuf
+        self.wbuf = None
+        if buf:
+            t = self.transport
+            if t is not None and not self.closed:
+                if len(buf) == 1:
+                    t.write(buf[0])
+                else:
+                    t.writelines(buf)
 
     def exchange_done(self, ex: Exchange) -> None:
         if self.exchanges and self.exchanges[0] is ex:
@@ -351,6 +375,8 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def _close(self) -> None:
+        if self.wbuf is not None:
+            self.flush()
         if not self.closed and self.transport is not None:
             self.closed = True
             self.transport.close()

@@ -121,7 +121,7 @@ class Runtime:
 
     def _retire(self, ep: EndpointState) -> None:
         # Removed endpoints finish in-flight requests; their pooled sockets close.
-        ep.draining = True
+        ep.draining = True  # its cluster object is gone, so no fast-path counter to bump
         upstream.close_idle(ep)
         if ep.inflight > 0:
             self.retired.append(ep)
@@ -177,6 +177,10 @@ class Runtime:
     async def drain(self, endpoint_id: str, timeout: float) -> tuple[bool, int]:
         """Stop picking the endpoint now; wait until its in-flight requests are done."""
         eps = self._endpoints_named(endpoint_id)
+        for cluster in self.clusters.values():
+            for ep in cluster.endpoints:
+                if ep.id == endpoint_id:
+                    cluster.set_draining(ep)
         for ep in eps:
             ep.draining = True
             upstream.close_idle(ep)

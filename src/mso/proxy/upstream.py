@@ -50,17 +50,21 @@ class UpstreamConnection(asyncio.Protocol):
             ex.client.transport_write(data)
             return
         self.got_bytes = True
+        client = ex.client
+        client.batch()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self.tunnel = True
             rest = data[exc.args[0]:]
             if rest:
-                ex.client.transport_write(rest)
+                client.transport_write(rest)
         except httptools.HttpParserError:
             if self.exchange is not None:
                 self.exchange.on_upstream_error(self)
             self.close()
+        finally:
+            client.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
