@@ -11,7 +11,7 @@ import asyncio
 import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from mso import __version__
 from mso.api import views
 from mso.daemon.oneoff import run_oneoff
+from mso.daemon.rollouts import RolloutError
 from mso.spec.errors import ManifestError
 from mso.spec.load import load_manifest
 
@@ -35,6 +36,10 @@ class ApplyRequest(BaseModel):
 
 class ScaleRequest(BaseModel):
     replicas: int = Field(ge=0, le=1000)
+
+
+class RollbackRequest(BaseModel):
+    to: int | None = Field(default=None, ge=1, description="Release number; default: the previous one")
 
 
 class RunRequest(BaseModel):
@@ -62,6 +67,30 @@ def create_app(daemon: Daemon, token: str | None = None,
     @app.exception_handler(ManifestError)
     async def bad_manifest(request: Request, exc: ManifestError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, 422)
+
+    @app.exception_handler(RolloutError)
+    async def rollout_refused(request: Request, exc: RolloutError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, 409)
+
+    @app.get("/v1/services/{service}/rollout")
+    async def rollout_status(service: str) -> dict[str, Any]:
+        return daemon.rollouts.status(service)
+
+    @app.post("/v1/services/{service}/rollout/{action}")
+    async def rollout_action(service: str, action: Literal["promote", "abort", "pause",
+                                                           "resume"]) -> dict[str, Any]:
+        if action == "promote":
+            daemon.rollouts.promote(service)
+        elif action == "abort":
+            daemon.rollouts.abort(service)
+        else:
+            daemon.rollouts.pause(service, action == "pause")
+        return daemon.rollouts.status(service)
+
+    @app.post("/v1/services/{service}/rollback")
+    async def rollback(service: str, body: RollbackRequest) -> dict[str, Any]:
+        number = daemon.rollback(service, body.to)
+        return {"service": service, "release": number}
 
     @app.get("/v1/status")
     async def status() -> dict[str, Any]:

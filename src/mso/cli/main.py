@@ -218,6 +218,31 @@ def releases(service: str, file: str | None, engine: str | None, fmt: str) -> No
 
 
 @cli.command()
+@click.argument("service")
+@manifest_options
+@click.option("--to", "to", type=int, help="Release number (default: the previous one).")
+def rollback(service: str, file: str | None, engine: str | None, to: int | None) -> None:
+    """Roll a service back to an earlier release (as a new release)."""
+    result = client_for(file).post(f"/v1/services/{service}/rollback", {"to": to})
+    click.echo(f"{service}: rolling back as release {result['release']}")
+
+
+@cli.command()
+@click.argument("action", type=click.Choice(["status", "promote", "abort", "pause", "resume"]))
+@click.argument("service")
+@manifest_options
+@output_option("json")
+def rollout(action: str, service: str, file: str | None, engine: str | None, fmt: str) -> None:
+    """Show or control a service's rollout: status|promote|abort|pause|resume."""
+    client = client_for(file)
+    if action == "status":
+        data = client.get(f"/v1/services/{service}/rollout")
+    else:
+        data = client.post(f"/v1/services/{service}/rollout/{action}")
+    output.emit_json(data) if fmt == "json" else output.rollout_status(data)
+
+
+@cli.command()
 @click.argument("path", required=False)
 @manifest_options
 @output_option("json")

@@ -137,3 +137,32 @@ def events(client: ApiClient, service: str | None, follow: bool, tail: int,
                                service=service):
             click.echo(json.dumps(e) if fmt != "table" else event_line(e))
             sys.stdout.flush()
+
+
+def rollout_status(data: dict[str, Any]) -> None:
+    if not data.get("strategy"):
+        console.print(f"{data['service']}: no rollout yet")
+        return
+    console.print(f"[bold]{data['service']}[/]: {data['strategy']} rollout "
+                  f"{data['from_release']} -> {data['to_release']}  phase [bold]{data['phase']}[/]"
+                  f"  step {data['step']}/{data.get('steps', 0)}  weight {data['weight']}%")
+    if data.get("reason"):
+        console.print(f"  {data['reason']}")
+    analysis = data.get("analysis") or {}
+    if analysis.get("stable") or analysis.get("canary"):
+        table = _table("SUBSET", "REQUESTS", "ERRORS", "ERROR RATE", "P50 MS", "P99 MS")
+        for name in ("stable", "canary"):
+            sub = analysis.get(name) or {}
+            table.add_row(name, str(sub.get("requests", 0)), str(sub.get("errors", 0)),
+                          f"{100 * float(sub.get('error_rate') or 0):.2f}%",
+                          _num(sub.get("p50_ms")), _num(sub.get("p99_ms")))
+        console.print(table)
+    console.print(f"  verdict: {analysis.get('verdict')}: {analysis.get('reason')}")
+    thresholds = data.get("thresholds") or {}
+    if thresholds:
+        console.print("  thresholds: " + ", ".join(f"{k}={v}" for k, v in thresholds.items()
+                                                   if k != "providers"))
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.1f}"

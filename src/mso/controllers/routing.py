@@ -28,6 +28,7 @@ class ServiceRouting:
     endpoints: list[EndpointView] = field(default_factory=list)
     weights: dict[str, int] = field(default_factory=lambda: {"stable": 100})
     balancer: str = "round_robin"
+    preview_port: int | None = None  # blue/green: where the preview subset answers
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ def build_table(*, bind: str, gateway_port: int, metrics_port: int | None,
                               "mode": protocol, "cluster": name})
             clusters[name] = {"service": svc.name, "balancer": svc.balancer,
                               "subsets": _subsets(svc, port_name, draining)}
+        _add_preview(svc, bind, listeners, clusters, draining)
     gateway_routes = listeners[0]["routes"]
     # A route to a service that is not (or no longer) desired has nowhere to go: drop it,
     # so the gateway answers 404 for it rather than the whole table being rejected.
@@ -79,3 +81,19 @@ def _subsets(svc: ServiceRouting, port_name: str,
         subset["endpoints"].append({"id": ep.id,
                                     "address": f"{ep.host}:{ep.ports[port_name]}"})
     return subsets
+
+
+def _add_preview(svc: ServiceRouting, bind: str, listeners: list[dict[str, Any]],
+                 clusters: dict[str, Any], draining: frozenset[str]) -> None:
+    """Blue/green: the preview subset alone, on its own port, for testers."""
+    http = next((p for p, (proto, _) in sorted(svc.ports.items()) if proto == "http"), None)
+    if svc.preview_port is None or http is None:
+        return
+    name = cluster_name(svc.name, http) + "@preview"
+    preview = ServiceRouting(svc.name, svc.ports, [e for e in svc.endpoints
+                                                   if e.subset == "preview"],
+                             {"preview": 100})
+    listeners.append({"name": name, "bind": bind, "port": svc.preview_port, "mode": "http",
+                      "cluster": name})
+    clusters[name] = {"service": svc.name, "balancer": svc.balancer,
+                      "subsets": _subsets(preview, http, draining)}

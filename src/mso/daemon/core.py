@@ -28,6 +28,7 @@ from mso.daemon.proxy_manager import ProxyManager
 from mso.daemon.releases import AppliedChange, apply_manifest
 from mso.daemon.replica_env import Discovery, base_environment
 from mso.daemon.replicas import ReplicaBook
+from mso.daemon.rollouts import RolloutController, RolloutError
 from mso.ports import free_port
 from mso.engines.local.cgroups import CgroupManager
 from mso.engines.local.logs import LogCollector, LogStore
@@ -36,6 +37,7 @@ from mso.engines.local.states import ReplicaState
 from mso.paths import StatePaths
 from mso.spec.load import LoadedManifest
 from mso.store.db import Store
+from mso.store.records import Desired
 
 log = logging.getLogger("mso.daemon")
 
@@ -97,6 +99,7 @@ class Daemon:
             changed=self.wake, redact=self.log_store.redact,
             supervisor_kwargs={"cgroups": self.cgroups, "logs": self.collector})
         self.jobs = JobRunner(self)
+        self.rollouts = RolloutController(self)
         self._collector_task = asyncio.get_running_loop().create_task(self.collector.run())
         self._ensure_api_token()
         await self.proxy.ensure_running()
@@ -116,6 +119,7 @@ class Daemon:
             if not self.book.adopt(record, epoch):
                 self.book.forget_dead(record)
         self.jobs.recover()
+        self.rollouts.recover()
 
     # -- app configuration ----------------------------------------------------------------
     def app_config(self) -> dict[str, Any]:
@@ -184,8 +188,10 @@ class Daemon:
                   "rollouts": {n: s.rollout.model_dump(mode="json")
                                for n, s in m.services.items()}}
         self.store.set_meta("app_config", json.dumps(config, sort_keys=True))
+        before = self.store.desired()
         changes = apply_manifest(self.store, loaded, author)
         self._allocate_stable_ports()
+        self._begin_rollouts(before)
         self.jobs.retry_failed()
         for change in changes:
             if change.created:
@@ -195,11 +201,59 @@ class Daemon:
         self.wake()
         return changes
 
+    def _begin_rollouts(self, before: dict[str, Desired]) -> None:
+        for name, want in self.store.desired().items():
+            old = before.get(name)
+            if want.kind != "service" or old is None or old.release == want.release:
+                continue
+            if any(not m.stopping for m in self.book.of_service(name)):
+                self.rollouts.begin(name, old.release, want.release)
+
+    def rollback(self, service: str, to: int | None, author: str | None = None) -> int:
+        """Roll `service` back to release `to` (default: the one before the current)."""
+        want = self.store.desired().get(service)
+        if want is None or want.kind != "service":
+            raise KeyError(service)
+        current = self.store.release(service, want.release)
+        assert current is not None
+        releases = self.store.releases(service)
+        if to is None:
+            older = [r for r in releases if r.number < want.release
+                     and r.spec_hash != current.spec_hash
+                     and r.outcome not in ("rolled back", "failed")]
+            if not older:
+                raise RolloutError(f"{service} has no earlier release to roll back to")
+            target = older[-1]
+        else:
+            found = self.store.release(service, to)
+            if found is None:
+                kept = ", ".join(str(r.number) for r in releases)
+                raise RolloutError(f"{service} has no release {to} (kept: {kept})")
+            target = found
+        if target.spec_hash == current.spec_hash:
+            raise RolloutError(f"release {target.number} of {service} is identical to the "
+                               f"running release {current.number} (spec "
+                               f"{current.spec_hash[:12]}); nothing to roll back")
+        active = self.rollouts.active(service)
+        if active is not None:
+            self.rollouts.abort(service)
+            want = self.store.desired()[service]
+        secrets = self.store.release_secrets(service, target.number)
+        new = self.store.add_release(service, target.spec_hash, target.spec, secrets,
+                                     author or "mso", f"rollback to release {target.number}")
+        self.store.set_desired(Desired(service, "service", new.number, want.replicas,
+                                       want.manifest_replicas))
+        self.store.add_event("release.created", f"release {new.number}: rollback to "
+                             f"release {target.number}", service,
+                             data={"release": new.number, "rollback_to": target.number})
+        self.rollouts.begin(service, want.release, new.number, strategy="rolling")
+        self.wake()
+        return new.number
+
     def scale(self, service: str, replicas: int) -> None:
         desired = self.store.desired().get(service)
         if desired is None or desired.kind != "service":
             raise KeyError(service)
-        from mso.store.records import Desired
         self.store.set_desired(Desired(service, "service", desired.release, replicas,
                                        desired.manifest_replicas))
         self.store.add_event("service.scaled", f"scaled to {replicas}", service,
@@ -233,29 +287,39 @@ class Daemon:
     async def reconcile_once(self) -> None:
         desired = self.store.desired()
         self.jobs.reconcile({n: d for n, d in desired.items() if d.kind == "job"})
+        await self.rollouts.tick()
+        desired = self.store.desired()
         for name, want in desired.items():
             if want.kind == "service":
-                self._reconcile_service(name, want.release, want.replicas)
+                self._reconcile_service(name, want)
         for managed in list(self.book.replicas.values()):
             want = desired.get(managed.record.service)
             if want is None or want.kind != "service":
                 self.book.stop(managed.record.id, "removed from the manifest")
         await self.push_routes()
 
-    def _reconcile_service(self, service: str, release: int, replicas: int) -> None:
+    def _reconcile_service(self, service: str, want: Desired) -> None:
         epoch = self._epochs.get(service, 0)
-        observed = [ObservedReplica(m.record.id, m.record.ordinal,
-                                    m.record.release if m.epoch == epoch else -1,
-                                    m.ready, m.stopping)
-                    for m in self.book.of_service(service) if m.record.subset == "stable"]
-        live = any(not o.stopping for o in observed)
+        targets, _ = self.rollouts.targets(service, want)
+        wanted_subsets = {t.subset for t in targets}
+        mine = self.book.of_service(service)
+        for managed in mine:
+            if managed.record.subset not in wanted_subsets:
+                self.book.stop(managed.record.id, f"{managed.record.subset} replicas retired")
+        live = any(not m.stopping for m in mine)
         params = self._rolling_params(service)
-        for action in plan(release, replicas, observed, params,
-                           may_start=live or self.dependencies_met(service, release)):
-            if isinstance(action, StartReplica):
-                self.book.start(service, action.ordinal, action.release, epoch)
-            else:
-                self.book.stop(action.replica_id, action.reason)
+        for target in targets:
+            observed = [ObservedReplica(m.record.id, m.record.ordinal,
+                                        m.record.release if m.epoch == epoch else -1,
+                                        m.ready, m.stopping)
+                        for m in mine if m.record.subset == target.subset]
+            may_start = live or self.dependencies_met(service, target.release)
+            for action in plan(target.release, target.replicas, observed, params, may_start):
+                if isinstance(action, StartReplica):
+                    self.book.start(service, action.ordinal, action.release, epoch,
+                                    target.subset)
+                else:
+                    self.book.stop(action.replica_id, action.reason)
 
     def _rolling_params(self, service: str) -> RollingParams:
         rollout = self.app_config().get("rollouts", {}).get(service, {})
@@ -295,11 +359,17 @@ class Daemon:
             release = self.store.release(name, want.release)
             assert release is not None
             named = port_map(release.spec["model"])
+            _, weights = self.rollouts.targets(name, want)
+            rollout = self.rollouts.active(name)
+            preview = None
+            if rollout is not None and rollout.strategy == "blue_green":
+                preview = self.rollouts.spec(name, rollout.to_release).get("preview_port")
             services.append(ServiceRouting(
                 name=name,
                 ports={p: (proto, ports[f"{name}/{p}"]) for p, (proto, _) in named.items()
                        if f"{name}/{p}" in ports},
-                endpoints=self.book.endpoints(name)))
+                endpoints=self.book.endpoints(name), weights=weights,
+                preview_port=preview))
         return services
 
     def route_table(self) -> dict[str, Any]:

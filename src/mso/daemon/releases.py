@@ -78,7 +78,10 @@ def apply_manifest(store: Store, loaded: LoadedManifest,
         desired_replicas = replicas
         if before is not None and before.manifest_replicas == replicas:
             desired_replicas = before.replicas  # keep `mso scale` until the manifest changes it
-        store.set_desired(Desired(name, kind, number, desired_replicas, replicas))
+        # An unchanged spec keeps whatever release is desired now: after a rollback, applying
+        # the same manifest again must not roll the bad release out a second time.
+        release = number if created or before is None else before.release
+        store.set_desired(Desired(name, kind, release, desired_replicas, replicas))
         changes.append(AppliedChange(name, number, created, change))
     for name in set(current) - {e[0] for e in entries}:
         store.delete_desired(name)

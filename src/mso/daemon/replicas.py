@@ -138,7 +138,11 @@ class ReplicaBook:
         assert rel is not None
         ports = {name: free_port() for name in port_map(rel.spec["model"])}
         suffix = "" if subset == "stable" else f"-{subset}"
-        record = ReplicaRecord(id=f"{service}{suffix}-{ordinal}", service=service,
+        replica_id = f"{service}{suffix}-{ordinal}"
+        while replica_id in self.replicas:  # blue/green relabels keep their old names
+            ordinal += 1
+            replica_id = f"{service}{suffix}-{ordinal}"
+        record = ReplicaRecord(id=replica_id, service=service,
                                ordinal=ordinal, release=release, subset=subset,
                                state="PENDING", pid=None, start_time=None, ports=ports,
                                spec_hash=rel.spec_hash)

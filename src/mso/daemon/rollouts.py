@@ -1,0 +1,345 @@
+"""The rollout controller: drives rolling, canary and blue/green rollouts on the local engine.
+
+Each tick it reads the proxy's per-subset metrics, feeds the canary judge, asks the pure
+strategy for the next state, persists it, and records the numbers behind every decision
+as events. Replicas and weights follow from `targets()`, which the reconcile loop reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mso.analysis import AnalysisConfig, CanaryJudge, SnapshotError, Verdict, window_from_snapshots
+from mso.daemon.probes_map import port_map
+from mso.strategies import bluegreen, canary, rolling
+from mso.strategies.canary import Decision, Tick
+from mso.strategies.state import Phase, RolloutState
+from mso.store.records import Desired
+
+if TYPE_CHECKING:
+    from mso.daemon.core import Daemon
+
+log = logging.getLogger("mso.daemon.rollouts")
+
+
+class RolloutError(Exception):
+    """A rollout command that cannot be carried out (shown to the user as is)."""
+
+
+@dataclass(frozen=True)
+class SubsetTarget:
+    subset: str
+    release: int
+    replicas: int
+
+
+def canary_replicas(replicas: int, weight: int) -> int:
+    return max(1, math.ceil(replicas * weight / 100.0))
+
+
+class RolloutController:
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self._judges: dict[str, CanaryJudge] = {}
+        self._snapshots: dict[str, dict[str, Any]] = {}
+        self._next_tick: dict[str, float] = {}
+        self._last_verdict: dict[str, str] = {}
+
+    # -- state ------------------------------------------------------------------------
+    def get(self, service: str) -> RolloutState | None:
+        raw = self.d.store.get_rollout(service)
+        return None if raw is None else RolloutState.from_json(raw)
+
+    def active(self, service: str) -> RolloutState | None:
+        state = self.get(service)
+        return state if state is not None and state.active else None
+
+    def _save(self, state: RolloutState) -> None:
+        self.d.store.set_rollout(state.service, state.to_json())
+
+    def spec(self, service: str, release: int) -> dict[str, Any]:
+        rel = self.d.store.release(service, release)
+        return dict((rel.spec["model"].get("rollout") or {}) if rel else {})
+
+    def recover(self) -> None:
+        """After a restart: resume every active rollout; interrupted analyses start over."""
+        for service in self.d.store.services_with_releases():
+            state = self.active(service)
+            if state is None:
+                continue
+            steps = self.spec(service, state.to_release).get("steps") or []
+            if state.step < len(steps) and canary.step_kind(steps[state.step]) == "analysis":
+                state = dataclasses.replace(state, step_started=time.time())
+            state.analysis = {}
+            self._save(state)
+            self.d.store.add_event("rollout.resumed", f"resumed at step {state.step + 1}; "
+                                   "analysis restarted from zero", service,
+                                   data={"step": state.step})
+
+    # -- starting -----------------------------------------------------------------------
+    def begin(self, service: str, from_release: int, to_release: int,
+              strategy: str | None = None) -> RolloutState:
+        current = self.active(service)
+        if current is not None:
+            self._finish(dataclasses.replace(current, phase=Phase.ROLLED_BACK,
+                                             reason=f"superseded by release {to_release}",
+                                             finished=time.time()), rollback=False)
+            from_release = current.from_release
+        chosen = strategy or self.spec(service, to_release).get("strategy", "rolling")
+        state = RolloutState(service, chosen, from_release, to_release, started=time.time())
+        self._judges.pop(service, None)
+        self._snapshots.pop(service, None)
+        self._last_verdict.pop(service, None)
+        self._save(state)
+        self.d.store.set_release_outcome(service, to_release, "progressing")
+        self.d.store.add_event("rollout.started", f"{chosen} rollout {from_release} -> "
+                               f"{to_release}", service,
+                               data={"strategy": chosen, "from": from_release,
+                                     "to": to_release})
+        return state
+
+    # -- what should run ----------------------------------------------------------------
+    def targets(self, service: str, desired: Desired) -> tuple[list[SubsetTarget], dict[str, int]]:
+        n = desired.replicas
+        state = self.active(service)
+        if state is None or state.strategy in ("rolling", "recreate"):
+            return [SubsetTarget("stable", desired.release, n)], {"stable": 100}
+        if state.strategy == "canary":
+            stable_release = state.to_release if state.promoting else state.from_release
+            return ([SubsetTarget("stable", stable_release, n),
+                     SubsetTarget("canary", state.to_release,
+                                  canary_replicas(n, state.weight))],
+                    {"stable": 100 - state.weight, "canary": state.weight})
+        if state.promoted_at is None:
+            return ([SubsetTarget("stable", state.from_release, n),
+                     SubsetTarget("preview", state.to_release, n)],
+                    {"stable": 100, "preview": 0})
+        return ([SubsetTarget("stable", state.to_release, n),
+                 SubsetTarget("previous", state.from_release, n)],
+                {"stable": 100, "previous": 0})
+
+    def _subset_ready(self, service: str, subset: str, release: int, count: int) -> bool:
+        reps = [m for m in self.d.book.of_service(service)
+                if m.record.subset == subset and not m.stopping]
+        return (len(reps) == count and count > 0
+                and all(m.record.release == release and m.ready for m in reps))
+
+    # -- the loop -----------------------------------------------------------------------
+    async def tick(self) -> None:
+        now = time.time()
+        for service, want in self.d.store.desired().items():
+            state = self.active(service) if want.kind == "service" else None
+            if state is None or now < self._next_tick.get(service, 0.0):
+                continue
+            spec = self.spec(service, state.to_release)
+            interval = float((spec.get("analysis") or {}).get("interval", 1.0))
+            self._next_tick[service] = now + min(interval, 1.0)
+            try:
+                decision = await self._decide(state, spec, want, now)
+            except Exception:
+                log.exception("rollout tick for %s failed", service)
+                continue
+            self._apply(state, decision)
+
+    async def _decide(self, state: RolloutState, spec: dict[str, Any], want: Desired,
+                      now: float) -> Decision:
+        deadline = float(spec.get("progress_deadline", 600.0))
+        if state.strategy in ("rolling", "recreate"):
+            complete = self._rolled(state.service, state.to_release, want.replicas)
+            return rolling.advance(state, Tick(now, complete, None, "",
+                                               deadline), complete)
+        if state.strategy == "blue_green":
+            ready = self._subset_ready(state.service, "preview" if state.promoted_at is None
+                                       else "stable", state.to_release, want.replicas)
+            keep = float(spec.get("keep_previous", 300.0))
+            return bluegreen.advance(state, Tick(now, ready, None, "", deadline), keep)
+        steps = spec.get("steps") or []
+        if state.promoting:
+            if self._rolled(state.service, state.to_release, want.replicas):
+                done = dataclasses.replace(state, phase=Phase.PROMOTED, finished=now,
+                                           weight=100, reason="canary promoted")
+                return Decision(done, ("stable replicas run the new release; promoted",))
+            return Decision(state)
+        ready = self._subset_ready(state.service, "canary", state.to_release,
+                                   canary_replicas(want.replicas, state.weight))
+        verdict = await self._analyse(state, spec, canary.analysis_due(state, steps, now))
+        kind = verdict.verdict if verdict else None
+        reason = verdict.reason if verdict else ""
+        if verdict is not None:
+            state.analysis = verdict.to_dict()
+        return canary.advance(state, steps, Tick(now, ready, kind, reason, deadline))
+
+    def _rolled(self, service: str, release: int, replicas: int) -> bool:
+        stable = [m for m in self.d.book.of_service(service) if m.record.subset == "stable"]
+        return (len(stable) == replicas and all(m.record.release == release and m.ready
+                                                for m in stable))
+
+    async def _analyse(self, state: RolloutState, spec: dict[str, Any],
+                       final: bool) -> Verdict | None:
+        cluster = self._cluster(state.service, state.to_release)
+        if cluster is None:
+            return None
+        try:
+            snapshot = await self.d.proxy.metrics()
+        except Exception as exc:
+            log.warning("metrics unavailable: %s", exc)
+            return None
+        previous = self._snapshots.get(state.service)
+        self._snapshots[state.service] = snapshot
+        if previous is None:
+            return None
+        try:
+            stable = window_from_snapshots(previous, snapshot, cluster, "stable")
+            canary_window = window_from_snapshots(previous, snapshot, cluster, "canary")
+        except SnapshotError as exc:
+            log.warning("bad metrics snapshot: %s", exc)
+            return None
+        judge = self._judges.get(state.service)
+        if judge is None:
+            a = spec.get("analysis") or {}
+            judge = CanaryJudge(AnalysisConfig(
+                min_samples=int(a.get("min_samples", 50)),
+                confidence=float(a.get("confidence", 0.99)),
+                max_error_rate_increase=float(a.get("max_error_rate_increase", 0.01)),
+                max_latency_p99_increase=float(a.get("max_latency_p99_increase", 0.25))))
+            self._judges[state.service] = judge
+        verdict = judge.observe(stable, canary_window, final=final)
+        if self._last_verdict.get(state.service) != verdict.verdict:
+            self._last_verdict[state.service] = verdict.verdict
+            self.d.store.add_event("analysis." + verdict.verdict, verdict.reason,
+                                   state.service, data=_numbers(verdict))
+        return verdict
+
+    def _cluster(self, service: str, release: int) -> str | None:
+        rel = self.d.store.release(service, release)
+        if rel is None:
+            return None
+        ports = port_map(rel.spec["model"])
+        name = next((n for n, (proto, _) in ports.items() if proto == "http"), None)
+        return None if name is None else f"{service}/{name}"
+
+    # -- applying decisions ---------------------------------------------------------------
+    def _apply(self, before: RolloutState, decision: Decision) -> None:
+        state = decision.state
+        for message in decision.events:
+            self.d.store.add_event("rollout." + state.phase.value.lower(), message,
+                                   state.service, data=_event_data(state))
+        if not state.active:
+            self._finish(state, rollback=state.phase in (Phase.ROLLED_BACK, Phase.FAILED))
+            return
+        self._save(state)
+        if decision.changed or before.weight != state.weight:
+            self.d.wake()
+
+    def _finish(self, state: RolloutState, rollback: bool) -> None:
+        store = self.d.store
+        self._save(state)
+        self._judges.pop(state.service, None)
+        self._snapshots.pop(state.service, None)
+        if rollback:
+            if state.strategy == "blue_green" and state.promoted_at is not None:
+                self._relabel(state.service, {"stable": "preview", "previous": "stable"})
+            want = store.desired().get(state.service)
+            if want is not None:
+                store.set_desired(dataclasses.replace(want, release=state.from_release))
+            store.set_release_outcome(state.service, state.to_release,
+                                      "rolled back" if state.phase == Phase.ROLLED_BACK
+                                      else "failed")
+        elif state.phase == Phase.PROMOTED:
+            store.set_release_outcome(state.service, state.to_release, "promoted")
+            if state.from_release != state.to_release:
+                store.set_release_outcome(state.service, state.from_release, "superseded")
+        self.d.wake()
+
+    def _relabel(self, service: str, mapping: dict[str, str]) -> None:
+        for managed in self.d.book.of_service(service):
+            new = mapping.get(managed.record.subset)
+            if new is not None:
+                managed.record.subset = new
+                self.d.store.upsert_replica(managed.record)
+
+    # -- commands -------------------------------------------------------------------------
+    def _require(self, service: str) -> RolloutState:
+        if service not in self.d.store.desired():
+            raise KeyError(service)
+        state = self.active(service)
+        if state is None:
+            raise RolloutError(f"{service} has no rollout in progress")
+        return state
+
+    def promote(self, service: str) -> RolloutState:
+        state = self._require(service)
+        now = time.time()
+        if state.strategy == "canary":
+            steps = self.spec(service, state.to_release).get("steps") or []
+            decision = canary.promote(state, steps, now)
+        elif state.strategy == "blue_green":
+            decision = bluegreen.promote(state, now)
+            if decision.changed:
+                self._relabel(service, {"stable": "previous", "preview": "stable"})
+        else:
+            raise RolloutError(f"{service} is doing a {state.strategy} update; "
+                               "there is nothing to promote")
+        self._apply(state, decision)
+        return decision.state
+
+    def abort(self, service: str) -> RolloutState:
+        state = self._require(service)
+        decision = canary.rollback(state, "aborted by user", time.time())
+        self._apply(state, decision)
+        return decision.state
+
+    def pause(self, service: str, paused: bool) -> RolloutState:
+        state = self._require(service)
+        new = dataclasses.replace(state, paused_by_user=paused,
+                                  phase=Phase.PAUSED if paused else Phase.PROGRESSING,
+                                  reason="paused by user" if paused else "resumed by user")
+        self._apply(state, Decision(new, (new.reason,)))
+        return new
+
+    def status(self, service: str) -> dict[str, Any]:
+        if service not in self.d.store.desired():
+            raise KeyError(service)
+        state = self.get(service)
+        if state is None:
+            return {"service": service, "strategy": None, "phase": None, "step": None,
+                    "weight": None, "analysis": {}}
+        return _status(state, self.spec(service, state.to_release))
+
+
+def _numbers(v: Verdict) -> dict[str, Any]:
+    data = v.to_dict()
+    return {"verdict": v.verdict, "reason": v.reason, "stable": data.get("stable"),
+            "canary": data.get("canary"), "errors": data.get("errors"),
+            "latency_p99": data.get("latency_p99"),
+            "latency_p50": data.get("latency_p50"), "alpha": v.alpha}
+
+
+def _event_data(state: RolloutState) -> dict[str, Any]:
+    return {"phase": state.phase.value, "step": state.step, "weight": state.weight,
+            "from": state.from_release, "to": state.to_release,
+            "analysis": state.analysis or None}
+
+
+def _status(state: RolloutState, spec: dict[str, Any]) -> dict[str, Any]:
+    analysis = dict(state.analysis or {})
+    out: dict[str, Any] = {
+        "service": state.service, "strategy": state.strategy, "phase": state.phase.value,
+        "step": state.step, "steps": len(spec.get("steps") or []), "weight": state.weight,
+        "from_release": state.from_release, "to_release": state.to_release,
+        "promoting": state.promoting, "reason": state.reason,
+        "started": state.started, "finished": state.finished,
+        "thresholds": spec.get("analysis") or {},
+        "analysis": {"verdict": analysis.get("verdict", "inconclusive"),
+                     "stable": analysis.get("stable") or {},
+                     "canary": analysis.get("canary") or {},
+                     "reason": analysis.get("reason", "no analysis yet"),
+                     "errors": analysis.get("errors"), "latency_p99": analysis.get("latency_p99"),
+                     "latency_p50": analysis.get("latency_p50"),
+                     "alpha": analysis.get("alpha")}}
+    return out
