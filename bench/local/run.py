@@ -1,0 +1,171 @@
+"""Embedded-engine benchmark: start-up time, idle control-plane cost and SIGKILL recovery of
+mso's local engine, next to honcho and supervisord running the same processes.
+
+Prints the tables and writes them to docs/benchmarks.md under "## Embedded engine (issue 2)",
+replacing only that section.  Everything runs on 127.0.0.1 and is torn down even on failure.
+
+Usage: .venv/bin/python bench/local/run.py [--runs 3] [--kills 10] [--idle 30] [--no-write]
+       (--quick: a tiny smoke run that never writes)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import IdleSample, children_of, free_ports, sample_idle, wait_all_200  # noqa: E402
+from killtest import (KillSample, ProxyWatcher, Traffic, kill_loop,  # noqa: E402
+                      samples_from_events)
+from msoapp import MsoRun, manifest_text, new_gateway_port, ready_span  # noqa: E402
+from peers import Honcho, PeerTool, Supervisord  # noqa: E402
+from report import Results, StartupRow, render, replace_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+KILL_BACKOFF = "{initial: 100ms, max: 5s, reset_after: 1s}"
+
+
+def mso_startup(work: Path, tag: str, args: argparse.Namespace, period: str,
+                idle_seconds: float) -> tuple[float, float, dict[str, IdleSample] | None]:
+    """One `mso up -d`; returns (up seconds, event-log span, idle sample if asked)."""
+    text = manifest_text(app=f"bench-{tag}", services=args.services, replicas=args.replicas,
+                         period=period, gateway_port=new_gateway_port())
+    with MsoRun(work / tag, text) as run:
+        seconds = run.up()
+        span = ready_span(run.events())
+        idle = None
+        if idle_seconds > 0:
+            daemon, proxy = run.daemon_pid(), run.proxy_pid()
+            idle = sample_idle({"mso daemon": [daemon],
+                                "mso proxy": [proxy, *children_of(proxy)]}, idle_seconds)
+    return seconds, span, idle
+
+
+def peer_startup(tool: type[PeerTool], work: Path, tag: str, args: argparse.Namespace,
+                 idle_seconds: float) -> tuple[float, dict[str, IdleSample] | None]:
+    ports = free_ports(args.services * args.replicas)
+    with tool(work / tag, ports, args.replicas) as peer:
+        started = peer.start()
+        seconds = wait_all_200(ports, started)
+        idle = None
+        if idle_seconds > 0 and peer.proc is not None:
+            idle = sample_idle({peer.name: [peer.proc.pid]}, idle_seconds)
+    return seconds, idle
+
+
+def startup_bench(work: Path, args: argparse.Namespace
+                  ) -> tuple[list[StartupRow], dict[str, dict[str, IdleSample]]]:
+    names = ["mso (period 1s)", "mso (period 200ms)", "honcho", "supervisord"]
+    runs: dict[str, list[float]] = {n: [] for n in names}
+    spans: dict[str, list[float]] = {n: [] for n in names[:2]}
+    idle: dict[str, dict[str, IdleSample]] = {}
+    # Interleaved, so slow drift of the shared machine's load spreads over every tool.
+    for i in range(args.runs):
+        last = i == args.runs - 1
+        for name, period in (("mso (period 1s)", "1s"), ("mso (period 200ms)", "200ms")):
+            secs, span, sample = mso_startup(work, f"{period}-{i}", args, period,
+                                             args.idle if last else 0)
+            runs[name].append(secs)
+            spans[name].append(span)
+            if sample:
+                idle[f"mso, readiness period {period}"] = sample
+            print(f"  {name} run {i + 1}: up -d {secs:.2f} s, events {span:.2f} s", flush=True)
+        for tool in (Honcho, Supervisord):
+            secs, sample = peer_startup(tool, work, f"{tool.name}-{i}", args,
+                                        args.idle if last and tool is Supervisord else 0)
+            runs[tool.name].append(secs)
+            if sample:
+                idle["supervisord"] = sample
+            print(f"  {tool.name} run {i + 1}: {secs:.2f} s", flush=True)
+    how = "`mso up -d` returned"
+    rows = [StartupRow(n, how, runs[n], f"daemon start -> last READY in the event log: median "
+                       f"{sorted(spans[n])[len(spans[n]) // 2]:.2f} s") for n in names[:2]]
+    rows += [StartupRow(n, "all ports answer 200", runs[n], "no health checks") for n in names[2:]]
+    return rows, idle
+
+
+def kill_bench(work: Path, args: argparse.Namespace
+               ) -> tuple[list[KillSample], Traffic, str]:
+    settings = (f"An app of 1 service x 3 replicas; readiness `period: 200ms, timeout: 1s, "
+                f"failure_threshold: 3`; `backoff: {KILL_BACKOFF}`.")
+    text = manifest_text(app="bench-kill", services=1, replicas=3, period="200ms",
+                         gateway_port=new_gateway_port(), backoff=KILL_BACKOFF)
+    with MsoRun(work / "kill", text) as run:
+        run.up()
+        host, port = run.json("endpoints")["services"]["s01"]["address"].rsplit(":", 1)
+        watcher = ProxyWatcher(run.proxy_control())
+        traffic = Traffic(host, int(port), rate=100.0)
+        watcher.start()
+        traffic.start()
+        try:
+            kills = kill_loop(run, "s01", args.kills, settle=1.2)
+            time.sleep(0.5)  # let requests issued around the last replacement complete
+        finally:
+            traffic.stop()
+            watcher.stop()
+        samples = samples_from_events(run.events(), kills, watcher)
+        if watcher.error:
+            print(f"  proxy watcher stopped early: {watcher.error}", flush=True)
+    for s in samples:
+        print(f"  kill {s.replica}: event {s.removed_event * 1000:.0f} ms, proxy "
+              f"{s.proxy_table * 1000:.0f} ms, replaced READY {s.replaced_ready * 1000:.0f} ms",
+              flush=True)
+    return samples, traffic, settings
+
+
+def machine_note() -> str:
+    load = os.getloadavg()
+    return (f"Measured on {os.cpu_count()} cores, Python {sys.version.split()[0]}, load average "
+            f"{load[0]:.2f} at the start (a shared machine: other work was running).")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--kills", type=int, default=10)
+    p.add_argument("--idle", type=float, default=30.0, help="idle sampling window, seconds")
+    p.add_argument("--services", type=int, default=20)
+    p.add_argument("--replicas", type=int, default=5)
+    p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run; implies --no-write")
+    args = p.parse_args()
+    if args.quick:
+        args.runs, args.kills, args.idle, args.services, args.replicas = 1, 2, 2.0, 3, 2
+        args.no_write = True
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    command = ".venv/bin/python bench/local/run.py" + "".join(
+        f" {shlex.quote(a)}" for a in sys.argv[1:])
+    machine = machine_note()
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mso-bench-local-") as tmp:
+        work = Path(tmp)
+        print("start-up and idle:", flush=True)
+        rows, idle = startup_bench(work, args)
+        print("SIGKILL recovery:", flush=True)
+        kills, traffic, settings = kill_bench(work, args)
+    report = render(Results(services=args.services, replicas=args.replicas, startup=rows,
+                            idle=idle, idle_seconds=args.idle, kills=kills,
+                            kill_settings=settings, traffic_ok=traffic.result.ok,
+                            traffic_errors=traffic.result.errors, command=command,
+                            machine=machine, minutes=(time.monotonic() - began) / 60))
+    print()
+    print(report)
+    if not args.no_write:
+        path = ROOT / "docs" / "benchmarks.md"
+        # Re-read right before writing: other sections are written by others.
+        text = path.read_text() if path.exists() else "# Benchmarks\n"
+        path.write_text(replace_section(text, report))
+        print(f"wrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
