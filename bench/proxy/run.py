@@ -123,7 +123,7 @@ backend bet
     return procs.start(["haproxy", "-f", str(conf)], PROXY_CPU).pid
 
 
-def nginx_proxy(tmp: Path, procs: Procs, port: int, backends: list[int]) -> None:
+def nginx_proxy(tmp: Path, procs: Procs, port: int, backends: list[int]) -> int:
     ups = " ".join(f"server 127.0.0.1:{p};" for p in backends)
     conf = tmp / "proxy.conf"
     conf.write_text(f"""daemon off; worker_processes 1; pid {tmp}/proxy.pid;
@@ -133,7 +133,7 @@ http {{ access_log off; keepalive_requests 1000000;
   server {{ listen 127.0.0.1:{port};
     location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
 """)
-    procs.start(["nginx", "-c", str(conf), "-p", str(tmp)], PROXY_CPU)
+    return procs.start(["nginx", "-c", str(conf), "-p", str(tmp)], PROXY_CPU).pid
 
 
 def mso_proxy(tmp: Path, procs: Procs, http_port: int, tcp_port: int, metrics_port: int,
@@ -173,6 +173,18 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu: float = float("nan")  # share of one core used by the proxy under test
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _ms(text: str, pct: str) -> float:
@@ -182,7 +194,9 @@ def _ms(text: str, pct: str) -> float:
     return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
 
-def wrk(name: str, url: str, duration: int, conns: int, close: bool = False) -> Result:
+def wrk(name: str, url: str, duration: int, conns: int, close: bool = False,
+        pid: int | None = None) -> Result:
+    c0, t0 = (cpu_seconds(pid) if pid else 0.0), time.monotonic()
     cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency"]
     if close:
         cmd += ["-H", "Connection: close"]
@@ -193,7 +207,8 @@ def wrk(name: str, url: str, duration: int, conns: int, close: bool = False) -> 
     errors = int(err.group(1)) if err else 0
     if sock_err and not close:
         errors += sum(int(x) for x in sock_err.groups())
-    return Result(name, rps, _ms(out, "50"), _ms(out, "99"), errors)
+    cpu = (cpu_seconds(pid) - c0) / (time.monotonic() - t0) if pid else float("nan")
+    return Result(name, rps, _ms(out, "50"), _ms(out, "99"), errors, cpu)
 
 
 def rss_kb(pid: int) -> int:
@@ -263,26 +278,26 @@ def run_all(tmp: Path, procs: Procs, args: argparse.Namespace
     nginx_backends(tmp, procs, b)
     hp, htp, np_, mp, mtp, mm = (free_port() for _ in range(6))
     hpid = haproxy(tmp, procs, hp, htp, b)
-    nginx_proxy(tmp, procs, np_, b)
+    npid = nginx_proxy(tmp, procs, np_, b)
     mpid = mso_proxy(tmp, procs, mp, mtp, mm, b)
     for port in (*b, hp, htp, np_, mp, mtp):
         wait_port(port)
     d, c = args.duration, args.connections
     runs = [
-        ("direct", f"http://127.0.0.1:{b[0]}/", False),
-        ("haproxy", f"http://127.0.0.1:{hp}/", False),
-        ("nginx", f"http://127.0.0.1:{np_}/", False),
-        ("mso", f"http://127.0.0.1:{mp}/", False),
-        ("haproxy tcp", f"http://127.0.0.1:{htp}/", False),
-        ("mso tcp", f"http://127.0.0.1:{mtp}/", False),
-        ("direct close", f"http://127.0.0.1:{b[0]}/", True),
-        ("haproxy close", f"http://127.0.0.1:{hp}/", True),
-        ("nginx close", f"http://127.0.0.1:{np_}/", True),
-        ("mso close", f"http://127.0.0.1:{mp}/", True),
+        ("direct", f"http://127.0.0.1:{b[0]}/", False, None),
+        ("haproxy", f"http://127.0.0.1:{hp}/", False, hpid),
+        ("nginx", f"http://127.0.0.1:{np_}/", False, npid),
+        ("mso", f"http://127.0.0.1:{mp}/", False, mpid),
+        ("haproxy tcp", f"http://127.0.0.1:{htp}/", False, hpid),
+        ("mso tcp", f"http://127.0.0.1:{mtp}/", False, mpid),
+        ("direct close", f"http://127.0.0.1:{b[0]}/", True, None),
+        ("haproxy close", f"http://127.0.0.1:{hp}/", True, hpid),
+        ("nginx close", f"http://127.0.0.1:{np_}/", True, npid),
+        ("mso close", f"http://127.0.0.1:{mp}/", True, mpid),
     ]
-    for _name, url, close in runs:  # warm-up: pools, JIT-less caches, TCP state
+    for _name, url, close, _pid in runs:  # warm-up: pools, caches, TCP state
         wrk("warmup", url, 1, c, close)
-    results = {name: wrk(name, url, d, c, close) for name, url, close in runs}
+    results = {name: wrk(name, url, d, c, close, pid) for name, url, close, pid in runs}
     # HAProxy needs 2 fds per connection slot and the hard fd limit here may be low.
     h_idle = min(args.idle, 9000)
     rss = {"mso": (args.idle, *idle_rss(mpid, mp, args.idle)),
@@ -294,8 +309,10 @@ def render(results: dict[str, Result], rss: dict[str, tuple[int, int, int]],
            args: argparse.Namespace) -> str:
     def row(name: str, base: str, direct: str) -> str:
         r, h, dr = results[name], results[base], results[direct]
+        cpu = "-" if r.cpu != r.cpu else f"{r.cpu * 100:.0f}%"
         return (f"| {name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
-                f"{r.rps / h.rps:.2f}x | {r.p99_ms / h.p99_ms:.2f}x | {r.rps / dr.rps:.2f}x | {r.errors} |")
+                f"{r.rps / h.rps:.2f}x | {r.p99_ms / h.p99_ms:.2f}x | {r.rps / dr.rps:.2f}x | "
+                f"{cpu} | {r.errors} |")
     lines = [
         SECTION, "",
         f"wrk -t1 -c{args.connections} -d{args.duration}s on CPU {LOAD_CPU} (with the two nginx "
@@ -303,8 +320,9 @@ def render(results: dict[str, Result], rss: dict[str, tuple[int, int, int]],
         "mso runs with weighted routing (2 subsets, 90/10) and a metrics listener on.", "",
         "Reproduce: `.venv/bin/python bench/proxy/run.py` (installs wrk, haproxy, nginx if missing).",
         "",
-        "| target | req/s | p50 ms | p99 ms | req/s vs HAProxy | p99 vs HAProxy | req/s vs direct | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| target | req/s | p50 ms | p99 ms | req/s vs HAProxy | p99 vs HAProxy | req/s vs direct "
+        "| proxy CPU | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in ("direct", "haproxy", "nginx", "mso"):
         lines.append(row(name, "haproxy", "direct"))

@@ -237,3 +237,51 @@ def test_zero_failed_gets_while_backends_are_sigkilled(proxy: Proxy) -> None:
     finally:
         for b in bs:
             b.kill()
+
+
+class ResettingBackend(ClosingBackend):
+    """Reads the request, then closes without answering (a crash mid-request)."""
+
+    @staticmethod
+    def _one(c: socket.socket) -> None:
+        with c:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                piece = c.recv(65536)
+                if not piece:
+                    return
+                data += piece
+
+
+def test_only_idempotent_requests_are_retried_after_a_reset(backends: Any, proxy: Proxy) -> None:
+    good = backends("good")
+    bad = ResettingBackend()
+    table = http_table({"web": {"stable": (100, [good])}})
+    table["clusters"]["web"]["subsets"]["stable"]["endpoints"].insert(
+        0, {"id": "bad", "address": f"127.0.0.1:{bad.port}"})
+    table["clusters"]["web"]["outlier"] = {"consecutive_failures": 1000}
+    port = proxy.set_table(table)["gw"]
+    gets = [get(port)[0] for _ in range(10)]
+    assert gets == [200] * 10
+    posts = Counter()
+    for _ in range(10):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.request("POST", "/echo", body=b"x")
+        posts[c.getresponse().status] += 1
+    assert posts == Counter({200: 5, 502: 5})  # round robin: every other POST hits "bad"
+    bad.sock.close()
+
+
+def test_sampled_access_log_writes_json_lines(backends: Any) -> None:
+    b = backends("b")
+    p = Proxy(extra=["--access-log-sample", "1.0"])
+    try:
+        port = p.set_table(http_table({"web": {"stable": (100, [b])}}))["gw"]
+        for _ in range(3):
+            assert get(port)[0] == 200
+        lines = wait_for(lambda: [ln for ln in p.log().splitlines() if ln.startswith("{")],
+                         what="access log lines")
+        entry = json.loads(lines[0])
+        assert entry["status"] == 200 and entry["cluster"] == "web" and entry["endpoint"] == "b"
+    finally:
+        p.stop()

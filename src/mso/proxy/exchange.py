@@ -9,6 +9,7 @@ byte reached the client.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -23,22 +24,25 @@ if TYPE_CHECKING:
     from .upstream import UpstreamConnection
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
-_RESP_SKIP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-    b"transfer-encoding", b"upgrade", b"content-length",
-})
-_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+# Framing and hop-by-hop response header lines (each preceded by CRLF in the block).
+_RESP_SPECIAL = re.compile(
+    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
+    rb"|content-length)[ \t]*:([^\r\n]*)",
+    re.IGNORECASE,
+)
+_CONN_KEEP = (b"close", b"keep-alive", b"upgrade")
 INF = float("inf")
 
 
-def _status_line(status: int, reason: bytes) -> bytes:
-    key = (status, reason)
-    line = _STATUS_LINES.get(key)
-    if line is None:
-        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
-        if len(_STATUS_LINES) < 256:
-            _STATUS_LINES[key] = line
-    return line
+def _fix_version(head: bytes) -> bytes:
+    """We speak HTTP/1.1 to clients whatever version the upstream used."""
+    return head if head.startswith(b"HTTP/1.1 ") else b"HTTP/1.1" + head[8:]
+
+
+def _drop_headers(block: bytes, names: list[bytes]) -> bytes:
+    """Remove header lines named in a Connection header (RFC 9110 §7.6.1)."""
+    alt = b"|".join(re.escape(n) for n in names)
+    return re.sub(rb"\r\n(?:" + alt + rb")[ \t]*:[^\r\n]*", b"", block, flags=re.IGNORECASE)
 
 
 class Exchange:
@@ -174,22 +178,15 @@ class Exchange:
         self._send_body(data)
 
     # --- response side ------------------------------------------------------
-    def on_response_head(
-        self, conn: UpstreamConnection, status: int, reason: bytes,
-        headers: list[tuple[bytes, bytes]],
-    ) -> None:
+    def on_response_head(self, conn: UpstreamConnection, status: int, raw: bytes) -> None:
+        """`raw` is the upstream head exactly as received (validated by llhttp)."""
         if 100 <= status < 200 and status != 101:
             # Interim response (100 Continue, 103): forward and keep waiting.
-            lines = [_status_line(status, reason)]
-            lines += [b"%s: %s\r\n" % (n, v) for n, v in headers]
-            lines.append(b"\r\n")
-            self.client.transport_writelines(lines)
+            self.client.transport_write(_fix_version(raw))
             return
-        head = self._client_head(status, reason, headers)
+        head = self._client_head(status, raw)
         if head is None:
             # Framing-ambiguous upstream response: never forward it (smuggling risk).
-            self.status = 0
-            self.resp_started = False
             self.on_upstream_error(conn)
             conn.close()
             return
@@ -211,57 +208,65 @@ class Exchange:
             conn.reset_parser()
             self.on_response_complete(conn, keep)
 
-    def _client_head(
-        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> bytes | None:
-        """The response head for the client, or None if upstream framing is ambiguous."""
-        out = [_status_line(status, reason)]
+    def _client_head(self, status: int, raw: bytes) -> bytes | None:
+        """The response head for the client, or None if upstream framing is ambiguous.
+
+        Works on the raw head with one regex pass (C speed) instead of a Python
+        callback and loop iteration per header: only framing and hop-by-hop
+        headers are looked at; every other line is copied as-is.
+        """
+        line_end = raw.find(b"\r\n")
+        block = raw[line_end:-4]  # every header line still starts with CRLF
+        special = _RESP_SPECIAL.findall(block)
         cl: bytes | None = None
         te = False
         drop: list[bytes] | None = None
-        for name, value in headers:
+        upgrade_line = b""
+        for name, value in special:
             n = name.lower()
-            if n in _RESP_SKIP:
-                if n == b"content-length":
-                    if not content_length_ok(value) or (cl is not None and cl != value.strip()):
-                        return None
-                    cl = value.strip()
-                elif n == b"transfer-encoding":
-                    if te or transfer_encoding_status(value):
-                        return None
-                    te = True
-                elif n == b"connection":
-                    toks = [t for t in connection_tokens(value) if t not in (b"close", b"keep-alive", b"upgrade")]
+            if n == b"content-length":
+                value = value.strip()
+                if not content_length_ok(value) or (cl is not None and cl != value):
+                    return None
+                cl = value
+            elif n == b"transfer-encoding":
+                if te or transfer_encoding_status(value):
+                    return None
+                te = True
+            elif n == b"connection":
+                toks = [t for t in connection_tokens(value) if t not in _CONN_KEEP]
+                if toks:
                     drop = (drop or []) + toks
-                elif n == b"upgrade" and status == 101:
-                    out.append(b"%s: %s\r\n" % (name, value))
-                continue
-            out.append(b"%s: %s\r\n" % (name, value))
+            elif n == b"upgrade" and status == 101:
+                upgrade_line = b"\r\nupgrade: " + value.strip()
         if te and cl is not None:
             return None
+        if special:
+            block = _RESP_SPECIAL.sub(b"", block)
         if drop:
-            out = [out[0]] + [h for h in out[1:] if h.split(b":", 1)[0].lower() not in drop]
+            block = _drop_headers(block, drop)
+        out = [_fix_version(raw[:line_end]), block]
         if status == 101:
-            out.append(b"connection: upgrade\r\n")
+            out.append(upgrade_line + b"\r\nconnection: upgrade")
         elif self.is_head or status == 204 or status == 304:
             if cl is not None and status != 204:
-                out.append(b"content-length: %s\r\n" % cl)
-        elif cl is not None and not te:
-            out.append(b"content-length: %s\r\n" % cl)
+                out.append(b"\r\ncontent-length: " + cl)
+        elif cl is not None:
+            out.append(b"\r\ncontent-length: " + cl)
         else:
             self.eof_body = not te
             if self.http11:
-                out.append(b"transfer-encoding: chunked\r\n")
+                out.append(b"\r\ntransfer-encoding: chunked")
                 self.resp_chunked = True
             else:
                 self.keep_alive = False
         if self.upgrade and status != 101:
             self.keep_alive = False
         if not self.keep_alive:
-            out.append(b"connection: close\r\n")
+            out.append(b"\r\nconnection: close")
         elif not self.http11:
-            out.append(b"connection: keep-alive\r\n")
-        out.append(b"\r\n")
+            out.append(b"\r\nconnection: keep-alive")
+        out.append(b"\r\n\r\n")
         return b"".join(out)
 
     def on_response_body(self, data: bytes) -> None:

@@ -115,6 +115,10 @@ class ClientConnection(asyncio.Protocol):
         if self.tunnel_rx is not None:
             self.tunnel_rx.on_client_tunnel(data)
             return
+        if not self.partial and not self.exchanges:
+            # First bytes of a new request: from now on the header timeout applies.
+            self.partial = True
+            self.deadline = self.hub.now + self.ctx.header_timeout
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -150,14 +154,6 @@ class ClientConnection(asyncio.Protocol):
         return self.exchanges[0].conn if self.exchanges else None
 
     # --- llhttp callbacks -------------------------------------------------
-    def on_message_begin(self) -> None:
-        self.headers = []
-        self.url = b""
-        self.hbytes = 0
-        if not self.exchanges:
-            self.partial = True
-            self.deadline = self.hub.now + self.ctx.header_timeout
-
     def on_url(self, url: bytes) -> None:
         self.url += url
         if len(self.url) > safety.MAX_URL:
@@ -176,6 +172,9 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.partial = False
         ex = self._build_exchange()
+        self.headers = []
+        self.url = b""
+        self.hbytes = 0
         self.rx = ex
         self.exchanges.append(ex)
         if len(self.exchanges) == 1:

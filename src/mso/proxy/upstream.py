@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .exchange import Exchange
 
 MAX_IDLE_PER_ENDPOINT = 512
+MAX_HEAD = 256 * 1024
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -28,8 +29,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.reason = b""
+        # Bytes of the response head being received (raw, forwarded nearly as-is).
+        self.acc = b""
+        self.in_head = True
         self.reused = False
         self.got_bytes = False
         self.closed = False
@@ -50,6 +52,12 @@ class UpstreamConnection(asyncio.Protocol):
             ex.client.transport_write(data)
             return
         self.got_bytes = True
+        if self.in_head:
+            self.acc = self.acc + data if self.acc else data
+            if len(self.acc) > MAX_HEAD:
+                ex.on_upstream_error(self)
+                self.close()
+                return
         client = ex.client
         client.batch()
         try:
@@ -88,18 +96,18 @@ class UpstreamConnection(asyncio.Protocol):
             self.exchange.client.resume(2)
 
     # --- llhttp callbacks -------------------------------------------------
-    def on_status(self, reason: bytes) -> None:
-        self.reason = reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
     def on_headers_complete(self) -> None:
-        headers = self.headers
-        self.headers = []
+        raw = self.acc
+        end = raw.find(b"\r\n\r\n") + 4
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self.acc = raw[end:]  # the final response head may follow in the same read
+        else:
+            self.acc = b""
+            self.in_head = False
         ex = self.exchange
         if ex is not None:
-            ex.on_response_head(self, self.parser.get_status_code(), self.reason, headers)
+            ex.on_response_head(self, status, raw[:end])
 
     def on_body(self, body: bytes) -> None:
         ex = self.exchange
@@ -107,6 +115,7 @@ class UpstreamConnection(asyncio.Protocol):
             ex.on_response_body(body)
 
     def on_message_complete(self) -> None:
+        self.in_head = True
         ex = self.exchange
         if ex is not None:
             ex.on_response_complete(self, self.parser.should_keep_alive())
@@ -115,6 +124,8 @@ class UpstreamConnection(asyncio.Protocol):
     def reset_parser(self) -> None:
         """Start a fresh parser, e.g. after a HEAD response whose body llhttp would await."""
         self.parser = httptools.HttpResponseParser(self)
+        self.acc = b""
+        self.in_head = True
 
     def close(self) -> None:
         self.exchange = None
