@@ -250,6 +250,7 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--idle", type=int, default=10_000)
+    ap.add_argument("--rounds", type=int, default=3, help="best-of-N interleaved rounds")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     ensure_tools()
@@ -297,7 +298,13 @@ def run_all(tmp: Path, procs: Procs, args: argparse.Namespace
     ]
     for _name, url, close, _pid in runs:  # warm-up: pools, caches, TCP state
         wrk("warmup", url, 1, c, close)
-    results = {name: wrk(name, url, d, c, close, pid) for name, url, close, pid in runs}
+    # Best of N interleaved rounds: other load on the machine only ever slows a run down.
+    results: dict[str, Result] = {}
+    for _ in range(args.rounds):
+        for name, url, close, pid in runs:
+            r = wrk(name, url, d, c, close, pid)
+            if name not in results or r.rps > results[name].rps:
+                results[name] = r
     # HAProxy needs 2 fds per connection slot and the hard fd limit here may be low.
     h_idle = min(args.idle, 9000)
     rss = {"mso": (args.idle, *idle_rss(mpid, mp, args.idle)),
@@ -309,12 +316,13 @@ def render(results: dict[str, Result], rss: dict[str, tuple[int, int, int]],
            args: argparse.Namespace) -> str:
     def row(name: str, base: str, direct: str) -> str:
         r, h, dr = results[name], results[base], results[direct]
-        cpu = "-" if r.cpu != r.cpu else f"{r.cpu * 100:.0f}%"
+        cpu = "-" if r.cpu != r.cpu else f"{r.cpu * 100:.0f}% ({r.cpu / r.rps * 1e6:.1f} µs/req)"
         return (f"| {name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
                 f"{r.rps / h.rps:.2f}x | {r.p99_ms / h.p99_ms:.2f}x | {r.rps / dr.rps:.2f}x | "
                 f"{cpu} | {r.errors} |")
     lines = [
         SECTION, "",
+        f"Best of {args.rounds} interleaved rounds of "
         f"wrk -t1 -c{args.connections} -d{args.duration}s on CPU {LOAD_CPU} (with the two nginx "
         f"`return 200` backends); each proxy alone on CPU {PROXY_CPU}, one worker/thread. "
         "mso runs with weighted routing (2 subsets, 90/10) and a metrics listener on.", "",

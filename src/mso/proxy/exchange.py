@@ -31,6 +31,8 @@ _RESP_SPECIAL = re.compile(
     re.IGNORECASE,
 )
 _CONN_KEEP = (b"close", b"keep-alive", b"upgrade")
+_HEAD_CACHE: dict[tuple[bytes, bool, bool, bool, bool], tuple[bytes, bool, bool, bool]] = {}
+_HEAD_CACHE_MAX = 2048
 INF = float("inf")
 
 
@@ -209,6 +211,20 @@ class Exchange:
             self.on_response_complete(conn, keep)
 
     def _client_head(self, status: int, raw: bytes) -> bytes | None:
+        """Memoised `_rewrite_head`: upstreams repeat identical heads (within a Date second)."""
+        key = (raw, self.is_head, self.http11, self.keep_alive, self.upgrade)
+        hit = _HEAD_CACHE.get(key)
+        if hit is not None:
+            head, self.resp_chunked, self.eof_body, self.keep_alive = hit
+            return head
+        head = self._rewrite_head(status, raw)
+        if head is not None:
+            if len(_HEAD_CACHE) >= _HEAD_CACHE_MAX:
+                _HEAD_CACHE.clear()
+            _HEAD_CACHE[key] = (head, self.resp_chunked, self.eof_body, self.keep_alive)
+        return head
+
+    def _rewrite_head(self, status: int, raw: bytes) -> bytes | None:
         """The response head for the client, or None if upstream framing is ambiguous.
 
         Works on the raw head with one regex pass (C speed) instead of a Python
@@ -234,6 +250,8 @@ class Exchange:
                     return None
                 te = True
             elif n == b"connection":
+                if value.strip().lower() in _CONN_KEEP:
+                    continue
                 toks = [t for t in connection_tokens(value) if t not in _CONN_KEEP]
                 if toks:
                     drop = (drop or []) + toks

@@ -75,7 +75,10 @@ def match_route(routes: tuple[Route, ...], host: bytes | None, path: bytes) -> C
 
 
 def new_traceparent() -> bytes:
-    return b"00-%032x-%016x-01" % (_getrandbits(128) or 1, _getrandbits(64) or 1)
+    # 24 random bytes as hex: 32 for the trace id, 16 for the span id (all-zero is
+    # invalid but has probability 2**-128).
+    h = _getrandbits(192).to_bytes(24, "little").hex().encode()
+    return b"00-%s-%s-01" % (h[:32], h[32:])
 
 
 def _valid_traceparent(v: bytes) -> bool:
@@ -251,7 +254,7 @@ class ClientConnection(asyncio.Protocol):
             raise Reject(400)
         if drop:
             out = [out[0]] + [h for h in out[1:] if h.split(b":", 1)[0].lower() not in drop]
-        is_upgrade = p.should_upgrade() and upgrade is not None
+        is_upgrade = upgrade is not None and p.should_upgrade()
         if is_upgrade:
             out.append(b"upgrade: %s\r\nconnection: upgrade\r\n" % upgrade)
         if xff is None:
