@@ -450,14 +450,17 @@ class Daemon:
             self._lock_fd = None
 
     def status(self) -> dict[str, Any]:
-        desired = self.store.desired()
-        replicas = list(self.book.replicas.values())
-        want = sum(d.replicas for d in desired.values() if d.kind == "service")
-        ready = 0
-        for m in replicas:
-            want_service = desired.get(m.record.service)
-            if m.ready and want_service is not None and m.record.release == want_service.release:
-                ready += 1
+        want = ready = 0
+        for name, desired in self.store.desired().items():
+            if desired.kind != "service":
+                continue
+            targets, _ = self.rollouts.targets(name, desired)
+            for target in targets:
+                want += target.replicas
+                ready += min(target.replicas, sum(
+                    1 for m in self.book.of_service(name)
+                    if m.record.subset == target.subset and m.ready
+                    and m.record.release == target.release))
         return {"app": self.app_name(), "pid": os.getpid(), "instance": self.instance_id,
                 "desired_replicas": want, "ready_replicas": ready,
                 "jobs": self.jobs.summary(), "started_at": self.started_at,
