@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mso.controllers.replicas import ObservedReplica, RollingParams, StartReplica, plan
+from mso.controllers.rollouts import Member, RolloutController, RolloutError
 from mso.controllers.routing import RouteView, ServiceRouting, build_table
 from mso.daemon.jobs import JobRunner
 from mso.daemon.probes_map import port_map
@@ -28,7 +29,6 @@ from mso.daemon.proxy_manager import ProxyManager
 from mso.daemon.releases import AppliedChange, apply_manifest
 from mso.daemon.replica_env import Discovery, base_environment
 from mso.daemon.replicas import ReplicaBook
-from mso.daemon.rollouts import RolloutController, RolloutError
 from mso.ports import free_port
 from mso.engines.local.cgroups import CgroupManager
 from mso.engines.local.logs import LogCollector, LogStore
@@ -269,6 +269,21 @@ class Daemon:
 
     def wake(self) -> None:
         self._wake.set()
+
+    # -- RolloutHost ------------------------------------------------------------------------
+    def members(self, service: str) -> list[Member]:
+        return [Member(m.record.subset, m.record.release, m.ready, m.stopping)
+                for m in self.book.of_service(service)]
+
+    async def metrics(self) -> dict[str, Any]:
+        return await self.proxy.metrics()
+
+    def relabel(self, service: str, mapping: dict[str, str]) -> None:
+        for managed in self.book.of_service(service):
+            new = mapping.get(managed.record.subset)
+            if new is not None:
+                managed.record.subset = new
+                self.store.upsert_replica(managed.record)
 
     # -- reconcile ----------------------------------------------------------------------
     async def run_forever(self) -> None:

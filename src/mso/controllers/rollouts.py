@@ -1,8 +1,11 @@
-"""The rollout controller: drives rolling, canary and blue/green rollouts on the local engine.
+"""The rollout controller: drives rolling, canary and blue/green rollouts on any engine.
 
 Each tick it reads the proxy's per-subset metrics, feeds the canary judge, asks the pure
 strategy for the next state, persists it, and records the numbers behind every decision
-as events. Replicas and weights follow from `targets()`, which the reconcile loop reads.
+as events. What should run, and with which weights, follows from `targets()`; the
+engine's own reconcile loop makes it so. The controller sees the engine only through the
+narrow `RolloutHost` protocol, so the same code drives local processes, Swarm services
+and Kubernetes Deployments.
 """
 
 from __future__ import annotations
@@ -12,19 +15,17 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from mso.analysis import AnalysisConfig, CanaryJudge, SnapshotError, Verdict, window_from_snapshots
 from mso.daemon.probes_map import port_map
 from mso.strategies import bluegreen, canary, rolling
 from mso.strategies.canary import Decision, Tick
 from mso.strategies.state import Phase, RolloutState
+from mso.store.db import Store
 from mso.store.records import Desired
 
-if TYPE_CHECKING:
-    from mso.daemon.core import Daemon
-
-log = logging.getLogger("mso.daemon.rollouts")
+log = logging.getLogger("mso.controllers.rollouts")
 
 
 class RolloutError(Exception):
@@ -38,13 +39,43 @@ class SubsetTarget:
     replicas: int
 
 
+@dataclass(frozen=True)
+class Member:
+    """One replica (or task, or pod) as the rollout controller sees it."""
+
+    subset: str
+    release: int
+    ready: bool
+    stopping: bool = False
+
+
+class RolloutHost(Protocol):
+    """What the controller needs from an engine."""
+
+    store: Store
+
+    def members(self, service: str) -> list[Member]: ...
+
+    async def metrics(self) -> dict[str, Any]:
+        """The gateway/proxy SNAPSHOT (docs/architecture.md)."""
+        ...
+
+    def relabel(self, service: str, mapping: dict[str, str]) -> None:
+        """Blue/green: rename subsets of running replicas (e.g. preview -> stable)."""
+        ...
+
+    def wake(self) -> None:
+        """Something changed: reconcile soon."""
+        ...
+
+
 def canary_replicas(replicas: int, weight: int) -> int:
     return max(1, math.ceil(replicas * weight / 100.0))
 
 
 class RolloutController:
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    def __init__(self, host: RolloutHost) -> None:
+        self.d = host
         self._judges: dict[str, CanaryJudge] = {}
         self._snapshots: dict[str, dict[str, Any]] = {}
         self._next_tick: dict[str, float] = {}
@@ -124,10 +155,9 @@ class RolloutController:
                 {"stable": 100, "previous": 0})
 
     def _subset_ready(self, service: str, subset: str, release: int, count: int) -> bool:
-        reps = [m for m in self.d.book.of_service(service)
-                if m.record.subset == subset and not m.stopping]
+        reps = [m for m in self.d.members(service) if m.subset == subset and not m.stopping]
         return (len(reps) == count and count > 0
-                and all(m.record.release == release and m.ready for m in reps))
+                and all(m.release == release and m.ready for m in reps))
 
     # -- the loop -----------------------------------------------------------------------
     async def tick(self) -> None:
@@ -175,8 +205,8 @@ class RolloutController:
         return canary.advance(state, steps, Tick(now, ready, kind, reason, deadline))
 
     def _rolled(self, service: str, release: int, replicas: int) -> bool:
-        stable = [m for m in self.d.book.of_service(service) if m.record.subset == "stable"]
-        return (len(stable) == replicas and all(m.record.release == release and m.ready
+        stable = [m for m in self.d.members(service) if m.subset == "stable" and not m.stopping]
+        return (len(stable) == replicas and all(m.release == release and m.ready
                                                 for m in stable))
 
     async def _analyse(self, state: RolloutState, spec: dict[str, Any],
@@ -185,7 +215,7 @@ class RolloutController:
         if cluster is None:
             return None
         try:
-            snapshot = await self.d.proxy.metrics()
+            snapshot = await self.d.metrics()
         except Exception as exc:
             log.warning("metrics unavailable: %s", exc)
             return None
@@ -243,7 +273,7 @@ class RolloutController:
         self._snapshots.pop(state.service, None)
         if rollback:
             if state.strategy == "blue_green" and state.promoted_at is not None:
-                self._relabel(state.service, {"stable": "preview", "previous": "stable"})
+                self.d.relabel(state.service, {"stable": "preview", "previous": "stable"})
             want = store.desired().get(state.service)
             if want is not None:
                 store.set_desired(dataclasses.replace(want, release=state.from_release))
@@ -255,13 +285,6 @@ class RolloutController:
             if state.from_release != state.to_release:
                 store.set_release_outcome(state.service, state.from_release, "superseded")
         self.d.wake()
-
-    def _relabel(self, service: str, mapping: dict[str, str]) -> None:
-        for managed in self.d.book.of_service(service):
-            new = mapping.get(managed.record.subset)
-            if new is not None:
-                managed.record.subset = new
-                self.d.store.upsert_replica(managed.record)
 
     # -- commands -------------------------------------------------------------------------
     def _require(self, service: str) -> RolloutState:
@@ -281,7 +304,7 @@ class RolloutController:
         elif state.strategy == "blue_green":
             decision = bluegreen.promote(state, now)
             if decision.changed:
-                self._relabel(service, {"stable": "previous", "preview": "stable"})
+                self.d.relabel(service, {"stable": "previous", "preview": "stable"})
         else:
             raise RolloutError(f"{service} is doing a {state.strategy} update; "
                                "there is nothing to promote")
