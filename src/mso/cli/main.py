@@ -18,6 +18,8 @@ import click
 from mso.cli import output
 from mso.cli.client import ApiClient, CliError
 from mso.cli.lifecycle import down_app, follow_foreground, start_daemon, wait_ready
+from mso.engines.remote import (EngineOptions, RemoteEngine, RemoteEngineError,
+                                remote_engine)
 from mso.paths import StatePaths
 from mso.spec.errors import ManifestError
 from mso.spec.load import LoadedManifest, load_manifest
@@ -31,6 +33,9 @@ def manifest_options(fn: F, *, short: bool = True) -> F:
                       help="The manifest (default: ./mso.yaml); a folder means FOLDER/mso.yaml.")(fn)
     fn = click.option("--engine", type=click.Choice(["local", "swarm", "kubernetes"]),
                       help="Override the manifest's `engine:`.")(fn)
+    fn = click.option("--kubeconfig", hidden=True, help="Kubernetes: kubeconfig file.")(fn)
+    fn = click.option("--context", hidden=True, help="Kubernetes: kubeconfig context.")(fn)
+    fn = click.option("--namespace", hidden=True, help="Kubernetes: namespace.")(fn)
     return fn
 
 
@@ -58,11 +63,36 @@ def load(file: str | None, positional: str | None = None) -> LoadedManifest:
     return load_manifest(manifest_path(file, positional), dict(os.environ))
 
 
-def require_local(engine: str | None, loaded: LoadedManifest | None = None) -> None:
-    chosen = engine or (loaded.manifest.engine if loaded else "local")
-    if chosen != "local":
-        raise CliError(f"the {chosen} engine is not available in this version of mso; "
-                       "use --engine local", 1)
+def engine_name(file: str | None, engine: str | None,
+                loaded: LoadedManifest | None = None) -> str:
+    """--engine, else the manifest's `engine:`, else local."""
+    if engine:
+        return engine
+    if loaded is not None:
+        return loaded.manifest.engine
+    try:
+        return load_manifest(manifest_path(file), dict(os.environ),
+                             check_files=False).manifest.engine
+    except ManifestError:
+        return "local"  # e.g. `mso ps` beside no manifest: the local state decides
+
+
+def remote(name: str, opts: dict[str, Any]) -> RemoteEngine:
+    options = EngineOptions(kubeconfig=opts.get("kubeconfig"), context=opts.get("context"),
+                            namespace=opts.get("namespace"), version=opts.get("version"))
+    try:
+        return remote_engine(name, options)
+    except RemoteEngineError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def on_remote(file: str | None, opts: dict[str, Any]) -> tuple[RemoteEngine, LoadedManifest] | None:
+    """The remote engine and manifest when the command targets Swarm or Kubernetes."""
+    name = engine_name(file, opts.get("engine"))
+    if name == "local":
+        return None
+    loaded = load(file)
+    return remote(name, opts), loaded
 
 
 def client_for(file: str | None) -> ApiClient:
@@ -82,10 +112,13 @@ def cli() -> None:
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait with -d.")
 @click.option("--api-port", type=int, help="Also serve the API on 127.0.0.1:PORT (bearer token).")
 def up(path: str | None, file: str | None, engine: str | None, detach: bool,
-       timeout: float, api_port: int | None) -> None:
+       timeout: float, api_port: int | None, **opts: Any) -> None:
     """Start the daemon and the app (PATH: a manifest or its folder)."""
     loaded = load(file, path)
-    require_local(engine, loaded)
+    name = engine_name(file, engine, loaded)
+    if name != "local":
+        output.emit_json(remote(name, dict(opts, engine=name)).deploy(loaded))
+        return
     paths = StatePaths.for_manifest(loaded.path)
     client = ApiClient(paths)
     if client.alive():
@@ -105,19 +138,27 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
 
 @cli.command()
 @manifest_options
-def down(file: str | None, engine: str | None) -> None:
-    """Stop everything, leaving no process behind."""
-    require_local(engine)
+def down(file: str | None, engine: str | None, **opts: Any) -> None:
+    """Stop everything, leaving no process behind (remote engines: remove what mso made)."""
+    target = on_remote(file, dict(opts, engine=engine))
+    if target is not None:
+        target[0].down(target[1])
+        click.echo("removed")
+        return
     down_app(StatePaths.for_manifest(manifest_path(file)))
 
 
 @cli.command()
 @manifest_options
 @output_option("json")
-def deploy(file: str | None, engine: str | None, fmt: str) -> None:
+def deploy(file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
     """Apply a changed manifest as new releases, with each service's rollout strategy."""
     loaded = load(file)
-    require_local(engine, loaded)
+    name = engine_name(file, engine, loaded)
+    if name != "local":
+        result = remote(name, dict(opts, engine=name)).deploy(loaded)
+        output.emit_json(result) if fmt == "json" else output.changes(result.get("changes", []))
+        return
     client = ApiClient(StatePaths.for_manifest(loaded.path))
     result = client.post("/v1/apply", {"manifest": str(loaded.path),
                                         "environ": dict(os.environ)})
@@ -130,18 +171,20 @@ def deploy(file: str | None, engine: str | None, fmt: str) -> None:
 @cli.command()
 @manifest_options
 @output_option("json")
-def ps(file: str | None, engine: str | None, fmt: str) -> None:
+def ps(file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
     """Replicas and their state."""
-    data = client_for(file).get("/v1/ps")
+    target = on_remote(file, dict(opts, engine=engine))
+    data = target[0].ps(target[1]) if target else client_for(file).get("/v1/ps")
     output.emit_json(data) if fmt == "json" else output.ps_table(data)
 
 
 @cli.command()
 @manifest_options
 @output_option("json")
-def endpoints(file: str | None, engine: str | None, fmt: str) -> None:
+def endpoints(file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
     """Stable addresses, the gateway, and where each service routes."""
-    data = client_for(file).get("/v1/endpoints")
+    target = on_remote(file, dict(opts, engine=engine))
+    data = target[0].endpoints(target[1]) if target else client_for(file).get("/v1/endpoints")
     output.emit_json(data) if fmt == "json" else output.endpoints_table(data)
 
 
@@ -153,8 +196,13 @@ def endpoints(file: str | None, engine: str | None, fmt: str) -> None:
 @click.option("--tail", type=int, help="Only the last N lines.")
 @output_option("json", "ndjson")
 def logs(service: str | None, file: str | None, engine: str | None, follow: bool,
-         since: str | None, tail: int | None, fmt: str) -> None:
+         since: str | None, tail: int | None, fmt: str, **opts: Any) -> None:
     """Logs of the app or of one service."""
+    target = on_remote(file, dict(opts, engine=engine))
+    if target is not None:
+        records = target[0].logs(target[1], service, follow, output.since_epoch(since), tail)
+        output.print_records(records, fmt)
+        return
     output.logs(client_for(file), service, follow, since, tail, fmt)
 
 
@@ -165,7 +213,7 @@ def logs(service: str | None, file: str | None, engine: str | None, follow: bool
 @click.option("--tail", type=int, default=200, show_default=True)
 @output_option("json", "ndjson")
 def events(file: str | None, engine: str | None, follow: bool, service: str | None,
-           tail: int, fmt: str) -> None:
+           tail: int, fmt: str, **opts: Any) -> None:
     """The event log: state changes, releases, jobs, drains."""
     output.events(client_for(file), service, follow, tail, fmt)
 
@@ -173,11 +221,16 @@ def events(file: str | None, engine: str | None, follow: bool, service: str | No
 @cli.command()
 @click.argument("assignment", metavar="SERVICE=N")
 @manifest_options
-def scale(assignment: str, file: str | None, engine: str | None) -> None:
+def scale(assignment: str, file: str | None, engine: str | None, **opts: Any) -> None:
     """Scale a service to N replicas."""
     name, sep, count = assignment.partition("=")
     if not sep or not count.isdigit():
         raise CliError(f"expected SERVICE=N, got {assignment!r}", 2)
+    target = on_remote(file, dict(opts, engine=engine))
+    if target is not None:
+        target[0].scale(target[1], name, int(count))
+        click.echo(f"{name}: scaling to {count}")
+        return
     result = client_for(file).post(f"/v1/services/{name}/scale", {"replicas": int(count)})
     click.echo(f"{result['service']}: scaling to {result['replicas']}")
 
@@ -185,7 +238,7 @@ def scale(assignment: str, file: str | None, engine: str | None) -> None:
 @cli.command()
 @click.argument("service")
 @manifest_options
-def restart(service: str, file: str | None, engine: str | None) -> None:
+def restart(service: str, file: str | None, engine: str | None, **opts: Any) -> None:
     """Restart a service's replicas one by one, without downtime."""
     client_for(file).post(f"/v1/services/{service}/restart")
     click.echo(f"{service}: rolling restart started")
@@ -195,7 +248,7 @@ def restart(service: str, file: str | None, engine: str | None) -> None:
 @click.argument("service")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @manifest_options
-def run(service: str, command: tuple[str, ...], file: str | None, engine: str | None) -> None:
+def run(service: str, command: tuple[str, ...], file: str | None, engine: str | None, **opts: Any) -> None:
     """Run a one-off command with SERVICE's environment: mso run SERVICE -- CMD..."""
     code = 0
     for item in client_for(file).stream("POST", f"/v1/services/{service}/run",
@@ -211,9 +264,12 @@ def run(service: str, command: tuple[str, ...], file: str | None, engine: str | 
 @click.argument("service")
 @manifest_options
 @output_option("json")
-def releases(service: str, file: str | None, engine: str | None, fmt: str) -> None:
+def releases(service: str, file: str | None, engine: str | None, fmt: str,
+             **opts: Any) -> None:
     """Release history of a service."""
-    data = client_for(file).get(f"/v1/services/{service}/releases")
+    target = on_remote(file, dict(opts, engine=engine))
+    data = target[0].releases(target[1], service) if target else \
+        client_for(file).get(f"/v1/services/{service}/releases")
     output.emit_json(data) if fmt == "json" else output.releases_table(service, data)
 
 
@@ -221,10 +277,16 @@ def releases(service: str, file: str | None, engine: str | None, fmt: str) -> No
 @click.argument("service")
 @manifest_options
 @click.option("--to", "to", type=int, help="Release number (default: the previous one).")
-def rollback(service: str, file: str | None, engine: str | None, to: int | None) -> None:
+def rollback(service: str, file: str | None, engine: str | None, to: int | None,
+             **opts: Any) -> None:
     """Roll a service back to an earlier release (as a new release)."""
-    result = client_for(file).post(f"/v1/services/{service}/rollback", {"to": to})
-    click.echo(f"{service}: rolling back as release {result['release']}")
+    target = on_remote(file, dict(opts, engine=engine))
+    if target is not None:
+        number = target[0].rollback(target[1], service, to)
+    else:
+        number = client_for(file).post(f"/v1/services/{service}/rollback",
+                                       {"to": to})["release"]
+    click.echo(f"{service}: rolling back as release {number}")
 
 
 @cli.command()
@@ -232,8 +294,14 @@ def rollback(service: str, file: str | None, engine: str | None, to: int | None)
 @click.argument("service")
 @manifest_options
 @output_option("json")
-def rollout(action: str, service: str, file: str | None, engine: str | None, fmt: str) -> None:
+def rollout(action: str, service: str, file: str | None, engine: str | None, fmt: str,
+            **opts: Any) -> None:
     """Show or control a service's rollout: status|promote|abort|pause|resume."""
+    target = on_remote(file, dict(opts, engine=engine))
+    if target is not None:
+        data = target[0].rollout(target[1], action, service)
+        output.emit_json(data) if fmt == "json" else output.rollout_status(data)
+        return
     client = client_for(file)
     if action == "status":
         data = client.get(f"/v1/services/{service}/rollout")
@@ -246,7 +314,7 @@ def rollout(action: str, service: str, file: str | None, engine: str | None, fmt
 @click.argument("path", required=False)
 @manifest_options
 @output_option("json")
-def validate(path: str | None, file: str | None, engine: str | None, fmt: str) -> None:
+def validate(path: str | None, file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
     """Check a manifest without running anything."""
     loaded = load(file, path)
     m = loaded.manifest
@@ -256,6 +324,28 @@ def validate(path: str | None, file: str | None, engine: str | None, fmt: str) -
         output.emit_json(summary)
     else:
         click.echo(f"{loaded.path}: valid ({len(m.services)} services, {len(m.jobs)} jobs)")
+
+
+@cli.command()
+@click.argument("path", required=False)
+@manifest_options
+@click.option("-o", "--output-dir", "out_dir", type=click.Path(file_okay=False),
+              help="Write one file per object here (default: print to stdout).")
+@click.option("--version", "version", help="Kubernetes: the target version, e.g. 1.29.")
+def render(path: str | None, file: str | None, engine: str | None, out_dir: str | None,
+           version: str | None, **opts: Any) -> None:
+    """Write the engine's manifests (Kubernetes YAML or a Swarm stack file)."""
+    loaded = load(file, path)
+    name = engine_name(file, engine, loaded)
+    if name == "local":
+        raise CliError("render needs --engine kubernetes or --engine swarm", 2)
+    result = remote(name, dict(opts, engine=name, version=version)).render(
+        loaded, Path(out_dir) if out_dir else None)
+    if isinstance(result, str):
+        click.echo(result, nl=False)
+    else:
+        for written in result:
+            click.echo(str(written))
 
 
 @cli.command()
@@ -274,6 +364,9 @@ def main() -> None:
     except CliError as exc:
         click.echo(f"mso: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except RemoteEngineError as exc:
+        click.echo(f"mso: {exc}", err=True)
+        sys.exit(1)
     except click.exceptions.Abort:
         click.echo("mso: aborted", err=True)
         sys.exit(1)

@@ -81,7 +81,7 @@ def changes(items: list[dict[str, Any]]) -> None:
         console.print("no changes")
 
 
-def _since(value: str | None) -> float | None:
+def since_epoch(value: str | None) -> float | None:
     if value is None:
         return None
     from mso.spec.units import parse_duration
@@ -104,7 +104,7 @@ def log_line(record: dict[str, Any]) -> str:
 
 def logs(client: ApiClient, service: str | None, follow: bool, since: str | None,
          tail: int | None, fmt: str) -> None:
-    params: dict[str, Any] = {"service": service, "since": _since(since), "tail": tail}
+    params: dict[str, Any] = {"service": service, "since": since_epoch(since), "tail": tail}
     if not follow:
         records = client.get("/v1/logs", **params)
         if fmt == "json":
@@ -166,3 +166,13 @@ def rollout_status(data: dict[str, Any]) -> None:
 
 def _num(value: Any) -> str:
     return "-" if value is None else f"{float(value):.1f}"
+
+
+def print_records(records: Any, fmt: str) -> None:
+    """Log records from any engine, as lines, JSON or NDJSON."""
+    if fmt == "json":
+        emit_json(list(records))
+        return
+    for record in records:
+        click.echo(json.dumps(record) if fmt == "ndjson" else log_line(record))
+        sys.stdout.flush()

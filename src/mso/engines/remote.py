@@ -1,0 +1,74 @@
+"""The interface the CLI uses for engines that mso drives rather than runs: Swarm, Kubernetes.
+
+The local engine has its own daemon and REST API. A remote engine is driven through its
+own API (the Docker API, the Kubernetes API) by an object implementing `RemoteEngine`.
+JSON shapes returned here are the same as the local engine's (MANIFEST.md), so scripts
+work unchanged whatever the engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from mso.spec.load import LoadedManifest
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Engine-specific command-line settings (all optional)."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str | None = None
+    version: str | None = None  # render: the target Kubernetes version, e.g. "1.29"
+
+
+class RemoteEngineError(Exception):
+    """A failure of the engine, reported to the user as one line."""
+
+
+class RemoteEngine(Protocol):
+    def deploy(self, loaded: LoadedManifest, wait: bool = True) -> dict[str, Any]: ...
+
+    def render(self, loaded: LoadedManifest, out_dir: Path | None) -> list[Path] | str: ...
+
+    def ps(self, loaded: LoadedManifest) -> dict[str, Any]: ...
+
+    def endpoints(self, loaded: LoadedManifest) -> dict[str, Any]: ...
+
+    def logs(self, loaded: LoadedManifest, service: str | None, follow: bool,
+             since: float | None, tail: int | None) -> Iterator[dict[str, Any]]: ...
+
+    def scale(self, loaded: LoadedManifest, service: str, replicas: int) -> None: ...
+
+    def releases(self, loaded: LoadedManifest, service: str) -> list[dict[str, Any]]: ...
+
+    def rollback(self, loaded: LoadedManifest, service: str, to: int | None) -> int: ...
+
+    def rollout(self, loaded: LoadedManifest, action: str, service: str) -> dict[str, Any]: ...
+
+    def down(self, loaded: LoadedManifest) -> None: ...
+
+
+_ENGINES = {
+    "swarm": "mso.engines.swarm.engine:SwarmEngine",
+    "kubernetes": "mso.engines.kubernetes.engine:KubernetesEngine",
+}
+
+
+def remote_engine(name: str, options: EngineOptions) -> RemoteEngine:
+    """Import and build the engine `name` (imports are lazy: docker/kubernetes are heavy)."""
+    target = _ENGINES.get(name)
+    if target is None:
+        raise RemoteEngineError(f"unknown engine {name!r}")
+    module_name, _, cls_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RemoteEngineError(f"the {name} engine is not available: {exc}") from exc
+    engine: RemoteEngine = getattr(module, cls_name)(options)
+    return engine
