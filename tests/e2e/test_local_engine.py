@@ -239,3 +239,28 @@ services:
     if shutil.which("ps"):
         listing = subprocess.run(["ps", "auxww"], capture_output=True, text=True).stdout
         assert secret not in listing
+
+
+def test_resources_are_enforced_with_cgroups_or_reported(app: MsoApp) -> None:
+    app.write("""
+app: res
+gateway: {port: GATEWAY_PORT}
+services:
+  svc:
+    run: [PYTHON, ECHO_APP]
+    ports: {http: 8000}
+    resources: {cpu: 0.5, memory: 64Mi}
+""")
+    app.up()
+    replica = app.ps()[0]
+    resources = replica["resources"]
+    assert resources["cpu"] == 0.5 and resources["memory"] == 64 * 1024 * 1024
+    if not resources["enforced"]:
+        assert resources["reason"].startswith("not enforced")
+        pytest.skip(f"cgroups unavailable here: {resources['reason']}")
+    lines = open(f"/proc/{replica['pid']}/cgroup").read().splitlines()
+    memory = next(line.split(":", 2)[2] for line in lines
+                  if line.split(":")[1] in ("memory", ""))
+    root = "/sys/fs/cgroup/memory" if any(":memory:" in ln for ln in lines) else "/sys/fs/cgroup"
+    limit_file = "memory.limit_in_bytes" if root.endswith("memory") else "memory.max"
+    assert int(open(f"{root}{memory}/{limit_file}").read()) == 64 * 1024 * 1024

@@ -26,8 +26,21 @@ def ps(daemon: Daemon) -> dict[str, Any]:
             "address": f"127.0.0.1:{port}" if port else None,
             "ports": rec.ports, "restarts": managed.supervisor.restarts,
             "spec_hash": rec.spec_hash[:12], "reason": managed.supervisor.last_reason,
-            "draining": managed.stopping})
+            "draining": managed.stopping, "resources": _resources(managed)})
     return {"app": daemon.app_name(), "replicas": rows, "jobs": daemon.jobs.summary()}
+
+
+def _resources(managed: Any) -> dict[str, Any]:
+    spec = managed.supervisor.spec
+    group = managed.supervisor.cgroup
+    if spec.cpu is None and spec.memory is None:
+        return {}
+    enforced = dict(group.enforced) if group is not None else {}
+    asked = {"cpu": spec.cpu, "memory": spec.memory}
+    missing = [k for k, v in asked.items() if v is not None and not enforced.get(k)]
+    return {**asked, "enforced": not missing,
+            "reason": (group.reason if group is not None and group.reason else
+                       f"not enforced: {', '.join(missing)}") if missing else ""}
 
 
 def endpoints(daemon: Daemon) -> dict[str, Any]:

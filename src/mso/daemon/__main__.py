@@ -90,8 +90,11 @@ async def run(paths: StatePaths, manifest: str | None, api_port: int | None) -> 
             await daemon.down()
         await stop_servers()
 
+    def handler(sig: signal.Signals) -> None:
+        asyncio.ensure_future(on_signal(sig))
+
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(on_signal(s)))
+        loop.add_signal_handler(sig, handler, sig)
     log.info("mso daemon %s ready on %s", os.getpid(), paths.api_socket)
     await daemon.run_forever()
     await stop_servers()

@@ -18,7 +18,7 @@ import signal
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mso.controllers.replicas import ObservedReplica, RollingParams, StartReplica, plan
 from mso.controllers.rollouts import Member, RolloutController, RolloutError
@@ -308,8 +308,8 @@ class Daemon:
             if want.kind == "service":
                 self._reconcile_service(name, want)
         for managed in list(self.book.replicas.values()):
-            want = desired.get(managed.record.service)
-            if want is None or want.kind != "service":
+            owner = desired.get(managed.record.service)
+            if owner is None or owner.kind != "service":
                 self.book.stop(managed.record.id, "removed from the manifest")
         await self.push_routes()
 
@@ -338,7 +338,8 @@ class Daemon:
 
     def _rolling_params(self, service: str) -> RollingParams:
         rollout = self.app_config().get("rollouts", {}).get(service, {})
-        strategy = "recreate" if rollout.get("strategy") == "recreate" else "rolling"
+        strategy: Literal["rolling", "recreate"] = (
+            "recreate" if rollout.get("strategy") == "recreate" else "rolling")
         return RollingParams(strategy, rollout.get("max_surge", 1),
                              rollout.get("max_unavailable", 0))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from typing import Any
+from typing import Any, Literal
 
 from mso.engines.local.probes import ProbeSpec
 
@@ -11,6 +11,8 @@ from mso.engines.local.probes import ProbeSpec
 def probe_spec(probe: dict[str, Any] | None) -> ProbeSpec | None:
     if not probe:
         return None
+    kind: Literal["http", "tcp", "exec"]
+    target: str | list[str]
     if probe.get("http") is not None:
         kind, target = "http", probe["http"]
     elif probe.get("tcp") is not None:
