@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -63,6 +65,13 @@ def create_app(daemon: Daemon, token: str | None = None,
     @app.exception_handler(KeyError)
     async def not_found(request: Request, exc: KeyError) -> JSONResponse:
         return JSONResponse({"error": f"no such service: {exc.args[0]}"}, 404)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # The same `{"error": ...}` shape as every other failure, so clients need one
+        # parser; FastAPI's own `detail` list stays for those who want every problem.
+        return JSONResponse({"error": _first_problem(exc.errors()),
+                             "detail": jsonable_encoder(exc.errors())}, 422)
 
     @app.exception_handler(ManifestError)
     async def bad_manifest(request: Request, exc: ManifestError) -> JSONResponse:
@@ -171,3 +180,14 @@ def create_app(daemon: Daemon, token: str | None = None,
 async def _ndjson(items: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     async for item in items:
         yield (json.dumps(item, default=str) + "\n").encode()
+
+
+def _first_problem(errors: Any) -> str:
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return "the request body is not valid JSON"
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    message = str(first.get("msg", "invalid"))
+    return f"{where}: {message}" if where else message

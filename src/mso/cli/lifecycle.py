@@ -125,7 +125,10 @@ def follow_foreground(client: ApiClient) -> None:
     def stop(*_: Any) -> None:
         raise KeyboardInterrupt
 
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and `kill -INT`
+    # must still mean "bring the app down" rather than nothing at all.
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         for item in client.stream("GET", "/v1/logs", follow="true", tail=0):
             click.echo(log_line(item))
