@@ -103,15 +103,15 @@ class Load:
         conn: http.client.HTTPConnection | None = None
         started = next_at = time.monotonic()
         while not self._stop.is_set() and time.monotonic() - started < self.max_seconds:
-            if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            current = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            conn = current
             try:
-                if not self._one(conn):
-                    conn.close()
+                if not self._one(current):
+                    current.close()
                     conn = None
             except (OSError, http.client.HTTPException) as exc:
                 self._record(Sample(self.clock(), 0, "", None, f"{type(exc).__name__}: {exc}"))
-                conn.close()
+                current.close()
                 conn = None
             next_at += self.interval
             delay = next_at - time.monotonic()

@@ -34,6 +34,8 @@ class CanaryTrial:
     total: int                 # requests the client sent during the trial
     canary_answers: int        # answers by canary replicas
     judge_canary_requests: int  # canary requests the judge had counted when it failed
+    rate: float                # requests/s the client achieved while the canary answered
+    canary_share: float        # share of those answered by the canary
 
     @property
     def client_seconds(self) -> float:
@@ -61,6 +63,8 @@ def canary_trial(samples: Sequence[Sample], events: Sequence[dict[str, Any]],
     weight = first_event(events, "rollout.progressing", "weight set")
     failed = first_event(events, "analysis.fail")
     back = first_event(events, "rollout.rolledback")
+    window = between(samples, min(canary_at, default=0.0), max(canary_at, default=0.0))
+    span = max(canary_at, default=0.0) - min(canary_at, default=0.0)
     judged = 0
     if failed is not None:
         judged = int(((failed.get("data") or {}).get("canary") or {}).get("requests", 0))
@@ -71,7 +75,9 @@ def canary_trial(samples: Sequence[Sample], events: Sequence[dict[str, Any]],
         analysis_failed=float(failed["ts"]) if failed else nan,
         rolled_back=float(back["ts"]) if back else nan,
         failed=sum(not s.ok for s in samples), total=len(samples),
-        canary_answers=len(canary_at), judge_canary_requests=judged)
+        canary_answers=len(canary_at), judge_canary_requests=judged,
+        rate=len(window) / span if span > 0 else nan,
+        canary_share=len(canary_at) / len(window) if window else nan)
 
 
 @dataclass(frozen=True)

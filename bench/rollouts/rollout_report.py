@@ -7,7 +7,7 @@ into docs/benchmarks.md, leaving every other section as it was.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from baselines import PeerEstimate
@@ -47,8 +47,16 @@ def _n(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:g}"
 
 
+def _f0(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.0f}"
+
+
+def _f1(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.1f}"
+
+
 def canary_table(trials: Sequence[CanaryTrial]) -> list[str]:
-    rows = [
+    rows: list[tuple[str, list[float], Callable[[float], str]]] = [
         ("traffic on the canary, client: first to last canary answer",
          [t.client_seconds for t in trials], _s),
         ("traffic on the canary, events: `weight set` to `rollout.rolledback`",
@@ -58,6 +66,10 @@ def canary_table(trials: Sequence[CanaryTrial]) -> list[str]:
          [float(t.failed) for t in trials], _n),
         ("canary requests the judge had seen when it failed",
          [float(t.judge_canary_requests) for t in trials], _n),
+        ("client request rate while the canary answered (req/s)",
+         [t.rate for t in trials], _f0),
+        ("share of those answered by the canary (%)",
+         [100 * t.canary_share for t in trials], _f1),
     ]
     lines = ["| measure | runs | median | max |", "|---|---|---|---|"]
     for label, values, fmt in rows:
