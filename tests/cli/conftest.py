@@ -1,6 +1,6 @@
 """Fixtures of the CLI tests: a folder with a manifest, and a running echo app to query.
 
-The shared app is started once per module through the real `mso up -d` and brought down
+The shared app is started once per session through the real `mso up -d` and brought down
 at the end; tests that change it (restart, scale) get their own through `app_factory`.
 """
 
@@ -73,9 +73,9 @@ def app_factory(tmp_path: Path) -> Iterator[Callable[[str], MsoApp]]:
             app.teardown()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MsoApp]:
-    """One echo app (db + 2 echo replicas), READY, shared by a module's read-only tests."""
+    """One echo app (db + 2 echo replicas), READY, shared by every read-only test of the session."""
     app = MsoApp(tmp_path_factory.mktemp("running"))
     try:
         start_echo_app(app)
