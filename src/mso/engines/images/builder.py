@@ -1,0 +1,234 @@
+"""Building and caching mso's images: the offline base, the gateway, and service images.
+
+Every image is tagged with a digest of what went into it, so building again with the same
+inputs is a cache hit (one `docker image inspect`). Builds use the legacy builder through
+the Docker API: BuildKit needs a registry or network access for its frontends.
+
+- base: `mso/base:<digest>`, from `rootfs.collect()` (host Python, libraries, shim);
+- gateway: `mso/gateway:<digest>`, the base plus mso's proxy and its wheels (uvloop,
+  httptools), downloaded once on the host with `pip download` and installed in the image
+  with `--no-index` (pip in containers cannot verify TLS here);
+- services: `image:` is used as is; `build:` runs `docker build` on the context;
+  otherwise the app's folder (the manifest's) is copied onto the base image once per app
+  and per content digest, and every `run:` service of the app shares that image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import docker  # type: ignore[import-untyped]
+import docker.errors  # type: ignore[import-untyped]
+
+import mso
+from mso.engines.images import rootfs
+from mso.spec.load import LoadedManifest
+
+GATEWAY_PACKAGES = ("uvloop", "httptools")
+_SKIP_NAMES = {".mso", ".git", "__pycache__", ".mypy_cache", ".pytest_cache", ".venv",
+               "node_modules", ".hypothesis", ".tox"}
+
+
+class ImageError(Exception):
+    """An image could not be built (the message says which and why)."""
+
+
+def _client(client: docker.DockerClient | None) -> docker.DockerClient:
+    if client is not None:
+        return client
+    try:
+        return docker.from_env(version="auto", timeout=600)
+    except docker.errors.DockerException as exc:
+        raise ImageError(f"cannot reach the Docker engine: {exc}") from exc
+
+
+def _exists(client: docker.DockerClient, tag: str) -> bool:
+    try:
+        client.images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def _shim_source() -> bytes:
+    return Path(rootfs.__file__).with_name("shim.py").read_bytes()
+
+
+def ensure_base_image(client: docker.DockerClient | None = None) -> str:
+    """The base image's tag, importing it first if it is not cached."""
+    client = _client(client)
+    fs = rootfs.collect()
+    shim = _shim_source()
+    tag = f"mso/base:{fs.digest(shim)[:16]}"
+    if _exists(client, tag):
+        return tag
+    data = rootfs.write_tar(fs, shim)
+    changes = [f"ENV PATH={fs.path_env}", "ENV HOME=/root", "ENV LANG=C.UTF-8",
+               "ENV PYTHONUNBUFFERED=1", "ENV PYTHONDONTWRITEBYTECODE=1", "WORKDIR /app",
+               'CMD ["python3"]']
+    repo, _, version = tag.partition(":")
+    try:
+        client.api.import_image_from_data(data, repository=repo, tag=version, changes=changes)
+    except docker.errors.APIError as exc:
+        raise ImageError(f"importing the base image failed: {exc.explanation or exc}") from exc
+    return tag
+
+
+def _build(client: docker.DockerClient, context: bytes, tag: str,
+           buildargs: dict[str, str] | None = None) -> None:
+    try:
+        stream = client.api.build(fileobj=io.BytesIO(context), custom_context=True, tag=tag,
+                                  rm=True, forcerm=True, decode=True, buildargs=buildargs)
+        _check_build(stream, tag)
+    except docker.errors.APIError as exc:
+        raise ImageError(f"building {tag} failed: {exc.explanation or exc}") from exc
+
+
+def _check_build(stream: Iterable[dict[str, Any]], tag: str) -> None:
+    tail: list[str] = []
+    for chunk in stream:
+        if "stream" in chunk:
+            tail = (tail + [str(chunk["stream"]).rstrip()])[-20:]
+        if "error" in chunk:
+            detail = "\n".join(line for line in tail if line)
+            raise ImageError(f"building {tag} failed: {chunk['error'].strip()}\n{detail}")
+
+
+def _context(dockerfile: str, files: Iterable[tuple[Path, str]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = dockerfile.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        for src, arc in files:
+            tar.add(str(src), arcname=arc, recursive=False)
+    return buf.getvalue()
+
+
+def _tree(root: Path, skip: set[Path] = frozenset()) -> list[tuple[Path, str]]:  # type: ignore[assignment]
+    """Files under root (sorted, relative names), without caches, state and `skip`."""
+    out: list[tuple[Path, str]] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_NAMES)
+        for name in sorted(files):
+            path = Path(folder) / name
+            if name.endswith((".pyc", ".pyo")) or path.resolve() in skip or not path.is_file():
+                continue
+            out.append((path, path.relative_to(root).as_posix()))
+    return out
+
+
+def _digest(files: list[tuple[Path, str]], *extra: str) -> str:
+    h = hashlib.sha256("\0".join(extra).encode())
+    for src, arc in files:
+        h.update(arc.encode() + b"\0" + hashlib.sha256(src.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def gateway_wheels(cache: Path | None = None) -> list[Path]:
+    """The proxy's dependencies as wheels, pinned to the versions mso runs with."""
+    cache = cache or Path(os.environ.get("MSO_WHEEL_CACHE", Path.home() / ".cache/mso/wheels"))
+    cache.mkdir(parents=True, exist_ok=True)
+    pins = [f"{name}=={metadata.version(name)}" for name in GATEWAY_PACKAGES]
+    wanted = {name: metadata.version(name) for name in GATEWAY_PACKAGES}
+    have = [w for w in cache.glob("*.whl")
+            if any(w.name.startswith(f"{n}-{v}-") for n, v in wanted.items())]
+    if len(have) < len(pins):
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary", ":all:",
+                               "--no-deps", "-d", str(cache), *pins],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise ImageError(f"pip download {' '.join(pins)} failed: {proc.stderr.strip()[-500:]}")
+        have = [w for w in cache.glob("*.whl")
+                if any(w.name.startswith(f"{n}-{v}-") for n, v in wanted.items())]
+    return sorted(have)
+
+
+def ensure_gateway_image(client: docker.DockerClient | None = None) -> str:
+    """The gateway image's tag (mso's proxy on the base image), building it if needed."""
+    client = _client(client)
+    base = ensure_base_image(client)
+    wheels = gateway_wheels()
+    src = Path(mso.__file__).parent
+    files = [(p, f"lib/mso/{arc}") for p, arc in _tree(src) if p.suffix in (".py", ".typed")]
+    files += [(w, f"wheels/{w.name}") for w in wheels]
+    tag = f"mso/gateway:{_digest(files, base)[:16]}"
+    if _exists(client, tag):
+        return tag
+    install = ["python3", "-m", "pip", "install", "--no-index", "--no-cache-dir",
+               "--find-links", "/opt/mso/wheels", *(f"/opt/mso/wheels/{w.name}" for w in wheels)]
+    dockerfile = (f"FROM {base}\nCOPY wheels/ /opt/mso/wheels/\nRUN {json.dumps(install)}\n"
+                  "COPY lib/ /opt/mso/lib/\nENV PYTHONPATH=/opt/mso/lib\n"
+                  'CMD ["python3", "-m", "mso.proxy", "--control", "/run/mso/control.sock"]\n')
+    _build(client, _context(dockerfile, files), tag)
+    return tag
+
+
+def _private_files(loaded: LoadedManifest) -> set[Path]:
+    """Secret, config and env files: delivered by Swarm, never baked into an image."""
+    out: set[Path] = {loaded.path.resolve()}
+    for item in [*loaded.manifest.services.values(), *loaded.manifest.jobs.values()]:
+        for secret in item.secrets.values():
+            if secret.file:
+                out.add((loaded.base_dir / secret.file).resolve())
+        out.update((loaded.base_dir / f).resolve() for f in item.env_file)
+        for cfg in getattr(item, "config", []):
+            out.add((loaded.base_dir / cfg.source).resolve())
+    return out
+
+
+def app_image(loaded: LoadedManifest, client: docker.DockerClient | None = None) -> str:
+    """The app's folder on the base image (shared by every `run:` service of the app)."""
+    client = _client(client)
+    base = ensure_base_image(client)
+    files = _tree(loaded.base_dir, _private_files(loaded))
+    tag = f"mso/{loaded.manifest.app}-src:{_digest(files, base)[:16]}"
+    if not _exists(client, tag):
+        dockerfile = f"FROM {base}\nCOPY app/ /app/\nWORKDIR /app\n"
+        _build(client, _context(dockerfile, [(p, f"app/{a}") for p, a in files]), tag)
+    return tag
+
+
+def build_service_image(loaded: LoadedManifest, service: str,
+                        client: docker.DockerClient | None = None) -> str:
+    """The image `service` runs: its `image:`, its `build:`, or the app image."""
+    item = loaded.manifest.runnable(service)
+    if item.image:
+        return item.image
+    if item.build is None:
+        return app_image(loaded, client)
+    client = _client(client)
+    context = (loaded.base_dir / item.build.context).resolve()
+    files = _tree(context)
+    tag = f"mso/{loaded.manifest.app}-{service}:" + _digest(
+        files, item.build.dockerfile, json.dumps(item.build.args, sort_keys=True),
+        item.build.target or "")[:16]
+    if _exists(client, tag):
+        return tag
+    try:
+        _, logs = client.images.build(path=str(context), dockerfile=item.build.dockerfile,
+                                      tag=tag, buildargs=dict(item.build.args),
+                                      target=item.build.target, rm=True, forcerm=True)
+    except docker.errors.BuildError as exc:
+        tail = "\n".join(str(c.get("stream", "")).rstrip() for c in list(exc.build_log)[-10:])
+        raise ImageError(f"building {service} from {context} failed: {exc.msg}\n{tail}") from exc
+    except docker.errors.APIError as exc:
+        raise ImageError(f"building {service} failed: {exc.explanation or exc}") from exc
+    return tag
+
+
+def uses_shim(loaded: LoadedManifest, service: str) -> bool:
+    """Whether the service runs under mso's shim (only images mso generated have it)."""
+    item = loaded.manifest.runnable(service)
+    return not item.image and item.build is None
