@@ -29,10 +29,10 @@ def test_equal_error_rates_do_not_reject() -> None:
 def test_five_percent_canary_errors_reject_within_a_few_hundred_requests() -> None:
     test = ErrorRateTest(alpha=0.005, margin=0.01)
     at = feed(test, random.Random(2), 100, 180, 20, 0.001, 0.05)
-    assert at is not None and at <= 800
+    assert at is not None and at <= 300
     result = test.result()
     assert result.canary_rate > 0.03 and result.stable_rate < 0.005
-    assert result.increase_lower_bound > 0.01
+    assert result.canary_rate - result.stable_rate > 0.01
 
 
 def test_significant_increase_below_margin_does_not_reject() -> None:
