@@ -9,42 +9,19 @@ byte reached the client.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from typing import TYPE_CHECKING
 
-from . import accesslog, upstream
+from . import accesslog, response_head, upstream
 from .balancer import ClusterState, EndpointState
-from .safety import (
-    MAX_REPLAY_BODY, connection_tokens, content_length_ok, transfer_encoding_status,
-)
+from .safety import MAX_REPLAY_BODY
 
 if TYPE_CHECKING:
     from .http_server import ClientConnection
     from .upstream import UpstreamConnection
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
-# Framing and hop-by-hop response header lines (each preceded by CRLF in the block).
-_RESP_SPECIAL = re.compile(
-    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
-    rb"|content-length)[ \t]*:([^\r\n]*)",
-    re.IGNORECASE,
-)
-_CONN_KEEP = (b"close", b"keep-alive", b"upgrade")
-_HEAD_CACHE: dict[tuple[bytes, bool, bool, bool, bool], tuple[bytes, bool, bool, bool]] = {}
-_HEAD_CACHE_MAX = 2048
 INF = float("inf")
-
-
-def _fix_version(head: bytes) -> bytes:
-    """We speak HTTP/1.1 to clients whatever version the upstream used."""
-    return head if head.startswith(b"HTTP/1.1 ") else b"HTTP/1.1" + head[8:]
-
-
-def _drop_headers(block: bytes, names: list[bytes]) -> bytes:
-    """Remove header lines named in a Connection header (RFC 9110 §7.6.1)."""
-    alt = b"|".join(re.escape(n) for n in names)
-    return re.sub(rb"\r\n(?:" + alt + rb")[ \t]*:[^\r\n]*", b"", block, flags=re.IGNORECASE)
 
 
 class Exchange:
@@ -184,10 +161,11 @@ class Exchange:
         """`raw` is the upstream head exactly as received (validated by llhttp)."""
         if 100 <= status < 200 and status != 101:
             # Interim response (100 Continue, 103): forward and keep waiting.
-            self.client.transport_write(_fix_version(raw))
+            self.client.transport_write(response_head.fix_version(raw))
             return
-        head = self._client_head(status, raw)
-        if head is None:
+        plan = response_head.rewrite(
+            raw, status, self.is_head, self.http11, self.keep_alive, self.upgrade)
+        if plan is None:
             # Framing-ambiguous upstream response: never forward it (smuggling risk).
             self.on_upstream_error(conn)
             conn.close()
@@ -201,6 +179,7 @@ class Exchange:
             self.cluster.record_failure(ep)
         elif ep.consecutive_failures:
             ep.consecutive_failures = 0
+        head, self.resp_chunked, self.eof_body, self.keep_alive = plan
         self.client.transport_write(head)
         if status == 101:
             self.deadline = INF
@@ -209,83 +188,6 @@ class Exchange:
             keep = conn.parser.should_keep_alive()
             conn.reset_parser()
             self.on_response_complete(conn, keep)
-
-    def _client_head(self, status: int, raw: bytes) -> bytes | None:
-        """Memoised `_rewrite_head`: upstreams repeat identical heads (within a Date second)."""
-        key = (raw, self.is_head, self.http11, self.keep_alive, self.upgrade)
-        hit = _HEAD_CACHE.get(key)
-        if hit is not None:
-            cached, self.resp_chunked, self.eof_body, self.keep_alive = hit
-            return cached
-        head = self._rewrite_head(status, raw)
-        if head is not None:
-            if len(_HEAD_CACHE) >= _HEAD_CACHE_MAX:
-                _HEAD_CACHE.clear()
-            _HEAD_CACHE[key] = (head, self.resp_chunked, self.eof_body, self.keep_alive)
-        return head
-
-    def _rewrite_head(self, status: int, raw: bytes) -> bytes | None:
-        """The response head for the client, or None if upstream framing is ambiguous.
-
-        Works on the raw head with one regex pass (C speed) instead of a Python
-        callback and loop iteration per header: only framing and hop-by-hop
-        headers are looked at; every other line is copied as-is.
-        """
-        line_end = raw.find(b"\r\n")
-        block = raw[line_end:-4]  # every header line still starts with CRLF
-        special = _RESP_SPECIAL.findall(block)
-        cl: bytes | None = None
-        te = False
-        drop: list[bytes] | None = None
-        upgrade_line = b""
-        for name, value in special:
-            n = name.lower()
-            if n == b"content-length":
-                value = value.strip()
-                if not content_length_ok(value) or (cl is not None and cl != value):
-                    return None
-                cl = value
-            elif n == b"transfer-encoding":
-                if te or transfer_encoding_status(value):
-                    return None
-                te = True
-            elif n == b"connection":
-                if value.strip().lower() in _CONN_KEEP:
-                    continue
-                toks = [t for t in connection_tokens(value) if t not in _CONN_KEEP]
-                if toks:
-                    drop = (drop or []) + toks
-            elif n == b"upgrade" and status == 101:
-                upgrade_line = b"\r\nupgrade: " + value.strip()
-        if te and cl is not None:
-            return None
-        if special:
-            block = _RESP_SPECIAL.sub(b"", block)
-        if drop:
-            block = _drop_headers(block, drop)
-        out = [_fix_version(raw[:line_end]), block]
-        if status == 101:
-            out.append(upgrade_line + b"\r\nconnection: upgrade")
-        elif self.is_head or status == 204 or status == 304:
-            if cl is not None and status != 204:
-                out.append(b"\r\ncontent-length: " + cl)
-        elif cl is not None:
-            out.append(b"\r\ncontent-length: " + cl)
-        else:
-            self.eof_body = not te
-            if self.http11:
-                out.append(b"\r\ntransfer-encoding: chunked")
-                self.resp_chunked = True
-            else:
-                self.keep_alive = False
-        if self.upgrade and status != 101:
-            self.keep_alive = False
-        if not self.keep_alive:
-            out.append(b"\r\nconnection: close")
-        elif not self.http11:
-            out.append(b"\r\nconnection: keep-alive")
-        out.append(b"\r\n\r\n")
-        return b"".join(out)
 
     def on_response_body(self, data: bytes) -> None:
         if self.resp_chunked:

@@ -311,9 +311,11 @@ class ClientConnection(asyncio.Protocol):
     def exchange_done(self, ex: Exchange) -> None:
         if self.exchanges and self.exchanges[0] is ex:
             self.exchanges.pop(0)
-        if not ex.keep_alive or not ex.req_done:
+        if not ex.keep_alive:
             self._close()
             return
+        # An early response (before the request body ended) keeps the connection:
+        # the rest of that body is parsed and discarded, then the next request follows.
         if self.rx is ex:
             self.rx = None
         self.deadline = self.hub.now + self.ctx.idle_timeout
