@@ -24,7 +24,7 @@ services:
     ports: {http: 8000}
     env: {GREETING: "@VERSION@", ERROR_RATE: "@ERRORS@", DELAY_MS: "@DELAY@"}
     health:
-      readiness: {http: /ready, period: 200ms, timeout: 1s, failure_threshold: 1}
+      readiness: {http: /ready, period: 200ms, timeout: 3s, failure_threshold: 2}
     stop: {grace: 5s}
     rollout:
 STRATEGY
