@@ -36,7 +36,15 @@ services:
     health:
       readiness: {http: /ready, period: 200ms, timeout: 1s, failure_threshold: 1}
     stop: {grace: 5s}
+  ticker:
+    # Logs whatever the tests drop into CONTROL_PATH/say, so they can make a new log
+    # line appear on demand.
+    run: "while :; do if [ -f CONTROL_PATH/say ]; then cat CONTROL_PATH/say; rm -f CONTROL_PATH/say; fi; sleep 0.05; done"
+    shell: true
+    stop: {grace: 1s}
 """
+
+RUNNING_REPLICAS = 4  # db-1, echo-1, echo-2, ticker-1
 
 SECRET = "tok-cli-3b9e"
 
@@ -75,7 +83,7 @@ def app_factory(tmp_path: Path) -> Iterator[Callable[[str], MsoApp]]:
 
 @pytest.fixture(scope="session")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MsoApp]:
-    """One echo app (db + 2 echo replicas), READY, shared by every read-only test of the session."""
+    """db, 2 echo replicas and a ticker, READY, shared by the read-only tests."""
     app = MsoApp(tmp_path_factory.mktemp("running"))
     try:
         start_echo_app(app)
@@ -90,3 +98,10 @@ def mso_argv(*args: str) -> list[str]:
 
 def clean_env() -> dict[str, str]:
     return dict(os.environ, PYTHONUNBUFFERED="1")
+
+
+def say(app: MsoApp, text: str) -> None:
+    """Make the ticker log `text` (renamed into place, so it never reads half a file)."""
+    tmp = app.folder / "control" / "say.tmp"
+    tmp.write_text(text + "\n")
+    tmp.rename(app.folder / "control" / "say")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import clean_env, mso_argv
+from tests.cli.conftest import RUNNING_REPLICAS, clean_env, mso_argv
 from tests.e2e.harness import MsoApp
 
 
@@ -79,4 +79,4 @@ def test_unknown_service_fails_with_exit_1_and_daemon_keeps_working(
                  ("logs", "nope"), ("run", "nope", "--", "true")):
         line = assert_one_line_error(running.cli(*args, check=False), 1)
         assert "no such service: nope" in line, args
-    assert running.all_ready(3)
+    assert running.all_ready(RUNNING_REPLICAS)

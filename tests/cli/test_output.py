@@ -1,0 +1,117 @@
+"""`-o json` of ps, endpoints, releases and events: the shapes MANIFEST.md promises.
+
+Fields may be added, but the listed ones must be present with the listed types, and the
+values must agree with each other and with the real processes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any
+
+import pytest
+
+from tests.cli.conftest import RUNNING_REPLICAS
+from tests.e2e.harness import MsoApp, instance_processes
+
+pytestmark = pytest.mark.e2e
+
+STATES = {"STARTING", "RUNNING", "READY", "BACKOFF", "FAILED", "STOPPING", "STOPPED"}
+ADDRESS = re.compile(r"^127\.0\.0\.1:\d{1,5}$")
+
+
+def assert_fields(obj: Any, fields: dict[str, type | tuple[type, ...]]) -> None:
+    assert isinstance(obj, dict), obj
+    for name, kind in fields.items():
+        assert name in obj, f"{name} missing from {obj}"
+        value = obj[name]
+        # bool is an int in Python, but not in JSON: a bool where an int belongs is wrong.
+        wrong_bool = isinstance(value, bool) and bool not in (
+            kind if isinstance(kind, tuple) else (kind,))
+        assert isinstance(value, kind) and not wrong_bool, f"{name}={value!r} in {obj}"
+
+
+def one_json_document(app: MsoApp, *args: str) -> Any:
+    proc = app.cli(*args, "-o", "json")
+    return json.loads(proc.stdout)  # raises on anything but exactly one JSON document
+
+
+def test_ps_json_shape_and_values(running: MsoApp) -> None:
+    data = one_json_document(running, "ps")
+    assert_fields(data, {"app": str, "replicas": list})
+    assert data["app"] == "clitest"
+    replicas = data["replicas"]
+    assert len(replicas) == RUNNING_REPLICAS
+    for r in replicas:
+        assert_fields(r, {"service": str, "replica": str, "release": int, "subset": str,
+                          "state": str, "pid": int, "restarts": int})
+        assert r["state"] in STATES and r["state"] == "READY"
+        assert r["subset"] == "stable" and r["release"] >= 1
+        assert r["replica"].startswith(r["service"] + "-")
+        assert r["address"] is None or ADDRESS.match(r["address"]), r
+    by_service = {r["service"]: r for r in replicas}
+    assert by_service["ticker"]["address"] is None  # no ports, no address
+    assert ADDRESS.match(by_service["echo"]["address"])
+    live = set(instance_processes(running.instance or ""))
+    assert {r["pid"] for r in replicas} <= live
+    assert len({r["replica"] for r in replicas}) == len(replicas)
+
+
+def test_endpoints_json_shape_and_values(running: MsoApp) -> None:
+    data = one_json_document(running, "endpoints")
+    assert_fields(data, {"gateway": str, "metrics": str, "services": dict})
+    assert data["gateway"] == f"127.0.0.1:{running.gateway_port}"
+    assert re.match(r"^http://127\.0\.0\.1:\d+/metrics$", data["metrics"])
+    addresses = {r["replica"]: r["address"] for r in running.ps()}
+    echo = data["services"]["echo"]
+    assert_fields(echo, {"address": str, "endpoints": list})
+    assert ADDRESS.match(echo["address"])
+    assert echo["address"] not in addresses.values()  # stable address, not a replica's
+    assert len(echo["endpoints"]) == 2
+    for ep in echo["endpoints"]:
+        assert_fields(ep, {"replica": str, "address": str, "subset": str, "weight": int,
+                           "ready": bool})
+        assert ep["address"] == addresses[ep["replica"]]
+        assert ep["ready"] is True and ep["subset"] == "stable" and 0 <= ep["weight"] <= 100
+    assert data["services"]["db"]["address"] != echo["address"]
+
+
+def test_releases_json_shape(running: MsoApp) -> None:
+    data = one_json_document(running, "releases", "echo")
+    assert isinstance(data, list) and len(data) == 1
+    for rel in data:
+        assert_fields(rel, {"number": int, "spec_hash": str, "created": str, "outcome": str})
+        assert rel["number"] == 1
+        assert re.fullmatch(r"[0-9a-f]{16,}", rel["spec_hash"]), rel
+        created = dt.datetime.fromisoformat(rel["created"])
+        assert created.tzinfo is not None
+        assert abs((dt.datetime.now(dt.timezone.utc) - created).total_seconds()) < 3600
+    echo_rel = {r["replica"]: r["release"] for r in running.replicas("echo")}
+    assert set(echo_rel.values()) == {data[0]["number"]}
+
+
+def test_events_json_is_a_list_of_typed_events_in_order(running: MsoApp) -> None:
+    data = one_json_document(running, "events", "--tail", "1000")
+    assert isinstance(data, list) and data
+    for e in data:
+        assert_fields(e, {"id": int, "ts": (int, float), "type": str, "message": str})
+        assert e["service"] is None or isinstance(e["service"], str)
+    ids = [e["id"] for e in data]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    types = {e["type"] for e in data}
+    assert {"daemon.started", "release.created", "replica.state"} <= types
+    ready = {e["replica"] for e in data
+             if e["type"] == "replica.state" and e["message"].split(":")[0].endswith("READY")}
+    assert {r["replica"] for r in running.ps()} <= ready
+
+
+def test_events_filter_by_service_and_tail(running: MsoApp) -> None:
+    db_only = one_json_document(running, "events", "--service", "db", "--tail", "1000")
+    assert db_only and {e["service"] for e in db_only} == {"db"}
+    everything = one_json_document(running, "events", "--tail", "100000")
+    last_two = one_json_document(running, "events", "--tail", "2")
+    assert len(last_two) == 2 and len(everything) > 2
+    # The newest two, oldest first (a new event may have arrived in between).
+    assert everything[-2]["id"] <= last_two[0]["id"] < last_two[1]["id"]
