@@ -325,6 +325,50 @@ class RolloutController:
         self._apply(state, Decision(new, (new.reason,)))
         return new
 
+    def rollback(self, service: str, to: int | None, author: str | None = None) -> int:
+        """Roll `service` back to release `to` (default: the newest earlier good one).
+
+        Like Heroku, a rollback is a new release carrying the old spec and secrets, rolled
+        out with a rolling update. A spec identical to the running one is refused, which
+        stops endless revert loops (as Nomad does).
+        """
+        store = self.d.store
+        want = store.desired().get(service)
+        if want is None or want.kind != "service":
+            raise KeyError(service)
+        current = store.release(service, want.release)
+        assert current is not None
+        releases = store.releases(service)
+        if to is None:
+            older = [r for r in releases if r.number < want.release
+                     and r.spec_hash != current.spec_hash
+                     and r.outcome not in ("rolled back", "failed")]
+            if not older:
+                raise RolloutError(f"{service} has no earlier release to roll back to")
+            target = older[-1]
+        else:
+            found = store.release(service, to)
+            if found is None:
+                kept = ", ".join(str(r.number) for r in releases)
+                raise RolloutError(f"{service} has no release {to} (kept: {kept})")
+            target = found
+        if target.spec_hash == current.spec_hash:
+            raise RolloutError(f"release {target.number} of {service} is identical to the "
+                               f"running release {current.number} (spec "
+                               f"{current.spec_hash[:12]}); nothing to roll back")
+        if self.active(service) is not None:
+            self.abort(service)
+            want = store.desired()[service]
+        secrets = store.release_secrets(service, target.number)
+        new = store.add_release(service, target.spec_hash, target.spec, secrets,
+                                author or "mso", f"rollback to release {target.number}")
+        store.set_desired(dataclasses.replace(want, release=new.number))
+        store.add_event("release.created", f"release {new.number}: rollback to release "
+                        f"{target.number}", service,
+                        data={"release": new.number, "rollback_to": target.number})
+        self.begin(service, want.release, new.number, strategy="rolling")
+        return new.number
+
     def status(self, service: str) -> dict[str, Any]:
         if service not in self.d.store.desired():
             raise KeyError(service)

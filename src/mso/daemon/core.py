@@ -210,45 +210,9 @@ class Daemon:
                 self.rollouts.begin(name, old.release, want.release)
 
     def rollback(self, service: str, to: int | None, author: str | None = None) -> int:
-        """Roll `service` back to release `to` (default: the one before the current)."""
-        want = self.store.desired().get(service)
-        if want is None or want.kind != "service":
-            raise KeyError(service)
-        current = self.store.release(service, want.release)
-        assert current is not None
-        releases = self.store.releases(service)
-        if to is None:
-            older = [r for r in releases if r.number < want.release
-                     and r.spec_hash != current.spec_hash
-                     and r.outcome not in ("rolled back", "failed")]
-            if not older:
-                raise RolloutError(f"{service} has no earlier release to roll back to")
-            target = older[-1]
-        else:
-            found = self.store.release(service, to)
-            if found is None:
-                kept = ", ".join(str(r.number) for r in releases)
-                raise RolloutError(f"{service} has no release {to} (kept: {kept})")
-            target = found
-        if target.spec_hash == current.spec_hash:
-            raise RolloutError(f"release {target.number} of {service} is identical to the "
-                               f"running release {current.number} (spec "
-                               f"{current.spec_hash[:12]}); nothing to roll back")
-        active = self.rollouts.active(service)
-        if active is not None:
-            self.rollouts.abort(service)
-            want = self.store.desired()[service]
-        secrets = self.store.release_secrets(service, target.number)
-        new = self.store.add_release(service, target.spec_hash, target.spec, secrets,
-                                     author or "mso", f"rollback to release {target.number}")
-        self.store.set_desired(Desired(service, "service", new.number, want.replicas,
-                                       want.manifest_replicas))
-        self.store.add_event("release.created", f"release {new.number}: rollback to "
-                             f"release {target.number}", service,
-                             data={"release": new.number, "rollback_to": target.number})
-        self.rollouts.begin(service, want.release, new.number, strategy="rolling")
+        number = self.rollouts.rollback(service, to, author)
         self.wake()
-        return new.number
+        return number
 
     def scale(self, service: str, replicas: int) -> None:
         desired = self.store.desired().get(service)
