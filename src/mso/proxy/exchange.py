@@ -95,7 +95,8 @@ class Exchange:
             self.cluster.record_failure(ep)
             self._release_endpoint()
             if not self.done:
-                self._retry_or_fail(502, budgeted=True)
+                # Nothing reached the upstream: retrying costs it nothing, so no budget.
+                self._retry_or_fail(502, budgeted=False)
             return
         if self.done:
             upstream.checkin(conn)
