@@ -36,6 +36,7 @@ class CanaryTrial:
     judge_canary_requests: int  # canary requests the judge had counted when it failed
     rate: float                # requests/s the client achieved while the canary answered
     canary_share: float        # share of those answered by the canary
+    outcome: str = "RolledBack"  # the rollout's final phase
 
     @property
     def client_seconds(self) -> float:
@@ -56,7 +57,7 @@ def first_event(events: Sequence[dict[str, Any]], kind: str, contains: str = "")
 
 
 def canary_trial(samples: Sequence[Sample], events: Sequence[dict[str, Any]],
-                 release: int) -> CanaryTrial:
+                 release: int, outcome: str = "RolledBack") -> CanaryTrial:
     """Figures of one trial from its client samples and the events it produced."""
     names = canary_replicas(samples, release)
     canary_at = [s.at for s in samples if s.replica in names]
@@ -77,7 +78,7 @@ def canary_trial(samples: Sequence[Sample], events: Sequence[dict[str, Any]],
         failed=sum(not s.ok for s in samples), total=len(samples),
         canary_answers=len(canary_at), judge_canary_requests=judged,
         rate=len(window) / span if span > 0 else nan,
-        canary_share=len(canary_at) / len(window) if window else nan)
+        canary_share=len(canary_at) / len(window) if window else nan, outcome=outcome)
 
 
 @dataclass(frozen=True)

@@ -55,12 +55,17 @@ def _f1(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.1f}"
 
 
+def _back(t: CanaryTrial, value: float) -> float:
+    """A time to roll back exists only for trials that were rolled back."""
+    return value if t.outcome == "RolledBack" else float("nan")
+
+
 def canary_table(trials: Sequence[CanaryTrial]) -> list[str]:
     rows: list[tuple[str, list[float], Callable[[float], str]]] = [
         ("traffic on the canary, client: first to last canary answer",
-         [t.client_seconds for t in trials], _s),
+         [_back(t, t.client_seconds) for t in trials], _s),
         ("traffic on the canary, events: `weight set` to `rollout.rolledback`",
-         [t.event_seconds for t in trials], _s),
+         [_back(t, t.event_seconds) for t in trials], _s),
         ("`weight set` to `analysis.fail`", [t.analysis_failed - t.weight_set for t in trials], _s),
         ("failed user requests (non-2xx / connection errors)",
          [float(t.failed) for t in trials], _n),
@@ -71,7 +76,8 @@ def canary_table(trials: Sequence[CanaryTrial]) -> list[str]:
         ("share of those answered by the canary (%)",
          [100 * t.canary_share for t in trials], _f1),
     ]
-    lines = ["| measure | runs | median | max |", "|---|---|---|---|"]
+    lines = ["| measure | runs | median | max |", "|---|---|---|---|",
+             "| outcome | " + ", ".join(t.outcome for t in trials) + " | | |"]
     for label, values, fmt in rows:
         sp = spread(values)
         runs = ", ".join(fmt(v) for v in values)
@@ -80,19 +86,23 @@ def canary_table(trials: Sequence[CanaryTrial]) -> list[str]:
 
 
 def goal_line(trials: Sequence[CanaryTrial]) -> str:
-    seconds = spread([t.client_seconds for t in trials])
+    seconds = spread([_back(t, t.client_seconds) for t in trials])
     failed = spread([float(t.failed) for t in trials])
-    met_time = seconds.max < DETECT_GOAL_S
+    promoted = sum(t.outcome != "RolledBack" for t in trials)
+    met_time = seconds.max < DETECT_GOAL_S and not promoted
     met_failed = failed.max < FAILED_GOAL
     verdict = "met" if met_time and met_failed else "NOT met"
+    missed = (f" {promoted} of {len(trials)} bad canaries were not rolled back at all "
+              "(the 60 s analysis ended without a fail verdict, so they were promoted)."
+              if promoted else "")
     return (f"Goal (rolled back within {DETECT_GOAL_S:g} s, fewer than {FAILED_GOAL} failed user "
             f"requests): **{verdict}** — worst run {_s(seconds.max)} and "
             f"{_n(failed.max)} failed requests; median {_s(seconds.median)} and "
-            f"{_n(failed.median)}.")
+            f"{_n(failed.median)} (rolled-back runs only for times).{missed}")
 
 
 def peer_table(trials: Sequence[CanaryTrial], peers: Sequence[PeerEstimate]) -> list[str]:
-    ours = spread([t.client_seconds for t in trials]).median
+    ours = spread([_back(t, t.client_seconds) for t in trials]).median
     lines = ["| tool | settings | time to roll back | failed user requests | vs mso (median) |",
              "|---|---|---|---|---|"]
     mso_failed = spread([float(t.failed) for t in trials]).median

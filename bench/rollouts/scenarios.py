@@ -48,44 +48,56 @@ def _deploy(app: App, text: str) -> int:
     return int(st["to_release"])
 
 
-def _one_bad_canary(app: App, load: Load, n: int, rate: float) -> CanaryTrial:
-    after = app.last_event_id()
-    mark = load.count()
-    release = _deploy(app, manifest(gateway_port=app.gateway_port, rollout=CANARY,
-                                    greeting=f"bad{n}", error_rate=0.05))
-    st = wait_for(lambda: (r := app.rollout())["phase"] in ("RolledBack", "Promoted",
-                                                            "Failed") and r,
-                  150, "the bad canary to be rolled back")
-    if st["phase"] != "RolledBack":
-        raise RuntimeError(f"bad canary ended {st['phase']}: {st.get('reason')}")
-    wait_for(lambda: app.settled(int(st["from_release"]), 3), 60, "canary replicas gone")
-    _more_traffic(load, int(rate))
-    samples = load.snapshot()[mark:]
-    events = [e for e in app.events(after=after) if e["service"] == "echo"]
-    return canary_trial(samples, events, release)
+def _threads(rate: float) -> int:
+    # Enough keep-alive connections that ~100 ms answers on a loaded box keep the pace.
+    return max(4, int(rate // 10))
+
+
+def _one_bad_canary(folder: Path, n: int, rate: float) -> CanaryTrial:
+    """A fresh app per trial: a bad canary that slips through must not poison the next."""
+    with App(folder) as app:
+        app.write(manifest(gateway_port=app.gateway_port, rollout=CANARY, greeting="v1"))
+        app.up()
+        with Load(app.gateway_port, rate=rate, threads=_threads(rate)) as load:
+            _more_traffic(load, int(rate))
+            after = app.last_event_id()
+            mark = load.count()
+            release = _deploy(app, manifest(gateway_port=app.gateway_port, rollout=CANARY,
+                                            greeting=f"bad{n}", error_rate=0.05))
+            st = wait_for(lambda: (r := app.rollout())["phase"] in ("RolledBack", "Promoted",
+                                                                    "Failed") and r,
+                          150, "the bad canary to finish")
+            stable = int(st["from_release"] if st["phase"] != "Promoted" else release)
+            wait_for(lambda: app.settled(stable, 3), 60, "the replicas to settle")
+            _more_traffic(load, int(rate))
+            samples = load.snapshot()[mark:]
+            events = [e for e in app.events(after=after) if e["service"] == "echo"]
+    return canary_trial(samples, events, release, str(st["phase"]))
 
 
 def bad_canaries(folder: Path, runs: int, healthy_runs: int, rate: float = 200.0,
                  log: bool = True) -> tuple[list[CanaryTrial], list[float]]:
     trials: list[CanaryTrial] = []
+    for n in range(1, runs + 1):
+        trial = _one_bad_canary(folder / f"bad{n}", n, rate)
+        trials.append(trial)
+        if log:
+            print(f"  bad canary {n}: {trial.outcome}; canary answered for "
+                  f"{trial.client_seconds:.1f} s (events {trial.event_seconds:.1f} s), "
+                  f"{trial.failed}/{trial.total} failed, judge saw "
+                  f"{trial.judge_canary_requests} canary requests, client "
+                  f"{trial.rate:.0f} req/s, canary share {trial.canary_share:.1%}", flush=True)
     healthy: list[float] = []
-    with App(folder) as app:
-        app.write(manifest(gateway_port=app.gateway_port, rollout=CANARY, greeting="v1"))
-        app.up()
-        with Load(app.gateway_port, rate=rate, threads=4) as load:
-            _more_traffic(load, int(rate))
-            for n in range(1, runs + 1):
-                trial = _one_bad_canary(app, load, n, rate)
-                trials.append(trial)
-                if log:
-                    print(f"  bad canary {n}: canary answered for {trial.client_seconds:.1f} s "
-                          f"(events {trial.event_seconds:.1f} s), {trial.failed}/{trial.total}"
-                          f" failed, judge saw {trial.judge_canary_requests} canary requests",
-                          flush=True)
-            for n in range(1, healthy_runs + 1):
-                healthy.append(_one_healthy(app, n))
-                if log:
-                    print(f"  healthy canary {n}: promoted after {healthy[-1]:.1f} s", flush=True)
+    if healthy_runs:
+        with App(folder / "healthy") as app:
+            app.write(manifest(gateway_port=app.gateway_port, rollout=CANARY, greeting="v1"))
+            app.up()
+            with Load(app.gateway_port, rate=rate, threads=_threads(rate)):
+                for n in range(1, healthy_runs + 1):
+                    healthy.append(_one_healthy(app, n))
+                    if log:
+                        print(f"  healthy canary {n}: promoted after {healthy[-1]:.1f} s",
+                              flush=True)
     return trials, healthy
 
 
@@ -107,7 +119,7 @@ def rolling_updates(folder: Path, updates: int, rate: float = 300.0,
     with App(folder) as app:
         app.write(manifest(gateway_port=app.gateway_port, rollout=ROLLING, greeting="r0"))
         app.up()
-        with Load(app.gateway_port, rate=rate, threads=6) as load:
+        with Load(app.gateway_port, rate=rate, threads=_threads(rate)) as load:
             _more_traffic(load, int(rate))
             for n in range(1, updates + 1):
                 mark = load.count()

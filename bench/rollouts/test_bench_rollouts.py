@@ -165,3 +165,13 @@ def test_load_counts_connection_errors_as_failures() -> None:
                 threading.Event().wait(0.02)
     samples = load.stop()
     assert samples and all(x.status == 0 and "Error" in x.error for x in samples)
+
+
+def test_a_promoted_bad_canary_misses_the_goal_and_has_no_rollback_time() -> None:
+    samples = [Sample(100.0, 200, "echo-c1", 2), Sample(103.0, 500, "echo-c1", None)]
+    promoted = canary_trial(samples, _events()[:2], release=2, outcome="Promoted")
+    res = _results(failed=2, seconds=3.0)
+    text = render(Results(**{**res.__dict__, "canary": [res.canary[0], promoted]}))
+    assert "| outcome | RolledBack, Promoted | | |" in text
+    assert "**NOT met**" in text and "1 of 2 bad canaries were not rolled back" in text
+    assert "| 3.0 s, n/a | 3.0 s | 3.0 s |" in text
