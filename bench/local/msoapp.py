@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from common import free_ports, kill_all, wait_gone
+from common import children_of, free_ports, kill_all, wait_gone
 
 MSO = str(Path(sys.executable).parent / "mso")
 APP = Path(__file__).resolve().parent / "app.py"
@@ -53,6 +53,9 @@ class MsoRun:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "mso.yaml").write_text(manifest)
         self.instance: str | None = None
+        self.up_called = self.up_returned = float("nan")  # wall clock, like event timestamps
+        self.down_seconds = float("nan")
+        self.down_error: str | None = None
 
     def cli(self, *args: str, timeout: float = 180.0) -> str:
         proc = subprocess.run([MSO, *args, "--file", str(self.folder / "mso.yaml")],
@@ -71,9 +74,11 @@ class MsoRun:
     def up(self, timeout: float = 240.0) -> float:
         """Seconds that `mso up -d` took, i.e. until every replica was READY."""
         started = time.monotonic()
+        self.up_called = time.time()
         try:
             self.cli("up", "-d", "--timeout", str(timeout), timeout=timeout + 30)
         finally:
+            self.up_returned = time.time()
             self._learn_instance()
         return time.monotonic() - started
 
@@ -105,12 +110,30 @@ class MsoRun:
         return list(self.json("events", "--tail", "100000"))
 
     def down(self) -> None:
+        """`mso down`, timed; if it fails or hangs, kill the control plane and every replica.
+
+        A failed down is recorded in `down_error` rather than raised, so one bad teardown
+        does not throw away the run's measurements (the report lists it).
+        """
+        started = time.monotonic()
         try:
             if (self.folder / ".mso").exists():
-                self.cli("down", timeout=180)
+                self.cli("down", timeout=120)
+            self.down_seconds = time.monotonic() - started
+        except (MsoError, subprocess.TimeoutExpired) as exc:
+            self.down_seconds = time.monotonic() - started
+            self.down_error = str(exc).splitlines()[0][:300]
+            self._kill_control_plane()
         finally:
             if self.instance:
                 kill_all(wait_gone(f"MSO_INSTANCE={self.instance}", timeout=15))
+
+    def _kill_control_plane(self) -> None:
+        try:
+            daemon = self.daemon_pid()
+        except (OSError, ValueError, IndexError):
+            return
+        kill_all([daemon, *children_of(daemon)])
 
     def __enter__(self) -> MsoRun:
         return self
@@ -141,14 +164,20 @@ def proxy_ping(path: Path, sock: socket.socket | None = None) -> dict[str, Any]:
             conn.close()
 
 
-def ready_span(events: list[dict[str, Any]]) -> float:
-    """Seconds from the daemon's start event to the last replica's first READY."""
-    start = min(e["ts"] for e in events if e["type"] == "daemon.started")
+def ready_bounds(events: list[dict[str, Any]]) -> tuple[float, float]:
+    """Wall times of the daemon's start event and of the last replica's first READY."""
+    start = min(float(e["ts"]) for e in events if e["type"] == "daemon.started")
     first_ready: dict[str, float] = {}
     for e in events:
         if e["type"] == "replica.state" and e["data"].get("to") == "READY":
             first_ready.setdefault(str(e["replica"]), float(e["ts"]))
-    return max(first_ready.values()) - float(start)
+    return start, max(first_ready.values())
+
+
+def ready_span(events: list[dict[str, Any]]) -> float:
+    """Seconds from the daemon's start event to the last replica's first READY."""
+    start, last = ready_bounds(events)
+    return last - start
 
 
 def new_gateway_port() -> int:

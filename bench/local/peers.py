@@ -60,6 +60,7 @@ class PeerTool:
         self.replicas = replicas
         self.marker = f"MSO_BENCH_PEER={uuid.uuid4().hex}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.stop_seconds = float("nan")
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -78,6 +79,8 @@ class PeerTool:
         return started
 
     def stop(self) -> None:
+        """SIGTERM the tool; `stop_seconds` is how long until it and all its children were gone."""
+        started = time.monotonic()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -85,7 +88,9 @@ class PeerTool:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        kill_all(wait_gone(self.marker, timeout=15))
+        left = wait_gone(self.marker, timeout=15)
+        self.stop_seconds = time.monotonic() - started
+        kill_all(left)
 
     def children(self) -> list[int]:
         pid = self.proc.pid if self.proc else -1

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from common import IdleSample, fmt_ms, fmt_s, median
 from killtest import KillSample
@@ -17,6 +17,8 @@ class StartupRow:
     measured: str          # what the figure is
     runs: list[float]
     extra: str = ""        # e.g. the mso event-log span
+    stops: list[float] = field(default_factory=list)       # `mso down` / SIGTERM -> all gone
+    stop_errors: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,14 @@ def _ratio(a: float, b: float) -> str:
 
 def startup_table(rows: Sequence[StartupRow], baseline: str) -> list[str]:
     base = next((median(r.runs) for r in rows if r.tool == baseline), float("nan"))
-    lines = ["| tool | measured as | runs | median | vs " + baseline + " | notes |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| tool | start measured as | runs (s) | median | vs " + baseline
+             + " | stop, runs (s) | notes |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         runs = ", ".join(f"{v:.2f}" for v in r.runs)
+        stops = ", ".join(f"{v:.1f}" for v in r.stops)
+        errors = f"; stop FAILED {len(r.stop_errors)}x: {r.stop_errors[0]}" if r.stop_errors else ""
         lines.append(f"| {r.tool} | {r.measured} | {runs} | {fmt_s(median(r.runs))} | "
-                     f"{_ratio(median(r.runs), base)} | {r.extra} |")
+                     f"{_ratio(median(r.runs), base)} | {stops} | {r.extra}{errors} |")
     return lines
 
 
@@ -91,7 +95,9 @@ def render(res: Results) -> str:
              "`mso up -d` until it returns (it returns once every replica is READY; this includes "
              "starting the daemon and the proxy). honcho and supervisord: timed from spawning the "
              "tool until all ports answered 200 on `/ready` to the same poller (a sweep over "
-             "pending ports every 10 ms). Medians of the runs listed.", ""]
+             "pending ports every 10 ms). Medians of the runs listed. Stop: `mso down` until it "
+             "returned; honcho/supervisord from SIGTERM until the tool and every child had "
+             "exited.", ""]
     lines += startup_table(res.startup, "supervisord")
     lines += ["", "What the tools do: mso starts, health-checks (readiness per replica), restarts "
               "with backoff, and routes traffic through its own proxy to READY replicas only, with "

@@ -15,6 +15,7 @@ import shlex
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -22,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import IdleSample, children_of, free_ports, sample_idle, wait_all_200  # noqa: E402
 from killtest import (KillSample, ProxyWatcher, Traffic, kill_loop,  # noqa: E402
                       samples_from_events)
-from msoapp import MsoRun, manifest_text, new_gateway_port, ready_span  # noqa: E402
+from common import median  # noqa: E402
+from msoapp import MsoRun, manifest_text, new_gateway_port, ready_bounds  # noqa: E402
 from peers import Honcho, PeerTool, Supervisord  # noqa: E402
 from report import Results, StartupRow, render, replace_section  # noqa: E402
 
@@ -30,63 +32,86 @@ ROOT = Path(__file__).resolve().parents[2]
 KILL_BACKOFF = "{initial: 100ms, max: 5s, reset_after: 1s}"
 
 
+@dataclass
+class Trial:
+    """One start-up run of one tool: how long start and stop took, plus an idle sample."""
+    seconds: float
+    phases: tuple[float, float, float] | None = None
+    idle: dict[str, IdleSample] | None = None
+    stop_seconds: float = float("nan")
+    stop_error: str | None = None
+
+
 def mso_startup(work: Path, tag: str, args: argparse.Namespace, period: str,
-                idle_seconds: float) -> tuple[float, float, dict[str, IdleSample] | None]:
-    """One `mso up -d`; returns (up seconds, event-log span, idle sample if asked)."""
+                idle_seconds: float) -> Trial:
+    """One `mso up -d` ... `mso down`.
+
+    The phases, from wall clocks and event timestamps: `mso up` invoked -> daemon started,
+    daemon started -> last replica READY, last READY -> `mso up -d` returned.
+    """
     text = manifest_text(app=f"bench-{tag}", services=args.services, replicas=args.replicas,
                          period=period, gateway_port=new_gateway_port())
     with MsoRun(work / tag, text) as run:
-        seconds = run.up()
-        span = ready_span(run.events())
-        idle = None
+        trial = Trial(run.up())
+        start, last = ready_bounds(run.events())
+        trial.phases = (start - run.up_called, last - start, run.up_returned - last)
         if idle_seconds > 0:
             daemon, proxy = run.daemon_pid(), run.proxy_pid()
-            idle = sample_idle({"mso daemon": [daemon],
-                                "mso proxy": [proxy, *children_of(proxy)]}, idle_seconds)
-    return seconds, span, idle
+            trial.idle = sample_idle({"mso daemon": [daemon],
+                                      "mso proxy": [proxy, *children_of(proxy)]}, idle_seconds)
+    trial.stop_seconds, trial.stop_error = run.down_seconds, run.down_error
+    return trial
 
 
 def peer_startup(tool: type[PeerTool], work: Path, tag: str, args: argparse.Namespace,
-                 idle_seconds: float) -> tuple[float, dict[str, IdleSample] | None]:
+                 idle_seconds: float) -> Trial:
     ports = free_ports(args.services * args.replicas)
     with tool(work / tag, ports, args.replicas) as peer:
-        started = peer.start()
-        seconds = wait_all_200(ports, started)
-        idle = None
+        trial = Trial(wait_all_200(ports, peer.start()))
         if idle_seconds > 0 and peer.proc is not None:
-            idle = sample_idle({peer.name: [peer.proc.pid]}, idle_seconds)
-    return seconds, idle
+            trial.idle = sample_idle({peer.name: [peer.proc.pid]}, idle_seconds)
+    trial.stop_seconds = peer.stop_seconds
+    return trial
 
 
 def startup_bench(work: Path, args: argparse.Namespace
                   ) -> tuple[list[StartupRow], dict[str, dict[str, IdleSample]]]:
-    names = ["mso (period 1s)", "mso (period 200ms)", "honcho", "supervisord"]
-    runs: dict[str, list[float]] = {n: [] for n in names}
-    spans: dict[str, list[float]] = {n: [] for n in names[:2]}
+    mso_variants = {"mso (period 1s)": "1s", "mso (period 200ms)": "200ms"}
+    trials: dict[str, list[Trial]] = {n: [] for n in [*mso_variants, "honcho", "supervisord"]}
     idle: dict[str, dict[str, IdleSample]] = {}
     # Interleaved, so slow drift of the shared machine's load spreads over every tool.
     for i in range(args.runs):
         last = i == args.runs - 1
-        for name, period in (("mso (period 1s)", "1s"), ("mso (period 200ms)", "200ms")):
-            secs, span, sample = mso_startup(work, f"{period}-{i}", args, period,
-                                             args.idle if last else 0)
-            runs[name].append(secs)
-            spans[name].append(span)
-            if sample:
-                idle[f"mso, readiness period {period}"] = sample
-            print(f"  {name} run {i + 1}: up -d {secs:.2f} s, events {span:.2f} s", flush=True)
+        for name, period in mso_variants.items():
+            t = mso_startup(work, f"{period}-{i}", args, period, args.idle if last else 0)
+            trials[name].append(t)
+            if t.idle:
+                idle[f"mso, readiness period {period}"] = t.idle
+            print(f"  {name} run {i + 1}: up -d {t.seconds:.2f} s (phases "
+                  + ", ".join(f"{p:.2f}" for p in t.phases or ()) + f"), down "
+                  f"{t.stop_seconds:.2f} s {t.stop_error or ''}", flush=True)
         for tool in (Honcho, Supervisord):
-            secs, sample = peer_startup(tool, work, f"{tool.name}-{i}", args,
-                                        args.idle if last and tool is Supervisord else 0)
-            runs[tool.name].append(secs)
-            if sample:
-                idle["supervisord"] = sample
-            print(f"  {tool.name} run {i + 1}: {secs:.2f} s", flush=True)
-    how = "`mso up -d` returned"
-    rows = [StartupRow(n, how, runs[n], f"daemon start -> last READY in the event log: median "
-                       f"{sorted(spans[n])[len(spans[n]) // 2]:.2f} s") for n in names[:2]]
-    rows += [StartupRow(n, "all ports answer 200", runs[n], "no health checks") for n in names[2:]]
+            t = peer_startup(tool, work, f"{tool.name}-{i}", args,
+                             args.idle if last and tool is Supervisord else 0)
+            trials[tool.name].append(t)
+            if t.idle:
+                idle["supervisord"] = t.idle
+            print(f"  {tool.name} run {i + 1}: {t.seconds:.2f} s, stop {t.stop_seconds:.2f} s",
+                  flush=True)
+    rows = []
+    for name, ts in trials.items():
+        is_mso = name in mso_variants
+        note = phase_note([t.phases for t in ts if t.phases]) if is_mso else "no health checks"
+        rows.append(StartupRow(name, "`mso up -d` returned" if is_mso else "all ports answer 200",
+                               [t.seconds for t in ts], note, [t.stop_seconds for t in ts],
+                               [t.stop_error for t in ts if t.stop_error]))
     return rows, idle
+
+
+def phase_note(phases: list[tuple[float, float, float]]) -> str:
+    a, b, c = (median([p[i] for p in phases]) for i in range(3))
+    return (f"medians: `mso up` -> daemon started {a:.2f} s, daemon started -> last replica "
+            f"READY {b:.2f} s (event log), last READY -> `up -d` returned {c:.2f} s")
 
 
 def kill_bench(work: Path, args: argparse.Namespace

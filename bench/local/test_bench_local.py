@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from app import Handler  # noqa: E402
 from common import answers_200, cpu_seconds, rss_kib, wait_all_200  # noqa: E402
 from killtest import samples_from_events  # noqa: E402
-from msoapp import manifest_text, ready_span  # noqa: E402
+from msoapp import manifest_text, ready_bounds, ready_span  # noqa: E402
 from peers import procfile_text, program_names, supervisord_conf  # noqa: E402
 from report import SECTION, replace_section  # noqa: E402
 
@@ -88,6 +88,7 @@ def test_ready_span_runs_to_the_last_first_ready() -> None:
               {"ts": 3.5, "type": "replica.state", "replica": "x-2", "data": {"to": "READY"}},
               {"ts": 9.0, "type": "replica.state", "replica": "x-1", "data": {"to": "READY"}}]
     assert ready_span(events) == pytest.approx(2.5)
+    assert ready_bounds(events) == (1.0, 3.5)
 
 
 def test_poller_sees_a_live_server_and_times_out_on_a_dead_port(server: int) -> None:
