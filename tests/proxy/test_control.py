@@ -130,3 +130,32 @@ def test_workers_share_listener_and_aggregate_metrics(backends: Any) -> None:
         assert p.call("drain", "b", 5.0) is True
     finally:
         assert p.stop() == 0
+
+
+def test_crashed_worker_is_restarted_with_the_current_table(backends: Any) -> None:
+    import signal as _signal
+
+    from .conftest import wait_for
+    b = backends("b")
+    p = Proxy(workers=2)
+    try:
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        busy.close()
+        table = http_table({"web": {"stable": (100, [b])}})
+        table["listeners"][0]["port"] = port
+        p.call("set_table", table)
+        victim = p.call("ping")["workers"][0]
+        os.kill(victim, _signal.SIGKILL)
+        def restarted() -> bool:
+            pids = p.call("ping")["workers"]
+            return victim not in pids and len(pids) == 2
+        wait_for(restarted, 30, "worker restart")
+        for _ in range(20):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+            c.request("GET", "/echo")
+            assert c.getresponse().status == 200
+            c.close()
+    finally:
+        assert p.stop() == 0

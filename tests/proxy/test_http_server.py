@@ -223,3 +223,43 @@ def test_unmatched_route_is_404_and_no_endpoints_is_503(backends: Any, proxy: Pr
 def test_proxy_exits_zero_on_sigterm() -> None:
     p = Proxy()
     assert p.stop() == 0
+
+
+def test_pipelined_requests_are_answered_in_order(env: dict[str, Any]) -> None:
+    reqs = b"".join(b"GET /echo?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(5))
+    data = raw_request(env["port"], reqs + b"GET /echo?n=last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    paths = [json.loads(part.split(b"\r\n\r\n", 1)[1])["path"]
+             for part in data.split(b"HTTP/1.1 200 OK")[1:]]
+    assert paths == [f"/echo?n={i}" for i in range(5)] + ["/echo?n=last"]
+
+
+def test_http10_keepalive_client_is_kept_alive(env: dict[str, Any]) -> None:
+    with socket.create_connection(("127.0.0.1", env["port"]), timeout=20) as s:
+        for _ in range(3):
+            s.sendall(b"GET /status/200 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += s.recv(4096)
+            assert data.startswith(b"HTTP/1.1 200") and b"connection: keep-alive" in data.lower()
+
+
+def test_sigterm_lets_inflight_requests_finish(backends: Any) -> None:
+    import threading
+    b = backends("b")
+    p = Proxy()
+    port = p.set_table(http_table({"web": {"stable": (100, [b])}}))["gw"]
+    result: list[int] = []
+
+    def slow() -> None:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.request("GET", "/slow/1500")
+        result.append(c.getresponse().status)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    from .conftest import wait_for
+    wait_for(lambda: p.call("metrics")["clusters"]["web"]["subsets"]["stable"]["endpoints"]["b"]
+             ["inflight"] == 1, what="request in flight")
+    assert p.stop() == 0
+    t.join()
+    assert result == [200]

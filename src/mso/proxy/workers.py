@@ -86,10 +86,18 @@ class WorkerPool:
             raise ControlError(f"a worker is unavailable: {exc}") from exc
 
     async def ping(self) -> dict[str, Any]:
-        first = (await self._all("ping"))[0]
-        pids = [w.proc.pid for w in self.workers if w.proc is not None]
+        """Liveness of the supervisor; a restarting worker does not make it fail."""
+        listeners: dict[str, int] = {}
+        for w in self.workers:
+            try:
+                listeners = (await w.client.ping()).get("listeners", {})
+                break
+            except ProxyError:
+                continue
+        pids = [w.proc.pid for w in self.workers
+                if w.proc is not None and w.proc.returncode is None]
         return {"pid": os.getpid(), "version": self.version,
-                "listeners": first.get("listeners", {}), "workers": pids}
+                "listeners": listeners, "workers": pids}
 
     async def set_table(self, raw: Any) -> int:
         table = parse_table(raw)  # reject bad tables before any worker sees them
