@@ -239,3 +239,18 @@ def test_response_framing_error_detects_ambiguity() -> None:
     assert safety.response_framing_error([(b"Content-Length", b"1"), (b"content-length", b"2")])
     assert not safety.response_framing_error([(b"Content-Length", b"1"), (b"content-length", b"1")])
     assert not safety.response_framing_error([(b"Transfer-Encoding", b"chunked")])
+
+
+def test_interim_1xx_responses_are_forwarded_before_the_final_one(proxy: Proxy) -> None:
+    canned = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+              b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    up = CannedBackend(canned)
+    table = http_table({"web": {"stable": (100, [])}})
+    table["clusters"]["web"]["subsets"]["stable"]["endpoints"] = [
+        {"id": "canned", "address": f"127.0.0.1:{up.port}"}]
+    port = proxy.set_table(table)["gw"]
+    resp = raw_request(port, b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                             b"Content-Length: 2\r\nConnection: close\r\n\r\nhi")
+    assert resp.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+    assert resp.endswith(b"\r\n\r\nok") and b"HTTP/1.1 200 OK" in resp
+    up.sock.close()
