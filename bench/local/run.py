@@ -24,7 +24,8 @@ from common import IdleSample, children_of, free_ports, sample_idle, wait_all_20
 from killtest import (KillSample, ProxyWatcher, Traffic, kill_loop,  # noqa: E402
                       samples_from_events)
 from common import median  # noqa: E402
-from msoapp import MsoRun, manifest_text, new_gateway_port, ready_bounds  # noqa: E402
+from msoapp import (MsoError, MsoRun, manifest_text, new_gateway_port,  # noqa: E402
+                    ready_bounds)
 from peers import Honcho, PeerTool, Supervisord  # noqa: E402
 from report import Results, StartupRow, render, replace_section  # noqa: E402
 
@@ -63,6 +64,18 @@ def mso_startup(work: Path, tag: str, args: argparse.Namespace, period: str,
     return trial
 
 
+def mso_with_retries(work: Path, tag: str, args: argparse.Namespace, period: str,
+                     idle_seconds: float, failures: list[str], attempts: int = 3) -> Trial:
+    """A failed `mso up -d` is recorded (the report shows it) and the trial run again."""
+    for attempt in range(attempts):
+        try:
+            return mso_startup(work, f"{tag}-a{attempt}", args, period, idle_seconds)
+        except MsoError as exc:
+            failures.append(str(exc).splitlines()[0][:240])
+            print(f"  mso up failed (attempt {attempt + 1}): {failures[-1]}", flush=True)
+    raise RuntimeError(f"mso up -d failed {attempts} times in a row: {failures[-attempts:]}")
+
+
 def peer_startup(tool: type[PeerTool], work: Path, tag: str, args: argparse.Namespace,
                  idle_seconds: float) -> Trial:
     ports = free_ports(args.services * args.replicas)
@@ -79,11 +92,13 @@ def startup_bench(work: Path, args: argparse.Namespace
     mso_variants = {"mso (period 1s)": "1s", "mso (period 200ms)": "200ms"}
     trials: dict[str, list[Trial]] = {n: [] for n in [*mso_variants, "honcho", "supervisord"]}
     idle: dict[str, dict[str, IdleSample]] = {}
+    up_failures: dict[str, list[str]] = {n: [] for n in mso_variants}
     # Interleaved, so slow drift of the shared machine's load spreads over every tool.
     for i in range(args.runs):
         last = i == args.runs - 1
         for name, period in mso_variants.items():
-            t = mso_startup(work, f"{period}-{i}", args, period, args.idle if last else 0)
+            t = mso_with_retries(work, f"{period}-{i}", args, period, args.idle if last else 0,
+                                 up_failures[name])
             trials[name].append(t)
             if t.idle:
                 idle[f"mso, readiness period {period}"] = t.idle
@@ -102,6 +117,9 @@ def startup_bench(work: Path, args: argparse.Namespace
     for name, ts in trials.items():
         is_mso = name in mso_variants
         note = phase_note([t.phases for t in ts if t.phases]) if is_mso else "no health checks"
+        if up_failures.get(name):
+            note += (f"; `mso up -d` FAILED {len(up_failures[name])}x (retried): "
+                     f"{up_failures[name][0]}")
         rows.append(StartupRow(name, "`mso up -d` returned" if is_mso else "all ports answer 200",
                                [t.seconds for t in ts], note, [t.stop_seconds for t in ts],
                                [t.stop_error for t in ts if t.stop_error]))
