@@ -42,15 +42,15 @@ class StreamingCli:
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
-                line = self._queue.get(timeout=left)
+                item = self._queue.get(timeout=left)
             except queue.Empty:
                 break
-            if line is None:
+            if item is None:
                 raise AssertionError(f"output ended (exit {self.proc.wait()}) before the "
                                      f"expected line; got {self.lines[-10:]}")
-            self.lines.append(line)
-            if predicate(line):
-                return line
+            self.lines.append(item)
+            if predicate(item):
+                return item
         raise AssertionError(f"no expected line within {timeout}s; got {self.lines[-10:]}")
 
     def finish(self, timeout: float = 30.0) -> tuple[int, list[str], str]:

@@ -190,4 +190,4 @@ def _first_problem(errors: Any) -> str:
         return "the request body is not valid JSON"
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
     message = str(first.get("msg", "invalid"))
-    return f"{where}: {message}" if where else message
+    return f"{where or 'request body'}: {message}"
