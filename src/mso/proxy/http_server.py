@@ -104,6 +104,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.wbuf: list[bytes] | None = None
         self.peer = b"unknown"
+        self.xff_line = b""
 
     # --- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -111,6 +112,7 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = str(peer[0]).encode()
+        self.xff_line = b"x-forwarded-for: %s\r\n" % self.peer
         self.deadline = self.hub.now + self.ctx.idle_timeout
         self.hub.clients.add(self)
 
@@ -258,15 +260,14 @@ class ClientConnection(asyncio.Protocol):
         if is_upgrade:
             out.append(b"upgrade: %s\r\nconnection: upgrade\r\n" % upgrade)
         if xff is None:
-            out.append(b"x-forwarded-for: %s\r\n" % self.peer)
+            out.append(self.xff_line)
         else:
             out.append(b"x-forwarded-for: %s, %s\r\n" % (xff, self.peer))
         if trace is None or not _valid_traceparent(trace):
             trace = new_traceparent()
-        out.append(b"x-forwarded-proto: http\r\ntraceparent: %s\r\n" % trace)
-        if chunked:
-            out.append(b"transfer-encoding: chunked\r\n")
-        out.append(b"\r\n")
+        out.append(b"x-forwarded-proto: http\r\ntraceparent: ")
+        out.append(trace)
+        out.append(b"\r\ntransfer-encoding: chunked\r\n\r\n" if chunked else b"\r\n\r\n")
         ctx = self.ctx
         hkey = host.split(b":", 1)[0].lower() if (ctx.by_host and host) else None
         cluster = match_route(ctx.routes, hkey, self.url)
