@@ -285,3 +285,41 @@ def test_sampled_access_log_writes_json_lines(backends: Any) -> None:
         assert entry["status"] == 200 and entry["cluster"] == "web" and entry["endpoint"] == "b"
     finally:
         p.stop()
+
+
+class EarlyResponder(ClosingBackend):
+    """Answers 413 as soon as the request head arrives, without reading the body."""
+
+    @staticmethod
+    def _one(c: socket.socket) -> None:
+        with c:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                piece = c.recv(65536)
+                if not piece:
+                    return
+                data += piece
+            c.sendall(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            c.shutdown(socket.SHUT_WR)
+            while c.recv(65536):  # lingering close, like nginx: no RST that could eat the 413
+                pass
+
+
+def test_early_response_to_large_upload_keeps_client_connection_usable(
+    backends: Any, proxy: Proxy
+) -> None:
+    normal = backends("normal")
+    early = EarlyResponder()
+    table = http_table({"web": {"stable": (100, [normal])}, "early": {"stable": (100, [])}},
+                       routes=[{"host": None, "path": "/early", "cluster": "early"},
+                               {"host": None, "path": "/", "cluster": "web"}])
+    table["clusters"]["early"]["subsets"]["stable"]["endpoints"] = [
+        {"id": "early", "address": f"127.0.0.1:{early.port}"}]
+    port = proxy.set_table(table)["gw"]
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("POST", "/early", body=b"x" * (20 * 1024 * 1024))
+    r = c.getresponse()
+    r.read()
+    assert r.status == 413
+    assert get(port, conn=c)[0] == 200  # same client connection still works
+    early.sock.close()

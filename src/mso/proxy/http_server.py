@@ -312,6 +312,9 @@ class ClientConnection(asyncio.Protocol):
     def exchange_done(self, ex: Exchange) -> None:
         if self.exchanges and self.exchanges[0] is ex:
             self.exchanges.pop(0)
+        if self.paused & (_PAUSE_PENDING | _PAUSE_UPSTREAM):
+            # Back-pressure from that exchange's upstream no longer applies.
+            self.resume(_PAUSE_PENDING | _PAUSE_UPSTREAM)
         if not ex.keep_alive:
             self._close()
             return
