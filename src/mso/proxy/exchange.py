@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 INF = float("inf")
+_now = time.perf_counter
 
 
 class Exchange:
@@ -60,7 +61,7 @@ class Exchange:
         self.resp_chunked = False
         self.eof_body = False
         self.done = False
-        self.t0 = time.perf_counter()
+        self.t0 = _now()
         self.deadline = client.hub.now + cluster.timeouts.request
 
     # --- request side -------------------------------------------------------
@@ -297,7 +298,7 @@ class Exchange:
         if ep is None and self.tried:
             ep = self._last_endpoint()
         if ep is not None:
-            ep.stats.observe(status, time.perf_counter() - self.t0)
+            ep.stats.observe(status, _now() - self.t0)
         self._release_endpoint()
         self.status = status
         self.done = True
@@ -312,11 +313,12 @@ class Exchange:
     def _finish(self) -> None:
         ep = self.endpoint
         if ep is not None:
-            latency = time.perf_counter() - self.t0
+            latency = _now() - self.t0
             ep.stats.observe(self.status, latency)
-            if accesslog.enabled():
+            if accesslog.sample:
                 accesslog.maybe_log(self.method, self.cluster.name, ep.id, self.status, latency)
-        self._release_endpoint()
+            ep.inflight -= 1
+            self.endpoint = None
         self.done = True
         self.client.exchange_done(self)
 
@@ -324,7 +326,7 @@ class Exchange:
         """Response already partly sent: the only honest signal left is closing."""
         ep = self.endpoint
         if ep is not None:
-            ep.stats.observe(self.status or 502, time.perf_counter() - self.t0)
+            ep.stats.observe(self.status or 502, _now() - self.t0)
         self._release_endpoint()
         self.done = True
         self.client.abort()
