@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,8 +35,10 @@ def floors() -> list[Floor]:
 
 
 def machine() -> str:
+    head = subprocess.run(["git", "-C", str(DOC.parent), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip() or "unknown"
     return (f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}.")
+            f"{platform.system()} {platform.release()}; mso at commit {head}.")
 
 
 def command(args: argparse.Namespace) -> str:
