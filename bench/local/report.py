@@ -37,6 +37,21 @@ class Results:
     minutes: float
 
 
+KNOWN_ISSUES = [
+    "### Problems seen while benchmarking (mso at the measured commit)", "",
+    "- `mso down` of the 100-replica app sometimes takes 40-50 s instead of ~5 s: replicas that "
+    "exited on SIGTERM are logged as `ignored signal 15 for 10s; SIGKILL` and then wait out a "
+    "further 30 s; occasionally the daemon never finishes (replicas stuck in STOPPING with their "
+    "processes gone, the CLI gives up after 60 s with `the control plane did not answer: timed "
+    "out`, daemon and proxy stay up). Reproducer: `.venv/bin/python bench/local/down_hang.py`. "
+    "The run.py teardown kills such a control plane and counts it under stop above.",
+    "- `mso up -d` sometimes fails with `route table push failed: listener 'sNN/http': cannot "
+    "bind ... address already in use`: replica ports and stable-address ports are drawn from the "
+    "same window below the ephemeral range (`mso.ports.free_port`) without avoiding each other, "
+    "so a replica can take a service's stable port before the proxy binds it. run.py records "
+    "and retries such a start.", ""]
+
+
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b > 0 and not math.isnan(a) else "n/a"
 
@@ -118,6 +133,7 @@ def render(res: Results) -> str:
     lines += ["", f"Traffic through the service's stable address during all kills: "
               f"{res.traffic_ok} requests answered 200, {len(errs)} errors"
               + (": " + "; ".join(errs[:5]) if errs else "") + ".", ""]
+    lines += KNOWN_ISSUES
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -161,10 +162,20 @@ def kill_bench(work: Path, args: argparse.Namespace
     return samples, traffic, settings
 
 
-def machine_note() -> str:
-    load = os.getloadavg()
-    return (f"Measured on {os.cpu_count()} cores, Python {sys.version.split()[0]}, load average "
-            f"{load[0]:.2f} at the start (a shared machine: other work was running).")
+def mso_commit() -> str:
+    """The commit measured, marked when src/ had uncommitted changes (others edit it live)."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout
+    dirty = " + uncommitted src/ changes" if git("status", "--porcelain", "--", "src").strip() \
+        else ""
+    return f"mso at {git('rev-parse', '--short', 'HEAD').strip()}{dirty}"
+
+
+def machine_note(load_at_start: float, commit: str) -> str:
+    return (f"{commit}. Measured on {os.cpu_count()} cores, Python {sys.version.split()[0]}; 1-minute load "
+            f"average {load_at_start:.1f} at the start and {os.getloadavg()[0]:.1f} at the end "
+            "(a shared machine: other builds and tests ran at the same time, so absolute "
+            "figures are pessimistic; the tools ran interleaved, so ratios are fairer).")
 
 
 def parse_args() -> argparse.Namespace:
@@ -187,7 +198,7 @@ def main() -> None:
     args = parse_args()
     command = ".venv/bin/python bench/local/run.py" + "".join(
         f" {shlex.quote(a)}" for a in sys.argv[1:])
-    machine = machine_note()
+    load_at_start, commit = os.getloadavg()[0], mso_commit()
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mso-bench-local-") as tmp:
         work = Path(tmp)
@@ -199,7 +210,7 @@ def main() -> None:
                             idle=idle, idle_seconds=args.idle, kills=kills,
                             kill_settings=settings, traffic_ok=traffic.result.ok,
                             traffic_errors=traffic.result.errors, command=command,
-                            machine=machine, minutes=(time.monotonic() - began) / 60))
+                            machine=machine_note(load_at_start, commit), minutes=(time.monotonic() - began) / 60))
     print()
     print(report)
     if not args.no_write:
