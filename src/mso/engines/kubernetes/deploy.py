@@ -1,0 +1,203 @@
+"""`mso deploy` on Kubernetes: releases, images, then the app in dependency waves.
+
+Order: record releases (the same `apply_manifest` as the local engine); build images;
+apply the namespace, the gateway and every Service (so pods get the service variables
+their `<DEP>_URL` values refer to); start rollouts for changed services; then, wave by
+wave in dependency order, run jobs to completion and bring services to readiness.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mso.daemon.releases import apply_manifest
+from mso.engines.kubernetes import document, gateway, images, naming, render, state
+from mso.engines.kubernetes.host import KubeHost, pod_ready
+from mso.engines.kubernetes.kube import Kube, KubeError
+from mso.engines.kubernetes.versions import api_versions
+from mso.spec.load import LoadedManifest
+from mso.spec.models import Manifest
+
+Progress = Callable[[str], None]
+
+
+def stderr_progress(message: str) -> None:
+    print(f"mso: {message}", file=sys.stderr, flush=True)
+
+
+def waves(manifest: Manifest) -> list[list[str]]:
+    """Services and jobs grouped so each group depends only on earlier groups (pure)."""
+    needs: dict[str, set[str]] = {n: set(manifest.runnable(n).depends_on)
+                                  for n in [*manifest.services, *manifest.jobs]}
+    for job, spec in manifest.jobs.items():
+        for target in spec.before:
+            needs[target].add(job)
+    level: dict[str, int] = {}
+
+    def depth(name: str) -> int:
+        if name not in level:
+            level[name] = 0  # the manifest is validated acyclic
+            level[name] = 1 + max((depth(d) for d in needs[name] if d in needs), default=-1)
+        return level[name]
+
+    for name in needs:
+        depth(name)
+    out: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for name in needs:
+        out[level[name]].append(name)
+    return [sorted(w) for w in out]
+
+
+def build_images(loaded: LoadedManifest, progress: Progress) -> tuple[str, dict[str, str]]:
+    """The runtime image and the image of each service and job."""
+    m = loaded.manifest
+    progress("preparing images")
+    runtime = images.ensure_runtime()
+    app_image: str | None = None
+    chosen: dict[str, str] = {}
+    for name in [*m.services, *m.jobs]:
+        item = m.runnable(name)
+        if item.image:
+            chosen[name] = item.image
+        elif item.build is not None:
+            b = item.build
+            chosen[name] = images.ensure_build(m.app, name, loaded.base_dir, b.context,
+                                               b.dockerfile, dict(b.args), b.target)
+        else:
+            app_image = app_image or images.ensure_app_image(m.app, loaded.base_dir, runtime)
+            chosen[name] = app_image
+    return runtime, chosen
+
+
+def settings_for(loaded: LoadedManifest, options: Any, runtime: str, server: str) -> state.AppSettings:
+    m = loaded.manifest
+    return state.AppSettings(
+        app=m.app, namespace=document.namespace_of(loaded, options.namespace),
+        kubeconfig=options.kubeconfig, context=options.context, gateway_port=m.gateway.port,
+        routes=[{"path": r.path, "host": r.host, "service": r.service, "port": r.port}
+                for r in document.routes(loaded)],
+        base_dir=str(loaded.base_dir), runtime_image=runtime, version=options.version or server)
+
+
+def apply_infrastructure(host: KubeHost, loaded: LoadedManifest) -> None:
+    s = host.settings
+    ns = host.kube.get("v1", "Namespace", s.namespace, None)
+    if ns is None or naming.is_owned(ns["metadata"].get("labels"), s.app):
+        host.kube.apply(render.namespace_object(s.namespace, s.app), s.app)
+    host.kube.apply(gateway.control_secret(s.namespace, s.app, state.control_token(host.store)), s.app)
+    spec = host.gateway_spec()
+    for name, want in host.store.desired().items():
+        if want.kind == "service" and name in spec.services:
+            w = host.workload(name, want.release, "stable", want.replicas)
+            for subset in ("stable", "canary"):
+                host.apply(render.subset_service(w, s.namespace, subset))
+            host.apply(gateway.stable_address_service(spec, name))
+    for obj in gateway.gateway_objects(spec, document.gateway_table_json(spec)):
+        host.apply(obj)
+
+
+def begin_rollouts(host: KubeHost, before: dict[str, Any]) -> None:
+    for name, want in host.store.desired().items():
+        old = before.get(name)
+        if want.kind != "service" or old is None or old.release == want.release:
+            continue
+        if host.kube.get("apps/v1", "Deployment", name, host.settings.namespace) is not None:
+            host.rollouts.begin(name, old.release, want.release)
+
+
+def run_job(host: KubeHost, name: str, timeout: float, progress: Progress) -> None:
+    want = host.store.desired()[name]
+    w = host.workload(name, want.release, "stable", 1)
+    objs = render.workload_objects(w, host.settings.namespace, api_versions(host.settings.version))
+    job_name = objs[-1]["metadata"]["name"]
+    existing = host.kube.get("batch/v1", "Job", job_name, host.settings.namespace)
+    if existing is None:
+        for obj in objs:
+            host.apply(obj)
+        progress(f"job {name}: running")
+    deadline = time.monotonic() + timeout + 60
+    while time.monotonic() < deadline:
+        job = host.kube.get("batch/v1", "Job", job_name, host.settings.namespace) or {}
+        status = job.get("status") or {}
+        if status.get("succeeded"):
+            progress(f"job {name}: completed")
+            return
+        if status.get("failed"):
+            raise KubeError(f"job {name} failed (see `kubectl logs job/{job_name} -n "
+                            f"{host.settings.namespace}`)")
+        time.sleep(0.5)
+    raise KubeError(f"job {name} did not complete within {timeout:g}s")
+
+
+def services_ready(host: KubeHost, names: list[str]) -> dict[str, tuple[int, int]]:
+    """service -> (ready pods of the wanted releases, wanted pods)."""
+    out = {}
+    pods = host.pods()
+    for name in names:
+        want = host.store.desired()[name]
+        targets, _ = host.rollouts.targets(name, want)
+        wanted = sum(t.replicas for t in targets)
+        ready = 0
+        for t in targets:
+            ready += sum(1 for p in pods
+                         if (p["metadata"].get("labels") or {}).get(naming.SERVICE) == name
+                         and p["metadata"]["labels"].get(naming.SUBSET) == t.subset
+                         and p["metadata"]["labels"].get(naming.RELEASE) == str(t.release)
+                         and pod_ready(p) and not p["metadata"].get("deletionTimestamp"))
+        out[name] = (min(ready, wanted), wanted)
+    return out
+
+
+def wait_services(host: KubeHost, names: list[str], timeout: float, progress: Progress) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        host.reconcile()
+        counts = services_ready(host, names)
+        line = ", ".join(f"{n} {r}/{w}" for n, (r, w) in sorted(counts.items()))
+        if line != last:
+            progress(f"ready: {line}")
+            last = line
+        if all(r >= w for r, w in counts.values()):
+            return
+        if time.monotonic() > deadline:
+            raise KubeError(f"not ready within {timeout:g}s: {line}")
+        time.sleep(0.5)
+
+
+def deploy(loaded: LoadedManifest, kube: Kube, options: Any, wait: bool,
+           progress: Progress = stderr_progress, timeout: float = 300.0) -> dict[str, Any]:
+    runtime, chosen = build_images(loaded, progress)
+    store = state.open_store(loaded.base_dir)
+    settings = settings_for(loaded, options, runtime, kube.server_version())
+    state.save_settings(store, settings)
+    before = store.desired()
+    changes = apply_manifest(store, loaded)
+    for c in changes:
+        if c.release:
+            if state.image_of(store, c.service, c.release) is None and c.service in chosen:
+                state.set_image(store, c.service, c.release, chosen[c.service])
+    host = KubeHost(store, kube, settings)
+    apply_infrastructure(host, loaded)
+    begin_rollouts(host, before)
+    m = loaded.manifest
+    for wave in waves(m):
+        for name in wave:
+            if name in m.jobs:
+                run_job(host, name, float(m.jobs[name].timeout), progress)
+        services = [n for n in wave if n in m.services]
+        if services and wait:
+            wait_services(host, services, timeout, progress)
+    host.reconcile()
+    return {"app": m.app, "namespace": settings.namespace,
+            "changes": [{"service": c.service, "release": c.release, "created": c.created,
+                         "change": c.change} for c in changes],
+            "rollouts": [n for n in store.desired() if host.rollouts.active(n) is not None]}
+
+
+def base_dir_of(loaded: LoadedManifest) -> Path:
+    return loaded.base_dir

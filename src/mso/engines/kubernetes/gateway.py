@@ -1,0 +1,144 @@
+"""The mso gateway on Kubernetes: its objects, and the route table it serves.
+
+The gateway is mso's own proxy in one pod. It serves the manifest's routes, one listener
+per service port (the Service named after each mso service selects the gateway, so a
+service's stable address is the gateway), and splits each cluster between the subset
+Services `svc-stable` and `svc-canary` by weight. The cluster has no DNS in the lab, so
+table addresses are the subset Services' ClusterIPs: `${SVC_STABLE_SERVICE_HOST}` in the
+rendered table (filled in from the pod's service variables by `gatewayd`), real IPs when
+the controller pushes a table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mso.controllers.routing import EndpointView, RouteView, ServiceRouting, build_table
+from mso.engines.kubernetes import naming
+from mso.engines.kubernetes.render import PRE_STOP_SLEEP, Obj, meta
+from mso.engines.kubernetes.workload import Workload
+
+TABLE_PATH = "/etc/mso/gateway/table.json"
+TOKEN_DIR = "/etc/mso/gateway-control"
+CONTROL_SECRET = "mso-gateway-control"
+
+
+@dataclass(frozen=True)
+class GatewaySpec:
+    app: str
+    namespace: str
+    port: int
+    routes: tuple[RouteView, ...]
+    services: dict[str, dict[str, tuple[str, int]]]  # service -> port name -> (proto, port)
+    image: str
+
+    def listener_ports(self) -> dict[str, int]:
+        keys = [f"{s}/{p}" for s, ports in self.services.items() for p in ports]
+        return naming.listener_ports(keys)
+
+
+def table(spec: GatewaySpec, hosts: dict[str, str], weights: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """The TABLE for `hosts` (subset Service name -> address) and per-service weights."""
+    listeners = spec.listener_ports()
+    routing = []
+    for name, ports in sorted(spec.services.items()):
+        endpoints = []
+        for subset in dict.fromkeys(["stable", *weights.get(name, {})]):
+            host = hosts.get(naming.subset_service_name(name, subset))
+            if host:
+                endpoints.append(EndpointView(naming.subset_service_name(name, subset), subset,
+                                              host, {p: num for p, (_, num) in ports.items()},
+                                              True))
+        routing.append(ServiceRouting(
+            name, {p: (proto, listeners[f"{name}/{p}"]) for p, (proto, _) in ports.items()},
+            endpoints, weights.get(name, {"stable": 100})))
+    built = build_table(bind="0.0.0.0", gateway_port=spec.port,
+                        metrics_port=naming.GATEWAY_METRICS_PORT,
+                        routes=list(spec.routes), services=routing)
+    for listener in built["listeners"]:
+        listener["bind"] = "0.0.0.0"  # inside the pod, every listener serves the pod's IP
+    return built
+
+
+def template_hosts(spec: GatewaySpec) -> dict[str, str]:
+    """Stable subsets only, as `${VAR}` placeholders that gatewayd fills in."""
+    return {naming.subset_service_name(s, "stable"):
+            "${" + naming.service_host_var(naming.subset_service_name(s, "stable")) + "}"
+            for s in spec.services}
+
+
+def stable_address_service(spec: GatewaySpec, service: str) -> Obj:
+    """`svc`: the stable address of a service, served by the gateway's listeners."""
+    listeners = spec.listener_ports()
+    ports = [{"name": naming.k8s_port_name(p) or f"p{num}", "port": num,
+              "targetPort": listeners[f"{service}/{p}"], "protocol": "TCP"}
+             for p, (_, num) in spec.services[service].items()]
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": meta(service, spec.namespace, spec.app, {naming.SERVICE: service}),
+            "spec": {"type": "ClusterIP", "selector": naming.gateway_selector(spec.app),
+                     "ports": ports}}
+
+
+def gateway_objects(spec: GatewaySpec, table_json: str) -> list[Obj]:
+    labels = {naming.COMPONENT: "gateway"}
+    config = {"apiVersion": "v1", "kind": "ConfigMap",
+              "metadata": meta(f"{naming.GATEWAY}-table", spec.namespace, spec.app, labels),
+              "data": {"table.json": table_json}}
+    service = {"apiVersion": "v1", "kind": "Service",
+               "metadata": meta(naming.GATEWAY, spec.namespace, spec.app, labels),
+               "spec": {"type": "NodePort", "selector": naming.gateway_selector(spec.app),
+                        "ports": [{"name": "http", "port": spec.port, "targetPort": spec.port,
+                                   "protocol": "TCP"},
+                                  {"name": "metrics", "port": naming.GATEWAY_METRICS_PORT,
+                                   "targetPort": naming.GATEWAY_METRICS_PORT,
+                                   "protocol": "TCP"}]}}
+    return [config, service, _gateway_deployment(spec)]
+
+
+def _gateway_deployment(spec: GatewaySpec) -> Obj:
+    pod_labels = {**naming.owner_labels(spec.app), **naming.gateway_selector(spec.app)}
+    container: Obj = {
+        "name": "gateway", "image": spec.image, "imagePullPolicy": "Never",
+        "command": ["python3", "-m", "mso.engines.kubernetes.gatewayd", "--table", TABLE_PATH,
+                    "--token-dir", TOKEN_DIR,
+                    "--control-port", str(naming.GATEWAY_CONTROL_PORT)],
+        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"},
+                  {"name": "metrics", "containerPort": naming.GATEWAY_METRICS_PORT,
+                   "protocol": "TCP"},
+                  {"name": "control", "containerPort": naming.GATEWAY_CONTROL_PORT,
+                   "protocol": "TCP"}],
+        "readinessProbe": {"tcpSocket": {"port": spec.port}, "periodSeconds": 1,
+                           "failureThreshold": 3},
+        "livenessProbe": {"tcpSocket": {"port": naming.GATEWAY_CONTROL_PORT},
+                          "periodSeconds": 5, "failureThreshold": 3},
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SLEEP)]}}},
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                      "limits": {"memory": "512Mi"}},
+        "volumeMounts": [{"name": "table", "mountPath": "/etc/mso/gateway", "readOnly": True},
+                         {"name": "control", "mountPath": TOKEN_DIR, "readOnly": True}]}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": meta(naming.GATEWAY, spec.namespace, spec.app, {naming.COMPONENT: "gateway"}),
+            "spec": {"replicas": 1, "revisionHistoryLimit": 3,
+                     "selector": {"matchLabels": naming.gateway_selector(spec.app)},
+                     "strategy": {"type": "RollingUpdate",
+                                  "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                     "template": {"metadata": {"labels": pod_labels}, "spec": {
+                         "containers": [container], "terminationGracePeriodSeconds": 15,
+                         "automountServiceAccountToken": False,
+                         "volumes": [{"name": "table", "configMap": {"name": f"{naming.GATEWAY}-table"}},
+                                     {"name": "control", "secret": {
+                                         "secretName": CONTROL_SECRET, "optional": True,
+                                         "defaultMode": 0o400}}]}}}}
+
+
+def control_secret(namespace: str, app: str, token: str) -> Obj:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": meta(CONTROL_SECRET, namespace, app, {naming.COMPONENT: "gateway"}),
+            "stringData": {"token": token}}
+
+
+def spec_for(workloads: list[Workload], app: str, namespace: str, port: int,
+             routes: list[RouteView], image: str) -> GatewaySpec:
+    services = {w.service: w.ports for w in workloads if w.kind == "service" and w.ports}
+    return GatewaySpec(app, namespace, port, tuple(routes), services, image)

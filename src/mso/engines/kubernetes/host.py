@@ -1,0 +1,261 @@
+"""The Kubernetes side of mso's control loop: the `RolloutHost`, and one reconcile pass.
+
+Reconcile is decide-then-act: `plan()` reads the cluster and the rollout targets and
+returns what to apply, which weights the gateway should have, and which subset
+Deployments are no longer wanted; `reconcile()` applies the objects, pushes the gateway
+table, and only then deletes stale subsets, so no request is routed to a Deployment
+being deleted. A subset gets traffic only once it has a ready pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mso.controllers.rollouts import Member, RolloutController, SubsetTarget
+from mso.daemon.probes_map import port_map
+from mso.engines.kubernetes import gateway, naming, render, state
+from mso.engines.kubernetes.control import ControlError, GatewayControl
+from mso.engines.kubernetes.kube import Kube
+from mso.engines.kubernetes.render import Obj
+from mso.engines.kubernetes.versions import api_versions
+from mso.engines.kubernetes.workload import Workload, container_workdir, dependencies
+from mso.store.db import Store
+
+log = logging.getLogger("mso.engines.kubernetes")
+
+
+@dataclass
+class Plan:
+    apply: list[Obj] = field(default_factory=list)
+    weights: dict[str, dict[str, int]] = field(default_factory=dict)
+    stale: list[Obj] = field(default_factory=list)
+
+
+def pod_ready(pod: Obj) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def effective_weights(weights: dict[str, int], ready: dict[str, int]) -> dict[str, int]:
+    """Weights with every subset that has no ready pod folded into stable (pure)."""
+    out = {subset: (w if subset == "stable" or ready.get(subset, 0) > 0 else 0)
+           for subset, w in weights.items()}
+    out["stable"] = out.get("stable", 0) + sum(weights.values()) - sum(out.values())
+    if ready.get("stable", 0) == 0 and sum(out.values()) > 0:
+        # e.g. the stable Deployment is being replaced during a promotion: keep the
+        # traffic where pods are ready.
+        live = [s for s in out if ready.get(s, 0) > 0]
+        if live:
+            out = {s: (100 if s == live[0] else 0) for s in out}
+    return out
+
+
+class KubeHost:
+    """RolloutHost for Kubernetes, plus the reconcile loop that realises its targets."""
+
+    def __init__(self, store: Store, kube: Kube, settings: state.AppSettings) -> None:
+        self.store = store
+        self.kube = kube
+        self.settings = settings
+        self.rollouts = RolloutController(self)
+        self._woken = False
+        self._applied: dict[str, str] = {}
+        self._table_digest = ""
+        self._table_pushed = 0.0
+        self._shifted: set[str] = set()  # promoting services whose traffic is all on the canary
+
+    def _promoting(self, service: str) -> bool:
+        rollout = self.rollouts.active(service)
+        return rollout is not None and rollout.promoting
+
+    # -- RolloutHost ----------------------------------------------------------------------
+    def pods(self, service: str | None = None) -> list[Obj]:
+        selector = {naming.APP: self.settings.app, naming.MANAGED_BY: naming.OWNER}
+        if service is not None:
+            selector[naming.SERVICE] = service
+        return self.kube.list("v1", "Pod", self.settings.namespace, selector)
+
+    def members(self, service: str) -> list[Member]:
+        out = []
+        for pod in self.pods(service):
+            labels = pod["metadata"].get("labels") or {}
+            if labels.get(naming.COMPONENT) != "service":
+                continue
+            out.append(Member(labels.get(naming.SUBSET, "stable"),
+                              int(labels.get(naming.RELEASE, "0")), pod_ready(pod),
+                              pod["metadata"].get("deletionTimestamp") is not None))
+        return out
+
+    async def metrics(self) -> dict[str, Any]:
+        control = self.control()
+        if control is None:
+            raise ControlError("the gateway has no ready pod")
+        return await asyncio.to_thread(control.metrics)
+
+    def relabel(self, service: str, mapping: dict[str, str]) -> None:
+        # Subset labels are part of immutable Deployment selectors; blue/green swaps
+        # weights instead (the gateway decides who is "stable").
+        log.info("relabel %s %s: served by weights on Kubernetes", service, mapping)
+
+    def wake(self) -> None:
+        self._woken = True
+
+    # -- gateway --------------------------------------------------------------------------
+    def gateway_pod(self) -> Obj | None:
+        pods = self.kube.list("v1", "Pod", self.settings.namespace,
+                              naming.gateway_selector(self.settings.app))
+        ready = [p for p in pods if pod_ready(p) and not p["metadata"].get("deletionTimestamp")]
+        return ready[0] if ready else None
+
+    def control(self) -> GatewayControl | None:
+        pod = self.gateway_pod()
+        ip = (pod or {}).get("status", {}).get("pod_ip") or (pod or {}).get("status", {}).get("podIP")
+        if not ip:
+            return None
+        return GatewayControl(ip, naming.GATEWAY_CONTROL_PORT, state.control_token(self.store))
+
+    def subset_hosts(self) -> dict[str, str]:
+        services = self.kube.list("v1", "Service", self.settings.namespace,
+                                  {naming.APP: self.settings.app})
+        out = {}
+        for svc in services:
+            ip = (svc.get("spec") or {}).get("clusterIP")
+            if ip and ip != "None":
+                out[svc["metadata"]["name"]] = ip
+        return out
+
+    def gateway_spec(self) -> gateway.GatewaySpec:
+        services: dict[str, dict[str, tuple[str, int]]] = {}
+        for name, want in self.store.desired().items():
+            rel = self.store.release(name, want.release)
+            if want.kind == "service" and rel is not None:
+                ports = port_map(rel.spec["model"])
+                if ports:
+                    services[name] = ports
+        s = self.settings
+        return gateway.GatewaySpec(s.app, s.namespace, s.gateway_port, tuple(s.route_views()),
+                                   services, s.runtime_image)
+
+    def push_table(self, weights: dict[str, dict[str, int]], force: bool = False) -> bool:
+        built = gateway.table(self.gateway_spec(), self.subset_hosts(), weights)
+        digest = hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()
+        now = time.monotonic()
+        if not force and digest == self._table_digest and now - self._table_pushed < 5.0:
+            return True
+        control = self.control()
+        if control is None:
+            return False
+        try:
+            control.set_table(dict(built, version=int(time.time() * 10) % 2**31))
+        except ControlError as exc:
+            log.warning("%s", exc)
+            return False
+        self._table_digest, self._table_pushed = digest, now
+        return True
+
+    # -- workloads ------------------------------------------------------------------------
+    def workload(self, service: str, release: int, subset: str, replicas: int) -> Workload:
+        rel = self.store.release(service, release)
+        if rel is None:
+            raise KeyError(f"{service} release {release}")
+        models = {n: r.spec["model"] for n in self.store.desired()
+                  if (r := self.store.latest_release(n)) is not None and r.spec["kind"] == "service"}
+        image = state.image_of(self.store, service, release) or ""
+        own = image.startswith(f"mso-{self.settings.app}:")
+        return Workload(
+            app=self.settings.app, service=service, kind=rel.spec["kind"], release=release,
+            spec_hash=rel.spec_hash, spec=rel.spec,
+            secrets=self.store.release_secrets(service, release), image=image,
+            pull_policy="Never" if image.startswith("mso-") else "IfNotPresent",
+            replicas=replicas, subset=subset,
+            workdir=container_workdir(rel.spec, Path(self.settings.base_dir), own),
+            dependencies=dependencies(rel.spec["model"], models),
+            bridge_image=self.settings.runtime_image)
+
+    def service_objects(self, w: Workload) -> list[Obj]:
+        api = api_versions(self.settings.version)
+        ns = self.settings.namespace
+        objs = [o for o in (render.config_map(w, ns), render.secret(w, ns)) if o is not None]
+        objs += [render.subset_service(w, ns, w.subset), render.deployment(w, ns)]
+        if w.subset == "stable":
+            objs.append(render.disruption_budget(w, ns, api))
+            hpa = render.autoscaler(w, ns, api)
+            objs += [hpa] if hpa is not None else []
+        return objs
+
+    def plan(self) -> Plan:
+        out = Plan()
+        deployments = self.kube.list("apps/v1", "Deployment", self.settings.namespace,
+                                     {naming.APP: self.settings.app})
+        ready: dict[tuple[str, str], int] = {}
+        for pod in self.pods():
+            labels = pod["metadata"].get("labels") or {}
+            if pod_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
+                key = (labels.get(naming.SERVICE, ""), labels.get(naming.SUBSET, ""))
+                ready[key] = ready.get(key, 0) + 1
+        for name, want in self.store.desired().items():
+            if want.kind != "service":
+                continue
+            targets, weights = self.rollouts.targets(name, want)
+            targets, weights = self._promotion(name, want.replicas, targets, weights, ready)
+            for t in targets:
+                out.apply += self.service_objects(self.workload(name, t.release, t.subset, t.replicas))
+            subsets = {t.subset for t in targets}
+            out.weights[name] = effective_weights(
+                weights, {s: ready.get((name, s), 0) for s in weights})
+            for d in deployments:
+                labels = d["metadata"].get("labels") or {}
+                if labels.get(naming.SERVICE) == name and labels.get(naming.SUBSET) not in subsets:
+                    out.stale.append(d)
+        return out
+
+    def _promotion(self, name: str, replicas: int, targets: list[SubsetTarget],
+                   weights: dict[str, int], ready: dict[tuple[str, str], int]
+                   ) -> tuple[list[SubsetTarget], dict[str, int]]:
+        """While promoting a canary: scale it to full size, move all traffic to it, and
+        only then update the stable Deployment, so the stable update costs no request."""
+        rollout = self.rollouts.active(name)
+        if rollout is None or rollout.strategy != "canary" or not rollout.promoting:
+            self._shifted.discard(name)
+            return targets, weights
+        canary_ready = ready.get((name, "canary"), 0) >= replicas
+        stable_release = rollout.to_release if name in self._shifted else rollout.from_release
+        out = [SubsetTarget("stable", stable_release, replicas),
+               SubsetTarget("canary", rollout.to_release, replicas)]
+        if canary_ready:
+            return out, {"stable": 0, "canary": 100}
+        return out, weights
+
+    def apply(self, obj: Obj) -> None:
+        key = f"{obj['kind']}/{obj['metadata']['name']}"
+        digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+        if self._applied.get(key) != digest:
+            self.kube.apply(obj, self.settings.app)
+            self._applied[key] = digest
+
+    def reconcile(self) -> Plan:
+        plan = self.plan()
+        for obj in plan.apply:
+            self.apply(obj)
+        pushed = self.push_table(plan.weights)
+        if pushed:
+            self._shifted.update(n for n, w in plan.weights.items()
+                                 if w.get("canary") == 100 and self._promoting(n))
+        if pushed:
+            for d in plan.stale:
+                self.kube.delete({"apiVersion": "apps/v1", "kind": "Deployment",
+                                  "metadata": d["metadata"]}, self.settings.app)
+                self._applied.pop(f"Deployment/{d['metadata']['name']}", None)
+        return plan
+
+    async def tick(self) -> None:
+        await self.rollouts.tick()
+        await asyncio.to_thread(self.reconcile)
+

@@ -1,0 +1,295 @@
+"""Pure builders: a `Workload` -> Kubernetes objects (plain dicts, ready for YAML or the API).
+
+Per service: a Deployment per subset (`svc`, `svc-canary`), a ConfigMap and a Secret named
+by content (so a change rolls the pods and old pods keep their own files), Services for
+the subsets (`svc-stable`, `svc-canary`) that the gateway routes to, a PodDisruptionBudget
+and, with `autoscale:`, a HorizontalPodAutoscaler. The service's own Service (`svc`, its
+stable address) selects the gateway and lives in `gateway`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+from typing import Any
+
+from mso.engines.kubernetes import naming
+from mso.engines.kubernetes.versions import ApiVersions
+from mso.engines.kubernetes.workload import Workload
+
+PRE_STOP_SLEEP = 2  # seconds a stopping pod keeps serving while endpoints update
+Obj = dict[str, Any]
+
+
+def meta(name: str, namespace: str, app: str, extra: dict[str, str] | None = None,
+         annotations: dict[str, str] | None = None) -> Obj:
+    out: Obj = {"name": name, "namespace": namespace,
+                "labels": {**naming.owner_labels(app), **(extra or {})}}
+    if annotations:
+        out["annotations"] = annotations
+    return out
+
+
+def namespace_object(namespace: str, app: str) -> Obj:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": naming.owner_labels(app)}}
+
+
+def _digest(parts: list[tuple[str, bytes]]) -> str:
+    h = hashlib.sha256()
+    for key, value in sorted(parts):
+        h.update(key.encode() + b"\0" + hashlib.sha256(value).digest())
+    return h.hexdigest()[:10]
+
+
+def config_map(w: Workload, namespace: str) -> Obj | None:
+    files = w.configs()
+    if not files:
+        return None
+    data = {f"f{i}": base64.b64encode(content).decode() for i, (_, content) in enumerate(files)}
+    name = f"{w.service}-config-{_digest(files)}"
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": meta(name, namespace, w.app, {naming.SERVICE: w.service}),
+            "binaryData": data}
+
+
+def secret(w: Workload, namespace: str) -> Obj | None:
+    if not w.secrets:
+        return None
+    raw = {k: v.encode("utf-8", "surrogateescape") for k, v in w.secrets.items()}
+    name = f"{w.service}-secrets-{_digest(list(raw.items()))}"
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": meta(name, namespace, w.app, {naming.SERVICE: w.service}),
+            "data": {k: base64.b64encode(v).decode() for k, v in raw.items()}}
+
+
+def _seconds(value: float) -> int:
+    return max(1, math.ceil(float(value)))
+
+
+def probe(spec: dict[str, Any] | None, ports: dict[str, tuple[str, int]]) -> Obj | None:
+    if not spec:
+        return None
+    out: Obj = {"periodSeconds": _seconds(spec["period"]),
+                "timeoutSeconds": _seconds(spec["timeout"]),
+                "failureThreshold": int(spec["failure_threshold"]),
+                "successThreshold": int(spec["success_threshold"])}
+    if spec.get("initial_delay"):
+        out["initialDelaySeconds"] = _seconds(spec["initial_delay"])
+    if spec.get("http") is not None:
+        port_name = spec.get("port") or next(n for n, (p, _) in ports.items() if p == "http")
+        out["httpGet"] = {"path": spec["http"], "port": ports[port_name][1]}
+    elif spec.get("tcp") is not None:
+        out["tcpSocket"] = {"port": ports[spec["tcp"]][1]}
+    else:
+        out["exec"] = {"command": [str(a) for a in spec["exec"]]}
+    return out
+
+
+def _escape(value: str) -> str:
+    # Kubernetes expands $(VAR) in env values; a user's literal "$(" must stay literal.
+    return value.replace("$(", "$$(")
+
+
+def environment(w: Workload) -> list[Obj]:
+    env: list[Obj] = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
+    for dep in w.dependencies:
+        key = naming.env_key(dep.service)
+        host = f"$({naming.service_host_var(dep.service)})"
+        scheme = "http" if dep.protocol == "http" else "tcp"
+        env += [{"name": f"{key}_URL", "value": f"{scheme}://{host}:{dep.port}"},
+                {"name": f"{key}_HOST", "value": host},
+                {"name": f"{key}_PORT", "value": str(dep.port)}]
+    env += [{"name": k, "value": _escape(str(v))} for k, v in w.spec["env"].items()]
+    secret_obj = secret(w, "-")
+    for name, spec in (w.model.get("secrets") or {}).items():
+        as_env = spec.get("as_env")
+        if as_env and secret_obj is not None:
+            var = as_env if isinstance(as_env, str) else name.upper().replace("-", "_").replace(".", "_")
+            env.append({"name": var, "valueFrom": {"secretKeyRef": {
+                "name": secret_obj["metadata"]["name"], "key": name}}})
+    for i, (name, (_, port)) in enumerate(w.ports.items()):
+        if i == 0:
+            env.append({"name": "PORT", "value": str(port)})
+        env.append({"name": f"PORT_{name.upper().replace('-', '_')}", "value": str(port)})
+    env += [{"name": "MSO_APP", "value": w.app}, {"name": "MSO_SERVICE", "value": w.service},
+            {"name": "MSO_REPLICA", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "MSO_RELEASE", "value": str(w.release)},
+            {"name": "MSO_SECRETS", "value": naming.SECRETS_DIR},
+            {"name": "MSO_CONFIG_DIR", "value": naming.CONFIG_DIR},
+            {"name": "MSO_DATA_DIR", "value": naming.DATA_DIR}]
+    return env
+
+
+def _resources(model: dict[str, Any]) -> Obj:
+    res = model.get("resources") or {}
+    limits: dict[str, str] = {}
+    if res.get("cpu"):
+        limits["cpu"] = f"{max(1, round(float(res['cpu']) * 1000))}m"
+    if res.get("memory"):
+        limits["memory"] = str(int(res["memory"]))
+    return {"limits": limits, "requests": dict(limits)} if limits else {}
+
+
+def _volumes(w: Workload, namespace: str) -> tuple[list[Obj], list[Obj]]:
+    volumes: list[Obj] = [{"name": "data", "emptyDir": {}}]
+    mounts: list[Obj] = [{"name": "data", "mountPath": naming.DATA_DIR}]
+    cm = config_map(w, namespace)
+    if cm is not None:
+        items = [{"key": f"f{i}", "path": target} for i, (target, _) in enumerate(w.configs())]
+        volumes.append({"name": "config", "configMap": {"name": cm["metadata"]["name"],
+                                                          "items": items}})
+        mounts.append({"name": "config", "mountPath": naming.CONFIG_DIR, "readOnly": True})
+    sec = secret(w, namespace)
+    if sec is not None:
+        volumes.append({"name": "secrets", "secret": {"secretName": sec["metadata"]["name"],
+                                                      "defaultMode": 0o400}})
+        mounts.append({"name": "secrets", "mountPath": naming.SECRETS_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def _command(model: dict[str, Any]) -> list[str]:
+    run = model["run"]
+    if model.get("shell") or isinstance(run, str):
+        return ["/bin/sh", "-c", run if isinstance(run, str) else " ".join(run)]
+    return [str(a) for a in run]
+
+
+def container(w: Workload, namespace: str) -> Obj:
+    model = w.model
+    health = model.get("health") or {}
+    out: Obj = {"name": "app", "image": w.image, "imagePullPolicy": w.pull_policy,
+                "command": _command(model), "env": environment(w),
+                "volumeMounts": _volumes(w, namespace)[1]}
+    if w.workdir:
+        out["workingDir"] = w.workdir
+    ports = []
+    for name, (_, number) in w.ports.items():
+        port: Obj = {"containerPort": number, "protocol": "TCP"}
+        if naming.k8s_port_name(name):
+            port["name"] = naming.k8s_port_name(name)
+        ports.append(port)
+    if ports:
+        out["ports"] = ports
+    for role, key in (("startup", "startupProbe"), ("readiness", "readinessProbe"),
+                      ("liveness", "livenessProbe")):
+        built = probe(health.get(role), w.ports)
+        if built is not None:
+            out[key] = built
+    if _resources(model):
+        out["resources"] = _resources(model)
+    if w.kind == "service":
+        # Endpoints (and kube-proxy) learn of a stopping pod asynchronously (k/k#43576):
+        # keep serving a little while before the app sees SIGTERM.
+        out["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SLEEP)]}}}
+    return out
+
+
+def bridge_container(w: Workload) -> Obj | None:
+    """A sidecar exposing ports the app binds on 127.0.0.1 only (see `bridge`)."""
+    if w.bridge_image is None or not w.ports:
+        return None
+    args = [str(port) for _, port in w.ports.values()]
+    return {"name": "mso-bridge", "image": w.bridge_image, "imagePullPolicy": "Never",
+            "command": ["python3", "-m", "mso.engines.kubernetes.bridge", *args],
+            "resources": {"limits": {"cpu": "200m", "memory": "64Mi"},
+                          "requests": {"cpu": "10m", "memory": "32Mi"}}}
+
+
+def pod_template(w: Workload, namespace: str) -> Obj:
+    model = w.model
+    stop = model.get("stop") or {}
+    grace = int(math.ceil(float(stop.get("grace", 10.0)))) + PRE_STOP_SLEEP
+    labels = {**naming.owner_labels(w.app), **naming.selector(w.app, w.service, w.subset),
+              naming.RELEASE: str(w.release), naming.COMPONENT: w.kind}
+    annotations = {naming.SPEC_HASH: w.spec_hash,
+                   naming.STOP_SIGNAL: str(stop.get("signal", "SIGTERM"))}
+    containers = [container(w, namespace)]
+    sidecar = bridge_container(w)
+    if sidecar is not None:
+        containers.append(sidecar)
+    spec: Obj = {"containers": containers, "volumes": _volumes(w, namespace)[0],
+                 "terminationGracePeriodSeconds": grace,
+                 "enableServiceLinks": True, "automountServiceAccountToken": False}
+    if w.kind == "job":
+        spec["restartPolicy"] = "Never"
+    return {"metadata": {"labels": labels, "annotations": annotations}, "spec": spec}
+
+
+def _surge(value: Any) -> int | str:
+    return value if isinstance(value, str) else int(value)
+
+
+def deployment(w: Workload, namespace: str) -> Obj:
+    rollout = w.model.get("rollout") or {}
+    strategy: Obj
+    if rollout.get("strategy") == "recreate":
+        strategy = {"type": "Recreate"}
+    else:
+        strategy = {"type": "RollingUpdate", "rollingUpdate": {
+            "maxSurge": _surge(rollout.get("max_surge", 1)),
+            "maxUnavailable": _surge(rollout.get("max_unavailable", 0))}}
+    name = naming.deployment_name(w.service, w.subset)
+    labels = {**naming.selector(w.app, w.service, w.subset), naming.RELEASE: str(w.release)}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": meta(name, namespace, w.app, labels, {naming.SPEC_HASH: w.spec_hash}),
+            "spec": {"replicas": w.replicas, "revisionHistoryLimit": 5,
+                     "progressDeadlineSeconds": _seconds(rollout.get("progress_deadline", 600)),
+                     "selector": {"matchLabels": naming.selector(w.app, w.service, w.subset)},
+                     "strategy": strategy, "template": pod_template(w, namespace)}}
+
+
+def job(w: Workload, namespace: str) -> Obj:
+    timeout = _seconds(w.model.get("timeout", 300))
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": meta(f"{w.service}-r{w.release}", namespace, w.app,
+                             {naming.SERVICE: w.service, naming.RELEASE: str(w.release)},
+                             {naming.SPEC_HASH: w.spec_hash}),
+            "spec": {"backoffLimit": 0, "activeDeadlineSeconds": timeout,
+                     "template": pod_template(w, namespace)}}
+
+
+def subset_service(w: Workload, namespace: str, subset: str) -> Obj:
+    """`svc-stable` / `svc-canary`: what the gateway routes each subset to."""
+    ports = [{"name": naming.k8s_port_name(n) or f"p{num}", "port": num, "targetPort": num,
+              "protocol": "TCP"} for n, (_, num) in w.ports.items()]
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": meta(naming.subset_service_name(w.service, subset), namespace, w.app,
+                             {naming.SERVICE: w.service, naming.SUBSET: subset}),
+            "spec": {"type": "ClusterIP", "selector": naming.selector(w.app, w.service, subset),
+                     "ports": ports}}
+
+
+def disruption_budget(w: Workload, namespace: str, api: ApiVersions) -> Obj:
+    return {"apiVersion": api.pdb, "kind": "PodDisruptionBudget",
+            "metadata": meta(w.service, namespace, w.app, {naming.SERVICE: w.service}),
+            "spec": {"maxUnavailable": 1,
+                     "selector": {"matchLabels": naming.selector(w.app, w.service, "stable")}}}
+
+
+def autoscaler(w: Workload, namespace: str, api: ApiVersions) -> Obj | None:
+    spec = w.model.get("autoscale")
+    if not spec:
+        return None
+    # Requests per second per pod, as served by the custom-metrics API (an adapter over
+    # the gateway's metrics); the cluster needs one for the autoscaler to act.
+    target = {"type": "AverageValue", "averageValue": str(int(math.ceil(spec["target_rps_per_replica"])))}
+    return {"apiVersion": api.hpa, "kind": "HorizontalPodAutoscaler",
+            "metadata": meta(w.service, namespace, w.app, {naming.SERVICE: w.service}),
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                        "name": w.service},
+                     "minReplicas": int(spec["min"]), "maxReplicas": int(spec["max"]),
+                     "metrics": [{"type": "Pods", "pods": {
+                         "metric": {"name": "mso_requests_per_second"}, "target": target}}]}}
+
+
+def workload_objects(w: Workload, namespace: str, api: ApiVersions) -> list[Obj]:
+    """Everything one workload needs, in apply order (config before the pods using it)."""
+    out = [o for o in (config_map(w, namespace), secret(w, namespace)) if o is not None]
+    if w.kind == "job":
+        return [*out, job(w, namespace)]
+    out += [subset_service(w, namespace, "stable"), subset_service(w, namespace, "canary"),
+            deployment(w, namespace), disruption_budget(w, namespace, api)]
+    hpa = autoscaler(w, namespace, api)
+    return out + ([hpa] if hpa is not None else [])

@@ -1,0 +1,75 @@
+"""The Kubernetes engine's local state: `.mso/kubernetes.db` beside the manifest.
+
+The store is mso's ordinary SQLite store (releases, desired state, rollouts, events);
+the engine keeps its own settings in the store's key/value table: the cluster target,
+the app's gateway and routes, the image of each release and the gateway control token.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mso.controllers.routing import RouteView
+from mso.store.db import Store
+
+DB_NAME = "kubernetes.db"
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    app: str
+    namespace: str
+    kubeconfig: str | None
+    context: str | None
+    gateway_port: int
+    routes: list[dict[str, Any]]
+    base_dir: str
+    runtime_image: str
+    version: str
+
+    def route_views(self) -> list[RouteView]:
+        return [RouteView(r["path"], r["host"], r["service"], r["port"]) for r in self.routes]
+
+
+def state_dir(base_dir: Path) -> Path:
+    return base_dir / ".mso"
+
+
+def open_store(base_dir: Path) -> Store:
+    folder = state_dir(base_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return Store(folder / DB_NAME)
+
+
+def existing_store(base_dir: Path) -> Store | None:
+    path = state_dir(base_dir) / DB_NAME
+    return Store(path) if path.exists() else None
+
+
+def save_settings(store: Store, settings: AppSettings) -> None:
+    store.set_meta("k8s_settings", json.dumps(asdict(settings), sort_keys=True))
+
+
+def load_settings(store: Store) -> AppSettings | None:
+    raw = store.get_meta("k8s_settings")
+    return None if raw is None else AppSettings(**json.loads(raw))
+
+
+def set_image(store: Store, service: str, release: int, image: str) -> None:
+    store.set_meta(f"k8s_image:{service}:{release}", image)
+
+
+def image_of(store: Store, service: str, release: int) -> str | None:
+    return store.get_meta(f"k8s_image:{service}:{release}")
+
+
+def control_token(store: Store) -> str:
+    token = store.get_meta("k8s_gateway_token")
+    if token is None:
+        token = secrets.token_urlsafe(32)
+        store.set_meta("k8s_gateway_token", token)
+    return token

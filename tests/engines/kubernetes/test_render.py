@@ -1,0 +1,145 @@
+"""Rendering: the shop and a manifest using every feature, validated strictly per version."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+import yaml
+
+from mso.engines.kubernetes import document, naming
+from mso.engines.kubernetes.engine import KubernetesEngine
+from mso.engines.kubernetes.versions import api_versions
+from mso.engines.remote import EngineOptions, RemoteEngineError
+from mso.spec.load import LoadedManifest, load_manifest
+
+ROOT = Path(__file__).resolve().parents[3]
+SHOP = ROOT / "examples" / "shop" / "mso.yaml"
+FULL = Path(__file__).parent / "fixtures" / "full" / "mso.yaml"
+VERSIONS = ["1.25", "1.29", kubernetes_validate.latest_version()]
+IMAGES = document.Images("mso-runtime:test", "mso-app:test", {"store": "mso-full-store:test"})
+
+
+def load(path: Path) -> LoadedManifest:
+    return load_manifest(path, {"FULL_OTHER_SECRET": "value"})
+
+
+def objects(path: Path, version: str) -> list[dict[str, Any]]:
+    loaded = load(path)
+    return document.manifest_objects(loaded, api_versions(version), IMAGES, {},
+                                     document.namespace_of(loaded))
+
+
+def strict_errors(objs: list[dict[str, Any]], version: str) -> list[str]:
+    errors = []
+    full = version if version.count(".") == 2 else version + ".0"
+    for obj in objs:
+        try:
+            kubernetes_validate.validate(obj, full, strict=True)
+        except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError,
+                kubernetes_validate.InvalidSchemaError) as exc:
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {type(exc).__name__} {exc}")
+    return errors
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("manifest", [SHOP, FULL], ids=["shop", "full"])
+def test_rendered_objects_pass_strict_validation(manifest: Path, version: str) -> None:
+    objs = objects(manifest, version)
+    assert objs and strict_errors(objs, version) == []
+
+
+def test_validation_catches_an_unknown_field() -> None:
+    objs = objects(SHOP, "1.29")
+    deployment = next(o for o in objs if o["kind"] == "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["bogus"] = 1
+    assert strict_errors([deployment], "1.29")
+
+
+def test_policy_v1beta1_is_rendered_for_1_20_and_fails_on_1_25() -> None:
+    objs = objects(SHOP, "1.20")
+    pdbs = [o for o in objs if o["kind"] == "PodDisruptionBudget"]
+    assert {p["apiVersion"] for p in pdbs} == {"policy/v1beta1"}
+    assert strict_errors(pdbs[:1], "1.25")  # removed in 1.25: SchemaNotFoundError counts
+
+
+def test_api_versions_follow_the_target() -> None:
+    assert api_versions("1.20").pdb == "policy/v1beta1"
+    assert api_versions("1.21").pdb == "policy/v1"
+    assert api_versions("1.20").hpa == "autoscaling/v2beta2"
+    assert api_versions("v1.29.3").hpa == "autoscaling/v2"
+
+
+def test_every_service_has_its_objects_and_owner_labels() -> None:
+    objs = objects(SHOP, "1.29")
+    names = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    for svc in ("web", "orders", "inventory", "payments", "kvstore"):
+        assert {("Deployment", svc), ("Service", svc), ("Service", f"{svc}-stable"),
+                ("Service", f"{svc}-canary"), ("PodDisruptionBudget", svc)} <= names
+    assert ("Deployment", naming.GATEWAY) in names and ("Namespace", "shop") in names
+    assert ("Job", "migrate-r1") in names
+    for obj in objs:
+        assert naming.is_owned(obj["metadata"]["labels"], "shop"), obj["metadata"]["name"]
+
+
+def test_deployment_carries_release_spec_hash_probes_and_grace() -> None:
+    loaded = load(FULL)
+    objs = objects(FULL, "1.29")
+    web = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "web")
+    template = web["spec"]["template"]
+    assert template["metadata"]["labels"][naming.RELEASE] == "1"
+    assert template["metadata"]["annotations"][naming.SPEC_HASH] == loaded.spec_hash("web")
+    app = template["spec"]["containers"][0]
+    assert app["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 9000}
+    assert app["readinessProbe"]["successThreshold"] == 2
+    assert app["startupProbe"]["initialDelaySeconds"] == 1
+    assert app["livenessProbe"]["exec"]["command"][0] == "python3"
+    assert app["resources"]["limits"] == {"cpu": "500m", "memory": str(256 * 2**20)}
+    assert app["command"][:2] == ["/bin/sh", "-c"]
+    assert template["spec"]["terminationGracePeriodSeconds"] == 7 + 2
+    assert web["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "25%", "maxUnavailable": 0}
+    env = {e["name"]: e for e in app["env"]}
+    assert env["LITERAL"]["value"] == "keep $$(THIS) literal"
+    assert env["LEVEL"]["value"] == "debug"
+    assert env["TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "token"
+    assert env["API_URL"]["value"] == "http://$(API_SERVICE_HOST):8001"
+    assert env["STORE_URL"]["value"] == "tcp://$(STORE_SERVICE_HOST):6390"
+    assert "SETUP_URL" not in env
+
+
+def test_hpa_config_and_secret_for_autoscaled_service() -> None:
+    objs = objects(FULL, "1.29")
+    hpa = next(o for o in objs if o["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2" and hpa["spec"]["maxReplicas"] == 10
+    secret = next(o for o in objs if o["kind"] == "Secret")
+    assert set(secret["data"]) == {"token", "other"}
+    kinds = [o["kind"] for o in objs]
+    assert kinds.index("Service") < kinds.index("Deployment")  # service variables first
+
+
+def test_stable_address_selects_the_gateway() -> None:
+    objs = objects(SHOP, "1.29")
+    orders = next(o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "orders")
+    assert orders["spec"]["selector"] == naming.gateway_selector("shop")
+    assert orders["spec"]["ports"][0]["port"] == 8001
+
+
+def test_render_cli_path_writes_files_and_yaml(tmp_path: Path) -> None:
+    shop = tmp_path / "shop"
+    shutil.copytree(SHOP.parent, shop, ignore=shutil.ignore_patterns(".mso", "__pycache__"))
+    engine = KubernetesEngine(EngineOptions(version="1.29"))
+    loaded = load(shop / "mso.yaml")
+    text = engine.render(loaded, None)
+    assert isinstance(text, str)
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    assert strict_errors(docs, "1.29") == []
+    written = engine.render(loaded, tmp_path / "out")
+    assert isinstance(written, list) and len(written) == len(docs)
+
+
+def test_render_rejects_a_bad_version() -> None:
+    with pytest.raises(RemoteEngineError):
+        KubernetesEngine(EngineOptions(version="2.0")).render(load(SHOP), None)
