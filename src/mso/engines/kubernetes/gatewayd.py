@@ -115,7 +115,7 @@ async def run(args: argparse.Namespace) -> int:
     server = None
     token_file = Path(args.token_dir) / "token"
     if token_file.exists():
-        server = await asyncio.start_server(relay_handler(sock, token_file), "0.0.0.0",
+        server = await asyncio.start_server(relay_handler(sock, token_file), args.bind,
                                             args.control_port)
     else:
         print("gatewayd: no control token; the control relay is off", flush=True)
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", required=True)
     ap.add_argument("--token-dir", default="/etc/mso/gateway-control")
     ap.add_argument("--control-port", type=int, default=8078)
+    ap.add_argument("--bind", default="0.0.0.0", help="address of the control relay")
     return asyncio.run(run(ap.parse_args(argv)))
 
 
