@@ -1,0 +1,380 @@
+"""The Swarm controller: one background process per app, on the manager node.
+
+`mso deploy --engine swarm` records releases and desired state in `.mso/swarm.db`, then
+makes sure this process runs (`python -m mso.engines.swarm.controller --state-dir DIR`).
+Every half second it:
+
+1. observes the app's Swarm services and tasks (the Docker API);
+2. ticks the shared rollout controller (canary analysis from the gateway's metrics);
+3. plans each service (`plan.plan_service`: create, scale, hand off, retire) and acts;
+4. pushes the route table (task overlay IPs, weights) to the gateway when it changed,
+   or when the gateway restarted and lost it.
+
+It is the only writer of Swarm services and of rollout state; the CLI talks to it through
+a unix socket (`ctl.py`). If it dies, the app keeps running and the gateway keeps its last
+table; the next CLI command starts it again and it resumes from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from mso.controllers.rollouts import Member, RolloutController
+from mso.controllers.routing import RouteView
+from mso.daemon.probes_map import port_map
+from mso.engines.swarm import names, state
+from mso.engines.swarm.gateway import (allocate_ports, gateway_spec, route_table,
+                                       service_routing)
+from mso.engines.swarm.observe import ServiceObs, parse
+from mso.engines.swarm.plan import Drain, Ensure, Plan, Progress, Remove, Want, plan_service
+from mso.engines.swarm.spec import AppContext, ReleaseInput, ServiceSpec, service_spec
+from mso.engines.swarm.state import AppConfig, SwarmPaths
+from mso.engines.swarm.swarmapi import SwarmApi, SwarmError
+from mso.proxy.client import ProxyClient, ProxyError
+from mso.store.db import Store
+from mso.store.records import Desired
+
+log = logging.getLogger("mso.swarm.controller")
+
+PERIOD = 0.5
+DRAIN_TIMEOUT = 15.0
+METRICS_KEY = "mso/metrics"
+
+
+class SwarmController:
+    """Reconciles one app's Swarm services with the store; a `RolloutHost`."""
+
+    def __init__(self, paths: SwarmPaths, api: SwarmApi | None = None) -> None:
+        self.paths = paths
+        paths.ensure()
+        self.store = Store(paths.db)
+        self.api = api or SwarmApi()
+        self.proxy = ProxyClient(str(paths.gateway_socket), timeout=10.0)
+        self.rollouts = RolloutController(self)
+        self.obs: dict[tuple[str, str], ServiceObs] = {}
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._pushed: dict[str, Any] | None = None
+        self._version = int(self.store.get_meta("swarm.table_version") or 0)
+        self._network_id = ""
+        self.converged = False
+
+    # -- RolloutHost --------------------------------------------------------------------
+    def members(self, service: str) -> list[Member]:
+        out: list[Member] = []
+        for role in ("main", "second"):
+            obs = self.obs.get((service, role))
+            if obs is None:
+                continue
+            subset = "stable" if role == "main" else obs.subset
+            out += [Member(subset, t.release, t.ready, t.stopping) for t in obs.live()]
+        return out
+
+    async def metrics(self) -> dict[str, Any]:
+        return await self.proxy.metrics()
+
+    def relabel(self, service: str, mapping: dict[str, str]) -> None:
+        """Nothing to do: the subset of each Swarm service follows the rollout's targets."""
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    # -- loop ---------------------------------------------------------------------------
+    async def run_forever(self) -> None:
+        self.rollouts.recover()
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                await self.reconcile_once()
+            except Exception as exc:
+                log.exception("reconcile failed; retrying")
+                state.set_json(self.store, state.STATUS_KEY, {
+                    "converged": False, "ts": time.time(),
+                    "error": f"{type(exc).__name__}: {exc}"})
+            try:
+                await asyncio.wait_for(self._wake.wait(), PERIOD)
+            except asyncio.TimeoutError:
+                pass
+        await self.proxy.close()
+
+    async def observe(self) -> None:
+        config = AppConfig.load(self.store)
+        if config is None:
+            return
+        services = await asyncio.to_thread(self.api.services, config.app)
+        tasks = await asyncio.to_thread(self.api.tasks, [s["ID"] for s in services])
+        self.obs = {(o.service, o.role): o for o in parse(services, tasks, self._network_id)}
+
+    async def reconcile_once(self) -> None:
+        config = AppConfig.load(self.store)
+        if config is None:
+            return
+        self._network_id = await asyncio.to_thread(self.api.ensure_network, config.app,
+                                                   config.network)
+        await self.observe()
+        await self.rollouts.tick()
+        ctx = self._context(config)
+        desired = {n: d for n, d in self.store.desired().items() if d.kind == "service"}
+        progress = state.load_progress(self.store)
+        weights: dict[str, dict[str, int]] = {}
+        busy = False
+        everything = self.store.desired()
+        for name, want in everything.items():
+            if want.kind == "job" and self._deps_met(name, want.release, everything):
+                await self._job(ctx, name, want)
+        for name, want in desired.items():
+            if (name, "main") not in self.obs and not self._deps_met(name, want.release,
+                                                                       everything):
+                busy = True
+                continue
+            plan = self._plan(ctx, config, name, want, progress.get(name, Progress()))
+            if plan.note:
+                log.info("%s: %s", name, plan.note)
+            await self._act(ctx, name, plan)
+            progress[name] = plan.progress
+            weights[name] = plan.weights
+            busy = busy or bool(plan.actions) or plan.progress != Progress()
+        await self._remove_undesired(desired)
+        await self._ensure_gateway(config)
+        pushed = await self._push(config, ctx, desired, weights)
+        if pushed:
+            state.save_progress(self.store, {k: v for k, v in progress.items() if k in desired})
+        self.converged = pushed and not busy and self._settled(desired)
+        state.set_json(self.store, state.STATUS_KEY,
+                       {"converged": self.converged, "ts": time.time()})
+
+    def _deps_met(self, name: str, release: int, desired: dict[str, Desired]) -> bool:
+        """depends_on and jobs' `before`, checked only before a service first starts."""
+        rel = self.store.release(name, release)
+        if rel is None:
+            return False
+        deps = dict(rel.spec["model"].get("depends_on") or {})
+        for job, want in desired.items():
+            if want.kind != "job":
+                continue
+            job_rel = self.store.release(job, want.release)
+            if job_rel is not None and name in (job_rel.spec["model"].get("before") or []):
+                deps[job] = "completed"
+        for dep, condition in deps.items():
+            if dep not in desired:
+                continue
+            if desired[dep].kind == "job":
+                obs = self.obs.get((dep, "job"))
+                if obs is None or not obs.completed():
+                    return False
+            else:
+                main = self.obs.get((dep, "main"))
+                if main is None or not any(t.ready for t in main.tasks):
+                    return False
+        return True
+
+    async def _job(self, ctx: AppContext, name: str, want: Desired) -> None:
+        rel = self._release_input(ctx, name, want.release)
+        spec = service_spec(ctx, rel, "job", 1, "job")
+        obs = self.obs.get((name, "job"))
+        if obs is not None and obs.deploy_hash == spec.deploy_hash:
+            return
+        if obs is not None:
+            await asyncio.to_thread(self.api.remove_service, obs.id)
+        template = dict(spec.task_template, RestartPolicy={
+            "Condition": "on-failure", "Delay": 1_000_000_000, "MaxAttempts": 3})
+        job = ServiceSpec(spec.name, spec.labels, template, 1, spec.endpoint_spec,
+                          spec.update_config, spec.refs, spec.deploy_hash)
+        extra = {"mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}},
+                 "update_config": None}
+        await asyncio.to_thread(self._apply, ctx, job, None, extra)
+        self._event("swarm.job", f"job {name} started (release {want.release})", name)
+
+    def _settled(self, desired: dict[str, Desired]) -> bool:
+        for name, want in desired.items():
+            main = self.obs.get((name, "main"))
+            active = self.rollouts.active(name)
+            if active is not None and active.strategy in ("canary", "blue_green"):
+                continue
+            if main is None or not main.settled_on(want.release, want.replicas):
+                return False
+            if (name, "second") in self.obs:
+                return False
+        gateway = self.obs.get((names.GATEWAY, "gateway"))
+        return gateway is not None and any(t.ready for t in gateway.tasks)
+
+    # -- planning -----------------------------------------------------------------------
+    def _context(self, config: AppConfig) -> AppContext:
+        ports: dict[str, int] = state.get_json(self.store, state.PORTS_KEY, {})
+        return AppContext(config.app, config.network, config.base_dir, ports)
+
+    def _release_input(self, ctx: AppContext, service: str, number: int) -> ReleaseInput:
+        rel = self.store.release(service, number)
+        if rel is None:
+            raise SwarmError(f"{service} has no release {number}")
+        image = state.image_for(self.store, service, number)
+        if image is None:
+            raise SwarmError(f"no image recorded for {service}; run mso deploy --engine swarm")
+        deps: dict[str, tuple[str, int]] = {}
+        for dep in rel.spec["model"].get("depends_on") or {}:
+            latest = self.store.latest_release(dep)
+            if latest is None or latest.spec.get("kind") != "service":
+                continue
+            named = port_map(latest.spec["model"])
+            chosen = next((n for n, (p, _) in named.items() if p == "http"), None)
+            chosen = chosen or next(iter(named), None)
+            key = f"{dep}/{chosen}"
+            if chosen is not None and key in ctx.stable_ports:
+                deps[dep] = (named[chosen][0], ctx.stable_ports[key])
+        secrets = {k: v.encode("utf-8", "surrogateescape")
+                   for k, v in self.store.release_secrets(service, number).items()}
+        return ReleaseInput(service, number, rel.spec_hash, rel.spec, image[0], image[1],
+                            secrets, deps)
+
+    def _spec(self, ctx: AppContext, service: str, release: int, role: str,
+              replicas: int, subset: str) -> ServiceSpec:
+        rel = self._release_input(ctx, service, release)
+        return service_spec(ctx, rel, "second" if role == "second" else "main", replicas,
+                            subset)
+
+    def _plan(self, ctx: AppContext, config: AppConfig, name: str, want: Desired,
+              progress: Progress) -> Plan:
+        targets, weights = self.rollouts.targets(name, want)
+        stable_t = next(t for t in targets if t.subset == "stable")
+        other_t = next((t for t in targets if t.subset != "stable"), None)
+        stable = self._want(ctx, name, "main", stable_t.release, stable_t.replicas, "stable")
+        standin = self._want(ctx, name, "second", stable_t.release, stable_t.replicas,
+                             other_t.subset if other_t else "canary")
+        second = None if other_t is None else self._want(
+            ctx, name, "second", other_t.release, other_t.replicas, other_t.subset)
+        recreate = config.strategies.get(name) == "recreate"
+        return plan_service(stable, second, weights, standin, self.obs.get((name, "main")),
+                            self.obs.get((name, "second")), progress, recreate)
+
+    def _want(self, ctx: AppContext, name: str, role: str, release: int, replicas: int,
+              subset: str) -> Want:
+        spec = self._spec(ctx, name, release, role, replicas, subset)
+        return Want(release, replicas, subset, spec.deploy_hash)
+
+    # -- acting -------------------------------------------------------------------------
+    async def _act(self, ctx: AppContext, name: str, plan: Plan) -> None:
+        for action in plan.actions:
+            obs = self.obs.get((name, action.role))
+            if isinstance(action, Drain):
+                await self._drain(obs)
+            elif isinstance(action, Remove):
+                if obs is not None:
+                    await asyncio.to_thread(self.api.remove_service, obs.id)
+                    self._event("swarm.removed", f"removed {obs.name}", name)
+            elif isinstance(action, Ensure):
+                w = action.want
+                spec = self._spec(ctx, name, w.release, action.role, w.replicas, w.subset)
+                await asyncio.to_thread(self._apply, ctx, spec, obs)
+                verb = "created" if obs is None else "updated"
+                self._event(f"swarm.{verb}", f"{verb} {spec.name}: release {w.release}, "
+                            f"{w.replicas} replicas, subset {w.subset}", name)
+
+    def _apply(self, ctx: AppContext, spec: ServiceSpec, obs: ServiceObs | None,
+               extra: dict[str, Any] | None = None) -> None:
+        ids = self.api.ensure_refs(ctx.app, spec.refs)
+        existing = None
+        if obs is not None:
+            existing = self.api.api.inspect_service(obs.id)
+        self.api.apply(spec, ids, existing, extra)
+
+    async def _drain(self, obs: ServiceObs | None) -> None:
+        if obs is None:
+            return
+        ids = [names.endpoint_id(obs.service, obs.role, t.slot, t.id) for t in obs.tasks
+               if t.address is not None]
+
+        async def one(endpoint: str) -> None:
+            client = ProxyClient(str(self.paths.gateway_socket), timeout=5.0)
+            try:
+                await client.drain(endpoint, DRAIN_TIMEOUT)
+            except ProxyError as exc:
+                log.warning("drain of %s failed: %s", endpoint, exc)
+            finally:
+                await client.close()
+        await asyncio.gather(*(one(i) for i in ids))
+
+    async def _remove_undesired(self, desired: dict[str, Desired]) -> None:
+        for (service, role), obs in list(self.obs.items()):
+            if role not in ("gateway", "job") and service not in desired:
+                await asyncio.to_thread(self.api.remove_service, obs.id)
+                self._event("swarm.removed", f"removed {obs.name}: not in the manifest", service)
+
+    async def _ensure_gateway(self, config: AppConfig) -> None:
+        spec, extra = gateway_spec(config.app, config.gateway_image, config.network,
+                                   config.gateway_port, str(self.paths.gateway_dir),
+                                   self.api.node_id)
+        obs = self.obs.get((names.GATEWAY, "gateway"))
+        if obs is not None and obs.deploy_hash == spec.deploy_hash:
+            return
+        ctx = self._context(config)
+        await asyncio.to_thread(self._apply, ctx, spec, obs, extra)
+        self._pushed = None  # a new gateway task starts with an empty table
+        self._event("swarm.gateway", f"gateway {'created' if obs is None else 'updated'} "
+                    f"on port {config.gateway_port}", None)
+
+    # -- the gateway's table ------------------------------------------------------------------
+    def table(self, config: AppConfig, ctx: AppContext, desired: dict[str, Desired],
+              weights: dict[str, dict[str, int]]) -> dict[str, Any]:
+        routings = []
+        for name, want in desired.items():
+            rel = self.store.release(name, want.release)
+            if rel is None:
+                continue
+            observed = [o for o in (self.obs.get((name, "main")), self.obs.get((name, "second")))
+                        if o is not None]
+            routings.append(service_routing(name, rel.spec["model"], ctx.stable_ports,
+                                            observed, weights.get(name, {"stable": 100})))
+        routes = []
+        for r in config.routes:
+            rel = self.store.release(r["service"], desired[r["service"]].release) \
+                if r["service"] in desired else None
+            port = r.get("port") or (_first_http(rel.spec["model"]) if rel else None)
+            if port:
+                routes.append(RouteView(r.get("path") or "/", r.get("host"), r["service"], port))
+        return route_table(gateway_port=config.gateway_port,
+                           metrics_port=ctx.stable_ports.get(METRICS_KEY, 19999),
+                           routes=routes, services=routings)
+
+    async def _push(self, config: AppConfig, ctx: AppContext, desired: dict[str, Desired],
+                    weights: dict[str, dict[str, int]]) -> bool:
+        table = self.table(config, ctx, desired, weights)
+        try:
+            ping = await self.proxy.ping()
+            if self._pushed is not None and int(ping.get("version") or 0) < self._version:
+                self._pushed = None  # the gateway restarted with an empty table
+            if table == self._pushed:
+                return True
+            self._version += 1
+            await self.proxy.set_table(dict(table, version=self._version))
+        except (ProxyError, OSError) as exc:
+            log.info("gateway not reachable yet: %s", exc)
+            return False
+        self._pushed = table
+        self.store.set_meta("swarm.table_version", str(self._version))
+        state.set_json(self.store, state.TABLE_KEY, table)
+        return True
+
+    def _event(self, type_: str, message: str, service: str | None) -> None:
+        log.info("%s %s", service or "-", message)
+        self.store.add_event(type_, message, service)
+
+
+def _first_http(model: dict[str, Any]) -> str | None:
+    return next((n for n, (p, _) in port_map(model).items() if p == "http"), None)
+
+
+def ensure_stable_ports(store: Store, services: dict[str, dict[str, Any]],
+                        gateway_port: int) -> dict[str, int]:
+    """Allocate (once) the gateway's per-service ports and its metrics port."""
+    wanted = [METRICS_KEY] + [f"{svc}/{p}" for svc, model in sorted(services.items())
+                              for p in port_map(model)]
+    ports = allocate_ports(state.get_json(store, state.PORTS_KEY, {}), wanted, {gateway_port})
+    state.set_json(store, state.PORTS_KEY, ports)
+    return ports

@@ -1,0 +1,244 @@
+"""`SwarmEngine`: the `RemoteEngine` the CLI drives for `--engine swarm`.
+
+Commands that change what should run (deploy, scale, rollback, rollout control) write the
+store and ask the controller process (`controller.py`) to act; commands that only read
+(ps, endpoints, logs, releases) go to the Docker API and the store directly. Shapes are the
+local engine's (MANIFEST.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mso.daemon.releases import apply_manifest
+from mso.engines import images
+from mso.engines.remote import EngineOptions
+from mso.engines.swarm import names, state
+from mso.engines.swarm.controller import ensure_stable_ports
+from mso.engines.swarm.ctl import ControllerClient
+from mso.engines.swarm.logs import follow_logs
+from mso.engines.swarm.render import render_stack
+from mso.engines.swarm.state import AppConfig, SwarmPaths
+from mso.engines.swarm.status import endpoints_view, ps_view
+from mso.engines.swarm.swarmapi import SwarmApi, SwarmError
+from mso.spec.load import LoadedManifest
+from mso.store.db import Store
+from mso.store.records import Desired
+
+DEPLOY_TIMEOUT = 300.0
+ERROR_GRACE = 15.0  # transient errors (a network still in use) clear up by themselves
+
+
+class SwarmEngine:
+    def __init__(self, options: EngineOptions | None = None) -> None:
+        self.options = options or EngineOptions()
+
+    @staticmethod
+    def _store(loaded: LoadedManifest) -> tuple[SwarmPaths, Store]:
+        paths = SwarmPaths.for_manifest(loaded.path)
+        paths.ensure()
+        return paths, Store(paths.db)
+
+    # -- deploy -----------------------------------------------------------------------------
+    def deploy(self, loaded: LoadedManifest, wait: bool = True) -> dict[str, Any]:
+        api = SwarmApi()
+        m = loaded.manifest
+        paths, store = self._store(loaded)
+        try:
+            built = self._images(loaded, api)
+            before = store.desired()
+            changes = apply_manifest(store, loaded)
+            for change in changes:
+                if change.created:
+                    store.add_event("release.created", f"release {change.release}: "
+                                    f"{change.change}", change.service,
+                                    data={"release": change.release})
+            for name, want in store.desired().items():
+                if name in built:
+                    state.record_image(store, name, want.release, *built[name])
+            ensure_stable_ports(store, {n: s.model_dump(mode="json")
+                                        for n, s in m.services.items()}, m.gateway.port)
+            AppConfig(app=m.app, manifest=str(loaded.path), base_dir=str(loaded.base_dir),
+                      network=names.network_name(m.app, m.engines.swarm.network),
+                      gateway_port=m.gateway.port, gateway_image=built["\0gateway"][0],
+                      routes=[r.model_dump(mode="json") for r in m.routes],
+                      strategies={n: s.rollout.strategy for n, s in m.services.items()}
+                      ).save(store)
+            ctl = ControllerClient(paths)
+            ctl.ensure_running()
+            for name, want in store.desired().items():
+                old = before.get(name)
+                if want.kind == "service" and old is not None and old.release != want.release:
+                    ctl.call({"op": "begin", "service": name, "from": old.release,
+                              "to": want.release})
+            ctl.call({"op": "wake"})
+            if wait:
+                self._wait_converged(store, ctl)
+        finally:
+            store.close()
+        return {"app": m.app, "engine": "swarm", "gateway": f"127.0.0.1:{m.gateway.port}",
+                "changes": [{"service": c.service, "release": c.release,
+                             "created": c.created, "change": c.change} for c in changes]}
+
+    def _images(self, loaded: LoadedManifest, api: SwarmApi) -> dict[str, tuple[str, bool]]:
+        try:
+            built = {"\0gateway": (images.ensure_gateway_image(api.client), False)}
+            for name in [*loaded.manifest.services, *loaded.manifest.jobs]:
+                built[name] = (images.build_service_image(loaded, name, api.client),
+                               images.uses_shim(loaded, name))
+        except images.ImageError as exc:
+            raise SwarmError(str(exc)) from exc
+        return built
+
+    def _wait_converged(self, store: Store, ctl: ControllerClient) -> None:
+        started = time.time()
+        deadline = time.monotonic() + DEPLOY_TIMEOUT
+        failing_since: float | None = None
+        while time.monotonic() < deadline:
+            status = state.get_json(store, state.STATUS_KEY, {})
+            fresh = float(status.get("ts", 0)) > started
+            if status.get("converged") and fresh:
+                return
+            if fresh and status.get("error"):
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > ERROR_GRACE:
+                    raise SwarmError(f"deploy failed: {status['error']}")
+            elif fresh:
+                failing_since = None
+            ctl.call({"op": "ping"})  # fails loudly if the controller died
+            time.sleep(0.5)
+        raise SwarmError(f"the app did not become ready within {DEPLOY_TIMEOUT:.0f}s; "
+                         "see `mso ps --engine swarm` and `mso logs --engine swarm`")
+
+    # -- reading ----------------------------------------------------------------------------
+    def render(self, loaded: LoadedManifest, out_dir: Path | None) -> list[Path] | str:
+        text = render_stack(loaded)
+        if out_dir is None:
+            return text
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / f"{loaded.manifest.app}-stack.yml"
+        target.write_text(text)
+        return [target]
+
+    def ps(self, loaded: LoadedManifest) -> dict[str, Any]:
+        return ps_view(SwarmApi(), loaded.manifest.app)
+
+    def endpoints(self, loaded: LoadedManifest) -> dict[str, Any]:
+        _, store = self._store(loaded)
+        try:
+            return endpoints_view(store, loaded.manifest)
+        finally:
+            store.close()
+
+    def logs(self, loaded: LoadedManifest, service: str | None, follow: bool,
+             since: float | None, tail: int | None) -> Iterator[dict[str, Any]]:
+        if service is not None and service not in loaded.manifest.services:
+            raise SwarmError(f"no service named {service!r}")
+        return follow_logs(SwarmApi(), loaded.manifest.app, service, follow, since, tail)
+
+    def releases(self, loaded: LoadedManifest, service: str) -> list[dict[str, Any]]:
+        _, store = self._store(loaded)
+        try:
+            desired = store.desired().get(service)
+            return [{"number": r.number, "spec_hash": r.spec_hash,
+                     "created": dt.datetime.fromtimestamp(r.created, dt.timezone.utc)
+                     .isoformat(timespec="seconds"), "author": r.author, "change": r.change,
+                     "outcome": r.outcome,
+                     "current": desired is not None and desired.release == r.number}
+                    for r in store.releases(service)]
+        finally:
+            store.close()
+
+    # -- changing -----------------------------------------------------------------------------
+    def scale(self, loaded: LoadedManifest, service: str, replicas: int) -> None:
+        paths, store = self._store(loaded)
+        try:
+            want = store.desired().get(service)
+            if want is None or want.kind != "service":
+                raise SwarmError(f"no deployed service named {service!r}")
+            store.set_desired(Desired(service, "service", want.release, replicas,
+                                      want.manifest_replicas))
+            store.add_event("service.scaled", f"scaled to {replicas}", service,
+                            data={"replicas": replicas})
+        finally:
+            store.close()
+        ctl = ControllerClient(paths)
+        ctl.ensure_running()
+        ctl.call({"op": "wake"})
+
+    def rollback(self, loaded: LoadedManifest, service: str, to: int | None) -> int:
+        paths, store = self._store(loaded)
+        ctl = ControllerClient(paths)
+        ctl.ensure_running()
+        try:
+            want = store.desired().get(service)
+            if want is None or want.kind != "service":
+                raise SwarmError(f"no deployed service named {service!r}")
+            target = _rollback_target(store, service, want.release, to)
+            status = ctl.call({"op": "rollout", "action": "status", "service": service})
+            if status["status"].get("phase") in ("Progressing", "Paused", "Inconclusive"):
+                ctl.call({"op": "rollout", "action": "abort", "service": service})
+                want = store.desired()[service]
+            new = store.add_release(service, target.spec_hash, target.spec,
+                                    store.release_secrets(service, target.number), "mso",
+                                    f"rollback to release {target.number}")
+            image = state.image_for(store, service, target.number)
+            if image is not None:
+                state.record_image(store, service, new.number, *image)
+            store.set_desired(Desired(service, "service", new.number, want.replicas,
+                                      want.manifest_replicas))
+            store.add_event("release.created", f"release {new.number}: rollback to release "
+                            f"{target.number}", service, data={"release": new.number})
+        finally:
+            store.close()
+        ctl.call({"op": "begin", "service": service, "from": want.release, "to": new.number,
+                  "strategy": "rolling"})
+        return new.number
+
+    def rollout(self, loaded: LoadedManifest, action: str, service: str) -> dict[str, Any]:
+        ctl = ControllerClient(SwarmPaths.for_manifest(loaded.path))
+        ctl.ensure_running()
+        status: dict[str, Any] = ctl.call({"op": "rollout", "action": action,
+                                           "service": service})["status"]
+        return status
+
+    def down(self, loaded: LoadedManifest) -> None:
+        api = SwarmApi()
+        paths, store = self._store(loaded)
+        try:
+            ControllerClient(paths).stop()
+            api.remove_app(loaded.manifest.app)
+            store.clear_desired()
+            for service in store.services_with_releases():
+                store.delete_rollout(service)
+            for key in (state.PROGRESS_KEY, state.TABLE_KEY, state.STATUS_KEY):
+                store.delete_meta(key)
+            store.add_event("app.down", "removed every Swarm object mso created")
+        finally:
+            store.close()
+        paths.gateway_socket.unlink(missing_ok=True)
+
+
+def _rollback_target(store: Store, service: str, current_number: int, to: int | None) -> Any:
+    current = store.release(service, current_number)
+    assert current is not None
+    releases = store.releases(service)
+    if to is None:
+        older = [r for r in releases if r.number < current_number
+                 and r.spec_hash != current.spec_hash
+                 and r.outcome not in ("rolled back", "failed")]
+        if not older:
+            raise SwarmError(f"{service} has no earlier release to roll back to")
+        return older[-1]
+    found = store.release(service, to)
+    if found is None:
+        raise SwarmError(f"{service} has no release {to} "
+                         f"(kept: {', '.join(str(r.number) for r in releases)})")
+    if found.spec_hash == current.spec_hash:
+        raise SwarmError(f"release {to} of {service} is identical to the running release "
+                         f"{current_number}; nothing to roll back")
+    return found

@@ -1,0 +1,96 @@
+"""`mso logs [-f]` on Swarm: `docker service logs` of each service, merged into records.
+
+Each service's stream is read by its own thread (the Docker API blocks while following)
+and lines are merged through a queue. Records have the local engine's fields: `ts`,
+`service`, `replica`, `stream`, `line`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from mso.engines.swarm import names
+from mso.engines.swarm.swarmapi import SwarmApi, SwarmError
+
+_DONE = object()
+
+
+def parse_line(raw: str, service: str, replicas: dict[str, str]) -> dict[str, Any] | None:
+    """`<RFC3339 ts> <k=v,...> <message>` (timestamps and details on) -> a record."""
+    stamp, _, rest = raw.partition(" ")
+    details, _, message = rest.partition(" ")
+    if "=" not in details:
+        details, message = "", rest
+    fields = dict(p.split("=", 1) for p in details.split(",") if "=" in p)
+    task = fields.get("com.docker.swarm.task.id", "")
+    try:
+        ts = dt.datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp()
+    except ValueError:
+        return None
+    return {"ts": ts, "service": service, "replica": replicas.get(task, task[:12] or service),
+            "stream": "stdout", "line": message}
+
+
+def _replicas(api: SwarmApi, services: list[dict[str, Any]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    by_id = {s["ID"]: s for s in services}
+    for task in api.tasks(list(by_id)):
+        labels = by_id[task["ServiceID"]]["Spec"].get("Labels") or {}
+        role = labels.get(names.LABEL_ROLE, "main")
+        out[task["ID"]] = names.replica_name(labels.get(names.LABEL_SERVICE, "?"), role,
+                                             task.get("Slot"), task["ID"])
+    return out
+
+
+def _reader(api: SwarmApi, svc: dict[str, Any], follow: bool, since: float | None,
+            tail: int | None, replicas: dict[str, str], out: queue.Queue[Any]) -> None:
+    service = (svc["Spec"].get("Labels") or {}).get(names.LABEL_SERVICE, "?")
+    buffer = b""
+    try:
+        for chunk in api.logs(svc["ID"], follow, since, tail):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                record = parse_line(line.decode("utf-8", "replace"), service, replicas)
+                if record is not None:
+                    out.put(record)
+    except SwarmError as exc:
+        out.put(exc)
+    finally:
+        out.put(_DONE)
+
+
+def follow_logs(api: SwarmApi, app: str, service: str | None, follow: bool,
+                since: float | None, tail: int | None) -> Iterator[dict[str, Any]]:
+    services = [s for s in api.services(app)
+                if (s["Spec"].get("Labels") or {}).get(names.LABEL_ROLE) != "gateway"
+                and (service is None or
+                     (s["Spec"].get("Labels") or {}).get(names.LABEL_SERVICE) == service)]
+    replicas = _replicas(api, services)
+    out: queue.Queue[Any] = queue.Queue(maxsize=10_000)
+    for svc in services:
+        threading.Thread(target=_reader, args=(api, svc, follow, since, tail, replicas, out),
+                         daemon=True).start()
+    running = len(services)
+    if follow:
+        while running:
+            item = out.get()
+            if item is _DONE:
+                running -= 1
+            elif isinstance(item, SwarmError):
+                raise item
+            else:
+                yield item
+        return
+    records: list[dict[str, Any]] = []
+    while running:
+        item = out.get()
+        if item is _DONE:
+            running -= 1
+        elif not isinstance(item, SwarmError):
+            records.append(item)
+    yield from sorted(records, key=lambda r: r["ts"])

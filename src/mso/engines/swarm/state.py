@@ -1,0 +1,133 @@
+"""Where the Swarm engine keeps its state, and the typed records stored there.
+
+State lives beside the manifest, in `.mso/swarm.db` (a separate SQLite file from the
+local daemon's) and `.mso/swarm/` (controller log, lock and pid). Unix socket paths are
+short-lived under `/tmp/mso-<uid>/`: the gateway's control socket folder is bind-mounted
+into the gateway container, and socket paths must stay under ~100 bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mso.engines.swarm.plan import Progress
+from mso.store.db import Store
+
+APP_KEY = "swarm.app"
+IMAGES_KEY = "swarm.images"
+PORTS_KEY = "swarm.stable_ports"
+PROGRESS_KEY = "swarm.progress"
+TABLE_KEY = "swarm.table"
+STATUS_KEY = "swarm.status"
+
+
+@dataclass(frozen=True)
+class SwarmPaths:
+    state_dir: Path
+
+    @classmethod
+    def for_manifest(cls, manifest: Path) -> SwarmPaths:
+        return cls(manifest.resolve().parent / ".mso")
+
+    @property
+    def db(self) -> Path:
+        return self.state_dir / "swarm.db"
+
+    @property
+    def folder(self) -> Path:
+        return self.state_dir / "swarm"
+
+    @property
+    def lock(self) -> Path:
+        return self.folder / "controller.lock"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "controller.log"
+
+    @property
+    def _short(self) -> Path:
+        digest = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:16]
+        return Path("/tmp") / f"mso-{os.getuid()}" / f"swarm-{digest}"
+
+    @property
+    def control_socket(self) -> Path:
+        return self._short / "controller.sock"
+
+    @property
+    def gateway_dir(self) -> Path:
+        """Bind-mounted into the gateway container at /run/mso."""
+        return self._short / "gateway"
+
+    @property
+    def gateway_socket(self) -> Path:
+        return self.gateway_dir / "control.sock"
+
+    def ensure(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.gateway_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """The app-wide settings of the last deploy."""
+
+    app: str
+    manifest: str
+    base_dir: str
+    network: str
+    gateway_port: int
+    gateway_image: str
+    routes: list[dict[str, Any]] = field(default_factory=list)
+    strategies: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, store: Store) -> AppConfig | None:
+        raw = store.get_meta(APP_KEY)
+        return cls(**json.loads(raw)) if raw else None
+
+    def save(self, store: Store) -> None:
+        store.set_meta(APP_KEY, json.dumps(asdict(self), sort_keys=True))
+
+
+def get_json(store: Store, key: str, default: Any) -> Any:
+    raw = store.get_meta(key)
+    return json.loads(raw) if raw else default
+
+
+def set_json(store: Store, key: str, value: Any) -> None:
+    store.set_meta(key, json.dumps(value, sort_keys=True))
+
+
+def image_for(store: Store, service: str, release: int) -> tuple[str, bool] | None:
+    """(image, runs under the shim) of a release; a release without one (a rollback copy)
+    uses the newest image recorded for an older release."""
+    images: dict[str, dict[str, Any]] = get_json(store, IMAGES_KEY, {}).get(service, {})
+    known = sorted((int(k), v) for k, v in images.items() if int(k) <= release)
+    if not known:
+        known = sorted((int(k), v) for k, v in images.items())
+    if not known:
+        return None
+    entry = known[-1][1]
+    return str(entry["image"]), bool(entry["shim"])
+
+
+def record_image(store: Store, service: str, release: int, image: str, shim: bool) -> None:
+    images = get_json(store, IMAGES_KEY, {})
+    images.setdefault(service, {})[str(release)] = {"image": image, "shim": shim}
+    set_json(store, IMAGES_KEY, images)
+
+
+def load_progress(store: Store) -> dict[str, Progress]:
+    raw = get_json(store, PROGRESS_KEY, {})
+    return {k: Progress(v.get("phase"), v.get("target", ""), bool(v.get("retiring")))
+            for k, v in raw.items()}
+
+
+def save_progress(store: Store, progress: dict[str, Progress]) -> None:
+    set_json(store, PROGRESS_KEY, {k: asdict(v) for k, v in progress.items()})

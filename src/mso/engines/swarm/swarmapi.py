@@ -1,0 +1,180 @@
+"""The Docker API as the Swarm engine uses it: a narrow wrapper that translates errors.
+
+Every Docker SDK exception becomes `SwarmError` with a one-line reason here, at the
+boundary; nothing above this module imports `docker`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import docker  # type: ignore[import-untyped]
+import docker.errors  # type: ignore[import-untyped]
+
+from mso.engines.remote import RemoteEngineError
+from mso.engines.swarm import names
+from mso.engines.swarm.spec import SecretRef, ServiceSpec, with_ids
+
+
+class SwarmError(RemoteEngineError):
+    """A Swarm operation failed; the message says what and, when known, how to fix it."""
+
+
+def _explain(exc: Exception) -> str:
+    if isinstance(exc, docker.errors.APIError):
+        return str(exc.explanation or exc)
+    return str(exc)
+
+
+class SwarmApi:
+    """One connection to the Docker engine of a Swarm manager."""
+
+    def __init__(self, client: Any | None = None) -> None:
+        try:
+            self.client = client or docker.from_env(version="auto", timeout=120)
+            info = self.client.info()
+        except docker.errors.DockerException as exc:
+            raise SwarmError(f"cannot reach the Docker engine ({_explain(exc)}); is dockerd "
+                             "running? (see scripts/swarm-lab.sh)") from exc
+        swarm = info.get("Swarm") or {}
+        if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+            raise SwarmError("this Docker engine is not a Swarm manager; run "
+                             "`docker swarm init --advertise-addr 127.0.0.1` first")
+        self.node_id = str(swarm.get("NodeID"))
+        self.api = self.client.api
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.DockerException as exc:
+            raise SwarmError(f"{what}: {_explain(exc)}") from exc
+
+    # -- reading ----------------------------------------------------------------------------
+    def services(self, app: str) -> list[dict[str, Any]]:
+        return list(self._call("listing services", self.api.services,
+                               filters=names.app_filter(app)) or [])
+
+    def tasks(self, service_ids: list[str]) -> list[dict[str, Any]]:
+        if not service_ids:
+            return []
+        return list(self._call("listing tasks", self.api.tasks,
+                               filters={"service": service_ids}) or [])
+
+    def network_id(self, name: str) -> str | None:
+        found = self._call("listing networks", self.api.networks, names=[name]) or []
+        exact = [n for n in found if n.get("Name") == name]
+        return str(exact[0]["Id"]) if exact else None
+
+    # -- objects ----------------------------------------------------------------------------
+    def ensure_network(self, app: str, name: str) -> str:
+        found = self._call("listing networks", self.api.networks, names=[name]) or []
+        for net in found:
+            if net.get("Name") != name:
+                continue
+            if (net.get("Labels") or {}).get(names.LABEL_APP) != app:
+                raise SwarmError(f"network {name!r} exists but mso did not create it for "
+                                 f"{app!r}; pick another with engines.swarm.network")
+            return str(net["Id"])
+        created = self._call(f"creating network {name}", self.api.create_network, name,
+                             driver="overlay", attachable=True, labels=names.base_labels(app))
+        return str(created["Id"])
+
+    def ensure_refs(self, app: str, refs: list[SecretRef]) -> dict[str, str]:
+        """Create missing secrets/configs (immutable, named by digest); name -> ID."""
+        ids: dict[str, str] = {}
+        for ref in refs:
+            kind = "configs" if ref.config else "secrets"
+            lister = self.api.configs if ref.config else self.api.secrets
+            found = [x for x in self._call(f"listing {kind}", lister,
+                                           filters={"name": ref.name}) or []
+                     if (x.get("Spec") or {}).get("Name") == ref.name]
+            if found:
+                ids[ref.name] = str(found[0]["ID"])
+                continue
+            creator = self.api.create_config if ref.config else self.api.create_secret
+            created = self._call(f"creating {kind[:-1]} {ref.name}", creator, ref.name,
+                                 ref.data, labels=names.base_labels(app))
+            ids[ref.name] = str(created["ID"])
+        return ids
+
+    def apply(self, spec: ServiceSpec, ids: dict[str, str], existing: dict[str, Any] | None,
+              extra: dict[str, Any] | None = None) -> None:
+        """Create the service, or update it to `spec` (Swarm restarts tasks only when
+        the task template changed)."""
+        template = with_ids(spec.task_template, spec.refs, ids)
+        extra = extra or {}
+        kwargs = {"name": spec.name, "labels": spec.labels,
+                  "mode": extra.get("mode", {"Replicated": {"Replicas": spec.replicas}}),
+                  "update_config": extra.get("update_config", spec.update_config),
+                  "endpoint_spec": extra.get("endpoint_spec", spec.endpoint_spec)}
+        if existing is None:
+            self._call(f"creating service {spec.name}", self.api.create_service, template,
+                       **kwargs)
+            return
+        version = int(existing["Version"]["Index"])
+        self._call(f"updating service {spec.name}", self.api.update_service, existing["ID"],
+                   version, task_template=template, **kwargs)
+
+    def remove_service(self, service_id: str) -> None:
+        self._call("removing a service", self.api.remove_service, service_id)
+
+    def logs(self, service_id: str, follow: bool, since: float | None,
+             tail: int | None) -> Iterator[bytes]:
+        kwargs: dict[str, Any] = {"stdout": True, "stderr": True, "follow": follow,
+                                  "timestamps": True, "details": True}
+        if since is not None:
+            kwargs["since"] = int(since)
+        if tail is not None:
+            kwargs["tail"] = tail
+        stream = self._call("reading logs", self.api.service_logs, service_id, **kwargs)
+        if stream is None:
+            return iter(())
+        return iter(stream)
+
+    # -- removing everything --------------------------------------------------------------
+    def remove_app(self, app: str, timeout: float = 90.0) -> list[str]:
+        """Remove every service, then network, secret and config labelled for `app`."""
+        removed: list[str] = []
+        for svc in self.services(app):
+            self.remove_service(svc["ID"])
+            removed.append(f"service {svc['Spec']['Name']}")
+        self._wait_containers_gone(app, timeout)
+        filters = names.app_filter(app)
+        for net in self._call("listing networks", self.api.networks, filters=filters) or []:
+            self._remove_retrying(self.api.remove_network, net["Id"], timeout)
+            removed.append(f"network {net['Name']}")
+        for sec in self._call("listing secrets", self.api.secrets, filters=filters) or []:
+            self._remove_retrying(self.api.remove_secret, sec["ID"], timeout)
+            removed.append(f"secret {sec['Spec']['Name']}")
+        for cfg in self._call("listing configs", self.api.configs, filters=filters) or []:
+            self._remove_retrying(self.api.remove_config, cfg["ID"], timeout)
+            removed.append(f"config {cfg['Spec']['Name']}")
+        return removed
+
+    def _wait_containers_gone(self, app: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        label = [f"{names.LABEL_APP}={app}", f"{names.LABEL_MANAGED}=true"]
+        while time.monotonic() < deadline:
+            left = self._call("listing containers", self.api.containers, all=True,
+                              filters={"label": label}) or []
+            if not [c for c in left if c.get("State") in ("running", "created", "restarting")]:
+                return
+            time.sleep(0.3)
+
+    def _remove_retrying(self, fn: Any, ident: str, timeout: float) -> None:
+        # A network/secret stays "in use" until Swarm has cleaned up the tasks using it.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fn(ident)
+                return
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if time.monotonic() > deadline:
+                    raise SwarmError(f"cannot remove {ident}: {_explain(exc)}") from exc
+                time.sleep(0.5)
