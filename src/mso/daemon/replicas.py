@@ -52,7 +52,9 @@ class ManagedReplica:
         state = self.supervisor.state
         if state == ReplicaState.READY:
             return True
-        return state == ReplicaState.RUNNING and time.monotonic() < self.assume_ready_until
+        # PENDING too: adoption completes in the supervisor's task, a moment after adopt().
+        return (state in (ReplicaState.PENDING, ReplicaState.RUNNING)
+                and time.monotonic() < self.assume_ready_until)
 
 
 class ReplicaBook:
