@@ -136,6 +136,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        del self.parser  # break the protocol <-> parser cycle now, not at the next GC
         self.hub.clients.discard(self)
         for ex in self.exchanges:
             ex.cancel()

@@ -76,6 +76,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        del self.parser  # break the protocol <-> parser cycle now, not at the next GC
         idle = self.endpoint.idle
         if self.exchange is None:
             try:
