@@ -8,6 +8,7 @@ without blocking on the pipe.
 from __future__ import annotations
 
 import queue
+import signal
 import subprocess
 import threading
 import time
@@ -21,8 +22,11 @@ class StreamingCli:
     """A real `mso` process whose stdout lines are collected as they arrive."""
 
     def __init__(self, folder: Path, *args: str) -> None:
+        # SIGINT back to default: when pytest itself runs as a background job, SIGINT is
+        # ignored and the child would inherit that, so Ctrl-C tests would test nothing.
         self.proc = subprocess.Popen(mso_argv(*args), cwd=folder, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=clean_env())
+                                     stderr=subprocess.PIPE, text=True, env=clean_env(),
+                                     preexec_fn=_default_sigint)
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -79,3 +83,7 @@ class StreamingCli:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

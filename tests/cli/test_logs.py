@@ -7,6 +7,7 @@ test can make a new, unique line appear after a follower started.
 from __future__ import annotations
 
 import json
+import signal
 import uuid
 from typing import Any
 
@@ -113,3 +114,15 @@ def test_events_follow_streams_a_new_event(running: MsoApp) -> None:
         assert follower.proc.poll() is None
     finally:
         follower.stop()
+
+
+def test_ctrl_c_ends_a_follower_quietly_with_130(running: MsoApp) -> None:
+    follower = StreamingCli(running.folder, "events", "-f", "--tail", "1")
+    try:
+        follower.wait_line(lambda line: bool(line.strip()))
+        follower.proc.send_signal(signal.SIGINT)
+        code, _, err = follower.finish()
+    finally:
+        follower.stop()
+    assert code == 130
+    assert err.strip() == "", err  # ending a follow is not an error: no message

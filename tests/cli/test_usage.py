@@ -43,6 +43,8 @@ def test_schema_is_a_json_schema_with_services(tmp_path: Path) -> None:
     ("ps", "--bogus"),
     ("ps", "-o", "yaml"),
     ("logs", "--tail", "many"),
+    ("logs", "--tail", "-1"),
+    ("events", "--tail", "-1"),
     ("scale",),
     ("run", "echo"),
     ("up", "--engine", "nomad"),

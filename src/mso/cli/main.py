@@ -193,7 +193,7 @@ def endpoints(file: str | None, engine: str | None, fmt: str, **opts: Any) -> No
 @streaming_manifest_options
 @click.option("-f", "--follow", "follow", is_flag=True, help="Keep streaming new lines.")
 @click.option("--since", help="Only lines newer than this (e.g. 10m, 1h).")
-@click.option("--tail", type=int, help="Only the last N lines.")
+@click.option("--tail", type=click.IntRange(min=0), help="Only the last N lines.")
 @output_option("json", "ndjson")
 def logs(service: str | None, file: str | None, engine: str | None, follow: bool,
          since: str | None, tail: int | None, fmt: str, **opts: Any) -> None:
@@ -210,7 +210,8 @@ def logs(service: str | None, file: str | None, engine: str | None, follow: bool
 @streaming_manifest_options
 @click.option("-f", "--follow", "follow", is_flag=True, help="Keep streaming new events.")
 @click.option("--service", help="Only this service's events.")
-@click.option("--tail", type=int, default=200, show_default=True)
+@click.option("--tail", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Only the last N events.")
 @output_option("json", "ndjson")
 def events(file: str | None, engine: str | None, follow: bool, service: str | None,
            tail: int, fmt: str, **opts: Any) -> None:
@@ -367,7 +368,10 @@ def main() -> None:
     except RemoteEngineError as exc:
         click.echo(f"mso: {exc}", err=True)
         sys.exit(1)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # Ctrl-C is how one ends `logs -f` and `events -f`: not an error, no message.
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            sys.exit(130)
         click.echo("mso: aborted", err=True)
         sys.exit(1)
     except click.ClickException as exc:
