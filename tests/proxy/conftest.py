@@ -119,6 +119,7 @@ class Proxy:
         return Path(self.dir, "stderr.log").read_text(errors="replace")
 
     def stop(self) -> int:
+        """SIGTERM and wait; fails if the proxy logged an unexpected exception."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -126,8 +127,10 @@ class Proxy:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        log = self.log()
         self.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+        assert "Traceback" not in log, log[-3000:]
         return self.proc.returncode
 
 
