@@ -49,6 +49,9 @@ if ! ip link show "$LAB_BRIDGE" >/dev/null 2>&1; then
   ip addr add "$NODE_IP/24" dev "$LAB_BRIDGE"
   ip link set "$LAB_BRIDGE" up
 fi
+# Packets to a ClusterIP that kube-proxy does not (yet) translate must stay on this
+# machine, never follow the default route out.
+ip route replace "$SERVICE_CIDR" dev "$LAB_BRIDGE"
 
 bash "$K8S_DIR/pki.sh"
 pki=$MSO_K8S_RUN/pki
