@@ -338,13 +338,34 @@ def render(results: dict[str, Result], rss: dict[str, tuple[int, int, int]],
         lines.append(row(name, "haproxy tcp", "direct"))
     for name in ("direct close", "haproxy close", "nginx close", "mso close"):
         lines.append(row(name, "haproxy close", "direct close"))
-    lines += ["", "RSS with idle client connections:", "",
+    lines += ["", *verdict(results), "", "RSS with idle client connections:", "",
               "| proxy | idle connections | RSS before (MiB) | RSS with idle conns (MiB) | per connection (KiB) |",
               "|---|---|---|---|---|"]
     for name, (n, before, during) in rss.items():
         lines.append(f"| {name} | {n:,} | {before / 1024:.1f} | {during / 1024:.1f} | "
                      f"{(during - before) / n:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def verdict(results: dict[str, Result]) -> list[str]:
+    """Goal check lines, computed from this run's numbers."""
+    def ratio(a: str, b: str) -> float:
+        return results[a].rps / results[b].rps
+
+    http, p99 = ratio("mso", "haproxy"), results["mso"].p99_ms / results["haproxy"].p99_ms
+    tcp = ratio("mso tcp", "haproxy tcp")
+    cpu = results["mso"].cpu / results["mso"].rps / (results["haproxy"].cpu / results["haproxy"].rps)
+    ok = {True: "met", False: "NOT met"}
+    return [
+        f"Goals: HTTP >= 0.8x HAProxy req/s: {http:.2f}x ({ok[http >= 0.8]}); "
+        f"p99 <= 1.25x: {p99:.2f}x ({ok[p99 <= 1.25]}); TCP >= 1.0x: {tcp:.2f}x ({ok[tcp >= 1.0]}). "
+        f"CPU per HTTP request: mso uses {cpu:.2f}x HAProxy's.",
+        "",
+        "`proxy CPU` is the proxy's share of its core during the run and CPU time per request. "
+        "When the proxy is not saturated (wrk and both backends share the other core) req/s "
+        "ratios flatter the slower proxy; CPU per request is the fairer efficiency figure. "
+        "The machine is shared with other jobs, so each figure is the best of the rounds.",
+    ]
 
 
 def write_section(report: str) -> None:
