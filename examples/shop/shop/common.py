@@ -241,7 +241,9 @@ class _Handler(BaseHTTPRequestHandler):
                 server.inflight -= 1
                 server.idle.notify_all()
         ms = (time.monotonic() - started) * 1000
-        log(f"{self.command} {self.path} {resp.status} {ms:.1f}ms")
+        # Passing health probes arrive every second; logging them would drown the rest.
+        if self.path not in ("/healthz", "/ready") or resp.status >= 400:
+            log(f"{self.command} {self.path} {resp.status} {ms:.1f}ms")
 
     def _respond(self) -> Response:
         url = urlsplit(self.path)
