@@ -144,20 +144,41 @@ def samples_from_events(events: list[dict[str, Any]], kills: list[tuple[str, flo
     return out
 
 
-def kill_loop(run: MsoRun, service: str, kills: int, settle: float) -> list[tuple[str, float]]:
-    """SIGKILL READY replicas of `service` in turn; returns (replica, wall time of the kill)."""
+def kill_loop(run: MsoRun, service: str, kills: int, settle: float,
+              failures: list[str] | None = None) -> list[tuple[str, float]]:
+    """SIGKILL READY replicas of `service` in turn; returns (replica, wall time of the kill).
+
+    A replica not READY again within the timeout is recorded in `failures` with its last
+    events (the samples show it as not seen) and the loop goes on with another victim.
+    """
     done: list[tuple[str, float]] = []
     for k in range(kills):
         reps = sorted((r for r in run.json("ps")["replicas"] if r["service"] == service),
                       key=lambda r: str(r["replica"]))
-        victim = reps[k % len(reps)]
-        if victim["state"] != "READY":
-            raise RuntimeError(f"victim {victim['replica']} is {victim['state']}, not READY")
+        ready = [r for r in reps if r["state"] == "READY"]
+        if not ready:
+            raise RuntimeError(f"no READY replica of {service} left: {reps}")
+        victim = ready[k % len(ready)]
         t_kill = time.time()
         os.kill(int(victim["pid"]), signal.SIGKILL)
         done.append((str(victim["replica"]), t_kill))
-        wait_replaced(run, str(victim["replica"]), int(victim["pid"]))
+        try:
+            wait_replaced(run, str(victim["replica"]), int(victim["pid"]))
+        except TimeoutError as exc:
+            if failures is None:
+                raise
+            failures.append(f"{exc}; its events: {recent_events(run, str(victim['replica']))}")
+            print(f"  {failures[-1]}", flush=True)
+            continue
         # Backoff grows with consecutive restarts unless the replica stayed up `reset_after`;
         # waiting that long keeps every kill measuring the first-restart delay.
         time.sleep(settle)
     return done
+
+
+def recent_events(run: MsoRun, replica: str, count: int = 4) -> str:
+    try:
+        events = [e for e in run.events() if e["replica"] == replica][-count:]
+    except Exception as exc:  # diagnostics only: never hide the original failure
+        return f"(events unavailable: {exc})"
+    return " | ".join(f"{e['ts']:.3f} {e['message']}" for e in events)

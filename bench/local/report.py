@@ -112,7 +112,9 @@ def render(res: Results) -> str:
              "tool until all ports answered 200 on `/ready` to the same poller (a sweep over "
              "pending ports every 10 ms). Medians of the runs listed. Stop: `mso down` until it "
              "returned; honcho/supervisord from SIGTERM until the tool and every child had "
-             "exited.", ""]
+             "exited (capped: the tool gets 30 s, then its process group is SIGKILLed, and its "
+             "children get 15 s more before they are SIGKILLed too, so ~45 s means both caps "
+             "were hit).", ""]
     lines += startup_table(res.startup, "supervisord")
     lines += ["", "What the tools do: mso starts, health-checks (readiness per replica), restarts "
               "with backoff, and routes traffic through its own proxy to READY replicas only, with "

@@ -142,24 +142,25 @@ def kill_bench(work: Path, args: argparse.Namespace
     with MsoRun(work / "kill", text) as run:
         run.up()
         host, port = run.json("endpoints")["services"]["s01"]["address"].rsplit(":", 1)
+        failures: list[str] = []
         watcher = ProxyWatcher(run.proxy_control())
         traffic = Traffic(host, int(port), rate=100.0)
         watcher.start()
         traffic.start()
         try:
-            kills = kill_loop(run, "s01", args.kills, settle=1.2)
+            kills = kill_loop(run, "s01", args.kills, settle=1.2, failures=failures)
             time.sleep(0.5)  # let requests issued around the last replacement complete
         finally:
             traffic.stop()
             watcher.stop()
         samples = samples_from_events(run.events(), kills, watcher)
         if watcher.error:
-            print(f"  proxy watcher stopped early: {watcher.error}", flush=True)
+            failures.append(f"proxy watcher stopped early: {watcher.error}")
     for s in samples:
         print(f"  kill {s.replica}: event {s.removed_event * 1000:.0f} ms, proxy "
               f"{s.proxy_table * 1000:.0f} ms, replaced READY {s.replaced_ready * 1000:.0f} ms",
               flush=True)
-    return samples, traffic, settings
+    return samples, traffic, settings + "".join(f" FAILURE: {f}" for f in failures)
 
 
 def mso_commit() -> str:
