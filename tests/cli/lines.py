@@ -21,12 +21,14 @@ from tests.cli.conftest import clean_env, mso_argv
 class StreamingCli:
     """A real `mso` process whose stdout lines are collected as they arrive."""
 
-    def __init__(self, folder: Path, *args: str) -> None:
+    def __init__(self, folder: Path, *args: str, ignore_sigint: bool = False) -> None:
         # SIGINT back to default: when pytest itself runs as a background job, SIGINT is
         # ignored and the child would inherit that, so Ctrl-C tests would test nothing.
+        # `ignore_sigint` starts it the way a shell starts `mso up &` instead.
         self.proc = subprocess.Popen(mso_argv(*args), cwd=folder, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=clean_env(),
-                                     preexec_fn=_default_sigint)
+                                     preexec_fn=_ignore_sigint if ignore_sigint
+                                     else _default_sigint)
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -87,3 +89,7 @@ class StreamingCli:
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

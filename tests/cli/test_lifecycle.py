@@ -66,11 +66,13 @@ def test_restart_replaces_every_replica_one_at_a_time_without_failed_requests(
     assert [r["restarts"] for r in app.replicas("db")] == [0]
 
 
+@pytest.mark.parametrize("ignored", [False, True],
+                         ids=["sigint-default", "started-with-sigint-ignored"])
 def test_foreground_up_streams_logs_and_sigint_stops_everything(
-        app_factory: Callable[[str], MsoApp]) -> None:
+        app_factory: Callable[[str], MsoApp], ignored: bool) -> None:
     app = app_factory("foreground")
     write_echo_app(app)
-    up = StreamingCli(app.folder, "up")
+    up = StreamingCli(app.folder, "up", ignore_sigint=ignored)
     try:
         wait_for(lambda: app.get("/")[0] == 200, timeout=60, message="gateway answers")
         app.instance = app.status()["instance"]
