@@ -368,18 +368,24 @@ def verdict(results: dict[str, Result]) -> list[str]:
     ]
 
 
+NOTES = "### Proxy benchmark notes"
+
+
 def write_section(report: str) -> None:
+    """Replace this section of docs/benchmarks.md, keeping a hand-written notes block."""
     path = ROOT / "docs" / "benchmarks.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     start = text.find(SECTION)
     if start == -1:
-        text = text.rstrip("\n") + "\n\n" + report
-    else:
-        nxt = text.find("\n## ", start + len(SECTION))
-        rest = text[nxt + 1:] if nxt != -1 else ""
-        tail = report if not rest else report + "\n" + rest
-        text = text[:start] + tail
-    path.write_text(text)
+        path.write_text(text.rstrip("\n") + "\n\n" + report)
+        return
+    nxt = text.find("\n## ", start + len(SECTION))
+    section = text[start:nxt + 1] if nxt != -1 else text[start:]
+    rest = text[nxt + 1:] if nxt != -1 else ""
+    notes_at = section.find(NOTES)
+    notes = section[notes_at:].rstrip("\n") + "\n" if notes_at != -1 else ""
+    body = report + ("\n" + notes if notes else "")
+    path.write_text(text[:start] + body + ("\n" + rest if rest else ""))
 
 
 if __name__ == "__main__":
