@@ -90,3 +90,11 @@ def test_foreground_up_streams_logs_and_sigint_stops_everything(
     assert instance_processes(app.instance) == []
     status = app.cli("ps", check=False)
     assert status.returncode == 1 and "no mso daemon is running" in status.stderr
+
+
+def test_up_again_on_a_running_app_changes_nothing(running: MsoApp) -> None:
+    before = {r["replica"]: r["pid"] for r in running.ps()}
+    proc = running.cli("up", "-d")
+    assert "no changes" in proc.stdout
+    assert {r["replica"]: r["pid"] for r in running.ps()} == before
+    assert all(len(running.json("releases", s)) == 1 for s in ("db", "echo", "ticker"))
