@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras="${MSO_EXTRAS:-test,bench}"
-apt_packages=(python3-venv procps iproute2)
+# procps: ps in tests; docker.io, iptables, util-linux: the Swarm engine and its lab;
+# the Kubernetes lab adds its own build dependencies (scripts/k8s-lab.sh).
+apt_packages=(python3-venv procps iproute2 docker.io iptables util-linux)
 [ "${MSO_WITH_BENCH_TOOLS:-0}" = 1 ] && apt_packages+=(wrk haproxy nginx-light)
 
 missing=()

@@ -4,6 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1
+scripts/services.sh
 .venv/bin/pytest -p no:cacheprovider "$@"
 code=$?
 if [ "$code" = 5 ]; then
