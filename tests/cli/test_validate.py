@@ -246,9 +246,15 @@ def test_validate_names_file_line_field_and_problem(tmp_path: Path, case: Broken
 
 def test_validate_json_of_a_broken_manifest_still_exits_2_with_the_line(
         tmp_path: Path) -> None:
-    case = BROKEN[0]
+    case = BROKEN[1]
     manifest, line = _write(tmp_path, case.yaml)
-    assert_one_located_error(_mso(tmp_path, "validate", "-o", "json"), manifest, case, line)
+    proc = _mso(tmp_path, "validate", "-o", "json")
+    assert_one_located_error(proc, manifest, case, line)
+    report = json.loads(proc.stdout)
+    assert report["valid"] is False and report["file"] == str(manifest)
+    [error] = report["errors"]
+    assert (error["line"], error["field"]) == (line, case.field)
+    assert case.problem in error["message"] and error["file"] == str(manifest)
 
 
 def test_valid_manifest_exits_0_and_json_summarises_it(tmp_path: Path) -> None:

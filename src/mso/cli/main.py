@@ -317,7 +317,15 @@ def rollout(action: str, service: str, file: str | None, engine: str | None, fmt
 @output_option("json")
 def validate(path: str | None, file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
     """Check a manifest without running anything."""
-    loaded = load(file, path)
+    try:
+        loaded = load(file, path)
+    except ManifestError as exc:
+        if fmt == "json":
+            # Scripts and editors get the problems as data too; stderr and exit 2 as ever.
+            output.emit_json({"valid": False, "file": str(manifest_path(file, path)),
+                              "errors": [{"file": e.file, "line": e.line, "field": e.field,
+                                          "message": e.message} for e in exc.errors]})
+        raise
     m = loaded.manifest
     summary = {"valid": True, "file": str(loaded.path), "app": m.app,
                "services": sorted(m.services), "jobs": sorted(m.jobs)}
