@@ -25,37 +25,44 @@ class ProxyRejected(ProxyError):
 
 
 class ProxyClient:
-    """One persistent connection to the control socket, reopened on demand."""
+    """Control-socket client; concurrent calls each get their own connection.
+
+    Connections are kept and reused, so a long `drain` never delays `metrics`.
+    """
 
     def __init__(self, path: str, timeout: float = 30.0) -> None:
         self.path = path
         self.timeout = timeout
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._lock = asyncio.Lock()
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def _call(self, msg: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        async with self._lock:
-            try:
-                return await asyncio.wait_for(self._roundtrip(msg), timeout or self.timeout)
-            except (OSError, EOFError, ValueError, asyncio.IncompleteReadError) as exc:
-                await self.close()
-                raise ProxyUnavailable(f"proxy control socket {self.path}: {exc}") from exc
-            except asyncio.TimeoutError as exc:
-                await self.close()
-                raise ProxyUnavailable(f"proxy control socket {self.path}: timed out") from exc
+        try:
+            return await asyncio.wait_for(self._roundtrip(msg), timeout or self.timeout)
+        except (OSError, EOFError, ValueError, asyncio.IncompleteReadError) as exc:
+            raise ProxyUnavailable(f"proxy control socket {self.path}: {exc}") from exc
+        except asyncio.TimeoutError as exc:
+            raise ProxyUnavailable(f"proxy control socket {self.path}: timed out") from exc
 
     async def _roundtrip(self, msg: dict[str, Any]) -> dict[str, Any]:
-        if self._writer is None or self._writer.is_closing():
-            self._reader, self._writer = await asyncio.open_unix_connection(
+        while self._idle:
+            reader, writer = self._idle.pop()
+            if not writer.is_closing():
+                break
+        else:
+            reader, writer = await asyncio.open_unix_connection(
                 self.path, limit=64 * 1024 * 1024
             )
-        assert self._reader is not None
-        self._writer.write(json.dumps(msg).encode() + b"\n")
-        await self._writer.drain()
-        line = await self._reader.readline()
+        try:
+            writer.write(json.dumps(msg).encode() + b"\n")
+            await writer.drain()
+            line = await reader.readline()
+        except BaseException:
+            writer.close()  # a half-used connection cannot be reused
+            raise
         if not line:
+            writer.close()
             raise EOFError("connection closed by proxy")
+        self._idle.append((reader, writer))
         resp: dict[str, Any] = json.loads(line)
         if not resp.get("ok"):
             raise ProxyRejected(str(resp.get("error", "unknown error")))
@@ -84,8 +91,8 @@ class ProxyClient:
         return snap
 
     async def close(self) -> None:
-        writer, self._writer, self._reader = self._writer, None, None
-        if writer is not None:
+        idle, self._idle = self._idle, []
+        for _reader, writer in idle:
             writer.close()
             try:
                 await writer.wait_closed()
