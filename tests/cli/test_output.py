@@ -117,9 +117,6 @@ def test_events_filter_by_service_and_tail(running: MsoApp) -> None:
     assert everything[-2]["id"] <= last_two[0]["id"] < last_two[1]["id"]
 
 
-@pytest.mark.xfail(strict=True, reason="daemon bug: a service's initial release keeps "
-                   "outcome 'pending' forever, even when all its replicas are READY; only "
-                   "releases made by a later rollout become 'promoted' (controllers/rollouts)")
 def test_initial_release_is_recorded_as_promoted_once_ready(running: MsoApp) -> None:
     assert running.all_ready(RUNNING_REPLICAS)
     wait_for(lambda: one_json_document(running, "releases", "db")[0]["outcome"]

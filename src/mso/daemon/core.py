@@ -28,7 +28,7 @@ from mso.daemon.probes_map import port_map
 from mso.daemon.proxy_manager import ProxyManager
 from mso.daemon.releases import AppliedChange, apply_manifest
 from mso.daemon.replica_env import Discovery, base_environment
-from mso.daemon.replicas import ReplicaBook
+from mso.daemon.replicas import ManagedReplica, ReplicaBook
 from mso.ports import free_port
 from mso.engines.local.cgroups import CgroupManager
 from mso.engines.local.logs import LogCollector, LogStore
@@ -282,6 +282,7 @@ class Daemon:
         targets, _ = self.rollouts.targets(service, want)
         wanted_subsets = {t.subset for t in targets}
         mine = self.book.of_service(service)
+        self._settle_first_release(service, want, mine)
         for managed in mine:
             if managed.record.subset not in wanted_subsets:
                 self.book.stop(managed.record.id, f"{managed.record.subset} replicas retired")
@@ -299,6 +300,21 @@ class Daemon:
                                     target.subset)
                 else:
                     self.book.stop(action.replica_id, action.reason)
+
+    def _settle_first_release(self, service: str, want: Desired,
+                              mine: list[ManagedReplica]) -> None:
+        """A release that went out without a rollout (the first one) is promoted once all
+        its replicas are READY; rollouts record their own outcomes."""
+        if self.rollouts.active(service) is not None:
+            return
+        ready = sum(1 for m in mine if m.ready and m.record.release == want.release)
+        if ready < want.replicas:
+            return
+        release = self.store.release(service, want.release)
+        if release is not None and release.outcome == "pending":
+            self.store.set_release_outcome(service, want.release, "promoted")
+            self.store.add_event("release.promoted", f"release {want.release} is live",
+                                 service, data={"release": want.release})
 
     def _rolling_params(self, service: str) -> RollingParams:
         rollout = self.app_config().get("rollouts", {}).get(service, {})
