@@ -163,7 +163,6 @@ def test_crashed_worker_is_restarted_with_the_current_table(backends: Any) -> No
 
 def test_one_client_serves_metrics_while_a_drain_waits(backends: Any, proxy: Proxy) -> None:
     import threading
-    import time
 
     b = backends("b")
     port = proxy.set_table(http_table({"web": {"stable": (100, [b])}}))["gw"]
@@ -177,20 +176,17 @@ def test_one_client_serves_metrics_while_a_drain_waits(backends: Any, proxy: Pro
     t = threading.Thread(target=slow)
     t.start()
 
-    async def run() -> tuple[float, bool]:
+    async def run() -> bool:
         async with ProxyClient(proxy.control) as c:
             while (await c.metrics())["clusters"]["web"]["subsets"]["stable"]["endpoints"]["b"]["inflight"] != 1:
                 await asyncio.sleep(0.01)
             drain = asyncio.ensure_future(c.drain("b", 20.0))
             for _ in range(10):  # let the drain task send its request
                 await asyncio.sleep(0)
-            started = time.monotonic()
             await c.metrics()
-            took = time.monotonic() - started
             assert not drain.done()  # metrics was answered while the drain still waited
-            return took, await drain
+            return await drain
 
-    took, drained = asyncio.run(run())
+    drained = asyncio.run(run())
     t.join()
     assert drained is True and done == [200]
-    assert took < 1.0  # not stuck behind the drain
