@@ -312,6 +312,8 @@ class ClientConnection(asyncio.Protocol):
             if t is not None and not self.closed:
                 if len(buf) == 1:
                     t.write(buf[0])
+                elif len(buf) <= 4 and sum(map(len, buf)) < 16384:
+                    t.write(b"".join(buf))  # small pieces: one plain send, no iovec setup
                 else:
                     t.writelines(buf)
 
