@@ -97,6 +97,7 @@ class Daemon:
             store=self.store, paths=self.paths, app=self.app_name, base_env=base_env,
             instance_id=self.instance_id, discovery=self.discovery, drain=self._drain,
             changed=self.wake, redact=self.log_store.redact,
+            reserved_ports=self.reserved_ports,
             supervisor_kwargs={"cgroups": self.cgroups, "logs": self.collector})
         self.jobs = JobRunner(self)
         self.rollouts = RolloutController(self)
@@ -133,15 +134,32 @@ class Daemon:
         raw = self.store.get_meta("stable_ports")
         return json.loads(raw) if raw else {}
 
+    def reserved_ports(self) -> set[int]:
+        """Ports mso's own listeners use or will use: never hand them to a replica."""
+        config = self.app_config()
+        taken = set(self.stable_ports().values())
+        taken.add(int(config.get("gateway", {}).get("port", 8080)))
+        raw = self.store.get_meta("metrics_port")
+        if raw:
+            taken.add(int(raw))
+        for rollout in (config.get("rollouts") or {}).values():
+            if rollout.get("preview_port"):
+                taken.add(int(rollout["preview_port"]))
+        return taken
+
     def _allocate_stable_ports(self) -> None:
         ports = self.stable_ports()
+        taken = self.reserved_ports() | self.book.ports_in_use()
         for service, desired in self.store.desired().items():
             if desired.kind != "service":
                 continue
             release = self.store.release(service, desired.release)
             assert release is not None
             for name in port_map(release.spec["model"]):
-                ports.setdefault(f"{service}/{name}", free_port())
+                key = f"{service}/{name}"
+                if key not in ports:
+                    ports[key] = free_port(avoid=taken)
+                    taken.add(ports[key])
         self.store.set_meta("stable_ports", json.dumps(ports, sort_keys=True))
 
     def metrics_port(self) -> int:
@@ -149,7 +167,7 @@ class Daemon:
         if raw:
             return int(raw)
         gateway_port = int(self.app_config().get("gateway", {}).get("port", 8080))
-        port = free_port()
+        port = free_port(avoid=set(self.stable_ports().values()) | self.book.ports_in_use())
         if gateway_port > 1:
             try:
                 import socket

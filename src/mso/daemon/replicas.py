@@ -66,6 +66,7 @@ class ReplicaBook:
                  drain: Callable[[str, float], Awaitable[None]],
                  changed: Callable[[], None],
                  redact: Callable[[list[str]], None],
+                 reserved_ports: Callable[[], set[int]],
                  supervisor_kwargs: dict[str, Any]) -> None:
         self.store = store
         self.paths = paths
@@ -76,12 +77,16 @@ class ReplicaBook:
         self._drain = drain
         self._changed = changed
         self._redact = redact
+        self._reserved_ports = reserved_ports
         self._supervisor_kwargs = supervisor_kwargs
         self.replicas: dict[str, ManagedReplica] = {}
 
     # -- queries ------------------------------------------------------------------------
     def of_service(self, service: str) -> list[ManagedReplica]:
         return [m for m in self.replicas.values() if m.record.service == service]
+
+    def ports_in_use(self) -> set[int]:
+        return {port for m in self.replicas.values() for port in m.record.ports.values()}
 
     def endpoints(self, service: str) -> list[EndpointView]:
         return [EndpointView(m.record.id, m.record.subset, "127.0.0.1", m.record.ports,
@@ -138,7 +143,13 @@ class ReplicaBook:
               subset: str = "stable") -> ManagedReplica:
         rel = self.store.release(service, release)
         assert rel is not None
-        ports = {name: free_port() for name in port_map(rel.spec["model"])}
+        # Ports are bound later (by the replica), so pick around every port already handed
+        # out, not only around the ones bound right now.
+        taken = self._reserved_ports() | self.ports_in_use()
+        ports: dict[str, int] = {}
+        for name in port_map(rel.spec["model"]):
+            ports[name] = free_port(avoid=taken)
+            taken.add(ports[name])
         suffix = "" if subset == "stable" else f"-{subset}"
         replica_id = f"{service}{suffix}-{ordinal}"
         while replica_id in self.replicas:  # blue/green relabels keep their old names

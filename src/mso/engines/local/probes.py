@@ -73,9 +73,11 @@ async def run_probe(
         if port is None:
             return ProbeResult(False, f"{spec.kind} probe has no port to check")
         if spec.kind == "tcp":
-            return await asyncio.wait_for(_tcp_probe(host, port), spec.timeout)
+            async with asyncio.timeout(spec.timeout):
+                return await _tcp_probe(host, port)
         path = spec.target if isinstance(spec.target, str) else "/"
-        return await asyncio.wait_for(_http_probe(host, port, path or "/"), spec.timeout)
+        async with asyncio.timeout(spec.timeout):
+            return await _http_probe(host, port, path or "/")
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # a broken probe is a failed probe, never a dead supervisor
@@ -120,7 +122,8 @@ async def _exec_probe(spec: ProbeSpec, env: dict[str, str], cwd: str) -> ProbeRe
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
     try:
-        output, _ = await asyncio.wait_for(proc.communicate(), spec.timeout)
+        async with asyncio.timeout(spec.timeout):
+            output, _ = await proc.communicate()
     except (asyncio.TimeoutError, TimeoutError):
         try:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -195,14 +195,14 @@ class ReplicaSupervisor:
             waiter.cancel()
             self._probe_task.cancel()
             raise
+        if not self._exit.done():
+            self._exit.set_result(status)  # first: a pending stop() waits on this
         self._probe_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._probe_task
+        # Bounded: the probe loops also end by themselves once _exit is done.
+        await asyncio.wait({self._probe_task}, timeout=5.0)
         self._cleanup_leftovers(ref)
         if self._logs is not None:
             self._logs.process_exited(self.spec.id)
-        if not self._exit.done():
-            self._exit.set_result(status)
         return status
 
     def _spawn(self) -> ProcessRef | None:
@@ -281,10 +281,19 @@ class ReplicaSupervisor:
         except Exception as exc:
             return ProbeResult(False, f"probe error: {exc!r}")
 
+    def _probing(self) -> bool:
+        """Probe loops end on their own when the process exited or a stop began.
+
+        Cancelling the probe task is not enough on Python 3.11: a cancellation that
+        lands just as a timed-out operation finishes can be swallowed (CPython
+        gh-86296), and a probe loop that kept running would hold up the stop.
+        """
+        return not self._stopping and self._exit is not None and not self._exit.done()
+
     async def _startup(self, ref: ProcessRef, spec: ProbeSpec) -> bool:
         tracker = ProbeTracker.for_spec("startup", spec)
         await asyncio.sleep(spec.initial_delay)
-        while True:
+        while self._probing():
             tracker.feed(await self._check(spec))
             if tracker.passing:
                 return True
@@ -293,11 +302,12 @@ class ReplicaSupervisor:
                                 f"{tracker.last_detail}")
                 return False
             await asyncio.sleep(spec.period)
+        return False
 
     async def _liveness(self, ref: ProcessRef, spec: ProbeSpec) -> None:
         tracker = ProbeTracker.for_spec("liveness", spec)
         await asyncio.sleep(spec.initial_delay)
-        while True:
+        while self._probing():
             tracker.feed(await self._check(spec))
             if tracker.exhausted:
                 self._kill(ref, f"liveness probe failed {tracker.consecutive_failures} times: "
@@ -313,7 +323,7 @@ class ReplicaSupervisor:
             return
         tracker = ProbeTracker.for_spec("readiness", spec)
         await asyncio.sleep(spec.initial_delay)
-        while True:
+        while self._probing():
             if tracker.feed(await self._check(spec)) and not self._stopping:
                 if tracker.passing and self.state == S.RUNNING:
                     self._change_state(S.READY, "readiness probe passed")
@@ -327,7 +337,7 @@ class ReplicaSupervisor:
         if not self.spec.ports:
             return
         tcp = ProbeSpec("tcp", next(iter(self.spec.ports)), timeout=1.0)
-        while not (await self._check(tcp)).ok:
+        while self._probing() and not (await self._check(tcp)).ok:
             await asyncio.sleep(self._port_poll)
 
     def _kill(self, ref: ProcessRef, reason: str) -> None:
@@ -365,6 +375,8 @@ class ReplicaSupervisor:
         if running and ref is not None:
             # Only right after our own exit: a long-dead leader's pid may be reused.
             self._cleanup_leftovers(ref)
+            if self._logs is not None:
+                self._logs.process_exited(self.spec.id)
         if self.cgroup is not None:
             await self._remove_cgroup(self.cgroup)
         self._change_state(S.STOPPED, reason)
