@@ -120,6 +120,10 @@ imageGCLowThresholdPercent: 99
 evictionHard: {"memory.available": "0%", "nodefs.available": "0%", "imagefs.available": "0%"}
 enableServer: true
 serializeImagePulls: false
+# The default 5 requests/s makes pod deletions lag by tens of seconds under probe churn.
+kubeAPIQPS: 50
+kubeAPIBurst: 100
+eventRecordQPS: 20
 YAML
 kubelet_started=$(date -u +%s)
 start kubelet env AWS_EC2_METADATA_DISABLED=true "$bin/kubelet" --config="$MSO_K8S_RUN/kubelet.yaml" \

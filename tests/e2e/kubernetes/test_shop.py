@@ -91,6 +91,12 @@ def test_a_deleted_pod_costs_no_failed_get(shop: Mso) -> None:
     assert result.ok > 100 and result.failures == [], (result.failures[:10], result.statuses)
 
 
+def serving(mso: Mso, service: str) -> list[dict[str, object]]:
+    """The service's pods that are not terminating (those get no new traffic)."""
+    return [r for r in mso.json("ps")["replicas"]
+            if r["service"] == service and r["state"] != "STOPPING"]
+
+
 def rollout_phase(mso: Mso) -> str:
     return str(mso.json("rollout", "status", "orders")["phase"])
 
@@ -99,7 +105,7 @@ def test_a_healthy_canary_is_promoted_without_failed_requests(shop: Mso) -> None
     host, port = gateway(shop)
     before = {r["number"] for r in shop.json("releases", "orders")}
     edit(shop.folder, {"env": {"ORDERS_FLAVOR": "v2"}})
-    with Load(host, port, "/api/orders/orders?limit=1", rate=60) as load:
+    with Load(host, port, "/api/orders?limit=1", rate=60, ok=lambda s: s == 200) as load:
         shop.run("deploy")
         wait_for("the canary to be promoted", lambda: rollout_phase(shop) == "Promoted",
                  timeout=240)
@@ -111,8 +117,8 @@ def test_a_healthy_canary_is_promoted_without_failed_requests(shop: Mso) -> None
     assert next(r for r in releases if r["number"] == new)["outcome"] == "promoted"
     pods = [r for r in shop.json("ps")["replicas"] if r["service"] == "orders"]
     wait_for("only stable pods of the new release", lambda: all(
-        r["release"] == new and r["subset"] == "stable" for r in
-        [p for p in shop.json("ps")["replicas"] if p["service"] == "orders"]), timeout=60)
+        r["release"] == new and r["subset"] == "stable" for r in serving(shop, "orders")),
+        timeout=60)
     assert kube(shop).get("apps/v1", "Deployment", "orders-canary", NAMESPACE) is None or \
         wait_for("the canary Deployment deleted", lambda: kube(shop).get(
             "apps/v1", "Deployment", "orders-canary", NAMESPACE) is None, timeout=60)
@@ -125,21 +131,21 @@ def test_a_bad_canary_is_rolled_back_automatically_under_traffic(shop: Mso) -> N
     host, port = gateway(shop)
     stable = max(r["number"] for r in shop.json("releases", "orders"))
     edit(shop.folder, {"run": ["python3", "bad_orders.py"], "env": {"ORDERS_FLAVOR": "bad"}})
-    with Load(host, port, "/api/orders/orders?limit=1", rate=60) as load:
+    with Load(host, port, "/api/orders?limit=1", rate=60, ok=lambda s: s == 200) as load:
         shop.run("deploy")
         started = time.monotonic()
         wait_for("the canary to be rolled back", lambda: rollout_phase(shop) == "RolledBack",
                  timeout=180)
         took = time.monotonic() - started
         wait_for("no canary pods", lambda: not any(
-            r["subset"] == "canary" for r in shop.json("ps")["replicas"]), timeout=90)
+            r["subset"] == "canary" for r in serving(shop, "orders")), timeout=90)
         failed_until_rollback = len(load.result.failures)
         time.sleep(3)
     result = load.stop()
     releases = shop.json("releases", "orders")
     bad = max(r["number"] for r in releases)
     assert next(r for r in releases if r["number"] == bad)["outcome"] == "rolled back"
-    assert {r["release"] for r in shop.json("ps")["replicas"] if r["service"] == "orders"} == {stable}
+    assert {r["release"] for r in serving(shop, "orders")} == {stable}
     assert result.ok > 100 and result.failures[failed_until_rollback:] == []
     assert kube(shop).get("apps/v1", "Deployment", "orders-canary", NAMESPACE) is None
     print(f"\nbad canary rolled back {took:.1f}s after deploy returned; "

@@ -86,6 +86,12 @@ def settings_for(loaded: LoadedManifest, options: Any, runtime: str, server: str
 def apply_infrastructure(host: KubeHost, loaded: LoadedManifest) -> None:
     s = host.settings
     ns = host.kube.get("v1", "Namespace", s.namespace, None)
+    deadline = time.monotonic() + 120
+    while ns is not None and (ns.get("status") or {}).get("phase") == "Terminating":
+        if time.monotonic() > deadline:  # e.g. right after `mso down`
+            raise KubeError(f"namespace {s.namespace} is still being deleted")
+        time.sleep(0.5)
+        ns = host.kube.get("v1", "Namespace", s.namespace, None)
     if ns is None or naming.is_owned(ns["metadata"].get("labels"), s.app):
         host.kube.apply(render.namespace_object(s.namespace, s.app), s.app)
     host.kube.apply(gateway.control_secret(s.namespace, s.app, state.control_token(host.store)), s.app)
@@ -169,6 +175,16 @@ def wait_services(host: KubeHost, names: list[str], timeout: float, progress: Pr
         time.sleep(0.5)
 
 
+def wait_gateway(host: KubeHost, timeout: float, progress: Progress) -> None:
+    """Every stable address is the gateway: nothing can reach a dependency before it."""
+    deadline = time.monotonic() + timeout
+    while host.gateway_pod() is None:
+        if time.monotonic() > deadline:
+            raise KubeError(f"the mso gateway was not ready within {timeout:g}s")
+        time.sleep(0.5)
+    progress("gateway ready")
+
+
 def deploy(loaded: LoadedManifest, kube: Kube, options: Any, wait: bool,
            progress: Progress = stderr_progress, timeout: float = 300.0) -> dict[str, Any]:
     runtime, chosen = build_images(loaded, progress)
@@ -183,6 +199,7 @@ def deploy(loaded: LoadedManifest, kube: Kube, options: Any, wait: bool,
                 state.set_image(store, c.service, c.release, chosen[c.service])
     host = KubeHost(store, kube, settings)
     apply_infrastructure(host, loaded)
+    wait_gateway(host, timeout, progress)
     begin_rollouts(host, before)
     m = loaded.manifest
     for wave in waves(m):

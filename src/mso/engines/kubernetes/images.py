@@ -54,11 +54,14 @@ def image_exists(ref: str) -> bool:
     return True
 
 
-def _tree_files(root: Path) -> list[Path]:
+def _tree_files(root: Path, bytecode: bool = False) -> list[Path]:
+    """Files under `root`; with `bytecode`, compiled modules too (the runtime keeps them:
+    without them every container start recompiles the standard library)."""
+    skip = _SKIP_DIRS - {"__pycache__"} if bytecode else _SKIP_DIRS
     files: list[Path] = []
     for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.endswith(".egg-info"))
-        files += [Path(folder, n) for n in sorted(names) if not n.endswith(".pyc")]
+        dirs[:] = sorted(d for d in dirs if d not in skip and not d.endswith(".egg-info"))
+        files += [Path(folder, n) for n in sorted(names) if bytecode or not n.endswith(".pyc")]
     return files
 
 
@@ -95,17 +98,17 @@ def _runtime_members() -> list[tuple[str, str]]:
     python = os.path.realpath(sys.executable)
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     members = [(python, python)]
-    members += [(str(p), str(p)) for p in _tree_files(stdlib)
+    members += [(str(p), str(p)) for p in _tree_files(stdlib, bytecode=True)
                 if "site-packages" not in p.parts and "test" not in p.parts[len(stdlib.parts):][:1]]
     tools = [os.path.realpath(t) for t in _TOOLS if os.path.exists(t)]
     members += [(t, t) for t in tools]
     for site in _site_dirs():
-        for path in _tree_files(site):
+        for path in _tree_files(site, bytecode=True):
             top = path.relative_to(site).parts[0]
             if not top.lower().startswith(_SKIP_SITE) and not top.endswith(".pth"):
                 members.append((str(path), f"/opt/mso/site/{path.relative_to(site)}"))
     package = Path(mso.__file__).parent
-    members += [(str(p), f"/opt/mso/site/mso/{p.relative_to(package)}") for p in _tree_files(package)]
+    members += [(str(p), f"/opt/mso/site/mso/{p.relative_to(package)}") for p in _tree_files(package, bytecode=True)]
     binaries = [h for h, _ in members if h.endswith(".so") or h in tools or h == python]
     have = {h for h, _ in members}
     members += [(lib, lib) for lib in sorted(_libraries(binaries)) if lib not in have]

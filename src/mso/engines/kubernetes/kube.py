@@ -8,6 +8,7 @@ before any write: an existing object without mso's labels for this app is never 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,8 +32,12 @@ def _describe(exc: Exception) -> str:
     reason = getattr(exc, "reason", None)
     body = getattr(exc, "body", None)
     if status is not None:
-        text = str(body or reason or "")[:300].replace("\n", " ")
-        return f"HTTP {status}: {text}"
+        text = body.decode(errors="replace") if isinstance(body, bytes) else str(body or "")
+        try:
+            text = str(json.loads(text).get("message") or text)
+        except (ValueError, AttributeError):
+            pass
+        return f"HTTP {status}: {(text or str(reason or ''))[:300]}".replace("\n", " ")
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -37,6 +37,34 @@ def teardown(kube: Kube, app: str, namespace: str) -> list[str]:
             if kube.delete(obj, app):
                 deleted.append(f"{kind}/{name}")
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-    if kube.delete(ns, app):
+    if not foreign_objects(kube, app, namespace) and kube.delete(ns, app):
         deleted.append(f"Namespace/{namespace}")
     return deleted
+
+
+# What Kubernetes itself puts in every namespace; anything else not labelled as mso's
+# belongs to someone else, and deleting the namespace would delete it too.
+_BUILTIN_CONFIGMAPS = {"kube-root-ca.crt"}
+_BUILTIN_SECRET_TYPES = {"kubernetes.io/service-account-token"}
+
+
+def foreign_objects(kube: Kube, app: str, namespace: str) -> list[str]:
+    found: list[str] = []
+    for api_version, kind in (("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"),
+                              ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"),
+                              ("apps/v1", "DaemonSet"), ("batch/v1", "Job"),
+                              ("v1", "PersistentVolumeClaim")):
+        try:
+            items = kube.list(api_version, kind, namespace, {})
+        except KubeError:
+            continue
+        for item in items:
+            md = item["metadata"]
+            if naming.is_owned(md.get("labels"), app) or md.get("deletionTimestamp"):
+                continue
+            if kind == "ConfigMap" and md["name"] in _BUILTIN_CONFIGMAPS:
+                continue
+            if kind == "Secret" and item.get("type") in _BUILTIN_SECRET_TYPES:
+                continue
+            found.append(f"{kind}/{md['name']}")
+    return found
