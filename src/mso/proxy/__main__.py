@@ -13,6 +13,7 @@ import gc
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -98,9 +99,21 @@ async def _serve_workers(args: argparse.Namespace) -> None:
     await pool.stop(args.grace)
 
 
+def _raise_fd_limit() -> None:
+    # Every client and upstream connection is a descriptor; the default soft limit
+    # (often 1024) would cap a proxy far below what it can serve.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            log.warning("could not raise the open-files limit above %d", soft)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _setup_logging(args.log_json)
+    _raise_fd_limit()
     if args.worker:
         _watch_parent(os.getppid())
     serve = _serve_workers if args.workers > 1 and not args.worker else _serve_single
