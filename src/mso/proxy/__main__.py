@@ -103,9 +103,10 @@ def _raise_fd_limit() -> None:
     # Every client and upstream connection is a descriptor; the default soft limit
     # (often 1024) would cap a proxy far below what it can serve.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
+    target = hard if hard != resource.RLIM_INFINITY else 1_048_576
+    if soft < target:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError):
             log.warning("could not raise the open-files limit above %d", soft)
 
