@@ -104,7 +104,7 @@ def _raise_fd_limit() -> None:
     # (often 1024) would cap a proxy far below what it can serve.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else 1_048_576
-    if soft < target:
+    if soft != resource.RLIM_INFINITY and soft < target:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError):
