@@ -323,3 +323,46 @@ def test_early_response_to_large_upload_keeps_client_connection_usable(
     assert r.status == 413
     assert get(port, conn=c)[0] == 200  # same client connection still works
     early.sock.close()
+
+
+class TruncatingBackend(ClosingBackend):
+    """Sends the response head and half of the body, then dies (SIGKILL mid-response)."""
+
+    @staticmethod
+    def _one(c: socket.socket) -> None:
+        with c:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                piece = c.recv(65536)
+                if not piece:
+                    return
+                data += piece
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 500)
+
+
+def test_upstream_dying_mid_response_is_retried_for_idempotent_requests(
+        backends: Any, proxy: Proxy) -> None:
+    good = backends("good")
+    bad = TruncatingBackend()
+    table = http_table({"web": {"stable": (100, [good])}})
+    table["clusters"]["web"]["subsets"]["stable"]["endpoints"].insert(
+        0, {"id": "bad", "address": f"127.0.0.1:{bad.port}"})
+    table["clusters"]["web"]["outlier"] = {"consecutive_failures": 1000}
+    port = proxy.set_table(table)["gw"]
+    # Every GET gets a whole response from "good"; none sees the truncated one.
+    for _ in range(10):
+        status, body = get(port)
+        assert status == 200 and body is not None
+    # A POST can't be replayed: its truncated response ends in a closed connection.
+    outcomes = Counter()
+    for _ in range(4):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            c.request("POST", "/echo", body=b"x")
+            r = c.getresponse()
+            r.read()
+            outcomes[r.status] += 1
+        except (http.client.IncompleteRead, ConnectionError):
+            outcomes["cut"] += 1
+    assert outcomes["cut"] == 2 and outcomes[200] == 2
+    bad.sock.close()

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 INF = float("inf")
+#: Responses to idempotent requests are held back until complete up to this size, so an
+#: upstream that dies mid-response (SIGKILL, OOM) costs a retry on another endpoint
+#: instead of a truncated response for the client. Bigger bodies stream as usual.
+HOLD_LIMIT = 64 * 1024
 _now = time.perf_counter
 
 
@@ -31,6 +35,7 @@ class Exchange:
         "http11", "is_head", "upgrade", "body", "body_size", "replayable",
         "req_done", "conn", "endpoint", "tried", "attempts", "stale_retries",
         "status", "resp_started", "resp_chunked", "eof_body", "done", "t0", "deadline",
+        "held", "held_size",
     )
 
     def __init__(
@@ -63,6 +68,8 @@ class Exchange:
         self.done = False
         self.t0 = _now()
         self.deadline = client.hub.now + cluster.timeouts.request
+        self.held: list[bytes] | None = None
+        self.held_size = 0
 
     # --- request side -------------------------------------------------------
     def start(self) -> None:
@@ -182,6 +189,11 @@ class Exchange:
         elif ep.consecutive_failures:
             ep.consecutive_failures = 0
         head, self.resp_chunked, self.eof_body, self.keep_alive = plan
+        if (self.replayable and self.method in IDEMPOTENT and status != 101
+                and not self.is_head and not self.eof_body and not self.upgrade):
+            self.held = [head]
+            self.held_size = 0
+            return
         self.client.transport_write(head)
         if status == 101:
             self.deadline = INF
@@ -192,6 +204,17 @@ class Exchange:
             self.on_response_complete(conn, keep)
 
     def on_response_body(self, data: bytes) -> None:
+        held = self.held
+        if held is not None:
+            if self.resp_chunked:
+                held += (b"%x\r\n" % len(data), data, b"\r\n")
+            else:
+                held.append(data)
+            self.held_size += len(data)
+            if self.held_size > HOLD_LIMIT:
+                self.held = None
+                self.client.transport_writelines(held)
+            return
         if self.resp_chunked:
             self.client.transport_writelines([b"%x\r\n" % len(data), data, b"\r\n"])
         else:
@@ -200,7 +223,13 @@ class Exchange:
     def on_response_complete(self, conn: UpstreamConnection, keep_alive: bool) -> None:
         if self.status < 200 or self.done:
             return  # end of an interim 1xx message, or of a 101 head (now a tunnel)
-        if self.resp_chunked:
+        held = self.held
+        if held is not None:
+            self.held = None
+            if self.resp_chunked:
+                held.append(b"0\r\n\r\n")
+            self.client.transport_writelines(held)
+        elif self.resp_chunked:
             self.client.transport_write(b"0\r\n\r\n")
         if keep_alive and self.req_done:
             upstream.checkin(conn)
@@ -213,6 +242,14 @@ class Exchange:
         if self.done:
             return
         self.conn = None
+        if self.resp_started and self.held is not None:
+            # Nothing reached the client yet: forget the partial response and retry.
+            self._unstart()
+            if self.endpoint is not None:
+                self.cluster.record_failure(self.endpoint)
+            self._release_endpoint()
+            self._retry_or_fail(502, budgeted=True, needs_idempotent=True)
+            return
         if self.resp_started:
             if self.eof_body:
                 # Body delimited by connection close: that close is the end.
@@ -246,9 +283,10 @@ class Exchange:
             return
         conn.exchange = None
         self.conn = None
-        if self.resp_started:
+        if self.resp_started and self.held is None:
             self._abort()
             return
+        self._unstart()
         ep = self.endpoint
         if ep is not None:
             self.cluster.record_failure(ep)
@@ -259,10 +297,18 @@ class Exchange:
         if conn is not None:
             conn.close()
             self.conn = None
-        if self.resp_started:
+        if self.resp_started and self.held is None:
             self._abort()
         else:
+            self._unstart()
             self._fail(504)
+
+    def _unstart(self) -> None:
+        """Drop a held (never forwarded) response, as if it had not begun."""
+        self.held = None
+        self.held_size = 0
+        self.resp_started = False
+        self.status = 0
 
     # --- retries and endings --------------------------------------------------
     def _retry_or_fail(self, status: int, budgeted: bool, needs_idempotent: bool = False) -> None:
