@@ -17,7 +17,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
 LAB_NETS = [ipaddress.ip_network(n) for n in (
-    "127.0.0.0/8", "10.200.0.0/24", "10.201.0.0/24", "172.16.0.0/12", "0.0.0.0/32")]
+    "127.0.0.0/8", "10.200.0.0/24", "10.201.0.0/24", "172.16.0.0/12", "0.0.0.0/32",
+    "224.0.0.0/24")]  # link-local multicast (IGMP reports of the lab's bridge): never routed
 LINK_LOCAL = ipaddress.ip_network("169.254.0.0/16")
 
 

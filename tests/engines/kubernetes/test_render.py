@@ -143,3 +143,13 @@ def test_render_cli_path_writes_files_and_yaml(tmp_path: Path) -> None:
 def test_render_rejects_a_bad_version() -> None:
     with pytest.raises(RemoteEngineError):
         KubernetesEngine(EngineOptions(version="2.0")).render(load(SHOP), None)
+
+
+def test_rendered_gateway_table_is_accepted_by_the_proxy() -> None:
+    from mso.engines.kubernetes.gatewayd import fill_table
+    from mso.proxy.table import parse_table
+    loaded = load(SHOP)
+    table_map = next(o for o in objects(SHOP, "1.29") if o["metadata"]["name"] == "mso-gateway-table")
+    hosts = {f"{s.upper()}_STABLE_SERVICE_HOST": "10.201.0.9" for s in loaded.manifest.services}
+    table = parse_table(fill_table(table_map["data"]["table.json"], hosts))
+    assert {c for c in table.clusters} >= {"web/http", "orders/http", "kvstore/kv"}

@@ -22,6 +22,7 @@ from mso.engines.kubernetes.workload import Workload
 TABLE_PATH = "/etc/mso/gateway/table.json"
 TOKEN_DIR = "/etc/mso/gateway-control"
 CONTROL_SECRET = "mso-gateway-control"
+NEVER = 2**31 - 1  # consecutive failures before an ejection: none
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,12 @@ def table(spec: GatewaySpec, hosts: dict[str, str], weights: dict[str, dict[str,
                         routes=list(spec.routes), services=routing)
     for listener in built["listeners"]:
         listener["bind"] = "0.0.0.0"  # inside the pod, every listener serves the pod's IP
+    for cluster in built["clusters"].values():
+        # Each subset is one endpoint (a Service; kube-proxy balances over its ready pods,
+        # and readiness probes take bad pods out). Ejecting it would eject a whole subset
+        # and starve the canary analysis of the very errors it must see; retries still
+        # spare clients.
+        cluster["outlier"] = {"consecutive_failures": NEVER}
     return built
 
 

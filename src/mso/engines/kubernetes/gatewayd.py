@@ -111,7 +111,10 @@ async def run(args: argparse.Namespace) -> int:
     await _wait_for_socket(sock, proc)
     table = fill_table(Path(args.table).read_text(), dict(os.environ))
     reply = await _request(sock, {"op": "set_table", "table": table})
-    print(f"gatewayd: initial table applied: {reply}", flush=True)
+    print(f"gatewayd: initial table: {reply}", flush=True)
+    if not reply.get("ok"):
+        proc.terminate()
+        raise SystemExit(f"gatewayd: the proxy rejected the table: {reply.get('error')}")
     server = None
     token_file = Path(args.token_dir) / "token"
     if token_file.exists():
