@@ -134,7 +134,7 @@ def plain_rolling(kube: Kube, image: str, version: str, namespace: str = "bench-
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": naming.owner_labels(app)}}
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {
         "name": "echo", "namespace": namespace, "labels": naming.owner_labels(app)},
-        "spec": {"selector": labels, "ports": [{"port": 8000, "targetPort": 8000}]}}
+        "spec": {"selector": labels, "ports": [{"port": 8000, "targetPort": 8000, "protocol": "TCP"}]}}
 
     def deployment(v: str) -> dict[str, Any]:
         return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {
@@ -157,8 +157,13 @@ def plain_rolling(kube: Kube, image: str, version: str, namespace: str = "bench-
     def ready(v: str) -> bool:
         d = kube.get("apps/v1", "Deployment", "echo", namespace) or {}
         st = d.get("status") or {}
-        return bool(st.get("updatedReplicas") == 2 and st.get("readyReplicas") == 2
-                    and st.get("replicas") == 2 and get(ip, 8000, "/")[1].strip() == v)
+        if not (st.get("updatedReplicas") == 2 and st.get("readyReplicas") == 2
+                and st.get("replicas") == 2):
+            return False
+        try:
+            return get(ip, 8000, "/")[1].strip() == v
+        except OSError:
+            return False
 
     wait_for("plain echo v1", lambda: ready("v1"), timeout=120)
     with Load(ip, 8000, "/", rate=100, threads=4) as load:
@@ -177,28 +182,47 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--keep-lab", action="store_true")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--parts", default="start,shop,promotion,plain,rollback",
+                    help="comma-separated subset; results merge into results.json")
     args = ap.parse_args()
-    results: dict[str, Any] = {}
-    start, kubeconfig = cluster_start()
-    results["cluster_start_s"] = round(start, 1)
+    parts = set(args.parts.split(","))
+    path = HERE / "results.json"
+    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    if "start" in parts:
+        start, kubeconfig = cluster_start()
+        results["cluster_start_s"] = round(start, 1)
+    else:
+        kubeconfig = Path(lab("up").stdout.strip().splitlines()[-1])
     kube = Kube(str(kubeconfig), None)
     with tempfile.TemporaryDirectory(prefix="mso-bench-k8s-") as tmp:
         work = Path(tmp)
-        results["shop_deploy_s"] = round(shop_deploy(kubeconfig, work), 1)
+        if "shop" in parts:
+            results["shop_deploy_s"] = round(shop_deploy(kubeconfig, work), 1)
+            save(results)
         mso = echo_app(work, kubeconfig)
         mso.run("deploy", timeout=600)
         echo = kube.get("apps/v1", "Deployment", "echo", "bench-echo") or {}
         image = next(c["image"] for c in echo["spec"]["template"]["spec"]["containers"]
                      if c["name"] == "app")
-        results["mso_canary_promotion"] = [mso_promotion(mso, f"v{i + 2}") for i in range(args.rounds)]
-        results["plain_rolling_update"] = [plain_rolling(kube, image, f"v{i + 2}")
-                                           for i in range(args.rounds)]
-        results["mso_canary_rollback"] = mso_rollback(mso)
+        if "promotion" in parts:
+            results["mso_canary_promotion"] = [mso_promotion(mso, f"v{i + 2}")
+                                               for i in range(args.rounds)]
+            save(results)
+        if "plain" in parts:
+            results["plain_rolling_update"] = [plain_rolling(kube, image, f"v{i + 2}")
+                                               for i in range(args.rounds)]
+            save(results)
+        if "rollback" in parts:
+            results["mso_canary_rollback"] = mso_rollback(mso)
         mso.run("down")
     if not args.keep_lab:
         lab("down")
-    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    save(results)
     print(json.dumps(results, indent=2))
+
+
+def save(results: dict[str, Any]) -> None:
+    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

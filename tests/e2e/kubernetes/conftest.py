@@ -1,8 +1,10 @@
 """Fixtures for the Kubernetes end-to-end tests: the lab cluster, built on first use.
 
-The lab (scripts/k8s-lab.sh) is started once per session unless one is already up (then
-it is reused and left running). Tests are skipped only when the cluster cannot be built
-here (not root, missing packages, no source package); the reason is printed loudly.
+The lab (scripts/k8s-lab.sh) is started for each test module and stopped after it, so
+the other suites do not share the machine with it; a lab that was already up is reused
+and left running (MSO_K8S_KEEP=1 keeps one started here too). Tests are skipped only
+when the cluster cannot be built here (not root, missing packages); the reason is
+printed loudly.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def _run(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
                           timeout=timeout)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     reason = _impossible()
     if reason:

@@ -5,6 +5,7 @@ The tests share one deployed shop and run in file order (each builds on the last
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -74,6 +75,18 @@ def test_deploy_shop_all_pods_ready_and_the_page_is_served(shop: Mso) -> None:
     status, body = get(host, port, "/api/inventory/products")
     assert status == 200 and "products" in body  # web -> gateway -> inventory -> kvstore
     print(f"\nshop deploy took {took:.1f}s")
+
+
+def test_logs_scale_and_releases(shop: Mso) -> None:
+    records = json.loads(shop.run("logs", "web", "--tail", "5", "-o", "json").stdout)
+    assert records and {r["service"] for r in records} == {"web"}
+    assert any("listening" in r["line"] or "GET" in r["line"] for r in records)
+    shop.run("scale", "web=3")
+    wait_for("3 ready web pods", lambda: len([r for r in serving(shop, "web")
+                                              if r["state"] == "READY"]) == 3, timeout=120)
+    shop.run("scale", "web=2")
+    wait_for("2 web pods", lambda: len(serving(shop, "web")) == 2, timeout=120)
+    assert [r["number"] for r in shop.json("releases", "web")] == [1]
 
 
 def test_a_deleted_pod_costs_no_failed_get(shop: Mso) -> None:
