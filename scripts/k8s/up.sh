@@ -19,6 +19,11 @@ start() {
 }
 api() { curl -sf --cacert "$MSO_K8S_RUN/pki/ca.crt" --cert "$MSO_K8S_RUN/pki/admin.crt" \
           --key "$MSO_K8S_RUN/pki/admin.key" "https://$NODE_IP:$API_PORT$1"; }
+write_if_changed() {  # write_if_changed FILE < content
+  local tmp; tmp=$(mktemp)
+  cat > "$tmp"
+  if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
+}
 wait_for() {  # wait_for DESCRIPTION SECONDS CMD...
   local what=$1 limit=$2; shift 2
   local deadline=$(( $(date +%s) + limit ))
@@ -97,7 +102,7 @@ start kube-scheduler "$bin/kube-scheduler" --kubeconfig="$MSO_K8S_RUN/scheduler.
 
 # Pods get no DNS server at all: the lab has none, and nothing may leave the machine.
 : > "$MSO_K8S_RUN/resolv.conf"
-cat > "$MSO_K8S_RUN/kubelet.yaml" <<YAML
+write_if_changed "$MSO_K8S_RUN/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $NODE_IP
@@ -125,14 +130,16 @@ kubeAPIQPS: 50
 kubeAPIBurst: 100
 eventRecordQPS: 20
 YAML
-kubelet_started=$(date -u +%s)
+kubelet_started=0
+alive kubelet || kubelet_started=$(date -u +%s)
 start kubelet env AWS_EC2_METADATA_DISABLED=true "$bin/kubelet" --config="$MSO_K8S_RUN/kubelet.yaml" \
   --kubeconfig="$MSO_K8S_RUN/kubelet.kubeconfig" --container-runtime=docker \
   --pod-infra-container-image=mso-lab/pause:3.2 --node-ip="$NODE_IP" \
   --hostname-override=$NODE_NAME --oom-score-adj=0 --root-dir="$MSO_K8S_RUN/kubelet" \
   --cert-dir="$MSO_K8S_RUN/kubelet-pki"
 
-cat > "$MSO_K8S_RUN/kube-proxy.yaml" <<YAML
+# kube-proxy exits whenever its config file is rewritten, even with the same content.
+write_if_changed "$MSO_K8S_RUN/kube-proxy.yaml" <<YAML
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
