@@ -38,18 +38,15 @@ class Results:
 
 
 KNOWN_ISSUES = [
-    "### Problems seen while benchmarking (mso at the measured commit)", "",
-    "- `mso down` of the 100-replica app sometimes takes 40-50 s instead of ~5 s: replicas that "
-    "exited on SIGTERM are logged as `ignored signal 15 for 10s; SIGKILL` and then wait out a "
-    "further 30 s; occasionally the daemon never finishes (replicas stuck in STOPPING with their "
-    "processes gone, the CLI gives up after 60 s with `the control plane did not answer: timed "
-    "out`, daemon and proxy stay up). Reproducer: `.venv/bin/python bench/local/down_hang.py`. "
-    "The run.py teardown kills such a control plane and counts it under stop above.",
-    "- `mso up -d` sometimes fails with `route table push failed: listener 'sNN/http': cannot "
-    "bind ... address already in use`: replica ports and stable-address ports are drawn from the "
-    "same window below the ephemeral range (`mso.ports.free_port`) without avoiding each other, "
-    "so a replica can take a service's stable port before the proxy binds it. run.py records "
-    "and retries such a start.", ""]
+    "### Problems found by this benchmark, and fixed", "",
+    "- `mso down` of the 100-replica app sometimes took 40-60 s or hung: a probe loop could "
+    "survive its cancellation (Python 3.11's `asyncio.wait_for` can swallow a cancellation, "
+    "CPython gh-86296) and hold up the stop. Fixed in 3c561c2: probe loops end by themselves "
+    "once their process exited or a stop began, and probes use `asyncio.timeout`. "
+    "Reproducer: `.venv/bin/python bench/local/down_hang.py` (4/4 clean downs after the fix).",
+    "- `mso up -d` sometimes failed with `address already in use` on a stable-address listener: "
+    "replica ports and stable ports were drawn without avoiding each other. Fixed in 3c561c2: "
+    "every port handed out (stable, gateway, metrics, preview, replicas) is avoided.", ""]
 
 
 def _ratio(a: float, b: float) -> str:
