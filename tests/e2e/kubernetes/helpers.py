@@ -36,7 +36,7 @@ class Mso:
     namespace: str
 
     def run(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "mso", *args, "-f", str(self.folder / "mso.yaml"),
+        cmd = [sys.executable, "-m", "mso", *args, "--file", str(self.folder / "mso.yaml"),
                "--engine", "kubernetes"]
         if args[0] in ("deploy", "up", "down", "ps", "endpoints", "scale", "releases",
                        "rollback", "rollout", "logs"):
