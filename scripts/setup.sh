@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 
 extras="${MSO_EXTRAS:-test,bench}"
 # procps: ps in tests; docker.io, iptables, util-linux: the Swarm engine and its lab;
-# the Kubernetes lab adds its own build dependencies (scripts/k8s-lab.sh).
-apt_packages=(python3-venv procps iproute2 docker.io iptables util-linux)
+# golang-go ... curl: building and running the Kubernetes lab (scripts/k8s-lab.sh).
+apt_packages=(python3-venv procps iproute2 docker.io iptables util-linux
+              golang-go etcd-server rsync openssl gcc libc6-dev make conntrack socat ethtool
+              dpkg-dev curl)
 [ "${MSO_WITH_BENCH_TOOLS:-0}" = 1 ] && apt_packages+=(wrk haproxy nginx-light)
 
 missing=()
