@@ -165,6 +165,23 @@ def test_a_bad_canary_is_rolled_back_automatically_under_traffic(shop: Mso) -> N
           f"{len(result.failures)} failed requests during the canary")
 
 
+def test_rollback_to_the_first_release_under_traffic(shop: Mso) -> None:
+    host, port = gateway(shop)
+    releases = shop.json("releases", "orders")
+    first = min(r["number"] for r in releases)
+    with Load(host, port, "/api/orders?limit=1", rate=40, ok=lambda s: s == 200) as load:
+        shop.run("rollback", "orders", "--to", str(first))
+        new = max(r["number"] for r in shop.json("releases", "orders"))
+        assert new == max(r["number"] for r in releases) + 1
+        wait_for("the rollback to be deployed", lambda: rollout_phase(shop) == "Promoted"
+                 and {r["release"] for r in serving(shop, "orders")} == {new}, timeout=240)
+        time.sleep(2)
+    result = load.stop()
+    latest = shop.json("releases", "orders")[-1]
+    assert latest["number"] == new and f"rollback to release {first}" in latest["change"]
+    assert result.ok > 50 and result.failures == [], (result.failures[:10], result.statuses)
+
+
 def test_deploy_refuses_to_touch_objects_it_does_not_own(lab: Lab,
                                                         tmp_path: Path) -> None:
     folder = tmp_path / "shop"
