@@ -15,8 +15,9 @@ pytestmark = [pytest.mark.swarm, pytest.mark.timeout(600)]
 
 
 def _rolling(manifest: Path) -> None:
-    """Use a plain rolling update so each release goes out without an analysis step."""
-    text = manifest.read_text()
+    """A plain rolling update, so each release goes out without an analysis step, under an
+    app name of its own, so nothing left of the canary tests' `echo` app can interfere."""
+    text = manifest.read_text().replace("app: echo\n", "app: echoctl\n", 1)
     start = text.index("    rollout:")
     manifest.write_text(text[:start] + "    rollout: {strategy: rolling}\n")
 
