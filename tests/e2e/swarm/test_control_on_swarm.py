@@ -54,4 +54,6 @@ def test_scale_releases_and_rollback_to_an_older_release(deployed: Any) -> None:
     assert {_version(port) for _ in range(6)} == {"1"}
     releases = mso_json("releases", "echo", "--engine", "swarm", "-f", str(manifest), **run)
     assert releases[-1]["number"] == 4 and "rollback to release 1" in releases[-1]["change"]
-    assert len(_replicas(manifest)) == 3  # the scale survived the releases
+    # The scale survived the releases (once the handoff's stand-in service is retired).
+    wait_for(lambda: [r["subset"] for r in _replicas(manifest)] == ["stable"] * 3, 120,
+             "3 stable tasks and no stand-in")
