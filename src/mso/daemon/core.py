@@ -27,7 +27,8 @@ from mso.daemon.jobs import JobRunner
 from mso.daemon.probes_map import port_map
 from mso.daemon.proxy_manager import ProxyManager
 from mso.daemon.releases import AppliedChange, apply_manifest
-from mso.daemon.replica_env import Discovery, base_environment
+from mso.daemon.replica_env import (Discovery, base_environment, replica_environment,
+                                    write_config_files, write_secret_files)
 from mso.daemon.replicas import ManagedReplica, ReplicaBook
 from mso.ports import free_port
 from mso.engines.local.cgroups import CgroupManager
@@ -251,6 +252,22 @@ class Daemon:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def oneoff_environment(self, service: str, release: int, run_id: str,
+                           spec: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+        """Environment (and secrets) of a process that is not a replica: a job run or
+        `mso run`. Its secrets are written to a private folder named after `run_id`."""
+        secrets = self.store.release_secrets(service, release)
+        data_dir = self.paths.data_dir / service
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env = replica_environment(
+            base=self.book.base_env, spec=spec, app=self.app_name(), service=service,
+            replica=run_id, release=release, ports={}, secrets=secrets,
+            secrets_dir=write_secret_files(self.paths, run_id, secrets),
+            config_dir=write_config_files(self.paths, service, release, spec["configs"]),
+            data_dir=data_dir, discovery=self.discovery(spec["model"]))
+        env["MSO_REPLICA"] = run_id
+        return env, secrets
 
     # -- RolloutHost ------------------------------------------------------------------------
     def members(self, service: str) -> list[Member]:

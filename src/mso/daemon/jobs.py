@@ -12,8 +12,7 @@ import logging
 import signal
 from typing import TYPE_CHECKING, Any
 
-from mso.daemon.replica_env import (remove_secret_files, replica_environment,
-                                    write_config_files, write_secret_files)
+from mso.daemon.replica_env import remove_secret_files
 from mso.engines.local.process import (ProcessRef, SpawnError, kill_env_processes, signal_group,
                                        spawn, wait_exit)
 from mso.engines.local.replica import describe_exit
@@ -116,18 +115,9 @@ class JobRunner:
         run_id = f"{name}-job"
         store.set_job_state(name, spec_hash, "running")
         store.add_event("job.started", f"job started (release {number})", name, run_id)
-        secrets = store.release_secrets(name, number)
+        env, secrets = d.oneoff_environment(name, number, run_id, spec)
         d.log_store.redact([v for v in secrets.values() if v])
         model = spec["model"]
-        data_dir = d.paths.data_dir / name
-        data_dir.mkdir(parents=True, exist_ok=True)
-        env = replica_environment(
-            base=d.book.base_env, spec=spec, app=d.app_name(), service=name, replica=run_id,
-            release=number, ports={}, secrets=secrets,
-            secrets_dir=write_secret_files(d.paths, run_id, secrets),
-            config_dir=write_config_files(d.paths, name, number, spec["configs"]),
-            data_dir=data_dir, discovery=d.discovery(model))
-        env["MSO_REPLICA"] = run_id
         out = d.paths.run_dir / f"{run_id}.stdout.log"
         err = d.paths.run_dir / f"{run_id}.stderr.log"
         argv = model["run"]

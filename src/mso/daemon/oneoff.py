@@ -12,8 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mso.daemon.replica_env import (remove_secret_files, replica_environment,
-                                    write_config_files, write_secret_files)
+from mso.daemon.replica_env import remove_secret_files
 from mso.engines.local.process import SpawnError, signal_group, spawn, wait_exit
 
 if TYPE_CHECKING:
@@ -26,17 +25,7 @@ async def run_oneoff(daemon: Daemon, service: str,
     release = daemon.store.release(service, want.release)
     assert release is not None
     run_id = f"{service}-run-{uuid.uuid4().hex[:6]}"
-    secrets = daemon.store.release_secrets(service, want.release)
-    data_dir = daemon.paths.data_dir / service
-    data_dir.mkdir(parents=True, exist_ok=True)
-    env = replica_environment(
-        base=daemon.book.base_env, spec=release.spec, app=daemon.app_name(),
-        service=service, replica=run_id, release=want.release, ports={}, secrets=secrets,
-        secrets_dir=write_secret_files(daemon.paths, run_id, secrets),
-        config_dir=write_config_files(daemon.paths, service, want.release,
-                                      release.spec["configs"]),
-        data_dir=data_dir, discovery=daemon.discovery(release.spec["model"]))
-    env["MSO_REPLICA"] = run_id
+    env, secrets = daemon.oneoff_environment(service, want.release, run_id, release.spec)
     out = daemon.paths.run_dir / f"{run_id}.out"
     redact = [v for v in secrets.values() if v]
     try:
