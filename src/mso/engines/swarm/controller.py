@@ -32,6 +32,7 @@ from mso.engines.swarm.observe import ServiceObs, parse
 from mso.engines.swarm.plan import Drain, Ensure, Plan, Progress, Remove, Want, plan_service
 from mso.engines.swarm.spec import AppContext, ReleaseInput, ServiceSpec, service_spec
 from mso.engines.swarm.state import AppConfig, SwarmPaths
+from mso.engines.swarm.swap import Swap, plan_swap
 from mso.engines.swarm.swarmapi import SwarmApi, SwarmError
 from mso.proxy.client import ProxyClient, ProxyError
 from mso.store.db import Store
@@ -60,6 +61,7 @@ class SwarmController:
         self._pushed: dict[str, Any] | None = None
         self._version = int(self.store.get_meta("swarm.table_version") or 0)
         self._network_id = ""
+        self._subsets: dict[str, dict[str, str]] = {}  # service -> role -> subset (last plan)
         self.converged = False
 
     # -- RolloutHost --------------------------------------------------------------------
@@ -69,7 +71,8 @@ class SwarmController:
             obs = self.obs.get((service, role))
             if obs is None:
                 continue
-            subset = "stable" if role == "main" else obs.subset
+            subset = self._subsets.get(service, {}).get(
+                role, "stable" if role == "main" else obs.subset)
             out += [Member(subset, t.release, t.ready, t.stopping) for t in obs.live()]
         return out
 
@@ -140,6 +143,7 @@ class SwarmController:
             await self._act(ctx, name, plan)
             progress[name] = plan.progress
             weights[name] = plan.weights
+            self._subsets[name] = plan.subsets
             busy = busy or bool(plan.actions) or plan.progress != Progress()
         await self._remove_undesired(desired)
         await self._ensure_gateway(config)
@@ -249,9 +253,16 @@ class SwarmController:
                              other_t.subset if other_t else "canary")
         second = None if other_t is None else self._want(
             ctx, name, "second", other_t.release, other_t.replicas, other_t.subset)
+        previous_t = next((t for t in targets if t.subset == "previous"), None)
+        swap = None if previous_t is None else Swap(
+            self._want(ctx, name, "main", previous_t.release, previous_t.replicas, "previous"),
+            self._want(ctx, name, "second", stable_t.release, stable_t.replicas, "stable"))
+        main, other = self.obs.get((name, "main")), self.obs.get((name, "second"))
+        swapping = plan_swap(swap, stable, standin, weights, main, other, progress)
+        if swapping is not None:
+            return swapping
         recreate = config.strategies.get(name) == "recreate"
-        return plan_service(stable, second, weights, standin, self.obs.get((name, "main")),
-                            self.obs.get((name, "second")), progress, recreate)
+        return plan_service(stable, second, weights, standin, main, other, progress, recreate)
 
     def _want(self, ctx: AppContext, name: str, role: str, release: int, replicas: int,
               subset: str) -> Want:
@@ -309,7 +320,7 @@ class SwarmController:
     async def _ensure_gateway(self, config: AppConfig) -> None:
         spec, extra = gateway_spec(config.app, config.gateway_image, config.network,
                                    config.gateway_port, str(self.paths.gateway_dir),
-                                   self.api.node_id)
+                                   self.api.node_id, config.preview_ports)
         obs = self.obs.get((names.GATEWAY, "gateway"))
         if obs is not None and obs.deploy_hash == spec.deploy_hash:
             return
@@ -330,7 +341,8 @@ class SwarmController:
             observed = [o for o in (self.obs.get((name, "main")), self.obs.get((name, "second")))
                         if o is not None]
             routings.append(service_routing(name, rel.spec["model"], ctx.stable_ports,
-                                            observed, weights.get(name, {"stable": 100})))
+                                            observed, weights.get(name, {"stable": 100}),
+                                            self._subsets.get(name), self._preview_port(name)))
         routes = []
         for r in config.routes:
             rel = self.store.release(r["service"], desired[r["service"]].release) \
@@ -341,6 +353,13 @@ class SwarmController:
         return route_table(gateway_port=config.gateway_port,
                            metrics_port=ctx.stable_ports.get(METRICS_KEY, 19999),
                            routes=routes, services=routings)
+
+    def _preview_port(self, service: str) -> int | None:
+        active = self.rollouts.active(service)
+        if active is None or active.strategy != "blue_green":
+            return None
+        port = self.rollouts.spec(service, active.to_release).get("preview_port")
+        return None if port is None else int(port)
 
     async def _push(self, config: AppConfig, ctx: AppContext, desired: dict[str, Desired],
                     weights: dict[str, dict[str, int]]) -> bool:
@@ -371,10 +390,18 @@ def _first_http(model: dict[str, Any]) -> str | None:
 
 
 def ensure_stable_ports(store: Store, services: dict[str, dict[str, Any]],
-                        gateway_port: int) -> dict[str, int]:
-    """Allocate (once) the gateway's per-service ports and its metrics port."""
+                        gateway_port: int, reserved: set[int] | None = None) -> dict[str, int]:
+    """Allocate (once) the gateway's per-service ports and its metrics port, avoiding the
+    gateway port and `reserved` (preview ports); a clash with a port allocated earlier is
+    refused, since allocated ports never move."""
     wanted = [METRICS_KEY] + [f"{svc}/{p}" for svc, model in sorted(services.items())
                               for p in port_map(model)]
-    ports = allocate_ports(state.get_json(store, state.PORTS_KEY, {}), wanted, {gateway_port})
+    taken = {gateway_port, *(reserved or set())}
+    current: dict[str, int] = state.get_json(store, state.PORTS_KEY, {})
+    clash = sorted(k for k, port in current.items() if port in taken)
+    if clash:
+        raise SwarmError(f"port {current[clash[0]]} is already the gateway's port for "
+                         f"{clash[0]}; choose another gateway or preview port")
+    ports = allocate_ports(current, wanted, taken)
     state.set_json(store, state.PORTS_KEY, ports)
     return ports

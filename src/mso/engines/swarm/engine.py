@@ -60,14 +60,16 @@ class SwarmEngine:
             for name, want in store.desired().items():
                 if name in built:
                     state.record_image(store, name, want.release, *built[name])
+            previews = preview_ports(loaded)
             ensure_stable_ports(store, {n: s.model_dump(mode="json")
-                                        for n, s in m.services.items()}, m.gateway.port)
+                                        for n, s in m.services.items()},
+                                m.gateway.port, set(previews))
             AppConfig(app=m.app, manifest=str(loaded.path), base_dir=str(loaded.base_dir),
                       network=names.network_name(m.app, m.engines.swarm.network),
                       gateway_port=m.gateway.port, gateway_image=built["\0gateway"][0],
                       routes=[r.model_dump(mode="json") for r in m.routes],
-                      strategies={n: s.rollout.strategy for n, s in m.services.items()}
-                      ).save(store)
+                      strategies={n: s.rollout.strategy for n, s in m.services.items()},
+                      preview_ports=previews).save(store)
             ctl = ControllerClient(paths)
             ctl.ensure_running()
             for name, want in store.desired().items():
@@ -221,6 +223,22 @@ class SwarmEngine:
         finally:
             store.close()
         paths.gateway_socket.unlink(missing_ok=True)
+
+
+def preview_ports(loaded: LoadedManifest) -> list[int]:
+    """The blue/green preview ports the gateway publishes, checked against each other and
+    the gateway port (they share the gateway container)."""
+    m = loaded.manifest
+    seen: dict[int, str] = {m.gateway.port: "the gateway"}
+    for name, svc in sorted(m.services.items()):
+        port = svc.rollout.preview_port
+        if svc.rollout.strategy != "blue_green" or port is None:
+            continue
+        if port in seen:
+            raise SwarmError(f"{name}: rollout.preview_port {port} is already used by "
+                             f"{seen[port]}; give each blue/green service its own port")
+        seen[port] = name
+    return sorted(p for p in seen if p != m.gateway.port)
 
 
 def _rollback_target(store: Store, service: str, current_number: int, to: int | None) -> Any:

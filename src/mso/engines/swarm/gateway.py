@@ -41,7 +41,10 @@ def allocate_ports(current: dict[str, int], wanted: list[str],
 
 
 def gateway_spec(app: str, image: str, network: str, port: int, host_dir: str,
-                 node_id: str) -> tuple[ServiceSpec, dict[str, Any]]:
+                 node_id: str, extra_ports: list[int] | None = None
+                 ) -> tuple[ServiceSpec, dict[str, Any]]:
+    """The gateway service; `extra_ports` (blue/green preview ports) are published too.
+    They come from the manifest, so they change only when it does, never mid-rollout."""
     template = {
         "ContainerSpec": {
             "Image": image,
@@ -55,8 +58,9 @@ def gateway_spec(app: str, image: str, network: str, port: int, host_dir: str,
         "Placement": {"Constraints": [f"node.id=={node_id}"]},
         "Networks": [{"Target": network, "Aliases": [names.GATEWAY]}],
     }
-    endpoint = {"Mode": "dnsrr", "Ports": [{"Protocol": "tcp", "TargetPort": port,
-                                            "PublishedPort": port, "PublishMode": "host"}]}
+    endpoint = {"Mode": "dnsrr", "Ports": [
+        {"Protocol": "tcp", "TargetPort": p, "PublishedPort": p, "PublishMode": "host"}
+        for p in [port, *sorted(set(extra_ports or []) - {port})]]}
     deploy_hash = digest({"template": template, "endpoint": endpoint})
     labels = {**names.base_labels(app), names.LABEL_SERVICE: names.GATEWAY,
               names.LABEL_ROLE: "gateway", names.LABEL_SUBSET: "stable",
@@ -68,15 +72,18 @@ def gateway_spec(app: str, image: str, network: str, port: int, host_dir: str,
     return spec, {"update_config": update, "endpoint_spec": endpoint}
 
 
-def endpoint_views(obs: ServiceObs, ports: dict[str, int]) -> list[EndpointView]:
+def endpoint_views(obs: ServiceObs, ports: dict[str, int],
+                   subset: str | None = None) -> list[EndpointView]:
+    """The ready-or-not tasks of one Swarm service, in `subset` (default: main services
+    are stable, a second service plays the subset on its label)."""
     role = obs.role
+    subset = subset or (obs.subset if role == "second" else "stable")
     views = []
     for task in obs.tasks:
         if task.address is None or task.stopping:
             continue
         views.append(EndpointView(names.endpoint_id(obs.service, role, task.slot, task.id),
-                                  obs.subset if role == "second" else "stable",
-                                  task.address, ports, task.ready))
+                                  subset, task.address, ports, task.ready))
     return views
 
 
@@ -91,14 +98,18 @@ def route_table(*, gateway_port: int, metrics_port: int, routes: list[RouteView]
 
 
 def service_routing(name: str, model: dict[str, Any], stable_ports: dict[str, int],
-                    observed: list[ServiceObs], weights: dict[str, int]) -> ServiceRouting:
+                    observed: list[ServiceObs], weights: dict[str, int],
+                    subsets: dict[str, str] | None = None,
+                    preview_port: int | None = None) -> ServiceRouting:
+    """`subsets`: role -> subset from this tick's plan (a blue/green swap); `preview_port`:
+    where a blue/green preview answers alone."""
     named = port_map(model)
     declared = {p: port for p, (_, port) in named.items()}
     endpoints: list[EndpointView] = []
     for obs in observed:
-        endpoints.extend(endpoint_views(obs, declared))
+        endpoints.extend(endpoint_views(obs, declared, (subsets or {}).get(obs.role)))
     return ServiceRouting(
         name=name,
         ports={p: (proto, stable_ports[f"{name}/{p}"]) for p, (proto, _) in named.items()
                if f"{name}/{p}" in stable_ports},
-        endpoints=endpoints, weights=weights)
+        endpoints=endpoints, weights=weights, preview_port=preview_port)

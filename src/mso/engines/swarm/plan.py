@@ -66,6 +66,7 @@ class Progress:
     phase: Phase | None = None
     target: str = ""  # deploy hash the handoff moves the main service to
     retiring: bool = False
+    swapped: bool = False  # blue/green: the second service serves stable (swap.py)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ class Plan:
     weights: dict[str, int] = field(default_factory=dict)
     progress: Progress = Progress()
     note: str = ""
+    # role -> the subset its endpoints get in the gateway table; empty: main is stable and
+    # the second service keeps the subset on its label
+    subsets: dict[str, str] = field(default_factory=dict)
 
 
 def _matches(obs: ServiceObs | None, want: Want) -> bool:

@@ -85,6 +85,7 @@ class AppConfig:
     gateway_image: str
     routes: list[dict[str, Any]] = field(default_factory=list)
     strategies: dict[str, str] = field(default_factory=dict)
+    preview_ports: list[int] = field(default_factory=list)  # blue/green, published too
 
     @classmethod
     def load(cls, store: Store) -> AppConfig | None:
@@ -125,7 +126,8 @@ def record_image(store: Store, service: str, release: int, image: str, shim: boo
 
 def load_progress(store: Store) -> dict[str, Progress]:
     raw = get_json(store, PROGRESS_KEY, {})
-    return {k: Progress(v.get("phase"), v.get("target", ""), bool(v.get("retiring")))
+    return {k: Progress(v.get("phase"), v.get("target", ""), bool(v.get("retiring")),
+                        bool(v.get("swapped")))
             for k, v in raw.items()}
 
 

@@ -42,7 +42,7 @@ def ps_view(api: SwarmApi, app: str) -> dict[str, Any]:
                 "service": obs.service,
                 "replica": names.replica_name(obs.service, obs.role, task.slot, task.id),
                 "release": task.release,
-                "subset": "stable" if obs.role == "main" else obs.subset,
+                "subset": obs.subset,  # labels follow a blue/green swap
                 "state": replica_state(task), "pid": None,
                 "address": task.address, "restarts": failed, "reason": task.error,
                 "node": task.node, "task": task.id, "container": task.container})
