@@ -153,3 +153,42 @@ def test_rendered_gateway_table_is_accepted_by_the_proxy() -> None:
     hosts = {f"{s.upper()}_STABLE_SERVICE_HOST": "10.201.0.9" for s in loaded.manifest.services}
     table = parse_table(fill_table(table_map["data"]["table.json"], hosts))
     assert {c for c in table.clusters} >= {"web/http", "orders/http", "kvstore/kv"}
+
+
+def test_the_gateway_exposes_the_blue_green_preview_port() -> None:
+    objs = objects(FULL, "1.29")
+    gw = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "mso-gateway")
+    service = next(o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "mso-gateway")
+    container_ports = {p["containerPort"]: p["name"]
+                       for p in gw["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert container_ports.get(8081) == "preview-8081"
+    assert {(p["port"], p["targetPort"]) for p in service["spec"]["ports"]} >= {(8081, 8081),
+                                                                            (8080, 8080)}
+    shop_gw = next(o for o in objects(SHOP, "1.29") if o["kind"] == "Service"
+                   and o["metadata"]["name"] == "mso-gateway")
+    assert {p["name"] for p in shop_gw["spec"]["ports"]} == {"http", "metrics"}
+
+
+def test_the_preview_listener_serves_the_preview_subset_only_while_asked() -> None:
+    from mso.engines.kubernetes import gateway
+    from mso.proxy.table import parse_table
+    loaded = load(FULL)
+    spec = document.gateway_spec(loaded, document.workloads(loaded, IMAGES, {}), "full", IMAGES)
+    hosts = {"api-stable": "10.201.0.5", "api-preview": "10.201.0.6"}
+    weights = {"api": {"stable": 100, "preview": 0}}
+    live = gateway.table(spec, hosts, weights, {"api"})
+    preview = next(x for x in live["listeners"] if x["port"] == 8081)
+    subsets = live["clusters"][preview["cluster"]]["subsets"]
+    assert preview["bind"] == "0.0.0.0"
+    assert [e["address"] for s in subsets.values() for e in s["endpoints"]] == ["10.201.0.6:8001"]
+    main = live["clusters"]["api/http"]["subsets"]
+    assert main["stable"]["weight"] == 100 and main["preview"]["weight"] == 0
+    parse_table(dict(live, version=1))
+    idle = gateway.table(spec, hosts, weights, set())
+    assert all(x["port"] != 8081 for x in idle["listeners"])
+
+
+def test_listener_ports_avoid_reserved_ports() -> None:
+    free = naming.listener_ports(["a/http"])
+    moved = naming.listener_ports(["a/http"], reserved={free["a/http"]})
+    assert moved["a/http"] != free["a/http"]

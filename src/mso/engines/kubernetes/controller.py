@@ -69,8 +69,10 @@ def stop(base_dir: Path, timeout: float = 10.0) -> None:
 
 
 def any_active(host: KubeHost) -> bool:
-    return any(host.rollouts.active(n) is not None for n, w in host.store.desired().items()
-               if w.kind == "service")
+    """A rollout is active, or a finished blue/green still hands traffic back to `svc`."""
+    return bool(host.last_plan.handoffs) or any(
+        host.rollouts.active(n) is not None for n, w in host.store.desired().items()
+        if w.kind == "service")
 
 
 async def run(base_dir: Path) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 from mso.daemon.releases import apply_manifest
 from mso.engines.kubernetes import document, gateway, images, naming, render, state
-from mso.engines.kubernetes.host import KubeHost, pod_ready
+from mso.engines.kubernetes.host import KubeHost, Plan, pod_ready
 from mso.engines.kubernetes.kube import Kube, KubeError
 from mso.engines.kubernetes.versions import api_versions
 from mso.spec.load import LoadedManifest
@@ -139,13 +139,12 @@ def run_job(host: KubeHost, name: str, timeout: float, progress: Progress) -> No
     raise KubeError(f"job {name} did not complete within {timeout:g}s")
 
 
-def services_ready(host: KubeHost, names: list[str]) -> dict[str, tuple[int, int]]:
-    """service -> (ready pods of the wanted releases, wanted pods)."""
+def services_ready(host: KubeHost, names: list[str], plan: Plan) -> dict[str, tuple[int, int]]:
+    """service -> (ready pods of the wanted releases, wanted pods), per `plan`'s targets."""
     out = {}
     pods = host.pods()
     for name in names:
-        want = host.store.desired()[name]
-        targets, _ = host.rollouts.targets(name, want)
+        targets = plan.targets.get(name, [])
         wanted = sum(t.replicas for t in targets)
         ready = 0
         for t in targets:
@@ -162,8 +161,7 @@ def wait_services(host: KubeHost, names: list[str], timeout: float, progress: Pr
     deadline = time.monotonic() + timeout
     last = ""
     while True:
-        host.reconcile()
-        counts = services_ready(host, names)
+        counts = services_ready(host, names, host.reconcile())
         line = ", ".join(f"{n} {r}/{w}" for n, (r, w) in sorted(counts.items()))
         if line != last:
             progress(f"ready: {line}")
@@ -209,11 +207,12 @@ def deploy(loaded: LoadedManifest, kube: Kube, options: Any, wait: bool,
         services = [n for n in wave if n in m.services]
         if services and wait:
             wait_services(host, services, timeout, progress)
-    host.reconcile()
+    settling = host.reconcile().handoffs  # blue/green hand-offs need the controller too
     return {"app": m.app, "namespace": settings.namespace,
             "changes": [{"service": c.service, "release": c.release, "created": c.created,
                          "change": c.change} for c in changes],
-            "rollouts": [n for n in store.desired() if host.rollouts.active(n) is not None]}
+            "rollouts": [n for n in store.desired()
+                         if host.rollouts.active(n) is not None or n in settling]}
 
 
 def base_dir_of(loaded: LoadedManifest) -> Path:

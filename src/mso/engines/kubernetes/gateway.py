@@ -11,7 +11,7 @@ the controller pushes a table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mso.controllers.routing import EndpointView, RouteView, ServiceRouting, build_table
@@ -33,14 +33,37 @@ class GatewaySpec:
     routes: tuple[RouteView, ...]
     services: dict[str, dict[str, tuple[str, int]]]  # service -> port name -> (proto, port)
     image: str
+    previews: dict[str, int] = field(default_factory=dict)  # blue/green service -> preview_port
 
     def listener_ports(self) -> dict[str, int]:
         keys = [f"{s}/{p}" for s, ports in self.services.items() for p in ports]
-        return naming.listener_ports(keys)
+        return naming.listener_ports(keys, reserved=set(self.previews.values()))
+
+    def exposed_ports(self) -> list[tuple[str, int]]:
+        """(name, port) the gateway pod serves to the cluster: its Deployment and Service."""
+        out = [("http", self.port), ("metrics", naming.GATEWAY_METRICS_PORT)]
+        for number in sorted(set(self.previews.values()) - {self.port}):
+            out.append((f"preview-{number}", number))
+        return out
 
 
-def table(spec: GatewaySpec, hosts: dict[str, str], weights: dict[str, dict[str, int]]) -> dict[str, Any]:
-    """The TABLE for `hosts` (subset Service name -> address) and per-service weights."""
+def preview_ports(models: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """service -> preview_port for every blue/green service model that has one (pure)."""
+    out = {}
+    for name, model in models.items():
+        rollout = model.get("rollout") or {}
+        if rollout.get("strategy") == "blue_green" and rollout.get("preview_port"):
+            out[name] = int(rollout["preview_port"])
+    return out
+
+
+def table(spec: GatewaySpec, hosts: dict[str, str], weights: dict[str, dict[str, int]],
+          previews: set[str] | None = None) -> dict[str, Any]:
+    """The TABLE for `hosts` (subset Service name -> address) and per-service weights.
+
+    Services in `previews` (a blue/green rollout awaiting promotion) also get their
+    preview listener: the preview subset alone, on the service's `preview_port`.
+    """
     listeners = spec.listener_ports()
     routing = []
     for name, ports in sorted(spec.services.items()):
@@ -53,7 +76,8 @@ def table(spec: GatewaySpec, hosts: dict[str, str], weights: dict[str, dict[str,
                                               True))
         routing.append(ServiceRouting(
             name, {p: (proto, listeners[f"{name}/{p}"]) for p, (proto, _) in ports.items()},
-            endpoints, weights.get(name, {"stable": 100})))
+            endpoints, weights.get(name, {"stable": 100}),
+            preview_port=spec.previews.get(name) if name in (previews or set()) else None))
     built = build_table(bind="0.0.0.0", gateway_port=spec.port,
                         metrics_port=naming.GATEWAY_METRICS_PORT,
                         routes=list(spec.routes), services=routing)
@@ -95,11 +119,8 @@ def gateway_objects(spec: GatewaySpec, table_json: str) -> list[Obj]:
     service = {"apiVersion": "v1", "kind": "Service",
                "metadata": meta(naming.GATEWAY, spec.namespace, spec.app, labels),
                "spec": {"type": "NodePort", "selector": naming.gateway_selector(spec.app),
-                        "ports": [{"name": "http", "port": spec.port, "targetPort": spec.port,
-                                   "protocol": "TCP"},
-                                  {"name": "metrics", "port": naming.GATEWAY_METRICS_PORT,
-                                   "targetPort": naming.GATEWAY_METRICS_PORT,
-                                   "protocol": "TCP"}]}}
+                        "ports": [{"name": name, "port": number, "targetPort": number,
+                                   "protocol": "TCP"} for name, number in spec.exposed_ports()]}}
     return [config, service, _gateway_deployment(spec)]
 
 
@@ -110,9 +131,8 @@ def _gateway_deployment(spec: GatewaySpec) -> Obj:
         "command": ["python3", "-m", "mso.engines.kubernetes.gatewayd", "--table", TABLE_PATH,
                     "--token-dir", TOKEN_DIR,
                     "--control-port", str(naming.GATEWAY_CONTROL_PORT)],
-        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"},
-                  {"name": "metrics", "containerPort": naming.GATEWAY_METRICS_PORT,
-                   "protocol": "TCP"},
+        "ports": [*({"name": name, "containerPort": number, "protocol": "TCP"}
+                    for name, number in spec.exposed_ports()),
                   {"name": "control", "containerPort": naming.GATEWAY_CONTROL_PORT,
                    "protocol": "TCP"}],
         "readinessProbe": {"tcpSocket": {"port": spec.port}, "periodSeconds": 1,
@@ -148,4 +168,6 @@ def control_secret(namespace: str, app: str, token: str) -> Obj:
 def spec_for(workloads: list[Workload], app: str, namespace: str, port: int,
              routes: list[RouteView], image: str) -> GatewaySpec:
     services = {w.service: w.ports for w in workloads if w.kind == "service" and w.ports}
-    return GatewaySpec(app, namespace, port, tuple(routes), services, image)
+    models = {w.service: w.model for w in workloads if w.service in services}
+    return GatewaySpec(app, namespace, port, tuple(routes), services, image,
+                       preview_ports(models))

@@ -20,7 +20,7 @@ from typing import Any
 
 from mso.controllers.rollouts import Member, RolloutController, SubsetTarget
 from mso.daemon.probes_map import port_map
-from mso.engines.kubernetes import gateway, naming, render, state
+from mso.engines.kubernetes import bluegreen, gateway, naming, render, state
 from mso.engines.kubernetes.control import ControlError, GatewayControl
 from mso.engines.kubernetes.kube import Kube
 from mso.engines.kubernetes.render import Obj
@@ -36,6 +36,9 @@ class Plan:
     apply: list[Obj] = field(default_factory=list)
     weights: dict[str, dict[str, int]] = field(default_factory=dict)
     stale: list[Obj] = field(default_factory=list)
+    targets: dict[str, list[SubsetTarget]] = field(default_factory=dict)
+    previews: set[str] = field(default_factory=set)  # services whose preview port is live
+    handoffs: set[str] = field(default_factory=set)  # blue/green hand-offs still under way
 
 
 def pod_ready(pod: Obj) -> bool:
@@ -70,6 +73,7 @@ class KubeHost:
         self._table_digest = ""
         self._table_pushed = 0.0
         self._shifted: set[str] = set()  # promoting services whose traffic is all on the canary
+        self.last_plan = Plan()
 
     def _promoting(self, service: str) -> bool:
         rollout = self.rollouts.active(service)
@@ -133,18 +137,21 @@ class KubeHost:
 
     def gateway_spec(self) -> gateway.GatewaySpec:
         services: dict[str, dict[str, tuple[str, int]]] = {}
+        models: dict[str, dict[str, Any]] = {}
         for name, want in self.store.desired().items():
             rel = self.store.release(name, want.release)
             if want.kind == "service" and rel is not None:
                 ports = port_map(rel.spec["model"])
                 if ports:
                     services[name] = ports
+                    models[name] = rel.spec["model"]
         s = self.settings
         return gateway.GatewaySpec(s.app, s.namespace, s.gateway_port, tuple(s.route_views()),
-                                   services, s.runtime_image)
+                                   services, s.runtime_image, gateway.preview_ports(models))
 
-    def push_table(self, weights: dict[str, dict[str, int]], force: bool = False) -> bool:
-        built = gateway.table(self.gateway_spec(), self.subset_hosts(), weights)
+    def push_table(self, weights: dict[str, dict[str, int]], force: bool = False,
+                   previews: set[str] | None = None) -> bool:
+        built = gateway.table(self.gateway_spec(), self.subset_hosts(), weights, previews)
         digest = hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()
         now = time.monotonic()
         if not force and digest == self._table_digest and now - self._table_pushed < 5.0:
@@ -190,21 +197,43 @@ class KubeHost:
             objs += [hpa] if hpa is not None else []
         return objs
 
+    def _observe(self) -> tuple[dict[tuple[str, str], int], dict[str, list[tuple[int, bool]]]]:
+        """Ready pods per (service, subset), and (release, ready) of each stable pod."""
+        ready: dict[tuple[str, str], int] = {}
+        stable: dict[str, list[tuple[int, bool]]] = {}
+        for pod in self.pods():
+            labels = pod["metadata"].get("labels") or {}
+            if pod["metadata"].get("deletionTimestamp") or labels.get(naming.COMPONENT) != "service":
+                continue
+            key = (labels.get(naming.SERVICE, ""), labels.get(naming.SUBSET, ""))
+            if pod_ready(pod):
+                ready[key] = ready.get(key, 0) + 1
+            if key[1] == "stable":
+                stable.setdefault(key[0], []).append(
+                    (int(labels.get(naming.RELEASE, "0")), pod_ready(pod)))
+        return ready, stable
+
     def plan(self) -> Plan:
         out = Plan()
         deployments = self.kube.list("apps/v1", "Deployment", self.settings.namespace,
                                      {naming.APP: self.settings.app})
-        ready: dict[tuple[str, str], int] = {}
-        for pod in self.pods():
-            labels = pod["metadata"].get("labels") or {}
-            if pod_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
-                key = (labels.get(naming.SERVICE, ""), labels.get(naming.SUBSET, ""))
-                ready[key] = ready.get(key, 0) + 1
+        ready, stable = self._observe()
         for name, want in self.store.desired().items():
             if want.kind != "service":
                 continue
             targets, weights = self.rollouts.targets(name, want)
             targets, weights = self._promotion(name, want.replicas, targets, weights, ready)
+            blue_green = bluegreen.plan(
+                self.rollouts.active(name), want.release, want.replicas,
+                bluegreen.Observed(_preview_release(deployments, name), stable_rolled_to(
+                    stable.get(name, []), want.release, want.replicas)))
+            if blue_green is not None:
+                targets, weights = blue_green.targets, blue_green.weights
+                if blue_green.preview_listener:
+                    out.previews.add(name)
+                if blue_green.handoff:
+                    out.handoffs.add(name)
+            out.targets[name] = targets
             for t in targets:
                 out.apply += self.service_objects(self.workload(name, t.release, t.subset, t.replicas))
             subsets = {t.subset for t in targets}
@@ -244,7 +273,7 @@ class KubeHost:
         plan = self.plan()
         for obj in plan.apply:
             self.apply(obj)
-        pushed = self.push_table(plan.weights)
+        pushed = self.push_table(plan.weights, previews=plan.previews)
         if pushed:
             self._shifted.update(n for n, w in plan.weights.items()
                                  if w.get("canary") == 100 and self._promoting(n))
@@ -253,9 +282,23 @@ class KubeHost:
                 self.kube.delete({"apiVersion": "apps/v1", "kind": "Deployment",
                                   "metadata": d["metadata"]}, self.settings.app)
                 self._applied.pop(f"Deployment/{d['metadata']['name']}", None)
+        self.last_plan = plan
         return plan
 
     async def tick(self) -> None:
         await self.rollouts.tick()
         await asyncio.to_thread(self.reconcile)
 
+
+
+def _preview_release(deployments: list[Obj], service: str) -> int | None:
+    for d in deployments:
+        labels = d["metadata"].get("labels") or {}
+        if labels.get(naming.SERVICE) == service and labels.get(naming.SUBSET) == bluegreen.PREVIEW:
+            return int(labels.get(naming.RELEASE, "0"))
+    return None
+
+
+def stable_rolled_to(pods: list[tuple[int, bool]], release: int, replicas: int) -> bool:
+    """Every stable pod ready and running `release`, as many as wanted (pure)."""
+    return len(pods) >= replicas and all(r == release and ok for r, ok in pods)

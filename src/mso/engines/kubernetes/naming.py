@@ -68,13 +68,14 @@ def k8s_port_name(name: str) -> str | None:
     return None
 
 
-def listener_ports(keys: list[str], base: int = 20000, span: int = 20000) -> dict[str, int]:
+def listener_ports(keys: list[str], base: int = 20000, span: int = 20000,
+                   reserved: set[int] | None = None) -> dict[str, int]:
     """Stable gateway listener ports for `service/port` keys: hashed, collisions probed.
 
     Hashing keeps a service's port unchanged when other services come and go, so the
     gateway keeps that listener's socket and connections across deploys.
     """
-    taken: set[int] = set()
+    taken: set[int] = set(reserved or ())
     out: dict[str, int] = {}
     for key in sorted(keys):
         port = base + zlib.crc32(key.encode()) % span

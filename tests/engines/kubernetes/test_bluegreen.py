@@ -1,0 +1,57 @@
+"""Blue/green on Kubernetes: which Deployment runs what, and where the traffic goes."""
+
+from __future__ import annotations
+
+from mso.controllers.rollouts import SubsetTarget
+from mso.engines.kubernetes.bluegreen import Observed, plan
+from mso.engines.kubernetes.host import stable_rolled_to
+from mso.strategies.state import RolloutState
+
+SETTLED = Observed(preview_release=None, stable_rolled=True)
+
+
+def state(promoted_at: float | None = None, strategy: str = "blue_green") -> RolloutState:
+    return RolloutState("web", strategy, 1, 2, started=0.0, promoted_at=promoted_at)
+
+
+def test_before_promotion_the_preview_runs_in_full_and_gets_no_main_traffic() -> None:
+    traffic = plan(state(), 2, 3, SETTLED)
+    assert traffic is not None
+    assert traffic.targets == [SubsetTarget("stable", 1, 3), SubsetTarget("preview", 2, 3)]
+    assert traffic.weights == {"stable": 100, "preview": 0}
+    assert traffic.preview_listener and not traffic.handoff
+
+
+def test_promotion_moves_all_traffic_and_keeps_the_old_release_running() -> None:
+    traffic = plan(state(promoted_at=10.0), 2, 3, SETTLED)
+    assert traffic is not None
+    assert traffic.targets == [SubsetTarget("stable", 1, 3), SubsetTarget("preview", 2, 3)]
+    assert traffic.weights == {"stable": 0, "preview": 100}
+    assert not traffic.preview_listener
+
+
+def test_after_keep_previous_the_preview_serves_until_stable_is_rolled() -> None:
+    traffic = plan(None, 2, 3, Observed(preview_release=2, stable_rolled=False))
+    assert traffic is not None and traffic.handoff
+    assert traffic.targets == [SubsetTarget("stable", 2, 3), SubsetTarget("preview", 2, 3)]
+    assert traffic.weights == {"stable": 0, "preview": 100}
+
+
+def test_once_stable_is_rolled_the_preview_is_no_longer_wanted() -> None:
+    assert plan(None, 2, 3, Observed(preview_release=2, stable_rolled=True)) is None
+
+
+def test_an_abort_leaves_the_preview_of_another_release_to_be_deleted() -> None:
+    # desired went back to release 1; `svc-preview` still runs 2: plain targets apply
+    assert plan(None, 1, 3, Observed(preview_release=2, stable_rolled=False)) is None
+
+
+def test_a_canary_is_not_blue_green() -> None:
+    assert plan(state(strategy="canary"), 2, 3, SETTLED) is None
+
+
+def test_stable_is_rolled_only_when_every_pod_is_ready_on_the_release() -> None:
+    assert stable_rolled_to([(2, True), (2, True)], 2, 2)
+    assert not stable_rolled_to([(2, True), (1, True)], 2, 2)
+    assert not stable_rolled_to([(2, True), (2, False)], 2, 2)
+    assert not stable_rolled_to([(2, True)], 2, 2)
