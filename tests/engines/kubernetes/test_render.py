@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import click
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
@@ -13,7 +16,7 @@ import yaml
 from mso.engines.kubernetes import document, naming
 from mso.engines.kubernetes.engine import KubernetesEngine
 from mso.engines.kubernetes.versions import api_versions
-from mso.engines.remote import EngineOptions, RemoteEngineError
+from mso.engines.remote import EngineOptions
 from mso.spec.load import LoadedManifest, load_manifest
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -140,9 +143,20 @@ def test_render_cli_path_writes_files_and_yaml(tmp_path: Path) -> None:
     assert isinstance(written, list) and len(written) == len(docs)
 
 
-def test_render_rejects_a_bad_version() -> None:
-    with pytest.raises(RemoteEngineError):
+def test_render_rejects_a_bad_version_as_bad_usage() -> None:
+    with pytest.raises(click.UsageError):
         KubernetesEngine(EngineOptions(version="2.0")).render(load(SHOP), None)
+
+
+@pytest.mark.parametrize("version", ["9.1", "1.15"])
+def test_render_of_an_unsupported_version_exits_2_with_one_line(version: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "mso", "render", "--engine", "kubernetes",
+                           "--version", version, "--file", str(SHOP)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--version" in lines[0] and version in lines[0], lines
 
 
 def test_rendered_gateway_table_is_accepted_by_the_proxy() -> None:

@@ -34,7 +34,9 @@ class KubernetesEngine:
         try:
             api = api_versions(self.options.version)
         except VersionError as exc:
-            raise RemoteEngineError(str(exc)) from exc
+            # Bad usage, not an engine failure: the CLI exits 2 for click's usage errors.
+            import click
+            raise click.BadParameter(str(exc), param_hint="'--version'") from exc
         runtime = f"mso-runtime:{images.runtime_tag()}"
         imgs = document.Images(runtime, images.app_image_ref(loaded.manifest.app,
                                                              loaded.base_dir, runtime))
