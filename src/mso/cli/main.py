@@ -19,7 +19,7 @@ from mso.cli import output
 from mso.cli.client import ApiClient, CliError
 from mso.cli.lifecycle import down_app, follow_foreground, start_daemon, wait_ready
 from mso.engines.remote import (EngineOptions, RemoteEngine, RemoteEngineError,
-                                remote_engine)
+                                engine_events, remote_engine)
 from mso.paths import StatePaths
 from mso.spec.errors import ManifestError
 from mso.spec.load import LoadedManifest, load_manifest
@@ -216,6 +216,12 @@ def logs(service: str | None, file: str | None, engine: str | None, follow: bool
 def events(file: str | None, engine: str | None, follow: bool, service: str | None,
            tail: int, fmt: str, **opts: Any) -> None:
     """The event log: state changes, releases, jobs, drains."""
+    name = engine_name(file, engine)
+    if name != "local":
+        records = engine_events(remote(name, dict(opts, engine=name)), name, load(file),
+                                service, follow, tail)
+        output.print_events(records, follow, fmt)
+        return
     output.events(client_for(file), service, follow, tail, fmt)
 
 

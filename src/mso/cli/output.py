@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -137,6 +138,16 @@ def events(client: ApiClient, service: str | None, follow: bool, tail: int,
                                service=service):
             click.echo(json.dumps(e) if fmt != "table" else event_line(e))
             sys.stdout.flush()
+
+
+def print_events(records: Iterator[dict[str, Any]], follow: bool, fmt: str) -> None:
+    """Events from a remote engine, shown as `events` shows the local engine's."""
+    if fmt == "json" and not follow:
+        emit_json(list(records))
+        return
+    for e in records:
+        click.echo(json.dumps(e) if fmt != "table" else event_line(e))
+        sys.stdout.flush()
 
 
 def rollout_status(data: dict[str, Any]) -> None:

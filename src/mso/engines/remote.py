@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from mso.spec.load import LoadedManifest
 
@@ -52,6 +52,24 @@ class RemoteEngine(Protocol):
     def rollout(self, loaded: LoadedManifest, action: str, service: str) -> dict[str, Any]: ...
 
     def down(self, loaded: LoadedManifest) -> None: ...
+
+
+@runtime_checkable
+class SupportsEvents(Protocol):
+    """A remote engine that keeps mso's event log (releases, rollout decisions with their
+    numbers), in the local engine's JSON shape: {id, ts, type, service, replica, message,
+    data}, oldest first."""
+
+    def events(self, loaded: LoadedManifest, service: str | None, follow: bool,
+               tail: int) -> Iterator[dict[str, Any]]: ...
+
+
+def engine_events(engine: RemoteEngine, name: str, loaded: LoadedManifest,
+                  service: str | None, follow: bool, tail: int) -> Iterator[dict[str, Any]]:
+    """`mso events` on a remote engine; engines without an event log say so."""
+    if not isinstance(engine, SupportsEvents):
+        raise RemoteEngineError(f"`mso events` is not supported on the {name} engine yet")
+    return engine.events(loaded, service, follow, tail)
 
 
 _ENGINES = {

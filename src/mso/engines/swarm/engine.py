@@ -20,6 +20,7 @@ from mso.engines.remote import EngineOptions
 from mso.engines.swarm import names, state
 from mso.engines.swarm.controller import ensure_stable_ports
 from mso.engines.swarm.ctl import ControllerClient
+from mso.engines.swarm.events import read_events
 from mso.engines.swarm.logs import follow_logs
 from mso.engines.swarm.render import render_stack
 from mso.engines.swarm.state import AppConfig, SwarmPaths
@@ -141,6 +142,14 @@ class SwarmEngine:
         if service is not None and service not in loaded.manifest.services:
             raise SwarmError(f"no service named {service!r}")
         return follow_logs(SwarmApi(), loaded.manifest.app, service, follow, since, tail)
+
+    def events(self, loaded: LoadedManifest, service: str | None, follow: bool,
+               tail: int) -> Iterator[dict[str, Any]]:
+        paths = SwarmPaths.for_manifest(loaded.path)
+        if not paths.db.exists():
+            raise SwarmError(f"{loaded.manifest.app} was never deployed to Swarm from here; "
+                             "run `mso deploy --engine swarm` first")
+        return read_events(paths.db, service, follow, tail)
 
     def releases(self, loaded: LoadedManifest, service: str) -> list[dict[str, Any]]:
         _, store = self._store(loaded)

@@ -1,0 +1,42 @@
+"""`mso events --engine swarm`: the app's event log, read from the Swarm engine's store.
+
+The controller records every decision there (releases, rollout phases, analysis verdicts
+with their numbers, Swarm services created, updated, drained and removed), in the same
+store schema as the local daemon, so the records have the local engine's JSON shape.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mso.store.db import Store
+
+FOLLOW_POLL = 0.5
+
+
+def read_events(db: Path, service: str | None, follow: bool, tail: int,
+                sleep: Callable[[float], None] = time.sleep) -> Iterator[dict[str, Any]]:
+    """The last `tail` events (oldest first); with `follow`, then every new one as it
+    is recorded, until the caller stops iterating."""
+    store = Store(db)
+    try:
+        batch = store.events(0, service, tail) if tail > 0 else []
+        last = batch[-1].id if batch else _newest_id(store)
+        yield from (e.as_json() for e in batch)
+        while follow:
+            batch = store.events(last, service, 1000)
+            for event in batch:
+                last = event.id
+                yield event.as_json()
+            if not batch:
+                sleep(FOLLOW_POLL)
+    finally:
+        store.close()
+
+
+def _newest_id(store: Store) -> int:
+    newest = store.events(0, None, 1)
+    return newest[-1].id if newest else 0

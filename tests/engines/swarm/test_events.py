@@ -1,0 +1,85 @@
+"""`mso events --engine swarm`: the controller's event trail, in the local engine's shape."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mso.engines.remote import RemoteEngineError, engine_events
+from mso.engines.swarm.events import read_events
+from mso.store.db import Store
+
+MSO = str(Path(sys.executable).with_name("mso"))
+MANIFEST = """app: evt
+services:
+  web:
+    run: [python3, -m, http.server, "8000"]
+    ports: {http: 8000}
+"""
+
+
+def _store(tmp_path: Path) -> Path:
+    db = tmp_path / ".mso" / "swarm.db"
+    db.parent.mkdir()
+    store = Store(db)
+    store.add_event("release.created", "release 1: initial release", "web",
+                    data={"release": 1})
+    store.add_event("analysis.fail", "canary errors", "web",
+                    data={"verdict": "fail", "canary": {"requests": 80, "errors": 9}})
+    store.add_event("swarm.gateway", "gateway created on port 8080")
+    store.close()
+    return db
+
+
+def test_tail_and_service_filter_keep_oldest_first(tmp_path: Path) -> None:
+    db = _store(tmp_path)
+    assert [e["type"] for e in read_events(db, None, False, 2)] == \
+        ["analysis.fail", "swarm.gateway"]
+    assert [e["type"] for e in read_events(db, "web", False, 200)] == \
+        ["release.created", "analysis.fail"]
+    assert list(read_events(db, None, False, 0)) == []
+
+
+def test_follow_yields_events_recorded_after_it_started(tmp_path: Path) -> None:
+    db = _store(tmp_path)
+    naps: list[float] = []
+
+    def nap(seconds: float) -> None:
+        naps.append(seconds)
+        store = Store(db)
+        store.add_event("rollout.promoted", "canary promoted", "web")
+        store.close()
+
+    stream = read_events(db, "web", True, 1, sleep=nap)
+    assert next(stream)["type"] == "analysis.fail"
+    assert next(stream)["type"] == "rollout.promoted"
+    assert naps
+    stream.close()
+
+
+def test_cli_prints_the_local_engine_json_shape(tmp_path: Path) -> None:
+    _store(tmp_path)
+    (tmp_path / "mso.yaml").write_text(MANIFEST)
+    proc = subprocess.run([MSO, "events", "--engine", "swarm", "-o", "json"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    events = json.loads(proc.stdout)
+    assert set(events[1]) == {"id", "ts", "type", "service", "replica", "message", "data"}
+    assert events[1]["data"]["canary"]["errors"] == 9
+
+
+def test_cli_says_when_the_app_was_never_deployed_to_swarm(tmp_path: Path) -> None:
+    (tmp_path / "mso.yaml").write_text(MANIFEST)
+    proc = subprocess.run([MSO, "events", "--engine", "swarm"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1 and "never deployed to Swarm" in proc.stderr
+    assert not (tmp_path / ".mso").exists()
+
+
+def test_engines_without_an_event_log_say_so() -> None:
+    with pytest.raises(RemoteEngineError, match="not supported on the other engine"):
+        engine_events(object(), "other", None, None, False, 10)  # type: ignore[arg-type]
