@@ -21,6 +21,7 @@ from mso.engines.swarm import names, state
 from mso.engines.swarm.controller import ensure_stable_ports
 from mso.engines.swarm.ctl import ControllerClient
 from mso.engines.swarm.events import read_events
+from mso.engines.swarm.releases import record_builds
 from mso.engines.swarm.logs import follow_logs
 from mso.engines.swarm.render import render_stack
 from mso.engines.swarm.state import AppConfig, SwarmPaths
@@ -52,15 +53,12 @@ class SwarmEngine:
         try:
             built = self._images(loaded, api)
             before = store.desired()
-            changes = apply_manifest(store, loaded)
+            changes = record_builds(store, apply_manifest(store, loaded), built)
             for change in changes:
                 if change.created:
                     store.add_event("release.created", f"release {change.release}: "
                                     f"{change.change}", change.service,
                                     data={"release": change.release})
-            for name, want in store.desired().items():
-                if name in built:
-                    state.record_image(store, name, want.release, *built[name])
             previews = preview_ports(loaded)
             ensure_stable_ports(store, {n: s.model_dump(mode="json")
                                         for n, s in m.services.items()},
@@ -251,12 +249,18 @@ def preview_ports(loaded: LoadedManifest) -> list[int]:
 
 
 def _rollback_target(store: Store, service: str, current_number: int, to: int | None) -> Any:
+    """Like the shared rollback, but a release is its spec and its image: on Swarm two
+    releases with one spec and different code are different releases."""
     current = store.release(service, current_number)
     assert current is not None
     releases = store.releases(service)
+
+    def identity(r: Any) -> tuple[str, tuple[str, bool] | None]:
+        return r.spec_hash, state.image_for(store, service, r.number)
+
     if to is None:
         older = [r for r in releases if r.number < current_number
-                 and r.spec_hash != current.spec_hash
+                 and identity(r) != identity(current)
                  and r.outcome not in ("rolled back", "failed")]
         if not older:
             raise SwarmError(f"{service} has no earlier release to roll back to")
@@ -265,7 +269,7 @@ def _rollback_target(store: Store, service: str, current_number: int, to: int | 
     if found is None:
         raise SwarmError(f"{service} has no release {to} "
                          f"(kept: {', '.join(str(r.number) for r in releases)})")
-    if found.spec_hash == current.spec_hash:
+    if identity(found) == identity(current):
         raise SwarmError(f"release {to} of {service} is identical to the running release "
                          f"{current_number}; nothing to roll back")
     return found
