@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from mso.engines.kubernetes.kube import Kube
-from tests.e2e.kubernetes.helpers import Lab, Load, Mso, get, wait_for
+from tests.e2e.kubernetes.helpers import ROOT, Lab, Load, Mso, get, wait_for
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(3600)]
 NAMESPACE = "bluegreen-e2e"
@@ -37,6 +37,7 @@ def edit(folder: Path, version: str, keep_previous: str | None = None) -> None:
 def app(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mso]:
     folder = tmp_path_factory.mktemp("k8s-bg") / "bluegreen"
     shutil.copytree(APP, folder, ignore=shutil.ignore_patterns(".mso", "__pycache__"))
+    shutil.copy(ROOT / "bench" / "kubernetes" / "echo.py", folder / "echo.py")  # ECHO_VERSION
     mso = Mso(folder, lab.kubeconfig, NAMESPACE)
     try:
         yield mso

@@ -1,10 +1,18 @@
-"""Blue/green on Kubernetes: which Deployment runs what, and where the traffic goes."""
+"""Blue/green on Kubernetes (which Deployment runs what, where the traffic goes), and a
+canary promotion that resumes after a controller restart."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import cast
+
 from mso.controllers.rollouts import SubsetTarget
 from mso.engines.kubernetes.bluegreen import Observed, plan
-from mso.engines.kubernetes.host import stable_rolled_to
+from mso.engines.kubernetes.host import KubeHost, stable_rolled_to
+from mso.engines.kubernetes.kube import Kube
+from mso.engines.kubernetes.state import AppSettings
+from mso.store.db import Store
+from mso.store.records import Desired
 from mso.strategies.state import RolloutState
 
 SETTLED = Observed(preview_release=None, stable_rolled=True)
@@ -55,3 +63,26 @@ def test_stable_is_rolled_only_when_every_pod_is_ready_on_the_release() -> None:
     assert not stable_rolled_to([(2, True), (1, True)], 2, 2)
     assert not stable_rolled_to([(2, True), (2, False)], 2, 2)
     assert not stable_rolled_to([(2, True)], 2, 2)
+
+
+def _host_with_promoting_canary(tmp_path: Path) -> KubeHost:
+    store = Store(tmp_path / "k.db")
+    store.set_desired(Desired("web", "service", 2, 2, 2))
+    store.set_rollout("web", RolloutState("web", "canary", 1, 2, started=0.0, weight=100,
+                                          promoting=True).to_json())
+    settings = AppSettings("app", "ns", None, None, 8080, [], str(tmp_path), "img", "1.20")
+    return KubeHost(store, cast(Kube, None), settings)
+
+
+def test_a_restarted_controller_does_not_move_a_promoted_stable_back(tmp_path: Path) -> None:
+    host = _host_with_promoting_canary(tmp_path)
+    ready = {("web", "canary"): 2}
+    targets, weights = host._promotion("web", 2, [], {}, ready, stable_now=2)
+    assert SubsetTarget("stable", 2, 2) in targets  # not back to release 1
+    assert weights == {"stable": 0, "canary": 100}
+
+
+def test_a_promotion_keeps_stable_until_the_traffic_has_moved(tmp_path: Path) -> None:
+    host = _host_with_promoting_canary(tmp_path)
+    targets, _ = host._promotion("web", 2, [], {}, {("web", "canary"): 2}, stable_now=1)
+    assert SubsetTarget("stable", 1, 2) in targets

@@ -64,12 +64,17 @@ def _shim_source() -> bytes:
     return Path(rootfs.__file__).with_name("shim.py").read_bytes()
 
 
+def base_image_tag(fs: rootfs.RootFs | None = None) -> str:
+    """The base image's tag, computed without Docker (what `ensure_base_image` makes)."""
+    return f"mso/base:{(fs or rootfs.collect()).digest(_shim_source())[:16]}"
+
+
 def ensure_base_image(client: docker.DockerClient | None = None) -> str:
     """The base image's tag, importing it first if it is not cached."""
     client = _client(client)
     fs = rootfs.collect()
     shim = _shim_source()
-    tag = f"mso/base:{fs.digest(shim)[:16]}"
+    tag = base_image_tag(fs)
     if _exists(client, tag):
         return tag
     data = rootfs.write_tar(fs, shim)
@@ -136,23 +141,44 @@ def _digest(files: list[tuple[Path, str]], *extra: str) -> str:
     return h.hexdigest()
 
 
+def _wheel_cache(cache: Path | None) -> Path:
+    return cache or Path(os.environ.get("MSO_WHEEL_CACHE", Path.home() / ".cache/mso/wheels"))
+
+
+def cached_gateway_wheels(cache: Path | None = None) -> list[Path]:
+    """The proxy's wheels already in the cache (never downloads)."""
+    wanted = {name: metadata.version(name) for name in GATEWAY_PACKAGES}
+    folder = _wheel_cache(cache)
+    found = folder.glob("*.whl") if folder.is_dir() else iter(())
+    return sorted(w for w in found
+                  if any(w.name.startswith(f"{n}-{v}-") for n, v in wanted.items()))
+
+
 def gateway_wheels(cache: Path | None = None) -> list[Path]:
     """The proxy's dependencies as wheels, pinned to the versions mso runs with."""
-    cache = cache or Path(os.environ.get("MSO_WHEEL_CACHE", Path.home() / ".cache/mso/wheels"))
+    cache = _wheel_cache(cache)
     cache.mkdir(parents=True, exist_ok=True)
     pins = [f"{name}=={metadata.version(name)}" for name in GATEWAY_PACKAGES]
-    wanted = {name: metadata.version(name) for name in GATEWAY_PACKAGES}
-    have = [w for w in cache.glob("*.whl")
-            if any(w.name.startswith(f"{n}-{v}-") for n, v in wanted.items())]
+    have = cached_gateway_wheels(cache)
     if len(have) < len(pins):
         proc = subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary", ":all:",
                                "--no-deps", "-d", str(cache), *pins],
                               capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise ImageError(f"pip download {' '.join(pins)} failed: {proc.stderr.strip()[-500:]}")
-        have = [w for w in cache.glob("*.whl")
-                if any(w.name.startswith(f"{n}-{v}-") for n, v in wanted.items())]
-    return sorted(have)
+        have = cached_gateway_wheels(cache)
+    return have
+
+
+def _gateway_files(wheels: list[Path]) -> list[tuple[Path, str]]:
+    src = Path(mso.__file__).parent
+    files = [(p, f"lib/mso/{arc}") for p, arc in _tree(src) if p.suffix in (".py", ".typed")]
+    return files + [(w, f"wheels/{w.name}") for w in wheels]
+
+
+def gateway_image_tag(base: str, wheels: list[Path]) -> str:
+    """The gateway image's tag for this base and these wheels, computed without Docker."""
+    return f"mso/gateway:{_digest(_gateway_files(wheels), base)[:16]}"
 
 
 def ensure_gateway_image(client: docker.DockerClient | None = None) -> str:
@@ -160,10 +186,8 @@ def ensure_gateway_image(client: docker.DockerClient | None = None) -> str:
     client = _client(client)
     base = ensure_base_image(client)
     wheels = gateway_wheels()
-    src = Path(mso.__file__).parent
-    files = [(p, f"lib/mso/{arc}") for p, arc in _tree(src) if p.suffix in (".py", ".typed")]
-    files += [(w, f"wheels/{w.name}") for w in wheels]
-    tag = f"mso/gateway:{_digest(files, base)[:16]}"
+    files = _gateway_files(wheels)
+    tag = gateway_image_tag(base, wheels)
     if _exists(client, tag):
         return tag
     install = ["python3", "-m", "pip", "install", "--no-index", "--no-cache-dir",
@@ -188,12 +212,18 @@ def _private_files(loaded: LoadedManifest) -> set[Path]:
     return out
 
 
+def app_image_tag(loaded: LoadedManifest, base: str) -> str:
+    """The app image's tag on `base`, computed without Docker (what `app_image` makes)."""
+    files = _tree(loaded.base_dir, _private_files(loaded))
+    return f"mso/{loaded.manifest.app}-src:{_digest(files, base)[:16]}"
+
+
 def app_image(loaded: LoadedManifest, client: docker.DockerClient | None = None) -> str:
     """The app's folder on the base image (shared by every `run:` service of the app)."""
     client = _client(client)
     base = ensure_base_image(client)
     files = _tree(loaded.base_dir, _private_files(loaded))
-    tag = f"mso/{loaded.manifest.app}-src:{_digest(files, base)[:16]}"
+    tag = app_image_tag(loaded, base)
     if not _exists(client, tag):
         dockerfile = f"FROM {base}\nCOPY app/ /app/\nWORKDIR /app\n"
         _build(client, _context(dockerfile, [(p, f"app/{a}") for p, a in files]), tag)
@@ -210,10 +240,7 @@ def build_service_image(loaded: LoadedManifest, service: str,
         return app_image(loaded, client)
     client = _client(client)
     context = (loaded.base_dir / item.build.context).resolve()
-    files = _tree(context)
-    tag = f"mso/{loaded.manifest.app}-{service}:" + _digest(
-        files, item.build.dockerfile, json.dumps(item.build.args, sort_keys=True),
-        item.build.target or "")[:16]
+    tag = build_image_tag(loaded, service)
     if _exists(client, tag):
         return tag
     try:
@@ -226,6 +253,15 @@ def build_service_image(loaded: LoadedManifest, service: str,
     except docker.errors.APIError as exc:
         raise ImageError(f"building {service} failed: {exc.explanation or exc}") from exc
     return tag
+
+
+def build_image_tag(loaded: LoadedManifest, service: str) -> str:
+    """The tag of a service's own `build:` image, computed without Docker."""
+    build = loaded.manifest.runnable(service).build
+    assert build is not None, f"{service} has no build:"
+    files = _tree((loaded.base_dir / build.context).resolve())
+    return f"mso/{loaded.manifest.app}-{service}:" + _digest(
+        files, build.dockerfile, json.dumps(build.args, sort_keys=True), build.target or "")[:16]
 
 
 def uses_shim(loaded: LoadedManifest, service: str) -> bool:

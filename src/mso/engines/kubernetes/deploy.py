@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mso.daemon.releases import apply_manifest
-from mso.engines.kubernetes import document, gateway, images, naming, render, state
+from mso.engines import images
+from mso.engines.kubernetes import document, gateway, naming, render, state
 from mso.engines.kubernetes.host import KubeHost, Plan, pod_ready
 from mso.engines.kubernetes.kube import Kube, KubeError
 from mso.engines.kubernetes.versions import api_versions
@@ -56,20 +57,10 @@ def build_images(loaded: LoadedManifest, progress: Progress) -> tuple[str, dict[
     """The runtime image and the image of each service and job."""
     m = loaded.manifest
     progress("preparing images")
-    runtime = images.ensure_runtime()
-    app_image: str | None = None
-    chosen: dict[str, str] = {}
-    for name in [*m.services, *m.jobs]:
-        item = m.runnable(name)
-        if item.image:
-            chosen[name] = item.image
-        elif item.build is not None:
-            b = item.build
-            chosen[name] = images.ensure_build(m.app, name, loaded.base_dir, b.context,
-                                               b.dockerfile, dict(b.args), b.target)
-        else:
-            app_image = app_image or images.ensure_app_image(m.app, loaded.base_dir, runtime)
-            chosen[name] = app_image
+    # The gateway image (mso's proxy on the offline base) also runs gatewayd and the
+    # bridge sidecar.
+    runtime = images.ensure_gateway_image()
+    chosen = {name: images.build_service_image(loaded, name) for name in [*m.services, *m.jobs]}
     return runtime, chosen
 
 

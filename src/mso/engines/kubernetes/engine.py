@@ -16,7 +16,8 @@ from typing import Any
 
 from mso.controllers.rollouts import RolloutError
 from mso.daemon.probes_map import port_map
-from mso.engines.kubernetes import controller, deploy, document, images, naming, state, views
+from mso.engines import images
+from mso.engines.kubernetes import controller, deploy, document, naming, state, views
 from mso.engines.kubernetes.host import KubeHost, effective_weights
 from mso.engines.kubernetes.kube import Kube, KubeError
 from mso.engines.kubernetes.versions import VersionError, api_versions
@@ -37,9 +38,7 @@ class KubernetesEngine:
             # Bad usage, not an engine failure: the CLI exits 2 for click's usage errors.
             import click
             raise click.BadParameter(str(exc), param_hint="'--version'") from exc
-        runtime = f"mso-runtime:{images.runtime_tag()}"
-        imgs = document.Images(runtime, images.app_image_ref(loaded.manifest.app,
-                                                             loaded.base_dir, runtime))
+        imgs = render_images(loaded)
         objects = document.manifest_objects(loaded, api, imgs, self._release_numbers(loaded),
                                             document.namespace_of(loaded, self.options.namespace))
         if out_dir is None:
@@ -193,6 +192,18 @@ class KubernetesEngine:
             store.clear_desired()
             for name in store.services_with_releases():
                 store.delete_rollout(name)
+
+
+def render_images(loaded: LoadedManifest) -> document.Images:
+    """The tags `mso deploy` would build, computed without Docker (the gateway's from the
+    proxy wheels already cached on this machine)."""
+    base = images.base_image_tag()
+    builds = {n: images.build_image_tag(loaded, n)
+              for n in [*loaded.manifest.services, *loaded.manifest.jobs]
+              if loaded.manifest.runnable(n).build is not None
+              and not loaded.manifest.runnable(n).image}
+    return document.Images(images.gateway_image_tag(base, images.cached_gateway_wheels()),
+                           images.app_image_tag(loaded, base), builds)
 
 
 def _records(host: KubeHost, pod: dict[str, Any], follow: bool, since: int | None,

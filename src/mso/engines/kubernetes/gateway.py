@@ -16,7 +16,7 @@ from typing import Any
 
 from mso.controllers.routing import EndpointView, RouteView, ServiceRouting, build_table
 from mso.engines.kubernetes import naming
-from mso.engines.kubernetes.render import PRE_STOP_SLEEP, Obj, meta
+from mso.engines.kubernetes.render import Obj, meta, pre_stop
 from mso.engines.kubernetes.workload import Workload
 
 TABLE_PATH = "/etc/mso/gateway/table.json"
@@ -139,7 +139,7 @@ def _gateway_deployment(spec: GatewaySpec) -> Obj:
                            "failureThreshold": 3},
         "livenessProbe": {"tcpSocket": {"port": naming.GATEWAY_CONTROL_PORT},
                           "periodSeconds": 5, "failureThreshold": 3},
-        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SLEEP)]}}},
+        "lifecycle": pre_stop(python=True),
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
                       "limits": {"memory": "512Mi"}},
         "volumeMounts": [{"name": "table", "mountPath": "/etc/mso/gateway", "readOnly": True},

@@ -175,12 +175,12 @@ class KubeHost:
         models = {n: r.spec["model"] for n in self.store.desired()
                   if (r := self.store.latest_release(n)) is not None and r.spec["kind"] == "service"}
         image = state.image_of(self.store, service, release) or ""
-        own = image.startswith(f"mso-{self.settings.app}:")
+        own = naming.is_app_image(image, self.settings.app)
         return Workload(
             app=self.settings.app, service=service, kind=rel.spec["kind"], release=release,
             spec_hash=rel.spec_hash, spec=rel.spec,
             secrets=self.store.release_secrets(service, release), image=image,
-            pull_policy="Never" if image.startswith("mso-") else "IfNotPresent",
+            pull_policy="Never" if naming.is_mso_image(image) else "IfNotPresent",
             replicas=replicas, subset=subset,
             workdir=container_workdir(rel.spec, Path(self.settings.base_dir), own),
             dependencies=dependencies(rel.spec["model"], models),
@@ -222,10 +222,11 @@ class KubeHost:
             if want.kind != "service":
                 continue
             targets, weights = self.rollouts.targets(name, want)
-            targets, weights = self._promotion(name, want.replicas, targets, weights, ready)
+            targets, weights = self._promotion(name, want.replicas, targets, weights, ready,
+                                               _subset_release(deployments, name, "stable"))
             blue_green = bluegreen.plan(
                 self.rollouts.active(name), want.release, want.replicas,
-                bluegreen.Observed(_preview_release(deployments, name), stable_rolled_to(
+                bluegreen.Observed(_subset_release(deployments, name, bluegreen.PREVIEW), stable_rolled_to(
                     stable.get(name, []), want.release, want.replicas)))
             if blue_green is not None:
                 targets, weights = blue_green.targets, blue_green.weights
@@ -246,14 +247,20 @@ class KubeHost:
         return out
 
     def _promotion(self, name: str, replicas: int, targets: list[SubsetTarget],
-                   weights: dict[str, int], ready: dict[tuple[str, str], int]
-                   ) -> tuple[list[SubsetTarget], dict[str, int]]:
+                   weights: dict[str, int], ready: dict[tuple[str, str], int],
+                   stable_now: int | None) -> tuple[list[SubsetTarget], dict[str, int]]:
         """While promoting a canary: scale it to full size, move all traffic to it, and
-        only then update the stable Deployment, so the stable update costs no request."""
+        only then update the stable Deployment, so the stable update costs no request.
+
+        A stable Deployment already on the new release means the traffic was moved before
+        (e.g. by a controller that since restarted): never move it back to the old one.
+        """
         rollout = self.rollouts.active(name)
         if rollout is None or rollout.strategy != "canary" or not rollout.promoting:
             self._shifted.discard(name)
             return targets, weights
+        if stable_now == rollout.to_release:
+            self._shifted.add(name)
         canary_ready = ready.get((name, "canary"), 0) >= replicas
         stable_release = rollout.to_release if name in self._shifted else rollout.from_release
         out = [SubsetTarget("stable", stable_release, replicas),
@@ -291,10 +298,11 @@ class KubeHost:
 
 
 
-def _preview_release(deployments: list[Obj], service: str) -> int | None:
+def _subset_release(deployments: list[Obj], service: str, subset: str) -> int | None:
+    """The release a subset's Deployment runs (its label), None if there is none."""
     for d in deployments:
         labels = d["metadata"].get("labels") or {}
-        if labels.get(naming.SERVICE) == service and labels.get(naming.SUBSET) == bluegreen.PREVIEW:
+        if labels.get(naming.SERVICE) == service and labels.get(naming.SUBSET) == subset:
             return int(labels.get(naming.RELEASE, "0"))
     return None
 

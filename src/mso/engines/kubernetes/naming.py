@@ -24,6 +24,16 @@ DATA_DIR = "/var/lib/mso/data"
 APP_DIR = "/app"
 
 
+def is_mso_image(image: str) -> bool:
+    """Built on this machine by mso.engines.images: never pulled."""
+    return image.startswith("mso/")
+
+
+def is_app_image(image: str, app: str) -> bool:
+    """The app's folder at /app on mso's base image (`run:` services without `build:`)."""
+    return image.startswith(f"mso/{app}-src:")
+
+
 def owner_labels(app: str) -> dict[str, str]:
     return {MANAGED_BY: OWNER, APP: app}
 

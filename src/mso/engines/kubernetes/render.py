@@ -22,6 +22,15 @@ PRE_STOP_SLEEP = 2  # seconds a stopping pod keeps serving while endpoints updat
 Obj = dict[str, Any]
 
 
+def pre_stop(python: bool) -> Obj:
+    """Keep serving a little before SIGTERM. mso's own images (mso.engines.images) carry
+    Python but no coreutils, so they sleep in Python; other images are expected to have
+    `sleep`."""
+    command = (["python3", "-c", f"import time; time.sleep({PRE_STOP_SLEEP})"] if python
+               else ["sleep", str(PRE_STOP_SLEEP)])
+    return {"preStop": {"exec": {"command": command}}}
+
+
 def meta(name: str, namespace: str, app: str, extra: dict[str, str] | None = None,
          annotations: dict[str, str] | None = None) -> Obj:
     out: Obj = {"name": name, "namespace": namespace,
@@ -182,7 +191,7 @@ def container(w: Workload, namespace: str) -> Obj:
     if w.kind == "service":
         # Endpoints (and kube-proxy) learn of a stopping pod asynchronously (k/k#43576):
         # keep serving a little while before the app sees SIGTERM.
-        out["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SLEEP)]}}}
+        out["lifecycle"] = pre_stop(python=w.workdir is not None)  # workdir: mso's app image
     return out
 
 

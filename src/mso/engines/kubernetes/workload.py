@@ -79,10 +79,6 @@ def dependencies(model: dict[str, Any], models: dict[str, dict[str, Any]]) -> tu
     return tuple(found)
 
 
-def default_image(app: str, image_tag: str) -> str:
-    return f"mso-{app}:{image_tag}"
-
-
 def from_manifest(loaded: LoadedManifest, name: str, release: int, app_image: str,
                   bridge_image: str | None) -> Workload:
     """The workload of `name` exactly as the manifest says (for render and first deploys)."""
