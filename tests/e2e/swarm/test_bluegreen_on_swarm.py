@@ -101,6 +101,11 @@ def test_preview_then_promotion_switches_all_traffic_without_failures(deployed: 
     assert load.ok > 100
     ps = mso_json("ps", "--engine", "swarm", "-f", str(manifest), cwd=manifest.parent)
     assert {(r["release"], r["subset"]) for r in ps["replicas"]} == {(2, "stable")}
+    trail = [(e["type"], e["message"]) for e in mso_json(
+        "events", "--engine", "swarm", "--file", str(manifest), cwd=manifest.parent)]
+    assert ("rollout.paused", "preview ready, waiting for promotion") in trail
+    assert ("swarm.updated", f"updated {APP}_echo: release 1, 2 replicas, subset previous") \
+        in trail
 
 
 def test_abort_after_promotion_switches_back_to_the_previous_release(deployed: Any) -> None:

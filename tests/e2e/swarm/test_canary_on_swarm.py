@@ -63,6 +63,11 @@ def test_erroring_canary_is_rolled_back_with_the_numbers(deployed: Any) -> None:
     failed = [e for e in store.events(service="echo") if e.type == "analysis.fail"]
     assert failed and failed[-1].data["canary"]["errors"] > 0
     assert failed[-1].data["stable"]["requests"] > 0
+    trail = mso_json("events", "--engine", "swarm", "--file", str(manifest), "--service",
+                     "echo", cwd=manifest.parent)  # the same trail through the CLI
+    verdicts = [e for e in trail if e["type"] == "analysis.fail"]
+    assert verdicts and verdicts[-1]["data"]["canary"]["errors"] > 0
+    assert any(e["type"] == "rollout.rolledback" for e in trail)
     releases = mso_json("releases", "echo", "--engine", "swarm", "-f", str(manifest),
                         cwd=manifest.parent)
     assert releases[-1]["outcome"] == "rolled back"

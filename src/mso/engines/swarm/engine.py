@@ -21,8 +21,8 @@ from mso.engines.swarm import names, state
 from mso.engines.swarm.controller import ensure_stable_ports
 from mso.engines.swarm.ctl import ControllerClient
 from mso.engines.swarm.events import read_events
-from mso.engines.swarm.releases import record_builds
 from mso.engines.swarm.logs import follow_logs
+from mso.engines.swarm.releases import record_builds
 from mso.engines.swarm.render import render_stack
 from mso.engines.swarm.state import AppConfig, SwarmPaths
 from mso.engines.swarm.status import endpoints_view, ps_view
@@ -51,6 +51,11 @@ class SwarmEngine:
         m = loaded.manifest
         paths, store = self._store(loaded)
         try:
+            # checks that can refuse the deploy come before any release is recorded
+            previews = preview_ports(loaded)
+            ensure_stable_ports(store, {n: s.model_dump(mode="json")
+                                        for n, s in m.services.items()},
+                                m.gateway.port, set(previews))
             built = self._images(loaded, api)
             before = store.desired()
             changes = record_builds(store, apply_manifest(store, loaded), built)
@@ -59,10 +64,6 @@ class SwarmEngine:
                     store.add_event("release.created", f"release {change.release}: "
                                     f"{change.change}", change.service,
                                     data={"release": change.release})
-            previews = preview_ports(loaded)
-            ensure_stable_ports(store, {n: s.model_dump(mode="json")
-                                        for n, s in m.services.items()},
-                                m.gateway.port, set(previews))
             AppConfig(app=m.app, manifest=str(loaded.path), base_dir=str(loaded.base_dir),
                       network=names.network_name(m.app, m.engines.swarm.network),
                       gateway_port=m.gateway.port, gateway_image=built["\0gateway"][0],
