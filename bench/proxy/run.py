@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 SECTION = "## Proxy (issue 3)"
 PROXY_CPU, LOAD_CPU = "1", "0"
+BUILD = ["?"]  # which build of mso's per-request modules ran: "mypyc" or "python"
 
 
 def ensure_tools() -> None:
@@ -158,6 +159,7 @@ def mso_proxy(tmp: Path, procs: Procs, http_port: int, tcp_port: int, metrics_po
             try:
                 async with ProxyClient(control) as c:
                     await c.set_table(table)
+                    BUILD[0] = (await c.ping()).get("build", "python")
                     return
             except Exception:
                 await asyncio.sleep(0.05)
@@ -325,7 +327,8 @@ def render(results: dict[str, Result], rss: dict[str, tuple[int, int, int]],
         f"Best of {args.rounds} interleaved rounds of "
         f"wrk -t1 -c{args.connections} -d{args.duration}s on CPU {LOAD_CPU} (with the two nginx "
         f"`return 200` backends); each proxy alone on CPU {PROXY_CPU}, one worker/thread. "
-        "mso runs with weighted routing (2 subsets, 90/10) and a metrics listener on.", "",
+        "mso runs with weighted routing (2 subsets, 90/10) and a metrics listener on; "
+        f"its per-request modules ran as: {BUILD[0]} (`MSO_PROXY_PURE=1` for plain Python).", "",
         "Reproduce: `.venv/bin/python bench/proxy/run.py` (installs wrk, haproxy, nginx if missing).",
         "",
         "| target | req/s | p50 ms | p99 ms | req/s vs HAProxy | p99 vs HAProxy | req/s vs direct "

@@ -82,14 +82,15 @@ def backends() -> Iterator[Callable[[str], Backend]]:
 class Proxy:
     """A `python -m mso.proxy` subprocess plus synchronous control helpers."""
 
-    def __init__(self, workers: int = 1, extra: list[str] | None = None) -> None:
+    def __init__(self, workers: int = 1, extra: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.dir = tempfile.mkdtemp(prefix="msop")
         self.control = os.path.join(self.dir, "ctl.sock")
         self.stderr = open(os.path.join(self.dir, "stderr.log"), "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mso.proxy", "--control", self.control,
              "--workers", str(workers), *(extra or [])],
-            stderr=self.stderr, start_new_session=True,
+            stderr=self.stderr, start_new_session=True, env={**os.environ, **(env or {})},
         )
         wait_for(lambda: self._ping_ok(), 30, "proxy control socket")
 

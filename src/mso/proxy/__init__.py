@@ -22,3 +22,8 @@ Additions to the protocol of docs/architecture.md (all optional):
 * Route paths match by segment: "/api" matches "/api", "/api/x", "/api?q",
   not "/apix".
 """
+
+from . import native as _native  # noqa: E402  (must run before any hot module is imported)
+
+#: True when the per-request modules run compiled by mypyc (see mso.proxy.native).
+COMPILED = _native.COMPILED

@@ -63,7 +63,7 @@ def _watch_parent(ppid: int) -> None:
 
 
 async def _serve_single(args: argparse.Namespace) -> None:
-    from . import accesslog
+    from . import accesslog, native
     from .runtime import Runtime
 
     accesslog.configure(args.access_log_sample)
@@ -78,6 +78,8 @@ async def _serve_single(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("proxy serving, control socket %s", args.control)
+    (log.info if native.COMPILED or not native.compiled_files() else log.warning)(
+        "per-request modules: %s", native.REASON)
     await stop.wait()
     log.info("stopping: finishing in-flight requests (grace %.1fs)", args.grace)
     server.close()

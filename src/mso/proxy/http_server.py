@@ -1,6 +1,6 @@
 """Client side of the HTTP proxy: request parsing, validation, routing, pipelining.
 
-`ClientConnection` is the asyncio Protocol of a downstream connection.  It
+`ClientConnection` is the asyncio protocol of a downstream connection.  It
 parses requests with llhttp, applies the RFC 9112 checks of `safety`, rewrites
 the request head once (hop-by-hop headers out, X-Forwarded-*, traceparent in)
 and hands it to an `Exchange`.  Requests pipelined on one connection are
@@ -85,7 +85,12 @@ def _valid_traceparent(v: bytes) -> bool:
     return len(v) == 55 and v[2:3] == b"-" and v[35:36] == b"-" and v[52:53] == b"-"
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection:
+    """asyncio protocol of one client connection (duck-typed: mypyc-compiled classes
+    cannot subclass asyncio.Protocol)."""
+
+    __deletable__ = ["parser"]  # mypyc: `del self.parser` breaks the parser cycle
+
     def __init__(self, ctx: ListenerContext) -> None:
         self.ctx = ctx
         self.hub = ctx.hub

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
-from . import upstream
+from . import native, upstream
 from .balancer import ClusterState, EndpointState, build_cluster
 from .http_server import ClientConnection, Hub, ListenerContext, Route
 from .metrics import Registry, render_prometheus
@@ -72,7 +72,8 @@ class Runtime:
 
     # --- control operations ---------------------------------------------------
     async def ping(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "version": self.version, "listeners": self.bound_ports()}
+        return {"pid": os.getpid(), "version": self.version, "listeners": self.bound_ports(),
+                "build": "mypyc" if native.COMPILED else "python"}
 
     async def set_table(self, raw: Any) -> int:
         table = parse_table(raw)
@@ -147,7 +148,9 @@ class Runtime:
         ctx: ListenerContext | TcpContext | None
         if spec.mode == "http":
             hctx = ctx = ListenerContext(hub=self.hub)
-            factory = lambda: ClientConnection(hctx)  # noqa: E731
+            # ClientConnection is a plain class (compiled by mypyc, which cannot subclass
+            # asyncio.Protocol); uvloop only needs the protocol methods.
+            factory = cast(Callable[[], asyncio.BaseProtocol], lambda: ClientConnection(hctx))
         elif spec.mode == "tcp":
             tctx = ctx = TcpContext(cluster=clusters[spec.routes[0].cluster])
             factory = lambda: TcpClient(tctx)  # noqa: E731

@@ -8,7 +8,7 @@ itself, and one found closing at checkout is skipped.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Callable, cast
 
 import httptools
 
@@ -21,8 +21,11 @@ MAX_IDLE_PER_ENDPOINT = 512
 MAX_HEAD = 256 * 1024
 
 
-class UpstreamConnection(asyncio.Protocol):
-    """One HTTP/1.1 connection to an upstream endpoint."""
+class UpstreamConnection:
+    """One HTTP/1.1 connection to an upstream endpoint (an asyncio protocol, duck-typed:
+    mypyc-compiled classes cannot subclass asyncio.Protocol)."""
+
+    __deletable__ = ["parser"]  # mypyc: `del self.parser` breaks the parser cycle
 
     def __init__(self, endpoint: EndpointState) -> None:
         self.endpoint = endpoint
@@ -185,11 +188,11 @@ def close_idle(endpoint: EndpointState) -> None:
 async def connect(endpoint: EndpointState, timeout: float) -> UpstreamConnection:
     """Open a new connection; raises OSError or asyncio.TimeoutError."""
     loop = asyncio.get_running_loop()
-    _t, proto = await asyncio.wait_for(
-        loop.create_connection(lambda: UpstreamConnection(endpoint), endpoint.host, endpoint.port),
-        timeout,
-    )
-    return proto
+    conn = UpstreamConnection(endpoint)
+    factory = cast(Callable[[], asyncio.Protocol], lambda: conn)
+    await asyncio.wait_for(
+        loop.create_connection(factory, endpoint.host, endpoint.port), timeout)
+    return conn
 
 
 def connect_error_is_retryable(exc: BaseException) -> bool:
