@@ -86,6 +86,11 @@ class ClusterState:
         self.least_request = spec.balancer == "least_request"
         self.outlier: OutlierPolicy = spec.outlier
         self.timeouts = spec.timeouts
+        # Copies as plain floats: read per request, and native attributes are cheaper than
+        # attribute lookups on the (interpreted) Timeouts dataclass.
+        self.request_timeout: float = spec.timeouts.request
+        self.response_header_timeout: float = spec.timeouts.response_header
+        self.connect_timeout: float = spec.timeouts.connect
         self.max_retries = spec.retries
         self.budget = RetryBudget()
         self.clock = clock

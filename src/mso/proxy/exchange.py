@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import Final, TYPE_CHECKING
 
 from . import accesslog, response_head, upstream
 from .balancer import ClusterState, EndpointState
@@ -20,12 +20,12 @@ if TYPE_CHECKING:
     from .http_server import ClientConnection
     from .upstream import UpstreamConnection
 
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
-INF = float("inf")
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+INF: Final = float("inf")
 #: Responses to idempotent requests are held back until complete up to this size, so an
 #: upstream that dies mid-response (SIGKILL, OOM) costs a retry on another endpoint
 #: instead of a truncated response for the client. Bigger bodies stream as usual.
-HOLD_LIMIT = 64 * 1024
+HOLD_LIMIT: Final = 64 * 1024
 _now = time.perf_counter
 
 
@@ -67,7 +67,7 @@ class Exchange:
         self.eof_body = False
         self.done = False
         self.t0 = _now()
-        self.deadline = client.hub.now + cluster.timeouts.request
+        self.deadline = client.hub.now + cluster.request_timeout
         self.held: list[bytes] | None = None
         self.held_size = 0
 
@@ -97,7 +97,7 @@ class Exchange:
 
     async def _connect(self, ep: EndpointState) -> None:
         try:
-            conn = await upstream.connect(ep, self.cluster.timeouts.connect)
+            conn = await upstream.connect(ep, self.cluster.connect_timeout)
         except (OSError, asyncio.TimeoutError):
             ep.stats.connect_errors += 1
             self.cluster.record_failure(ep)
@@ -127,7 +127,7 @@ class Exchange:
         else:
             t.write(self.head)
         if self.req_done:
-            self.deadline = self.client.hub.now + self.cluster.timeouts.response_header
+            self.deadline = self.client.hub.now + self.cluster.response_header_timeout
 
     def on_client_body(self, data: bytes) -> None:
         if self.chunked:
@@ -159,7 +159,7 @@ class Exchange:
             self._send_body(b"0\r\n\r\n")
         self.req_done = True
         if self.conn is not None and not self.resp_started:
-            self.deadline = self.client.hub.now + self.cluster.timeouts.response_header
+            self.deadline = self.client.hub.now + self.cluster.response_header_timeout
 
     def on_client_tunnel(self, data: bytes) -> None:
         """Raw bytes after an upgrade request: forwarded as-is."""
@@ -181,7 +181,7 @@ class Exchange:
             return
         self.status = status
         self.resp_started = True
-        self.deadline = self.t0 + self.cluster.timeouts.request
+        self.deadline = self.t0 + self.cluster.request_timeout
         ep = self.endpoint
         assert ep is not None
         if status >= 500:

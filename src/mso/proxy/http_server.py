@@ -9,8 +9,8 @@ served strictly in order.
 from __future__ import annotations
 
 import asyncio
-from typing import cast
-from random import getrandbits as _getrandbits
+import os
+from typing import cast, Final
 from dataclasses import dataclass, field
 
 import httptools
@@ -23,14 +23,16 @@ from .upstream import UpstreamConnection
 
 Route = tuple[bytes | None, bytes, ClusterState]
 
-_SPECIAL = safety.HOP_BY_HOP | {
+_SPECIAL: Final = safety.HOP_BY_HOP | {
     b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto",
     b"traceparent", b"x-mso-route", b"cookie",
 }
-_PAUSE_PENDING, _PAUSE_UPSTREAM, _PAUSE_PIPELINE = 1, 2, 4
-MAX_PIPELINE = 8
+_PAUSE_PENDING: Final = 1
+_PAUSE_UPSTREAM: Final = 2
+_PAUSE_PIPELINE: Final = 4
+MAX_PIPELINE: Final = 8
 
-NOT_FOUND = ClusterState(ClusterSpec("", "", "round_robin", ()), [], lambda: 0.0)
+NOT_FOUND: Final = ClusterState(ClusterSpec("", "", "round_robin", ()), [], lambda: 0.0)
 
 
 class Reject(Exception):
@@ -74,11 +76,33 @@ def match_route(routes: tuple[Route, ...], host: bytes | None, path: bytes) -> C
     return NOT_FOUND
 
 
+class _TraceIds:
+    """Fresh W3C traceparent values, made 256 at a time from one os.urandom read."""
+
+    def __init__(self) -> None:
+        self.ready: list[bytes] = []
+
+    def take(self) -> bytes:
+        ready = self.ready
+        if not ready:
+            # 24 random bytes each: 16 for the trace id, 8 for the span id (all-zero ids
+            # are invalid but have probability 2**-128).
+            h = os.urandom(24 * 256).hex().encode()
+            ready.extend(b"00-" + h[i:i + 32] + b"-" + h[i + 32:i + 48] + b"-01"
+                         for i in range(0, len(h), 48))
+        return ready.pop()
+
+    def forget(self) -> None:
+        self.ready = []
+
+
+_TRACE_IDS: Final = _TraceIds()
+# A forked child must not hand out the ids its parent still holds.
+os.register_at_fork(after_in_child=_TRACE_IDS.forget)
+
+
 def new_traceparent() -> bytes:
-    # 24 random bytes as hex: 32 for the trace id, 16 for the span id (all-zero is
-    # invalid but has probability 2**-128).
-    h = _getrandbits(192).to_bytes(24, "little").hex().encode()
-    return b"00-%s-%s-01" % (h[:32], h[32:])
+    return _TRACE_IDS.take()
 
 
 def _valid_traceparent(v: bytes) -> bool:
@@ -221,7 +245,7 @@ class ClientConnection:
         method = p.get_method()
         if method == b"CONNECT":
             raise Reject(405)
-        out = [b"%s %s HTTP/1.1\r\n" % (method, self.url)]
+        out = [method + b" " + self.url + b" HTTP/1.1\r\n"]
         host: bytes | None = None
         hosts = 0
         chunked = False
@@ -233,16 +257,16 @@ class ClientConnection:
         for name, value in self.headers:
             n = name.lower()
             if n not in _SPECIAL:
-                out.append(b"%s: %s\r\n" % (name, value))
+                out.append(name + b": " + value + b"\r\n")
                 continue
             if n == b"host":
                 hosts += 1
                 host = value
-                out.append(b"%s: %s\r\n" % (name, value))
+                out.append(name + b": " + value + b"\r\n")
             elif n == b"content-length":
                 if not safety.content_length_ok(value):
                     raise Reject(400)
-                out.append(b"%s: %s\r\n" % (name, value))
+                out.append(name + b": " + value + b"\r\n")
             elif n == b"transfer-encoding":
                 chunked = True
             elif n == b"x-forwarded-for":
@@ -251,11 +275,11 @@ class ClientConnection:
                 trace = value
             elif n == b"x-mso-route":
                 pin = value.strip().decode("latin-1")
-                out.append(b"%s: %s\r\n" % (name, value))
+                out.append(name + b": " + value + b"\r\n")
             elif n == b"cookie":
                 if b"mso-route=" in value and pin is None:
                     pin = _cookie_pin(value)
-                out.append(b"%s: %s\r\n" % (name, value))
+                out.append(name + b": " + value + b"\r\n")
             elif n == b"connection":
                 extra = [t for t in safety.connection_tokens(value)
                          if t not in (b"close", b"keep-alive", b"upgrade")]

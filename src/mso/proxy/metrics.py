@@ -6,10 +6,10 @@ the control protocol and the Prometheus text exposition are rendered on demand.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any, Iterable
+from typing import Any, Final, Iterable
 
 # Log-spaced upper bounds in milliseconds; the last count is the +Inf bucket.
-LATENCY_BUCKETS_MS: tuple[float, ...] = (
+LATENCY_BUCKETS_MS: Final[tuple[float, ...]] = (
     0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000,
 )
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")

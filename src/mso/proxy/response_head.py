@@ -8,22 +8,24 @@ so results are memoised.
 """
 from __future__ import annotations
 
+from typing import Final
+
 import re
 
 from .safety import connection_tokens, content_length_ok, transfer_encoding_status
 
 # Framing and hop-by-hop header lines; each is preceded by CRLF in the block.
-_SPECIAL = re.compile(
+_SPECIAL: Final = re.compile(
     rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
     rb"|content-length)[ \t]*:([^\r\n]*)",
     re.IGNORECASE,
 )
-_CONN_KEEP = (b"close", b"keep-alive", b"upgrade")
+_CONN_KEEP: Final = (b"close", b"keep-alive", b"upgrade")
 
 # (head for the client, re-chunk body, body ends at upstream EOF, client keep-alive)
 Plan = tuple[bytes, bool, bool, bool]
-_CACHE: dict[tuple[bytes, bool, bool, bool, bool], Plan] = {}
-_CACHE_MAX = 2048
+_CACHE: Final[dict[tuple[bytes, bool, bool, bool, bool], Plan]] = {}
+_CACHE_MAX: Final = 2048
 
 
 def fix_version(head: bytes) -> bytes:

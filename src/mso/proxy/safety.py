@@ -6,10 +6,12 @@ cover what it is lenient about or what needs a specific status code
 """
 from __future__ import annotations
 
-MAX_URL = 8192
-MAX_HEADER_BYTES = 65536
-MAX_HEADERS = 100
-MAX_REPLAY_BODY = 65536
+from typing import Final
+
+MAX_URL: Final = 8192
+MAX_HEADER_BYTES: Final = 65536
+MAX_HEADERS: Final = 100
+MAX_REPLAY_BODY: Final = 65536
 
 _REASONS = {
     100: "Continue", 101: "Switching Protocols", 200: "OK", 204: "No Content",
@@ -21,11 +23,11 @@ _REASONS = {
 }
 
 # Hop-by-hop request headers that are never forwarded as-is.
-HOP_BY_HOP = frozenset({
+HOP_BY_HOP: Final = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
     b"transfer-encoding", b"upgrade",
 })
-_TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
+_TOKEN_CHARS: Final = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 KNOWN_CODINGS = frozenset({b"gzip", b"x-gzip", b"deflate", b"compress", b"x-compress", b"br"})
 
 
@@ -41,7 +43,7 @@ def _build_error(status: int) -> bytes:
     ).encode() + body
 
 
-_ERRORS = {s: _build_error(s) for s in _REASONS if s >= 400}
+_ERRORS: Final = {s: _build_error(s) for s in _REASONS if s >= 400}
 
 
 def error_response(status: int) -> bytes:

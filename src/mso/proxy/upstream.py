@@ -8,7 +8,7 @@ itself, and one found closing at checkout is skipped.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Callable, cast
+from typing import Callable, cast, Final, TYPE_CHECKING
 
 import httptools
 
@@ -17,8 +17,8 @@ from .balancer import EndpointState
 if TYPE_CHECKING:
     from .exchange import Exchange
 
-MAX_IDLE_PER_ENDPOINT = 512
-MAX_HEAD = 256 * 1024
+MAX_IDLE_PER_ENDPOINT: Final = 512
+MAX_HEAD: Final = 256 * 1024
 
 
 class UpstreamConnection:
