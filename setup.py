@@ -20,6 +20,7 @@ HOT_MODULES = [
     "src/mso/proxy/metrics.py",
     "src/mso/proxy/response_head.py",
     "src/mso/proxy/safety.py",
+    "src/mso/proxy/tcp.py",
     "src/mso/proxy/upstream.py",
 ]
 

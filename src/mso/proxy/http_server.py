@@ -165,7 +165,11 @@ class ClientConnection:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        del self.parser  # break the protocol <-> parser cycle now, not at the next GC
+        # Break every cycle through this connection now (parser, the exchange being read,
+        # a tunnel): with one connection per request, cyclic garbage would pile up and
+        # each collection of it would stall every connection for milliseconds.
+        del self.parser
+        self.rx = self.tunnel_rx = None
         self.hub.clients.discard(self)
         for ex in self.exchanges:
             ex.cancel()

@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Mapping, Sequence
 
 HOT = ("accesslog", "balancer", "exchange", "http_server", "metrics", "response_head",
-       "safety", "upstream")
+       "safety", "tcp", "upstream")
 PACKAGE = "mso.proxy"
 _HERE = Path(__file__).resolve().parent
 

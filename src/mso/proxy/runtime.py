@@ -153,7 +153,7 @@ class Runtime:
             factory = cast(Callable[[], asyncio.BaseProtocol], lambda: ClientConnection(hctx))
         elif spec.mode == "tcp":
             tctx = ctx = TcpContext(cluster=clusters[spec.routes[0].cluster])
-            factory = lambda: TcpClient(tctx)  # noqa: E731
+            factory = cast(Callable[[], asyncio.BaseProtocol], lambda: TcpClient(tctx))
         else:
             ctx = None
             factory = lambda: MetricsConnection(self.prometheus)  # noqa: E731

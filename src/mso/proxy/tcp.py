@@ -1,17 +1,18 @@
 """L4 (TCP) listener mode: splice bytes between a client and a balanced endpoint.
 
-Both directions use asyncio Protocols with pause/resume for flow control.  A
-failed connect is retried on another endpoint before the client is dropped.
+Both directions are asyncio protocols with pause/resume for flow control (duck-typed:
+this module is compiled by mypyc, which cannot subclass asyncio.Protocol).  A failed
+connect is retried on another endpoint before the client is dropped.
 """
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from typing import Callable, Final, cast
 from dataclasses import dataclass
 
 from .balancer import ClusterState, EndpointState
 
-MAX_PENDING = 256 * 1024
+MAX_PENDING: Final = 256 * 1024
 
 
 @dataclass
@@ -22,7 +23,7 @@ class TcpContext:
     attempts: int = 3
 
 
-class _UpstreamSide(asyncio.Protocol):
+class _UpstreamSide:
     def __init__(self, client: TcpClient) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
@@ -31,9 +32,8 @@ class _UpstreamSide(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        t = self.client.transport
-        if t is not None:
-            t.write(data)
+        if not self.client.closed:
+            self.client.write(data)
 
     def eof_received(self) -> bool:
         t = self.client.transport
@@ -56,10 +56,18 @@ class _UpstreamSide(asyncio.Protocol):
             t.resume_reading()
 
 
-class TcpClient(asyncio.Protocol):
+def _discard(data: bytes) -> None:
+    pass
+
+
+class TcpClient:
     def __init__(self, ctx: TcpContext) -> None:
         self.ctx = ctx
         self.transport: asyncio.Transport | None = None
+        # Bound `write` methods of both transports, looked up once: bytes are relayed
+        # per read, and this is all the per-read work there is.
+        self.write: Callable[[bytes], object] = _discard
+        self.up_write: Callable[[bytes], object] | None = None
         self.up: _UpstreamSide | None = None
         self.pending: list[bytes] = []
         self.pending_size = 0
@@ -69,6 +77,7 @@ class TcpClient(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.write = self.transport.write
         asyncio.get_running_loop().create_task(self._connect())
 
     async def _connect(self) -> None:
@@ -82,10 +91,10 @@ class TcpClient(asyncio.Protocol):
             tried += (ep.id,)
             ep.stats.requests += 1
             try:
-                _t, up = await asyncio.wait_for(
-                    loop.create_connection(lambda: _UpstreamSide(self), ep.host, ep.port),
-                    cluster.timeouts.connect,
-                )
+                up = _UpstreamSide(self)
+                factory = cast(Callable[[], asyncio.Protocol], lambda: up)  # noqa: B023
+                await asyncio.wait_for(loop.create_connection(factory, ep.host, ep.port),
+                                       cluster.connect_timeout)
             except (OSError, asyncio.TimeoutError):
                 ep.stats.connect_errors += 1
                 cluster.record_failure(ep)
@@ -105,6 +114,7 @@ class TcpClient(asyncio.Protocol):
         ep.inflight += 1
         self.up = up
         assert up.transport is not None
+        self.up_write = up.transport.write
         if self.pending:
             up.transport.writelines(self.pending)
             self.pending = []
@@ -115,9 +125,9 @@ class TcpClient(asyncio.Protocol):
             up.transport.write_eof()
 
     def data_received(self, data: bytes) -> None:
-        up = self.up
-        if up is not None and up.transport is not None:
-            up.transport.write(data)
+        up_write = self.up_write
+        if up_write is not None:
+            up_write(data)
             return
         self.pending.append(data)
         self.pending_size += len(data)
@@ -136,12 +146,14 @@ class TcpClient(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.write = _discard
         up = self.up
         if up is not None and up.transport is not None:
             up.transport.close()
         self._release()
 
     def upstream_lost(self) -> None:
+        self.up_write = _discard
         self._release()
         if self.transport is not None and not self.closed:
             self.transport.close()
