@@ -513,6 +513,31 @@ CASES = [
             env:
               TOKEN:   # <-
         """, "services.web.env.TOKEN", "TOKEN has no value"),
+    Case("preview port is the gateway port", """
+        app: shop
+        gateway: {port: 8080}
+        services:
+          web:
+            run: [app]
+            ports: {http: 8000}
+            rollout:
+              strategy: blue_green
+              preview_port: 8080   # <-
+        """, "services.web.rollout.preview_port", "port 8080 is already used by the gateway"),
+    Case("two services share a preview port", """
+        app: shop
+        services:
+          web:
+            run: [app]
+            ports: {http: 8000}
+            rollout: {strategy: blue_green, preview_port: 8081}
+          api:
+            run: [app]
+            ports: {http: 8000}
+            rollout:
+              strategy: blue_green
+              preview_port: 8081   # <-
+        """, "services.api.rollout.preview_port", "port 8081 is already used by service 'web'"),
 ]
 
 

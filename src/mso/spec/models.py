@@ -95,6 +95,7 @@ class Manifest(SpecModel):
                 issues.append((("jobs", name), f"{name!r} is both a service and a job; names must be unique"))
         issues.extend(self._dependency_issues())
         issues.extend(self._route_issues())
+        issues.extend(self._preview_port_issues())
         if not issues:
             issues.extend(self._cycle_issues())
         if issues:
@@ -147,6 +148,21 @@ class Manifest(SpecModel):
             if key in seen:
                 issues.append((("routes", i), f"same host and path as route {seen[key]}, which always matches first"))
             seen.setdefault(key, i)
+        return issues
+
+    def _preview_port_issues(self) -> list[tuple[Loc, str]]:
+        """Blue/green preview ports are opened beside the gateway's: one listener each."""
+        issues: list[tuple[Loc, str]] = []
+        seen: dict[int, str] = {self.gateway.port: "the gateway (gateway.port)"}
+        for name, svc in self.services.items():
+            port = svc.rollout.preview_port
+            if svc.rollout.strategy != "blue_green" or port is None:
+                continue
+            if port in seen:
+                issues.append((("services", name, "rollout", "preview_port"),
+                               f"port {port} is already used by {seen[port]}"))
+            else:
+                seen[port] = f"service {name!r}"
         return issues
 
     def _cycle_issues(self) -> list[tuple[Loc, str]]:

@@ -206,3 +206,14 @@ def test_listener_ports_avoid_reserved_ports() -> None:
     free = naming.listener_ports(["a/http"])
     moved = naming.listener_ports(["a/http"], reserved={free["a/http"]})
     assert moved["a/http"] != free["a/http"]
+
+
+def test_a_preview_port_on_the_gateways_own_ports_is_refused() -> None:
+    from mso.engines.kubernetes import gateway
+    from mso.engines.kubernetes.kube import KubeError
+    models = {"api": {"rollout": {"strategy": "blue_green",
+                                  "preview_port": naming.GATEWAY_CONTROL_PORT}}}
+    with pytest.raises(KubeError, match="services.api.rollout.preview_port: 8078 is the gateway"):
+        gateway.preview_ports(models)
+    assert gateway.preview_ports({"api": {"rollout": {"strategy": "blue_green",
+                                                      "preview_port": 8081}}}) == {"api": 8081}

@@ -16,6 +16,7 @@ from typing import Any
 
 from mso.controllers.routing import EndpointView, RouteView, ServiceRouting, build_table
 from mso.engines.kubernetes import naming
+from mso.engines.kubernetes.kube import KubeError
 from mso.engines.kubernetes.render import Obj, meta, pre_stop
 from mso.engines.kubernetes.workload import Workload
 
@@ -50,10 +51,15 @@ class GatewaySpec:
 def preview_ports(models: dict[str, dict[str, Any]]) -> dict[str, int]:
     """service -> preview_port for every blue/green service model that has one (pure)."""
     out = {}
+    reserved = {naming.GATEWAY_CONTROL_PORT: "control", naming.GATEWAY_METRICS_PORT: "metrics"}
     for name, model in models.items():
         rollout = model.get("rollout") or {}
         if rollout.get("strategy") == "blue_green" and rollout.get("preview_port"):
-            out[name] = int(rollout["preview_port"])
+            port = int(rollout["preview_port"])
+            if port in reserved:
+                raise KubeError(f"services.{name}.rollout.preview_port: {port} is the gateway's "
+                                f"{reserved[port]} port on Kubernetes; choose another port")
+            out[name] = port
     return out
 
 
