@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mso.engines.swarm.engine import preview_ports
-from mso.engines.swarm.swarmapi import SwarmError
+from mso.spec import ManifestError
 from mso.spec.load import load_manifest
 
 MANIFEST = """app: bg
@@ -38,10 +38,11 @@ def test_blue_green_preview_ports_are_published_sorted(tmp_path: Path) -> None:
     assert preview_ports(_load(tmp_path, 9100, 9090)) == [9090, 9100]
 
 
-@pytest.mark.parametrize(("pa", "pb", "clash"), [(9090, 9090, "used by a"),
+@pytest.mark.parametrize(("pa", "pb", "clash"), [(9090, 9090, "used by service 'a'"),
                                                  (8080, 9090, "used by the gateway")])
-def test_a_preview_port_used_twice_is_refused_with_the_fix(tmp_path: Path, pa: int, pb: int,
+def test_a_preview_port_used_twice_is_refused_when_loading(tmp_path: Path, pa: int, pb: int,
                                                            clash: str) -> None:
-    with pytest.raises(SwarmError, match=clash) as err:
-        preview_ports(_load(tmp_path, pa, pb))
-    assert "its own port" in str(err.value)
+    # The manifest itself is refused (every engine), naming file, line and field.
+    with pytest.raises(ManifestError, match=clash) as err:
+        _load(tmp_path, pa, pb)
+    assert "mso.yaml:" in str(err.value) and "rollout.preview_port" in str(err.value)

@@ -14,8 +14,10 @@ Requests are newline-delimited JSON on a unix socket (mode 0600), one response e
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -157,18 +159,45 @@ class ControllerClient:
         raise SwarmError(f"the swarm controller did not start; see {self.paths.log}")
 
     def stop(self, timeout: float = 30.0) -> None:
-        pid_file = self.paths.folder / "controller.pid"
-        if not self.alive():
+        """Stop the controller and return only once it is gone (its lock is free): a
+        controller still running during `down` would recreate what `down` removes."""
+        if not self.running():
             return
         try:
-            pid = int(pid_file.read_text())
+            self.call({"op": "stop"}, timeout=10.0)
+        except SwarmError:
+            pass  # running but not answering (busy machine): signal it instead
+        for sig, wait in ((None, timeout), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+            if sig is not None:
+                pid = self._pid()
+                if pid:
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        pass
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if not self.running():
+                    return
+                time.sleep(0.1)
+        raise SwarmError(f"the swarm controller did not stop; see {self.paths.log}")
+
+    def running(self) -> bool:
+        """True while a controller process holds this app's lock."""
+        try:
+            fd = os.open(self.paths.lock, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing also drops the lock if we took it
+        return False
+
+    def _pid(self) -> int:
+        try:
+            return int((self.paths.folder / "controller.pid").read_text())
         except (OSError, ValueError):
-            pid = 0
-        self.call({"op": "stop"})
-        deadline = time.monotonic() + timeout
-        while pid and time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
+            return 0

@@ -144,16 +144,30 @@ class SwarmApi:
             removed.append(f"service {svc['Spec']['Name']}")
         self._wait_containers_gone(app, timeout)
         filters = names.app_filter(app)
-        for net in self._call("listing networks", self.api.networks, filters=filters) or []:
-            self._remove_retrying(self.api.remove_network, net["Id"], timeout)
-            removed.append(f"network {net['Name']}")
-        for sec in self._call("listing secrets", self.api.secrets, filters=filters) or []:
-            self._remove_retrying(self.api.remove_secret, sec["ID"], timeout)
-            removed.append(f"secret {sec['Spec']['Name']}")
-        for cfg in self._call("listing configs", self.api.configs, filters=filters) or []:
-            self._remove_retrying(self.api.remove_config, cfg["ID"], timeout)
-            removed.append(f"config {cfg['Spec']['Name']}")
-        return removed
+        deadline = time.monotonic() + timeout
+        # Until nothing is listed: the node keeps a local copy of a removed overlay network
+        # until its last (exited) task container is reaped, and `down` must not return
+        # while `docker network ls` still shows it.
+        while True:
+            left = [("network", n["Id"], n["Name"], self.api.remove_network)
+                    for n in self._call("listing networks", self.api.networks,
+                                        filters=filters) or []]
+            left += [("secret", x["ID"], x["Spec"]["Name"], self.api.remove_secret)
+                     for x in self._call("listing secrets", self.api.secrets,
+                                         filters=filters) or []]
+            left += [("config", x["ID"], x["Spec"]["Name"], self.api.remove_config)
+                     for x in self._call("listing configs", self.api.configs,
+                                         filters=filters) or []]
+            if not left:
+                return removed
+            if time.monotonic() > deadline:
+                raise SwarmError("still present after `down`: "
+                                 + ", ".join(f"{kind} {name}" for kind, _, name, _ in left))
+            for kind, ident, name, remove in left:
+                self._remove_retrying(remove, ident, max(1.0, deadline - time.monotonic()))
+                if f"{kind} {name}" not in removed:
+                    removed.append(f"{kind} {name}")
+            time.sleep(0.3)
 
     def _wait_containers_gone(self, app: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
