@@ -55,7 +55,7 @@ def _describe_change(previous: Release | None, spec: dict[str, Any]) -> str:
 def apply_manifest(store: Store, loaded: LoadedManifest,
                    author: str | None = None) -> list[AppliedChange]:
     """Record new releases for changed services and jobs, and update desired state."""
-    who = author or _whoami()
+    who = author or whoami()
     manifest = loaded.manifest
     changes: list[AppliedChange] = []
     current = store.desired()
@@ -89,7 +89,8 @@ def apply_manifest(store: Store, loaded: LoadedManifest,
     return changes
 
 
-def _whoami() -> str:
+def whoami() -> str:
+    """The release author when none is given: the OS user."""
     try:
         return getpass.getuser()
     except Exception:  # no passwd entry in some containers

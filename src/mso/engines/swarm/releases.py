@@ -13,10 +13,9 @@ bad image out a second time.
 
 from __future__ import annotations
 
-import getpass
 from dataclasses import replace
 
-from mso.daemon.releases import AppliedChange
+from mso.daemon.releases import AppliedChange, whoami
 from mso.engines.swarm import state
 from mso.store.db import Store
 
@@ -51,7 +50,7 @@ def record_builds(store: Store, changes: list[AppliedChange],
             assert latest is not None
             rel = store.add_release(change.service, latest.spec_hash, latest.spec,
                                     store.release_secrets(change.service, latest.number),
-                                    author or _whoami(), f"new image {image[0]}")
+                                    author or whoami(), f"new image {image[0]}")
             store.set_desired(replace(want, release=rel.number))
             change = AppliedChange(change.service, rel.number, True, rel.change)
         if change.created or state.image_for(store, change.service, change.release) is None:
@@ -60,10 +59,3 @@ def record_builds(store: Store, changes: list[AppliedChange],
     state.set_json(store, BUILT_KEY, {**before, **{n: i[0] for n, i in built.items()
                                                    if not n.startswith("\0")}})
     return out
-
-
-def _whoami() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        return "unknown"
