@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from mso.engines.remote import RemoteEngineError, engine_events
-from mso.engines.swarm.events import read_events
 from mso.store.db import Store
 
 MSO = str(Path(sys.executable).with_name("mso"))
@@ -33,32 +32,6 @@ def _store(tmp_path: Path) -> Path:
     store.add_event("swarm.gateway", "gateway created on port 8080")
     store.close()
     return db
-
-
-def test_tail_and_service_filter_keep_oldest_first(tmp_path: Path) -> None:
-    db = _store(tmp_path)
-    assert [e["type"] for e in read_events(db, None, False, 2)] == \
-        ["analysis.fail", "swarm.gateway"]
-    assert [e["type"] for e in read_events(db, "web", False, 200)] == \
-        ["release.created", "analysis.fail"]
-    assert list(read_events(db, None, False, 0)) == []
-
-
-def test_follow_yields_events_recorded_after_it_started(tmp_path: Path) -> None:
-    db = _store(tmp_path)
-    naps: list[float] = []
-
-    def nap(seconds: float) -> None:
-        naps.append(seconds)
-        store = Store(db)
-        store.add_event("rollout.promoted", "canary promoted", "web")
-        store.close()
-
-    stream = read_events(db, "web", True, 1, sleep=nap)
-    assert next(stream)["type"] == "analysis.fail"
-    assert next(stream)["type"] == "rollout.promoted"
-    assert naps
-    stream.close()
 
 
 def test_cli_prints_the_local_engine_json_shape(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from mso.engines.kubernetes.kube import Kube, KubeError
 from mso.engines.kubernetes.versions import VersionError, api_versions
 from mso.engines.remote import EngineOptions, RemoteEngineError
 from mso.spec.load import LoadedManifest
+from mso.store.follow import read_events
 from mso.store.records import Desired
 
 
@@ -137,6 +138,18 @@ class KubernetesEngine:
         host.store.add_event("service.scaled", f"scaled to {replicas}", service,
                              data={"replicas": replicas})
         host.reconcile()
+
+    def events(self, loaded: LoadedManifest, service: str | None, follow: bool,
+               tail: int) -> Iterator[dict[str, Any]]:
+        """The event trail the CLI and the controller recorded (rollout decisions with
+        their numbers, scaling, rollbacks), in the local engine's JSON shape."""
+        if service is not None and service not in loaded.manifest.services:
+            raise RemoteEngineError(f"no service named {service!r}")
+        db = state.state_dir(loaded.base_dir) / state.DB_NAME
+        if not db.exists():
+            raise RemoteEngineError(f"{loaded.manifest.app} was never deployed to Kubernetes "
+                                    "from here; run `mso deploy --engine kubernetes` first")
+        return read_events(db, service, follow, tail)
 
     def releases(self, loaded: LoadedManifest, service: str) -> list[dict[str, Any]]:
         host = self._host(loaded)

@@ -20,7 +20,6 @@ from mso.engines.remote import EngineOptions
 from mso.engines.swarm import names, state
 from mso.engines.swarm.controller import ensure_stable_ports
 from mso.engines.swarm.ctl import ControllerClient
-from mso.engines.swarm.events import read_events
 from mso.engines.swarm.logs import follow_logs
 from mso.engines.swarm.releases import record_builds
 from mso.engines.swarm.render import render_stack
@@ -29,6 +28,7 @@ from mso.engines.swarm.status import endpoints_view, ps_view
 from mso.engines.swarm.swarmapi import SwarmApi, SwarmError
 from mso.spec.load import LoadedManifest
 from mso.store.db import Store
+from mso.store.follow import read_events
 from mso.store.records import Desired
 
 DEPLOY_TIMEOUT = 300.0

@@ -1,8 +1,8 @@
-"""`mso events --engine swarm`: the app's event log, read from the Swarm engine's store.
+"""`mso events` on the remote engines: an app's event log, read from that engine's store.
 
-The controller records every decision there (releases, rollout phases, analysis verdicts
-with their numbers, Swarm services created, updated, drained and removed), in the same
-store schema as the local daemon, so the records have the local engine's JSON shape.
+The Swarm and Kubernetes controllers record every decision in their store (releases,
+rollout phases, analysis verdicts with their numbers, objects created, updated, drained and
+removed) with the local daemon's schema, so the records have the local engine's JSON shape.
 """
 
 from __future__ import annotations
