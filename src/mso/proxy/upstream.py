@@ -31,6 +31,7 @@ class UpstreamConnection:
         self.endpoint = endpoint
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
+        self.feed: Callable[[bytes], None] = self.parser.feed_data  # bound once (hot path)
         self.exchange: Exchange | None = None
         # Bytes of the response head being received (raw, forwarded nearly as-is).
         self.acc = b""
@@ -64,7 +65,7 @@ class UpstreamConnection:
         client = ex.client
         client.batch()
         try:
-            self.parser.feed_data(data)
+            self.feed(data)
         except httptools.HttpParserUpgrade as exc:
             self.tunnel = True
             rest = data[exc.args[0]:]
@@ -80,6 +81,7 @@ class UpstreamConnection:
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         del self.parser  # break the protocol <-> parser cycle now, not at the next GC
+        self.feed = _ignore
         idle = self.endpoint.idle
         if self.exchange is None:
             try:
@@ -128,6 +130,7 @@ class UpstreamConnection:
     def reset_parser(self) -> None:
         """Start a fresh parser, e.g. after a HEAD response whose body llhttp would await."""
         self.parser = httptools.HttpResponseParser(self)
+        self.feed = self.parser.feed_data
         self.acc = b""
         self.in_head = True
 
@@ -150,6 +153,10 @@ class UpstreamConnection:
         if self.transport is not None and self.paused:
             self.paused = False
             self.transport.resume_reading()
+
+
+def _ignore(data: bytes) -> None:
+    """Stand-in for a closed connection's parser."""
 
 
 def checkout(endpoint: EndpointState) -> UpstreamConnection | None:
