@@ -245,12 +245,18 @@ class ResettingBackend(ClosingBackend):
     @staticmethod
     def _one(c: socket.socket) -> None:
         with c:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                piece = c.recv(65536)
-                if not piece:
-                    return
-                data += piece
+            read_head(c)
+
+
+def read_head(c: socket.socket) -> bool:
+    """Read a request head; False if the client closed first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = c.recv(65536)
+        if not piece:
+            return False
+        data += piece
+    return True
 
 
 def test_only_idempotent_requests_are_retried_after_a_reset(backends: Any, proxy: Proxy) -> None:
@@ -331,13 +337,8 @@ class TruncatingBackend(ClosingBackend):
     @staticmethod
     def _one(c: socket.socket) -> None:
         with c:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                piece = c.recv(65536)
-                if not piece:
-                    return
-                data += piece
-            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 500)
+            if read_head(c):
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 500)
 
 
 def test_upstream_dying_mid_response_is_retried_for_idempotent_requests(

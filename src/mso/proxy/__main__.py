@@ -78,7 +78,7 @@ async def _serve_single(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("proxy serving, control socket %s", args.control)
-    (log.info if native.COMPILED or not native.compiled_files() else log.warning)(
+    (log.warning if native.BUILD_SKIPPED else log.info)(
         "per-request modules: %s", native.REASON)
     await stop.wait()
     log.info("stopping: finishing in-flight requests (grace %.1fs)", args.grace)

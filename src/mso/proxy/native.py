@@ -46,9 +46,11 @@ def stale_modules(compiled: dict[str, Path], folder: Path = _HERE) -> list[str]:
     return stale
 
 
-def choose(environ: Mapping[str, str] = os.environ, folder: Path = _HERE) -> tuple[bool, str]:
+def choose(environ: Mapping[str, str] = os.environ, folder: Path = _HERE,
+           compiled: dict[str, Path] | None = None) -> tuple[bool, str]:
     """(use the compiled build?, why) — decided before any hot module is imported."""
-    compiled = compiled_files(folder)
+    if compiled is None:
+        compiled = compiled_files(folder)
     if not compiled:
         return False, "not compiled (pip install -e . compiles it when a C compiler is present)"
     if environ.get("MSO_PROXY_PURE") == "1":
@@ -73,7 +75,9 @@ class _SourceFirst(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_file_location(fullname, source, loader=loader)
 
 
-COMPILED, REASON = choose()
-if not COMPILED and compiled_files() and not any(
-        isinstance(f, _SourceFirst) for f in sys.meta_path):
+_FOUND = compiled_files()
+COMPILED, REASON = choose(compiled=_FOUND)
+#: A build exists but is not used (stale or MSO_PROXY_PURE=1): worth a warning at start-up.
+BUILD_SKIPPED = bool(_FOUND) and not COMPILED
+if BUILD_SKIPPED and not any(isinstance(f, _SourceFirst) for f in sys.meta_path):
     sys.meta_path.insert(0, _SourceFirst())

@@ -234,19 +234,11 @@ class SwarmEngine:
 
 
 def preview_ports(loaded: LoadedManifest) -> list[int]:
-    """The blue/green preview ports the gateway publishes, checked against each other and
-    the gateway port (they share the gateway container)."""
-    m = loaded.manifest
-    seen: dict[int, str] = {m.gateway.port: "the gateway"}
-    for name, svc in sorted(m.services.items()):
-        port = svc.rollout.preview_port
-        if svc.rollout.strategy != "blue_green" or port is None:
-            continue
-        if port in seen:
-            raise SwarmError(f"{name}: rollout.preview_port {port} is already used by "
-                             f"{seen[port]}; give each blue/green service its own port")
-        seen[port] = name
-    return sorted(p for p in seen if p != m.gateway.port)
+    """The blue/green preview ports the gateway publishes (the manifest already refuses one
+    that clashes with the gateway port or another service's)."""
+    return sorted({svc.rollout.preview_port for svc in loaded.manifest.services.values()
+                   if svc.rollout.strategy == "blue_green"
+                   and svc.rollout.preview_port is not None})
 
 
 def _rollback_target(store: Store, service: str, current_number: int, to: int | None) -> Any:
