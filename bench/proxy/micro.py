@@ -32,7 +32,7 @@ raw = {"version": 1, "listeners": [], "clusters": {"web": {"service": "web", "ba
     "canary": {"weight": 10, "endpoints": [{"id": "b1", "address": "127.0.0.1:1001"}]}}}}}
 t = parse_table(raw)
 hub = Hub(now=0.0)
-cl = build_cluster(t.clusters["web"], {}, Registry(), lambda: hub.now)
+cl = build_cluster(t.clusters["web"], {}, Registry(), hub.clock)
 ctx = ListenerContext(hub=hub, routes=((None, b"/", cl),))
 conns = {}
 for ep in cl.endpoints:

@@ -1,9 +1,13 @@
 """Metrics counters, SNAPSHOT rendering, worker merge and Prometheus text."""
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from prometheus_client.parser import text_string_to_metric_families
 
-from mso.proxy.metrics import LATENCY_BUCKETS_MS, Registry, merge_snapshots, render_prometheus
+from mso.proxy.metrics import (
+    LATENCY_BUCKETS_MS, Registry, bucket_index, merge_snapshots, render_prometheus,
+)
 
 
 def _snap() -> dict:  # type: ignore[type-arg]
@@ -39,3 +43,11 @@ def test_prometheus_text_parses() -> None:
     hist = fams["mso_proxy_latency_seconds"]
     inf = [s for s in hist.samples if s.labels.get("le") == "+Inf"][0]
     assert inf.value == 3
+
+
+def test_bucket_index_agrees_with_bisect_left_at_and_around_every_bound() -> None:
+    probes = [0.0, 1e-9, 99999.0]
+    for b in LATENCY_BUCKETS_MS:
+        probes += [b * 0.999, float(b), b * 1.001]
+    for ms in probes:
+        assert bucket_index(ms) == bisect_left(LATENCY_BUCKETS_MS, ms), ms

@@ -50,6 +50,10 @@ class Hub:
     now: float = 0.0
     clients: set[ClientConnection] = field(default_factory=set)
 
+    def clock(self) -> float:
+        """The coarse clock as a compiled callable (balancers call it per request)."""
+        return self.now
+
 
 @dataclass
 class ListenerContext:
@@ -247,10 +251,6 @@ class ClientConnection:
         or tuple of results costs throughput.
         """
         p = self.parser
-        version = p.get_http_version()
-        if version != "1.1" and version != "1.0":
-            raise Reject(505)
-        http11 = version == "1.1"
         method = p.get_method()
         if method == b"CONNECT":
             raise Reject(405)
@@ -263,6 +263,7 @@ class ClientConnection:
         pin: str | None = None
         drop: list[bytes] | None = None
         upgrade: bytes | None = None
+        connection = False
         for name, value in self.headers:
             n = name.lower()
             if n not in _SPECIAL:
@@ -290,12 +291,23 @@ class ClientConnection:
                     pin = _cookie_pin(value)
                 out.append(name + b": " + value + b"\r\n")
             elif n == b"connection":
+                connection = True
                 extra = [t for t in safety.connection_tokens(value)
                          if t not in (b"close", b"keep-alive", b"upgrade")]
                 if extra:
                     drop = (drop or []) + extra
             elif n == b"upgrade":
                 upgrade = value
+        keep_alive = p.should_keep_alive()
+        if keep_alive and not connection:
+            # llhttp accepts only 0.9, 1.0, 1.1 and 2.0, and keeps a request alive by
+            # default only for 1.1 (minor > 0): no need for get_http_version's string.
+            http11 = True
+        else:
+            version = p.get_http_version()
+            if version != "1.1" and version != "1.0":
+                raise Reject(505)
+            http11 = version == "1.1"
         if hosts != 1 and (http11 or hosts > 1):
             raise Reject(400)
         if drop:
@@ -316,7 +328,7 @@ class ClientConnection:
         hkey = host.split(b":", 1)[0].lower() if (ctx.by_host and host) else None
         cluster = match_route(ctx.routes, hkey, self.url)
         return Exchange(self, cluster, method, b"".join(out), chunked, pin,
-                        p.should_keep_alive(), http11, is_upgrade)
+                        keep_alive, http11, is_upgrade)
 
     # --- called by exchanges --------------------------------------------------
     def transport_write(self, data: bytes) -> None:

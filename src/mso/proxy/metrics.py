@@ -5,7 +5,6 @@ the control protocol and the Prometheus text exposition are rendered on demand.
 """
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import Any, Final, Iterable
 
 # Log-spaced upper bounds in milliseconds; the last count is the +Inf bucket.
@@ -13,6 +12,18 @@ LATENCY_BUCKETS_MS: Final[tuple[float, ...]] = (
     0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000,
 )
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+def bucket_index(ms: float) -> int:
+    """Index of the first bucket whose bound is >= ms (bisect_left), scanning from the
+    fast end: nearly every proxied response lands in the first buckets, and compiled
+    this beats a call to bisect."""
+    i = 0
+    for bound in LATENCY_BUCKETS_MS:
+        if ms <= bound:
+            return i
+        i += 1
+    return i
 
 
 class EndpointStats:
@@ -32,7 +43,7 @@ class EndpointStats:
         cls = status // 100 - 1
         if 0 <= cls < 5:
             self.responses[cls] += 1
-        self.latency_counts[bisect_left(LATENCY_BUCKETS_MS, latency_s * 1000.0)] += 1
+        self.latency_counts[bucket_index(latency_s * 1000.0)] += 1
 
 
 class Registry:

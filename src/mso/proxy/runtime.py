@@ -58,9 +58,6 @@ class Runtime:
         self._lock = asyncio.Lock()
         self._watchdog = self.loop.create_task(self._watch())
 
-    def clock(self) -> float:
-        return self.hub.now
-
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL)
@@ -89,7 +86,7 @@ class Runtime:
                 spec,
                 {(e.id, e.host, e.port): e for e in self._old_endpoints(name)},
                 self.registry,
-                self.clock,
+                self.hub.clock,
             )
             for name, spec in table.clusters.items()
         }

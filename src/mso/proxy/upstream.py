@@ -41,6 +41,17 @@ class UpstreamConnection:
         self.closed = False
         self.tunnel = False
         self.paused = False
+        # The last response llhttp parsed on this connection, if it filled exactly one read
+        # and was framed by Content-Length: (head, status, head + body length, keep-alive).
+        # A read with the same head and that length is the same message, so it is replayed
+        # without the parser (upstreams repeat identical heads for same-shaped responses).
+        self.known_head = b""
+        self.known_status = 0
+        self.known_size = -1
+        self.known_keep = False
+        self.chunk_size = -1  # length of the read being parsed, -1 unless it began a message
+        self.body_seen = 0
+        self.last_head = b""
 
     # --- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -57,7 +68,17 @@ class UpstreamConnection:
             return
         self.got_bytes = True
         if self.in_head:
-            self.acc = self.acc + data if self.acc else data
+            if self.acc:
+                self.acc = self.acc + data
+                self.chunk_size = -1
+            else:
+                if len(data) == self.known_size and not ex.is_head and data.startswith(
+                        self.known_head):
+                    self._replay_known(ex, data)
+                    return
+                self.acc = data
+                self.chunk_size = len(data)
+                self.body_seen = 0
             if len(self.acc) > MAX_HEAD:
                 ex.on_upstream_error(self)
                 self.close()
@@ -102,20 +123,36 @@ class UpstreamConnection:
             self.exchange.client.resume(2)
 
     # --- llhttp callbacks -------------------------------------------------
+    def _replay_known(self, ex: Exchange, data: bytes) -> None:
+        """`data` is byte for byte the head llhttp accepted last time plus a body of
+        the Content-Length that head declares: what the parser would report, reported."""
+        head = self.known_head
+        client = ex.client
+        client.batch()
+        ex.on_response_head(self, self.known_status, head)
+        if len(data) > len(head) and self.exchange is ex:
+            ex.on_response_body(data[len(head):])
+        if self.exchange is ex:
+            ex.on_response_complete(self, self.known_keep)
+        client.flush()
+
     def on_headers_complete(self) -> None:
         raw = self.acc
         end = raw.find(b"\r\n\r\n") + 4
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self.acc = raw[end:]  # the final response head may follow in the same read
+            self.chunk_size = -1
         else:
             self.acc = b""
             self.in_head = False
+        head = self.last_head = raw[:end]
         ex = self.exchange
         if ex is not None:
-            ex.on_response_head(self, status, raw[:end])
+            ex.on_response_head(self, status, head)
 
     def on_body(self, body: bytes) -> None:
+        self.body_seen += len(body)
         ex = self.exchange
         if ex is not None:
             ex.on_response_body(body)
@@ -124,7 +161,24 @@ class UpstreamConnection:
         self.in_head = True
         ex = self.exchange
         if ex is not None:
-            ex.on_response_complete(self, self.parser.should_keep_alive())
+            keep = self.parser.should_keep_alive()
+            self._remember(ex, keep)
+            ex.on_response_complete(self, keep)
+
+    def _remember(self, ex: Exchange, keep: bool) -> None:
+        """Keep this response's head for `_replay_known` if the message was exactly the
+        read it arrived in and no framing bytes were in it (so: Content-Length or none)."""
+        size = self.chunk_size
+        self.chunk_size = -1
+        status = ex.status
+        if size < 0 or ex.is_head or status < 200 or status == 204 or status == 304:
+            return
+        head = self.last_head
+        if len(head) + self.body_seen == size:
+            self.known_head = head
+            self.known_status = status
+            self.known_size = size
+            self.known_keep = keep
 
     # --- helpers ------------------------------------------------------------
     def reset_parser(self) -> None:
@@ -133,6 +187,7 @@ class UpstreamConnection:
         self.feed = self.parser.feed_data
         self.acc = b""
         self.in_head = True
+        self.chunk_size = -1
 
     def close(self) -> None:
         self.exchange = None

@@ -1,0 +1,162 @@
+"""An upstream connection replays a response head it already parsed without the parser,
+and only when the read is exactly one Content-Length-framed message with that head."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mso.proxy import upstream
+from mso.proxy.balancer import build_cluster
+from mso.proxy.http_server import ClientConnection, Hub, ListenerContext
+from mso.proxy.metrics import Registry
+from mso.proxy.table import parse_table
+
+HEAD = (b"HTTP/1.1 200 OK\r\nDate: Fri, 27 Nov 2026 13:00:00 GMT\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n")
+
+
+class RecordingTransport:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(bytes(data))
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.sent.append(b"".join(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, key: str) -> Any:
+        return ("127.0.0.1", 5555)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Harness:
+    """One client connection, one pooled upstream connection, fake transports."""
+
+    def __init__(self) -> None:
+        table = parse_table({"version": 1, "listeners": [], "clusters": {"web": {
+            "service": "web", "balancer": "round_robin",
+            "subsets": {"stable": {"weight": 100,
+                                   "endpoints": [{"id": "b0", "address": "127.0.0.1:1000"}]}}}}})
+        hub = Hub(now=0.0)
+        self.cluster = build_cluster(table.clusters["web"], {}, Registry(), lambda: hub.now)
+        self.endpoint = self.cluster.endpoints[0]
+        self.conn = upstream.UpstreamConnection(self.endpoint)
+        self.upstream_t = RecordingTransport()
+        self.conn.connection_made(self.upstream_t)  # type: ignore[arg-type]
+        self.endpoint.idle.append(self.conn)
+        self.client = ClientConnection(ListenerContext(hub=hub, routes=((None, b"/", self.cluster),)))
+        self.client_t = RecordingTransport()
+        self.client.connection_made(self.client_t)  # type: ignore[arg-type]
+        self.parsed = 0
+        feed = self.conn.feed
+
+        def counting_feed(data: bytes) -> None:
+            self.parsed += 1
+            feed(data)
+
+        self.conn.feed = counting_feed
+
+    def exchange(self, *reads: bytes, method: bytes = b"GET") -> bytes:
+        """One request through the proxy; the upstream answers with `reads`."""
+        self.client_t.sent.clear()
+        self.client.data_received(method + b" / HTTP/1.1\r\nHost: a\r\n\r\n")
+        conn = self.client.exchanges[0].conn
+        assert conn is self.conn
+        for data in reads:
+            conn.data_received(data)
+        return b"".join(self.client_t.sent)
+
+
+def test_same_head_and_length_is_replayed_without_the_parser_and_forwarded_the_same() -> None:
+    h = Harness()
+    first = h.exchange(HEAD + b"ok")
+    assert h.parsed == 1 and first.endswith(b"\r\n\r\nok")
+    second = h.exchange(HEAD + b"ok")
+    assert h.parsed == 1, "the second identical response should not reach the parser"
+    assert second == first
+    assert h.endpoint.idle == [h.conn]  # checked back in: the exchange completed
+    assert h.endpoint.stats.requests == 2
+
+
+def test_replayed_response_carries_its_own_body_bytes() -> None:
+    h = Harness()
+    h.exchange(HEAD + b"ok")
+    assert h.exchange(HEAD + b"no").endswith(b"\r\n\r\nno")
+    assert h.parsed == 1
+
+
+def test_different_head_goes_through_the_parser_and_becomes_the_known_one() -> None:
+    h = Harness()
+    h.exchange(HEAD + b"ok")
+    other = HEAD.replace(b"13:00:00", b"13:00:01")
+    answer = h.exchange(other + b"ok")
+    assert b"13:00:01 GMT\r\n" in answer and answer.endswith(b"\r\n\r\nok")
+    assert h.parsed == 2
+    h.exchange(other + b"ok")
+    assert h.parsed == 2
+
+
+@pytest.mark.parametrize("reads", [
+    # body split over two reads
+    (HEAD + b"o", b"k"),
+    # head split over two reads
+    (HEAD[:20], HEAD[20:] + b"ok"),
+], ids=["split-body", "split-head"])
+def test_a_response_spread_over_reads_is_not_remembered(reads: tuple[bytes, ...]) -> None:
+    h = Harness()
+    assert h.exchange(*reads).endswith(b"\r\n\r\nok")
+    h.exchange(HEAD + b"ok")
+    assert h.parsed == len(reads) + 1
+
+
+def test_chunked_response_is_not_remembered() -> None:
+    h = Harness()
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"2\r\nok\r\n0\r\n\r\n")
+    h.exchange(chunked)
+    h.exchange(chunked)
+    assert h.parsed == 2
+
+
+def test_extra_bytes_after_the_message_are_not_replayed() -> None:
+    h = Harness()
+    h.exchange(HEAD + b"ok")
+    h.exchange(HEAD + b"okX")  # longer than the known message: the parser decides
+    assert h.parsed == 2
+
+
+def test_head_request_is_never_replayed() -> None:
+    h = Harness()
+    h.exchange(HEAD + b"ok")
+    answer = h.exchange(HEAD, method=b"HEAD")
+    assert h.parsed == 2
+    assert answer.endswith(b"content-length: 2\r\n\r\n")
+
+
+def test_replayed_connection_close_closes_the_upstream_connection() -> None:
+    h = Harness()
+    closing = HEAD.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    h.exchange(closing + b"ok")
+    assert h.upstream_t.closed
+    # A fresh connection to the same endpoint learns the head again, then replays it.
+    h2 = Harness()
+    h2.exchange(closing + b"ok")
+    h2.conn.closed = False
+    h2.upstream_t.closed = False
+    h2.endpoint.idle.append(h2.conn)
+    h2.exchange(closing + b"ok")
+    assert h2.parsed == 1 and h2.upstream_t.closed
