@@ -7,6 +7,7 @@ interpreter (or mypyc) work per request alone.  Compare the two builds:
     .venv/bin/python bench/proxy/micro.py            # compiled, if built
     MSO_PROXY_PURE=1 .venv/bin/python bench/proxy/micro.py
 """
+import asyncio
 import sys
 import time
 
@@ -44,12 +45,30 @@ def one():
     client.data_received(req)
     ex = client.exchanges[0]
     ex.conn.data_received(resp)
-for _ in range(20000): one()
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 200000
-best = 1e9
-for _ in range(5):
+BATCH = 25  # requests per loop turn, about what the proxy sees at saturation
+
+
+async def timed(n: int, work: bool) -> float:
+    """CPU seconds for n requests, yielding to the loop every BATCH requests so the
+    end-of-batch work (upstream.OUTBOX) runs as it does in the proxy."""
     t0 = time.process_time()
-    for _ in range(N): one()
-    best = min(best, (time.process_time() - t0) / N * 1e6)
-build = "mypyc" if mso.proxy.COMPILED else "python"
-print(f"{build}: {best:.3f} us of Python work per request (best of 5 x {N})")
+    for i in range(n):
+        if work:
+            one()
+        if i % BATCH == 0:
+            await asyncio.sleep(0)
+    return time.process_time() - t0
+
+
+async def main() -> None:
+    await timed(20000, True)
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200000
+    best = 1e9
+    for _ in range(5):
+        # The loop turns themselves are the harness's cost, not the proxy's: subtract them.
+        best = min(best, (await timed(n, True) - await timed(n, False)) / n * 1e6)
+    build = "mypyc" if mso.proxy.COMPILED else "python"
+    print(f"{build}: {best:.3f} us of Python work per request (best of 5 x {n})")
+
+
+asyncio.run(main())

@@ -263,3 +263,13 @@ def test_sigterm_lets_inflight_requests_finish(backends: Any) -> None:
     assert p.stop() == 0
     t.join()
     assert result == [200]
+
+
+def test_new_traceparents_are_well_formed_and_distinct_across_batches() -> None:
+    import re
+
+    from mso.proxy.http_server import new_traceparent
+
+    ids = [new_traceparent() for _ in range(600)]  # more than two batches of 256
+    assert all(re.fullmatch(rb"00-[0-9a-f]{32}-[0-9a-f]{16}-01", t) for t in ids)
+    assert len(set(ids)) == len(ids)

@@ -1,7 +1,9 @@
-"""An upstream connection replays a response head it already parsed without the parser,
-and only when the read is exactly one Content-Length-framed message with that head."""
+"""Upstream connections: a response head already parsed is replayed without the parser
+(only for a read that is exactly one Content-Length-framed message with that head), and
+requests are written together at the end of the I/O batch, in order."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -160,3 +162,34 @@ def test_replayed_connection_close_closes_the_upstream_connection() -> None:
     h2.endpoint.idle.append(h2.conn)
     h2.exchange(closing + b"ok")
     assert h2.parsed == 1 and h2.upstream_t.closed
+
+
+def test_requests_go_out_together_after_the_batch_in_order_behind_queued_bytes() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        conn = h.conn
+        conn.send_soon([b"head-1"])
+        conn.send(b"body-1")  # must not overtake the queued head
+        other = upstream.UpstreamConnection(h.endpoint)
+        other_t = RecordingTransport()
+        other.connection_made(other_t)  # type: ignore[arg-type]
+        other.send_soon([b"head-2"])
+        assert h.upstream_t.sent == [] and other_t.sent == []  # nothing before the batch ends
+        await asyncio.sleep(0)
+        assert h.upstream_t.sent == [b"head-1body-1"]
+        assert other_t.sent == [b"head-2"]
+        conn.send(b"after")  # nothing queued any more: written at once
+        assert h.upstream_t.sent[-1] == b"after"
+
+    asyncio.run(scenario())
+
+
+def test_closing_drops_a_request_that_was_never_sent() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        h.conn.send_soon([b"head"])
+        h.conn.close()
+        await asyncio.sleep(0)
+        assert h.upstream_t.sent == []
+
+    asyncio.run(scenario())

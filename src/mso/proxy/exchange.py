@@ -115,17 +115,15 @@ class Exchange:
     def _send_on(self, conn: UpstreamConnection) -> None:
         self.conn = conn
         conn.exchange = self
-        t = conn.transport
-        assert t is not None
         body = self.body
         if body:
-            t.writelines([self.head, *body])
+            conn.send_soon([self.head, *body])
             if self.body_size > MAX_REPLAY_BODY:
                 self.body = None
                 self.replayable = False
             self.client.resume(1)
         else:
-            t.write(self.head)
+            conn.send_soon([self.head])
         if self.req_done:
             self.deadline = self.client.hub.now + self.cluster.response_header_timeout
 
@@ -137,9 +135,7 @@ class Exchange:
     def _send_body(self, data: bytes) -> None:
         conn = self.conn
         if conn is not None:
-            t = conn.transport
-            if t is not None and not conn.closed:
-                t.write(data)
+            conn.send(data)
             if self.body is not None:
                 self.body_size += len(data)
                 if self.body_size <= MAX_REPLAY_BODY:

@@ -41,6 +41,7 @@ class UpstreamConnection:
         self.closed = False
         self.tunnel = False
         self.paused = False
+        self.pending: list[bytes] | None = None  # request bytes waiting for OUTBOX.drain
         # The last response llhttp parsed on this connection, if it filled exactly one read
         # and was framed by Content-Length: (head, status, head + body length, keep-alive).
         # A read with the same head and that length is the same message, so it is replayed
@@ -101,6 +102,7 @@ class UpstreamConnection:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.pending = None
         del self.parser  # break the protocol <-> parser cycle now, not at the next GC
         self.feed = _ignore
         idle = self.endpoint.idle
@@ -189,8 +191,37 @@ class UpstreamConnection:
         self.in_head = True
         self.chunk_size = -1
 
+    # --- request bytes ----------------------------------------------------------
+    def send_soon(self, data: list[bytes]) -> None:
+        """Queue a request for the end of this I/O batch (see `Outbox`)."""
+        pending = self.pending
+        if pending is not None:
+            pending.extend(data)
+            return
+        self.pending = data
+        OUTBOX.add(self)
+
+    def send(self, data: bytes) -> None:
+        """Write request bytes now, or behind queued ones so the order is kept."""
+        pending = self.pending
+        if pending is not None:
+            pending.append(data)
+        elif self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def flush_pending(self) -> None:
+        pending = self.pending
+        self.pending = None
+        t = self.transport
+        if pending and t is not None and not self.closed:
+            if len(pending) == 1:
+                t.write(pending[0])
+            else:
+                t.writelines(pending)
+
     def close(self) -> None:
         self.exchange = None
+        self.pending = None  # a request that was never sent is just dropped with it
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.close()
@@ -212,6 +243,39 @@ class UpstreamConnection:
 
 def _ignore(data: bytes) -> None:
     """Stand-in for a closed connection's parser."""
+
+
+class Outbox:
+    """Requests to upstreams, written after every ready callback of the loop has run.
+
+    Writing each request the moment it is parsed wakes the upstream process once per
+    request; writing the batch together lets it wake once and answer them all.  On the
+    2-core bench that cut the upstream's context switches per request by a third and
+    mso's p99 by a tenth at the same throughput (docs/benchmarks.md).  The drain is a
+    call_soon callback, which uvloop runs before it polls again, so no request waits
+    for more I/O: at low load it goes out one loop turn later, microseconds.
+    """
+
+    def __init__(self) -> None:
+        self.conns: list[UpstreamConnection] = []
+
+    def add(self, conn: UpstreamConnection) -> None:
+        if not self.conns:
+            try:
+                asyncio.get_running_loop().call_soon(self.drain)
+            except RuntimeError:  # no loop (fake transports in unit tests): write now
+                conn.flush_pending()
+                return
+        self.conns.append(conn)
+
+    def drain(self) -> None:
+        conns = self.conns
+        self.conns = []
+        for conn in conns:
+            conn.flush_pending()
+
+
+OUTBOX: Final = Outbox()
 
 
 def checkout(endpoint: EndpointState) -> UpstreamConnection | None:
