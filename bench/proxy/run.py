@@ -262,7 +262,7 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--idle", type=int, default=10_000)
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     ensure_tools()
