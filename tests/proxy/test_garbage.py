@@ -14,31 +14,10 @@ from mso.proxy.http_server import ClientConnection, Hub, ListenerContext
 from mso.proxy.metrics import Registry
 from mso.proxy.table import parse_table
 
+from .fakes import RecordingTransport as FakeTransport
+
 RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n"
             b"Connection: keep-alive\r\n\r\nok")
-
-
-class FakeTransport:
-    def write(self, data: bytes) -> None:
-        pass
-
-    def writelines(self, data: list[bytes]) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_extra_info(self, key: str) -> Any:
-        return ("127.0.0.1", 5555)
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture

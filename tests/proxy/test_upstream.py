@@ -4,8 +4,6 @@ requests are written together at the end of the I/O batch, in order."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
 import pytest
 
 from mso.proxy import upstream
@@ -14,35 +12,10 @@ from mso.proxy.http_server import ClientConnection, Hub, ListenerContext
 from mso.proxy.metrics import Registry
 from mso.proxy.table import parse_table
 
+from .fakes import RecordingTransport
+
 HEAD = (b"HTTP/1.1 200 OK\r\nDate: Fri, 27 Nov 2026 13:00:00 GMT\r\n"
         b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n")
-
-
-class RecordingTransport:
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.sent.append(bytes(data))
-
-    def writelines(self, data: list[bytes]) -> None:
-        self.sent.append(b"".join(data))
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, key: str) -> Any:
-        return ("127.0.0.1", 5555)
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
 
 
 class Harness:
