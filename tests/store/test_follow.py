@@ -7,17 +7,11 @@ from pathlib import Path
 from mso.store.db import Store
 from mso.store.follow import read_events
 
+from tests.store.event_log import seed_events
+
 
 def _store(tmp_path: Path) -> Path:
-    db = tmp_path / "engine.db"
-    store = Store(db)
-    store.add_event("release.created", "release 1: initial release", "web",
-                    data={"release": 1})
-    store.add_event("analysis.fail", "canary errors", "web",
-                    data={"verdict": "fail", "canary": {"requests": 80, "errors": 9}})
-    store.add_event("swarm.gateway", "gateway created on port 8080")
-    store.close()
-    return db
+    return seed_events(tmp_path / "engine.db")
 
 
 def test_tail_and_service_filter_keep_oldest_first(tmp_path: Path) -> None:

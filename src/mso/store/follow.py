@@ -8,7 +8,7 @@ removed) with the local daemon's schema, so the records have the local engine's 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,10 @@ from mso.store.db import Store
 FOLLOW_POLL = 0.5
 
 
-def read_events(db: Path, service: str | None, follow: bool, tail: int,
-                sleep: Callable[[float], None] = time.sleep) -> Iterator[dict[str, Any]]:
+def read_events(
+    db: Path, service: str | None, follow: bool, tail: int,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Generator[dict[str, Any], None, None]:
     """The last `tail` events (oldest first); with `follow`, then every new one as it
     is recorded, until the caller stops iterating."""
     store = Store(db)

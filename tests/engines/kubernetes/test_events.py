@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from mso.engines.kubernetes import state
 
-MSO = str(Path(sys.executable).with_name("mso"))
-MANIFEST = """app: evt
-services:
-  web:
-    run: [python3, -m, http.server, "8000"]
-    ports: {http: 8000}
-"""
+from tests.store.event_log import MANIFEST, MSO
+
 
 
 def test_cli_prints_the_rollout_trail_with_its_numbers(tmp_path: Path) -> None:

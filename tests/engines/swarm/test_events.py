@@ -4,34 +4,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mso.engines.remote import RemoteEngineError, engine_events
-from mso.store.db import Store
 
-MSO = str(Path(sys.executable).with_name("mso"))
-MANIFEST = """app: evt
-services:
-  web:
-    run: [python3, -m, http.server, "8000"]
-    ports: {http: 8000}
-"""
+from tests.store.event_log import MANIFEST, MSO, seed_events
 
 
 def _store(tmp_path: Path) -> Path:
     db = tmp_path / ".mso" / "swarm.db"
     db.parent.mkdir()
-    store = Store(db)
-    store.add_event("release.created", "release 1: initial release", "web",
-                    data={"release": 1})
-    store.add_event("analysis.fail", "canary errors", "web",
-                    data={"verdict": "fail", "canary": {"requests": 80, "errors": 9}})
-    store.add_event("swarm.gateway", "gateway created on port 8080")
-    store.close()
-    return db
+    return seed_events(db)
 
 
 def test_cli_prints_the_local_engine_json_shape(tmp_path: Path) -> None:
