@@ -79,12 +79,19 @@ def _deploy_preview(deployed: Any, name: str, keep_previous: str) -> tuple[Path,
     mso("deploy", "--engine", "swarm", "-f", str(manifest), cwd=manifest.parent)
     wait_for(lambda: _status(manifest)["phase"] == "Paused", 180, "a ready preview")
     wait_for(lambda: set(_versions(preview, 4)) == {"2"}, 60, "the preview port to answer v2")
+    # The preview went straight into the second service: the controller never acted on
+    # release 2 before its blue/green rollout began (no stand-in handoff of release 1).
+    changes = [e["message"] for e in mso_json("events", "--engine", "swarm", "--file",
+                                              str(manifest), cwd=manifest.parent)
+               if e["type"] in ("swarm.created", "swarm.updated")]
+    assert changes[-1:] == [f"created {APP}_echo-canary: release 2, 2 replicas, subset preview"], \
+        changes
+    assert set(_versions(port)) == {"1"}  # the main port still answers v1 alone
     return manifest, port, preview
 
 
 def test_preview_then_promotion_switches_all_traffic_without_failures(deployed: Any) -> None:
     manifest, port, preview = _deploy_preview(deployed, "promote", "20s")
-    assert set(_versions(port)) == {"1"}  # the main port still answers v1 alone
     assert set(_versions(preview)) == {"2"}
     before = _tasks()
     with Load(f"http://127.0.0.1:{port}/", threads=3) as load:

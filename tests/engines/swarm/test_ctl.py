@@ -2,6 +2,9 @@
 not answer on its socket (a live controller would recreate what `mso down` removes)."""
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
 import subprocess
 import sys
 import time
@@ -9,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mso.engines.swarm.ctl import ControllerClient
+from mso.engines.swarm.ctl import ControllerClient, ControllerServer
 from mso.engines.swarm.state import SwarmPaths
 
 # Holds the controller lock like a real controller, but never answers the control socket.
@@ -57,3 +60,40 @@ def test_a_controller_that_does_not_answer_is_signalled_until_gone(
     finally:
         proc.kill()
         proc.wait()
+
+
+
+class _StoppableController:
+    def __init__(self) -> None:
+        self.stopped = asyncio.Event()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def test_stopping_with_a_connection_open_logs_no_error(tmp_path: Path) -> None:
+    """`mso down` asks the controller to stop over a connection that is still open when the
+    process exits; that used to leave a CancelledError traceback in the controller log."""
+    errors: list[dict[str, object]] = []
+    clients: list[socket.socket] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        controller = _StoppableController()
+        server = await ControllerServer(controller).serve(tmp_path / "c.sock")
+        client = socket.socket(socket.AF_UNIX)
+        clients.append(client)
+        client.setblocking(False)
+        await loop.sock_connect(client, str(tmp_path / "c.sock"))
+        await loop.sock_sendall(client, json.dumps({"op": "stop"}).encode() + b"\n")
+        await asyncio.wait_for(controller.stopped.wait(), 10)
+        assert (await loop.sock_recv(client, 100)).startswith(b'{"ok": true')
+        server.close()  # returning now cancels the handler waiting for the next request
+
+    try:
+        asyncio.run(main())
+    finally:
+        for client in clients:
+            client.close()
+    assert errors == []

@@ -90,3 +90,24 @@ def test_scaling_only_changes_replicas_of_the_main_service() -> None:
     want = Want(2, 3, "stable", "main-v2")
     plan = plan_service(want, None, {"stable": 100}, STANDIN_V2, main, None, Progress())
     assert plan.actions == [Ensure("main", want)] and plan.progress.phase is None
+
+
+def test_handoff_whose_target_moves_back_to_what_main_runs_ends_without_draining() -> None:
+    """A rollout that began after its release was already desired retargets the handoff to
+    the release the main service runs: draining it then would leave its tasks, which no
+    update replaces, drained in the gateway for good."""
+    main, other = svc("main", 1, "main-v1"), svc("second", 1, "second-v1", subset="preview")
+    stable_v1 = Want(1, 2, "stable", "main-v1")
+    for phase in ("standin", "shift", "drain", "update"):
+        plan = plan_service(stable_v1, None, {"stable": 100}, Want(1, 2, "preview", "second-v1"),
+                            main, other, Progress(phase, "main-v2"))  # type: ignore[arg-type]
+        assert Drain("main") not in plan.actions
+        assert plan.progress.phase is None and plan.weights["stable"] == 100
+
+
+def test_drain_phase_after_the_update_was_already_applied_does_not_drain_again() -> None:
+    main, other = svc("main", 2, "main-v2"), svc("second", 2, "second-v2", subset="canary")
+    plan = plan_service(STABLE_V2, None, {"stable": 100}, STANDIN_V2, main, other,
+                        Progress("drain", "main-v2"))
+    assert plan.actions == [] and plan.progress.phase == "update"
+    assert plan.weights == {"stable": 0, "canary": 100}

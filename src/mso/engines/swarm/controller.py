@@ -117,7 +117,7 @@ class SwarmController:
 
     async def reconcile_once(self) -> None:
         config = AppConfig.load(self.store)
-        if config is None:
+        if config is None or state.held(self.store, time.time()):
             return
         self._network_id = await asyncio.to_thread(self.api.ensure_network, config.app,
                                                    config.network)

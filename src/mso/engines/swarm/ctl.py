@@ -98,6 +98,10 @@ class ControllerServer:
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # The controller is stopping and asyncio.run cancels the connections still
+            # open (the `stop` request's own, for one); streams would log it as an error.
+            pass
         finally:
             writer.close()
 

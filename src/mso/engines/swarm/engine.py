@@ -57,26 +57,28 @@ class SwarmEngine:
                                         for n, s in m.services.items()},
                                 m.gateway.port, set(previews))
             built = self._images(loaded, api)
-            before = store.desired()
-            changes = record_builds(store, apply_manifest(store, loaded), built)
-            for change in changes:
-                if change.created:
-                    store.add_event("release.created", f"release {change.release}: "
-                                    f"{change.change}", change.service,
-                                    data={"release": change.release})
-            AppConfig(app=m.app, manifest=str(loaded.path), base_dir=str(loaded.base_dir),
-                      network=names.network_name(m.app, m.engines.swarm.network),
-                      gateway_port=m.gateway.port, gateway_image=built["\0gateway"][0],
-                      routes=[r.model_dump(mode="json") for r in m.routes],
-                      strategies={n: s.rollout.strategy for n, s in m.services.items()},
-                      preview_ports=previews).save(store)
             ctl = ControllerClient(paths)
-            ctl.ensure_running()
-            for name, want in store.desired().items():
-                old = before.get(name)
-                if want.kind == "service" and old is not None and old.release != want.release:
-                    ctl.call({"op": "begin", "service": name, "from": old.release,
-                              "to": want.release})
+            with state.hold(store):
+                before = store.desired()
+                changes = record_builds(store, apply_manifest(store, loaded), built)
+                for change in changes:
+                    if change.created:
+                        store.add_event("release.created", f"release {change.release}: "
+                                        f"{change.change}", change.service,
+                                        data={"release": change.release})
+                AppConfig(app=m.app, manifest=str(loaded.path), base_dir=str(loaded.base_dir),
+                          network=names.network_name(m.app, m.engines.swarm.network),
+                          gateway_port=m.gateway.port, gateway_image=built["\0gateway"][0],
+                          routes=[r.model_dump(mode="json") for r in m.routes],
+                          strategies={n: s.rollout.strategy for n, s in m.services.items()},
+                          preview_ports=previews).save(store)
+                ctl.ensure_running()
+                for name, want in store.desired().items():
+                    old = before.get(name)
+                    if want.kind == "service" and old is not None \
+                            and old.release != want.release:
+                        ctl.call({"op": "begin", "service": name, "from": old.release,
+                                  "to": want.release})
             ctl.call({"op": "wake"})
             if wait:
                 self._wait_converged(store, ctl)
@@ -185,28 +187,31 @@ class SwarmEngine:
         ctl = ControllerClient(paths)
         ctl.ensure_running()
         try:
-            want = store.desired().get(service)
-            if want is None or want.kind != "service":
-                raise SwarmError(f"no deployed service named {service!r}")
-            target = _rollback_target(store, service, want.release, to)
-            status = ctl.call({"op": "rollout", "action": "status", "service": service})
-            if status["status"].get("phase") in ("Progressing", "Paused", "Inconclusive"):
-                ctl.call({"op": "rollout", "action": "abort", "service": service})
-                want = store.desired()[service]
-            new = store.add_release(service, target.spec_hash, target.spec,
-                                    store.release_secrets(service, target.number), "mso",
-                                    f"rollback to release {target.number}")
-            image = state.image_for(store, service, target.number)
-            if image is not None:
-                state.record_image(store, service, new.number, *image)
-            store.set_desired(Desired(service, "service", new.number, want.replicas,
-                                      want.manifest_replicas))
-            store.add_event("release.created", f"release {new.number}: rollback to release "
-                            f"{target.number}", service, data={"release": new.number})
+            with state.hold(store):
+                want = store.desired().get(service)
+                if want is None or want.kind != "service":
+                    raise SwarmError(f"no deployed service named {service!r}")
+                target = _rollback_target(store, service, want.release, to)
+                status = ctl.call({"op": "rollout", "action": "status", "service": service})
+                if status["status"].get("phase") in ("Progressing", "Paused", "Inconclusive"):
+                    ctl.call({"op": "rollout", "action": "abort", "service": service})
+                    want = store.desired()[service]
+                new = store.add_release(service, target.spec_hash, target.spec,
+                                        store.release_secrets(service, target.number), "mso",
+                                        f"rollback to release {target.number}")
+                image = state.image_for(store, service, target.number)
+                if image is not None:
+                    state.record_image(store, service, new.number, *image)
+                store.set_desired(Desired(service, "service", new.number, want.replicas,
+                                          want.manifest_replicas))
+                store.add_event("release.created", f"release {new.number}: rollback to "
+                                f"release {target.number}", service,
+                                data={"release": new.number})
+                ctl.call({"op": "begin", "service": service, "from": want.release,
+                          "to": new.number, "strategy": "rolling"})
         finally:
             store.close()
-        ctl.call({"op": "begin", "service": service, "from": want.release, "to": new.number,
-                  "strategy": "rolling"})
+        ctl.call({"op": "wake"})
         return new.number
 
     def rollout(self, loaded: LoadedManifest, action: str, service: str) -> dict[str, Any]:

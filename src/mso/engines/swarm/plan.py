@@ -93,7 +93,12 @@ def plan_service(stable: Want, second: Want | None, weights: dict[str, int],
     if main is None:
         return _second(Plan([Ensure("main", stable)], weights, Progress()), second, other)
     if progress.phase is not None and progress.target != stable.deploy_hash:
-        progress = Progress("standin", stable.deploy_hash)  # the target moved: start over
+        # The target moved: start over, unless the main service already runs the new target
+        # (e.g. a deploy reverted before its handoff got far). Handing off to what already
+        # runs would drain tasks that no update then replaces, and the gateway keeps a
+        # drained endpoint drained for as long as it is listed.
+        progress = Progress() if main.deploy_hash == stable.deploy_hash \
+            else Progress("standin", stable.deploy_hash)
     if progress.phase is None and main.deploy_hash != stable.deploy_hash:
         if recreate or main.ready_on(main.release) == 0:
             return _second(Plan([Ensure("main", stable)], weights, progress,
@@ -123,6 +128,11 @@ def _handoff(stable: Want, standin: Want, weights: dict[str, int], main: Service
     if progress.phase == "shift":
         return Plan([], shifted, replace(progress, phase="drain"), "traffic shifted")
     if progress.phase == "drain":
+        if main.deploy_hash == stable.deploy_hash:
+            # Already updated (a restart between acting and saving the phase): its tasks are
+            # being replaced, and draining them would not make the update any safer.
+            return Plan([], shifted, replace(progress, phase="update"),
+                        "main service already updated")
         return Plan([Drain("main"), Ensure("main", stable)], shifted,
                     replace(progress, phase="update"), "draining and updating the main service")
     if main.deploy_hash == stable.deploy_hash and main.settled_on(stable.release, stable.replicas):
