@@ -8,7 +8,7 @@ from typing import cast
 
 from mso.controllers.rollouts import SubsetTarget
 from mso.engines.kubernetes.bluegreen import Observed, plan
-from mso.engines.kubernetes.host import KubeHost, stable_rolled_to
+from mso.engines.kubernetes.host import KubeHost, Plan, stable_rolled_to
 from mso.engines.kubernetes.kube import Kube
 from mso.engines.kubernetes.state import AppSettings
 from mso.store.db import Store
@@ -86,3 +86,16 @@ def test_a_promotion_keeps_stable_until_the_traffic_has_moved(tmp_path: Path) ->
     host = _host_with_promoting_canary(tmp_path)
     targets, _ = host._promotion("web", 2, [], {}, {("web", "canary"): 2}, stable_now=1)
     assert SubsetTarget("stable", 1, 2) in targets
+
+
+def test_a_plan_made_while_a_deploy_began_recording_is_not_applied(tmp_path: Path) -> None:
+    """The controller plans from desired state; if a deploy took the store's hold meanwhile,
+    the plan may pair a new release with no rollout yet, so it is dropped."""
+    host = _host_with_promoting_canary(tmp_path)
+    applied: list[object] = []
+    planned = Plan(apply=[{"kind": "Deployment", "metadata": {"name": "web"}}])
+    host.plan = lambda: planned  # type: ignore[method-assign]
+    host.apply = applied.append  # type: ignore[method-assign]
+    host.push_table = lambda *a, **k: True  # type: ignore[method-assign]
+    assert host.reconcile(lambda: False) is not planned and applied == []
+    assert host.reconcile(lambda: True) is planned and applied == planned.apply

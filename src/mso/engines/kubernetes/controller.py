@@ -23,6 +23,7 @@ from pathlib import Path
 from mso.engines.kubernetes import state
 from mso.engines.kubernetes.host import KubeHost
 from mso.engines.kubernetes.kube import Kube
+from mso.store.hold import quiet
 
 TICK = 0.5
 IDLE_EXIT = 20.0
@@ -90,7 +91,9 @@ async def run(base_dir: Path) -> int:
     idle_since: float | None = None
     while not stopping.is_set():
         try:
-            await host.tick()
+            token = quiet(store, time.time())
+            if token is not None:  # no command is recording a deploy
+                await host.tick(lambda: quiet(store, time.time()) == token)
         except Exception:
             log.exception("tick failed; retrying")
         if any_active(host):

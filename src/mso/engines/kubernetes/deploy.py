@@ -22,6 +22,7 @@ from mso.engines.kubernetes.kube import Kube, KubeError
 from mso.engines.kubernetes.versions import api_versions
 from mso.spec.load import LoadedManifest
 from mso.spec.models import Manifest
+from mso.store.hold import hold
 
 Progress = Callable[[str], None]
 
@@ -180,16 +181,17 @@ def deploy(loaded: LoadedManifest, kube: Kube, options: Any, wait: bool,
     store = state.open_store(loaded.base_dir)
     settings = settings_for(loaded, options, runtime, kube.server_version())
     state.save_settings(store, settings)
-    before = store.desired()
-    changes = apply_manifest(store, loaded)
-    for c in changes:
-        if c.release:
-            if state.image_of(store, c.service, c.release) is None and c.service in chosen:
-                state.set_image(store, c.service, c.release, chosen[c.service])
     host = KubeHost(store, kube, settings)
+    with hold(store):  # a running controller must not see the releases before their rollouts
+        before = store.desired()
+        changes = apply_manifest(store, loaded)
+        for c in changes:
+            if c.release:
+                if state.image_of(store, c.service, c.release) is None and c.service in chosen:
+                    state.set_image(store, c.service, c.release, chosen[c.service])
+        begin_rollouts(host, before)
     apply_infrastructure(host, loaded)
     wait_gateway(host, timeout, progress)
-    begin_rollouts(host, before)
     m = loaded.manifest
     for wave in waves(m):
         for name in wave:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,8 +277,12 @@ class KubeHost:
             self.kube.apply(obj, self.settings.app)
             self._applied[key] = digest
 
-    def reconcile(self) -> Plan:
+    def reconcile(self, consistent: Callable[[], bool] | None = None) -> Plan:
+        """Plan and apply. `consistent` (the controller's) is asked after planning: False
+        means a command began recording a deploy meanwhile, and nothing is applied."""
         plan = self.plan()
+        if consistent is not None and not consistent():
+            return self.last_plan
         for obj in plan.apply:
             self.apply(obj)
         pushed = self.push_table(plan.weights, previews=plan.previews)
@@ -292,9 +297,9 @@ class KubeHost:
         self.last_plan = plan
         return plan
 
-    async def tick(self) -> None:
+    async def tick(self, consistent: Callable[[], bool] | None = None) -> None:
         await self.rollouts.tick()
-        await asyncio.to_thread(self.reconcile)
+        await asyncio.to_thread(self.reconcile, consistent)
 
 
 

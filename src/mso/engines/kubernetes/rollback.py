@@ -10,6 +10,7 @@ from __future__ import annotations
 from mso.controllers.rollouts import RolloutError
 from mso.engines.kubernetes import state
 from mso.engines.kubernetes.host import KubeHost
+from mso.store.hold import hold
 from mso.store.records import Desired, Release
 
 
@@ -33,6 +34,13 @@ def rollback_target(releases: list[Release], current: Release, to: int | None) -
 
 
 def rollback(host: KubeHost, service: str, to: int | None) -> int:
+    """Under a hold: a running controller must not see the new release before its
+    rolling update has begun."""
+    with hold(host.store):
+        return _rollback(host, service, to)
+
+
+def _rollback(host: KubeHost, service: str, to: int | None) -> int:
     store = host.store
     want = store.desired().get(service)
     if want is None or want.kind != "service":

@@ -36,6 +36,7 @@ from mso.engines.swarm.swap import Swap, plan_swap
 from mso.engines.swarm.swarmapi import SwarmApi, SwarmError
 from mso.proxy.client import ProxyClient, ProxyError
 from mso.store.db import Store
+from mso.store.hold import quiet
 from mso.store.records import Desired
 
 log = logging.getLogger("mso.swarm.controller")
@@ -117,7 +118,8 @@ class SwarmController:
 
     async def reconcile_once(self) -> None:
         config = AppConfig.load(self.store)
-        if config is None or state.held(self.store, time.time()):
+        token = quiet(self.store, time.time())
+        if config is None or token is None:
             return
         self._network_id = await asyncio.to_thread(self.api.ensure_network, config.app,
                                                    config.network)
@@ -125,10 +127,12 @@ class SwarmController:
         await self.rollouts.tick()
         ctx = self._context(config)
         desired = {n: d for n, d in self.store.desired().items() if d.kind == "service"}
+        everything = self.store.desired()
+        if quiet(self.store, time.time()) != token:
+            return  # a deploy began recording releases while this tick observed: next tick
         progress = state.load_progress(self.store)
         weights: dict[str, dict[str, int]] = {}
         busy = False
-        everything = self.store.desired()
         for name, want in everything.items():
             if want.kind == "job" and self._deps_met(name, want.release, everything):
                 await self._job(ctx, name, want)

@@ -28,6 +28,7 @@ from mso.engines.swarm.status import endpoints_view, ps_view
 from mso.engines.swarm.swarmapi import SwarmApi, SwarmError
 from mso.spec.load import LoadedManifest
 from mso.store.db import Store
+from mso.store.hold import hold
 from mso.store.follow import read_events
 from mso.store.records import Desired
 
@@ -58,7 +59,7 @@ class SwarmEngine:
                                 m.gateway.port, set(previews))
             built = self._images(loaded, api)
             ctl = ControllerClient(paths)
-            with state.hold(store):
+            with hold(store):
                 before = store.desired()
                 changes = record_builds(store, apply_manifest(store, loaded), built)
                 for change in changes:
@@ -187,7 +188,7 @@ class SwarmEngine:
         ctl = ControllerClient(paths)
         ctl.ensure_running()
         try:
-            with state.hold(store):
+            with hold(store):
                 want = store.desired().get(service)
                 if want is None or want.kind != "service":
                     raise SwarmError(f"no deployed service named {service!r}")

@@ -11,10 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +24,6 @@ PORTS_KEY = "swarm.stable_ports"
 PROGRESS_KEY = "swarm.progress"
 TABLE_KEY = "swarm.table"
 STATUS_KEY = "swarm.status"
-HOLD_KEY = "swarm.hold"
-HOLD_TTL = 120.0  # a command that died holding it releases it by age
 
 
 @dataclass(frozen=True)
@@ -140,28 +134,3 @@ def load_progress(store: Store) -> dict[str, Progress]:
 def save_progress(store: Store, progress: dict[str, Progress]) -> None:
     set_json(store, PROGRESS_KEY, {k: asdict(v) for k, v in progress.items()})
 
-
-@contextmanager
-def hold(store: Store) -> Iterator[None]:
-    """Keep the controller's reconcile loop from acting while a command records a new
-    desired release and then begins its rollout (`begin` on the control socket). Between
-    the two, the controller would see the release without its rollout and start an
-    ordinary handoff that the rollout then has to undo."""
-    token = json.dumps({"ts": time.time(), "id": uuid.uuid4().hex})
-    store.set_meta(HOLD_KEY, token)
-    try:
-        yield
-    finally:
-        if store.get_meta(HOLD_KEY) == token:  # not another command's hold
-            store.delete_meta(HOLD_KEY)
-
-
-def held(store: Store, now: float) -> bool:
-    raw = store.get_meta(HOLD_KEY)
-    if raw is None:
-        return False
-    try:
-        since = float(json.loads(raw)["ts"])
-    except (ValueError, KeyError, TypeError):
-        return False
-    return now - since < HOLD_TTL
