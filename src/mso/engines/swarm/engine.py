@@ -28,8 +28,8 @@ from mso.engines.swarm.status import endpoints_view, ps_view
 from mso.engines.swarm.swarmapi import SwarmApi, SwarmError
 from mso.spec.load import LoadedManifest
 from mso.store.db import Store
-from mso.store.hold import hold
 from mso.store.follow import read_events
+from mso.store.hold import hold
 from mso.store.records import Desired
 
 DEPLOY_TIMEOUT = 300.0
