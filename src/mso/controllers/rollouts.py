@@ -163,8 +163,11 @@ class RolloutController:
     async def tick(self) -> None:
         now = time.time()
         for service, want in self.d.store.desired().items():
-            state = self.active(service) if want.kind == "service" else None
-            if state is None or now < self._next_tick.get(service, 0.0):
+            raw = self.d.store.get_rollout(service) if want.kind == "service" else None
+            if raw is None:
+                continue
+            state = RolloutState.from_json(raw)
+            if not state.active or now < self._next_tick.get(service, 0.0):
                 continue
             spec = self.spec(service, state.to_release)
             interval = float((spec.get("analysis") or {}).get("interval", 1.0))
@@ -174,7 +177,14 @@ class RolloutController:
             except Exception:
                 log.exception("rollout tick for %s failed", service)
                 continue
-            self._apply(state, decision)
+            # A command (promote, abort, pause; from another process on Kubernetes) may
+            # have changed the rollout while this decision awaited the metrics: a decision
+            # made from the old state must not overwrite it. Decide again next tick.
+            if not self.d.store.replace_rollout(service, decision.state.to_json(), raw):
+                log.info("rollout of %s changed while deciding; deciding again", service)
+                self._next_tick[service] = 0.0
+                continue
+            self._apply(state, decision, saved=True)
 
     async def _decide(self, state: RolloutState, spec: dict[str, Any], want: Desired,
                       now: float) -> Decision:
@@ -254,21 +264,24 @@ class RolloutController:
         return None if name is None else f"{service}/{name}"
 
     # -- applying decisions ---------------------------------------------------------------
-    def _apply(self, before: RolloutState, decision: Decision) -> None:
+    def _apply(self, before: RolloutState, decision: Decision, saved: bool = False) -> None:
         state = decision.state
         for message in decision.events:
             self.d.store.add_event("rollout." + state.phase.value.lower(), message,
                                    state.service, data=_event_data(state))
         if not state.active:
-            self._finish(state, rollback=state.phase in (Phase.ROLLED_BACK, Phase.FAILED))
+            self._finish(state, rollback=state.phase in (Phase.ROLLED_BACK, Phase.FAILED),
+                         saved=saved)
             return
-        self._save(state)
+        if not saved:
+            self._save(state)
         if decision.changed or before.weight != state.weight:
             self.d.wake()
 
-    def _finish(self, state: RolloutState, rollback: bool) -> None:
+    def _finish(self, state: RolloutState, rollback: bool, saved: bool = False) -> None:
         store = self.d.store
-        self._save(state)
+        if not saved:
+            self._save(state)
         self._judges.pop(state.service, None)
         self._snapshots.pop(state.service, None)
         if rollback:

@@ -207,6 +207,21 @@ class Store:
                          "UPDATE SET state_json=excluded.state_json, updated=excluded.updated",
                          (service, json.dumps(state, sort_keys=True), time.time()))
 
+    def replace_rollout(self, service: str, state: dict[str, Any],
+                        expected: dict[str, Any]) -> bool:
+        """Compare-and-swap: write `state` only if the stored state is still `expected`
+        (both are stored as sorted-key JSON, so equal states have equal text)."""
+        cur = self._db.execute(
+            "UPDATE rollouts SET state_json=?, updated=? WHERE service=? AND state_json=?",
+            (json.dumps(state, sort_keys=True), time.time(), service,
+             json.dumps(expected, sort_keys=True)))
+        if cur.rowcount == 1:
+            return True
+        if self.get_rollout(service) == expected:  # same state, other text (older writer)
+            self.set_rollout(service, state)
+            return True
+        return False
+
     def delete_rollout(self, service: str) -> None:
         self._db.execute("DELETE FROM rollouts WHERE service=?", (service,))
 

@@ -24,6 +24,7 @@ from mso.engines.kubernetes.versions import VersionError, api_versions
 from mso.engines.remote import EngineOptions, RemoteEngineError
 from mso.spec.load import LoadedManifest
 from mso.store.follow import read_events
+from mso.store.hold import hold
 from mso.store.records import Desired
 
 
@@ -178,12 +179,16 @@ class KubernetesEngine:
         host = self._host(loaded)
         r = host.rollouts
         try:
-            if action == "promote":
-                r.promote(service)
-            elif action == "abort":
-                r.abort(service)
-            elif action in ("pause", "resume"):
-                r.pause(service, action == "pause")
+            # Under the hold: an abort writes the rollout and then the desired release, and
+            # a controller planning in between would pair the old rollout's end with the
+            # new release (mso.store.hold).
+            with hold(host.store):
+                if action == "promote":
+                    r.promote(service)
+                elif action == "abort":
+                    r.abort(service)
+                elif action in ("pause", "resume"):
+                    r.pause(service, action == "pause")
             data = r.status(service)
         except RolloutError as exc:
             raise RemoteEngineError(str(exc)) from exc

@@ -1,0 +1,76 @@
+"""The rollout controller never overwrites a command with a decision it made from the state
+before that command (a promote or abort arriving while canary analysis awaits metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mso.controllers.rollouts import Member, RolloutController
+from mso.store.db import Store
+from mso.store.records import Desired
+
+MODEL = {"ports": {"http": 8000},
+         "rollout": {"strategy": "canary", "steps": [{"set_weight": 20}, {"pause": {}}]}}
+
+
+class FakeHost:
+    """A RolloutHost whose metrics call lets a test act while the controller awaits it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.during_metrics: Callable[[], None] = lambda: None
+
+    def members(self, service: str) -> list[Member]:
+        return [Member("stable", 1, True, False), Member("canary", 2, True, False)]
+
+    async def metrics(self) -> dict[str, Any]:
+        self.during_metrics()
+        await asyncio.sleep(0)
+        return {}
+
+    def relabel(self, service: str, mapping: dict[str, str]) -> None:
+        pass
+
+    def wake(self) -> None:
+        pass
+
+
+def _canary(tmp_path: Path) -> tuple[RolloutController, FakeHost]:
+    store = Store(tmp_path / "s.db")
+    for n in (1, 2):
+        store.add_release("web", f"h{n}", {"kind": "service", "model": MODEL}, {}, "t", "x")
+    store.set_desired(Desired("web", "service", 2, 2, 2))
+    host = FakeHost(store)
+    controller = RolloutController(host)
+    controller.begin("web", 1, 2)
+    return controller, host
+
+
+def test_a_promote_while_analysis_awaits_metrics_is_not_overwritten(tmp_path: Path) -> None:
+    controller, host = _canary(tmp_path)
+    host.during_metrics = lambda: (controller.promote("web"), None)[1]
+    asyncio.run(controller.tick())
+    state = controller.get("web")
+    assert state is not None and state.promoting and state.reason == "full promotion by user"
+
+
+def test_an_abort_from_another_process_while_deciding_stays_aborted(tmp_path: Path) -> None:
+    controller, host = _canary(tmp_path)
+    other = RolloutController(FakeHost(Store(tmp_path / "s.db")))  # e.g. the Kubernetes CLI
+    host.during_metrics = lambda: (other.abort("web"), None)[1]
+    asyncio.run(controller.tick())
+    state = controller.get("web")
+    assert state is not None and not state.active and state.reason == "aborted by user"
+    assert host.store.desired()["web"].release == 1
+
+
+def test_without_commands_the_tick_still_advances(tmp_path: Path) -> None:
+    controller, _ = _canary(tmp_path)
+    before = controller.get("web")
+    asyncio.run(controller.tick())
+    after = controller.get("web")
+    assert before is not None and after is not None
+    assert (after.step, after.weight) != (before.step, before.weight)
