@@ -88,13 +88,7 @@ def create_app(daemon: Daemon, token: str | None = None,
     @app.post("/v1/services/{service}/rollout/{action}")
     async def rollout_action(service: str, action: Literal["promote", "abort", "pause",
                                                            "resume"]) -> dict[str, Any]:
-        if action == "promote":
-            daemon.rollouts.promote(service)
-        elif action == "abort":
-            daemon.rollouts.abort(service)
-        else:
-            daemon.rollouts.pause(service, action == "pause")
-        return daemon.rollouts.status(service)
+        return daemon.rollouts.command(action, service)
 
     @app.post("/v1/services/{service}/rollback")
     async def rollback(service: str, body: RollbackRequest) -> dict[str, Any]:

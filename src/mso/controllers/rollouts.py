@@ -382,6 +382,17 @@ class RolloutController:
         self.begin(service, want.release, new.number, strategy="rolling")
         return new.number
 
+    def command(self, action: str, service: str) -> dict[str, Any]:
+        """`mso rollout ACTION SERVICE` on any engine: promote, abort, pause or resume
+        (anything else, e.g. status, changes nothing); returns the status afterwards."""
+        if action == "promote":
+            self.promote(service)
+        elif action == "abort":
+            self.abort(service)
+        elif action in ("pause", "resume"):
+            self.pause(service, action == "pause")
+        return self.status(service)
+
     def status(self, service: str) -> dict[str, Any]:
         if service not in self.d.store.desired():
             raise KeyError(service)

@@ -183,13 +183,7 @@ class KubernetesEngine:
             # a controller planning in between would pair the old rollout's end with the
             # new release (mso.store.hold).
             with hold(host.store):
-                if action == "promote":
-                    r.promote(service)
-                elif action == "abort":
-                    r.abort(service)
-                elif action in ("pause", "resume"):
-                    r.pause(service, action == "pause")
-            data = r.status(service)
+                data = r.command(action, service)
         except RolloutError as exc:
             raise RemoteEngineError(str(exc)) from exc
         except KeyError as exc:

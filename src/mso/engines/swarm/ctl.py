@@ -65,14 +65,7 @@ class ControllerServer:
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     def _rollout(self, action: str, service: str) -> dict[str, Any]:
-        r = self.c.rollouts
-        if action == "promote":
-            r.promote(service)
-        elif action == "abort":
-            r.abort(service)
-        elif action in ("pause", "resume"):
-            r.pause(service, action == "pause")
-        status: dict[str, Any] = r.status(service)
+        status: dict[str, Any] = self.c.rollouts.command(action, service)
         return status
 
     async def serve(self, path: Path) -> asyncio.AbstractServer:
