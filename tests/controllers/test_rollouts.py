@@ -74,3 +74,54 @@ def test_without_commands_the_tick_still_advances(tmp_path: Path) -> None:
     after = controller.get("web")
     assert before is not None and after is not None
     assert (after.step, after.weight) != (before.step, before.weight)
+
+
+BLUE_GREEN = {"ports": {"http": 8000},
+              "rollout": {"strategy": "blue_green", "keep_previous": "5m"}}
+
+
+def _releases(store: Store, model: dict[str, Any], count: int) -> RolloutController:
+    for n in range(1, count + 1):
+        store.add_release("web", f"h{n}", {"kind": "service", "model": model}, {}, "t", "x")
+    store.set_desired(Desired("web", "service", 2, 2, 2))
+    return RolloutController(FakeHost(store))
+
+
+def _outcomes(store: Store) -> list[str]:
+    return [r.outcome for r in store.releases("web")]
+
+
+def test_a_deploy_during_keep_previous_starts_from_the_promoted_release(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    controller = _releases(store, BLUE_GREEN, 3)
+    controller.begin("web", 1, 2)
+    controller.promote("web")
+    state = controller.begin("web", 2, 3)
+    assert (state.from_release, state.to_release) == (2, 3)
+    targets, _ = controller.targets("web", Desired("web", "service", 3, 2, 2))
+    assert {(t.subset, t.release) for t in targets} == {("stable", 2), ("preview", 3)}
+    assert _outcomes(store) == ["superseded", "promoted", "progressing"]
+
+
+def test_a_deploy_during_a_canary_promotion_keeps_the_promoted_release(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    controller = _releases(store, MODEL, 3)
+    controller.begin("web", 1, 2)
+    promoting = controller.promote("web")
+    assert promoting.promoting
+    state = controller.begin("web", 2, 3)
+    assert state.from_release == 2
+    targets, _ = controller.targets("web", Desired("web", "service", 3, 2, 2))
+    assert ("stable", 2) in {(t.subset, t.release) for t in targets}
+
+
+def test_a_deploy_during_a_canary_starts_again_from_stable_and_marks_it_superseded(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    controller = _releases(store, MODEL, 3)
+    controller.begin("web", 1, 2)
+    state = controller.begin("web", 2, 3)
+    assert state.from_release == 1
+    assert _outcomes(store) == ["pending", "superseded", "progressing"]

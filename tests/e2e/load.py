@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 class LoadResult:
     ok: int = 0
     failures: list[str] = field(default_factory=list)
-    bodies: Counter[str] = field(default_factory=Counter)
+    bodies: Counter[str] = field(default_factory=Counter)  # 200 bodies and their counts
 
     @property
     def total(self) -> int:
@@ -61,7 +61,7 @@ class Load:
                 with self._lock:
                     if response.status == 200:
                         self.result.ok += 1
-                        self.result.bodies[body.split(" ")[0]] += 1
+                        self.result.bodies[body] += 1
                     else:
                         self.result.failures.append(f"HTTP {response.status}: {body[:80]}")
                 if response.will_close:

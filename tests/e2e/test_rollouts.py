@@ -195,6 +195,33 @@ def test_control_plane_crash_mid_canary_resumes_from_its_step(app: MsoApp) -> No
     assert any(e["type"] == "rollout.resumed" for e in app.events())
 
 
+def test_a_deploy_while_the_previous_release_is_kept_starts_from_the_promoted_one(
+        app: MsoApp) -> None:
+    from tests.e2e.harness import free_port
+    preview = free_port()
+    keep = BLUE_GREEN.replace("keep_previous: 3s", "keep_previous: 10m")
+    write(app, keep, preview=preview)
+    app.up()
+    write(app, keep, version="v2", preview=preview)
+    app.cli("deploy")
+    wait_for(lambda: status(app)["phase"] == "Paused", timeout=60, message="preview ready")
+    app.cli("rollout", "promote", "echo")
+    wait_for(lambda: app.get("/")[1].split(" ")[1] == "2", message="traffic switched")
+    with Load(app.gateway_port, rate=100) as load:
+        write(app, keep, version="v3", preview=preview)
+        app.cli("deploy")
+        wait_for(lambda: status(app)["phase"] == "Paused", timeout=60,
+                 message="v3 preview ready")
+        assert app.get("/", port=preview)[1].split(" ")[1] == "3"
+        wait_for(lambda: versions(app) == {2, 3}, message="release 1 retired")
+    result = load.stop()
+    assert result.failures == [], result.failures[:5]
+    releases = {body.split(" ")[1] for body in result.bodies}
+    assert releases == {"2"}, result.bodies  # never release 1 again, nor 3
+    outcomes = [r["outcome"] for r in app.json("releases", "echo")]
+    assert outcomes == ["superseded", "promoted", "progressing"], outcomes
+
+
 def test_blue_green_promote_then_roll_back(app: MsoApp) -> None:
     from tests.e2e.harness import free_port
     preview = free_port()

@@ -117,10 +117,7 @@ class RolloutController:
               strategy: str | None = None) -> RolloutState:
         current = self.active(service)
         if current is not None:
-            self._finish(dataclasses.replace(current, phase=Phase.ROLLED_BACK,
-                                             reason=f"superseded by release {to_release}",
-                                             finished=time.time()), rollback=False)
-            from_release = current.from_release
+            from_release = self._supersede(current, to_release)
         chosen = strategy or self.spec(service, to_release).get("strategy", "rolling")
         state = RolloutState(service, chosen, from_release, to_release, started=time.time())
         self._judges.pop(service, None)
@@ -133,6 +130,24 @@ class RolloutController:
                                data={"strategy": chosen, "from": from_release,
                                      "to": to_release})
         return state
+
+    def _supersede(self, current: RolloutState, to_release: int) -> int:
+        """End `current` for a newer release; returns the release the new rollout starts
+        from: the one that serves stable traffic now."""
+        now = time.time()
+        if current.promoting or current.promoted_at is not None:
+            # Already promoted (a canary replacing stable, or blue/green keeping the
+            # previous release): the promotion stands; only its wait is cut short.
+            # Starting from `from_release` would bring the release it replaced back.
+            self._finish(dataclasses.replace(
+                current, phase=Phase.PROMOTED, finished=now,
+                reason=f"promoted; superseded by release {to_release}"), rollback=False)
+            return current.to_release
+        self._finish(dataclasses.replace(current, phase=Phase.ROLLED_BACK, finished=now,
+                                         reason=f"superseded by release {to_release}"),
+                     rollback=False)
+        self.d.store.set_release_outcome(current.service, current.to_release, "superseded")
+        return current.from_release
 
     # -- what should run ----------------------------------------------------------------
     def targets(self, service: str, desired: Desired) -> tuple[list[SubsetTarget], dict[str, int]]:
