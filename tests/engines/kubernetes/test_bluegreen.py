@@ -8,14 +8,15 @@ from typing import cast
 
 from mso.controllers.rollouts import SubsetTarget
 from mso.engines.kubernetes.bluegreen import Observed, plan
-from mso.engines.kubernetes.host import KubeHost, Plan, stable_rolled_to
+from mso.engines.kubernetes.host import KubeHost, Plan
 from mso.engines.kubernetes.kube import Kube
 from mso.engines.kubernetes.state import AppSettings
 from mso.store.db import Store
 from mso.store.records import Desired
 from mso.strategies.state import RolloutState
 
-SETTLED = Observed(preview_release=None, stable_rolled=True)
+SETTLED = Observed(preview_release=None, stable_pods=((2, True),) * 3)
+ROLLING_TO_2 = ((1, True), (2, True), (2, False))
 
 
 def state(promoted_at: float | None = None, strategy: str = "blue_green") -> RolloutState:
@@ -39,19 +40,34 @@ def test_promotion_moves_all_traffic_and_keeps_the_old_release_running() -> None
 
 
 def test_after_keep_previous_the_preview_serves_until_stable_is_rolled() -> None:
-    traffic = plan(None, 2, 3, Observed(preview_release=2, stable_rolled=False))
+    traffic = plan(None, 2, 3, Observed(preview_release=2, stable_pods=ROLLING_TO_2))
     assert traffic is not None and traffic.handoff
     assert traffic.targets == [SubsetTarget("stable", 2, 3), SubsetTarget("preview", 2, 3)]
     assert traffic.weights == {"stable": 0, "preview": 100}
 
 
 def test_once_stable_is_rolled_the_preview_is_no_longer_wanted() -> None:
-    assert plan(None, 2, 3, Observed(preview_release=2, stable_rolled=True)) is None
+    assert plan(None, 2, 3, Observed(preview_release=2, stable_pods=((2, True),) * 3)) is None
 
 
 def test_an_abort_leaves_the_preview_of_another_release_to_be_deleted() -> None:
     # desired went back to release 1; `svc-preview` still runs 2: plain targets apply
-    assert plan(None, 1, 3, Observed(preview_release=2, stable_rolled=False)) is None
+    assert plan(None, 1, 3, Observed(preview_release=2, stable_pods=ROLLING_TO_2)) is None
+
+
+def test_a_deploy_within_keep_previous_hands_the_promoted_release_back_first() -> None:
+    # release 2 was promoted (it serves from `svc-preview`, `svc` still runs 1); release 3
+    # is deployed: `svc` must roll to 2 while `svc-preview` keeps serving it
+    newer = RolloutState("web", "blue_green", 2, 3, started=0.0)
+    old_stable = ((1, True),) * 3
+    traffic = plan(newer, 3, 3, Observed(preview_release=2, stable_pods=old_stable))
+    assert traffic is not None and traffic.handoff and not traffic.preview_listener
+    assert traffic.targets == [SubsetTarget("stable", 2, 3), SubsetTarget("preview", 2, 3)]
+    assert traffic.weights == {"stable": 0, "preview": 100}
+    after = plan(newer, 3, 3, Observed(preview_release=2, stable_pods=((2, True),) * 3))
+    assert after is not None and after.preview_listener
+    assert after.targets == [SubsetTarget("stable", 2, 3), SubsetTarget("preview", 3, 3)]
+    assert after.weights == {"stable": 100, "preview": 0}
 
 
 def test_a_canary_is_not_blue_green() -> None:
@@ -59,10 +75,10 @@ def test_a_canary_is_not_blue_green() -> None:
 
 
 def test_stable_is_rolled_only_when_every_pod_is_ready_on_the_release() -> None:
-    assert stable_rolled_to([(2, True), (2, True)], 2, 2)
-    assert not stable_rolled_to([(2, True), (1, True)], 2, 2)
-    assert not stable_rolled_to([(2, True), (2, False)], 2, 2)
-    assert not stable_rolled_to([(2, True)], 2, 2)
+    assert Observed(None, ((2, True), (2, True))).stable_rolled(2, 2)
+    assert not Observed(None, ((2, True), (1, True))).stable_rolled(2, 2)
+    assert not Observed(None, ((2, True), (2, False))).stable_rolled(2, 2)
+    assert not Observed(None, ((2, True),)).stable_rolled(2, 2)
 
 
 def _host_with_promoting_canary(tmp_path: Path) -> KubeHost:

@@ -10,6 +10,7 @@ Deployments keep their names and the gateway's weights say which one serves:
 | promoted, within `keep_previous` | old release (the *previous*) | new release | all on `svc-preview` |
 | after `keep_previous` (hand-off) | rolls to the new release | new release | `svc-preview` until `svc` is rolled, then `svc`; `svc-preview` is deleted |
 | aborted / rolled back | old release | deleted | `svc` |
+| a newer deploy within `keep_previous` | rolls to the promoted release | promoted release | the hand-off first; then `svc-preview` takes the newer release as its preview |
 
 An abort within `keep_previous` is therefore one table push: `svc` never stopped running
 the old release. The hand-off is decided from what the cluster shows (the preview
@@ -31,7 +32,12 @@ class Observed:
     """What the cluster shows of one service."""
 
     preview_release: int | None  # the `svc-preview` Deployment's release, if it exists
-    stable_rolled: bool  # every stable pod is ready, runs the desired release, none missing
+    stable_pods: tuple[tuple[int, bool], ...]  # (release, ready) of each stable pod
+
+    def stable_rolled(self, release: int, replicas: int) -> bool:
+        """Every stable pod ready and running `release`, as many as wanted."""
+        return len(self.stable_pods) >= replicas and all(
+            r == release and ok for r, ok in self.stable_pods)
 
 
 @dataclass(frozen=True)
@@ -50,13 +56,24 @@ def plan(state: RolloutState | None, release: int, replicas: int,
     desired release.
     """
     if state is not None and state.strategy == "blue_green":
+        if state.promoted_at is None and observed.preview_release == state.from_release \
+                and not observed.stable_rolled(state.from_release, replicas):
+            # Deployed again within `keep_previous`: `svc-preview` serves the release
+            # that is stable now. Hand it back to `svc` first; only then may
+            # `svc-preview` be replaced by the new preview.
+            return _handoff(state.from_release, replicas)
         both = [SubsetTarget("stable", state.from_release, replicas),
                 SubsetTarget(PREVIEW, state.to_release, replicas)]
         if state.promoted_at is None:
             return Traffic(both, {"stable": 100, PREVIEW: 0}, preview_listener=True)
         return Traffic(both, {"stable": 0, PREVIEW: 100})
-    if observed.preview_release == release and not observed.stable_rolled:
-        return Traffic([SubsetTarget("stable", release, replicas),
-                        SubsetTarget(PREVIEW, release, replicas)],
-                       {"stable": 0, PREVIEW: 100}, handoff=True)
+    if observed.preview_release == release and not observed.stable_rolled(release, replicas):
+        return _handoff(release, replicas)
     return None
+
+
+def _handoff(release: int, replicas: int) -> Traffic:
+    """`svc-preview` serves `release` while `svc` rolls to it."""
+    return Traffic([SubsetTarget("stable", release, replicas),
+                    SubsetTarget(PREVIEW, release, replicas)],
+                   {"stable": 0, PREVIEW: 100}, handoff=True)

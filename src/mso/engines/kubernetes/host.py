@@ -227,8 +227,8 @@ class KubeHost:
                                                _subset_release(deployments, name, "stable"))
             blue_green = bluegreen.plan(
                 self.rollouts.active(name), want.release, want.replicas,
-                bluegreen.Observed(_subset_release(deployments, name, bluegreen.PREVIEW), stable_rolled_to(
-                    stable.get(name, []), want.release, want.replicas)))
+                bluegreen.Observed(_subset_release(deployments, name, bluegreen.PREVIEW),
+                                   tuple(stable.get(name, []))))
             if blue_green is not None:
                 targets, weights = blue_green.targets, blue_green.weights
                 if blue_green.preview_listener:
@@ -302,7 +302,6 @@ class KubeHost:
         await asyncio.to_thread(self.reconcile, consistent)
 
 
-
 def _subset_release(deployments: list[Obj], service: str, subset: str) -> int | None:
     """The release a subset's Deployment runs (its label), None if there is none."""
     for d in deployments:
@@ -310,8 +309,3 @@ def _subset_release(deployments: list[Obj], service: str, subset: str) -> int | 
         if labels.get(naming.SERVICE) == service and labels.get(naming.SUBSET) == subset:
             return int(labels.get(naming.RELEASE, "0"))
     return None
-
-
-def stable_rolled_to(pods: list[tuple[int, bool]], release: int, replicas: int) -> bool:
-    """Every stable pod ready and running `release`, as many as wanted (pure)."""
-    return len(pods) >= replicas and all(r == release and ok for r, ok in pods)
