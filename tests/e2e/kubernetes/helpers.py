@@ -68,6 +68,7 @@ class LoadResult:
     ok: int = 0
     failures: list[str] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
+    bodies: dict[str, int] = field(default_factory=dict)  # bodies of accepted responses
 
 
 class Load:
@@ -102,10 +103,11 @@ class Load:
         while not self._stop.is_set():
             if conn is None:
                 conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+            body = ""
             try:
                 conn.request("GET", self.path)
                 response = conn.getresponse()
-                response.read()
+                body = response.read().decode(errors="replace").strip()
                 status = response.status
                 error = None if self.ok(status) else f"HTTP {status}"
                 if response.getheader("connection", "").lower() == "close":
@@ -120,6 +122,7 @@ class Load:
                 self.result.statuses[status] = self.result.statuses.get(status, 0) + 1
                 if error is None:
                     self.result.ok += 1
+                    self.result.bodies[body] = self.result.bodies.get(body, 0) + 1
                 else:
                     self.result.failures.append(f"{time.strftime('%X')} {error}")
             next_at += self.interval

@@ -181,3 +181,27 @@ def test_the_previous_release_is_retired_after_keep_previous(app: Mso) -> None:
     assert versions(host, port) == {"v4"}
     outcomes = {r["number"]: r["outcome"] for r in app.json("releases", "echo")}
     assert outcomes[new] == "promoted"
+
+
+def test_a_deploy_within_keep_previous_keeps_serving_the_promoted_release(app: Mso) -> None:
+    # v5 promoted, v4 kept as previous in `echo`; then v6 is deployed. `echo` must roll to
+    # v5 while `echo-preview` still serves it, and only then take the v6 preview: the main
+    # port answers v5 throughout, never the kept v4 and never the v6 preview.
+    edit(app.folder, "v5", keep_previous="10m")
+    app.run("deploy", timeout=600)
+    wait_for("the v5 preview", lambda: phase(app) == "Paused", timeout=180)
+    host, port = gateway(app)
+    app.run("rollout", "promote", "echo")
+    wait_only(host, port, "v5")
+    with Load(host, port, "/", rate=60, ok=lambda s: s == 200) as load:
+        time.sleep(1)
+        edit(app.folder, "v6")
+        app.run("deploy", timeout=600)
+        wait_for("the v6 preview", lambda: phase(app) == "Paused", timeout=240)
+        wait_only(host, PREVIEW_PORT, "v6")
+        time.sleep(2)
+    assert set(load.result.bodies) == {"v5"}, load.result.bodies
+    assert_no_failures(load, 100)
+    assert versions(host, port) == {"v5"}
+    releases = app.json("releases", "echo")
+    assert [r["outcome"] for r in releases][-2:] == ["promoted", "progressing"]

@@ -94,6 +94,7 @@ class Load:
         self.url = url
         self.ok = 0
         self.failed: list[str] = []
+        self.bodies: list[bytes] = []  # in order, so a test can tell what answered when
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(threads)]
 
@@ -103,7 +104,7 @@ class Load:
         while not self._stop.is_set():
             try:
                 with urllib.request.urlopen(self.url, timeout=10) as r:
-                    r.read()
+                    self.bodies.append(r.read())
                     self.ok += 1
             except urllib.error.HTTPError as exc:
                 self.failed.append(f"HTTP {exc.code}")

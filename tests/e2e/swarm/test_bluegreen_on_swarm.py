@@ -137,3 +137,32 @@ def test_abort_after_promotion_switches_back_to_the_previous_release(deployed: A
     releases = mso_json("releases", "echo", "--engine", "swarm", "-f", str(manifest),
                         cwd=manifest.parent)
     assert [r["outcome"] for r in releases][-1] == "rolled back"
+
+
+def test_a_deploy_while_the_previous_release_is_kept_hands_over_without_failures(
+        deployed: Any) -> None:
+    # v2 is promoted and v1 kept as `previous` (the swap: v2 serves from the second
+    # service). Deploying v3 then must move v2 back into the main service (drained first)
+    # before v3's preview takes the second service: the main port never answers v1 or v3.
+    manifest, port, preview = _deploy_preview(deployed, "redeploy", "5m")
+    with Load(f"http://127.0.0.1:{port}/", threads=3) as load:
+        wait_for(lambda: load.ok > 20, 60, "traffic")
+        mso("rollout", "promote", "echo", "--engine", "swarm", "-f", str(manifest),
+            cwd=manifest.parent)
+        wait_for(lambda: set(_versions(port, 6)) == {"2"}, 30, "all traffic on v2")
+        promoted_at = len(load.bodies)
+        wait_for(lambda: load.ok > promoted_at + 20, 60, "traffic on v2")
+        text = manifest.read_text()
+        manifest.write_text(text.replace('VERSION: "2"', 'VERSION: "3"'))
+        mso("deploy", "--engine", "swarm", "-f", str(manifest), cwd=manifest.parent)
+        wait_for(lambda: _status(manifest)["phase"] == "Paused", 240, "a ready v3 preview")
+        wait_for(lambda: set(_versions(preview, 4)) == {"3"}, 60, "the preview port on v3")
+        assert set(_versions(port)) == {"2"}
+        after_deploy = len(load.bodies)
+        wait_for(lambda: load.ok > after_deploy + 20, 60, "more traffic")
+    assert load.failed == [], load.failed[:5]
+    answered = Counter(b.split()[0].decode() for b in load.bodies[promoted_at:])
+    assert set(answered) == {"2"}, answered
+    ps = mso_json("ps", "--engine", "swarm", "-f", str(manifest), cwd=manifest.parent)
+    assert {(r["release"], r["subset"]) for r in ps["replicas"]} == {(2, "stable"),
+                                                                     (3, "preview")}
