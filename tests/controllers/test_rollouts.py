@@ -102,6 +102,8 @@ def test_a_deploy_during_keep_previous_starts_from_the_promoted_release(
     targets, _ = controller.targets("web", Desired("web", "service", 3, 2, 2))
     assert {(t.subset, t.release) for t in targets} == {("stable", 2), ("preview", 3)}
     assert _outcomes(store) == ["superseded", "promoted", "progressing"]
+    ended = [e for e in store.events() if e.type == "rollout.superseded"]
+    assert [e.data["next_from"] for e in ended] == [2]
 
 
 def test_a_deploy_during_a_canary_promotion_keeps_the_promoted_release(

@@ -139,15 +139,22 @@ class RolloutController:
             # Already promoted (a canary replacing stable, or blue/green keeping the
             # previous release): the promotion stands; only its wait is cut short.
             # Starting from `from_release` would bring the release it replaced back.
-            self._finish(dataclasses.replace(
-                current, phase=Phase.PROMOTED, finished=now,
-                reason=f"promoted; superseded by release {to_release}"), rollback=False)
-            return current.to_release
-        self._finish(dataclasses.replace(current, phase=Phase.ROLLED_BACK, finished=now,
-                                         reason=f"superseded by release {to_release}"),
-                     rollback=False)
-        self.d.store.set_release_outcome(current.service, current.to_release, "superseded")
-        return current.from_release
+            ended = dataclasses.replace(current, phase=Phase.PROMOTED, finished=now,
+                                        reason=f"promoted; superseded by release {to_release}")
+            start = current.to_release
+        else:
+            ended = dataclasses.replace(current, phase=Phase.ROLLED_BACK, finished=now,
+                                        reason=f"superseded by release {to_release}")
+            start = current.from_release
+        self._finish(ended, rollback=False)
+        if ended.phase == Phase.ROLLED_BACK:
+            self.d.store.set_release_outcome(current.service, current.to_release, "superseded")
+        self.d.store.add_event("rollout.superseded", f"rollout {current.from_release} -> "
+                               f"{current.to_release} ended ({ended.reason}); the next one "
+                               f"starts from release {start}", current.service,
+                               data={"from": current.from_release, "to": current.to_release,
+                                     "phase": ended.phase.value, "next_from": start})
+        return start
 
     # -- what should run ----------------------------------------------------------------
     def targets(self, service: str, desired: Desired) -> tuple[list[SubsetTarget], dict[str, int]]:
