@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import cast
 
 from mso.controllers.rollouts import SubsetTarget
+from mso.engines.kubernetes import naming
 from mso.engines.kubernetes.bluegreen import Observed, plan
 from mso.engines.kubernetes.host import KubeHost, Plan
 from mso.engines.kubernetes.kube import Kube
@@ -115,3 +116,29 @@ def test_a_plan_made_while_a_deploy_began_recording_is_not_applied(tmp_path: Pat
     host.push_table = lambda *a, **k: True  # type: ignore[method-assign]
     assert host.reconcile(lambda: False) is not planned and applied == []
     assert host.reconcile(lambda: True) is planned and applied == planned.apply
+
+
+def _stable_pod(release: int, terminating: bool = False) -> dict[str, object]:
+    meta: dict[str, object] = {"labels": {naming.COMPONENT: "service", naming.SERVICE: "web",
+                                          naming.SUBSET: "stable",
+                                          naming.RELEASE: str(release)}}
+    if terminating:
+        meta["deletionTimestamp"] = "2026-11-27T00:00:00Z"
+    return {"metadata": meta,
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def test_a_terminating_pod_of_the_old_release_still_counts_until_it_is_gone(
+        tmp_path: Path) -> None:
+    # kube-proxy may route to a terminating pod until its rules catch up: a hand-off
+    # moving traffic back to `svc`, or a rollout waiting for stable, must wait for it
+    host = _host_with_promoting_canary(tmp_path)
+    pods = [_stable_pod(2), _stable_pod(2), _stable_pod(1, terminating=True)]
+    host.pods = lambda service=None: pods  # type: ignore[method-assign,misc]
+    _, stable = host._observe()
+    assert not Observed(2, tuple(stable["web"])).stable_rolled(2, 2)
+    members = host.members("web")
+    assert [(m.release, m.ready, m.stopping) for m in members][-1] == (1, False, False)
+    pods.pop()
+    _, stable = host._observe()
+    assert Observed(2, tuple(stable["web"])).stable_rolled(2, 2)

@@ -32,7 +32,8 @@ class Observed:
     """What the cluster shows of one service."""
 
     preview_release: int | None  # the `svc-preview` Deployment's release, if it exists
-    stable_pods: tuple[tuple[int, bool], ...]  # (release, ready) of each stable pod
+    # (release, ready) of each stable pod; terminating pods count, as not ready
+    stable_pods: tuple[tuple[int, bool], ...]
 
     def stable_rolled(self, release: int, replicas: int) -> bool:
         """Every stable pod ready and running `release`, as many as wanted."""

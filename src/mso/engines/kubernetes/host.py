@@ -93,9 +93,14 @@ class KubeHost:
             labels = pod["metadata"].get("labels") or {}
             if labels.get(naming.COMPONENT) != "service":
                 continue
+            # A terminating pod is not "stopping" in mso's sense (drained, out of the
+            # table): the gateway reaches a subset through its Service's ClusterIP, and
+            # kube-proxy may route to the pod until its rules catch up. So it counts, as
+            # not ready, and a subset is settled only once its old pods are gone.
+            terminating = pod["metadata"].get("deletionTimestamp") is not None
             out.append(Member(labels.get(naming.SUBSET, "stable"),
-                              int(labels.get(naming.RELEASE, "0")), pod_ready(pod),
-                              pod["metadata"].get("deletionTimestamp") is not None))
+                              int(labels.get(naming.RELEASE, "0")),
+                              pod_ready(pod) and not terminating, False))
         return out
 
     async def metrics(self) -> dict[str, Any]:
@@ -204,14 +209,14 @@ class KubeHost:
         stable: dict[str, list[tuple[int, bool]]] = {}
         for pod in self.pods():
             labels = pod["metadata"].get("labels") or {}
-            if pod["metadata"].get("deletionTimestamp") or labels.get(naming.COMPONENT) != "service":
+            if labels.get(naming.COMPONENT) != "service":
                 continue
             key = (labels.get(naming.SERVICE, ""), labels.get(naming.SUBSET, ""))
-            if pod_ready(pod):
+            live = pod_ready(pod) and not pod["metadata"].get("deletionTimestamp")
+            if live:
                 ready[key] = ready.get(key, 0) + 1
-            if key[1] == "stable":
-                stable.setdefault(key[0], []).append(
-                    (int(labels.get(naming.RELEASE, "0")), pod_ready(pod)))
+            if key[1] == "stable":  # terminating pods too: kube-proxy may still route to them
+                stable.setdefault(key[0], []).append((int(labels.get(naming.RELEASE, "0")), live))
         return ready, stable
 
     def plan(self) -> Plan:
