@@ -84,6 +84,21 @@ def phase(mso: Mso) -> str:
     return str(mso.json("rollout", "status", "echo")["phase"])
 
 
+def deploy_preview(app: Mso, version: str, keep_previous: str | None = None) -> None:
+    """Deploy `version` and wait until its preview is ready for promotion."""
+    edit(app.folder, version, keep_previous)
+    app.run("deploy", timeout=600)
+    wait_for(f"the {version} preview", lambda: phase(app) == "Paused", timeout=180)
+
+
+def promote(app: Mso, version: str) -> tuple[str, int]:
+    """Promote the ready preview and wait until the main port answers only `version`."""
+    host, port = gateway(app)
+    app.run("rollout", "promote", "echo")
+    wait_only(host, port, version)
+    return host, port
+
+
 def deployment(mso: Mso, name: str) -> dict[str, object] | None:
     return kube(mso).get("apps/v1", "Deployment", name, NAMESPACE)
 
@@ -104,9 +119,7 @@ def test_deploy_v1_exposes_the_preview_port_on_the_gateway(app: Mso) -> None:
 
 
 def test_the_preview_port_answers_the_new_release_and_the_main_port_the_old(app: Mso) -> None:
-    edit(app.folder, "v2")
-    app.run("deploy", timeout=600)
-    wait_for("the preview to wait for promotion", lambda: phase(app) == "Paused", timeout=180)
+    deploy_preview(app, "v2")
     host, port = gateway(app)
     assert versions(host, port) == {"v1"}
     wait_only(host, PREVIEW_PORT, "v2")
@@ -141,12 +154,8 @@ def test_abort_within_keep_previous_switches_back_without_failed_requests(app: M
 
 
 def test_rollback_within_keep_previous_returns_to_v1_without_failed_requests(app: Mso) -> None:
-    edit(app.folder, "v3")
-    app.run("deploy", timeout=600)
-    wait_for("the v3 preview", lambda: phase(app) == "Paused", timeout=180)
-    host, port = gateway(app)
-    app.run("rollout", "promote", "echo")
-    wait_only(host, port, "v3")
+    deploy_preview(app, "v3")
+    host, port = promote(app, "v3")
     with Load(host, port, "/", rate=60, ok=lambda s: s == 200) as load:
         time.sleep(1)
         app.run("rollback", "echo")
@@ -160,9 +169,7 @@ def test_rollback_within_keep_previous_returns_to_v1_without_failed_requests(app
 
 
 def test_the_previous_release_is_retired_after_keep_previous(app: Mso) -> None:
-    edit(app.folder, "v4", keep_previous="5s")
-    app.run("deploy", timeout=600)
-    wait_for("the v4 preview", lambda: phase(app) == "Paused", timeout=180)
+    deploy_preview(app, "v4", keep_previous="5s")
     host, port = gateway(app)
     new = max(r["number"] for r in app.json("releases", "echo"))
     with Load(host, port, "/", rate=60, ok=lambda s: s == 200) as load:
@@ -187,12 +194,8 @@ def test_a_deploy_within_keep_previous_keeps_serving_the_promoted_release(app: M
     # v5 promoted, v4 kept as previous in `echo`; then v6 is deployed. `echo` must roll to
     # v5 while `echo-preview` still serves it, and only then take the v6 preview: the main
     # port answers v5 throughout, never the kept v4 and never the v6 preview.
-    edit(app.folder, "v5", keep_previous="10m")
-    app.run("deploy", timeout=600)
-    wait_for("the v5 preview", lambda: phase(app) == "Paused", timeout=180)
-    host, port = gateway(app)
-    app.run("rollout", "promote", "echo")
-    wait_only(host, port, "v5")
+    deploy_preview(app, "v5", keep_previous="10m")
+    host, port = promote(app, "v5")
     with Load(host, port, "/", rate=60, ok=lambda s: s == 200) as load:
         time.sleep(1)
         edit(app.folder, "v6")

@@ -90,15 +90,20 @@ def _deploy_preview(deployed: Any, name: str, keep_previous: str) -> tuple[Path,
     return manifest, port, preview
 
 
+def _promote(manifest: Path, port: int) -> None:
+    """Promote the v2 preview and wait until the main port answers v2 alone."""
+    mso("rollout", "promote", "echo", "--engine", "swarm", "-f", str(manifest),
+        cwd=manifest.parent)
+    wait_for(lambda: set(_versions(port, 6)) == {"2"}, 30, "all traffic on v2")
+
+
 def test_preview_then_promotion_switches_all_traffic_without_failures(deployed: Any) -> None:
     manifest, port, preview = _deploy_preview(deployed, "promote", "20s")
     assert set(_versions(preview)) == {"2"}
     before = _tasks()
     with Load(f"http://127.0.0.1:{port}/", threads=3) as load:
         wait_for(lambda: load.ok > 20, 60, "traffic")
-        mso("rollout", "promote", "echo", "--engine", "swarm", "-f", str(manifest),
-            cwd=manifest.parent)
-        wait_for(lambda: set(_versions(port, 6)) == {"2"}, 30, "all traffic on v2")
+        _promote(manifest, port)
         assert _tasks() == before  # the switch restarted no task: v1 waits as previous
         wait_for(lambda: _status(manifest)["phase"] == "Promoted", 120, "keep_previous to end")
         wait_for(lambda: f"{APP}_echo-canary" not in _services(), 180,
@@ -119,9 +124,7 @@ def test_abort_after_promotion_switches_back_to_the_previous_release(deployed: A
     manifest, port, _ = _deploy_preview(deployed, "abort", "5m")
     with Load(f"http://127.0.0.1:{port}/", threads=3) as load:
         wait_for(lambda: load.ok > 20, 60, "traffic")
-        mso("rollout", "promote", "echo", "--engine", "swarm", "-f", str(manifest),
-            cwd=manifest.parent)
-        wait_for(lambda: set(_versions(port, 6)) == {"2"}, 30, "all traffic on v2")
+        _promote(manifest, port)
         before = _tasks()
         ok_at_promotion = load.ok
         wait_for(lambda: load.ok > ok_at_promotion + 20, 60, "traffic on v2")
@@ -147,9 +150,7 @@ def test_a_deploy_while_the_previous_release_is_kept_hands_over_without_failures
     manifest, port, preview = _deploy_preview(deployed, "redeploy", "5m")
     with Load(f"http://127.0.0.1:{port}/", threads=3) as load:
         wait_for(lambda: load.ok > 20, 60, "traffic")
-        mso("rollout", "promote", "echo", "--engine", "swarm", "-f", str(manifest),
-            cwd=manifest.parent)
-        wait_for(lambda: set(_versions(port, 6)) == {"2"}, 30, "all traffic on v2")
+        _promote(manifest, port)
         promoted_at = len(load.bodies)
         wait_for(lambda: load.ok > promoted_at + 20, 60, "traffic on v2")
         text = manifest.read_text()
