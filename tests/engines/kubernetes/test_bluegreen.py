@@ -56,21 +56,6 @@ def test_an_abort_leaves_the_preview_of_another_release_to_be_deleted() -> None:
     assert plan(None, 1, 3, Observed(preview_release=2, stable_pods=ROLLING_TO_2)) is None
 
 
-def test_a_deploy_within_keep_previous_hands_the_promoted_release_back_first() -> None:
-    # release 2 was promoted (it serves from `svc-preview`, `svc` still runs 1); release 3
-    # is deployed: `svc` must roll to 2 while `svc-preview` keeps serving it
-    newer = RolloutState("web", "blue_green", 2, 3, started=0.0)
-    old_stable = ((1, True),) * 3
-    traffic = plan(newer, 3, 3, Observed(preview_release=2, stable_pods=old_stable))
-    assert traffic is not None and traffic.handoff and not traffic.preview_listener
-    assert traffic.targets == [SubsetTarget("stable", 2, 3), SubsetTarget("preview", 2, 3)]
-    assert traffic.weights == {"stable": 0, "preview": 100}
-    after = plan(newer, 3, 3, Observed(preview_release=2, stable_pods=((2, True),) * 3))
-    assert after is not None and after.preview_listener
-    assert after.targets == [SubsetTarget("stable", 2, 3), SubsetTarget("preview", 3, 3)]
-    assert after.weights == {"stable": 100, "preview": 0}
-
-
 def test_a_canary_is_not_blue_green() -> None:
     assert plan(state(strategy="canary"), 2, 3, SETTLED) is None
 

@@ -10,7 +10,7 @@ Deployments keep their names and the gateway's weights say which one serves:
 | promoted, within `keep_previous` | old release (the *previous*) | new release | all on `svc-preview` |
 | after `keep_previous` (hand-off) | rolls to the new release | new release | `svc-preview` until `svc` is rolled, then `svc`; `svc-preview` is deleted |
 | aborted / rolled back | old release | deleted | `svc` |
-| a newer deploy within `keep_previous` | rolls to the promoted release | promoted release | the hand-off first; then `svc-preview` takes the newer release as its preview |
+| a newer deploy within `keep_previous` | rolls to the promoted release | promoted release | `svc-preview` until `svc` is rolled (`handoff.py`); then the newer release's own rollout |
 
 An abort within `keep_previous` is therefore one table push: `svc` never stopped running
 the old release. The hand-off is decided from what the cluster shows (the preview
@@ -36,9 +36,12 @@ class Observed:
     stable_pods: tuple[tuple[int, bool], ...]
 
     def stable_rolled(self, release: int, replicas: int) -> bool:
-        """Every stable pod ready and running `release`, as many as wanted."""
-        return len(self.stable_pods) >= replicas and all(
-            r == release and ok for r, ok in self.stable_pods)
+        return rolled(self.stable_pods, release, replicas)
+
+
+def rolled(pods: tuple[tuple[int, bool], ...], release: int, replicas: int) -> bool:
+    """Every pod ready and running `release`, as many as wanted."""
+    return len(pods) >= replicas and all(r == release and ok for r, ok in pods)
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,6 @@ def plan(state: RolloutState | None, release: int, replicas: int,
     desired release.
     """
     if state is not None and state.strategy == "blue_green":
-        if state.promoted_at is None and observed.preview_release == state.from_release \
-                and not observed.stable_rolled(state.from_release, replicas):
-            # Deployed again within `keep_previous`: `svc-preview` serves the release
-            # that is stable now. Hand it back to `svc` first; only then may
-            # `svc-preview` be replaced by the new preview.
-            return _handoff(state.from_release, replicas)
         both = [SubsetTarget("stable", state.from_release, replicas),
                 SubsetTarget(PREVIEW, state.to_release, replicas)]
         if state.promoted_at is None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from mso.controllers.rollouts import Member, RolloutController, SubsetTarget
 from mso.daemon.probes_map import port_map
-from mso.engines.kubernetes import bluegreen, gateway, naming, render, state
+from mso.engines.kubernetes import bluegreen, gateway, handoff, naming, render, state
 from mso.engines.kubernetes.control import ControlError, GatewayControl
 from mso.engines.kubernetes.kube import Kube
 from mso.engines.kubernetes.render import Obj
@@ -230,10 +230,14 @@ class KubeHost:
             targets, weights = self.rollouts.targets(name, want)
             targets, weights = self._promotion(name, want.replicas, targets, weights, ready,
                                                _subset_release(deployments, name, "stable"))
-            blue_green = bluegreen.plan(
-                self.rollouts.active(name), want.release, want.replicas,
-                bluegreen.Observed(_subset_release(deployments, name, bluegreen.PREVIEW),
-                                   tuple(stable.get(name, []))))
+            rollout = self.rollouts.active(name)
+            stable_pods = tuple(stable.get(name, []))
+            others = {subset: (_subset_release(deployments, name, subset),
+                               ready.get((name, subset), 0))
+                      for subset in ("canary", bluegreen.PREVIEW)}
+            blue_green = handoff.serving_elsewhere(rollout, targets, others, stable_pods) \
+                or bluegreen.plan(rollout, want.release, want.replicas, bluegreen.Observed(
+                    others[bluegreen.PREVIEW][0], stable_pods))
             if blue_green is not None:
                 targets, weights = blue_green.targets, blue_green.weights
                 if blue_green.preview_listener:
