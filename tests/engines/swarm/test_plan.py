@@ -111,3 +111,22 @@ def test_drain_phase_after_the_update_was_already_applied_does_not_drain_again()
                         Progress("drain", "main-v2"))
     assert plan.actions == [] and plan.progress.phase == "update"
     assert plan.weights == {"stable": 0, "canary": 100}
+
+
+def test_a_target_moving_after_the_shift_keeps_the_standin_serving_and_updates_main() -> None:
+    """E.g. `mso rollback` while a canary promotion hands off: the stand-in (release 2)
+    has all the traffic and the main service is drained or half-updated. Moving traffic
+    back to it would fail requests; the main service goes straight to the new target."""
+    stable_v3 = Want(3, 2, "stable", "main-v3")
+    standin_v3 = Want(3, 2, "canary", "second-v3")
+    other = svc("second", 2, "second-v2", subset="canary")
+    for phase, main in (("shift", svc("main", 1, "main-v1")),
+                        ("drain", svc("main", 1, "main-v1")),
+                        ("update", svc("main", 2, "main-v2", ready=False))):
+        plan = plan_service(stable_v3, None, {"stable": 100}, standin_v3, main, other,
+                            Progress(phase, "main-v2"))  # type: ignore[arg-type]
+        assert plan.weights == {"stable": 0, "canary": 100}, phase
+        assert Ensure("second", standin_v3) not in plan.actions, phase
+        assert plan.progress.target == "main-v3", phase
+        if phase != "shift":
+            assert Ensure("main", stable_v3) in plan.actions, phase

@@ -93,12 +93,20 @@ def plan_service(stable: Want, second: Want | None, weights: dict[str, int],
     if main is None:
         return _second(Plan([Ensure("main", stable)], weights, Progress()), second, other)
     if progress.phase is not None and progress.target != stable.deploy_hash:
-        # The target moved: start over, unless the main service already runs the new target
-        # (e.g. a deploy reverted before its handoff got far). Handing off to what already
-        # runs would drain tasks that no update then replaces, and the gateway keeps a
-        # drained endpoint drained for as long as it is listed.
-        progress = Progress() if main.deploy_hash == stable.deploy_hash \
-            else Progress("standin", stable.deploy_hash)
+        # The target moved. If the main service already runs the new target (e.g. a
+        # deploy reverted before its handoff got far), the handoff ends: handing off to
+        # what already runs would drain tasks that no update then replaces, and the
+        # gateway keeps a drained endpoint drained for as long as it is listed.
+        if main.deploy_hash == stable.deploy_hash:
+            progress = Progress()
+        elif progress.phase == "standin":
+            progress = Progress("standin", stable.deploy_hash)
+        else:
+            # The stand-in already has all the traffic (e.g. `mso rollback` during a
+            # canary promotion): it keeps serving while the main service goes straight to
+            # the new target. Starting over would move the traffic back to a main service
+            # that may be drained or half-updated.
+            progress = replace(progress, target=stable.deploy_hash)
     if progress.phase is None and main.deploy_hash != stable.deploy_hash:
         if recreate or main.ready_on(main.release) == 0:
             return _second(Plan([Ensure("main", stable)], weights, progress,
@@ -112,8 +120,9 @@ def plan_service(stable: Want, second: Want | None, weights: dict[str, int],
 
 def _handoff(stable: Want, standin: Want, weights: dict[str, int], main: ServiceObs,
              other: ServiceObs | None, progress: Progress) -> Plan:
-    subset = other.subset if other is not None and other.deploy_hash == standin.deploy_hash \
-        else standin.subset
+    serving = progress.phase != "standin"  # the second service has the traffic as it is
+    subset = other.subset if other is not None and (
+        serving or other.deploy_hash == standin.deploy_hash) else standin.subset
     want = replace(standin, subset=subset)
     shifted = {"stable": 0, subset: 100}
     if progress.phase == "standin":
