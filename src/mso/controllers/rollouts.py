@@ -146,9 +146,8 @@ class RolloutController:
             ended = dataclasses.replace(current, phase=Phase.ROLLED_BACK, finished=now,
                                         reason=f"superseded by release {to_release}")
             start = current.from_release
-        self._finish(ended, rollback=False)
-        if ended.phase == Phase.ROLLED_BACK:
             self.d.store.set_release_outcome(current.service, current.to_release, "superseded")
+        self._finish(ended, rollback=False)
         self.d.store.add_event("rollout.superseded", f"rollout {current.from_release} -> "
                                f"{current.to_release} ended ({ended.reason}); the next one "
                                f"starts from release {start}", current.service,

@@ -8,7 +8,8 @@ from typing import cast
 
 from mso.controllers.rollouts import SubsetTarget
 from mso.engines.kubernetes import naming
-from mso.engines.kubernetes.bluegreen import Observed, plan
+from mso.engines.kubernetes.bluegreen import plan
+from mso.engines.kubernetes.handoff import rolled, serving_elsewhere
 from mso.engines.kubernetes.host import KubeHost, Plan
 from mso.engines.kubernetes.kube import Kube
 from mso.engines.kubernetes.state import AppSettings
@@ -16,8 +17,8 @@ from mso.store.db import Store
 from mso.store.records import Desired
 from mso.strategies.state import RolloutState
 
-SETTLED = Observed(preview_release=None, stable_pods=((2, True),) * 3)
 ROLLING_TO_2 = ((1, True), (2, True), (2, False))
+STABLE_2 = [SubsetTarget("stable", 2, 3)]  # no rollout active, release 2 desired
 
 
 def state(promoted_at: float | None = None, strategy: str = "blue_green") -> RolloutState:
@@ -25,7 +26,7 @@ def state(promoted_at: float | None = None, strategy: str = "blue_green") -> Rol
 
 
 def test_before_promotion_the_preview_runs_in_full_and_gets_no_main_traffic() -> None:
-    traffic = plan(state(), 2, 3, SETTLED)
+    traffic = plan(state(), 3)
     assert traffic is not None
     assert traffic.targets == [SubsetTarget("stable", 1, 3), SubsetTarget("preview", 2, 3)]
     assert traffic.weights == {"stable": 100, "preview": 0}
@@ -33,7 +34,7 @@ def test_before_promotion_the_preview_runs_in_full_and_gets_no_main_traffic() ->
 
 
 def test_promotion_moves_all_traffic_and_keeps_the_old_release_running() -> None:
-    traffic = plan(state(promoted_at=10.0), 2, 3, SETTLED)
+    traffic = plan(state(promoted_at=10.0), 3)
     assert traffic is not None
     assert traffic.targets == [SubsetTarget("stable", 1, 3), SubsetTarget("preview", 2, 3)]
     assert traffic.weights == {"stable": 0, "preview": 100}
@@ -41,30 +42,32 @@ def test_promotion_moves_all_traffic_and_keeps_the_old_release_running() -> None
 
 
 def test_after_keep_previous_the_preview_serves_until_stable_is_rolled() -> None:
-    traffic = plan(None, 2, 3, Observed(preview_release=2, stable_pods=ROLLING_TO_2))
+    traffic = serving_elsewhere(None, STABLE_2, {"preview": (2, 3)}, ROLLING_TO_2)
     assert traffic is not None and traffic.handoff
     assert traffic.targets == [SubsetTarget("stable", 2, 3), SubsetTarget("preview", 2, 3)]
     assert traffic.weights == {"stable": 0, "preview": 100}
 
 
 def test_once_stable_is_rolled_the_preview_is_no_longer_wanted() -> None:
-    assert plan(None, 2, 3, Observed(preview_release=2, stable_pods=((2, True),) * 3)) is None
+    assert serving_elsewhere(None, STABLE_2, {"preview": (2, 3)}, ((2, True),) * 3) is None
+    assert plan(None, 3) is None
 
 
 def test_an_abort_leaves_the_preview_of_another_release_to_be_deleted() -> None:
     # desired went back to release 1; `svc-preview` still runs 2: plain targets apply
-    assert plan(None, 1, 3, Observed(preview_release=2, stable_pods=ROLLING_TO_2)) is None
+    assert serving_elsewhere(None, [SubsetTarget("stable", 1, 3)], {"preview": (2, 3)},
+                             ROLLING_TO_2) is None
 
 
 def test_a_canary_is_not_blue_green() -> None:
-    assert plan(state(strategy="canary"), 2, 3, SETTLED) is None
+    assert plan(state(strategy="canary"), 3) is None
 
 
 def test_stable_is_rolled_only_when_every_pod_is_ready_on_the_release() -> None:
-    assert Observed(None, ((2, True), (2, True))).stable_rolled(2, 2)
-    assert not Observed(None, ((2, True), (1, True))).stable_rolled(2, 2)
-    assert not Observed(None, ((2, True), (2, False))).stable_rolled(2, 2)
-    assert not Observed(None, ((2, True),)).stable_rolled(2, 2)
+    assert rolled(((2, True), (2, True)), 2, 2)
+    assert not rolled(((2, True), (1, True)), 2, 2)
+    assert not rolled(((2, True), (2, False)), 2, 2)
+    assert not rolled(((2, True),), 2, 2)
 
 
 def _host_with_promoting_canary(tmp_path: Path) -> KubeHost:
@@ -121,9 +124,9 @@ def test_a_terminating_pod_of_the_old_release_still_counts_until_it_is_gone(
     pods = [_stable_pod(2), _stable_pod(2), _stable_pod(1, terminating=True)]
     host.pods = lambda service=None: pods  # type: ignore[method-assign,misc]
     _, stable = host._observe()
-    assert not Observed(2, tuple(stable["web"])).stable_rolled(2, 2)
+    assert not rolled(tuple(stable["web"]), 2, 2)
     members = host.members("web")
     assert [(m.release, m.ready, m.stopping) for m in members][-1] == (1, False, False)
     pods.pop()
     _, stable = host._observe()
-    assert Observed(2, tuple(stable["web"])).stable_rolled(2, 2)
+    assert rolled(tuple(stable["web"]), 2, 2)

@@ -236,8 +236,7 @@ class KubeHost:
                                ready.get((name, subset), 0))
                       for subset in ("canary", bluegreen.PREVIEW)}
             blue_green = handoff.serving_elsewhere(rollout, targets, others, stable_pods) \
-                or bluegreen.plan(rollout, want.release, want.replicas, bluegreen.Observed(
-                    others[bluegreen.PREVIEW][0], stable_pods))
+                or bluegreen.plan(rollout, want.replicas)
             if blue_green is not None:
                 targets, weights = blue_green.targets, blue_green.weights
                 if blue_green.preview_listener:
