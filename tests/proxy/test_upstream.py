@@ -1,6 +1,6 @@
 """Upstream connections: a response head already parsed is replayed without the parser
 (only for a read that is exactly one Content-Length-framed message with that head), and
-requests are written together at the end of the I/O batch, in order."""
+requests and then responses are written together at the end of the I/O batch, in order."""
 from __future__ import annotations
 
 import asyncio
@@ -164,5 +164,80 @@ def test_closing_drops_a_request_that_was_never_sent() -> None:
         h.conn.close()
         await asyncio.sleep(0)
         assert h.upstream_t.sent == []
+
+    asyncio.run(scenario())
+
+
+class JournalTransport(RecordingTransport):
+    """Also records every write, tagged, in one journal shared across transports."""
+
+    def __init__(self, journal: list[str], tag: str) -> None:
+        super().__init__()
+        self.journal = journal
+        self.tag = tag
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.journal.append(self.tag)
+
+    def writelines(self, data: list[bytes]) -> None:
+        super().writelines(data)
+        self.journal.append(self.tag)
+
+
+def _journaled(journal: list[str], name: str) -> Harness:
+    h = Harness()
+    h.upstream_t = JournalTransport(journal, f"{name} request")
+    h.conn.connection_made(h.upstream_t)  # type: ignore[arg-type]
+    h.client_t = JournalTransport(journal, f"{name} response")
+    h.client.connection_made(h.client_t)  # type: ignore[arg-type]
+    return h
+
+
+def test_requests_read_in_a_batch_go_upstream_before_that_batch_s_responses() -> None:
+    """HAProxy's order: a request must not wait behind the responses to other clients."""
+    async def scenario() -> None:
+        journal: list[str] = []
+        a, b = _journaled(journal, "a"), _journaled(journal, "b")
+        a.client.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        await asyncio.sleep(0)
+        assert journal == ["a request"]
+        # One I/O batch: a's upstream answers, then b's request is read.
+        a.conn.data_received(HEAD + b"ok")
+        b.client.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert journal == ["a request"]
+        await asyncio.sleep(0)
+        assert journal == ["a request", "b request", "a response"]
+        assert a.client_t.sent[0].startswith(b"HTTP/1.1 200 OK\r\n")
+
+    asyncio.run(scenario())
+
+
+def test_a_response_batched_for_the_end_of_the_turn_is_sent_once_with_later_writes() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        h.client.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        await asyncio.sleep(0)
+        h.conn.data_received(HEAD)  # head now, body in a second read of the same batch
+        h.conn.data_received(b"ok")
+        assert h.client_t.sent == []
+        await asyncio.sleep(0)
+        assert len(h.client_t.sent) == 1
+        assert h.client_t.sent[0].startswith(b"HTTP/1.1 200 OK\r\n")
+        assert h.client_t.sent[0].endswith(b"\r\n\r\nok")
+
+    asyncio.run(scenario())
+
+
+def test_a_client_closed_with_a_batched_response_gets_the_response_first() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        h.client.data_received(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        await asyncio.sleep(0)
+        h.conn.data_received(HEAD + b"ok")
+        assert h.client_t.closed
+        assert b"".join(h.client_t.sent).endswith(b"ok")
+        await asyncio.sleep(0)  # the queued drain finds nothing left to send
+        assert b"".join(h.client_t.sent).count(b"ok") == 1
 
     asyncio.run(scenario())

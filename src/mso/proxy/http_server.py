@@ -19,7 +19,7 @@ from . import safety
 from .balancer import ClusterState
 from .exchange import Exchange
 from .table import ClusterSpec
-from .upstream import UpstreamConnection
+from .upstream import OUTBOX, UpstreamConnection
 
 Route = tuple[bytes | None, bytes, ClusterState]
 
@@ -142,6 +142,7 @@ class ClientConnection:
         self.paused = 0
         self.closed = False
         self.wbuf: list[bytes] | None = None
+        self.flush_queued = False  # on OUTBOX's client list; wbuf is sent at its drain
         self.peer = b"unknown"
         self.xff_line = b""
 
@@ -356,7 +357,17 @@ class ClientConnection:
         if self.wbuf is None:
             self.wbuf = []
 
+    def flush_soon(self) -> None:
+        """End a batch: its writes go out at the end of the loop's I/O batch, after the
+        requests to upstreams (`upstream.Outbox`); until then later writes join it."""
+        if not self.wbuf:
+            self.wbuf = None
+        elif not self.flush_queued:
+            self.flush_queued = True
+            OUTBOX.add_client(self)
+
     def flush(self) -> None:
+        self.flush_queued = False
         buf = self.wbuf
         self.wbuf = None
         if buf:
