@@ -274,19 +274,19 @@ def main() -> None:
     (tmp / "logs").mkdir()  # nginx opens its default error log before reading the config
     procs = Procs(tmp)
     try:
-        results, rss = run_all(tmp, procs, args)
+        results, rss, paired = run_all(tmp, procs, args)
     finally:
         procs.stop()
         if os.environ.get("KEEP") is None:
             shutil.rmtree(tmp, ignore_errors=True)
-    report = render(results, rss, args)
+    report = render(results, rss, paired, args)
     print(report)
     if not args.no_write:
         write_section(report)
 
 
 def run_all(tmp: Path, procs: Procs, args: argparse.Namespace
-            ) -> tuple[dict[str, Result], dict[str, tuple[int, int, int]]]:
+            ) -> tuple[dict[str, Result], dict[str, tuple[int, int, int]], list[float]]:
     b = [free_port(), free_port()]
     nginx_backends(tmp, procs, b)
     hp, htp, np_, mp, mtp, mm = (free_port() for _ in range(6))
@@ -316,15 +316,18 @@ def run_all(tmp: Path, procs: Procs, args: argparse.Namespace
         for name, url, close, pid in runs:
             rounds.setdefault(name, []).append(wrk(name, url, d, c, close, pid))
     results = {name: summarize(rs) for name, rs in rounds.items()}
+    # mso's p99 against HAProxy's in the same round, seconds apart: the spread of the
+    # verdict, since both move with the machine's load.
+    paired = [m.p99_ms / h.p99_ms for m, h in zip(rounds["mso"], rounds["haproxy"])]
     # HAProxy needs 2 fds per connection slot and the hard fd limit here may be low.
     h_idle = min(args.idle, 9000)
     rss = {"mso": (args.idle, *idle_rss(mpid, mp, args.idle)),
            "haproxy": (h_idle, *idle_rss(hpid, hp, h_idle))}
-    return results, rss
+    return results, rss, paired
 
 
 def render(results: dict[str, Result], rss: dict[str, tuple[int, int, int]],
-           args: argparse.Namespace) -> str:
+           paired: list[float], args: argparse.Namespace) -> str:
     def row(name: str, base: str, direct: str) -> str:
         r, h, dr = results[name], results[base], results[direct]
         cpu = "-" if r.cpu != r.cpu else f"{r.cpu * 100:.0f}% ({r.cpu / r.rps * 1e6:.1f} µs/req)"
@@ -350,7 +353,12 @@ def render(results: dict[str, Result], rss: dict[str, tuple[int, int, int]],
         lines.append(row(name, "haproxy tcp", "direct"))
     for name in ("direct close", "haproxy close", "nginx close", "mso close"):
         lines.append(row(name, "haproxy close", "direct close"))
-    lines += ["", *verdict(results), "", "RSS with idle client connections:", "",
+    within = sum(r <= 1.25 for r in paired)
+    lines += ["", *verdict(results), "",
+              "mso's p99 against HAProxy's in the same round: "
+              + ", ".join(f"{r:.2f}x" for r in paired)
+              + f" ({within} of {len(paired)} rounds within 1.25x).",
+              "", "RSS with idle client connections:", "",
               "| proxy | idle connections | RSS before (MiB) | RSS with idle conns (MiB) | per connection (KiB) |",
               "|---|---|---|---|---|"]
     for name, (n, before, during) in rss.items():
