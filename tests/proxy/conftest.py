@@ -16,9 +16,18 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from mso.proxy.client import ProxyClient
+from mso.proxy.upstream import OUTBOX
 
 HERE = Path(__file__).parent
 BACKEND = str(HERE / "backend.py")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_outbox() -> Iterator[None]:
+    """Each test's loop starts with no end-of-batch writes left over from another one's."""
+    OUTBOX.reset()
+    yield
+    OUTBOX.reset()
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

@@ -288,6 +288,13 @@ class Outbox:
         else:
             client.flush()
 
+    def reset(self) -> None:
+        """Forget writes scheduled on a loop that is gone (one process running many loops,
+        as unit tests do: a drain still queued when its loop closed never runs)."""
+        self.conns = []
+        self.clients = []
+        self.scheduled = False
+
     def drain(self) -> None:
         self.scheduled = False
         conns = self.conns
