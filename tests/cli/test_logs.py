@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import uuid
 from typing import Any
 
 import pytest
 
-from tests.cli.conftest import say
+from tests.cli.conftest import clean_env, mso_argv, say
 from tests.cli.lines import StreamingCli
 from tests.e2e.harness import MsoApp, wait_for
 
@@ -126,3 +127,23 @@ def test_ctrl_c_ends_a_follower_quietly_with_130(running: MsoApp) -> None:
         follower.stop()
     assert code == 130
     assert err.strip() == "", err  # ending a follow is not an error: no message
+
+
+@pytest.mark.parametrize("command", [["logs", "-f", "ticker", "--tail", "1"],
+                                     ["events", "-f", "--tail", "1"]])
+def test_a_follower_ends_when_the_reader_of_its_pipe_goes_away(
+        running: MsoApp, command: list[str]) -> None:
+    """`mso logs -f | head -1` ends with head, not at the next line (none comes here)."""
+    said(running)
+    follower = subprocess.Popen(mso_argv(*command), cwd=running.folder, env=clean_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert follower.stdout is not None
+        assert follower.stdout.readline()  # following now
+        follower.stdout.close()  # what `head -1` does after its line
+        code = follower.wait(timeout=30)
+        assert code == 0, follower.stderr.read() if follower.stderr else code
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()

@@ -198,6 +198,8 @@ def endpoints(file: str | None, engine: str | None, fmt: str, **opts: Any) -> No
 def logs(service: str | None, file: str | None, engine: str | None, follow: bool,
          since: str | None, tail: int | None, fmt: str, **opts: Any) -> None:
     """Logs of the app or of one service."""
+    if follow:
+        output.exit_when_output_closes()
     target = on_remote(file, dict(opts, engine=engine))
     if target is not None:
         records = target[0].logs(target[1], service, follow, output.since_epoch(since), tail)
@@ -216,6 +218,8 @@ def logs(service: str | None, file: str | None, engine: str | None, follow: bool
 def events(file: str | None, engine: str | None, follow: bool, service: str | None,
            tail: int, fmt: str, **opts: Any) -> None:
     """The event log: state changes, releases, jobs, drains."""
+    if follow:
+        output.exit_when_output_closes()
     name = engine_name(file, engine)
     if name != "local":
         records = engine_events(remote(name, dict(opts, engine=name)), name, load(file),

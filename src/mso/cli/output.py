@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import select
+import stat
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +25,33 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 STATE_STYLES = {"READY": "green", "RUNNING": "yellow", "STARTING": "yellow",
                 "BACKOFF": "red", "FAILED": "bold red", "STOPPING": "magenta",
                 "STOPPED": "dim", "EXITED": "dim", "PENDING": "dim"}
+
+
+def exit_when_output_closes() -> None:
+    """End a follower as soon as the reader of its piped output goes away.
+
+    `mso logs -f | head -1` would otherwise run until the next line arrives and its write
+    fails, which for a quiet service may be never (GNU `tail -f` watches its output the
+    same way). A pipe's write end reports POLLERR once it has no reader; a watcher thread
+    waits for that and ends the process: a follower has nothing left to write or save.
+    """
+    try:
+        fd = sys.stdout.fileno()
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, OSError, ValueError):  # no real stdout (tests, embedding)
+        return
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        return
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(fd, 0)  # no events asked: POLLERR and POLLHUP always wake it
+        while True:
+            for _fd, events in poller.poll():
+                if events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                    os._exit(0)  # the exit status a failed write gives (BrokenPipeError)
+
+    threading.Thread(target=watch, name="output-watch", daemon=True).start()
 
 
 def emit_json(data: Any) -> None:
