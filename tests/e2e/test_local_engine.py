@@ -265,3 +265,29 @@ services:
     root = "/sys/fs/cgroup/memory" if any(":memory:" in ln for ln in lines) else "/sys/fs/cgroup"
     limit_file = "memory.limit_in_bytes" if root.endswith("memory") else "memory.max"
     assert int(open(f"{root}{memory}/{limit_file}").read()) == 64 * 1024 * 1024
+
+
+def test_up_after_a_failed_start_up_is_judged_by_its_own_events(app: MsoApp) -> None:
+    """A job that failed in an earlier `up` must not fail the next one once it succeeds."""
+    ok = app.folder / "migrated"
+    app.write(f"""
+app: retry
+gateway: {{port: GATEWAY_PORT}}
+services:
+  api:
+    run: [PYTHON, ECHO_APP]
+    ports: {{http: 8000}}
+jobs:
+  migrate:
+    run: [PYTHON, -c, "import os, sys; sys.exit(0 if os.path.exists('{ok}') else 1)"]
+    before: [api]
+""")
+    failed = app.cli("up", "-d", check=False)
+    assert failed.returncode == 1 and "migrate" in failed.stderr, failed.stderr
+    ok.write_text("")
+    again = app.cli("up", "-d", check=False)  # the daemon still runs: the job is retried
+    assert again.returncode == 0, again.stderr
+    app.cli("down")
+    fresh = app.cli("up", "-d", check=False)  # a new daemon, the old failure still on record
+    assert fresh.returncode == 0, fresh.stderr
+    assert any(e["type"] == "job.failed" for e in app.events())

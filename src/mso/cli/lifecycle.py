@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -65,10 +66,30 @@ def _failure(client: ApiClient, after: int) -> str | None:
     return None
 
 
-def wait_ready(client: ApiClient, timeout: float) -> None:
-    """Block until every desired replica of the current releases is READY."""
-    first = client.get("/v1/events", limit=1)
-    after = max((e["id"] for e in first), default=0) - 1000
+def last_event_id(paths: StatePaths, client: ApiClient) -> int:
+    """The newest event's id before this command acts: failures up to it are history.
+
+    Read from the daemon when one runs, else straight from the state database (read-only;
+    none yet means 0), so a start-up's own failures are never confused with a past run's.
+    """
+    if client.alive():
+        return max((e["id"] for e in client.get("/v1/events", limit=1)), default=0)
+    if not paths.db.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{paths.db}?mode=ro", uri=True, timeout=5)
+        try:
+            row = db.execute("SELECT max(id) FROM events").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+    return int(row[0] or 0)
+
+
+def wait_ready(client: ApiClient, timeout: float, after: int) -> None:
+    """Block until every desired replica of the current releases is READY; fail on a
+    failure event newer than `after` (see `last_event_id`) or a FAILED replica."""
     deadline = time.monotonic() + timeout
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -77,7 +98,7 @@ def wait_ready(client: ApiClient, timeout: float) -> None:
         if jobs_done and status["ready_replicas"] == status["desired_replicas"] \
                 and _settled(client):
             return
-        failure = _failure(client, max(after, 0))
+        failure = _failure(client, after)
         if failure:
             raise CliError(f"start-up failed: {failure}")
         time.sleep(0.2)

@@ -17,7 +17,8 @@ import click
 
 from mso.cli import output
 from mso.cli.client import ApiClient, CliError
-from mso.cli.lifecycle import down_app, follow_foreground, start_daemon, wait_ready
+from mso.cli.lifecycle import (down_app, follow_foreground, last_event_id, start_daemon,
+                                wait_ready)
 from mso.engines.remote import (EngineOptions, RemoteEngine, RemoteEngineError,
                                 engine_events, remote_engine)
 from mso.paths import StatePaths
@@ -121,6 +122,7 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
         return
     paths = StatePaths.for_manifest(loaded.path)
     client = ApiClient(paths)
+    history = last_event_id(paths, client)
     if client.alive():
         changes = client.post("/v1/apply", {"manifest": str(loaded.path),
                                              "environ": dict(os.environ)})["changes"]
@@ -128,7 +130,7 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
     else:
         start_daemon(paths, loaded.path, api_port)
     if detach:
-        wait_ready(client, timeout)
+        wait_ready(client, timeout, history)
         output.ps_table(client.get("/v1/ps"))
         gateway = loaded.manifest.gateway
         click.echo(f"gateway: http://{gateway.bind}:{gateway.port}/")
