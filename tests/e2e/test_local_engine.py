@@ -312,7 +312,7 @@ def test_shop_restarts_its_kvstore_without_two_writers_on_one_file(shop: MsoApp)
     shop.up(timeout=120)
     before = [place() for _ in range(5)]
     old = shop.replicas("kvstore")[0]
-    shop.cli("restart", "kvstore")
+    assert "kvstore: recreate restart started" in shop.cli("restart", "kvstore").stdout
     wait_for(lambda: any(r["pid"] != old["pid"] and r["state"] == "READY"
                          for r in shop.replicas("kvstore")), message="new kvstore READY")
     kv_events = [e for e in shop.events()

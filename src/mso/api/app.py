@@ -128,8 +128,8 @@ def create_app(daemon: Daemon, token: str | None = None,
 
     @app.post("/v1/services/{service}/restart")
     async def restart(service: str) -> dict[str, Any]:
-        daemon.restart(service)
-        return {"service": service, "restarting": True}
+        how = daemon.restart(service)
+        return {"service": service, "restarting": True, "strategy": how}
 
     @app.post("/v1/services/{service}/run")
     async def run(service: str, body: RunRequest) -> StreamingResponse:

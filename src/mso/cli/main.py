@@ -252,9 +252,10 @@ def scale(assignment: str, file: str | None, engine: str | None, **opts: Any) ->
 @click.argument("service")
 @manifest_options
 def restart(service: str, file: str | None, engine: str | None, **opts: Any) -> None:
-    """Restart a service's replicas one by one, without downtime."""
-    client_for(file).post(f"/v1/services/{service}/restart")
-    click.echo(f"{service}: rolling restart started")
+    """Restart a service's replicas one by one, without downtime (stop first, then start,
+    for a service whose rollout strategy is `recreate`)."""
+    result = client_for(file).post(f"/v1/services/{service}/restart")
+    click.echo(f"{service}: {result.get('strategy', 'rolling')} restart started")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

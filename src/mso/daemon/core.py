@@ -243,12 +243,16 @@ class Daemon:
                              data={"replicas": replicas})
         self.wake()
 
-    def restart(self, service: str) -> None:
+    def restart(self, service: str) -> str:
+        """Replace every replica of `service`; returns how: "rolling" or "recreate"."""
         if service not in self.store.desired():
             raise KeyError(service)
         self._epochs[service] = self._epochs.get(service, 0) + 1
-        self.store.add_event("service.restart", "rolling restart requested", service)
+        how = self._rolling_params(service).strategy
+        self.store.add_event("service.restart", f"{how} restart requested", service,
+                             data={"strategy": how})
         self.wake()
+        return how
 
     def wake(self) -> None:
         self._wake.set()
