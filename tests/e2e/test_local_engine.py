@@ -328,3 +328,26 @@ def test_shop_restarts_its_kvstore_without_two_writers_on_one_file(shop: MsoApp)
     after = place()
     listed = json.loads(shop.get("/api/orders?limit=100")[1])["orders"]
     assert {o["id"] for o in listed} >= {*before, after}
+
+
+def test_a_gateway_moved_onto_the_metrics_port_takes_it_and_metrics_move(app: MsoApp) -> None:
+    """Two listeners on one port made the proxy refuse every later table push (scale,
+    rollouts, restarts all stopped reaching it); the metrics listener now gives way."""
+    import urllib.request
+
+    echo_app(app, replicas=1)
+    metrics_port = int(app.json("endpoints")["metrics"].rsplit(":", 1)[1].split("/")[0])
+    text = app.manifest.read_text()
+    assert f"port: {app.gateway_port}" in text
+    app.manifest.write_text(text.replace(f"port: {app.gateway_port}", f"port: {metrics_port}"))
+    app.cli("deploy")
+    wait_for(lambda: app.get("/", port=metrics_port)[0] == 200,
+             message="the gateway answering on the old metrics port")
+    moved = app.json("endpoints")["metrics"]
+    assert f":{metrics_port}/" not in moved
+    wait_for(lambda: urllib.request.urlopen(moved, timeout=5).status == 200,
+             message="metrics on their new port")
+    assert any(e["type"] == "proxy.metrics_moved" for e in app.events())
+    app.cli("scale", "echo=2")  # table pushes reach the proxy again
+    wait_for(lambda: len(app.json("endpoints")["services"]["echo"]["endpoints"]) == 2
+             and app.all_ready(2), message="the scaled replica routed")

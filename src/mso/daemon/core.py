@@ -137,15 +137,10 @@ class Daemon:
 
     def reserved_ports(self) -> set[int]:
         """Ports mso's own listeners use or will use: never hand them to a replica."""
-        config = self.app_config()
-        taken = set(self.stable_ports().values())
-        taken.add(int(config.get("gateway", {}).get("port", 8080)))
+        taken = set(self.stable_ports().values()) | self.declared_ports()
         raw = self.store.get_meta("metrics_port")
         if raw:
             taken.add(int(raw))
-        for rollout in (config.get("rollouts") or {}).values():
-            if rollout.get("preview_port"):
-                taken.add(int(rollout["preview_port"]))
         return taken
 
     def _allocate_stable_ports(self) -> None:
@@ -163,20 +158,39 @@ class Daemon:
                     taken.add(ports[key])
         self.store.set_meta("stable_ports", json.dumps(ports, sort_keys=True))
 
+    def declared_ports(self) -> set[int]:
+        """Listener ports the manifest names: the gateway's and blue/green preview ports."""
+        config = self.app_config()
+        ports = {int(config.get("gateway", {}).get("port", 8080))}
+        for rollout in (config.get("rollouts") or {}).values():
+            if rollout.get("preview_port"):
+                ports.add(int(rollout["preview_port"]))
+        return ports
+
     def metrics_port(self) -> int:
+        """The proxy's metrics listener: the port below the gateway's when that is free,
+        kept across restarts, and moved when the manifest gives its port to another
+        listener (two listeners on one port make the proxy refuse every table push)."""
+        declared = self.declared_ports()
         raw = self.store.get_meta("metrics_port")
-        if raw:
+        if raw and int(raw) not in declared:
             return int(raw)
-        gateway_port = int(self.app_config().get("gateway", {}).get("port", 8080))
-        port = free_port(avoid=set(self.stable_ports().values()) | self.book.ports_in_use())
-        if gateway_port > 1:
+        avoid = declared | set(self.stable_ports().values()) | self.book.ports_in_use()
+        port = free_port(avoid=avoid)
+        beside = int(self.app_config().get("gateway", {}).get("port", 8080)) - 1
+        if beside > 0 and beside not in avoid:
             try:
                 import socket
                 with socket.socket() as s:
-                    s.bind(("127.0.0.1", gateway_port - 1))
-                port = gateway_port - 1
+                    s.bind(("127.0.0.1", beside))
+                port = beside
             except OSError:
                 pass
+        if raw:
+            self.store.add_event("proxy.metrics_moved",
+                                 f"metrics listener moved from port {raw} to {port}: the "
+                                 f"manifest gives {raw} to another listener",
+                                 data={"from": int(raw), "to": port})
         self.store.set_meta("metrics_port", str(port))
         return port
 

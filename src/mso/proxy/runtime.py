@@ -8,6 +8,7 @@ sockets and connections, and only their routing context is swapped.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, cast
@@ -19,6 +20,8 @@ from .metrics import Registry, render_prometheus
 from .metrics_http import MetricsConnection
 from .table import ListenerSpec, Table, TableError, parse_table
 from .tcp import TcpClient, TcpContext
+
+log = logging.getLogger("mso.proxy")
 
 WATCHDOG_INTERVAL = 0.25
 
@@ -90,6 +93,16 @@ class Runtime:
             )
             for name, spec in table.clusters.items()
         }
+        # A port handed from one listener to another (the gateway moved onto the metrics
+        # port, which moves elsewhere) is free only once its old listener is closed; every
+        # other old listener stays open until the new ones are bound.
+        wanted = {new_specs[n].port for n in plan.create}
+        handed_over = {n: self.listeners.pop(n) for n in plan.close
+                       if self.listeners[n].spec.port in wanted}
+        for lst in handed_over.values():
+            lst.server.close()
+        if handed_over:
+            await asyncio.sleep(0)  # let the loop release the sockets
         created: dict[str, Listener] = {}
         try:
             for name in plan.create:
@@ -97,6 +110,7 @@ class Runtime:
         except OSError as exc:
             for lst in created.values():
                 lst.server.close()
+            await self._reopen(handed_over)
             raise TableError(f"listener {name!r}: cannot bind: {exc}") from exc
         old_eps = {id(e): e for c in self.clusters.values() for e in c.endpoints}
         self.clusters = clusters
@@ -105,13 +119,22 @@ class Runtime:
             lst.spec = new_specs[name]
             self._configure(lst.spec, lst.ctx, clusters)
         for name in plan.close:
-            self.listeners.pop(name).server.close()
+            if name not in handed_over:
+                self.listeners.pop(name).server.close()
         self.listeners.update(created)
         live = {id(e) for c in clusters.values() for e in c.endpoints}
         for key, ep in old_eps.items():
             if key not in live:
                 self._retire(ep)
         self.version = table.version
+
+    async def _reopen(self, closed: dict[str, Listener]) -> None:
+        """A table that failed to apply leaves the old listeners as they were."""
+        for name, lst in closed.items():
+            try:
+                self.listeners[name] = await self._bind(lst.spec, self.clusters)
+            except OSError as exc:  # taken meanwhile by someone else: say so, go on
+                log.warning("listener %r could not be reopened: %s", name, exc)
 
     def _old_endpoints(self, cluster: str) -> list[EndpointState]:
         old = self.clusters.get(cluster)
