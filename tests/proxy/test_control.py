@@ -71,6 +71,46 @@ def test_bind_failure_rejects_table_and_keeps_previous(backends: Any, proxy: Pro
     busy.close()
 
 
+def test_a_port_handed_from_one_listener_to_another_is_taken_over(
+        backends: Any, proxy: Proxy) -> None:
+    """The gateway moves onto the metrics port while metrics move elsewhere, in one table."""
+    b = backends("b")
+    ports = proxy.set_table(http_table({"web": {"stable": (100, [b])}}, extra_listeners=[
+        {"name": "metrics", "bind": "127.0.0.1", "port": 0, "mode": "metrics"}]))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        elsewhere = s.getsockname()[1]
+    table = http_table({"web": {"stable": (100, [b])}}, version=2, extra_listeners=[
+        {"name": "metrics", "bind": "127.0.0.1", "port": elsewhere, "mode": "metrics"}])
+    table["listeners"][0]["port"] = ports["metrics"]
+    moved = proxy.set_table(table)
+    assert moved["gw"] == ports["metrics"] and moved["metrics"] == elsewhere
+    c = http.client.HTTPConnection("127.0.0.1", moved["gw"], timeout=20)
+    c.request("GET", "/echo")
+    assert json.loads(c.getresponse().read())["backend"] == "b"
+
+
+def test_a_failed_hand_over_leaves_the_old_listeners_serving(
+        backends: Any, proxy: Proxy) -> None:
+    b = backends("b")
+    ports = proxy.set_table(http_table({"web": {"stable": (100, [b])}}, extra_listeners=[
+        {"name": "metrics", "bind": "127.0.0.1", "port": 0, "mode": "metrics"}]))
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    table = http_table({"web": {"stable": (100, [b])}}, version=2, extra_listeners=[
+        {"name": "metrics", "bind": "127.0.0.1", "port": busy.getsockname()[1],
+         "mode": "metrics"}])
+    table["listeners"][0]["port"] = ports["metrics"]  # gw takes metrics' port; metrics fail
+    with pytest.raises(ProxyRejected, match="bind"):
+        proxy.call("set_table", table)
+    busy.close()
+    assert proxy.call("ping")["listeners"] == ports
+    m = http.client.HTTPConnection("127.0.0.1", ports["metrics"], timeout=20)
+    m.request("GET", "/metrics")
+    assert m.getresponse().status == 200  # reopened, still the metrics listener
+
+
 def test_unchanged_listener_keeps_its_socket_across_tables(backends: Any, proxy: Proxy) -> None:
     a, b = backends("a"), backends("b")
     port = proxy.set_table(http_table({"web": {"stable": (100, [a])}}))["gw"]

@@ -8,6 +8,7 @@ sockets and connections, and only their routing context is swapped.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -96,9 +97,10 @@ class Runtime:
         # A port handed from one listener to another (the gateway moved onto the metrics
         # port, which moves elsewhere) is free only once its old listener is closed; every
         # other old listener stays open until the new ones are bound.
-        wanted = {new_specs[n].port for n in plan.create}
+        wanted = {new_specs[n].port for n in plan.create} - {0}
+        bound = self.bound_ports()
         handed_over = {n: self.listeners.pop(n) for n in plan.close
-                       if self.listeners[n].spec.port in wanted}
+                       if bound.get(n, self.listeners[n].spec.port) in wanted}
         for lst in handed_over.values():
             lst.server.close()
         if handed_over:
@@ -110,7 +112,7 @@ class Runtime:
         except OSError as exc:
             for lst in created.values():
                 lst.server.close()
-            await self._reopen(handed_over)
+            await self._reopen(handed_over, bound)
             raise TableError(f"listener {name!r}: cannot bind: {exc}") from exc
         old_eps = {id(e): e for c in self.clusters.values() for e in c.endpoints}
         self.clusters = clusters
@@ -128,11 +130,15 @@ class Runtime:
                 self._retire(ep)
         self.version = table.version
 
-    async def _reopen(self, closed: dict[str, Listener]) -> None:
-        """A table that failed to apply leaves the old listeners as they were."""
+    async def _reopen(self, closed: dict[str, Listener], ports: dict[str, int]) -> None:
+        """A table that failed to apply leaves the old listeners as they were, on the
+        ports they had (a listener asked for port 0 had one picked for it)."""
         for name, lst in closed.items():
+            again = dataclasses.replace(lst.spec, port=ports.get(name, lst.spec.port))
             try:
-                self.listeners[name] = await self._bind(lst.spec, self.clusters)
+                reopened = await self._bind(again, self.clusters)
+                reopened.spec = lst.spec  # as the table said, so the next plan compares alike
+                self.listeners[name] = reopened
             except OSError as exc:  # taken meanwhile by someone else: say so, go on
                 log.warning("listener %r could not be reopened: %s", name, exc)
 
