@@ -8,6 +8,7 @@ transaction so a `kill -9` between two writes leaves a consistent state.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -53,6 +54,15 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Secrets live in here: the file is private before SQLite writes a byte, and SQLite
+        # gives its -wal and -shm files the database's mode. Files made by an older build
+        # (database made 0644 and tightened after the WAL existed) are tightened too.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        for existing in (path, *(path.with_name(path.name + x) for x in ("-wal", "-shm"))):
+            try:
+                existing.chmod(0o600)
+            except FileNotFoundError:
+                pass
         self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None,
                                    check_same_thread=False)
         self._db.row_factory = sqlite3.Row
@@ -61,7 +71,6 @@ class Store:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
         self.set_meta("schema_version", str(SCHEMA_VERSION))
-        path.chmod(0o600)
 
     def close(self) -> None:
         self._db.close()
