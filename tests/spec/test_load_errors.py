@@ -155,6 +155,21 @@ CASES = [
             run: [app]
             replicas: many   # <-
         """, "services.web.replicas", "expected an integer, got a string"),
+    Case("replicas true", """
+        app: shop
+        services:
+          web:
+            run: [app]
+            replicas: true   # <-
+        """, "services.web.replicas", "expected a whole number, not true/false"),
+    Case("gateway bind not an address", """
+        app: shop
+        gateway:
+          bind: 999.1.1.1   # <-
+        services:
+          web:
+            run: [app]
+        """, "gateway.bind", "'999.1.1.1' is not an IP address"),
     Case("probe with two kinds", """
         app: shop
         services:

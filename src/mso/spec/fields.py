@@ -7,6 +7,7 @@ normalized here so the models only ever see one shape.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import PurePosixPath
@@ -140,11 +141,33 @@ def _inside(path: PurePosixPath, base: PurePosixPath) -> bool:
     return path == base or base in path.parents
 
 
+def _not_a_boolean(value: Any) -> Any:
+    """YAML's `true` is an int to pydantic (1): `replicas: true` must not run one replica."""
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number, not true/false")
+    return value
+
+
+def _check_bind_address(value: str) -> str:
+    if value == "localhost":
+        return value
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address (e.g. 127.0.0.1, 0.0.0.0 or ::)") from None
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_not_a_boolean)]
+"""A whole number that YAML's true/false cannot stand in for."""
+
+BindAddress = Annotated[str, AfterValidator(_check_bind_address)]
+
 Name = Annotated[str, AfterValidator(check_name)]
 """A DNS-1123 label (app, service and job names)."""
 
 PortName = Annotated[str, AfterValidator(_check_port_name)]
-PortNumber = Annotated[int, AfterValidator(_check_port_number)]
+PortNumber = Annotated[int, BeforeValidator(_not_a_boolean), AfterValidator(_check_port_number)]
 EnvName = Annotated[str, AfterValidator(_check_env_name)]
 
 EnvMap = Annotated[

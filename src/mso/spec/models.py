@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from mso.spec.errors import Loc, LocatedError
-from mso.spec.fields import Name, PortNumber, SpecModel
+from mso.spec.fields import BindAddress, Name, PortNumber, SpecModel
 from mso.spec.graph import find_cycle
 from mso.spec.health import Health, Probe, ProbeKind
 from mso.spec.rollout import (
@@ -41,7 +41,7 @@ __all__ = [
 class Gateway(SpecModel):
     """The one entry point for outside traffic."""
 
-    bind: str = Field("127.0.0.1", description="Address the gateway listens on (local engine).")
+    bind: BindAddress = Field("127.0.0.1", description="Address the gateway listens on (local engine).")
     port: PortNumber = Field(8080, description="Gateway port; on Swarm/K8s the published port.")
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from mso.spec.errors import Loc, LocatedError
-from mso.spec.fields import Argv, EnvMap, EnvName, Name, PathList, PortName, PortNumber, RelPath, SpecModel
+from mso.spec.fields import Argv, Count, EnvMap, EnvName, Name, PathList, PortName, PortNumber, RelPath, SpecModel
 from mso.spec.health import Health, Probe
 from mso.spec.rollout import Autoscale, Rollout
 from mso.spec.units import ByteSize, Duration
@@ -241,7 +241,7 @@ DependsOn = Annotated[
 class Service(_Runnable):
     """A long-running process with replicas, ports and a rollout strategy."""
 
-    replicas: int = Field(1, ge=0, description="Number of replicas (0 stops the service).")
+    replicas: Count = Field(1, ge=0, description="Number of replicas (0 stops the service).")
     ports: dict[PortName, PortSpec] = Field(default_factory=dict, description="Named ports, first http port first.")
     config: list[ConfigFile] = Field(default_factory=list, description="Files delivered to each replica.")
     depends_on: DependsOn = Field(default_factory=dict, description="Start after these are started/healthy/completed.")
