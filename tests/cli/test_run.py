@@ -66,3 +66,29 @@ def test_run_streams_output_while_the_command_still_runs(running: MsoApp) -> Non
         gate.unlink(missing_ok=True)
     assert code == 5, err
     assert lines == ["first", "second"]
+
+
+def test_ctrl_c_on_run_stops_the_one_off_command(running: MsoApp) -> None:
+    import os
+    import signal
+
+    from tests.e2e.harness import wait_for
+
+    pidfile = running.folder / "control" / "oneoff.pid"
+    pidfile.unlink(missing_ok=True)
+    cli = StreamingCli(running.folder, "run", "echo", "--", "sh", "-c",
+                       f'echo $$ > "{pidfile}"; echo started; exec sleep 600')
+    try:
+        cli.wait_line(lambda line: line == "started")
+        pid = int(pidfile.read_text())
+        cli.proc.send_signal(signal.SIGINT)
+        cli.finish()
+    finally:
+        cli.stop()
+
+    def gone() -> bool:  # killed and reaped: not even a zombie is left
+        return not os.path.exists(f"/proc/{pid}")
+
+    wait_for(gone, timeout=20, message=f"one-off pid {pid} stopped after Ctrl-C")
+    secrets = running.folder / ".mso" / "secrets"
+    assert not [p for p in secrets.glob("echo-run-*")], "the one-off's secret files are left"

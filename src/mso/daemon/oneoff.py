@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from mso.daemon.core import Daemon
 
 
+_reaping: set[asyncio.Future[Any]] = set()  # waiters of killed one-offs, kept referenced
+
+
 async def run_oneoff(daemon: Daemon, service: str,
                      argv: list[str]) -> AsyncIterator[dict[str, Any]]:
     want = daemon.store.desired()[service]
@@ -45,8 +48,11 @@ async def run_oneoff(daemon: Daemon, service: str,
         status = exit_task.result()
     finally:
         if not exit_task.done():
+            # The client went away (Ctrl-C): kill the command, and let the waiter run on
+            # so the daemon reaps it (cancelled, it left a zombie until `mso down`).
             signal_group(ref, 9)
-            exit_task.cancel()
+            _reaping.add(exit_task)
+            exit_task.add_done_callback(_reaping.discard)
         remove_secret_files(daemon.paths, run_id)
         out.unlink(missing_ok=True)
     code = 128 - status if status is not None and status < 0 else (status or 0)
