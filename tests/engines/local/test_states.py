@@ -28,6 +28,7 @@ def test_alive_and_terminal_are_disjoint() -> None:
     (S.READY, S.RUNNING), (S.READY, S.BACKOFF), (S.BACKOFF, S.STARTING),
     (S.STARTING, S.EXITED), (S.RUNNING, S.FAILED), (S.READY, S.STOPPING),
     (S.BACKOFF, S.STOPPING), (S.STOPPING, S.STOPPED), (S.PENDING, S.RUNNING),
+    (S.RUNNING, S.RUNNING),
 ])
 def test_transition_allowed(old: S, new: S) -> None:
     check_transition(old, new)

@@ -175,6 +175,22 @@ async def test_readiness_failure_marks_not_ready_without_restart(tmp_path: Path)
         await sup.stop()
 
 
+async def test_a_replica_never_ready_says_why_once_per_failing_streak(tmp_path: Path) -> None:
+    rec = Recorder()
+    sup = supervisor(make_spec(tmp_path, readiness=http_probe("/ready")), rec)
+    sup.start()
+    try:
+        await until(lambda: "readiness probe failed" in sup.last_reason, what="the reason")
+        assert sup.state == S.RUNNING and sup.restarts == 0
+        said = [t for t in rec.transitions if "readiness probe failed" in t[2]]
+        assert len(said) == 1 and "2 times" in said[0][2]
+        (tmp_path / "ready").write_text("")
+        await until(lambda: sup.state == S.READY, what="ready at last")
+        assert len([t for t in rec.transitions if "readiness probe failed" in t[2]]) == 1
+    finally:
+        await sup.stop()
+
+
 async def test_startup_probe_gates_running_state(tmp_path: Path) -> None:
     rec = Recorder()
     spec = make_spec(tmp_path, startup=http_probe("/started", failure_threshold=10_000),

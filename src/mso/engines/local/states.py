@@ -72,7 +72,8 @@ ALLOWED: dict[ReplicaState, frozenset[ReplicaState]] = {
     # PENDING -> BACKOFF/FAILED: the spawn itself failed (e.g. executable not found).
     S.PENDING: frozenset({S.STARTING, S.RUNNING, S.BACKOFF, S.FAILED, S.STOPPING}),
     S.STARTING: frozenset({S.RUNNING}) | _EXIT_TARGETS,
-    S.RUNNING: frozenset({S.READY}) | _EXIT_TARGETS,
+    # RUNNING -> RUNNING: still not ready, with a new reason (its readiness probe fails).
+    S.RUNNING: frozenset({S.RUNNING, S.READY}) | _EXIT_TARGETS,
     S.READY: frozenset({S.RUNNING}) | _EXIT_TARGETS,
     S.BACKOFF: frozenset({S.STARTING, S.BACKOFF, S.FAILED, S.STOPPING}),
     S.STOPPING: frozenset({S.STOPPED}),

@@ -324,13 +324,19 @@ class ReplicaSupervisor:
         tracker = ProbeTracker.for_spec("readiness", spec)
         await asyncio.sleep(spec.initial_delay)
         while self._probing():
-            if tracker.feed(await self._check(spec)) and not self._stopping:
-                if tracker.passing and self.state == S.RUNNING:
-                    self._change_state(S.READY, "readiness probe passed")
-                elif not tracker.passing and self.state == S.READY:
-                    self._change_state(S.RUNNING, f"readiness probe failed "
-                                       f"{tracker.consecutive_failures} times: "
-                                       f"{tracker.last_detail}")
+            changed = tracker.feed(await self._check(spec))
+            if self._stopping:
+                pass
+            elif changed and tracker.passing and self.state == S.RUNNING:
+                self._change_state(S.READY, "readiness probe passed")
+            elif (changed and not tracker.passing and self.state == S.READY) or (
+                    self.state == S.RUNNING
+                    and tracker.consecutive_failures == tracker.failure_threshold):
+                # The second case: never ready yet. `mso ps` and the events then say
+                # why (once per failing streak) instead of "started" for ever.
+                self._change_state(S.RUNNING, f"readiness probe failed "
+                                   f"{tracker.consecutive_failures} times: "
+                                   f"{tracker.last_detail}")
             await asyncio.sleep(spec.period)
 
     async def _wait_port_open(self) -> None:
