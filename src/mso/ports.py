@@ -41,3 +41,73 @@ def free_port(host: str = "127.0.0.1", avoid: set[int] | None = None) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded machine
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's `st` column
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != _LISTEN:
+                continue
+            try:
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            except (IndexError, ValueError):
+                continue
+            if local_port == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def port_holder(port: int) -> str | None:
+    """Who listens on TCP `port`: "pid 123 (python3 -m http.server 8080)", or None when
+    nobody does or the holder cannot be seen (another user's process without root)."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fds = list((proc / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = str(fd.readlink())
+            except OSError:
+                continue
+            if target in wanted:
+                return f"pid {proc.name} ({_cmdline(proc)})"
+    return None
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        raw = (proc / "cmdline").read_bytes()
+    except OSError:
+        return "?"
+    text = " ".join(" ".join(part.decode(errors="replace").split())
+                    for part in raw.split(b"\0") if part)
+    return text[:120] + ("..." if len(text) > 120 else "") if text else "?"
+
+
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why a listener could not bind `host:port` now (None: it could). Like the proxy,
+    with SO_REUSEADDR, so a port in TIME_WAIT is not reported as taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc
+    return None

@@ -80,3 +80,36 @@ def test_tcp_connect_failure_retries_another_endpoint(proxy: Proxy) -> None:
         assert roundtrip(port, b"hello") == (b"ok:", b"hello")
     eps = proxy.call("metrics")["clusters"]["echo"]["subsets"]["stable"]["endpoints"]
     assert eps["dead"]["connect_errors"] >= 1
+
+
+def _inflight(proxy: Proxy, endpoint: str) -> int:
+    eps = proxy.call("metrics")["clusters"]["echo"]["subsets"]["stable"]["endpoints"]
+    return int(eps[endpoint]["inflight"])
+
+
+@pytest.mark.parametrize("client_closes", [True, False])
+def test_tcp_connection_counts_only_while_open(proxy: Proxy, client_closes: bool) -> None:
+    """A TCP endpoint's in-flight count is its open connections, so a drain of a database
+    ends when its last client goes, not at the grace period (the count used to leak one
+    per connection, whoever closed first)."""
+    import time
+    server = EchoServer(b"e1:")
+    port = proxy.set_table(tcp_table([{"id": "e1", "address": f"127.0.0.1:{server.port}"}]))["t"]
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(5)]
+    for c in conns:
+        assert c.recv(3) == b"e1:"
+    assert _inflight(proxy, "e1") == 5
+    for c in conns:
+        if client_closes:
+            c.close()
+        else:
+            c.shutdown(socket.SHUT_WR)  # half-close: the echo server then closes its side
+    deadline = time.monotonic() + 10
+    while _inflight(proxy, "e1") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _inflight(proxy, "e1") == 0
+    started = time.monotonic()
+    assert proxy.call("drain", "e1", 5.0) is True
+    assert time.monotonic() - started < 2.0
+    for c in conns:
+        c.close()

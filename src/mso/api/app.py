@@ -116,7 +116,7 @@ def create_app(daemon: Daemon, token: str | None = None,
 
     @app.get("/v1/services/{service}/releases")
     async def releases(service: str) -> list[dict[str, Any]]:
-        found = views.releases(daemon, service)
+        found = views.releases(daemon.store, service)
         if not found:
             raise KeyError(service)
         return found
@@ -148,12 +148,14 @@ def create_app(daemon: Daemon, token: str | None = None,
 
     @app.get("/v1/logs")
     async def logs(service: str | None = None, since: float | None = None,
-                   tail: int | None = None, follow: bool = False) -> Response:
+                   tail: int | None = None, follow: bool = False,
+                   replica: str | None = None) -> Response:
         if service is not None and service not in daemon.store.desired() \
                 and daemon.store.latest_release(service) is None:
             raise KeyError(service)
         if not follow:
-            return JSONResponse(daemon.log_store.read(service=service, since=since, tail=tail))
+            return JSONResponse(daemon.log_store.read(service=service, since=since, tail=tail,
+                                                      replica=replica))
         return StreamingResponse(_ndjson(daemon.log_store.follow(service, since, tail)),
                                  media_type="application/x-ndjson")
 

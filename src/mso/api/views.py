@@ -7,6 +7,9 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from mso.engines.local.states import ALIVE_STATES
+from mso.store.db import Store
+
 if TYPE_CHECKING:
     from mso.daemon.core import Daemon
 
@@ -18,16 +21,23 @@ def ps(daemon: Daemon) -> dict[str, Any]:
     for managed in sorted(daemon.book.replicas.values(),
                           key=lambda m: (m.record.service, m.record.subset, m.record.ordinal)):
         rec = managed.record
+        supervisor = managed.supervisor
         port = next(iter(rec.ports.values()), None)
+        problem = supervisor.problem()
+        # A pid only while a process exists: a BACKOFF row showing the dead one's pid
+        # invites a `kill` of whatever reuses it.
+        pid = (supervisor.ref.pid if supervisor.ref else rec.pid) \
+            if supervisor.state in ALIVE_STATES else None
         rows.append({
             "service": rec.service, "replica": rec.id, "release": rec.release,
-            "subset": rec.subset, "state": managed.supervisor.state.name,
-            "pid": managed.supervisor.ref.pid if managed.supervisor.ref else rec.pid,
-            "address": f"127.0.0.1:{port}" if port else None,
-            "ports": rec.ports, "restarts": managed.supervisor.restarts,
-            "spec_hash": rec.spec_hash[:12], "reason": managed.supervisor.last_reason,
+            "subset": rec.subset, "state": supervisor.state.name,
+            "pid": pid, "address": f"127.0.0.1:{port}" if port else None,
+            "ports": rec.ports, "restarts": supervisor.restarts,
+            "spec_hash": rec.spec_hash[:12], "reason": supervisor.last_reason,
+            "problem": problem.to_json() if problem else None,
             "draining": managed.stopping, "resources": _resources(managed)})
-    return {"app": daemon.app_name(), "replicas": rows, "jobs": daemon.jobs.summary()}
+    return {"app": daemon.app_name(), "replicas": rows, "jobs": daemon.jobs.summary(),
+            "waiting": daemon.waiting()}
 
 
 def _resources(managed: Any) -> dict[str, Any]:
@@ -73,10 +83,10 @@ def endpoints(daemon: Daemon) -> dict[str, Any]:
             "routes": config.get("routes", []), "services": services}
 
 
-def releases(daemon: Daemon, service: str) -> list[dict[str, Any]]:
-    desired = daemon.store.desired().get(service)
+def releases(store: Store, service: str) -> list[dict[str, Any]]:
+    desired = store.desired().get(service)
     out = []
-    for rel in daemon.store.releases(service):
+    for rel in store.releases(service):
         out.append({"number": rel.number, "spec_hash": rel.spec_hash,
                     "created": dt.datetime.fromtimestamp(rel.created, dt.timezone.utc)
                     .isoformat(timespec="seconds"),

@@ -6,12 +6,15 @@ The daemon runs in its own session, so a killed terminal never takes the app dow
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +22,16 @@ import click
 
 from mso.cli.client import ApiClient, CliError, NotRunning
 from mso.cli.output import log_line
+from mso.engines.local.process import INSTANCE_ENV, find_env_processes
+from mso.engines.problems import REPORT_LOG_LINES
 from mso.paths import StatePaths
+from mso.ports import bind_error, port_holder
+from mso.spec.load import LoadedManifest
 
 START_TIMEOUT = 30.0
 FAILURE_EVENTS = ("job.failed", "daemon.error", "proxy.error")
+#: How long a foreground `mso up` watches for everything to become READY.
+FOREGROUND_PATIENCE = 600.0
 
 
 def start_daemon(paths: StatePaths, manifest: Path | None, api_port: int | None) -> None:
@@ -55,17 +64,6 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else "no log"
 
 
-def _failure(client: ApiClient, after: int) -> str | None:
-    for e in client.get("/v1/events", after=after, limit=1000):
-        if e["type"] in FAILURE_EVENTS:
-            return f"{e.get('service') or 'mso'}: {e['message']}"
-    ps = client.get("/v1/ps")
-    for r in ps["replicas"]:
-        if r["state"] == "FAILED":
-            return f"{r['replica']} failed: {r['reason']}"
-    return None
-
-
 def last_event_id(paths: StatePaths, client: ApiClient) -> int:
     """The newest event's id before this command acts: failures up to it are history.
 
@@ -87,46 +85,176 @@ def last_event_id(paths: StatePaths, client: ApiClient) -> int:
     return int(row[0] or 0)
 
 
-def wait_ready(client: ApiClient, timeout: float, after: int) -> None:
-    """Block until every desired replica of the current releases is READY; fail on a
-    failure event newer than `after` (see `last_event_id`) or a FAILED replica."""
-    deadline = time.monotonic() + timeout
+class StartupFailed(CliError):
+    """A wait (`up -d`, `deploy --wait`) that ended early or timed out. `failing` lists
+    what failed and why, with its last log lines (`output.failure_report` shows it);
+    the caller says what was left running."""
+
+    def __init__(self, message: str, failing: list[dict[str, Any]]) -> None:
+        super().__init__(message, 1)
+        self.failing = failing
+
+
+def _event_failures(client: ApiClient, after: int) -> list[dict[str, Any]]:
+    """Failures recorded as events after `after`: a failed job, the proxy or daemon."""
+    found: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for e in client.get("/v1/events", after=after, limit=1000):
+        if e["type"] not in FAILURE_EVENTS:
+            continue
+        who = e.get("replica") or e.get("service") or ("proxy" if e["type"].startswith("proxy")
+                                                      else "mso")
+        if (who, e["message"]) in seen:
+            continue
+        seen.add((who, e["message"]))
+        found.append({"service": e.get("service") or "mso", "replica": who,
+                      "state": "FAILED" if e["type"] == "job.failed" else "ERROR",
+                      "reason": e["message"], "problem": None})
+    return found
+
+
+def _with_logs(client: ApiClient, failing: list[dict[str, Any]],
+               since: float | None) -> list[dict[str, Any]]:
+    out = []
+    for row in failing:
+        logs: list[dict[str, Any]] = []
+        if row.get("service") not in (None, "mso") and row.get("replica"):
+            try:
+                logs = client.get("/v1/logs", service=row["service"], replica=row["replica"],
+                                  tail=REPORT_LOG_LINES, since=since)
+            except CliError:
+                logs = []
+        out.append({**row, "logs": logs})
+    return out
+
+
+def _summary(failing: list[dict[str, Any]]) -> str:
+    by_service: dict[str, list[str]] = {}
+    for row in failing:
+        problem = row.get("problem") or {}
+        what = str(problem.get("kind") or row.get("state", "failed")).lower().replace("_", " ")
+        by_service.setdefault(str(row.get("service")), []).append(what)
+    parts = []
+    for service, kinds in by_service.items():
+        counted = ", ".join(f"{kinds.count(k)} {k}" if kinds.count(k) > 1 else k
+                            for k in dict.fromkeys(kinds))
+        parts.append(f"{service} ({counted})")
+    return "; ".join(parts)
+
+
+def wait_ready(client: ApiClient, timeout: float, after: int, since: float | None = None,
+               clock: Callable[[], float] = time.monotonic,
+               sleep: Callable[[float], None] = time.sleep) -> float:
+    """Block until every desired replica of the current releases is READY and every job
+    succeeded; returns the seconds it took.
+
+    Ends early (`StartupFailed`) as soon as a replica has a problem (a crash loop, a
+    failed start, a port nothing listens on, a readiness probe that keeps failing: see
+    mso.engines.problems) or a failure event newer than `after` (see `last_event_id`) was
+    recorded: a failed job, a proxy or daemon error. Log lines shown are those written
+    after `since` (wall clock), so an earlier run's output is not mistaken for this one's.
+    """
+    began = clock()
+    deadline = began + timeout
     status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+    ps: dict[str, Any] = {"replicas": []}
+    while True:
         status = client.get("/v1/status")
+        ps = client.get("/v1/ps")
         jobs_done = all(s == "succeeded" for s in status["jobs"].values())
         if jobs_done and status["ready_replicas"] == status["desired_replicas"] \
-                and _settled(client):
-            return
-        failure = _failure(client, after)
-        if failure:
-            raise CliError(f"start-up failed: {failure}")
-        time.sleep(0.2)
-    raise CliError(f"not READY after {timeout:g}s: {status.get('ready_replicas')}/"
-                   f"{status.get('desired_replicas')} replicas ready; see `mso ps` and "
-                   "`mso events`")
+                and all(r["state"] == "READY" and not r["draining"] for r in ps["replicas"]):
+            return clock() - began
+        failing = [r for r in ps["replicas"] if r.get("problem") and not r["draining"]]
+        failing += _event_failures(client, after)
+        if failing:
+            raise StartupFailed(f"start-up failed: {_summary(failing)}",
+                                _with_logs(client, failing, since))
+        if clock() >= deadline:
+            break
+        sleep(0.2)
+    pending = [r for r in ps["replicas"] if r["state"] != "READY" and not r["draining"]]
+    pending += [{"service": name, "replica": name, "state": "WAITING", "reason": why,
+                 "problem": None} for name, why in (ps.get("waiting") or {}).items()]
+    pending += [{"service": name, "replica": f"{name}-job", "state": state.upper(),
+                 "reason": f"job {state}", "problem": None}
+                for name, state in status["jobs"].items() if state != "succeeded"]
+    raise StartupFailed(f"not READY after {timeout:g}s: {status.get('ready_replicas')}/"
+                        f"{status.get('desired_replicas')} replicas ready",
+                        _with_logs(client, pending, since))
 
 
-def _settled(client: ApiClient) -> bool:
-    ps = client.get("/v1/ps")
-    return all(r["state"] == "READY" and not r["draining"] for r in ps["replicas"])
+def running_summary(client: ApiClient) -> str:
+    """What runs now, in one line (for a failed `up -d` that leaves the app running)."""
+    try:
+        status = client.get("/v1/status")
+        ps = client.get("/v1/ps")
+    except CliError:
+        return "the app is still running"
+    services = {r["service"] for r in ps["replicas"]}
+    return (f"left running: the daemon (pid {status['pid']}), the proxy and "
+            f"{len(ps['replicas'])} replica(s) of {len(services)} service(s); "
+            "`mso ps` shows them, `mso down` stops them")
 
 
-def down_app(paths: StatePaths) -> None:
+def preflight_ports(loaded: LoadedManifest) -> None:
+    """Refuse to start when a port the manifest names is taken, before anything starts
+    (so a failed `up` leaves nothing behind), naming the process that holds it."""
+    m = loaded.manifest
+    wanted = [("gateway.port", m.gateway.bind, m.gateway.port)]
+    for name, service in m.services.items():
+        if service.rollout.preview_port:
+            wanted.append((f"services.{name}.rollout.preview_port", m.gateway.bind,
+                           service.rollout.preview_port))
+    for field, host, port in wanted:
+        error = bind_error(host, port)
+        if error is None:
+            continue
+        if error.errno == errno.EADDRINUSE:
+            holder = port_holder(port)
+            why = f"taken by {holder}" if holder else "taken by another program"
+            raise CliError(str(loaded.error(field, f"port {port} on {host} is {why}; "
+                                                   "stop it or choose another port")))
+        raise CliError(str(loaded.error(field, f"cannot listen on {host}:{port}: "
+                                               f"{(error.strerror or str(error)).lower()}")))
+
+
+def down_app(paths: StatePaths, quiet: bool = False) -> None:
     client = ApiClient(paths)
     if not client.alive():
-        if not paths.db.exists():
-            click.echo("nothing is running")
+        survivors = _survivors(paths)
+        if not survivors:
+            if not quiet:
+                click.echo("nothing is running")
             return
-        # The daemon died (kill -9?): start one without a manifest to adopt and then
-        # stop whatever survived, so `down` still leaves no process behind.
+        # The daemon died (kill -9?) but processes it started live on: start one without
+        # a manifest to adopt and then stop them, so `down` leaves no process behind.
         start_daemon(paths, None, None)
     pid = client.get("/v1/status")["pid"]
     client.post("/v1/down")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.05)
-    click.echo("stopped")
+    if not quiet:
+        click.echo("stopped")
+
+
+def _survivors(paths: StatePaths) -> list[int]:
+    """Processes of this app still alive without a daemon (replicas, proxy, anything
+    carrying the instance marker)."""
+    if not paths.db.exists():
+        return []
+    try:
+        db = sqlite3.connect(f"file:{paths.db}?mode=ro", uri=True, timeout=5)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'instance_id'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return [0]  # unreadable state: let a daemon look (it reports what it finds)
+    if row is None:
+        return []
+    return find_env_processes({INSTANCE_ENV: str(row[0])})
 
 
 def _alive(pid: int) -> bool:
@@ -141,8 +269,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def follow_foreground(client: ApiClient) -> None:
-    """Print events and logs until Ctrl-C or SIGTERM, then bring the app down."""
+def follow_foreground(client: ApiClient, gateway: str, after: int) -> None:
+    """Print events and logs until Ctrl-C or SIGTERM, then bring the app down. A watcher
+    says once when everything is READY (and where the gateway is), or why not yet."""
     def stop(*_: Any) -> None:
         raise KeyboardInterrupt
 
@@ -150,6 +279,8 @@ def follow_foreground(client: ApiClient) -> None:
     # must still mean "bring the app down" rather than nothing at all.
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    threading.Thread(target=_announce_ready, args=(client.paths, gateway, after),
+                     name="ready-watch", daemon=True).start()
     try:
         for item in client.stream("GET", "/v1/logs", follow="true", tail=0):
             click.echo(log_line(item))
@@ -161,3 +292,21 @@ def follow_foreground(client: ApiClient) -> None:
         down_app(client.paths)
     except KeyboardInterrupt:
         click.echo("left running; use `mso down`", err=True)
+
+
+def _announce_ready(paths: StatePaths, gateway: str, after: int) -> None:
+    client = ApiClient(paths)
+    try:
+        took = wait_ready(client, FOREGROUND_PATIENCE, after, since=time.time())
+        click.echo(f"mso: ready in {took:.1f}s: every replica is READY; gateway {gateway}",
+                   err=True)
+    except StartupFailed as exc:
+        click.echo(f"mso: {exc}", err=True)
+        from mso.cli.output import failure_report
+        failure_report(exc.failing)
+        click.echo("mso: still running; fix it and save (or `mso deploy`), or Ctrl-C to stop",
+                   err=True)
+    except CliError:
+        pass
+    finally:
+        client.close()

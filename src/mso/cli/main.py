@@ -9,16 +9,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from mso.cli import output
+from mso.cli import offline, output
 from mso.cli.client import ApiClient, CliError
-from mso.cli.lifecycle import (down_app, follow_foreground, last_event_id, start_daemon,
-                                wait_ready)
+from mso.cli.lifecycle import (StartupFailed, down_app, follow_foreground, last_event_id,
+                                preflight_ports, running_summary, start_daemon, wait_ready)
 from mso.engines.remote import (EngineOptions, RemoteEngine, RemoteEngineError,
                                 engine_events, remote_engine)
 from mso.paths import StatePaths
@@ -54,14 +55,31 @@ def output_option(*choices: str) -> Callable[[F], F]:
 
 
 def manifest_path(file: str | None, positional: str | None = None) -> Path:
-    raw = Path(positional or file or "mso.yaml")
-    if raw.is_dir():
-        raw = raw / "mso.yaml"
-    return raw.resolve()
+    """-f FILE or PATH (a folder means FOLDER/mso.yaml); else mso.yaml here or in the
+    nearest folder above that has one, as git finds its repository."""
+    given = positional or file
+    if given:
+        raw = Path(given)
+        return (raw / "mso.yaml" if raw.is_dir() else raw).resolve()
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / "mso.yaml").is_file():
+            return (folder / "mso.yaml").resolve()
+    return (here / "mso.yaml").resolve()
+
+
+def no_app_here(path: Path) -> CliError:
+    if path.exists():
+        return CliError(f"nothing has run for {path} yet: start it with `mso up`")
+    return CliError(f"no mso.yaml found in {Path.cwd()} or any folder above it; run mso "
+                    "in your app's folder or pass -f FILE", 2)
 
 
 def load(file: str | None, positional: str | None = None) -> LoadedManifest:
-    return load_manifest(manifest_path(file, positional), dict(os.environ))
+    path = manifest_path(file, positional)
+    if not (positional or file) and not path.exists():
+        raise no_app_here(path)
+    return load_manifest(path, dict(os.environ))
 
 
 def engine_name(file: str | None, engine: str | None,
@@ -97,7 +115,25 @@ def on_remote(file: str | None, opts: dict[str, Any]) -> tuple[RemoteEngine, Loa
 
 
 def client_for(file: str | None) -> ApiClient:
-    return ApiClient(StatePaths.for_manifest(manifest_path(file)))
+    """The daemon's API, for commands that need it running."""
+    path = manifest_path(file)
+    paths = StatePaths.for_manifest(path)
+    if not path.exists() and not paths.db.exists():
+        raise no_app_here(path)
+    return ApiClient(paths)
+
+
+def reader_for(file: str | None) -> tuple[ApiClient | None, StatePaths]:
+    """For the read-only commands: the daemon's API when it runs, else (None, paths) to
+    read `.mso/` directly (after `mso down` or a crash)."""
+    path = manifest_path(file)
+    paths = StatePaths.for_manifest(path)
+    client = ApiClient(paths)
+    if client.alive():
+        return client, paths
+    if paths.db.exists():
+        return None, paths
+    raise no_app_here(path)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -111,10 +147,17 @@ def cli() -> None:
 @manifest_options
 @click.option("-d", "--detach", is_flag=True, help="Return once everything is READY.")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait with -d.")
+@click.option("--keep-on-failure", is_flag=True,
+              help="With -d: leave what started running when the start-up fails.")
 @click.option("--api-port", type=int, help="Also serve the API on 127.0.0.1:PORT (bearer token).")
 def up(path: str | None, file: str | None, engine: str | None, detach: bool,
-       timeout: float, api_port: int | None, **opts: Any) -> None:
-    """Start the daemon and the app (PATH: a manifest or its folder)."""
+       timeout: float, keep_on_failure: bool, api_port: int | None, **opts: Any) -> None:
+    """Start the daemon and the app (PATH: a manifest or its folder).
+
+    With -d, waits until every replica is READY and every job succeeded, and fails as soon
+    as a replica crash-loops, cannot start, does not listen on its $PORT or keeps failing
+    its readiness probe, printing why and its last log lines. A failed start-up stops
+    everything it started (unless --keep-on-failure)."""
     loaded = load(file, path)
     name = engine_name(file, engine, loaded)
     if name != "local":
@@ -123,19 +166,37 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
     paths = StatePaths.for_manifest(loaded.path)
     client = ApiClient(paths)
     history = last_event_id(paths, client)
+    began = time.time()
+    started = False
     if client.alive():
         changes = client.post("/v1/apply", {"manifest": str(loaded.path),
                                              "environ": dict(os.environ)})["changes"]
         output.changes(changes)
     else:
+        preflight_ports(loaded)
         start_daemon(paths, loaded.path, api_port)
-    if detach:
-        wait_ready(client, timeout, history)
-        output.ps_table(client.get("/v1/ps"))
-        gateway = loaded.manifest.gateway
-        click.echo(f"gateway: http://{gateway.bind}:{gateway.port}/")
-    else:
-        follow_foreground(client)
+        started = True
+    gateway = loaded.manifest.gateway
+    url = f"http://{gateway.bind}:{gateway.port}/"
+    if not detach:
+        click.echo(f"mso: starting {loaded.manifest.app}; gateway {url}; Ctrl-C stops it",
+                   err=True)
+        follow_foreground(client, url, history)
+        return
+    try:
+        wait_ready(client, timeout, history, since=began)
+    except StartupFailed as exc:
+        report_failure(exc)  # first: the reason must not wait for the clean-up
+        if started and not keep_on_failure:
+            down_app(paths, quiet=True)
+            click.echo("mso: stopped everything this `mso up` started; `mso logs SERVICE`, "
+                       "`mso events` and `mso ps` still show what happened "
+                       "(--keep-on-failure leaves it running)", err=True)
+        else:
+            click.echo(f"mso: {running_summary(client)}", err=True)
+        sys.exit(exc.exit_code)
+    output.ps_table(client.get("/v1/ps"))
+    click.echo(f"gateway: {url}")
 
 
 @cli.command()
@@ -176,7 +237,11 @@ def deploy(file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
 def ps(file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
     """Replicas and their state."""
     target = on_remote(file, dict(opts, engine=engine))
-    data = target[0].ps(target[1]) if target else client_for(file).get("/v1/ps")
+    if target:
+        data = target[0].ps(target[1])
+    else:
+        client, paths = reader_for(file)
+        data = client.get("/v1/ps") if client else offline.ps(paths)
     output.emit_json(data) if fmt == "json" else output.ps_table(data)
 
 
@@ -207,7 +272,16 @@ def logs(service: str | None, file: str | None, engine: str | None, follow: bool
         records = target[0].logs(target[1], service, follow, output.since_epoch(since), tail)
         output.print_records(records, fmt)
         return
-    output.logs(client_for(file), service, follow, since, tail, fmt)
+    client, paths = reader_for(file)
+    if client is not None:
+        output.logs(client, service, follow, since, tail, fmt)
+        return
+    if service is not None:
+        offline.releases(paths, service)  # an unknown service is an error, as with a daemon
+    output.print_records(offline.logs(paths, service, output.since_epoch(since), tail), fmt)
+    if follow:
+        click.echo("mso: not following: mso is not running (start it with `mso up`)",
+                   err=True)
 
 
 @cli.command()
@@ -228,7 +302,14 @@ def events(file: str | None, engine: str | None, follow: bool, service: str | No
                                 service, follow, tail)
         output.print_events(records, follow, fmt)
         return
-    output.events(client_for(file), service, follow, tail, fmt)
+    client, paths = reader_for(file)
+    if client is not None:
+        output.events(client, service, follow, tail, fmt)
+        return
+    output.print_events(iter(offline.events(paths, service, tail)), False, fmt)
+    if follow:
+        click.echo("mso: not following: mso is not running (start it with `mso up`)",
+                   err=True)
 
 
 @cli.command()
@@ -282,8 +363,12 @@ def releases(service: str, file: str | None, engine: str | None, fmt: str,
              **opts: Any) -> None:
     """Release history of a service."""
     target = on_remote(file, dict(opts, engine=engine))
-    data = target[0].releases(target[1], service) if target else \
-        client_for(file).get(f"/v1/services/{service}/releases")
+    if target:
+        data = target[0].releases(target[1], service)
+    else:
+        client, paths = reader_for(file)
+        data = client.get(f"/v1/services/{service}/releases") if client \
+            else offline.releases(paths, service)
     output.emit_json(data) if fmt == "json" else output.releases_table(service, data)
 
 
@@ -316,11 +401,12 @@ def rollout(action: str, service: str, file: str | None, engine: str | None, fmt
         data = target[0].rollout(target[1], action, service)
         output.emit_json(data) if fmt == "json" else output.rollout_status(data)
         return
-    client = client_for(file)
     if action == "status":
-        data = client.get(f"/v1/services/{service}/rollout")
+        reader, paths = reader_for(file)
+        data = reader.get(f"/v1/services/{service}/rollout") if reader \
+            else offline.rollout_status(paths, service)
     else:
-        data = client.post(f"/v1/services/{service}/rollout/{action}")
+        data = client_for(file).post(f"/v1/services/{service}/rollout/{action}")
     output.emit_json(data) if fmt == "json" else output.rollout_status(data)
 
 
@@ -377,12 +463,20 @@ def schema() -> None:
     click.echo(json.dumps(json_schema(), indent=2))
 
 
+def report_failure(exc: StartupFailed) -> None:
+    click.echo(f"mso: {exc}", err=True)
+    output.failure_report(exc.failing)
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except ManifestError as exc:
         click.echo(f"mso: {exc}", err=True)
         sys.exit(2)
+    except StartupFailed as exc:
+        report_failure(exc)
+        sys.exit(exc.exit_code)
     except CliError as exc:
         click.echo(f"mso: {exc}", err=True)
         sys.exit(exc.exit_code)

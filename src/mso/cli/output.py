@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mso.cli.client import ApiClient, CliError
@@ -68,15 +69,53 @@ def _table(*columns: str) -> Table:
 def ps_table(data: dict[str, Any]) -> None:
     table = _table("SERVICE", "REPLICA", "RELEASE", "SUBSET", "STATE", "PID", "ADDRESS",
                    "RESTARTS", "REASON")
+    # The reason is the one column people read to the end: never cut it, fold it.
+    table.columns[-1].overflow = "fold"
     for r in data["replicas"]:
         style = STATE_STYLES.get(r["state"], "")
         table.add_row(r["service"], r["replica"], str(r["release"]), r["subset"],
                       f"[{style}]{r['state']}[/]" if style else r["state"],
                       str(r["pid"] or "-"), r["address"] or "-", str(r["restarts"]),
-                      (r.get("reason") or "")[:60])
+                      escape(_reason(r)))
     console.print(table)
     for name, state in (data.get("jobs") or {}).items():
         console.print(f"job {name}: {state}")
+    for name, why in (data.get("waiting") or {}).items():
+        console.print(f"{name}: no replica yet, {why}")
+    if data.get("offline"):
+        console.print(f"[dim]{escape(data['offline'])}[/]")
+
+
+def _reason(row: dict[str, Any]) -> str:
+    problem = row.get("problem") or {}
+    reason = str(row.get("reason") or "")
+    if problem and problem.get("message") and problem["message"] not in reason:
+        return f"{problem['kind']}: {problem['message']}"
+    if problem:
+        return f"{problem['kind']}: {reason}"
+    return reason
+
+
+def failure_report(failing: list[dict[str, Any]]) -> None:
+    """Each failing replica (or job), why, and its last log lines, on stderr.
+
+    `failing` items: the `mso ps -o json` row fields (`service`, `replica`, `state`,
+    `reason`, `problem`) plus `logs`, records in the `mso logs -o json` shape.
+    """
+    for item in failing:
+        problem = item.get("problem") or {}
+        what = f"{problem['kind']}: " if problem.get("kind") else ""
+        reason = problem.get("message") or item.get("reason") or ""
+        click.echo(f"  {item.get('replica') or item.get('service')}  {item.get('state', '?')}"
+                   f"  {what}{reason}", err=True)
+        logs = item.get("logs") or []
+        if logs:
+            click.echo(f"    last {len(logs)} log line{'s' if len(logs) != 1 else ''}:",
+                       err=True)
+        for record in logs:
+            stream = "!" if record.get("stream") == "stderr" else " "
+            click.echo(f"    {_ts(record.get('ts'))}{stream} {record.get('line', '')}",
+                       err=True)
 
 
 def endpoints_table(data: dict[str, Any]) -> None:

@@ -455,3 +455,18 @@ def _status(state: RolloutState, spec: dict[str, Any]) -> dict[str, Any]:
                      "latency_p50": analysis.get("latency_p50"),
                      "alpha": analysis.get("alpha")}}
     return out
+
+
+def stored_status(store: Store, service: str) -> dict[str, Any]:
+    """`mso rollout status` from the store alone (no engine running): the last rollout of
+    `service` as it was recorded. KeyError when the service has never had a release."""
+    raw = store.get_rollout(service)
+    if raw is None:
+        if store.latest_release(service) is None:
+            raise KeyError(service)
+        return {"service": service, "strategy": None, "phase": None, "step": None,
+                "weight": None, "analysis": {}}
+    state = RolloutState.from_json(raw)
+    rel = store.release(service, state.to_release)
+    spec = dict((rel.spec["model"].get("rollout") or {}) if rel else {})
+    return _status(state, spec)

@@ -377,15 +377,35 @@ class Daemon:
                              rollout.get("max_unavailable", 0))
 
     def dependencies_met(self, service: str, release: int) -> bool:
+        return self.unmet_dependency(service, release) is None
+
+    def unmet_dependency(self, service: str, release: int) -> str | None:
+        """What `service` still waits for before its first replica may start, said as a
+        person would ("orders to be healthy"); None when nothing."""
         rel = self.store.release(service, release)
         if rel is None:
-            return False
+            return f"release {release}"
         conditions: dict[str, str] = dict(rel.spec["model"].get("depends_on") or {})
         conditions.update({job: "completed" for job in self.jobs.jobs_before(service)})
         for dep, condition in conditions.items():
             if not self._condition_met(dep, condition):
-                return False
-        return True
+                kind = "job " if self.jobs.is_job(dep) else ""
+                verb = {"healthy": "be healthy (a READY replica)",
+                        "completed": "complete successfully"}.get(condition, "start")
+                return f"{kind}{dep} to {verb}"
+        return None
+
+    def waiting(self) -> dict[str, str]:
+        """Services with no replica yet because a dependency is not met, and why."""
+        out: dict[str, str] = {}
+        for name, want in self.store.desired().items():
+            if want.kind != "service" or want.replicas == 0 \
+                    or any(not m.stopping for m in self.book.of_service(name)):
+                continue
+            unmet = self.unmet_dependency(name, want.release)
+            if unmet is not None:
+                out[name] = f"waiting for {unmet}"
+        return out
 
     def _condition_met(self, dep: str, condition: str) -> bool:
         if self.jobs.is_job(dep):
@@ -471,12 +491,36 @@ class Daemon:
         self.wake()
         self.store.add_event("daemon.down", "stopping all replicas")
         await self.jobs.stop_all()
+        # Dependents first: a service's clients are gone (and their connections through
+        # the proxy closed) before it is drained, so a TCP service such as a database is
+        # not held up for its whole grace period by idle pooled connections.
+        for level in self._stop_order():
+            await self.book.stop_services(level, "mso down")
         await self.book.stop_all("mso down")
         self.store.clear_desired()
         await self.proxy.stop()
         self._sweep()
         self.store.add_event("daemon.stopped", "all processes stopped")
         self._stopped.set()
+
+    def _stop_order(self) -> list[set[str]]:
+        """Services with replicas, in groups that may stop together: each group only
+        once nothing that depends on its services runs any more."""
+        running = {m.record.service for m in self.book.replicas.values()}
+        deps: dict[str, set[str]] = {}
+        for name in running:
+            want = self.store.desired().get(name)
+            release = self.store.release(name, want.release) if want else None
+            model = release.spec["model"] if release else {}
+            deps[name] = set(model.get("depends_on") or {}) & running
+        levels: list[set[str]] = []
+        remaining = set(running)
+        while remaining:
+            needed = {d for name in remaining for d in deps[name] if d != name}
+            level = remaining - needed or set(remaining)  # a cycle: stop the rest at once
+            levels.append(level)
+            remaining -= level
+        return levels
 
     def _sweep(self) -> None:
         for _ in range(3):

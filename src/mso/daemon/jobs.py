@@ -121,14 +121,20 @@ class JobRunner:
         out = d.paths.run_dir / f"{run_id}.stdout.log"
         err = d.paths.run_dir / f"{run_id}.stderr.log"
         argv = model["run"]
+        d.collector.attach(run_id, name, number, out, err)
         try:
             ref = spawn(argv, env=env, cwd=spec["cwd"], stdout_path=out, stderr_path=err,
                         shell=bool(model.get("shell")))
         except SpawnError as exc:
-            self._finish(name, spec_hash, None, f"could not start: {exc}")
+            why = f"cannot start {argv[0] if isinstance(argv, list) else argv!r} " \
+                  f"(cwd {spec['cwd']}): {(exc.strerror or str(exc)).lower()}"
+            with open(err, "ab") as f:  # where the job's own errors go: `mso logs` shows it
+                f.write(f"mso: {why}\n".encode())
+            d.collector.process_exited(run_id)
+            remove_secret_files(d.paths, run_id)
+            self._finish(name, spec_hash, None, why)
             return
         self._refs[name] = ref
-        d.collector.attach(run_id, name, number, out, err)
         timeout = float(model.get("timeout") or 300.0)
         try:
             status = await asyncio.wait_for(wait_exit(ref), timeout)

@@ -8,6 +8,7 @@ start time still match and it answers a ping; otherwise it starts a fresh one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mso.engines.local.process import ProcessRef, is_same_process, spawn
+from mso.engines.local.process import ProcessRef, is_same_process, spawn, wait_exit
 from mso.proxy.client import ProxyClient, ProxyUnavailable
 from mso.store.db import Store
 
@@ -115,13 +116,15 @@ class ProxyManager:
             os.killpg(self.ref.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        for _ in range(60):
-            if not is_same_process(self.ref):
-                break
-            await asyncio.sleep(0.05)
-        else:
+        # Wait for the exit itself (a pidfd), not for /proc/PID to go: the proxy is our
+        # child, so it stays there as a zombie until it is reaped, which waiting does.
+        try:
+            await asyncio.wait_for(wait_exit(self.ref), 3.0)
+        except (asyncio.TimeoutError, TimeoutError):
             try:
                 os.killpg(self.ref.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                await asyncio.wait_for(wait_exit(self.ref), 5.0)
         self.store.delete_meta(_META_KEY)

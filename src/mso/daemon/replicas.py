@@ -217,6 +217,16 @@ class ReplicaBook:
             remove_secret_files(self.paths, managed.record.id)
             self._changed()
 
+    async def stop_services(self, services: set[str], reason: str) -> None:
+        """Stop every replica of `services` and wait until they are stopped."""
+        for rid, managed in list(self.replicas.items()):
+            if managed.record.service in services:
+                self.stop(rid, reason)
+        tasks = [m.stop_task for m in self.replicas.values()
+                 if m.stop_task and m.record.service in services]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     async def stop_all(self, reason: str) -> None:
         for rid in list(self.replicas):
             self.stop(rid, reason)

@@ -27,6 +27,7 @@ class _UpstreamSide:
     def __init__(self, client: TcpClient) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
+        self.eof = False  # the upstream has finished sending
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -35,11 +36,19 @@ class _UpstreamSide:
         self.client.write(data)  # a discarding stand-in once the client is gone
 
     def eof_received(self) -> bool:
+        # A half-close is passed on (keeping the connection open for the other
+        # direction); once both sides have finished sending, both transports close.
+        # asyncio never closes a transport whose protocol kept it open after EOF, so a
+        # connection shut down in both directions would otherwise stay, and count as
+        # in flight, for ever (a drain then waited its whole grace period).
+        self.eof = True
         t = self.client.transport
-        if t is not None and t.can_write_eof():
-            t.write_eof()
-            return True
-        return False
+        if self.client.half_closed or t is None or not t.can_write_eof():
+            if t is not None:
+                t.close()
+            return False
+        t.write_eof()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client.upstream_lost()
@@ -134,14 +143,16 @@ class TcpClient:
             self.transport.pause_reading()
 
     def eof_received(self) -> bool:
+        self.half_closed = True  # the client has finished sending
         up = self.up
         if up is None:
-            self.half_closed = True
-            return True
-        if up.transport is not None and up.transport.can_write_eof():
-            up.transport.write_eof()
-            return True
-        return False
+            return True  # passed on once the upstream is connected (_attached)
+        if up.eof or up.transport is None or not up.transport.can_write_eof():
+            if up.transport is not None:
+                up.transport.close()
+            return False  # both directions are done: close (see _UpstreamSide)
+        up.transport.write_eof()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

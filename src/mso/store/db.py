@@ -72,6 +72,23 @@ class Store:
         self._db.executescript(_SCHEMA)
         self.set_meta("schema_version", str(SCHEMA_VERSION))
 
+    @classmethod
+    def open_readonly(cls, path: Path) -> Store:
+        """The store of an app whose daemon is not running, for the read-only commands
+        (`ps`, `logs`, `events`, `releases`, `rollout status` after `down` or a crash).
+
+        Opened with SQLite's `mode=ro`: nothing is created, migrated or written, so a
+        reader can never change what a later daemon finds. Raises `sqlite3.Error` when
+        the file is not a readable state database.
+        """
+        store = cls.__new__(cls)
+        store.path = path
+        store._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0,
+                                    isolation_level=None, check_same_thread=False)
+        store._db.row_factory = sqlite3.Row
+        store._db.execute("SELECT count(*) FROM meta").fetchone()  # fail now, not later
+        return store
+
     def close(self) -> None:
         self._db.close()
 

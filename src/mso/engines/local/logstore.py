@@ -122,13 +122,16 @@ class LogStore:
         return sorted(p.name for p in self.dir.iterdir() if p.is_dir())
 
     def read(self, service: str | None = None, since: float | None = None,
-             tail: int | None = None) -> list[Record]:
-        """Records of one service (or all, merged by time), oldest first."""
+             tail: int | None = None, replica: str | None = None) -> list[Record]:
+        """Records of one service (or all, merged by time), oldest first; `replica`
+        keeps only that replica's (or job run's) lines."""
         names = [_service_dir_name(service)] if service is not None else self.services()
         records: list[Record] = []
         for name in names:
             for path in self._segment_files(self.dir / name):
                 records.extend(self._parse(path, since))
+        if replica is not None:
+            records = [r for r in records if r.get("replica") == replica]
         if service is None:
             records.sort(key=lambda r: float(r["ts"]))  # stable: keeps per-file order
         if tail is not None:

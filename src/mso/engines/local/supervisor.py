@@ -24,12 +24,15 @@ from typing import Awaitable, Callable
 from mso.engines.local import process as proc
 from mso.engines.local.backoff import Backoff, Clock
 from mso.engines.local.cgroups import Cgroup, CgroupManager
-from mso.engines.local.probes import ProbeResult, ProbeSpec, ProbeTracker, run_probe
+from mso.engines.local.probes import (ProbeResult, ProbeSpec, ProbeTracker, resolve_port,
+                                     run_probe)
 from mso.engines.local.process import ProcessRef, SpawnError
 from mso.engines.local.replica import LogSink, ReplicaSpec, after_exit, describe_exit
 from mso.engines.local.states import (
     ALLOWED, STOPPABLE_STATES, TERMINAL_STATES, ReplicaState, check_transition,
 )
+from mso.engines.problems import (CRASH_LOOP_EXITS, READY_ALLOWANCE, Problem,
+                                  not_listening_message)
 
 S = ReplicaState
 log = logging.getLogger(__name__)
@@ -63,6 +66,7 @@ class ReplicaSupervisor:
         logs: LogSink | None = None,
         drain_timeout: float = 60.0,
         port_poll: float = 0.1,
+        ready_allowance: float = READY_ALLOWANCE,
     ) -> None:
         self.spec = spec
         self.state = S.PENDING
@@ -86,6 +90,17 @@ class ReplicaSupervisor:
         self._stopping = False
         self._stop_task: asyncio.Task[None] | None = None
         self._terminal = asyncio.Event()
+        self._ready_allowance = ready_allowance
+        #: Exits since the replica was last READY (a crash loop at CRASH_LOOP_EXITS).
+        self.exits_in_a_row = 0
+        self._last_exit = ""
+        #: Why the last spawn failed (command not found...), until a spawn succeeds.
+        self._spawn_error: str | None = None
+        #: When the replica last entered RUNNING without being READY (clock()).
+        self._unready_since: float | None = None
+        self._readiness_failing = False
+        #: The port nothing listens on, once the start-up allowance is over.
+        self._silent_port: int | None = None
 
     # -- public API ---------------------------------------------------------------------
 
@@ -119,6 +134,28 @@ class ReplicaSupervisor:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    def problem(self) -> Problem | None:
+        """What keeps this replica from serving, once it is clear that it will not fix
+        itself by waiting (mso.engines.problems has the thresholds); None otherwise."""
+        state = self.state
+        if state == S.FAILED:
+            return Problem("failed", self.last_reason)
+        if state in (S.STOPPING, S.STOPPED, S.EXITED, S.READY):
+            return None
+        if self._spawn_error is not None:
+            return Problem("start_failed", self._spawn_error)
+        if self.exits_in_a_row >= CRASH_LOOP_EXITS:
+            return Problem("crash_loop", f"exited {self.exits_in_a_row} times in a row "
+                           f"without becoming ready; last: {self._last_exit}")
+        if state != S.RUNNING or self._unready_since is None \
+                or self._clock() - self._unready_since < self._ready_allowance:
+            return None
+        if self._silent_port is not None:
+            return Problem("not_listening", not_listening_message(self._silent_port))
+        if self._readiness_failing:
+            return Problem("not_ready", self.last_reason)
+        return None
+
     # -- state --------------------------------------------------------------------------
 
     def _change_state(self, new: ReplicaState, reason: str) -> None:
@@ -126,6 +163,13 @@ class ReplicaSupervisor:
         check_transition(old, new)
         self.state = new
         self.last_reason = reason
+        if new == S.READY:
+            self.exits_in_a_row = 0
+            self._unready_since = None
+            self._readiness_failing = False
+            self._silent_port = None
+        elif new == S.RUNNING and old != S.RUNNING:
+            self._unready_since = self._clock()
         log.info("replica %s: %s -> %s (%s)", self.spec.id, old.value, new.value, reason)
         self._call(self._on_transition, self.spec.id, old, new, reason, self.ref)
         if new == S.READY:
@@ -159,6 +203,11 @@ class ReplicaSupervisor:
                 reason = describe_exit(status)
                 if self._kill_reason:
                     reason = f"{self._kill_reason}; {reason}"
+                self.exits_in_a_row += 1
+                self._last_exit = reason
+                self._unready_since = None
+                self._readiness_failing = False
+                self._silent_port = None
                 nxt = after_exit(self.spec.restart, status)
                 if nxt != S.BACKOFF:
                     self._change_state(nxt, reason)
@@ -219,12 +268,31 @@ class ReplicaSupervisor:
         except SpawnError as exc:
             self.ref = None
             self._kill_reason = f"spawn failed: {exc.strerror or exc}"
+            self._spawn_error = self._spawn_message(exc)
+            self._log_spawn_error(self._spawn_error)
             return None
+        self._spawn_error = None
         self.ref = ref
         self._backoff.record_start()
         self._change_state(S.STARTING, f"spawned pid {ref.pid}" + (
             f" (restart {self.restarts})" if self.restarts else ""))
         return ref
+
+    def _spawn_message(self, exc: SpawnError) -> str:
+        program = self.spec.argv[0] if self.spec.argv else "?"
+        why = (exc.strerror or str(exc)).lower()
+        if self.spec.shell:
+            return f"cannot start the shell for {program!r}: {why}"
+        return f"cannot start {program!r} (cwd {self.spec.cwd}): {why}"
+
+    def _log_spawn_error(self, message: str) -> None:
+        """Put a spawn failure where the replica's own output goes, so `mso logs` shows
+        it like any error the program would have printed itself."""
+        try:
+            with open(self.spec.stderr_path, "ab") as f:
+                f.write(f"mso: {message}\n".encode())
+        except OSError:
+            log.warning("cannot write the spawn error of %s to its log", self.spec.id)
 
     def _adopt(self, ref: ProcessRef) -> ProcessRef | None:
         if not proc.is_alive(ref):
@@ -324,7 +392,11 @@ class ReplicaSupervisor:
         tracker = ProbeTracker.for_spec("readiness", spec)
         await asyncio.sleep(spec.initial_delay)
         while self._probing():
-            changed = tracker.feed(await self._check(spec))
+            result = await self._check(spec)
+            changed = tracker.feed(result)
+            if not self._stopping and self.state == S.RUNNING:
+                self._readiness_failing = not tracker.passing and tracker.exhausted
+                self._note_silence(spec, result)
             if self._stopping:
                 pass
             elif changed and tracker.passing and self.state == S.RUNNING:
@@ -343,8 +415,28 @@ class ReplicaSupervisor:
         if not self.spec.ports:
             return
         tcp = ProbeSpec("tcp", next(iter(self.spec.ports)), timeout=1.0)
-        while self._probing() and not (await self._check(tcp)).ok:
+        while self._probing():
+            result = await self._check(tcp)
+            if result.ok:
+                return
+            self._note_silence(tcp, result)
             await asyncio.sleep(self._port_poll)
+
+    def _note_silence(self, spec: ProbeSpec, result: ProbeResult) -> None:
+        """A port that still refuses connections after the start-up allowance: name it
+        (once: a RUNNING -> RUNNING transition) instead of leaving "started" for ever."""
+        if result.ok or spec.kind == "exec" or self.state != S.RUNNING \
+                or self._unready_since is None \
+                or self._clock() - self._unready_since < self._ready_allowance:
+            return
+        if result.detail != "connection refused":
+            self._silent_port = None
+            return
+        port = resolve_port(spec, self.spec.ports)
+        if port is None or port == self._silent_port:
+            return
+        self._silent_port = port
+        self._change_state(S.RUNNING, not_listening_message(port))
 
     def _kill(self, ref: ProcessRef, reason: str) -> None:
         """Probe-triggered restart: stop signal now, SIGKILL after the grace period."""
