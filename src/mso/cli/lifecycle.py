@@ -132,6 +132,8 @@ def _summary(failing: list[dict[str, Any]]) -> str:
     by_service: dict[str, list[str]] = {}
     for row in failing:
         problem = row.get("problem") or {}
+        if not problem and row.get("state") not in ("FAILED", "ERROR"):
+            continue  # context, not a failure
         what = str(problem.get("kind") or row.get("state", "failed")).lower().replace("_", " ")
         by_service.setdefault(str(row.get("service")), []).append(what)
     parts = []
@@ -166,6 +168,11 @@ def wait_ready(client: ApiClient, timeout: float, after: int, since: float | Non
                 and all(r["state"] == "READY" and not r["draining"] for r in ps["replicas"]):
             return clock() - began
         failing = [r for r in ps["replicas"] if r.get("problem") and not r["draining"]]
+        if failing:  # the same services' other unready replicas tell the rest of the story
+            services = {r["service"] for r in failing}
+            failing += [r for r in ps["replicas"] if r["service"] in services
+                        and not r.get("problem") and r["state"] != "READY"
+                        and not r["draining"]]
         failing += _event_failures(client, after)
         if failing:
             raise StartupFailed(f"start-up failed: {_summary(failing)}",

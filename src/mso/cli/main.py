@@ -82,6 +82,12 @@ def load(file: str | None, positional: str | None = None) -> LoadedManifest:
     return load_manifest(path, dict(os.environ))
 
 
+def warn_commands(loaded: LoadedManifest, engine: str) -> None:
+    """Say (on stderr, without failing) which commands will not start as written."""
+    for warning in loaded.command_warnings(containers=engine != "local"):
+        click.echo(f"mso: {warning}", err=True)
+
+
 def engine_name(file: str | None, engine: str | None,
                 loaded: LoadedManifest | None = None) -> str:
     """--engine, else the manifest's `engine:`, else local."""
@@ -160,6 +166,7 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
     everything it started (unless --keep-on-failure)."""
     loaded = load(file, path)
     name = engine_name(file, engine, loaded)
+    warn_commands(loaded, name)
     if name != "local":
         output.emit_json(remote(name, dict(opts, engine=name)).deploy(loaded))
         return
@@ -218,6 +225,7 @@ def deploy(file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
     """Apply a changed manifest as new releases, with each service's rollout strategy."""
     loaded = load(file)
     name = engine_name(file, engine, loaded)
+    warn_commands(loaded, name)
     if name != "local":
         result = remote(name, dict(opts, engine=name)).deploy(loaded)
         output.emit_json(result) if fmt == "json" else output.changes(result.get("changes", []))
@@ -426,12 +434,18 @@ def validate(path: str | None, file: str | None, engine: str | None, fmt: str, *
                                           "message": e.message} for e in exc.errors]})
         raise
     m = loaded.manifest
+    warnings = loaded.command_warnings(containers=engine_name(file, engine, loaded) != "local")
     summary = {"valid": True, "file": str(loaded.path), "app": m.app,
-               "services": sorted(m.services), "jobs": sorted(m.jobs)}
+               "services": sorted(m.services), "jobs": sorted(m.jobs),
+               "warnings": [{"file": w.file, "line": w.line, "field": w.field,
+                             "message": w.message} for w in warnings]}
     if fmt == "json":
         output.emit_json(summary)
     else:
-        click.echo(f"{loaded.path}: valid ({len(m.services)} services, {len(m.jobs)} jobs)")
+        click.echo(f"{loaded.path}: valid ({output.count(len(m.services), 'service')}, "
+                   f"{output.count(len(m.jobs), 'job')})")
+    for warning in warnings:
+        click.echo(f"mso: {warning}", err=True)
 
 
 @cli.command()

@@ -55,6 +55,11 @@ def exit_when_output_closes() -> None:
     threading.Thread(target=watch, name="output-watch", daemon=True).start()
 
 
+def count(n: int, noun: str) -> str:
+    """"1 job", "2 jobs"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
@@ -71,6 +76,9 @@ def ps_table(data: dict[str, Any]) -> None:
                    "RESTARTS", "REASON")
     # The reason is the one column people read to the end: never cut it, fold it.
     table.columns[-1].overflow = "fold"
+    if not data["replicas"] and data.get("offline"):
+        console.print(f"[dim]{escape(data['offline'])}[/]")
+        return
     for r in data["replicas"]:
         style = STATE_STYLES.get(r["state"], "")
         table.add_row(r["service"], r["replica"], str(r["release"]), r["subset"],
@@ -116,6 +124,25 @@ def failure_report(failing: list[dict[str, Any]]) -> None:
             stream = "!" if record.get("stream") == "stderr" else " "
             click.echo(f"    {_ts(record.get('ts'))}{stream} {record.get('line', '')}",
                        err=True)
+    for hint in _hints(failing):
+        click.echo(f"  hint: {hint}", err=True)
+
+
+def _hints(failing: list[dict[str, Any]]) -> list[str]:
+    """What the usual cause of what was seen is, when the output makes it plain."""
+    text = "\n".join(str(r.get("line", "")) for item in failing for r in item.get("logs") or [])
+    text += "\n".join(str(item.get("reason", "")) for item in failing)
+    hints = []
+    lowered = text.lower()
+    if "address already in use" in lowered or "eaddrinuse" in lowered:
+        hints.append("'address already in use': does the service listen on a fixed port? "
+                     "mso gives every replica its own port in $PORT (and PORT_<NAME> per "
+                     "named port); listen on that")
+    if "no such file or directory" in lowered and any(
+            (item.get("problem") or {}).get("kind") == "start_failed" for item in failing):
+        hints.append("the command is looked up on PATH and relative to the service's `cwd` "
+                     "(default: the manifest's folder); `mso validate` warns about it")
+    return hints
 
 
 def endpoints_table(data: dict[str, Any]) -> None:

@@ -29,6 +29,8 @@ class ServiceRouting:
     weights: dict[str, int] = field(default_factory=lambda: {"stable": 100})
     balancer: str = "round_robin"
     preview_port: int | None = None  # blue/green: where the preview subset answers
+    #: Why no endpoint is ready (the gateway's 503 says it), e.g. "web-1 BACKOFF: ...".
+    unavailable: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ def build_table(*, bind: str, gateway_port: int, metrics_port: int | None,
                               "mode": protocol, "cluster": name})
             clusters[name] = {"service": svc.name, "balancer": svc.balancer,
                               "subsets": _subsets(svc, port_name, draining)}
+            if svc.unavailable and not any(s["endpoints"] and s["weight"] > 0 for s in
+                                           clusters[name]["subsets"].values()):
+                clusters[name]["unavailable"] = svc.unavailable
         _add_preview(svc, bind, listeners, clusters, draining)
     gateway_routes = listeners[0]["routes"]
     # A route to a service that is not (or no longer) desired has nowhere to go: drop it,

@@ -68,6 +68,7 @@ class Daemon:
         self._shutting_down = False
         self._draining: set[str] = set()
         self._epochs: dict[str, int] = {}
+        self._push_error: str | None = None
         self.started_at = time.time()
 
     # -- start-up ---------------------------------------------------------------------
@@ -433,13 +434,31 @@ class Daemon:
             preview = None
             if rollout is not None and rollout.strategy == "blue_green":
                 preview = self.rollouts.spec(name, rollout.to_release).get("preview_port")
+            endpoints = self.book.endpoints(name)
             services.append(ServiceRouting(
                 name=name,
                 ports={p: (proto, ports[f"{name}/{p}"]) for p, (proto, _) in named.items()
                        if f"{name}/{p}" in ports},
-                endpoints=self.book.endpoints(name), weights=weights,
-                preview_port=preview))
+                endpoints=endpoints, weights=weights, preview_port=preview,
+                unavailable="" if any(e.ready for e in endpoints)
+                else self._unavailable(name, want)))
         return services
+
+    def _unavailable(self, service: str, want: Desired) -> str:
+        """Why `service` has no ready replica, in a few words (the gateway's 503)."""
+        if want.replicas == 0:
+            return "scaled to 0 replicas"
+        mine = [m for m in self.book.of_service(service) if not m.stopping]
+        if not mine:
+            unmet = self.unmet_dependency(service, want.release)
+            return f"no replica yet: waiting for {unmet}" if unmet else "no replica yet"
+        parts = []
+        for m in sorted(mine, key=lambda m: m.record.id):
+            problem = m.supervisor.problem()
+            detail = problem.message if problem else m.supervisor.last_reason
+            kind = problem.kind.replace("_", " ") + ": " if problem else ""
+            parts.append(f"{m.record.id} {m.supervisor.state.name} ({kind}{detail[:160]})")
+        return "no ready replica: " + "; ".join(parts)
 
     def route_table(self) -> dict[str, Any]:
         config = self.app_config()
@@ -468,7 +487,16 @@ class Daemon:
                 log.debug("route table pushed")
         except Exception as exc:
             log.warning("route table push failed: %s", exc)
-            self.store.add_event("proxy.error", f"route table push failed: {exc}")
+            # Retried every reconcile: said once (and again only if the reason changes),
+            # not twice a second until it is fixed.
+            message = f"route table push failed: {exc}"
+            if message != self._push_error:
+                self._push_error = message
+                self.store.add_event("proxy.error", message + " (retrying until it works)")
+            return
+        if self._push_error is not None:
+            self._push_error = None
+            self.store.add_event("proxy.recovered", "route table applied again")
 
     async def _drain(self, replica_id: str, timeout: float) -> None:
         self._draining.add(replica_id)

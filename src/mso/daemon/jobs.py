@@ -8,6 +8,7 @@ A job interrupted by a daemon crash is killed and run again from the start.
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 import signal
 from typing import TYPE_CHECKING, Any
@@ -127,7 +128,7 @@ class JobRunner:
                         shell=bool(model.get("shell")))
         except SpawnError as exc:
             why = f"cannot start {argv[0] if isinstance(argv, list) else argv!r} " \
-                  f"(cwd {spec['cwd']}): {(exc.strerror or str(exc)).lower()}"
+                  f"(cwd {spec['cwd']}): {(os.strerror(exc.errno) if exc.errno else str(exc)).lower()}"
             with open(err, "ab") as f:  # where the job's own errors go: `mso logs` shows it
                 f.write(f"mso: {why}\n".encode())
             d.collector.process_exited(run_id)

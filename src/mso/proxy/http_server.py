@@ -410,7 +410,11 @@ class ClientConnection:
             if other is not ex:
                 other.cancel()
         self.exchanges = []
-        self.transport_write(safety.error_response(status))
+        if status == 503 and ex.attempts == 0 and ex.cluster.spec.unavailable:
+            spec = ex.cluster.spec
+            self.transport_write(safety.unavailable_response(spec.service, spec.unavailable))
+        else:
+            self.transport_write(safety.error_response(status))
         self._close()
 
     def abort(self) -> None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, cast
+
+from mso.ports import port_holder
 
 from . import native, upstream
 from .balancer import ClusterState, EndpointState, build_cluster
@@ -113,7 +116,11 @@ class Runtime:
             for lst in created.values():
                 lst.server.close()
             await self._reopen(handed_over, bound)
-            raise TableError(f"listener {name!r}: cannot bind: {exc}") from exc
+            spec = new_specs[name]
+            holder = port_holder(spec.port) if exc.errno == errno.EADDRINUSE else None
+            raise TableError(f"listener {name!r}: cannot bind {spec.bind}:{spec.port}: "
+                             f"{(exc.strerror or str(exc)).lower()}"
+                             + (f" (taken by {holder})" if holder else "")) from exc
         old_eps = {id(e): e for c in self.clusters.values() for e in c.endpoints}
         self.clusters = clusters
         for name in plan.keep:

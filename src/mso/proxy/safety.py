@@ -46,6 +46,17 @@ def _build_error(status: int) -> bytes:
 _ERRORS: Final = {s: _build_error(s) for s in _REASONS if s >= 400}
 
 
+def unavailable_response(service: str, why: str) -> bytes:
+    """A 503 that says which service has no ready replica and why (the control plane's
+    words), so the person at the gateway is not left with a bare status line."""
+    text = why.replace("\r", " ").replace("\n", " ")
+    body = f"503 Service Unavailable: {service}: {text}\n".encode("utf-8", "replace")
+    return (
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
+    ).encode() + body
+
+
 def error_response(status: int) -> bytes:
     """A complete `Connection: close` error response."""
     resp = _ERRORS.get(status)

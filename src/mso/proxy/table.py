@@ -63,6 +63,11 @@ class ClusterSpec:
     timeouts: Timeouts = field(default_factory=Timeouts)
     outlier: OutlierPolicy = field(default_factory=OutlierPolicy)
     retries: int = 2
+    #: Why the control plane has no ready endpoint for this cluster (the 503 body).
+    unavailable: str = ""
+
+
+MAX_UNAVAILABLE = 1000
 
 
 @dataclass(frozen=True)
@@ -183,6 +188,9 @@ def _parse_cluster(name: str, raw: Any) -> ClusterSpec:
     retries = raw.get("retries", 2)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise TableError(f"{where}.retries: expected an integer >= 0")
+    unavailable = raw.get("unavailable", "")
+    if not isinstance(unavailable, str):
+        raise TableError(f"{where}.unavailable: expected a string")
     return ClusterSpec(
         name=name,
         service=str(raw.get("service", name)),
@@ -191,6 +199,7 @@ def _parse_cluster(name: str, raw: Any) -> ClusterSpec:
         timeouts=timeouts,
         outlier=outlier,
         retries=retries,
+        unavailable=unavailable[:MAX_UNAVAILABLE],
     )
 
 

@@ -13,8 +13,11 @@ release (as in Kubernetes, where the pod-template hash ignores them).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +153,38 @@ class LoadedManifest:
         if errors:
             raise combine(errors)
 
+    def command_warnings(self, path_env: str | None = None,
+                         containers: bool = False) -> list[ManifestError]:
+        """Commands that will not start as written: a program that is not on PATH (the
+        PATH replicas inherit from mso, `path_env`) or a path that is not an executable
+        file. Warnings, not errors: the program may be built or installed before `up`.
+        With `containers` (Swarm, Kubernetes) services and jobs that run an `image:` or
+        `build:` are not checked: their command runs inside the image."""
+        search = os.environ.get("PATH", os.defpath) if path_env is None else path_env
+        found: list[ManifestError] = []
+        for name in [*self.manifest.services, *self.manifest.jobs]:
+            section, item = self._runnable(name)
+            run = item.run
+            if not run or item.shell or not isinstance(run, list) \
+                    or (containers and (item.image or item.build)):
+                continue
+            program = str(run[0])
+            where = f"{section}.{name}.run.0"
+            if "/" in program:
+                target = (self.base_dir / (item.cwd or ".") / program).resolve()
+                if not target.exists():
+                    found.append(self.error(where, f"warning: {program!r} does not exist "
+                                                   f"(looked for {target})"))
+                elif not target.is_file() or not os.access(target, os.X_OK):
+                    found.append(self.error(where, f"warning: {program!r} is not an "
+                                                   "executable file"))
+            elif shutil.which(program, path=search) is None:
+                hint = _closest_program(program, search)
+                found.append(self.error(where, f"warning: command {program!r} not found on "
+                                               "PATH" + (f" (did you mean {hint!r}?)"
+                                                         if hint else "")))
+        return found
+
     def _runnable(self, name: str) -> tuple[str, Service | Job]:
         if name in self.manifest.services:
             return "services", self.manifest.services[name]
@@ -173,3 +208,14 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or type(exc).__name__
     return "not UTF-8 text"
+
+
+def _closest_program(program: str, search: str) -> str | None:
+    names: set[str] = set()
+    for folder in search.split(os.pathsep):
+        try:
+            names.update(entry.name for entry in os.scandir(folder or "."))
+        except OSError:
+            continue
+    close = difflib.get_close_matches(program, sorted(names), n=1, cutoff=0.8)
+    return close[0] if close else None

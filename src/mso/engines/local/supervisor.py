@@ -280,7 +280,7 @@ class ReplicaSupervisor:
 
     def _spawn_message(self, exc: SpawnError) -> str:
         program = self.spec.argv[0] if self.spec.argv else "?"
-        why = (exc.strerror or str(exc)).lower()
+        why = (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
         if self.spec.shell:
             return f"cannot start the shell for {program!r}: {why}"
         return f"cannot start {program!r} (cwd {self.spec.cwd}): {why}"
