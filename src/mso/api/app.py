@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from mso import __version__
 from mso.api import views
 from mso.daemon.oneoff import run_oneoff
+from mso.daemon.releases import drift
 from mso.controllers.rollouts import RolloutError
 from mso.spec.errors import ManifestError
 from mso.spec.load import load_manifest
@@ -32,6 +33,14 @@ if TYPE_CHECKING:
 
 class ApplyRequest(BaseModel):
     manifest: str = Field(description="Absolute path of the manifest to apply")
+    environ: dict[str, str] = Field(default_factory=dict,
+                                    description="The caller's environment, for interpolation")
+    force: bool = Field(default=False, description="Roll out a manifest identical to a "
+                        "release that was rolled back or undone by a rollback")
+
+
+class DiffRequest(BaseModel):
+    manifest: str = Field(description="Absolute path of the manifest to compare")
     environ: dict[str, str] = Field(default_factory=dict,
                                     description="The caller's environment, for interpolation")
 
@@ -102,9 +111,16 @@ def create_app(daemon: Daemon, token: str | None = None,
     @app.post("/v1/apply")
     async def apply(body: ApplyRequest) -> dict[str, Any]:
         loaded = await asyncio.to_thread(load_manifest, body.manifest, body.environ)
-        changes = daemon.apply(loaded)
+        changes = daemon.apply(loaded, force=body.force)
         return {"changes": [{"service": c.service, "release": c.release,
-                             "created": c.created, "change": c.change} for c in changes]}
+                             "created": c.created, "change": c.change, "held": c.held}
+                            for c in changes]}
+
+    @app.post("/v1/diff")
+    async def diff(body: DiffRequest) -> dict[str, Any]:
+        """Services whose manifest differs from the release they run, and which keys."""
+        loaded = await asyncio.to_thread(load_manifest, body.manifest, body.environ)
+        return {"drift": [d.to_json() for d in drift(daemon.store, loaded)]}
 
     @app.get("/v1/ps")
     async def ps() -> dict[str, Any]:

@@ -191,6 +191,61 @@ def wait_ready(client: ApiClient, timeout: float, after: int, since: float | Non
                         _with_logs(client, pending, since))
 
 
+ACTIVE_PHASES = ("Progressing", "Paused", "Inconclusive")
+
+
+def wait_deployed(client: ApiClient, changed: dict[str, int], timeout: float, after: int,
+                  since: float | None = None, clock: Callable[[], float] = time.monotonic,
+                  sleep: Callable[[float], None] = time.sleep,
+                  say: Callable[[str], None] = lambda line: None) -> dict[str, str]:
+    """`mso deploy --wait`: follow the rollouts of the `changed` services (name -> new
+    release) to their end; returns each one's last phase. Like `wait_ready`, ends early
+    (`StartupFailed`) when a replica of a new release has a problem, and when a rollout
+    ends rolled back or failed (the controller rolled it back by itself)."""
+    deadline = clock() + timeout
+    last: dict[str, str] = {}
+    while True:
+        phases: dict[str, str] = {}
+        for service, release in changed.items():
+            status = client.get(f"/v1/services/{service}/rollout")
+            ours = status.get("to_release") == release
+            phase = str(status.get("phase") or "") if ours else ""
+            phases[service] = phase
+            line = f"{service}: {status.get('strategy')} rollout to release {release}: " \
+                   f"{phase}" + (f" ({status['reason']})" if status.get("reason") else "")
+            if ours and last.get(service) != line:
+                last[service] = line
+                say(line)
+            if phase in ("RolledBack", "Failed"):
+                ps = client.get("/v1/ps")
+                rows = [r for r in ps["replicas"] if r["service"] == service
+                        and r["release"] == release]
+                raise StartupFailed(f"{service}: release {release} was "
+                                    f"{'rolled back' if phase == 'RolledBack' else 'failed'}"
+                                    f": {status.get('reason')}",
+                                    _with_logs(client, rows, since))
+        ps = client.get("/v1/ps")
+        failing = [r for r in ps["replicas"] if r.get("problem") and not r["draining"]
+                   and changed.get(r["service"]) == r["release"]]
+        failing += _event_failures(client, after)
+        if failing:
+            raise StartupFailed(f"deploy failed: {_summary(failing)} (a rollout goes on: "
+                                "it rolls back by itself at its progress_deadline, or "
+                                "`mso rollout abort SERVICE` now)",
+                                _with_logs(client, failing, since))
+        status = client.get("/v1/status")
+        if not any(p in ACTIVE_PHASES for p in phases.values()) \
+                and status["ready_replicas"] == status["desired_replicas"]:
+            return phases
+        if clock() >= deadline:
+            waiting = ", ".join(f"{s} ({p or 'not started'})" for s, p in phases.items()
+                                if p not in ("Promoted",))
+            raise StartupFailed(f"not done after {timeout:g}s: {waiting or 'replicas'} "
+                                "still rolling out; `mso rollout status SERVICE` says why",
+                                [])
+        sleep(0.3)
+
+
 def running_summary(client: ApiClient) -> str:
     """What runs now, in one line (for a failed `up -d` that leaves the app running)."""
     try:

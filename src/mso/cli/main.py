@@ -19,7 +19,8 @@ import click
 from mso.cli import offline, output
 from mso.cli.client import ApiClient, CliError
 from mso.cli.lifecycle import (StartupFailed, down_app, follow_foreground, last_event_id,
-                                preflight_ports, running_summary, start_daemon, wait_ready)
+                                preflight_ports, running_summary, start_daemon,
+                                wait_deployed, wait_ready)
 from mso.engines.remote import (EngineOptions, RemoteEngine, RemoteEngineError,
                                 engine_events, remote_engine)
 from mso.paths import StatePaths
@@ -221,7 +222,16 @@ def down(file: str | None, engine: str | None, **opts: Any) -> None:
 @cli.command()
 @manifest_options
 @output_option("json")
-def deploy(file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
+@click.option("--wait", is_flag=True,
+              help="Follow the rollouts to their end: exit 0 when promoted, 1 when rolled "
+                   "back or failed; ends early when a new replica fails (local engine; "
+                   "Swarm and Kubernetes always wait).")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait with --wait.")
+@click.option("--force", is_flag=True,
+              help="Roll out a manifest identical to a release that was rolled back, "
+                   "failed or was undone by `mso rollback`.")
+def deploy(file: str | None, engine: str | None, fmt: str, wait: bool, timeout: float,
+           force: bool, **opts: Any) -> None:
     """Apply a changed manifest as new releases, with each service's rollout strategy."""
     loaded = load(file)
     name = engine_name(file, engine, loaded)
@@ -230,13 +240,32 @@ def deploy(file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
         result = remote(name, dict(opts, engine=name)).deploy(loaded)
         output.emit_json(result) if fmt == "json" else output.changes(result.get("changes", []))
         return
-    client = ApiClient(StatePaths.for_manifest(loaded.path))
+    paths = StatePaths.for_manifest(loaded.path)
+    client = ApiClient(paths)
+    history = last_event_id(paths, client)
+    began = time.time()
     result = client.post("/v1/apply", {"manifest": str(loaded.path),
-                                        "environ": dict(os.environ)})
+                                        "environ": dict(os.environ), "force": force})
     if fmt == "json":
         output.emit_json(result)
     else:
         output.changes(result["changes"])
+    changed = {c["service"]: c["release"] for c in result["changes"]
+               if c["created"] and c["service"] in loaded.manifest.services}
+    if not wait:
+        if fmt != "json":
+            output.rollouts_started(client, changed)
+        return
+    say = (lambda line: None) if fmt == "json" else click.echo
+    try:
+        phases = wait_deployed(client, changed, timeout, history, since=began, say=say)
+    except StartupFailed as exc:
+        report_failure(exc)
+        sys.exit(exc.exit_code)
+    if fmt != "json":
+        done = ", ".join(f"{s} release {changed[s]} {p.lower() or 'running'}"
+                         for s, p in phases.items())
+        click.echo(f"deployed: {done}" if done else "deployed: every replica is READY")
 
 
 @cli.command()
@@ -250,6 +279,13 @@ def ps(file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
     else:
         client, paths = reader_for(file)
         data = client.get("/v1/ps") if client else offline.ps(paths)
+        manifest = manifest_path(file)
+        if client is not None and manifest.exists():
+            try:
+                data["drift"] = client.post("/v1/diff", {"manifest": str(manifest),
+                                                         "environ": dict(os.environ)})["drift"]
+            except CliError:  # an invalid manifest: `mso validate` says why; ps still works
+                data["drift"] = []
     output.emit_json(data) if fmt == "json" else output.ps_table(data)
 
 

@@ -90,6 +90,7 @@ def ps_table(data: dict[str, Any]) -> None:
         console.print(f"job {name}: {state}")
     for name, why in (data.get("waiting") or {}).items():
         console.print(f"{name}: no replica yet, {why}")
+    drift(data.get("drift") or [])
     if data.get("offline"):
         console.print(f"[dim]{escape(data['offline'])}[/]")
 
@@ -177,6 +178,27 @@ def changes(items: list[dict[str, Any]]) -> None:
             console.print(f"{c['service']}: {c['change']}")
     if not any(c["created"] or c["change"] != "unchanged" for c in items):
         console.print("no changes")
+
+
+def rollouts_started(client: ApiClient, changed: dict[str, int]) -> None:
+    """After a deploy: which rollouts began, and how to follow them."""
+    for service, release in changed.items():
+        try:
+            status = client.get(f"/v1/services/{service}/rollout")
+        except CliError:
+            continue
+        if status.get("to_release") != release or status.get("phase") in (
+                None, "Promoted", "RolledBack", "Failed"):
+            continue
+        console.print(f"{service}: {status['strategy']} rollout {status['from_release']} -> "
+                      f"{release} started; `mso rollout status -w {service}` follows it")
+
+
+def drift(items: list[dict[str, Any]]) -> None:
+    for d in items:
+        console.print(f"[yellow]{d['service']}: the manifest differs from running release "
+                      f"{d['running']} ({escape(', '.join(d['changed']))}); "
+                      f"{escape(d['note'])}[/]")
 
 
 def since_epoch(value: str | None) -> float | None:

@@ -213,8 +213,10 @@ class Daemon:
         return found
 
     # -- operations called by the API ---------------------------------------------------
-    def apply(self, loaded: LoadedManifest, author: str | None = None) -> list[AppliedChange]:
+    def apply(self, loaded: LoadedManifest, author: str | None = None,
+              force: bool = False) -> list[AppliedChange]:
         m = loaded.manifest
+        previous = self.app_config()
         config = {"app": m.app, "manifest": str(loaded.path),
                   "gateway": {"bind": m.gateway.bind, "port": m.gateway.port},
                   "routes": [{"path": r.path, "host": r.host, "service": r.service,
@@ -223,7 +225,8 @@ class Daemon:
                                for n, s in m.services.items()}}
         self.store.set_meta("app_config", json.dumps(config, sort_keys=True))
         before = self.store.desired()
-        changes = apply_manifest(self.store, loaded, author)
+        changes = apply_manifest(self.store, loaded, author, force)
+        changes += _app_changes(previous, config)
         self._allocate_stable_ports()
         self._begin_rollouts(before)
         self.jobs.retry_failed()
@@ -589,6 +592,21 @@ class Daemon:
                 "manifest": self.app_config().get("manifest"),
                 "cgroups": self.cgroups.describe() if hasattr(self.cgroups, "describe")
                 else {}}
+
+
+def _app_changes(old: dict[str, Any], new: dict[str, Any]) -> list[AppliedChange]:
+    """Changes that make no release but do change what runs: the gateway and routes."""
+    if not old:
+        return []
+    out = []
+    if old.get("gateway") != new.get("gateway"):
+        was, now = old.get("gateway") or {}, new["gateway"]
+        out.append(AppliedChange("gateway", 0, False, f"now on {now['bind']}:{now['port']} "
+                                 f"(was {was.get('bind')}:{was.get('port')})"))
+    if old.get("routes") != new.get("routes"):
+        out.append(AppliedChange("routes", 0, False,
+                                 f"{len(new.get('routes') or [])} route(s) applied"))
+    return out
 
 
 def read_manifest_path(paths: StatePaths) -> Path | None:
