@@ -159,7 +159,8 @@ def create_app(daemon: Daemon, token: str | None = None,
                      limit: int = 1000) -> Response:
         if not follow:
             return JSONResponse([e.as_json() for e in daemon.store.events(after, service, limit)])
-        return StreamingResponse(_ndjson(views.follow_events(daemon, after, service)),
+        return StreamingResponse(_ndjson(views.follow_events(daemon, after, service),
+                                         daemon.stopped),
                                  media_type="application/x-ndjson")
 
     @app.get("/v1/logs")
@@ -172,7 +173,8 @@ def create_app(daemon: Daemon, token: str | None = None,
         if not follow:
             return JSONResponse(daemon.log_store.read(service=service, since=since, tail=tail,
                                                       replica=replica))
-        return StreamingResponse(_ndjson(daemon.log_store.follow(service, since, tail)),
+        return StreamingResponse(_ndjson(daemon.log_store.follow(service, since, tail),
+                                         daemon.stopped),
                                  media_type="application/x-ndjson")
 
     @app.get("/v1/metrics")
@@ -189,9 +191,33 @@ def create_app(daemon: Daemon, token: str | None = None,
     return app
 
 
-async def _ndjson(items: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
-    async for item in items:
-        yield (json.dumps(item, default=str) + "\n").encode()
+async def _ndjson(items: AsyncIterator[dict[str, Any]],
+                 stop: asyncio.Event | None = None) -> AsyncIterator[bytes]:
+    """NDJSON lines of `items`; a follower (`stop` given) ends when the daemon stops, so
+    an open `logs -f` never holds up the daemon's exit."""
+    if stop is None:
+        async for item in items:
+            yield (json.dumps(item, default=str) + "\n").encode()
+        return
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(items))
+            done, _ = await asyncio.wait({following, stopped},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if following not in done:
+                following.cancel()
+                return
+            try:
+                item = following.result()
+            except StopAsyncIteration:
+                return
+            yield (json.dumps(item, default=str) + "\n").encode()
+    finally:
+        stopped.cancel()
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _first_problem(errors: Any) -> str:

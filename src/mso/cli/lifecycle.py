@@ -61,7 +61,8 @@ def _last_line(path: Path) -> str:
         lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return "no log"
-    return lines[-1] if lines else "no log"
+    last = lines[-1] if lines else "no log"
+    return last[len("mso: "):] if last.startswith("mso: ") else last
 
 
 def last_event_id(paths: StatePaths, client: ApiClient) -> int:

@@ -275,6 +275,11 @@ class Daemon:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def stopped(self) -> asyncio.Event:
+        """Set once `down` (or `detach`) finished: followers end their streams."""
+        return self._stopped
+
     def oneoff_environment(self, service: str, release: int, run_id: str,
                            spec: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
         """Environment (and secrets) of a process that is not a replica: a job run or

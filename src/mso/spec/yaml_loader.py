@@ -54,21 +54,37 @@ def load_yaml(text: str, file: str) -> tuple[Any, LineMap]:
         data = builder.build(node, ())
         return data, builder.lines
     except yaml.MarkedYAMLError as exc:
-        raise _syntax_error(exc, file) from None
+        raise _syntax_error(exc, file, text) from None
     except yaml.YAMLError as exc:
         raise ManifestError(file, None, "", f"YAML error: {exc}") from None
     finally:
         loader.dispose()
 
 
-def _syntax_error(exc: yaml.MarkedYAMLError, file: str) -> ManifestError:
+def _syntax_error(exc: yaml.MarkedYAMLError, file: str, text: str = "") -> ManifestError:
     mark = exc.problem_mark or exc.context_mark
     line = mark.line + 1 if mark is not None else None
     col = f" (column {mark.column + 1})" if mark is not None else ""
     problem = exc.problem or exc.context or "invalid YAML"
     if exc.context and exc.problem:
         problem = f"{problem} ({exc.context})"
+    if mark is not None and _tab_at(text, mark.line, mark.column):
+        # PyYAML's words for it ("found character that cannot start any token") do not
+        # say that the character is a tab, which is what it nearly always is.
+        return ManifestError(file, line, "", f"a tab character{col}: YAML indents with "
+                                             "spaces only; replace the tab with spaces")
     return ManifestError(file, line, "", f"YAML syntax error: {problem}{col}")
+
+
+def _tab_at(text: str, line: int, column: int) -> bool:
+    """Whether the error points at a tab, or at indentation that holds one."""
+    lines = text.splitlines()
+    if not 0 <= line < len(lines):
+        return False
+    row = lines[line]
+    indent = row[:len(row) - len(row.lstrip(" \t"))]
+    return (column < len(row) and row[column] == "\t") or \
+        ("\t" in indent and column <= len(indent))
 
 
 class _Builder:
