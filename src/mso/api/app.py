@@ -112,9 +112,13 @@ def create_app(daemon: Daemon, token: str | None = None,
     async def apply(body: ApplyRequest) -> dict[str, Any]:
         loaded = await asyncio.to_thread(load_manifest, body.manifest, body.environ)
         changes = daemon.apply(loaded, force=body.force)
+        # Routes and listeners change at once (nothing else waits for them), so a port
+        # the proxy cannot bind is this request's answer, not a later event only.
+        await daemon.push_routes()
         return {"changes": [{"service": c.service, "release": c.release,
                              "created": c.created, "change": c.change, "held": c.held}
-                            for c in changes]}
+                            for c in changes],
+                "proxy_error": daemon.push_error}
 
     @app.post("/v1/diff")
     async def diff(body: DiffRequest) -> dict[str, Any]:

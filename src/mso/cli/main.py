@@ -177,9 +177,11 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
     began = time.time()
     started = False
     if client.alive():
-        changes = client.post("/v1/apply", {"manifest": str(loaded.path),
-                                             "environ": dict(os.environ)})["changes"]
-        output.changes(changes)
+        applied = client.post("/v1/apply", {"manifest": str(loaded.path),
+                                             "environ": dict(os.environ)})
+        output.changes(applied["changes"])
+        if applied.get("proxy_error"):
+            raise CliError(f"{applied['proxy_error']}; the proxy keeps the previous routes")
     else:
         preflight_ports(loaded)
         start_daemon(paths, loaded.path, api_port)
@@ -250,6 +252,8 @@ def deploy(file: str | None, engine: str | None, fmt: str, wait: bool, timeout: 
         output.emit_json(result)
     else:
         output.changes(result["changes"])
+    if result.get("proxy_error"):
+        raise CliError(f"{result['proxy_error']}; the proxy keeps the previous routes")
     changed = {c["service"]: c["release"] for c in result["changes"]
                if c["created"] and c["service"] in loaded.manifest.services}
     if not wait:

@@ -276,6 +276,11 @@ class Daemon:
         self._wake.set()
 
     @property
+    def push_error(self) -> str | None:
+        """Why the last route table could not be applied (None: it was)."""
+        return self._push_error
+
+    @property
     def stopped(self) -> asyncio.Event:
         """Set once `down` (or `detach`) finished: followers end their streams."""
         return self._stopped

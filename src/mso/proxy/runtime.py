@@ -119,7 +119,7 @@ class Runtime:
             spec = new_specs[name]
             holder = port_holder(spec.port) if exc.errno == errno.EADDRINUSE else None
             raise TableError(f"listener {name!r}: cannot bind {spec.bind}:{spec.port}: "
-                             f"{(exc.strerror or str(exc)).lower()}"
+                             f"{(os.strerror(exc.errno) if exc.errno else str(exc)).lower()}"
                              + (f" (taken by {holder})" if holder else "")) from exc
         old_eps = {id(e): e for c in self.clusters.values() for e in c.endpoints}
         self.clusters = clusters

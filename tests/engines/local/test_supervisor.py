@@ -364,7 +364,12 @@ async def test_spawn_failure_backs_off_and_reports(tmp_path: Path) -> None:
     sup = supervisor(make_spec(tmp_path, argv=["/nonexistent/app"], ports={}), rec)
     sup.start()
     await until(lambda: rec.count(S.BACKOFF) >= 2, what="backoff")
-    assert rec.transitions[0][2].startswith("spawn failed:")
+    assert rec.transitions[0][2].startswith("cannot start '/nonexistent/app' (cwd ")
+    assert "no such file or directory" in rec.transitions[0][2]
+    problem = sup.problem()
+    assert problem is not None and problem.kind == "start_failed"
+    # ... and the replica's own log says it, where `mso logs` looks.
+    assert "mso: cannot start '/nonexistent/app'" in sup.spec.stderr_path.read_text()
     await sup.stop()
     assert sup.state == S.STOPPED
 
@@ -410,3 +415,59 @@ async def test_cancelling_supervision_is_clean(tmp_path: Path) -> None:
     assert sup.ref is not None and is_alive(sup.ref)
     await sup.stop()  # a detached supervisor can still stop its process
     await until(lambda: dead(sup.ref.pid) if sup.ref else True)
+
+
+# -- problems: what the waiting commands report (mso.engines.problems) -------------------
+
+async def test_a_crash_loop_is_named_after_three_exits_and_cleared_by_ready(
+        tmp_path: Path) -> None:
+    flag = tmp_path / "crash"
+    flag.touch()
+    code = ("import os, sys\n"
+            f"if os.path.exists({str(flag)!r}): sys.exit(3)\n" + SERVER)
+    rec = Recorder()
+    sup = supervisor(make_spec(tmp_path, code, readiness=http_probe("/ready")), rec)
+    (tmp_path / "ready").touch()
+    sup.start()
+    await until(lambda: sup.exits_in_a_row >= 2, what="two exits")
+    assert sup.problem() is None  # two exits are not a loop yet
+    await until(lambda: sup.problem() is not None, what="crash loop")
+    problem = sup.problem()
+    assert problem is not None and problem.kind == "crash_loop"
+    assert problem.message.startswith("exited 3 times in a row without becoming ready; "
+                                      "last: exited with status 3")
+    flag.unlink()
+    await until(lambda: sup.state == S.READY, what="ready once it stops crashing")
+    assert sup.problem() is None and sup.exits_in_a_row == 0
+    await sup.stop()
+
+
+async def test_nothing_listening_on_port_is_named_after_the_allowance(tmp_path: Path) -> None:
+    code = "import time\nprint('up, but on no port', flush=True)\ntime.sleep(60)\n"
+    rec = Recorder()
+    sup = supervisor(make_spec(tmp_path, code), rec, ready_allowance=0.5)
+    sup.start()
+    await until(lambda: sup.problem() is not None, what="not_listening")
+    problem = sup.problem()
+    port = sup.spec.ports["http"]
+    assert problem is not None and problem.kind == "not_listening"
+    assert problem.message.startswith(f"nothing listens on PORT={port}; does the service "
+                                      "read $PORT?")
+    assert sup.state == S.RUNNING and sup.last_reason == problem.message  # ps shows it
+    await sup.stop()
+
+
+async def test_a_failing_readiness_probe_is_a_problem_only_after_the_allowance(
+        tmp_path: Path) -> None:
+    now = [1000.0]
+    rec = Recorder()
+    sup = supervisor(make_spec(tmp_path, readiness=http_probe("/ready")), rec,
+                     clock=lambda: now[0])
+    sup.start()
+    await until(lambda: "readiness probe failed" in sup.last_reason, what="probe failing")
+    assert sup.problem() is None  # within the start-up allowance (the clock stands still)
+    now[0] += 10.0
+    problem = sup.problem()
+    assert problem is not None and problem.kind == "not_ready"
+    assert "HTTP GET /ready returned 500" in problem.message
+    await sup.stop()

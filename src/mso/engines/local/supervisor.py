@@ -267,8 +267,8 @@ class ReplicaSupervisor:
                              cgroup=self.cgroup, shell=spec.shell)
         except SpawnError as exc:
             self.ref = None
-            self._kill_reason = f"spawn failed: {exc.strerror or exc}"
             self._spawn_error = self._spawn_message(exc)
+            self._kill_reason = self._spawn_error
             self._log_spawn_error(self._spawn_error)
             return None
         self._spawn_error = None
