@@ -89,7 +89,8 @@ def test_foreground_up_streams_logs_and_sigint_stops_everything(
     assert "Traceback" not in err
     assert instance_processes(app.instance) == []
     status = app.cli("ps", check=False)
-    assert status.returncode == 1 and "no mso daemon is running" in status.stderr
+    assert status.returncode == 0 and "mso is not running: stopped by `mso down`" \
+        in status.stdout
 
 
 def test_up_again_on_a_running_app_changes_nothing(running: MsoApp) -> None:

@@ -62,15 +62,38 @@ def test_scale_without_a_count_is_bad_usage(tmp_path: Path) -> None:
     ("ps",), ("endpoints",), ("events",), ("logs",), ("scale", "web=2"),
     ("restart", "web"), ("releases", "web"), ("run", "web", "--", "true"),
 ], ids=lambda a: " ".join(a))
-def test_commands_without_a_daemon_fail_with_one_line(tmp_path: Path,
-                                                      args: tuple[str, ...]) -> None:
+def test_commands_outside_an_app_folder_say_so_in_one_line(tmp_path: Path,
+                                                           args: tuple[str, ...]) -> None:
+    line = assert_one_line_error(_mso(tmp_path, *args), 2)
+    assert line == (f"mso: no mso.yaml found in {tmp_path} or any folder above it; run mso "
+                    "in your app's folder or pass -f FILE")
+
+
+@pytest.mark.parametrize("args", [
+    ("ps",), ("events",), ("logs",), ("releases", "web"), ("rollout", "status", "web"),
+], ids=lambda a: " ".join(a))
+def test_read_only_commands_before_the_first_up(tmp_path: Path,
+                                                args: tuple[str, ...]) -> None:
+    (tmp_path / "mso.yaml").write_text("app: a\nservices: {web: {run: [x]}}\n")
+    line = assert_one_line_error(_mso(tmp_path, *args), 1)
+    assert line == f"mso: nothing has run for {tmp_path / 'mso.yaml'} yet: start it with `mso up`"
+
+
+@pytest.mark.parametrize("args", [
+    ("endpoints",), ("scale", "web=2"), ("restart", "web"), ("run", "web", "--", "true"),
+    ("rollout", "promote", "web"),
+], ids=lambda a: " ".join(a))
+def test_commands_that_need_the_daemon_say_so(tmp_path: Path, args: tuple[str, ...]) -> None:
+    (tmp_path / "mso.yaml").write_text("app: a\nservices: {web: {run: [x]}}\n")
     line = assert_one_line_error(_mso(tmp_path, *args), 1)
     assert "no mso daemon is running" in line and "mso up" in line
 
 
 def test_down_without_a_daemon_is_a_no_op(tmp_path: Path) -> None:
+    (tmp_path / "mso.yaml").write_text("app: a\nservices: {web: {run: [x]}}\n")
     proc = _mso(tmp_path, "down")
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "nothing is running"
     assert not (tmp_path / ".mso").exists()
 
 

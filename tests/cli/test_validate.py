@@ -262,19 +262,24 @@ def test_valid_manifest_exits_0_and_json_summarises_it(tmp_path: Path) -> None:
         app: shop
         routes: [{path: /, service: web}]
         services:
-          web: {run: [app], ports: {http: 8000}, depends_on: [db]}
-          db: {run: [db], ports: {pg: {port: 5432, protocol: tcp}}}
+          web: {run: [sh], ports: {http: 8000}, depends_on: [db]}
+          db: {run: [cat], ports: {pg: {port: 5432, protocol: tcp}}}
         jobs:
           migrate: {run: [migrate], before: [web]}
         """))
     plain = _mso(tmp_path, "validate")
     assert plain.returncode == 0, plain.stderr
-    assert plain.stderr == "" and "valid" in plain.stdout
+    assert plain.stdout.strip().endswith(": valid (2 services, 1 job)")
+    # A command that is not on PATH is a warning (it may be installed before `up`).
+    assert plain.stderr.strip() == (f"mso: {tmp_path / 'mso.yaml'}:8: jobs.migrate.run.0: "
+                                    "warning: command 'migrate' not found on PATH")
     proc = _mso(tmp_path, "validate", "-o", "json")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["valid"] is True and summary["app"] == "shop"
     assert summary["services"] == ["db", "web"] and summary["jobs"] == ["migrate"]
+    assert [(w["line"], w["field"]) for w in summary["warnings"]] == \
+        [(8, "jobs.migrate.run.0")]
 
 
 def test_validate_of_a_missing_manifest_is_one_line_exit_2(tmp_path: Path) -> None:
@@ -294,4 +299,4 @@ def test_up_refuses_a_broken_manifest_and_starts_nothing(tmp_path: Path) -> None
     assert not (tmp_path / ".mso" / "api.sock").exists()
     assert not (tmp_path / ".mso" / "state.db").exists()
     ps = _mso(tmp_path, "ps")
-    assert ps.returncode == 1 and "no mso daemon is running" in ps.stderr
+    assert ps.returncode == 1 and "nothing has run for" in ps.stderr

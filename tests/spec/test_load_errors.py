@@ -643,7 +643,7 @@ def test_directory_is_a_clean_error(tmp_path: Path) -> None:
         (b"app: shop\n---\napp: other\n", 2, "YAML syntax error"),
         (b"just a string\n", 1, "the top level must be a mapping"),
         (b"a: &a [*a]\n", 1, "recursive YAML alias"),
-        (b"app: shop\n\tservices: {}\n", 2, "YAML syntax error"),
+        (b"app: shop\n\tservices: {}\n", 2, "a tab character (column 1): YAML indents with spaces only"),
     ],
     ids=["empty", "only comment", "bad encoding", "two documents", "scalar", "recursive alias", "tab indent"],
 )
