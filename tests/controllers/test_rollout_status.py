@@ -46,7 +46,8 @@ def test_a_rolling_update_shows_replicas_not_steps_weights_or_analysis() -> None
     assert not CANARY_ONLY & set(out)
     assert out["replicas"] == {"updated": 1, "wanted": 3}
     assert out["deadline_at"] == T0 + 604
-    assert out["next"][0].startswith("1 of 3 replicas updated so far")
+    assert out["next"][0] == "`mso ps` and `mso logs web` show how the new replicas are doing"
+    assert out["next"][1].startswith("if no more replicas become ready, the progress deadline")
 
 
 def test_blue_green_shows_its_preview_and_the_previous_release_kept() -> None:

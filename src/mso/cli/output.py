@@ -240,8 +240,9 @@ def _blue_green_lines(data: dict[str, Any]) -> None:
     line = f"  promoted {_ts(promoted)[:8]}; release {data['from_release']} "
     until = data.get("previous_until")
     if data.get("phase") in ("Progressing", "Paused") and until is not None:
-        left = max(0.0, float(until) - time.time())
-        line += f"kept until {_ts(until)[:8]} ({left:.0f}s left) for `mso rollout abort`"
+        minutes, seconds = divmod(round(max(0.0, float(until) - time.time())), 60)
+        left = f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+        line += f"kept until {_ts(until)[:8]} ({left} left) for `mso rollout abort`"
     else:
         line += f"was kept {float(data.get('keep_previous') or 0):g}s"
     console.print(escape(line))

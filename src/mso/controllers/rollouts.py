@@ -581,9 +581,7 @@ def _ways_forward(state: RolloutState, spec: dict[str, Any], now: float,
         what = {"canary": "canary replicas", "blue_green": "preview replicas"}.get(
             state.strategy, "new replicas")
         if state.strategy in ("rolling", "recreate"):
-            out.append(f"{state.updated} of {state.wanted} replicas updated so far; "
-                       f"`mso ps` and `mso logs {svc}` show why the {what} are not ready "
-                       "if it stops moving")
+            out.append(f"`mso ps` and `mso logs {svc}` show how the new replicas are doing")
         else:
             out.append(f"the {what} are not ready yet: `mso ps` and `mso logs {svc}` "
                        "show why")
@@ -613,7 +611,9 @@ def _ways_forward(state: RolloutState, spec: dict[str, Any], now: float,
         out.append(f"`mso rollout abort {svc}` switches traffic straight back to release "
                    f"{state.from_release} until {_clock(until)} (keep_previous)")
     if deadline_at is not None:
-        out.append(f"otherwise the progress deadline ({human_seconds(deadline)}) fails the "
+        when = ("if no more replicas become ready, " if state.waiting_since is not None
+                else "otherwise ")
+        out.append(f"{when}the progress deadline ({human_seconds(deadline)}) fails the "
                    f"rollout and rolls it back at {_clock(deadline_at)}, in "
                    f"{human_seconds(deadline_at - now)}")
     return out
