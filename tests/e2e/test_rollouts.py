@@ -198,7 +198,7 @@ def test_canary_without_traffic_holds_and_says_what_it_needs(app: MsoApp) -> Non
 
 
 def test_canary_without_traffic_fails_at_its_progress_deadline(app: MsoApp) -> None:
-    deadline = CANARY.replace("progress_deadline: 60s", "progress_deadline: 6s") \
+    deadline = CANARY.replace("progress_deadline: 60s", "progress_deadline: 10s") \
         .replace("analysis: {duration: 4s}\n        - set_weight: 50",
                  "analysis: {duration: 2s}\n        - set_weight: 50")
     write(app, deadline)
@@ -206,7 +206,7 @@ def test_canary_without_traffic_fails_at_its_progress_deadline(app: MsoApp) -> N
     write(app, deadline, version="v2")
     app.cli("deploy")
     watch = app.cli("rollout", "status", "-w", "echo", "--timeout", "90", check=False)
-    reason = ("analysis inconclusive for 6s past its duration (progress_deadline): "
+    reason = ("analysis inconclusive for 10s past its duration (progress_deadline): "
               + NEEDS.format(0, 0))
     assert watch.returncode == 1, (watch.stdout, watch.stderr)
     assert watch.stderr.splitlines() == [f"mso: echo: release 2 failed: {reason}"]
@@ -222,7 +222,7 @@ def test_canary_without_traffic_fails_at_its_progress_deadline(app: MsoApp) -> N
     trail = {e["message"].split(":")[0]: e["ts"] for e in app.events()
              if e["service"] == "echo" and e["type"].startswith("rollout.")}
     held_for = trail["Failed"] - trail["step 2"]
-    assert held_for >= 5.5, trail  # the deadline counts from the end of the analysis
+    assert held_for >= 9.5, trail  # the deadline counts from the end of the analysis
 
 
 def test_pause_stops_the_analysis_clock(app: MsoApp) -> None:
