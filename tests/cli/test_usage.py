@@ -48,6 +48,9 @@ def test_schema_is_a_json_schema_with_services(tmp_path: Path) -> None:
     ("scale",),
     ("run", "echo"),
     ("up", "--engine", "nomad"),
+    ("rollout", "promote", "web", "-w"),
+    ("rollout", "status", "web", "--timeout", "5"),
+    ("rollout", "status", "web", "-w", "--timeout", "0"),
 ], ids=lambda a: " ".join(a))
 def test_bad_usage_exits_2_with_one_line(tmp_path: Path, args: tuple[str, ...]) -> None:
     assert_one_line_error(_mso(tmp_path, *args), 2)

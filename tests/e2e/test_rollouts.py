@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
+import time
+from typing import Any
 
 import pytest
 
@@ -89,8 +92,14 @@ def test_healthy_canary_is_promoted_automatically(app: MsoApp) -> None:
     with Load(app.gateway_port, rate=200, threads=4) as load:
         write(app, CANARY, version="v2")
         app.cli("deploy")
-        wait_for(lambda: status(app)["phase"] == "Promoted", timeout=90,
-                 message="canary promoted")
+        # `rollout status -w` follows the rollout to its end: exit 0 once promoted.
+        watch = app.cli("rollout", "status", "-w", "echo", "--timeout", "90", check=False)
+        assert watch.returncode == 0, (watch.stdout, watch.stderr)
+        lines = watch.stdout.splitlines()
+        assert lines[-1] == "echo: release 2 promoted", lines
+        assert " canary Promoted step 4/4 weight 100%: " in lines[-2], lines
+        assert any("step 4/4" in line for line in lines), lines
+        assert status(app)["phase"] == "Promoted"
         wait_for(lambda: versions(app) == {2} and app.all_ready(3), timeout=60,
                  message="stable on release 2")
     result = load.stop()
@@ -137,7 +146,21 @@ def test_slow_canary_is_rolled_back(app: MsoApp) -> None:
     assert st["analysis"]["canary"]["p99_ms"] > st["analysis"]["stable"]["p99_ms"] + 100
 
 
-def test_canary_without_traffic_stays_inconclusive(app: MsoApp) -> None:
+def pinned_to_canary(app: MsoApp, count: int) -> None:
+    for _ in range(count):
+        conn = http.client.HTTPConnection("127.0.0.1", app.gateway_port, timeout=5)
+        try:
+            conn.request("GET", "/", headers={"x-mso-route": "canary"})
+            response = conn.getresponse()
+            assert response.status == 200 and " 2 " in f" {response.read().decode()} "
+        finally:
+            conn.close()
+
+
+NEEDS = "canary has {} of 40 requests needed, stable {} of 40"
+
+
+def test_canary_without_traffic_holds_and_says_what_it_needs(app: MsoApp) -> None:
     write(app, CANARY)
     app.up()
     write(app, CANARY, version="v2")
@@ -145,11 +168,95 @@ def test_canary_without_traffic_stays_inconclusive(app: MsoApp) -> None:
     wait_for(lambda: status(app)["phase"] == "Inconclusive", timeout=60,
              message="inconclusive without traffic")
     st = status(app)
-    assert st["step"] == 1 and st["weight"] == 20
+    # Steps are numbered as events number them: "step 1: weight set to 20%", then the
+    # analysis is step 2 of 4.
+    assert (st["step"], st["steps"], st["weight"]) == (2, 4, 20)
+    assert st["reason"] == "analysis inconclusive: " + NEEDS.format(0, 0)
+    assert "step 2: analysis inconclusive, holding: " + NEEDS.format(0, 0) in \
+        [e["message"] for e in app.events()]
+    assert st["deadline_at"] is not None
     assert versions(app) == {1, 2}
     assert {r["release"] for r in app.ps() if r["subset"] == "stable"} == {1}
+    table = app.cli("rollout", "status", "echo").stdout
+    for expected in ("step 2/4: analysis 4s (done; held: inconclusive)  weight 20%",
+                     "analysis inconclusive: " + NEEDS.format(0, 0),
+                     "x-mso-route: canary", "`mso rollout promote echo` skips the analysis",
+                     "`mso rollout abort echo` rolls back to release 1",
+                     "otherwise the progress deadline (1m) fails the rollout"):
+        assert expected in table, table
+    assert "thresholds:" in table
+    # The reason follows the numbers as they change (it was set once, then stale).
+    pinned_to_canary(app, 3)
+    wait_for(lambda: NEEDS.format(3, 0) in status(app)["reason"], timeout=20,
+             message="the held reason with the canary's 3 requests")
     app.cli("rollout", "abort", "echo")
     wait_for(lambda: versions(app) == {1}, message="canary removed after abort")
+    # Nothing left to wait for: -w answers at once with the last outcome.
+    watch = app.cli("rollout", "status", "-w", "echo", check=False)
+    assert watch.returncode == 1, (watch.stdout, watch.stderr)
+    assert watch.stderr.strip() == "mso: echo: release 2 rolled back: aborted by user"
+
+
+def test_canary_without_traffic_fails_at_its_progress_deadline(app: MsoApp) -> None:
+    deadline = CANARY.replace("progress_deadline: 60s", "progress_deadline: 10s") \
+        .replace("analysis: {duration: 4s}\n        - set_weight: 50",
+                 "analysis: {duration: 2s}\n        - set_weight: 50")
+    write(app, deadline)
+    app.up()
+    write(app, deadline, version="v2")
+    app.cli("deploy")
+    watch = app.cli("rollout", "status", "-w", "echo", "--timeout", "90", check=False)
+    reason = ("analysis inconclusive for 10s past its duration (progress_deadline): "
+              + NEEDS.format(0, 0))
+    assert watch.returncode == 1, (watch.stdout, watch.stderr)
+    assert watch.stderr.splitlines() == [f"mso: echo: release 2 failed: {reason}"]
+    lines = watch.stdout.splitlines()
+    assert any(line.endswith("canary Inconclusive step 2/4 weight 20%: analysis "
+                             "inconclusive: " + NEEDS.format(0, 0)) for line in lines), lines
+    assert lines[-1].endswith(f"canary Failed step 2/4 weight 0%: {reason}"), lines
+    st = status(app)
+    assert (st["phase"], st["reason"], st["next"]) == ("Failed", reason, [])
+    wait_for(lambda: versions(app) == {1} and app.all_ready(3), timeout=60,
+             message="canary removed after the deadline")
+    assert [r["outcome"] for r in app.json("releases", "echo")] == ["promoted", "failed"]
+    trail = {e["message"].split(":")[0]: e["ts"] for e in app.events()
+             if e["service"] == "echo" and e["type"].startswith("rollout.")}
+    held_for = trail["Failed"] - trail["step 2"]
+    assert held_for >= 9.5, trail  # the deadline counts from the end of the analysis
+
+
+def test_pause_stops_the_analysis_clock(app: MsoApp) -> None:
+    one_analysis = CANARY.replace("        - set_weight: 50\n        - analysis: {duration: 4s}\n",
+                                  "").replace("duration: 4s", "duration: 8s")
+    assert "duration: 8s" in one_analysis and "set_weight: 50" not in one_analysis
+    write(app, one_analysis)
+    app.up()
+    with Load(app.gateway_port, rate=200, threads=4) as load:
+        write(app, one_analysis, version="v2")
+        app.cli("deploy")
+        wait_for(lambda: (s := status(app))["step"] == 2 and s["step_left"] < 7.5,
+                 timeout=60, message="the analysis under way")
+        app.cli("rollout", "pause", "echo")
+        paused = status(app)
+        left = paused["step_left"]
+        assert paused["phase"] == "Paused" and paused["step"] == 2 and 0 < left < 7.5
+        # Let more than the whole analysis go by while paused: on a running clock it
+        # would be over (and the canary promoted at the first tick after resume).
+        until = time.time() + 8.5
+        wait_for(lambda: time.time() > until, timeout=20, message="the pause to outlast "
+                 "the analysis")
+        still: dict[str, Any] = status(app)
+        assert (still["phase"], still["step"], still["step_left"]) == ("Paused", 2, left)
+        assert "`mso rollout resume echo` continues" in still["next"][0]
+        app.cli("rollout", "resume", "echo")
+        watch = app.cli("rollout", "status", "-w", "echo", "--timeout", "90", check=False)
+        assert watch.returncode == 0, (watch.stdout, watch.stderr)
+    result = load.stop()
+    assert result.failures == [], result.failures[:5]
+    trail = [e for e in app.events() if e["service"] == "echo"]
+    resumed = next(e["ts"] for e in trail if e["message"].startswith("resumed by user"))
+    passed = next(e["ts"] for e in trail if e["message"].startswith("step 2: analysis passed"))
+    assert passed - resumed >= left - 1.0, (left, passed - resumed)
 
 
 def test_rollback_to_an_older_release_and_identical_spec_is_refused(app: MsoApp) -> None:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from mso.cli import offline, output
+from mso.cli import offline, output, waiting
 from mso.cli.client import ApiClient, CliError
 from mso.cli.lifecycle import (StartupFailed, down_app, follow_foreground, last_event_id,
                                 preflight_ports, running_summary, start_daemon,
@@ -441,21 +441,62 @@ def rollback(service: str, file: str | None, engine: str | None, to: int | None,
 @click.argument("service")
 @manifest_options
 @output_option("json")
+@click.option("-w", "--watch", is_flag=True,
+              help="status: follow the rollout to its end, one line per change; exit 0 "
+                   "when promoted, 1 when rolled back or failed.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              help="With --watch: give up after this many seconds (exit 1).")
 def rollout(action: str, service: str, file: str | None, engine: str | None, fmt: str,
-            **opts: Any) -> None:
+            watch: bool, timeout: float | None, **opts: Any) -> None:
     """Show or control a service's rollout: status|promote|abort|pause|resume."""
+    if watch and action != "status":
+        raise CliError("--watch goes with `rollout status` only", 2)
+    if timeout is not None and not watch:
+        raise CliError("--timeout goes with --watch", 2)
     target = on_remote(file, dict(opts, engine=engine))
+    get_status: Callable[[], dict[str, Any]]
     if target is not None:
-        data = target[0].rollout(target[1], action, service)
-        output.emit_json(data) if fmt == "json" else output.rollout_status(data)
-        return
-    if action == "status":
-        reader, paths = reader_for(file)
-        data = reader.get(f"/v1/services/{service}/rollout") if reader \
-            else offline.rollout_status(paths, service)
+        engine_, loaded = target
+        if not watch:
+            data = engine_.rollout(loaded, action, service)
+            output.emit_json(data) if fmt == "json" else output.rollout_status(data)
+            return
+
+        def get_status() -> dict[str, Any]:
+            return engine_.rollout(loaded, "status", service)
     else:
-        data = client_for(file).post(f"/v1/services/{service}/rollout/{action}")
-    output.emit_json(data) if fmt == "json" else output.rollout_status(data)
+        if not watch:
+            if action == "status":
+                reader, paths = reader_for(file)
+                data = reader.get(f"/v1/services/{service}/rollout") if reader \
+                    else offline.rollout_status(paths, service)
+            else:
+                data = client_for(file).post(f"/v1/services/{service}/rollout/{action}")
+            output.emit_json(data) if fmt == "json" else output.rollout_status(data)
+            return
+        client = client_for(file)
+
+        def get_status() -> dict[str, Any]:
+            return dict(client.get(f"/v1/services/{service}/rollout"))
+    _watch_rollout(get_status, fmt, timeout)
+
+
+def _watch_rollout(get_status: Callable[[], dict[str, Any]], fmt: str,
+                   timeout: float | None) -> None:
+    """`rollout status -w`: a line (or, with -o json, a JSON object) per change; the
+    outcome's line on stdout when promoted, on stderr with exit 1 otherwise."""
+    output.exit_when_output_closes()
+
+    def show(status: dict[str, Any]) -> None:
+        click.echo(json.dumps(status, default=str) if fmt == "json"
+                   else waiting.change_line(status))
+        sys.stdout.flush()
+
+    outcome = waiting.wait_rollout(get_status, on_change=show, timeout=timeout)
+    if outcome.code != 0:
+        raise CliError(outcome.message, outcome.code)
+    if fmt != "json":
+        click.echo(outcome.message)
 
 
 @cli.command()

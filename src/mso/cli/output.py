@@ -270,14 +270,72 @@ def print_events(records: Iterator[dict[str, Any]], follow: bool, fmt: str) -> N
 
 
 def rollout_status(data: dict[str, Any]) -> None:
+    """One rollout, showing only what applies to its strategy (see `_status` in
+    mso.controllers.rollouts), then the ways forward."""
     if not data.get("strategy"):
         console.print(f"{data['service']}: no rollout yet")
         return
-    console.print(f"[bold]{data['service']}[/]: {data['strategy']} rollout "
-                  f"{data['from_release']} -> {data['to_release']}  phase [bold]{data['phase']}[/]"
-                  f"  step {data['step']}/{data.get('steps', 0)}  weight {data['weight']}%")
+    strategy = data["strategy"]
+    kind = "update" if strategy in ("rolling", "recreate") else "rollout"
+    header = (f"[bold]{data['service']}[/]: {strategy} {kind} {data['from_release']} -> "
+              f"{data['to_release']}  phase [bold]{data['phase']}[/]")
+    if data.get("finished"):
+        header += f"  (ended {_ts(data['finished'])[:8]})"
+    console.print(header)
+    if strategy in ("rolling", "recreate"):
+        replicas = data.get("replicas") or {}
+        if replicas.get("wanted"):
+            console.print(f"  {replicas.get('updated', 0)} of {replicas['wanted']} replicas "
+                          "updated")
+    elif strategy == "blue_green":
+        _blue_green_lines(data)
+    else:
+        _canary_lines(data)
     if data.get("reason"):
-        console.print(f"  {data['reason']}")
+        console.print(f"  {escape(data['reason'])}")
+    if strategy == "canary":
+        _analysis_lines(data)
+    ways = data.get("next") or []
+    if ways:
+        console.print("  next:")
+        for way in ways:
+            console.print(f"    - {escape(way)}")
+
+
+def _canary_lines(data: dict[str, Any]) -> None:
+    step, steps = data.get("step"), data.get("steps")
+    plan = data.get("plan") or []
+    current = data.get("current_step")
+    line = f"  weight {data.get('weight', 0)}%"
+    if step and steps:
+        line = f"  step {step}/{steps}" + (f": {current}" if current else "") + \
+            f"  weight {data.get('weight', 0)}%"
+    console.print(escape(line))
+    if plan:
+        marked = [f"[{n}. {text}]" if n == step and current else f"{n}. {text}"
+                  for n, text in enumerate(plan, start=1)]
+        console.print("  steps: " + escape(", ".join(marked)))
+
+
+def _blue_green_lines(data: dict[str, Any]) -> None:
+    port = data.get("preview_port")
+    where = f" on port {port}" if port else ""
+    promoted = data.get("promoted_at")
+    if promoted is None:
+        console.print(f"  preview: release {data['to_release']}{where}; not promoted")
+        return
+    line = f"  promoted {_ts(promoted)[:8]}; release {data['from_release']} "
+    until = data.get("previous_until")
+    if data.get("phase") in ("Progressing", "Paused") and until is not None:
+        minutes, seconds = divmod(round(max(0.0, float(until) - time.time())), 60)
+        left = f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+        line += f"kept until {_ts(until)[:8]} ({left} left) for `mso rollout abort`"
+    else:
+        line += f"was kept {float(data.get('keep_previous') or 0):g}s"
+    console.print(escape(line))
+
+
+def _analysis_lines(data: dict[str, Any]) -> None:
     analysis = data.get("analysis") or {}
     if analysis.get("stable") or analysis.get("canary"):
         table = _table("SUBSET", "REQUESTS", "ERRORS", "ERROR RATE", "P50 MS", "P99 MS")
@@ -287,11 +345,14 @@ def rollout_status(data: dict[str, Any]) -> None:
                           f"{100 * float(sub.get('error_rate') or 0):.2f}%",
                           _num(sub.get("p50_ms")), _num(sub.get("p99_ms")))
         console.print(table)
-    console.print(f"  verdict: {analysis.get('verdict')}: {analysis.get('reason')}")
+    verdict_reason = str(analysis.get("reason") or "")
+    if analysis.get("verdict") and verdict_reason not in str(data.get("reason") or "") \
+            and data.get("phase") != "Inconclusive":
+        console.print(escape(f"  verdict: {analysis.get('verdict')}: {verdict_reason}"))
     thresholds = data.get("thresholds") or {}
     if thresholds:
-        console.print("  thresholds: " + ", ".join(f"{k}={v}" for k, v in thresholds.items()
-                                                   if k != "providers"))
+        console.print("  thresholds: " + escape(", ".join(
+            f"{k}={v}" for k, v in thresholds.items() if k != "providers")))
 
 
 def _num(value: Any) -> str:

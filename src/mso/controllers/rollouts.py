@@ -11,6 +11,7 @@ and Kubernetes Deployments.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import math
 import time
@@ -105,12 +106,18 @@ class RolloutController:
                 continue
             steps = self.spec(service, state.to_release).get("steps") or []
             if state.step < len(steps) and canary.step_kind(steps[state.step]) == "analysis":
-                state = dataclasses.replace(state, step_started=time.time())
+                now = time.time()
+                # The whole duration again; a user's pause stays, with the full duration
+                # left once resumed.
+                state = dataclasses.replace(state, step_started=now,
+                                            paused_at=None if state.paused_at is None else now)
             state.analysis = {}
             self._save(state)
-            self.d.store.add_event("rollout.resumed", f"resumed at step {state.step + 1}; "
-                                   "analysis restarted from zero", service,
-                                   data={"step": state.step})
+            number = canary.step_number(state, steps)
+            message = (f"resumed at step {number}; analysis restarted from zero"
+                       if number is not None else f"resumed the {state.strategy} rollout")
+            self.d.store.add_event("rollout.resumed", message, service,
+                                   data={"step": number})
 
     # -- starting -----------------------------------------------------------------------
     def begin(self, service: str, from_release: int, to_release: int,
@@ -212,8 +219,9 @@ class RolloutController:
         deadline = float(spec.get("progress_deadline", 600.0))
         if state.strategy in ("rolling", "recreate"):
             complete = self._rolled(state.service, state.to_release, want.replicas)
-            return rolling.advance(state, Tick(now, complete, None, "",
-                                               deadline), complete)
+            updated = self._updated(state.service, state.to_release)
+            return rolling.advance(state, Tick(now, complete, None, "", deadline,
+                                               updated=updated, wanted=want.replicas), complete)
         if state.strategy == "blue_green":
             ready = self._subset_ready(state.service, "preview" if state.promoted_at is None
                                        else "stable", state.to_release, want.replicas)
@@ -233,12 +241,20 @@ class RolloutController:
         reason = verdict.reason if verdict else ""
         if verdict is not None:
             state.analysis = verdict.to_dict()
+            if verdict.verdict == "inconclusive":
+                reason = analysis_needs(state.analysis, _min_samples(spec)) or reason
         return canary.advance(state, steps, Tick(now, ready, kind, reason, deadline))
 
     def _rolled(self, service: str, release: int, replicas: int) -> bool:
         stable = [m for m in self.d.members(service) if m.subset == "stable" and not m.stopping]
         return (len(stable) == replicas and all(m.release == release and m.ready
                                                 for m in stable))
+
+    def _updated(self, service: str, release: int) -> int:
+        """Replicas of `release` serving stable traffic and READY: a rolling update's
+        progress."""
+        return sum(1 for m in self.d.members(service) if m.subset == "stable"
+                   and not m.stopping and m.release == release and m.ready)
 
     async def _analyse(self, state: RolloutState, spec: dict[str, Any],
                        final: bool) -> Verdict | None:
@@ -264,7 +280,7 @@ class RolloutController:
         if judge is None:
             a = spec.get("analysis") or {}
             judge = CanaryJudge(AnalysisConfig(
-                min_samples=int(a.get("min_samples", 50)),
+                min_samples=_min_samples(spec),
                 confidence=float(a.get("confidence", 0.99)),
                 max_error_rate_increase=float(a.get("max_error_rate_increase", 0.01)),
                 max_latency_p99_increase=float(a.get("max_latency_p99_increase", 0.25))))
@@ -287,9 +303,11 @@ class RolloutController:
     # -- applying decisions ---------------------------------------------------------------
     def _apply(self, before: RolloutState, decision: Decision, saved: bool = False) -> None:
         state = decision.state
+        steps = (self.spec(state.service, state.to_release).get("steps") or []
+                 if decision.events else [])
         for message in decision.events:
             self.d.store.add_event("rollout." + state.phase.value.lower(), message,
-                                   state.service, data=_event_data(state))
+                                   state.service, data=_event_data(state, steps))
         if not state.active:
             self._finish(state, rollback=state.phase in (Phase.ROLLED_BACK, Phase.FAILED),
                          saved=saved)
@@ -352,12 +370,13 @@ class RolloutController:
         return decision.state
 
     def pause(self, service: str, paused: bool) -> RolloutState:
+        """Pause or resume; the step's clock stands still while paused
+        (`canary.set_paused`)."""
         state = self._require(service)
-        new = dataclasses.replace(state, paused_by_user=paused,
-                                  phase=Phase.PAUSED if paused else Phase.PROGRESSING,
-                                  reason="paused by user" if paused else "resumed by user")
-        self._apply(state, Decision(new, (new.reason,)))
-        return new
+        decision = canary.set_paused(state, paused, time.time())
+        if decision.changed:
+            self._apply(state, decision)
+        return decision.state
 
     def rollback(self, service: str, to: int | None, author: str | None = None) -> int:
         """Roll `service` back to release `to` (default: the newest earlier good one).
@@ -420,8 +439,23 @@ class RolloutController:
         state = self.get(service)
         if state is None:
             return {"service": service, "strategy": None, "phase": None, "step": None,
-                    "weight": None, "analysis": {}}
-        return _status(state, self.spec(service, state.to_release))
+                    "steps": None, "weight": None, "analysis": {}, "next": []}
+        return _status(state, self.spec(service, state.to_release), time.time())
+
+
+def _min_samples(spec: dict[str, Any]) -> int:
+    return int((spec.get("analysis") or {}).get("min_samples", 50))
+
+
+def analysis_needs(analysis: dict[str, Any], min_samples: int) -> str | None:
+    """What a sample-starved analysis still needs, from a verdict's numbers, e.g.
+    `canary has 3 of 50 requests needed, stable 0 of 50`; None once both have enough."""
+    stable = int((analysis.get("stable") or {}).get("requests") or 0)
+    canary_requests = int((analysis.get("canary") or {}).get("requests") or 0)
+    if min(stable, canary_requests) >= min_samples:
+        return None
+    return (f"canary has {canary_requests} of {min_samples} requests needed, "
+            f"stable {stable} of {min_samples}")
 
 
 def _numbers(v: Verdict) -> dict[str, Any]:
@@ -432,20 +466,189 @@ def _numbers(v: Verdict) -> dict[str, Any]:
             "latency_p50": data.get("latency_p50"), "alpha": v.alpha}
 
 
-def _event_data(state: RolloutState) -> dict[str, Any]:
-    return {"phase": state.phase.value, "step": state.step, "weight": state.weight,
+def _event_data(state: RolloutState, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    # `step`: the 1-based number of the current step after the decision, as `mso rollout
+    # status` shows it (None for strategies without steps).
+    return {"phase": state.phase.value, "step": canary.step_number(state, steps),
+            "weight": state.weight,
             "from": state.from_release, "to": state.to_release,
             "analysis": state.analysis or None}
 
 
-def _status(state: RolloutState, spec: dict[str, Any]) -> dict[str, Any]:
-    analysis = dict(state.analysis or {})
+# -- status ---------------------------------------------------------------------------
+# `mso rollout status` on every engine (the local API, the Swarm controller's socket and
+# the Kubernetes CLI all call `RolloutController.status`). It shows only what applies to
+# the strategy: a rolling/recreate update has no steps, weights, thresholds nor analysis
+# (it shows how many replicas are updated); blue/green shows its preview and how long the
+# previous release is kept; a canary shows its steps with 1-based numbers (the same as in
+# events), its weight and its analysis. `next` lists, as sentences, the ways forward from
+# where the rollout stands (the table prints them), and `deadline_at` says when the
+# progress deadline ends a rollout that waits by itself (None when it does not).
+
+
+def _clock(at: float) -> str:
+    return datetime.datetime.fromtimestamp(at).strftime("%H:%M:%S")
+
+
+def human_seconds(seconds: float) -> str:
+    """`12s`, `2m30s`, `1h5m`: a duration as people read it (rounded up to a second)."""
+    total = max(0, math.ceil(seconds - 1e-9))
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
+
+
+def describe_step(step: dict[str, Any]) -> str:
+    kind = canary.step_kind(step)
+    if kind == "set_weight":
+        return f"weight {int(step['set_weight'])}%"
+    duration = canary.step_duration(step)
+    if kind == "pause":
+        return "pause until promoted" if duration is None else f"pause {human_seconds(duration)}"
+    return f"analysis {human_seconds(duration or 0.0)}"
+
+
+def _step_left(state: RolloutState, steps: list[dict[str, Any]], now: float) -> float | None:
+    """Seconds left in the current timed step (frozen while the user pauses it)."""
+    if not state.active or state.promoting or state.step >= len(steps):
+        return None
+    duration = canary.step_duration(steps[state.step])
+    if duration is None:
+        return None
+    if state.step_started <= 0.0:
+        return duration
+    return max(0.0, duration - canary.step_elapsed(state, now))
+
+
+def _held(state: RolloutState, steps: list[dict[str, Any]]) -> bool:
+    """A canary analysis whose duration ended without a verdict to move on."""
+    return (state.phase == Phase.INCONCLUSIVE and state.step < len(steps)
+            and canary.step_kind(steps[state.step]) == "analysis")
+
+
+def _deadline_at(state: RolloutState, steps: list[dict[str, Any]],
+                 deadline: float) -> float | None:
+    """When the progress deadline ends the rollout unless it progresses; None when the
+    rollout is not waiting by itself (planned pauses, the user's pause, promotion)."""
+    if not state.active or state.paused_by_user or state.promoting:
+        return None
+    if state.waiting_since is not None:
+        return state.waiting_since + deadline
+    if state.strategy == "canary" and _held(state, steps) and state.step_started > 0:
+        return state.step_started + (canary.step_duration(steps[state.step]) or 0.0) + deadline
+    return None
+
+
+def _current_step(state: RolloutState, steps: list[dict[str, Any]], now: float) -> str | None:
+    if not state.active:
+        return None
+    if state.promoting:
+        return f"promoting: stable replicas move to release {state.to_release}"
+    if state.step >= len(steps):
+        return None
+    text = describe_step(steps[state.step])
+    left = _step_left(state, steps, now)
+    if _held(state, steps):
+        return f"{text} (done; held: inconclusive)"
+    if state.waiting_since is not None:
+        return f"{text} (waiting for the canary replicas to be ready)"
+    if left is not None:
+        return f"{text} ({human_seconds(left)} left{', paused' if state.paused_by_user else ''})"
+    if state.paused_by_user:
+        return f"{text} (paused)"
+    return text
+
+
+def _ways_forward(state: RolloutState, spec: dict[str, Any], now: float,
+                  deadline_at: float | None) -> list[str]:
+    """What the user can do from here, most likely first."""
+    if not state.active:
+        return []
+    svc, steps = state.service, spec.get("steps") or []
+    deadline = float(spec.get("progress_deadline", 600.0))
+    abort = f"`mso rollout abort {svc}` rolls back to release {state.from_release}"
+    out: list[str] = []
+    if state.paused_by_user:
+        left = _step_left(state, steps, now) if state.strategy == "canary" else None
+        more = f" (the step has {human_seconds(left)} left)" if left is not None else ""
+        out += [f"`mso rollout resume {svc}` continues{more}", abort]
+        return out
+    if state.waiting_since is not None:
+        what = {"canary": "canary replicas", "blue_green": "preview replicas"}.get(
+            state.strategy, "new replicas")
+        if state.strategy in ("rolling", "recreate"):
+            out.append(f"`mso ps` and `mso logs {svc}` show how the new replicas are doing")
+        else:
+            out.append(f"the {what} are not ready yet: `mso ps` and `mso logs {svc}` "
+                       "show why")
+            out.append(abort)
+    elif state.strategy == "canary" and _held(state, steps):
+        if analysis_needs(state.analysis or {}, _min_samples(spec)) is not None:
+            out.append("send traffic through the gateway, or pin requests to the canary "
+                       "with the header `x-mso-route: canary`")
+        out.append(f"`mso rollout promote {svc}` skips the analysis and promotes "
+                   f"release {state.to_release} now")
+        out.append(abort)
+    elif state.strategy == "canary" and state.phase == Phase.PAUSED \
+            and state.step < len(steps):
+        number = state.step + 1
+        follow = (f"continues with step {number + 1}" if number < len(steps)
+                  else f"promotes release {state.to_release}")
+        out += [f"`mso rollout promote {svc}` {follow}", abort]
+    elif state.strategy == "blue_green" and state.promoted_at is None \
+            and state.phase == Phase.PAUSED:
+        port = spec.get("preview_port")
+        if port:
+            out.append(f"try release {state.to_release} on the preview port {port}")
+        out += [f"`mso rollout promote {svc}` switches all traffic to release "
+                f"{state.to_release}", abort]
+    elif state.strategy == "blue_green" and state.promoted_at is not None:
+        until = state.promoted_at + float(spec.get("keep_previous", 300.0))
+        out.append(f"`mso rollout abort {svc}` switches traffic straight back to release "
+                   f"{state.from_release} until {_clock(until)} (keep_previous)")
+    if deadline_at is not None:
+        when = ("if no more replicas become ready, " if state.waiting_since is not None
+                else "otherwise ")
+        out.append(f"{when}the progress deadline ({human_seconds(deadline)}) fails the "
+                   f"rollout and rolls it back at {_clock(deadline_at)}, in "
+                   f"{human_seconds(deadline_at - now)}")
+    return out
+
+
+def _status(state: RolloutState, spec: dict[str, Any], now: float) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = list(spec.get("steps") or [])
+    deadline = float(spec.get("progress_deadline", 600.0))
+    deadline_at = _deadline_at(state, steps, deadline)
     out: dict[str, Any] = {
         "service": state.service, "strategy": state.strategy, "phase": state.phase.value,
-        "step": state.step, "steps": len(spec.get("steps") or []), "weight": state.weight,
         "from_release": state.from_release, "to_release": state.to_release,
-        "promoting": state.promoting, "reason": state.reason,
-        "started": state.started, "finished": state.finished,
+        "reason": state.reason, "started": state.started, "finished": state.finished,
+        "paused": state.paused_by_user, "promoting": state.promoting,
+        "step": None, "steps": None, "weight": None,
+        "progress_deadline": deadline, "deadline_at": deadline_at,
+        "next": _ways_forward(state, spec, now, deadline_at)}
+    if state.strategy in ("rolling", "recreate"):
+        out["replicas"] = {"updated": state.updated, "wanted": state.wanted}
+        return out
+    out["weight"] = state.weight
+    if state.strategy == "blue_green":
+        keep = float(spec.get("keep_previous", 300.0))
+        out.update({"preview_port": spec.get("preview_port"),
+                    "promoted_at": state.promoted_at, "keep_previous": keep,
+                    "previous_until": None if state.promoted_at is None
+                    else state.promoted_at + keep})
+        return out
+    analysis = dict(state.analysis or {})
+    left = _step_left(state, steps, now)
+    out.update({
+        "step": canary.step_number(state, steps), "steps": len(steps),
+        "plan": [describe_step(step) for step in steps],
+        "current_step": _current_step(state, steps, now),
+        "step_left": None if left is None else round(left, 1),
         "thresholds": spec.get("analysis") or {},
         "analysis": {"verdict": analysis.get("verdict", "inconclusive"),
                      "stable": analysis.get("stable") or {},
@@ -453,7 +656,7 @@ def _status(state: RolloutState, spec: dict[str, Any]) -> dict[str, Any]:
                      "reason": analysis.get("reason", "no analysis yet"),
                      "errors": analysis.get("errors"), "latency_p99": analysis.get("latency_p99"),
                      "latency_p50": analysis.get("latency_p50"),
-                     "alpha": analysis.get("alpha")}}
+                     "alpha": analysis.get("alpha")}})
     return out
 
 
@@ -469,4 +672,4 @@ def stored_status(store: Store, service: str) -> dict[str, Any]:
     state = RolloutState.from_json(raw)
     rel = store.release(service, state.to_release)
     spec = dict((rel.spec["model"].get("rollout") or {}) if rel else {})
-    return _status(state, spec)
+    return _status(state, spec, time.time())
