@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import ROOT, MsoApp, instance_processes, wait_for
+from tests.e2e.harness import ECHO, ROOT, MsoApp, instance_processes, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -349,3 +349,46 @@ def test_a_tab_in_yaml_is_named(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == (f"mso: {manifest}:4: a tab character (column 1): YAML "
                                    "indents with spaces only; replace the tab with spaces")
+
+
+ROLLING = """
+app: waits
+gateway: {port: GATEWAY_PORT}
+routes:
+  - {path: /, service: web}
+services:
+  web:
+    run: [PYTHON, ECHO_APP]
+    env: {GREETING: one}
+    replicas: 2
+    ports: {http: 8000}
+    health:
+      readiness: {http: /ready, period: 200ms}
+    rollout:
+      strategy: canary
+      steps: [{set_weight: 50}, {pause: 1s}]
+"""
+
+
+def test_deploy_wait_follows_the_rollout_and_fails_fast_on_a_crashing_release(
+        app: MsoApp) -> None:
+    app.write(ROLLING)
+    app.up()
+    app.manifest.write_text(app.manifest.read_text().replace("GREETING: one", "GREETING: two"))
+    proc = app.cli("deploy", "--wait", "--timeout", "120")
+    assert "web: release 2 (changed: env.GREETING)" in proc.stdout
+    assert "web 1 -> 2 canary" in proc.stdout  # the rollout's progress, line by line
+    assert proc.stdout.strip().endswith("deployed: web release 2 promoted"), proc.stdout
+    # A new release that crashes: the wait ends with the canary's reason and its log.
+    app.manifest.write_text(app.manifest.read_text().replace(
+        f"run: [{sys.executable}, {ECHO}]",
+        f"run: [{sys.executable}, -c, \"import sys; sys.exit('fatal: no config')\"]"))
+    began = time.monotonic()
+    failed = app.cli("deploy", "--wait", "--timeout", "120", check=False)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert time.monotonic() - began < 60
+    assert "deploy failed: web (crash loop)" in failed.stderr, failed.stderr
+    assert "fatal: no config" in failed.stderr
+    assert "`mso rollout abort SERVICE` now" in failed.stderr
+    # Stable kept serving release 2 all along.
+    assert app.get("/")[1].endswith("two")

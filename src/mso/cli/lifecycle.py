@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from mso.cli import waiting
 from mso.cli.client import ApiClient, CliError, NotRunning
 from mso.cli.output import log_line
 from mso.engines.local.process import INSTANCE_ENV, find_env_processes
@@ -204,7 +205,7 @@ def wait_deployed(client: ApiClient, changed: dict[str, int], timeout: float, af
     (`StartupFailed`) when a replica of a new release has a problem, and when a rollout
     ends rolled back or failed (the controller rolled it back by itself)."""
     deadline = clock() + timeout
-    last: dict[str, str] = {}
+    last: dict[str, tuple[Any, ...]] = {}
     while True:
         phases: dict[str, str] = {}
         for service, release in changed.items():
@@ -212,11 +213,9 @@ def wait_deployed(client: ApiClient, changed: dict[str, int], timeout: float, af
             ours = status.get("to_release") == release
             phase = str(status.get("phase") or "") if ours else ""
             phases[service] = phase
-            line = f"{service}: {status.get('strategy')} rollout to release {release}: " \
-                   f"{phase}" + (f" ({status['reason']})" if status.get("reason") else "")
-            if ours and last.get(service) != line:
-                last[service] = line
-                say(line)
+            if ours and last.get(service) != waiting.change_key(status):
+                last[service] = waiting.change_key(status)
+                say(waiting.change_line(status))
             if phase in ("RolledBack", "Failed"):
                 ps = client.get("/v1/ps")
                 rows = [r for r in ps["replicas"] if r["service"] == service
@@ -239,9 +238,9 @@ def wait_deployed(client: ApiClient, changed: dict[str, int], timeout: float, af
                 and status["ready_replicas"] == status["desired_replicas"]:
             return phases
         if clock() >= deadline:
-            waiting = ", ".join(f"{s} ({p or 'not started'})" for s, p in phases.items()
+            rolling = ", ".join(f"{s} ({p or 'not started'})" for s, p in phases.items()
                                 if p not in ("Promoted",))
-            raise StartupFailed(f"not done after {timeout:g}s: {waiting or 'replicas'} "
+            raise StartupFailed(f"not done after {timeout:g}s: {rolling or 'replicas'} "
                                 "still rolling out; `mso rollout status SERVICE` says why",
                                 [])
         sleep(0.3)
