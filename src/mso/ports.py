@@ -66,9 +66,9 @@ def _listening_inodes(port: int) -> set[str]:
     return inodes
 
 
-def port_holder(port: int) -> str | None:
-    """Who listens on TCP `port`: "pid 123 (python3 -m http.server 8080)", or None when
-    nobody does or the holder cannot be seen (another user's process without root)."""
+def port_holder_pid(port: int) -> int | None:
+    """The pid of a process listening on TCP `port`, or None when nobody does or the
+    holder cannot be seen (another user's process without root)."""
     inodes = _listening_inodes(port)
     if not inodes:
         return None
@@ -86,8 +86,14 @@ def port_holder(port: int) -> str | None:
             except OSError:
                 continue
             if target in wanted:
-                return f"pid {proc.name} ({_cmdline(proc)})"
+                return int(proc.name)
     return None
+
+
+def port_holder(port: int) -> str | None:
+    """Who listens on TCP `port`: "pid 123 (python3 -m http.server 8080)", or None."""
+    pid = port_holder_pid(port)
+    return None if pid is None else f"pid {pid} ({_cmdline(Path('/proc') / str(pid))})"
 
 
 def _cmdline(proc: Path) -> str:

@@ -26,8 +26,9 @@ from mso.cli.output import log_line
 from mso.engines.local.process import INSTANCE_ENV, find_env_processes
 from mso.engines.problems import REPORT_LOG_LINES
 from mso.paths import StatePaths
-from mso.ports import bind_error, port_holder
+from mso.ports import bind_error, port_holder, port_holder_pid
 from mso.spec.load import LoadedManifest
+from mso.store.db import Store
 
 START_TIMEOUT = 30.0
 FAILURE_EVENTS = ("job.failed", "daemon.error", "proxy.error")
@@ -77,14 +78,13 @@ def last_event_id(paths: StatePaths, client: ApiClient) -> int:
     if not paths.db.exists():
         return 0
     try:
-        db = sqlite3.connect(f"file:{paths.db}?mode=ro", uri=True, timeout=5)
+        store = Store.open_readonly(paths.db)
         try:
-            row = db.execute("SELECT max(id) FROM events").fetchone()
+            return max((e.id for e in store.events(0, None, 1)), default=0)
         finally:
-            db.close()
+            store.close()
     except sqlite3.Error:
         return 0
-    return int(row[0] or 0)
 
 
 class StartupFailed(CliError):
@@ -259,9 +259,12 @@ def running_summary(client: ApiClient) -> str:
             "`mso ps` shows them, `mso down` stops them")
 
 
-def preflight_ports(loaded: LoadedManifest) -> None:
+def preflight_ports(loaded: LoadedManifest, paths: StatePaths) -> None:
     """Refuse to start when a port the manifest names is taken, before anything starts
-    (so a failed `up` leaves nothing behind), naming the process that holds it."""
+    (so a failed `up` leaves nothing behind), naming the process that holds it. A port
+    held by this app's own proxy, which outlived its daemon, is not taken: the new daemon
+    adopts that proxy."""
+    ours = set(_survivors(paths))
     m = loaded.manifest
     wanted = [("gateway.port", m.gateway.bind, m.gateway.port)]
     for name, service in m.services.items():
@@ -273,6 +276,8 @@ def preflight_ports(loaded: LoadedManifest) -> None:
         if error is None:
             continue
         if error.errno == errno.EADDRINUSE:
+            if port_holder_pid(port) in ours:
+                continue
             holder = port_holder(port)
             why = f"taken by {holder}" if holder else "taken by another program"
             raise CliError(str(loaded.error(field, f"port {port} on {host} is {why}; "
@@ -307,16 +312,14 @@ def _survivors(paths: StatePaths) -> list[int]:
     if not paths.db.exists():
         return []
     try:
-        db = sqlite3.connect(f"file:{paths.db}?mode=ro", uri=True, timeout=5)
+        store = Store.open_readonly(paths.db)
         try:
-            row = db.execute("SELECT value FROM meta WHERE key = 'instance_id'").fetchone()
+            instance = store.get_meta("instance_id")
         finally:
-            db.close()
+            store.close()
     except sqlite3.Error:
         return [0]  # unreadable state: let a daemon look (it reports what it finds)
-    if row is None:
-        return []
-    return find_env_processes({INSTANCE_ENV: str(row[0])})
+    return find_env_processes({INSTANCE_ENV: instance}) if instance else []
 
 
 def _alive(pid: int) -> bool:

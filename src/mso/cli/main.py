@@ -183,7 +183,7 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
         if applied.get("proxy_error"):
             raise CliError(f"{applied['proxy_error']}; the proxy keeps the previous routes")
     else:
-        preflight_ports(loaded)
+        preflight_ports(loaded, paths)
         start_daemon(paths, loaded.path, api_port)
         started = True
     gateway = loaded.manifest.gateway
