@@ -8,7 +8,10 @@ from typing import Any, Literal
 from mso.engines.local.probes import ProbeSpec
 
 
-def probe_spec(probe: dict[str, Any] | None) -> ProbeSpec | None:
+def probe_spec(probe: dict[str, Any] | None,
+               ports: dict[str, tuple[str, int]] | None = None) -> ProbeSpec | None:
+    """The runtime's probe for a dumped probe model; `ports` (see `port_map`) picks the
+    port an http probe without `port:` checks: the first http port, as documented."""
     if not probe:
         return None
     kind: Literal["http", "tcp", "exec"]
@@ -19,7 +22,10 @@ def probe_spec(probe: dict[str, Any] | None) -> ProbeSpec | None:
         kind, target = "tcp", probe["tcp"]
     else:
         kind, target = "exec", list(probe["exec"])
-    return ProbeSpec(kind=kind, target=target, port_name=probe.get("port"),
+    port_name = probe.get("port")
+    if port_name is None and kind == "http" and ports:
+        port_name = next((n for n, (proto, _) in ports.items() if proto == "http"), None)
+    return ProbeSpec(kind=kind, target=target, port_name=port_name,
                      period=float(probe["period"]), timeout=float(probe["timeout"]),
                      failure_threshold=int(probe["failure_threshold"]),
                      success_threshold=int(probe["success_threshold"]),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mso.paths import StatePaths
+from mso.spec.service import secret_env_var
 
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME",
              "SHELL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT")
@@ -87,9 +88,8 @@ def replica_environment(*, base: dict[str, str], spec: dict[str, Any], app: str,
     env.update(spec["env"])
     model = spec["model"]
     for name, secret in (model.get("secrets") or {}).items():
-        as_env = secret.get("as_env")
-        if as_env:
-            var = as_env if isinstance(as_env, str) else name.upper().replace("-", "_")
+        var = secret_env_var(name, secret.get("as_env"))
+        if var is not None:
             env[var] = secrets.get(name, "")
     first = True
     for name, port in ports.items():

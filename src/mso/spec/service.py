@@ -75,9 +75,15 @@ class Secret(SpecModel):
 
     def env_var(self, name: str) -> str | None:
         """Name of the env var this secret is exposed as, or None."""
-        if self.as_env is True:
-            return name.upper().replace("-", "_").replace(".", "_")
-        return self.as_env or None
+        return secret_env_var(name, self.as_env)
+
+
+def secret_env_var(name: str, as_env: bool | str | None) -> str | None:
+    """The env var a secret named `name` is exposed as (`as_env: true`: the name
+    upper-cased, `-` and `.` as `_`), or None. Every engine names it with this."""
+    if as_env is True:
+        return name.upper().replace("-", "_").replace(".", "_")
+    return as_env or None
 
 
 class ConfigFile(SpecModel):

@@ -123,8 +123,9 @@ class Store:
                              "WHERE service=?", (service,)).fetchone()
             number = int(row["n"]) + 1
             created = time.time()
+            # Not sorted: key order is meaning in a spec (the first port written is PORT).
             db.execute("INSERT INTO releases VALUES (?,?,?,?,?,?,?,?)",
-                       (service, number, spec_hash, json.dumps(spec, sort_keys=True),
+                       (service, number, spec_hash, json.dumps(spec),
                         created, author, change, outcome))
             db.execute("INSERT INTO release_secrets VALUES (?,?,?)",
                        (service, number, json.dumps(secrets)))
