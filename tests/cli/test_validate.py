@@ -269,7 +269,7 @@ def test_valid_manifest_exits_0_and_json_summarises_it(tmp_path: Path) -> None:
         """))
     plain = _mso(tmp_path, "validate")
     assert plain.returncode == 0, plain.stderr
-    assert plain.stdout.strip().endswith(": valid (2 services, 1 job)")
+    assert plain.stdout.strip().endswith(": valid for local (2 services, 1 job)")
     # A command that is not on PATH is a warning (it may be installed before `up`).
     assert plain.stderr.strip() == (f"mso: {tmp_path / 'mso.yaml'}:8: jobs.migrate.run.0: "
                                     "warning: command 'migrate' not found on PATH")

@@ -224,7 +224,7 @@ jobs:
 """)
     validate = app.cli("validate")
     assert validate.returncode == 0
-    assert validate.stdout.strip().endswith("valid (1 service, 1 job)")
+    assert validate.stdout.strip().endswith("valid for local (1 service, 1 job)")
     assert ":6: services.api.run.0: warning: command 'pythn3' not found on PATH " \
            "(did you mean 'python3'?)" in validate.stderr, validate.stderr
     proc = app.cli("up", "-d", "--keep-on-failure", check=False)

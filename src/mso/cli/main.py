@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -81,6 +81,12 @@ def load(file: str | None, positional: str | None = None) -> LoadedManifest:
     if not (positional or file) and not path.exists():
         raise no_app_here(path)
     return load_manifest(path, dict(os.environ))
+
+
+def check_support(loaded: LoadedManifest, engine: str) -> None:
+    """Refuse (exit 2, file:line) keys the engine would accept and then ignore."""
+    from mso.spec import support
+    support.check(loaded, cast(support.EngineName, engine))
 
 
 def warn_commands(loaded: LoadedManifest, engine: str) -> None:
@@ -167,6 +173,8 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
     everything it started (unless --keep-on-failure)."""
     loaded = load(file, path)
     name = engine_name(file, engine, loaded)
+    if name == "local":
+        check_support(loaded, name)
     warn_commands(loaded, name)
     if name != "local":
         output.emit_json(remote(name, dict(opts, engine=name)).deploy(loaded))
@@ -237,6 +245,8 @@ def deploy(file: str | None, engine: str | None, fmt: str, wait: bool, timeout: 
     """Apply a changed manifest as new releases, with each service's rollout strategy."""
     loaded = load(file)
     name = engine_name(file, engine, loaded)
+    if name == "local":
+        check_support(loaded, name)
     warn_commands(loaded, name)
     if name != "local":
         result = remote(name, dict(opts, engine=name)).deploy(loaded)
@@ -515,15 +525,24 @@ def validate(path: str | None, file: str | None, engine: str | None, fmt: str, *
                                           "message": e.message} for e in exc.errors]})
         raise
     m = loaded.manifest
-    warnings = loaded.command_warnings(containers=engine_name(file, engine, loaded) != "local")
-    summary = {"valid": True, "file": str(loaded.path), "app": m.app,
+    target = engine_name(file, engine, loaded)
+    try:
+        check_support(loaded, target)
+    except ManifestError as exc:
+        if fmt == "json":
+            output.emit_json({"valid": False, "file": str(loaded.path), "engine": target,
+                              "errors": [{"file": e.file, "line": e.line, "field": e.field,
+                                          "message": e.message} for e in exc.errors]})
+        raise
+    warnings = loaded.command_warnings(containers=target != "local")
+    summary = {"valid": True, "file": str(loaded.path), "app": m.app, "engine": target,
                "services": sorted(m.services), "jobs": sorted(m.jobs),
                "warnings": [{"file": w.file, "line": w.line, "field": w.field,
                              "message": w.message} for w in warnings]}
     if fmt == "json":
         output.emit_json(summary)
     else:
-        click.echo(f"{loaded.path}: valid ({output.count(len(m.services), 'service')}, "
+        click.echo(f"{loaded.path}: valid for {target} ({output.count(len(m.services), 'service')}, "
                    f"{output.count(len(m.jobs), 'job')})")
     for warning in warnings:
         click.echo(f"mso: {warning}", err=True)

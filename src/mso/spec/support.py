@@ -1,0 +1,289 @@
+"""Which manifest keys each engine honours: the one source of truth.
+
+mso's promise is that one `mso.yaml` means the same thing on every engine. A key that an
+engine would accept and then ignore (or read differently) breaks that promise silently,
+so every such key is listed here with the engines that do not honour it, why, and what to
+use instead. From this table:
+
+* `mso validate --engine X`, `mso render --engine X`, `mso up`/`mso deploy` on engine X
+  refuse a manifest that uses such a key: exit 2, `file:line: field.path: not supported
+  on X: <why>; <instead>` (`check`);
+* the support table in docs/engines.md is generated (`python -m mso.spec.support`), and a
+  test keeps the two equal;
+* every feature names the conformance scenario (tests/conformance/) that shows it working,
+  and a test checks that each engine that claims a feature runs that scenario.
+
+A key counts as used when the manifest *writes* it (defaults are what every engine does
+by definition), optionally only for some values (`rollout.strategy: recreate`).
+Keys not listed here are honoured everywhere.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from mso.spec.errors import ManifestError, combine
+from mso.spec.units import parse_duration
+
+if TYPE_CHECKING:
+    from mso.spec.loaded import LoadedManifest
+
+EngineName = Literal["local", "swarm", "kubernetes"]
+ENGINES: tuple[EngineName, ...] = ("local", "swarm", "kubernetes")
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Why an engine does not honour a key, and what to write instead."""
+
+    why: str
+    instead: str
+
+
+Predicate = Callable[[Any, dict[str, Any]], bool]
+
+
+def _always(value: Any, item: dict[str, Any]) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A manifest key (a dotted pattern, `*` for any name) and where it is honoured.
+
+    `when(value, item)` narrows it to some values; `item` is the service or job the key
+    belongs to (empty for top-level keys)."""
+
+    key: str
+    label: str
+    scenario: str
+    gaps: dict[EngineName, Gap] = field(default_factory=dict)
+    when: Predicate = _always
+
+    def supported(self, engine: EngineName) -> bool:
+        return engine not in self.gaps
+
+
+def _is(*values: Any) -> Predicate:
+    return lambda value, item: value in values
+
+
+def _signal_other_than_term(value: Any, item: dict[str, Any]) -> bool:
+    name = str(value).strip().upper()
+    return (name if name.startswith("SIG") else "SIG" + name) != "SIGTERM"
+
+
+def _fraction_of_second(value: Any, item: dict[str, Any]) -> bool:
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        return False
+    return seconds != int(seconds)
+
+
+def _below(limit: float) -> Predicate:
+    def check(value: Any, item: dict[str, Any]) -> bool:
+        try:
+            return parse_duration(value) < limit
+        except ValueError:
+            return False
+    return check
+
+
+def _above_one_second(value: Any, item: dict[str, Any]) -> bool:
+    try:
+        return parse_duration(value) > 1.0
+    except ValueError:
+        return False
+
+
+def _not_one(value: Any, item: dict[str, Any]) -> bool:
+    return bool(value != 1)
+
+
+def _with_readiness(value: Any, item: dict[str, Any]) -> bool:
+    return bool((item.get("health") or {}).get("readiness"))
+
+
+def _blue_green(value: Any, item: dict[str, Any]) -> bool:
+    return bool(value) and (item.get("rollout") or {}).get("strategy") == "blue_green"
+
+
+def _container_probe(value: Any, item: dict[str, Any]) -> bool:
+    return bool(item.get("image") or item.get("build")) and isinstance(value, dict) \
+        and (value.get("http") is not None or value.get("tcp") is not None)
+
+
+def _container_secret(value: Any, item: dict[str, Any]) -> bool:
+    return bool(value) and bool(item.get("image") or item.get("build"))
+
+
+def _completed(value: Any, item: dict[str, Any]) -> bool:
+    return bool(value == "completed")
+
+
+def _not_always(value: Any, item: dict[str, Any]) -> bool:
+    return bool(value != "always")
+
+
+_AUTOSCALE = Gap("mso does not size services by their load yet (issue 19); on Kubernetes the "
+                 "HorizontalPodAutoscaler it rendered targeted a metric nothing exports",
+                 "set `replicas:` and use `mso scale SERVICE=N`")
+_PROVIDERS = Gap("analysis providers are not called yet: canaries are judged from mso's own "
+                 "proxy metrics", "leave `providers` out; the `analysis` thresholds apply")
+_BG_ANALYSIS = Gap("a blue/green preview gets no user traffic, so the proxy's analysis has "
+                   "nothing to judge", "promote with `mso rollout promote` once the preview "
+                   "port answers as it should, or use a canary")
+_INTERVAL = Gap("the analysis looks every second at most", "leave `interval` out (1s)")
+_SWARM_SURGE = Gap("a Swarm rolling update moves all traffic to a full-size stand-in service "
+                   "first (zero-loss handoff), so there is no surge to bound",
+                   "leave it out: the stand-in is the surge")
+_SWARM_RECREATE = Gap("Swarm's update would start the new task before the old one stops",
+                      "use `rolling` (a zero-loss handoff) until recreate is honoured")
+_SWARM_PROBE = Gap("Swarm's healthcheck is one check per container", "use one readiness probe")
+_K8S_BACKOFF = Gap("the kubelet restarts containers with its own delays (10s doubling to 5m)",
+                   "leave `backoff` out")
+_K8S_ORDER = Gap("the Kubernetes engine applies every Deployment at once",
+                 "make the service wait for its dependency itself (retry on start)")
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("services.*.ports", "`ports` (the first one written is `PORT`)", "port_order"),
+    Feature("services.*.secrets.*.as_env", "`secrets.*.as_env`", "secret_as_env",
+            gaps={"swarm": Gap("a container built from `image:`/`build:` gets its secrets as "
+                               "files only", "read the file in $MSO_SECRETS")},
+            when=_container_secret),
+    Feature("services.*.depends_on.*", "`depends_on: {X: completed}`", "depends_on_order",
+            gaps={"swarm": Gap("every condition waits for a running task",
+                               "use a job with `before:`"),
+                  "kubernetes": _K8S_ORDER}, when=_completed),
+    Feature("services.*.depends_on", "`depends_on` (start order)", "depends_on_order",
+            gaps={"kubernetes": _K8S_ORDER}),
+    Feature("jobs.*.before", "`jobs.*.before`", "jobs_before",
+            gaps={"kubernetes": Gap("the Kubernetes engine starts every Deployment at once, "
+                                    "without waiting for the job",
+                                    "make the services wait for what the job prepares")}),
+    Feature("jobs.*.timeout", "`jobs.*.timeout`", "job_timeout",
+            gaps={"swarm": Gap("a Swarm job task has no deadline",
+                               "make the job end by itself")}),
+    Feature("services.*.health.liveness", "`health.liveness` beside `readiness`",
+            "liveness_replaces_hung", gaps={"swarm": _SWARM_PROBE}, when=_with_readiness),
+    Feature("services.*.health.startup", "`health.startup`", "startup_probe",
+            gaps={"swarm": _SWARM_PROBE}),
+    Feature("services.*.health.*.success_threshold", "probe `success_threshold` other than 1",
+            "readiness_gates_traffic", gaps={"swarm": _SWARM_PROBE}, when=_not_one),
+    Feature("services.*.health.*.initial_delay", "probe `initial_delay`", "startup_probe",
+            gaps={"swarm": Gap("Swarm's healthcheck has a start period, not a delay",
+                               "use a `startup` probe")}),
+    Feature("services.*.health.*.timeout", "probe `timeout` under 5s", "readiness_gates_traffic",
+            gaps={"swarm": Gap("the Swarm engine gives every check at least 5s",
+                               "write `timeout: 5s` or more")}, when=_below(5.0)),
+    Feature("services.*.health.*", "http/tcp probes of `image:`/`build:` services",
+            "readiness_gates_traffic",
+            gaps={"swarm": Gap("a container built from `image:`/`build:` has no mso shim to "
+                               "run http/tcp probes", "use an `exec` probe")},
+            when=_container_probe),
+    Feature("services.*.health.*.period", "probe durations in fractions of a second",
+            "readiness_gates_traffic",
+            gaps={"kubernetes": Gap("Kubernetes probes count whole seconds",
+                                    "write whole seconds (1s)")}, when=_fraction_of_second),
+    Feature("services.*.health.*.timeout", "probe durations in fractions of a second",
+            "readiness_gates_traffic",
+            gaps={"kubernetes": Gap("Kubernetes probes count whole seconds",
+                                    "write whole seconds (1s)")}, when=_fraction_of_second),
+    Feature("services.*.health.*.initial_delay", "probe durations in fractions of a second",
+            "readiness_gates_traffic",
+            gaps={"kubernetes": Gap("Kubernetes probes count whole seconds",
+                                    "write whole seconds (1s)")}, when=_fraction_of_second),
+    Feature("services.*.restart", "`restart: on-failure | never`", "restart_policy",
+            gaps={"kubernetes": Gap("a Deployment's pods are always restarted",
+                                    "run a one-shot task as a job")}, when=_not_always),
+    Feature("services.*.backoff", "`backoff`", "backoff_grows",
+            gaps={"swarm": Gap("Swarm restarts with a fixed delay",
+                               "leave `backoff` out"),
+                  "kubernetes": _K8S_BACKOFF}),
+    Feature("services.*.stop.signal", "`stop.signal` other than SIGTERM", "stop_signal",
+            gaps={"kubernetes": Gap("a pod is always stopped with the image's STOPSIGNAL "
+                                    "(SIGTERM)", "handle SIGTERM")},
+            when=_signal_other_than_term),
+    Feature("services.*.rollout.strategy", "`rollout.strategy: recreate`", "recreate_order",
+            gaps={"swarm": _SWARM_RECREATE}, when=_is("recreate")),
+    Feature("services.*.rollout.max_surge", "`rollout.max_surge`", "surge_bounds",
+            gaps={"swarm": _SWARM_SURGE}),
+    Feature("services.*.rollout.max_unavailable", "`rollout.max_unavailable`", "surge_bounds",
+            gaps={"swarm": _SWARM_SURGE}),
+    Feature("services.*.rollout.analysis.providers", "`rollout.analysis.providers`",
+            "analysis_prometheus",
+            gaps={"local": _PROVIDERS, "swarm": _PROVIDERS, "kubernetes": _PROVIDERS},
+            when=lambda value, item: bool(value)),
+    Feature("services.*.rollout.analysis", "`rollout.analysis` with `blue_green`",
+            "bluegreen_analysis",
+            gaps={"local": _BG_ANALYSIS, "swarm": _BG_ANALYSIS, "kubernetes": _BG_ANALYSIS},
+            when=_blue_green),
+    Feature("services.*.rollout.analysis.interval", "`analysis.interval` above 1s",
+            "analysis_interval",
+            gaps={"local": _INTERVAL, "swarm": _INTERVAL, "kubernetes": _INTERVAL},
+            when=_above_one_second),
+    Feature("services.*.autoscale", "`autoscale`", "autoscale",
+            gaps={"local": _AUTOSCALE, "swarm": _AUTOSCALE, "kubernetes": _AUTOSCALE}),
+)
+
+
+def _walk(data: Any, parts: list[str], path: tuple[str | int, ...], item: dict[str, Any]
+          ) -> Iterator[tuple[tuple[str | int, ...], Any, dict[str, Any]]]:
+    if not parts:
+        yield path, data, item
+        return
+    head, rest = parts[0], parts[1:]
+    if not isinstance(data, dict):
+        return
+    for key, value in data.items():
+        if isinstance(key, str) and not key.startswith("x-") and fnmatch.fnmatchcase(key, head):
+            inner = value if len(path) == 1 and path[0] in ("services", "jobs") \
+                and isinstance(value, dict) else item
+            yield from _walk(value, rest, (*path, key), inner)
+
+
+def uses(data: Any, feature: Feature) -> list[tuple[str | int, ...]]:
+    """The paths at which the manifest as written uses `feature`."""
+    return [path for path, value, item in _walk(data, feature.key.split("."), (), {})
+            if feature.when(value, item)]
+
+
+def check(loaded: LoadedManifest, engine: EngineName) -> None:
+    """Raise (all problems at once) when the manifest uses a key `engine` does not honour."""
+    errors: list[ManifestError] = []
+    for feature in FEATURES:
+        gap = feature.gaps.get(engine)
+        if gap is None:
+            continue
+        for path in uses(loaded.data, feature):
+            dotted = ".".join(str(p) for p in path)
+            errors.append(loaded.error(dotted, f"not supported on {engine}: {gap.why}; "
+                                               f"{gap.instead}"))
+    if errors:
+        raise combine(errors)
+
+
+def markdown_table() -> str:
+    """The support table of docs/engines.md (generated; see tests/spec/test_support.py)."""
+    lines = ["| key | " + " | ".join(ENGINES) + " | shown by |",
+             "|---|" + "---|" * len(ENGINES) + "---|"]
+    seen: set[str] = set()
+    for feature in FEATURES:
+        if feature.label in seen:
+            continue
+        seen.add(feature.label)
+        cells = []
+        for engine in ENGINES:
+            gap = feature.gaps.get(engine)
+            cells.append("yes" if gap is None else f"refused: {gap.why}; {gap.instead}")
+        lines.append(f"| {feature.label} | " + " | ".join(cells)
+                     + f" | `{feature.scenario}` |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

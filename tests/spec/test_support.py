@@ -1,0 +1,95 @@
+"""The support table: one source of truth, refused with file:line, documented as generated."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mso.spec import support
+from mso.spec.errors import ManifestError
+from mso.spec.load import load_manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_docs_engines_table_is_the_generated_one() -> None:
+    text = (ROOT / "docs" / "engines.md").read_text()
+    found = re.search(r"<!-- support-table:[^\n]*-->\n(.*?)<!-- end support-table -->", text,
+                      re.S)
+    assert found, "docs/engines.md lost its support-table markers"
+    assert found.group(1) == support.markdown_table(), \
+        "regenerate with: python -m mso.spec.support"
+
+
+MANIFEST = """\
+app: gaps
+services:
+  web:
+    run: [python3, app.py]
+    ports: {http: 8000}
+    stop: {signal: SIGINT}
+    restart: on-failure
+    autoscale: {min: 1, max: 3, target_rps_per_replica: 50}
+    health:
+      readiness: {http: /ready, period: 500ms}
+      liveness: {http: /healthz}
+    rollout:
+      strategy: recreate
+      max_surge: 2
+jobs:
+  migrate: {run: [python3, m.py], before: [web], timeout: 1m}
+"""
+
+
+def _refusals(tmp_path: Path, engine: support.EngineName) -> list[tuple[int | None, str, str]]:
+    (tmp_path / "mso.yaml").write_text(MANIFEST)
+    loaded = load_manifest(tmp_path / "mso.yaml", {})
+    try:
+        support.check(loaded, engine)
+    except ManifestError as exc:
+        return [(e.line, e.field, e.message) for e in exc.errors]
+    return []
+
+
+def test_each_engine_refuses_what_it_would_ignore_with_file_and_line(tmp_path: Path) -> None:
+    local = _refusals(tmp_path, "local")
+    assert local == [(8, "services.web.autoscale", local[0][2])]
+    assert local[0][2].startswith("not supported on local: mso does not size services")
+    swarm = {field for _, field, _ in _refusals(tmp_path, "swarm")}
+    assert {"services.web.rollout.strategy", "services.web.rollout.max_surge",
+            "services.web.health.liveness", "jobs.migrate.timeout",
+            "services.web.autoscale"} <= swarm
+    kubernetes = {field for _, field, _ in _refusals(tmp_path, "kubernetes")}
+    assert {"services.web.stop.signal", "services.web.restart",
+            "services.web.health.readiness.period", "jobs.migrate.before",
+            "services.web.autoscale"} <= kubernetes
+    assert "services.web.rollout.strategy" not in kubernetes
+
+
+def test_a_default_written_out_is_not_a_use(tmp_path: Path) -> None:
+    (tmp_path / "mso.yaml").write_text(
+        "app: ok\nservices:\n  web:\n    run: [a]\n    stop: {signal: SIGTERM}\n"
+        "    restart: always\n    rollout: {strategy: rolling}\n")
+    loaded = load_manifest(tmp_path / "mso.yaml", {})
+    for engine in support.ENGINES:
+        support.check(loaded, engine)
+
+
+@pytest.mark.e2e
+def test_validate_for_an_engine_refuses_in_one_located_line(tmp_path: Path) -> None:
+    (tmp_path / "mso.yaml").write_text(
+        "app: sig\nservices:\n  web:\n    run: [sh]\n    stop: {signal: SIGINT}\n")
+    proc = subprocess.run([sys.executable, "-m", "mso", "validate", "--engine", "kubernetes"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"mso: {tmp_path / 'mso.yaml'}:5: services.web.stop.signal: not supported on "
+        "kubernetes: a pod is always stopped with the image's STOPSIGNAL (SIGTERM); handle "
+        "SIGTERM")
+    ok = subprocess.run([sys.executable, "-m", "mso", "validate", "--engine", "swarm"],
+                        cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "valid for swarm" in ok.stdout
