@@ -1,0 +1,127 @@
+"""The conformance suite's app: the same file runs on the embedded engine, Swarm and
+Kubernetes, and reports what the engine gave it, over HTTP and in its log.
+
+GET  /                  -> JSON: replica, release, PORT and PORT_*, SHOW_* env values,
+                           when it started, what its dependency answered at start
+GET  /digest?name=VAR   -> sha256 of $VAR (never the value), or "unset"
+GET  /ready             -> 200, or 503 after POST /unready (this replica)
+GET  /healthz           -> 200, or never answers after POST /hang (this replica)
+Signals: prints `conform: received SIGNAME` and exits 0 (SIGTERM, SIGINT, SIGQUIT,
+SIGHUP, SIGUSR1, SIGUSR2). Env: READY_AFTER (seconds before /ready answers 200),
+EXIT_AFTER (seconds, then exit with EXIT_CODE), DEPENDENCY (a <SERVICE>_URL variable to
+GET once at start), JOB (run as a job: print, sleep JOB_SECONDS, exit 0).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+STARTED = time.time()
+STATE = {"unready": False, "hung": False}
+
+
+def say(message: str) -> None:
+    print(f"conform: {message} at {time.time():.3f}", flush=True)
+
+
+def dependency_at_start() -> str:
+    name = os.environ.get("DEPENDENCY")
+    if not name:
+        return "none"
+    url = os.environ.get(name, "")
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return f"answered {response.status}"
+    except Exception as exc:  # any failure is the answer
+        return f"failed: {type(exc).__name__}"
+
+
+DEPENDENCY = dependency_at_start()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _send(self, status: int, body: str, kind: str = "text/plain") -> None:
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        if url.path == "/healthz":
+            while STATE["hung"]:
+                time.sleep(1)
+            self._send(200, "ok")
+        elif url.path == "/ready":
+            early = time.time() - STARTED < float(os.environ.get("READY_AFTER", "0"))
+            bad = STATE["unready"] or early
+            self._send(503 if bad else 200, "unready" if bad else "ready")
+        elif url.path == "/digest":
+            name = parse_qs(url.query).get("name", [""])[0]
+            value = os.environ.get(name)
+            self._send(200, "unset" if value is None
+                       else hashlib.sha256(value.encode()).hexdigest())
+        else:
+            env = os.environ
+            body = {
+                "replica": env.get("MSO_REPLICA"), "release": env.get("MSO_RELEASE"),
+                "port": env.get("PORT"),
+                "ports": {k[5:].lower(): v for k, v in env.items() if k.startswith("PORT_")},
+                "show": {k[5:]: v for k, v in env.items() if k.startswith("SHOW_")},
+                "started": STARTED, "dependency": DEPENDENCY, "pid": os.getpid(),
+            }
+            self._send(200, json.dumps(body), "application/json")
+
+    def do_POST(self) -> None:
+        if self.path == "/unready":
+            STATE["unready"] = True
+        elif self.path == "/hang":
+            STATE["hung"] = True
+        self._send(200, "ok")
+
+    def log_message(self, fmt: str, *args: object) -> None:
+        pass
+
+
+def on_signal(number: int, frame: object) -> None:
+    say(f"received {signal.Signals(number).name}")
+    os._exit(0)
+
+
+def main() -> None:
+    for name in ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2"):
+        signal.signal(getattr(signal, name), on_signal)
+    if os.environ.get("JOB"):
+        say("job started")
+        time.sleep(float(os.environ.get("JOB_SECONDS", "0")))
+        say("job done")
+        return
+    # 127.0.0.1 on every engine: in a container mso's shim or sidecar relays to it.
+    server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+    server.daemon_threads = True
+    say(f"started (release {os.environ.get('MSO_RELEASE')}, dependency {DEPENDENCY})")
+    exit_after = os.environ.get("EXIT_AFTER")
+    if exit_after is not None:
+        def leave() -> None:
+            time.sleep(float(exit_after))
+            say(f"exiting with {os.environ.get('EXIT_CODE', '0')}")
+            os._exit(int(os.environ.get("EXIT_CODE", "0")))
+        threading.Thread(target=leave, daemon=True).start()
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""The conformance suite: each documented behaviour written once, run on every engine.
+
+A scenario is a test function taking `target` (a `Target`), parametrized over the local
+engine, Docker Swarm and Kubernetes. It drives only the CLI and the running app (over the
+gateway, `mso ps`, `mso logs`, `mso events`), never engine internals, so a scenario that
+passes on one engine and fails on another is a broken promise of parity.
+
+Where `mso.spec.support` says an engine does not honour a key, the scenario's manifest is
+refused there: `target.refused(...)` asserts that `mso validate --engine X` says so with
+file and line, and the scenario ends. Scenarios register their name with `@scenario(...)`;
+tests/conformance/test_coverage.py checks that every feature of the support table has one.
+
+The Swarm target needs dockerd (started by the Swarm fixtures), the Kubernetes target the
+lab cluster (scripts/k8s-lab.sh, started once for the whole suite here).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from mso.spec import support
+from tests.e2e.harness import free_port, instance_processes
+
+HERE = Path(__file__).resolve().parent
+APP = HERE / "apps" / "conform.py"
+ROOT = HERE.parents[1]
+LAB = ROOT / "scripts" / "k8s-lab.sh"
+LAB_KUBECONFIG = Path("/var/lib/mso-k8s-lab/admin.kubeconfig")
+
+F = TypeVar("F", bound=Callable[..., Any])
+SCENARIOS: dict[str, str] = {}  # scenario name -> test function name
+
+
+def scenario(name: str) -> Callable[[F], F]:
+    """Mark a test as the conformance scenario `name` (see mso.spec.support)."""
+    def register(fn: F) -> F:
+        SCENARIOS[name] = fn.__name__
+        return pytest.mark.scenario(name)(fn)
+    return register
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "scenario(name): a conformance scenario")
+
+
+class Target:
+    """One app on one engine, driven through the real CLI."""
+
+    def __init__(self, engine: support.EngineName, folder: Path,
+                 kubeconfig: Path | None = None) -> None:
+        self.engine = engine
+        self.folder = folder
+        self.kubeconfig = kubeconfig
+        self.namespace = f"conf-{uuid.uuid4().hex[:8]}"
+        self.gateway_port = free_port()
+        self.instance: str | None = None
+        self.deployed = False
+
+    # -- the app ------------------------------------------------------------------------
+    def write(self, manifest: str) -> None:
+        """The manifest (GATEWAY_PORT filled in) and the conformance app beside it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(APP, self.folder / "conform.py")
+        (self.folder / "mso.yaml").write_text(manifest.replace("GATEWAY_PORT",
+                                                               str(self.gateway_port)))
+
+    def edit(self, old: str, new: str) -> None:
+        path = self.folder / "mso.yaml"
+        text = path.read_text()
+        assert old in text, f"{old!r} not in the manifest"
+        path.write_text(text.replace(old, new))
+
+    # -- the CLI --------------------------------------------------------------------------
+    def mso(self, *args: str, check: bool = True, timeout: float = 900
+            ) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "mso", *args]
+        if self.engine != "local" and args[0] not in ("validate", "schema"):
+            argv += ["--engine", self.engine]
+        if self.engine == "kubernetes" and args[0] not in ("validate", "schema", "render",
+                                                          "events"):
+            argv += ["--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.run(argv, cwd=self.folder, capture_output=True, text=True,
+                              timeout=timeout, env=env)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"mso {' '.join(args)} on {self.engine} exited "
+                                 f"{proc.returncode}:\n{proc.stdout[-3000:]}\n"
+                                 f"{proc.stderr[-3000:]}")
+        return proc
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.mso(*args, "-o", "json").stdout)
+
+    def refused(self, field: str) -> bool:
+        """True (and checked) when this engine refuses the manifest for `field`: the
+        scenario then ends, its refusal being the documented behaviour."""
+        loaded = _load(self.folder / "mso.yaml")
+        gaps = [f for f in support.FEATURES if not f.supported(self.engine)
+                and any(".".join(map(str, p)) == field for p in support.uses(loaded, f))]
+        if not gaps:
+            return False
+        proc = self.mso("validate", "--engine", self.engine, check=False)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert f": {field}: not supported on {self.engine}: " in proc.stderr, proc.stderr
+        return True
+
+    def up(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        """Start the app and wait until it is READY (`up -d` here, `up` on remote
+        engines, which always wait)."""
+        args = ("up", "-d", *extra) if self.engine == "local" else ("up", *extra)
+        proc = self.mso(*args)
+        self.deployed = True
+        if self.engine == "local":
+            self.instance = _instance(self.folder)
+        return proc
+
+    def deploy(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Apply the edited manifest and wait for its rollouts to end."""
+        args = ("deploy", "--wait", *extra) if self.engine == "local" else ("deploy", *extra)
+        return self.mso(*args, check=check)
+
+    def down(self) -> None:
+        if self.deployed:
+            self.mso("down", check=False, timeout=600)
+        if self.instance:
+            assert instance_processes(self.instance) == [], "processes left after down"
+
+    # -- the running app ------------------------------------------------------------------
+    def gateway(self) -> tuple[str, int]:
+        host, port = self.json("endpoints")["gateway"].rsplit(":", 1)
+        return host, int(port)
+
+    def request(self, method: str, path: str = "/", timeout: float = 10.0) -> tuple[int, str]:
+        host, port = self.gateway()
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            conn.request(method, path)
+            response = conn.getresponse()
+            return response.status, response.read().decode(errors="replace")
+        finally:
+            conn.close()
+
+    def get_json(self, path: str = "/") -> Any:
+        status, body = self.request("GET", path)
+        assert status == 200, (status, body)
+        return json.loads(body)
+
+    def ps(self) -> list[dict[str, Any]]:
+        return list(self.json("ps")["replicas"])
+
+    def logs(self, service: str | None = None) -> list[dict[str, Any]]:
+        args = ["logs", *([service] if service else [])]
+        return list(self.json(*args))
+
+    def said(self, service: str | None, words: str) -> list[float]:
+        """Times (from the app's own `conform: ... at T` lines) of lines containing
+        `words`, oldest first."""
+        times = []
+        for record in self.logs(service):
+            line = str(record.get("line", ""))
+            if "conform: " in line and words in line and " at " in line:
+                times.append(float(line.rsplit(" at ", 1)[1].split()[0]))
+        return sorted(times)
+
+
+def _load(path: Path) -> Any:
+    from mso.spec.load import load_manifest
+    return load_manifest(path, dict(os.environ)).data
+
+
+def _instance(folder: Path) -> str | None:
+    import sqlite3
+    db = folder / ".mso" / "state.db"
+    if not db.exists():
+        return None
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key='instance_id'").fetchone()
+    finally:
+        conn.close()
+    return str(row[0]) if row else None
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2,
+             message: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = condition()
+            if last:
+                return last
+        except (AssertionError, OSError, ValueError) as exc:  # the app may be restarting
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {message} "
+                         f"(last: {last!r})")
+
+
+# -- engines ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def k8s_lab() -> Iterator[Path]:
+    """The Kubernetes lab for the whole conformance suite (started once, stopped after,
+    unless it was already up)."""
+    def run(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", str(LAB), *args], capture_output=True, text=True,
+                              timeout=timeout)
+    if os.geteuid() != 0:
+        pytest.skip("the Kubernetes lab needs root")
+    if run("status", timeout=30).returncode == 0:
+        yield LAB_KUBECONFIG
+        return
+    build = run("build", timeout=3600)
+    if build.returncode != 0:
+        pytest.skip("building the Kubernetes lab failed: " + (build.stderr or build.stdout)[-800:])
+    up = run("up", timeout=600)
+    if up.returncode != 0:
+        run("down", timeout=300)
+        pytest.fail("the lab did not start: " + up.stderr[-2000:])
+    try:
+        yield Path(up.stdout.strip().splitlines()[-1])
+    finally:
+        if not os.environ.get("MSO_K8S_KEEP"):
+            run("down", timeout=300)
+
+
+@pytest.fixture(params=[
+    pytest.param("local", marks=pytest.mark.e2e),
+    pytest.param("swarm", marks=pytest.mark.swarm),
+    pytest.param("kubernetes", marks=pytest.mark.kubernetes),
+])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+    engine: support.EngineName = request.param
+    kubeconfig = None
+    if engine == "swarm":
+        from tests.e2e.swarm.conftest import ensure_swarm
+        ensure_swarm()
+    elif engine == "kubernetes":
+        kubeconfig = request.getfixturevalue("k8s_lab")
+    made = Target(engine, tmp_path / "app", kubeconfig)
+    try:
+        yield made
+    finally:
+        made.down()

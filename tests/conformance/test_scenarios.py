@@ -1,0 +1,331 @@
+"""Conformance scenarios: one documented behaviour each, the same on every engine.
+
+Each runs on local, Swarm and Kubernetes (see conftest.py); where mso.spec.support says
+an engine does not honour the key, the scenario checks that the engine refuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import pytest
+
+from tests.conformance.conftest import Target, scenario, wait_for
+
+pytestmark = pytest.mark.timeout(1800)
+
+BASE = """
+app: conf
+gateway: {port: GATEWAY_PORT}
+routes:
+  - {path: /, service: web}
+services:
+  web:
+    run: [python3, conform.py]
+    ports: {http: 8000}
+    env: {SHOW_V: "1"}
+    health:
+      readiness: {http: /ready, period: 1s}
+"""
+
+
+def service(text: str, extra: str) -> str:
+    """BASE with `extra` (indented YAML lines) added to the web service."""
+    return text.rstrip("\n") + "\n" + extra.strip("\n") + "\n"
+
+
+@scenario("port_order")
+def test_port_is_the_first_port_written(target: Target) -> None:
+    target.write(BASE.replace("    ports: {http: 8000}\n",
+                              "    ports:\n      web: 8000\n"
+                              "      admin: {port: 9000, protocol: tcp}\n"
+                              "      metrics: 9100\n"))
+    target.up()
+    body = target.get_json()
+    assert set(body["ports"]) == {"web", "admin", "metrics"}
+    # `admin` comes first alphabetically; the first port written is `web`.
+    assert body["port"] == body["ports"]["web"] != body["ports"]["admin"]
+
+
+@scenario("secret_as_env")
+def test_a_secret_as_env_is_named_as_documented(target: Target,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "conformance-secret-value"
+    monkeypatch.setenv("CONF_SECRET", secret)
+    target.write(service(BASE, "    secrets:\n"
+                               "      db.password: {env: CONF_SECRET, as_env: true}\n"))
+    if target.refused("services.web.secrets.db.password.as_env"):
+        return
+    target.up()
+    # `.` and `-` become `_`, upper-cased; the value itself never crosses the wire.
+    assert target.request("GET", "/digest?name=DB_PASSWORD")[1] == \
+        hashlib.sha256(secret.encode()).hexdigest()
+
+
+@scenario("depends_on_order")
+def test_depends_on_healthy_starts_the_dependent_after_its_dependency(
+        target: Target) -> None:
+    target.write(BASE.replace('    env: {SHOW_V: "1"}\n',
+                              '    env: {SHOW_V: "1", DEPENDENCY: DB_URL}\n'
+                              "    depends_on: {db: healthy}\n")
+                 + "  db:\n    run: [python3, conform.py]\n    ports: {http: 8000}\n"
+                   '    env: {READY_AFTER: "3"}\n'
+                   "    health:\n      readiness: {http: /ready, period: 1s}\n")
+    if target.refused("services.web.depends_on"):
+        return
+    target.up()
+    # web asked db once, at its start: db was already READY, so it answered.
+    assert target.get_json()["dependency"] == "answered 200"
+
+
+@scenario("readiness_gates_traffic")
+def test_a_replica_that_is_not_ready_gets_no_traffic(target: Target) -> None:
+    target.write(BASE.replace("    ports: {http: 8000}\n",
+                              "    replicas: 2\n    ports: {http: 8000}\n")
+                 .replace("readiness: {http: /ready, period: 1s}",
+                          "readiness: {http: /ready, period: 1s, failure_threshold: 1}"))
+    target.up()
+    answered = {target.get_json()["replica"] for _ in range(20)}
+    assert len(answered) == 2, answered
+    target.request("POST", "/unready")
+
+    def only_the_other() -> bool:
+        return len({target.get_json()["replica"] for _ in range(10)}) == 1
+    wait_for(only_the_other, timeout=60, message="the unready replica out of rotation")
+
+
+@scenario("liveness_replaces_hung")
+def test_liveness_replaces_a_hung_replica(target: Target) -> None:
+    target.write(BASE.replace("      readiness: {http: /ready, period: 1s}\n",
+                              "      liveness: {http: /healthz, period: 1s, timeout: 1s, "
+                              "failure_threshold: 2}\n"))
+    if target.refused("services.web.health.liveness"):
+        return
+    target.up()
+    first = target.get_json()["started"]
+    target.request("POST", "/hang")
+    wait_for(lambda: target.get_json()["started"] != first, timeout=120,
+             message="a new process after the hung one was killed")
+
+
+@scenario("stop_signal")
+def test_stop_signal_is_what_the_process_receives(target: Target) -> None:
+    target.write(service(BASE, "    stop: {signal: SIGINT, grace: 5s}\n"))
+    if target.refused("services.web.stop.signal"):
+        return
+    target.up()
+    target.edit('SHOW_V: "1"', 'SHOW_V: "2"')
+    target.deploy()
+    wait_for(lambda: target.said("web", "received SIGINT"), timeout=60,
+             message="the old replica's `received SIGINT` in mso logs")
+    assert not target.said("web", "received SIGTERM")
+
+
+class Poller:
+    """GETs / through the gateway every 50 ms; records (time, release or error)."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.seen: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.host, self.port = target.gateway()
+
+    def _run(self) -> None:
+        import http.client
+        import json
+        while not self._stop.is_set():
+            try:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                body = response.read()
+                conn.close()
+                what = json.loads(body)["release"] if response.status == 200 \
+                    else f"HTTP {response.status}"
+            except Exception as exc:  # the gap of a recreate is an error, by design
+                what = type(exc).__name__
+            self.seen.append((time.monotonic(), str(what)))
+            time.sleep(0.05)
+
+    def __enter__(self) -> Poller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+@scenario("recreate_order")
+def test_recreate_stops_the_old_replica_before_the_new_one_starts(target: Target) -> None:
+    target.write(service(BASE, "    rollout: {strategy: recreate}\n"))
+    if target.refused("services.web.rollout.strategy"):
+        return
+    target.up()
+    old = target.get_json()["release"]
+    with Poller(target) as poller:
+        wait_for(lambda: len(poller.seen) > 5, message="the poller running")
+        target.edit('SHOW_V: "1"', 'SHOW_V: "2"')
+        target.deploy()
+        wait_for(lambda: poller.seen[-1][1] not in (old,) and not poller.seen[-1][1]
+                 .startswith(("HTTP", "Conn", "Remote", "timeout")), timeout=120,
+                 message="the new release answering")
+    answers = [what for _, what in poller.seen]
+    new = answers[-1]
+    first_new = answers.index(new)
+    assert old not in answers[first_new:], "the old release answered after the new one"
+    gap = answers[answers.index(old) if old in answers else 0:first_new]
+    assert any(what not in (old, new) for what in gap), \
+        "no moment without a replica: the new one started before the old one stopped"
+
+
+@scenario("surge_bounds")
+def test_max_surge_and_max_unavailable_bound_a_rolling_update(target: Target) -> None:
+    target.write(BASE.replace("    ports: {http: 8000}\n",
+                              "    replicas: 3\n    ports: {http: 8000}\n")
+                 + "    rollout: {strategy: rolling, max_surge: 1, max_unavailable: 0}\n")
+    if target.refused("services.web.rollout.max_surge"):
+        return
+    target.up()
+    counts: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            rows = [r for r in target.ps() if r["service"] == "web"
+                    and not r.get("draining") and r["state"] != "STOPPING"]
+            counts.append((len(rows), sum(1 for r in rows if r["state"] == "READY")))
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        target.edit('SHOW_V: "1"', 'SHOW_V: "2"')
+        target.deploy()
+    finally:
+        stop.set()
+        watcher.join(60)
+    assert counts, "ps was never read during the update"
+    assert max(total for total, _ in counts) <= 4, counts  # replicas + max_surge
+    assert min(ready for _, ready in counts) >= 3, counts  # replicas - max_unavailable
+
+
+JOB = """
+jobs:
+  prepare:
+    run: [python3, conform.py]
+    env: {JOB: "1", JOB_SECONDS: "JOB_SECONDS_VALUE"}
+    before: [web]
+"""
+
+
+@scenario("jobs_before")
+def test_a_job_before_a_service_ends_before_it_starts(target: Target) -> None:
+    target.write(BASE + JOB.replace("JOB_SECONDS_VALUE", "2"))
+    if target.refused("jobs.prepare.before"):
+        return
+    target.up()
+    done = target.said("prepare", "job done")
+    started = target.said("web", "started")
+    assert done and started, (done, started)
+    assert max(done) < min(started)
+
+
+@scenario("job_timeout")
+def test_a_job_past_its_timeout_fails_the_start(target: Target) -> None:
+    target.write(BASE + JOB.replace("JOB_SECONDS_VALUE", "120") + "    timeout: 2s\n")
+    if target.refused("jobs.prepare.timeout"):
+        return
+    began = time.monotonic()
+    proc = target.mso(*(("up", "-d") if target.engine == "local" else ("up",)), check=False)
+    target.deployed = True
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "prepare" in proc.stderr and "timed out" in proc.stderr, proc.stderr
+    assert time.monotonic() - began < 100
+
+
+@scenario("backoff_grows")
+def test_backoff_doubles_up_to_its_max(target: Target) -> None:
+    target.write(BASE.replace('    env: {SHOW_V: "1"}\n',
+                              '    env: {EXIT_AFTER: "0", EXIT_CODE: "1"}\n')
+                 + "    backoff: {initial: 200ms, max: 800ms, reset_after: 1m}\n")
+    if target.refused("services.web.backoff"):
+        return
+    target.mso(*(("up", "-d", "--keep-on-failure") if target.engine == "local"
+                 else ("up",)), check=False)
+    target.deployed = True
+    starts = wait_for(lambda: (s := target.said("web", "started")) and len(s) >= 6 and s,
+                      timeout=60, message="six starts")
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    # 0.2, 0.4, 0.8, 0.8, ... plus the time a start takes; never beyond the max + slack.
+    assert gaps[2] > gaps[0] + 0.3, gaps
+    assert all(gap < 0.8 + 1.5 for gap in gaps), gaps
+
+
+@scenario("restart_policy")
+def test_on_failure_does_not_restart_a_clean_exit(target: Target) -> None:
+    target.write(BASE.replace('    env: {SHOW_V: "1"}\n',
+                              '    env: {EXIT_AFTER: "1", EXIT_CODE: "0"}\n')
+                 .replace("    health:\n      readiness: {http: /ready, period: 1s}\n", "")
+                 + "    restart: on-failure\n")
+    if target.refused("services.web.restart"):
+        return
+    target.up()
+    wait_for(lambda: target.said("web", "exiting with 0"), timeout=30,
+             message="the clean exit")
+    time.sleep(3)  # the absence of a restart can only be seen by waiting past its backoff
+    assert len(target.said("web", "started")) == 1
+
+
+@scenario("startup_probe")
+def test_a_startup_probe_holds_the_other_probes(target: Target) -> None:
+    target.write(BASE.replace('    env: {SHOW_V: "1"}\n', '    env: {READY_AFTER: "4"}\n')
+                 .replace("      readiness: {http: /ready, period: 1s}\n",
+                          "      startup: {http: /ready, period: 1s, failure_threshold: 20}\n"
+                          "      liveness: {http: /ready, period: 1s, failure_threshold: 1}\n"))
+    if target.refused("services.web.health.startup"):
+        return
+    target.up()
+    # Liveness alone would have killed it (its /ready fails for 4 s): it started once.
+    assert len(target.said("web", "started")) == 1
+
+
+@scenario("autoscale")
+def test_autoscale_is_refused_until_it_works(target: Target) -> None:
+    target.write(service(BASE, "    autoscale: {min: 1, max: 3, target_rps_per_replica: 50}\n"))
+    assert target.refused("services.web.autoscale")
+
+
+PROVIDER = """    rollout:
+      strategy: canary
+      steps: [{set_weight: 50}, {analysis: {duration: 5s}}]
+      analysis:
+        providers:
+          - prometheus: {url: "http://127.0.0.1:9/", query: "up", max: 1}
+"""
+
+
+@scenario("analysis_prometheus")
+def test_analysis_providers(target: Target) -> None:
+    target.write(BASE + PROVIDER)
+    if target.refused("services.web.rollout.analysis.providers"):
+        return
+    pytest.fail("providers are honoured on this engine: this scenario must show them work")
+
+
+@scenario("bluegreen_analysis")
+def test_bluegreen_analysis(target: Target) -> None:
+    target.write(BASE + "    rollout:\n      strategy: blue_green\n      preview_port: "
+                 f"{target.gateway_port + 1}\n      analysis: {{min_samples: 20}}\n")
+    if target.refused("services.web.rollout.analysis"):
+        return
+    pytest.fail("blue/green analysis is honoured on this engine: show it work")
+
+
+@scenario("analysis_interval")
+def test_analysis_interval(target: Target) -> None:
+    target.write(BASE + "    rollout:\n      strategy: canary\n      steps: [{set_weight: 50}]\n"
+                 "      analysis: {interval: 5s}\n")
+    if target.refused("services.web.rollout.analysis.interval"):
+        return
+    pytest.fail("an analysis interval above 1s is honoured on this engine: show it work")
