@@ -108,3 +108,24 @@ def test_unknown_service_fails_with_exit_1_and_daemon_keeps_working(
         line = assert_one_line_error(running.cli(*args, check=False), 1)
         assert "no such service: nope" in line, args
     assert running.all_ready(RUNNING_REPLICAS)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("restart", "web", "--engine", "swarm"),
+     "mso: mso restart: not supported on swarm yet; deploy a changed manifest"),
+    (("run", "web", "--engine", "kubernetes", "--", "true"),
+     "mso: mso run: not supported on kubernetes yet; add a job to the manifest"),
+    (("up", "--engine", "kubernetes", "--api-port", "9999"),
+     "mso: --api-port: not supported on kubernetes: there is no mso daemon there"),
+    (("up", "-d", "--engine", "swarm", "--timeout", "5"),
+     "mso: --timeout: not supported on swarm: the engine's deploy waits"),
+    (("up", "--engine", "swarm", "--keep-on-failure"),
+     "mso: --keep-on-failure: not supported on swarm"),
+    (("deploy", "--engine", "swarm", "--force"), "mso: --force: not supported on swarm"),
+], ids=lambda a: " ".join(a) if isinstance(a, tuple) else "")
+def test_flags_and_commands_that_mean_nothing_on_an_engine_are_refused(
+        tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    """Never silently ignored (issue 14): one line, exit 2, before anything is done."""
+    (tmp_path / "mso.yaml").write_text("app: a\nservices: {web: {run: [sh]}}\n")
+    line = assert_one_line_error(_mso(tmp_path, *args), 2)
+    assert line.startswith(message), line

@@ -28,6 +28,8 @@ from mso.spec.errors import ManifestError
 from mso.spec.load import LoadedManifest, load_manifest
 
 F = TypeVar("F", bound=Callable[..., Any])
+UP_TIMEOUT = 120.0
+DEPLOY_TIMEOUT = 600.0
 
 
 def manifest_options(fn: F, *, short: bool = True) -> F:
@@ -83,6 +85,23 @@ def load(file: str | None, positional: str | None = None) -> LoadedManifest:
     return load_manifest(path, dict(os.environ))
 
 
+def refuse_flags(engine: str, **given: Any) -> None:
+    """A flag that would mean nothing on this engine is refused (exit 2), never ignored.
+    `given` maps each flag as the user types it to whether it was given."""
+    for flag, used in given.items():
+        if used:
+            raise CliError(f"{flag}: not supported on {engine}: {_NOT_ON_REMOTE[flag]}", 2)
+
+
+_NOT_ON_REMOTE = {
+    "--api-port": "there is no mso daemon there (the engine's own API is used)",
+    "--keep-on-failure": "a failed deploy leaves what the engine runs as it is",
+    "--timeout": "the engine's deploy waits for its own rollout deadlines "
+                 "(`rollout.progress_deadline`)",
+    "--force": "not yet: redeploy after a rollback with a changed manifest",
+}
+
+
 def check_support(loaded: LoadedManifest, engine: str) -> None:
     """Refuse (exit 2, file:line) keys the engine would accept and then ignore."""
     from mso.spec import support
@@ -127,6 +146,14 @@ def on_remote(file: str | None, opts: dict[str, Any]) -> tuple[RemoteEngine, Loa
     return remote(name, opts), loaded
 
 
+def local_only(command: str, file: str | None, engine: str | None, instead: str) -> None:
+    """Refuse (exit 2) a command the Swarm and Kubernetes engines do not carry out yet,
+    instead of sending it to a local daemon that is not there."""
+    name = engine_name(file, engine)
+    if name != "local":
+        raise CliError(f"mso {command}: not supported on {name} yet; {instead}", 2)
+
+
 def client_for(file: str | None) -> ApiClient:
     """The daemon's API, for commands that need it running."""
     path = manifest_path(file)
@@ -159,7 +186,8 @@ def cli() -> None:
 @click.argument("path", required=False)
 @manifest_options
 @click.option("-d", "--detach", is_flag=True, help="Return once everything is READY.")
-@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait with -d.")
+@click.option("--timeout", default=UP_TIMEOUT, show_default=True,
+              help="Seconds to wait with -d (local engine).")
 @click.option("--keep-on-failure", is_flag=True,
               help="With -d: leave what started running when the start-up fails.")
 @click.option("--api-port", type=int, help="Also serve the API on 127.0.0.1:PORT (bearer token).")
@@ -177,6 +205,11 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
         check_support(loaded, name)
     warn_commands(loaded, name)
     if name != "local":
+        # `up` on Swarm/Kubernetes deploys and waits (with or without -d: there is no
+        # foreground daemon to follow there).
+        refuse_flags(name, **{"--api-port": api_port is not None,
+                              "--keep-on-failure": keep_on_failure,
+                              "--timeout": timeout != UP_TIMEOUT})
         output.emit_json(remote(name, dict(opts, engine=name)).deploy(loaded))
         return
     paths = StatePaths.for_manifest(loaded.path)
@@ -236,7 +269,8 @@ def down(file: str | None, engine: str | None, **opts: Any) -> None:
               help="Follow the rollouts to their end: exit 0 when promoted, 1 when rolled "
                    "back or failed; ends early when a new replica fails (local engine; "
                    "Swarm and Kubernetes always wait).")
-@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait with --wait.")
+@click.option("--timeout", default=DEPLOY_TIMEOUT, show_default=True,
+              help="Seconds to wait with --wait (local engine).")
 @click.option("--force", is_flag=True,
               help="Roll out a manifest identical to a release that was rolled back, "
                    "failed or was undone by `mso rollback`.")
@@ -249,6 +283,8 @@ def deploy(file: str | None, engine: str | None, fmt: str, wait: bool, timeout: 
         check_support(loaded, name)
     warn_commands(loaded, name)
     if name != "local":
+        # Swarm and Kubernetes deploys always wait: --wait is what they do anyway.
+        refuse_flags(name, **{"--timeout": timeout != DEPLOY_TIMEOUT, "--force": force})
         result = remote(name, dict(opts, engine=name)).deploy(loaded)
         output.emit_json(result) if fmt == "json" else output.changes(result.get("changes", []))
         return
@@ -393,6 +429,7 @@ def scale(assignment: str, file: str | None, engine: str | None, **opts: Any) ->
 def restart(service: str, file: str | None, engine: str | None, **opts: Any) -> None:
     """Restart a service's replicas one by one, without downtime (stop first, then start,
     for a service whose rollout strategy is `recreate`)."""
+    local_only("restart", file, engine, "deploy a changed manifest (a new release) instead")
     result = client_for(file).post(f"/v1/services/{service}/restart")
     click.echo(f"{service}: {result.get('strategy', 'rolling')} restart started")
 
@@ -403,6 +440,7 @@ def restart(service: str, file: str | None, engine: str | None, **opts: Any) -> 
 @manifest_options
 def run(service: str, command: tuple[str, ...], file: str | None, engine: str | None, **opts: Any) -> None:
     """Run a one-off command with SERVICE's environment: mso run SERVICE -- CMD..."""
+    local_only("run", file, engine, "add a job to the manifest (jobs:) and deploy it")
     code = 0
     for item in client_for(file).stream("POST", f"/v1/services/{service}/run",
                                         {"argv": list(command)}):
