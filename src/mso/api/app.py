@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from mso import __version__
 from mso.api import views
 from mso.daemon.oneoff import run_oneoff
-from mso.daemon.releases import drift
+from mso.releases.apply import drift
 from mso.controllers.rollouts import RolloutError
 from mso.spec.errors import ManifestError
 from mso.spec.load import load_manifest

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mso.analysis import AnalysisConfig, CanaryJudge, SnapshotError, Verdict, window_from_snapshots
-from mso.daemon.probes_map import port_map
+from mso.releases.ports import port_map
 from mso.strategies import bluegreen, canary, rolling
 from mso.strategies.canary import Decision, Tick
 from mso.strategies.state import Phase, RolloutState

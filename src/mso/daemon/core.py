@@ -24,9 +24,9 @@ from mso.controllers.replicas import ObservedReplica, RollingParams, StartReplic
 from mso.controllers.rollouts import Member, RolloutController, RolloutError
 from mso.controllers.routing import RouteView, ServiceRouting, build_table
 from mso.daemon.jobs import JobRunner
-from mso.daemon.probes_map import port_map
+from mso.releases.ports import port_map
 from mso.daemon.proxy_manager import ProxyManager
-from mso.daemon.releases import AppliedChange, apply_manifest
+from mso.releases.apply import AppliedChange, apply_manifest
 from mso.daemon.replica_env import (Discovery, base_environment, replica_environment,
                                     write_config_files, write_secret_files)
 from mso.daemon.replicas import ManagedReplica, ReplicaBook

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mso.controllers.routing import EndpointView
-from mso.daemon.probes_map import port_map, probe_spec, stop_signal
+from mso.engines.local.model_map import probe_spec, stop_signal
+from mso.releases.ports import port_map
 from mso.daemon.replica_env import (Discovery, remove_secret_files, replica_environment,
                                     write_config_files, write_secret_files)
 from mso.engines.local.process import ProcessRef, is_same_process, kill_env_processes

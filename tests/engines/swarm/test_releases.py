@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mso.daemon.releases import AppliedChange
+from mso.releases.apply import AppliedChange
 from mso.engines.swarm import state
 from mso.engines.swarm.engine import _rollback_target
 from mso.engines.swarm.releases import BUILT_KEY, record_builds

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mso.daemon.releases import apply_manifest
+from mso.releases.apply import apply_manifest
 from mso.engines import images
 from mso.engines.kubernetes import document, gateway, naming, render, state
 from mso.engines.kubernetes.host import KubeHost, Plan, pod_ready

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mso.controllers.rollouts import RolloutError
-from mso.daemon.probes_map import port_map
+from mso.releases.ports import port_map
 from mso.engines import images
 from mso.engines.kubernetes import controller, deploy, document, naming, state, views
 from mso.engines.kubernetes.host import KubeHost, effective_weights

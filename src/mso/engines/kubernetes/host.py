@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mso.controllers.rollouts import Member, RolloutController, SubsetTarget
-from mso.daemon.probes_map import port_map
+from mso.releases.ports import port_map
 from mso.engines.kubernetes import bluegreen, gateway, handoff, naming, render, state
 from mso.engines.kubernetes.control import ControlError, GatewayControl
 from mso.engines.kubernetes.kube import Kube

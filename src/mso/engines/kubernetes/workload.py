@@ -1,6 +1,6 @@
 """What one Deployment (or Job) runs: a release of a service, resolved for Kubernetes.
 
-A `Workload` is built from a release spec (the same dict `mso.daemon.releases` stores),
+A `Workload` is built from a release spec (the same dict `mso.releases.apply` stores),
 so the same builder renders the manifest as written (`mso render`) and any stored
 release (`mso deploy`, rollbacks, canaries).
 """
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mso.daemon.probes_map import port_map
-from mso.daemon.releases import release_spec
+from mso.releases.ports import port_map
+from mso.releases.apply import release_spec
 from mso.engines.kubernetes import naming
 from mso.spec.load import LoadedManifest
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from mso.controllers.rollouts import Member, RolloutController
 from mso.controllers.routing import RouteView
-from mso.daemon.probes_map import port_map
+from mso.releases.ports import port_map
 from mso.engines.swarm import names, state
 from mso.engines.swarm.gateway import (allocate_ports, gateway_spec, route_table,
                                        service_routing)

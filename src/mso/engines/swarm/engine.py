@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mso.daemon.releases import apply_manifest
+from mso.releases.apply import apply_manifest
 from mso.engines import images
 from mso.engines.remote import EngineOptions
 from mso.engines.swarm import names, state

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from mso.controllers.routing import EndpointView, RouteView, ServiceRouting, build_table
-from mso.daemon.probes_map import port_map
+from mso.releases.ports import port_map
 from mso.engines.swarm import names
 from mso.engines.swarm.observe import ServiceObs
 from mso.engines.swarm.spec import ServiceSpec, digest

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from mso.daemon.releases import AppliedChange, whoami
+from mso.releases.apply import AppliedChange, whoami
 from mso.engines.swarm import state
 from mso.store.db import Store
 

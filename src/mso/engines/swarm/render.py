@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from mso.daemon.probes_map import port_map
-from mso.daemon.releases import release_spec
+from mso.releases.ports import port_map
+from mso.releases.apply import release_spec
 from mso.engines.images import uses_shim
 from mso.engines.swarm import names
 from mso.engines.swarm.gateway import allocate_ports

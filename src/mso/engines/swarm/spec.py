@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from mso.daemon.probes_map import port_map
+from mso.releases.ports import port_map
 from mso.engines.images import SHIM_PATH
 from mso.engines.swarm import names
 from mso.engines.swarm.names import Role

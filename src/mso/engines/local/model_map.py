@@ -1,4 +1,4 @@
-"""Mapping the manifest's probe and stop settings onto the local runtime's types."""
+"""Mapping a release's probe and stop settings onto the local engine's runtime types."""
 
 from __future__ import annotations
 
@@ -35,14 +35,3 @@ def probe_spec(probe: dict[str, Any] | None,
 def stop_signal(name: str) -> int:
     upper = name.upper()
     return int(getattr(signal, upper if upper.startswith("SIG") else "SIG" + upper))
-
-
-def port_map(model: dict[str, Any]) -> dict[str, tuple[str, int]]:
-    """Named ports of a dumped service model: name -> (protocol, declared port)."""
-    result: dict[str, tuple[str, int]] = {}
-    for name, port in (model.get("ports") or {}).items():
-        if isinstance(port, dict):
-            result[name] = (str(port.get("protocol", "http")), int(port["port"]))
-        else:
-            result[name] = ("http", int(port))
-    return result
