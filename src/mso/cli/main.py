@@ -19,8 +19,8 @@ from mso.cli import output
 from mso.cli.client import ApiClient, CliError
 from mso.cli.lifecycle import (down_app, follow_foreground, last_event_id, start_daemon,
                                 wait_ready)
-from mso.engines.remote import (EngineOptions, RemoteEngine, RemoteEngineError,
-                                engine_events, remote_engine)
+from mso.engines.remote import (DeployFailed, EngineOptions, RemoteEngine,
+                                RemoteEngineError, engine_events, remote_engine)
 from mso.paths import StatePaths
 from mso.spec.errors import ManifestError
 from mso.spec.load import LoadedManifest, load_manifest
@@ -386,6 +386,9 @@ def main() -> None:
     except CliError as exc:
         click.echo(f"mso: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except DeployFailed as exc:
+        output.failure_report(exc.failing)
+        sys.exit(1)
     except RemoteEngineError as exc:
         click.echo(f"mso: {exc}", err=True)
         sys.exit(1)

@@ -134,6 +134,25 @@ def log_line(record: dict[str, Any]) -> str:
     return f"{_ts(record.get('ts'))} {record.get('replica', '?'):<14}{stream} {record.get('line', '')}"
 
 
+def failure_report(failing: list[dict[str, Any]]) -> None:
+    """Why a waiting command gave up, on stderr: a header, then per failing replica
+    `SERVICE REPLICA STATE: reason` and its last log lines, indented. `failing` is
+    `DeployFailed.failing` (mso.engines.remote): ps row fields plus `logs` records."""
+    count = len(failing)
+    click.echo(f"mso: stopped waiting: {count} replica{'s' if count != 1 else ''} "
+               f"{'have' if count != 1 else 'has'} a problem", err=True)
+    for item in failing:
+        reason = item.get("reason") or (item.get("problem") or {}).get("message") or ""
+        click.echo(f"{item.get('service')} {item.get('replica')} {item.get('state')}: "
+                   f"{reason}".rstrip(": "), err=True)
+        records = item.get("logs") or []
+        if not records:
+            click.echo("    (no log lines)", err=True)
+        for record in records:
+            click.echo(f"    {log_line(record)}", err=True)
+    click.echo("mso: more with `mso ps` and `mso logs SERVICE`", err=True)
+
+
 def logs(client: ApiClient, service: str | None, follow: bool, since: str | None,
          tail: int | None, fmt: str) -> None:
     params: dict[str, Any] = {"service": service, "since": since_epoch(since), "tail": tail}

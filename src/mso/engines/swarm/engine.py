@@ -16,15 +16,16 @@ from typing import Any
 
 from mso.daemon.releases import apply_manifest
 from mso.engines import images
-from mso.engines.remote import EngineOptions
+from mso.engines.problems import REPORT_LOG_LINES
+from mso.engines.remote import UP_AFTER, DeployFailed, EngineOptions, failing_replica
 from mso.engines.swarm import names, state
 from mso.engines.swarm.controller import ensure_stable_ports
 from mso.engines.swarm.ctl import ControllerClient
-from mso.engines.swarm.logs import follow_logs
+from mso.engines.swarm.logs import follow_logs, replica_logs
 from mso.engines.swarm.releases import record_builds
 from mso.engines.swarm.render import render_stack
 from mso.engines.swarm.state import AppConfig, SwarmPaths
-from mso.engines.swarm.status import endpoints_view, ps_view
+from mso.engines.swarm.status import endpoints_view, ps_view, replica_rows
 from mso.engines.swarm.swarmapi import SwarmApi, SwarmError
 from mso.spec.load import LoadedManifest
 from mso.store.db import Store
@@ -82,7 +83,7 @@ class SwarmEngine:
                                   "to": want.release})
             ctl.call({"op": "wake"})
             if wait:
-                self._wait_converged(store, ctl)
+                self._wait_converged(store, ctl, api, m.app)
         finally:
             store.close()
         return {"app": m.app, "engine": "swarm", "gateway": f"127.0.0.1:{m.gateway.port}",
@@ -99,14 +100,27 @@ class SwarmEngine:
             raise SwarmError(str(exc)) from exc
         return built
 
-    def _wait_converged(self, store: Store, ctl: ControllerClient) -> None:
+    def _wait_converged(self, store: Store, ctl: ControllerClient, api: SwarmApi,
+                        app: str) -> None:
+        """Until the controller reports the app converged and every replica counts as
+        up; a replica of a desired release with a problem ends the wait (DeployFailed)."""
         started = time.time()
         deadline = time.monotonic() + DEPLOY_TIMEOUT
         failing_since: float | None = None
         while time.monotonic() < deadline:
             status = state.get_json(store, state.STATUS_KEY, {})
             fresh = float(status.get("ts", 0)) > started
-            if status.get("converged") and fresh:
+            rows, unprobed = replica_rows(api, app, time.time())
+            wanted = {n: d.release for n, d in store.desired().items() if d.kind == "service"}
+            failing = [r for r in rows
+                       if r["problem"] and wanted.get(r["service"]) == r["release"]]
+            if failing:
+                raise DeployFailed([failing_replica(r, replica_logs(
+                    api, app, r["service"], r["replica"], REPORT_LOG_LINES)) for r in failing])
+            young = [r for r in rows if r["task"] in unprobed
+                     and unprobed[r["task"]] < UP_AFTER
+                     and wanted.get(r["service"]) == r["release"]]
+            if status.get("converged") and fresh and not young:
                 return
             if fresh and status.get("error"):
                 failing_since = failing_since or time.monotonic()

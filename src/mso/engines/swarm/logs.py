@@ -14,13 +14,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from mso.engines.swarm import names
+from mso.engines.swarm.diagnose import task_release
 from mso.engines.swarm.swarmapi import SwarmApi, SwarmError
 
 _DONE = object()
 
 
-def parse_line(raw: str, service: str, replicas: dict[str, str]) -> dict[str, Any] | None:
-    """`<RFC3339 ts> <k=v,...> <message>` (timestamps and details on) -> a record."""
+def parse_line(raw: str, service: str, replicas: dict[str, tuple[str, int]],
+               stream: str = "stdout") -> dict[str, Any] | None:
+    """`<RFC3339 ts> <k=v,...> <message>` (timestamps and details on) -> a record;
+    `replicas`: task ID -> (replica name, release)."""
     stamp, _, rest = raw.partition(" ")
     details, _, message = rest.partition(" ")
     if "=" not in details:
@@ -31,31 +34,34 @@ def parse_line(raw: str, service: str, replicas: dict[str, str]) -> dict[str, An
         ts = dt.datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp()
     except ValueError:
         return None
-    return {"ts": ts, "service": service, "replica": replicas.get(task, task[:12] or service),
-            "stream": "stdout", "line": message}
+    replica, release = replicas.get(task, (task[:12] or service, 0))
+    return {"ts": ts, "service": service, "replica": replica, "release": release,
+            "stream": stream, "line": message}
 
 
-def _replicas(api: SwarmApi, services: list[dict[str, Any]]) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _replicas(api: SwarmApi, services: list[dict[str, Any]]) -> dict[str, tuple[str, int]]:
+    out: dict[str, tuple[str, int]] = {}
     by_id = {s["ID"]: s for s in services}
     for task in api.tasks(list(by_id)):
         labels = by_id[task["ServiceID"]]["Spec"].get("Labels") or {}
         role = labels.get(names.LABEL_ROLE, "main")
-        out[task["ID"]] = names.replica_name(labels.get(names.LABEL_SERVICE, "?"), role,
-                                             task.get("Slot"), task["ID"])
+        out[task["ID"]] = (names.replica_name(labels.get(names.LABEL_SERVICE, "?"), role,
+                                              task.get("Slot"), task["ID"]),
+                           task_release(task))
     return out
 
 
 def _reader(api: SwarmApi, svc: dict[str, Any], follow: bool, since: float | None,
-            tail: int | None, replicas: dict[str, str], out: queue.Queue[Any]) -> None:
+            tail: int | None, replicas: dict[str, tuple[str, int]],
+            out: queue.Queue[Any]) -> None:
     service = (svc["Spec"].get("Labels") or {}).get(names.LABEL_SERVICE, "?")
-    buffer = b""
+    buffers = {"stdout": b"", "stderr": b""}
     try:
-        for chunk in api.logs(svc["ID"], follow, since, tail):
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
+        for stream, chunk in api.logs(svc["ID"], follow, since, tail):
+            buffers[stream] += chunk
+            *lines, buffers[stream] = buffers[stream].split(b"\n")
             for line in lines:
-                record = parse_line(line.decode("utf-8", "replace"), service, replicas)
+                record = parse_line(line.decode("utf-8", "replace"), service, replicas, stream)
                 if record is not None:
                     out.put(record)
     except SwarmError as exc:
@@ -64,12 +70,16 @@ def _reader(api: SwarmApi, svc: dict[str, Any], follow: bool, since: float | Non
         out.put(_DONE)
 
 
+def _services(api: SwarmApi, app: str, service: str | None) -> list[dict[str, Any]]:
+    return [s for s in api.services(app)
+            if (s["Spec"].get("Labels") or {}).get(names.LABEL_ROLE) != "gateway"
+            and (service is None or
+                 (s["Spec"].get("Labels") or {}).get(names.LABEL_SERVICE) == service)]
+
+
 def follow_logs(api: SwarmApi, app: str, service: str | None, follow: bool,
                 since: float | None, tail: int | None) -> Iterator[dict[str, Any]]:
-    services = [s for s in api.services(app)
-                if (s["Spec"].get("Labels") or {}).get(names.LABEL_ROLE) != "gateway"
-                and (service is None or
-                     (s["Spec"].get("Labels") or {}).get(names.LABEL_SERVICE) == service)]
+    services = _services(api, app, service)
     replicas = _replicas(api, services)
     out: queue.Queue[Any] = queue.Queue(maxsize=10_000)
     for svc in services:
@@ -94,3 +104,12 @@ def follow_logs(api: SwarmApi, app: str, service: str | None, follow: bool,
         elif not isinstance(item, SwarmError):
             records.append(item)
     yield from sorted(records, key=lambda r: r["ts"])
+
+
+def replica_logs(api: SwarmApi, app: str, service: str, replica: str,
+                 lines: int) -> list[dict[str, Any]]:
+    """The last `lines` records of one replica (every task of its slot, exited ones
+    too), oldest first."""
+    records = [r for r in follow_logs(api, app, service, False, None, lines)
+               if r["replica"] == replica]
+    return records[-lines:]
