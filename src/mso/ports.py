@@ -8,6 +8,7 @@ skip the ones already bound.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from pathlib import Path
@@ -41,3 +42,74 @@ def free_port(host: str = "127.0.0.1", avoid: set[int] | None = None) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded machine
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+_TCP_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
+_LISTEN = "0A"
+
+
+def _listening_inodes(port: int, tables: tuple[Path, ...] = _TCP_TABLES) -> set[str]:
+    """Inodes of the TCP sockets listening on `port` (any address, IPv4 or IPv6)."""
+    inodes: set[str] = set()
+    for table in tables:
+        try:
+            lines = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != _LISTEN:
+                continue
+            try:
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            except (IndexError, ValueError):
+                continue
+            if local_port == port and fields[9] != "0":
+                inodes.add(fields[9])
+    return inodes
+
+
+def _command_line(pid: str, proc: Path) -> str:
+    try:
+        raw = (proc / pid / "cmdline").read_bytes()
+    except OSError:
+        return "?"
+    text = " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+    if not text:  # a kernel thread or a zombie: its name at least
+        try:
+            text = f"[{(proc / pid / 'comm').read_text().strip()}]"
+        except OSError:
+            text = "?"
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def port_holder(port: int, proc: Path = Path("/proc")) -> str | None:
+    """Who listens on TCP `port` on this machine, for an error message:
+    `pid 4242 (python3 -m http.server 8080)`; None when nothing listens. Read from
+    /proc/net/tcp{,6} (the socket's inode) and /proc/*/fd (who holds that inode); a
+    listener whose process this user cannot see is reported as such."""
+    inodes = _listening_inodes(port, (proc / "net" / "tcp", proc / "net" / "tcp6"))
+    if not inodes:
+        return None
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    holders: list[str] = []
+    try:
+        pids = sorted((p.name for p in proc.iterdir() if p.name.isdigit()), key=int)
+    except OSError:
+        pids = []
+    for pid in pids:
+        try:
+            fds = list((proc / pid / "fd").iterdir())
+        except OSError:
+            continue  # gone, or not ours to look at
+        for fd in fds:
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link in targets:
+                holders.append(f"pid {pid} ({_command_line(pid, proc)})")
+                break
+    if not holders:
+        return "a process this user cannot see (not in /proc/*/fd)"
+    return holders[0] if len(holders) == 1 else f"{holders[0]} and {len(holders) - 1} more"

@@ -27,6 +27,7 @@ from mso.engines.swarm.render import render_stack
 from mso.engines.swarm.state import AppConfig, SwarmPaths
 from mso.engines.swarm.status import endpoints_view, ps_view, replica_rows
 from mso.engines.swarm.swarmapi import SwarmApi, SwarmError
+from mso.ports import port_holder
 from mso.spec.load import LoadedManifest
 from mso.store.db import Store
 from mso.store.follow import read_events
@@ -55,6 +56,7 @@ class SwarmEngine:
         try:
             # checks that can refuse the deploy come before any release is recorded
             previews = preview_ports(loaded)
+            check_published_ports(api, m.app, published_ports(loaded))
             ensure_stable_ports(store, {n: s.model_dump(mode="json")
                                         for n, s in m.services.items()},
                                 m.gateway.port, set(previews))
@@ -251,6 +253,36 @@ class SwarmEngine:
         finally:
             store.close()
         paths.gateway_socket.unlink(missing_ok=True)
+
+
+def published_ports(loaded: LoadedManifest) -> dict[int, str]:
+    """The ports the gateway publishes on this machine -> the manifest key naming each."""
+    out = {loaded.manifest.gateway.port: "gateway.port"}
+    for name, svc in loaded.manifest.services.items():
+        if svc.rollout.strategy == "blue_green" and svc.rollout.preview_port is not None:
+            out.setdefault(svc.rollout.preview_port, f"services.{name}.rollout.preview_port")
+    return out
+
+
+def check_published_ports(api: SwarmApi, app: str, ports: dict[int, str]) -> None:
+    """Refuse a gateway or preview port that something else holds, before anything is
+    created: Swarm would accept the service and then fail its task for ever ("bind:
+    address already in use"), leaving the deploy to time out. A port the app's own
+    gateway already publishes is its own."""
+    published = api.published_ports()
+    gateway = names.service_name(app, names.GATEWAY, "gateway")
+    for port, key in sorted(ports.items()):
+        owner = published.get(port)
+        holder = port_holder(port)
+        if owner == gateway and (holder is None or "docker-proxy" in holder
+                                 or "dockerd" in holder):
+            continue  # published by Docker for this app's gateway already
+        if owner is not None and owner != gateway:
+            raise SwarmError(f"{key} {port} is already published by the Swarm service "
+                             f"{owner}; choose another port or remove that service")
+        if holder is not None:
+            raise SwarmError(f"{key} {port} is already in use on this machine by {holder}; "
+                             "stop it or choose another port")
 
 
 def preview_ports(loaded: LoadedManifest) -> list[int]:

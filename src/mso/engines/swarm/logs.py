@@ -7,14 +7,13 @@ and lines are merged through a queue. Records have the local engine's fields: `t
 
 from __future__ import annotations
 
-import datetime as dt
 import queue
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 from mso.engines.swarm import names
-from mso.engines.swarm.diagnose import task_release
+from mso.engines.swarm.diagnose import epoch, task_release
 from mso.engines.swarm.swarmapi import SwarmApi, SwarmError
 
 _DONE = object()
@@ -30,9 +29,8 @@ def parse_line(raw: str, service: str, replicas: dict[str, tuple[str, int]],
         details, message = "", rest
     fields = dict(p.split("=", 1) for p in details.split(",") if "=" in p)
     task = fields.get("com.docker.swarm.task.id", "")
-    try:
-        ts = dt.datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp()
-    except ValueError:
+    ts = epoch(stamp)
+    if ts is None:
         return None
     replica, release = replicas.get(task, (task[:12] or service, 0))
     return {"ts": ts, "service": service, "replica": replica, "release": release,
@@ -108,8 +106,37 @@ def follow_logs(api: SwarmApi, app: str, service: str | None, follow: bool,
 
 def replica_logs(api: SwarmApi, app: str, service: str, replica: str,
                  lines: int) -> list[dict[str, Any]]:
-    """The last `lines` records of one replica (every task of its slot, exited ones
-    too), oldest first."""
-    records = [r for r in follow_logs(api, app, service, False, None, lines)
-               if r["replica"] == replica]
+    """The last `lines` records of one replica: every task of its slot that Swarm still
+    keeps, exited ones too, oldest first. Containers on this node are read directly
+    (`docker service logs` leaves out a task still waiting for its healthcheck); the
+    others through the service's logs."""
+    services = _services(api, app, service)
+    by_id = {s["ID"]: s for s in services}
+    records: list[dict[str, Any]] = []
+    elsewhere: set[str] = set()
+    for task in api.tasks(list(by_id)):
+        labels = by_id[task["ServiceID"]]["Spec"].get("Labels") or {}
+        name = names.replica_name(labels.get(names.LABEL_SERVICE, "?"),
+                                  labels.get(names.LABEL_ROLE, "main"), task.get("Slot"),
+                                  task["ID"])
+        if name != replica:
+            continue
+        container = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
+        frames = api.container_logs(str(container), lines) if container else None
+        if frames is None:
+            elsewhere.add(str(task["ID"]))
+            continue
+        for stream, data in frames:
+            for raw in data.decode("utf-8", "replace").splitlines():
+                stamp, _, text = raw.partition(" ")
+                ts = epoch(stamp)
+                if ts is not None:
+                    records.append({"ts": ts, "service": service, "replica": replica,
+                                    "release": task_release(task), "stream": stream,
+                                    "line": text})
+    if elsewhere:  # the same entries as those read directly, where both have them
+        seen = {(r["ts"], r["line"]) for r in records}
+        records += [r for r in follow_logs(api, app, service, False, None, lines)
+                    if r["replica"] == replica and (r["ts"], r["line"]) not in seen]
+    records.sort(key=lambda r: r["ts"])
     return records[-lines:]

@@ -59,6 +59,16 @@ class SwarmApi:
         return list(self._call("listing services", self.api.services,
                                filters=names.app_filter(app)) or [])
 
+    def published_ports(self) -> dict[int, str]:
+        """Every TCP port a Swarm service publishes -> that service's name."""
+        out: dict[int, str] = {}
+        for svc in self._call("listing services", self.api.services) or []:
+            spec_ports = ((svc.get("Spec") or {}).get("EndpointSpec") or {}).get("Ports") or []
+            for port in spec_ports:
+                if port.get("PublishedPort") and port.get("Protocol", "tcp") == "tcp":
+                    out[int(port["PublishedPort"])] = str(svc["Spec"]["Name"])
+        return out
+
     def tasks(self, service_ids: list[str]) -> list[dict[str, Any]]:
         if not service_ids:
             return []
@@ -132,18 +142,36 @@ class SwarmApi:
 
     def logs(self, service_id: str, follow: bool, since: float | None,
              tail: int | None) -> Iterator[tuple[str, bytes]]:
-        """(stream, bytes) frames of `docker service logs` (timestamps and details on),
-        every task's container included, exited ones too. docker-py's `service_logs`
-        drops which stream a frame came from, so the frames are read here."""
+        """(stream, bytes) frames of `docker service logs` (timestamps and details on):
+        the service's tasks that Swarm counts as started, exited ones too (not a task
+        still `starting`, i.e. waiting for its healthcheck: `container_logs` reads
+        those). docker-py's `service_logs` drops which stream a frame came from, so the
+        frames are read here."""
+        return self._log_frames("/services/{0}/logs", service_id, follow, since, tail, True)
+
+    def container_logs(self, container_id: str, tail: int | None
+                       ) -> list[tuple[str, bytes]] | None:
+        """(stream, bytes) frames of a container on this node (timestamps on), exited
+        or not; None when it is not here (another node, or removed)."""
+        try:
+            return list(self._log_frames("/containers/{0}/logs", container_id, False, None,
+                                         tail, False, missing=LookupError))
+        except LookupError:
+            return None
+
+    def _log_frames(self, path: str, ident: str, follow: bool, since: float | None,
+                    tail: int | None, details: bool,
+                    missing: type[Exception] | None = None) -> Iterator[tuple[str, bytes]]:
         params: dict[str, Any] = {"stdout": True, "stderr": True, "follow": follow,
-                                  "timestamps": True, "details": True,
+                                  "timestamps": True, "details": details,
                                   "tail": "all" if tail is None else tail}
         if since is not None:
             params["since"] = int(since)
         try:
-            response = self.api._get(self.api._url("/services/{0}/logs", service_id),
-                                     params=params, stream=True)
+            response = self.api._get(self.api._url(path, ident), params=params, stream=True)
             if response.status_code == 404:
+                if missing is not None:
+                    raise missing(ident)
                 return
             self.api._raise_for_status(response)
             if follow:  # a quiet service must not end the stream with a read timeout
