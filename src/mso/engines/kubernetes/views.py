@@ -58,9 +58,17 @@ def app_spec(pod: Obj) -> Obj:
 def _termination(terminated: Obj) -> str:
     code = _field(terminated, "exitCode", "exit_code")
     reason = terminated.get("reason") or ""
-    message = (terminated.get("message") or "").strip().splitlines()
+    message = _runtime_words((terminated.get("message") or "").strip()).splitlines()
     words = f"exited with status {code}" + (f" ({reason})" if reason else "")
     return words + (f": {message[-1]}" if message else "")
+
+
+def _runtime_words(message: str) -> str:
+    """The container runtime's own reason out of its error chain: `exec: "x": executable
+    file not found in $PATH` rather than the IDs and layers around it."""
+    marker = "unable to start container process: "
+    return message.rsplit(marker, 1)[1].removesuffix(": unknown") if marker in message \
+        else message
 
 
 def needs_events(pod: Obj, now: float) -> bool:
@@ -84,7 +92,7 @@ def pod_problem(pod: Obj, now: float, events: list[Obj] | None = None) -> Proble
     restarts = int(_field(app, "restartCount", "restart_count") or 0)
     reason = waiting.get("reason")
     if reason in START_FAILURES:
-        message = (waiting.get("message") or "").strip()
+        message = _runtime_words((waiting.get("message") or "").strip())
         return Problem("start_failed", f"{reason}: {message}" if message else reason)
     ended = terminated or last
     if ended.get("reason") in CANNOT_RUN:
