@@ -17,7 +17,7 @@ import pytest
 from tests.e2e.swarm.conftest import mso, mso_json, wait_for
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(600)]
-CRASHAPP = Path(__file__).parent / "crashapp"
+CRASHAPP = Path(__file__).parents[1] / "apps" / "crashapp"
 #: Seconds from the first start of the crashing container to the end of `mso deploy`:
 #: three exits with Swarm's 0.5 s restart delay take about 4 s here.
 REPORT_WITHIN = 15.0
