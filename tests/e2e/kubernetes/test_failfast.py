@@ -77,3 +77,24 @@ def test_a_local_process_on_the_gateway_port_does_not_matter_to_kubernetes(app: 
     assert proc.returncode == 0, proc.stderr[-3000:]
     wait_for("the http.server pod READY",
              lambda: [r for r in app.json("ps")["replicas"] if r["state"] == "READY"])
+
+
+def test_a_failed_job_ends_the_deploy_with_its_log(lab: Lab, tmp_path: Path) -> None:
+    folder = tmp_path / "jobapp"
+    shutil.copytree(CRASHAPP, folder, ignore=shutil.ignore_patterns(".mso", "__pycache__"))
+    text = (folder / "mso.yaml").read_text().replace("app: failfast", "app: failfast-job")
+    (folder / "mso.yaml").write_text(text + (
+        "jobs:\n  migrate:\n    run: [python3, -c, \"import sys; print('fatal: migration 7 "
+        "failed', file=sys.stderr); sys.exit(2)\"]\n    before: [api]\n"))
+    mso = Mso(folder, lab.kubeconfig, "failfast-job-e2e")
+    try:
+        proc = mso.run("deploy", check=False, timeout=600)
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        report = proc.stderr[proc.stderr.index("mso: stopped waiting"):].splitlines()
+        assert report[1].startswith("migrate migrate-r1-") and \
+            " FAILED: exited with status 2 (Error); restartPolicy: Never" in report[1], \
+            proc.stderr
+        assert any(line.endswith(" fatal: migration 7 failed") for line in report[2:]), \
+            proc.stderr
+    finally:
+        mso.run("down", check=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -96,3 +97,24 @@ def test_a_gateway_port_held_by_another_process_is_refused_naming_it(deployed: A
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert took < 30, took
     assert _services("failfast-taken") == []  # nothing was created
+
+
+FAILING_JOB = """jobs:
+  migrate:
+    run: [python3, -c, "import sys; print('fatal: migration 7 failed', file=sys.stderr); sys.exit(2)"]
+    before: [api]
+"""
+
+
+def test_a_failed_job_ends_the_deploy_with_its_log(deployed: Any) -> None:
+    manifest, _ = deployed(CRASHAPP, "job")
+    text = manifest.read_text().replace("app: failfast", "app: failfast-job")
+    manifest.write_text(text + FAILING_JOB)
+    proc = mso("deploy", "--engine", "swarm", "-f", str(manifest), cwd=manifest.parent,
+               timeout=300, check=False)
+    assert proc.returncode == 1, proc.stderr + proc.stdout
+    lines = proc.stderr.splitlines()
+    assert re.fullmatch(r"migrate migrate-\w+ FAILED: exited with status 2; gave up after "
+                        r"\d+ attempts", lines[1]), proc.stderr
+    assert any(line.endswith("! fatal: migration 7 failed") for line in lines[2:]), proc.stderr
+    assert "failfast-job_api" not in _services("failfast-job")  # it waits for the job

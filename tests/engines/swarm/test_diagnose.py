@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from mso.engines.problems import CRASH_LOOP_EXITS, READY_ALLOWANCE
-from mso.engines.swarm.diagnose import epoch, slot_problem, slot_view
+from mso.engines.swarm.diagnose import epoch, job_problem, slot_problem, slot_view
 
 T0 = epoch("2026-12-07T03:00:00Z")
 assert T0 is not None
@@ -162,3 +162,16 @@ def test_a_startup_budget_longer_than_the_plain_start_period_comes_first() -> No
 def test_without_a_healthcheck_a_starting_task_is_never_judged_not_ready() -> None:
     history = [task(0, "starting", "running", since=0.0)]
     assert slot_problem(history, "any", T0 + 100) is None
+
+
+def test_a_job_fails_once_swarm_gives_up_and_not_while_it_retries() -> None:
+    attempts = [crashed(2 * i, code=2) for i in range(3)]
+    assert job_problem(attempts, 3) is None  # a 4th attempt is still to come
+    assert job_problem([*attempts, task(7, "ready", "ready")], 3) is None
+    gave_up = [*attempts, crashed(6, code=2)]
+    problem = job_problem(gave_up, 3)
+    assert problem is not None and problem.kind == "failed"
+    assert problem.message == "exited with status 2; gave up after 4 attempts"
+    assert job_problem([crashed(0), task(2, "complete")], 3) is None
+    missing = job_problem([task(0, "rejected", err="No such image: nope:1")], 3)
+    assert missing is not None and missing.kind == "start_failed"

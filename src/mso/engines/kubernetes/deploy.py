@@ -21,7 +21,7 @@ from mso.engines.kubernetes.host import KubeHost, Plan, pod_ready
 from mso.engines.kubernetes.kube import Kube, KubeError
 from mso.engines.kubernetes.render import Obj
 from mso.engines.kubernetes.versions import api_versions
-from mso.engines.problems import REPORT_LOG_LINES
+from mso.engines.problems import REPORT_LOG_LINES, Problem
 from mso.engines.remote import UP_AFTER, DeployFailed
 from mso.spec.load import LoadedManifest
 from mso.spec.models import Manifest
@@ -121,15 +121,28 @@ def run_job(host: KubeHost, name: str, timeout: float, progress: Progress) -> No
             host.apply(obj)
         progress(f"job {name}: running")
     deadline = time.monotonic() + timeout + 60
+    ns = host.settings.namespace
     while time.monotonic() < deadline:
-        job = host.kube.get("batch/v1", "Job", job_name, host.settings.namespace) or {}
+        job = host.kube.get("batch/v1", "Job", job_name, ns) or {}
         status = job.get("status") or {}
         if status.get("succeeded"):
             progress(f"job {name}: completed")
             return
-        if status.get("failed"):
-            raise KubeError(f"job {name} failed (see `kubectl logs job/{job_name} -n "
-                            f"{host.settings.namespace}`)")
+        pods = [p for p in host.kube.list("v1", "Pod", ns, {naming.APP: host.settings.app,
+                                                          naming.SERVICE: name})
+                if (p["metadata"].get("labels") or {}).get(naming.RELEASE) == str(want.release)
+                and (p["metadata"].get("labels") or {}).get(naming.COMPONENT) == "job"]
+        found = failures.problems(host.kube, ns, pods, time.time())
+        if status.get("failed") or found:
+            if status.get("failed") and not found:
+                reason = next((c.get("message") or c.get("reason") for c in
+                               status.get("conditions") or [] if c.get("type") == "Failed"),
+                              None) or "the job failed"
+                found = {p["metadata"]["name"]: Problem("failed", reason) for p in pods[-1:]}
+            if found:
+                raise DeployFailed(failures.failing(host.kube, ns, pods, found,
+                                                    REPORT_LOG_LINES))
+            raise KubeError(f"job {name} failed (see `kubectl logs job/{job_name} -n {ns}`)")
         time.sleep(0.5)
     raise KubeError(f"job {name} did not complete within {timeout:g}s")
 

@@ -215,3 +215,19 @@ def slot_view(history: list[dict[str, Any]], restart: str, now: float,
         last = next(t for t in tasks if t is not current and _state(t) in _FAILED)
         reason = f"restarting: last task {describe_exit(last)}"
     return SlotView(current, state, reason, failed, problem)
+
+
+def job_problem(history: list[dict[str, Any]], max_attempts: int) -> Problem | None:
+    """What is wrong with a job's run (a Swarm ReplicatedJob restarted on failure up to
+    `max_attempts` times): it could not start, or every attempt failed and none is left."""
+    tasks = sorted(history, key=_created, reverse=True)
+    if any(_state(t) == "complete" for t in tasks):
+        return None
+    ended = [t for t in tasks if _state(t) in _FAILED]
+    if ended and start_failure(ended[0]):
+        return Problem("start_failed", f"cannot start: {describe_exit(ended[0])}")
+    if len(ended) > max_attempts and not any(_state(t) not in _FAILED and is_current(t)
+                                             for t in tasks):
+        return Problem("failed", f"{describe_exit(ended[0])}; gave up after {len(ended)} "
+                       "attempts")
+    return None

@@ -25,7 +25,7 @@ from mso.engines.swarm.logs import follow_logs, replica_logs
 from mso.engines.swarm.releases import record_builds
 from mso.engines.swarm.render import render_stack
 from mso.engines.swarm.state import AppConfig, SwarmPaths
-from mso.engines.swarm.status import endpoints_view, ps_view, replica_rows
+from mso.engines.swarm.status import endpoints_view, job_rows, ps_view, replica_rows
 from mso.engines.swarm.swarmapi import SwarmApi, SwarmError
 from mso.ports import port_holder
 from mso.spec.load import LoadedManifest
@@ -113,12 +113,16 @@ class SwarmEngine:
             status = state.get_json(store, state.STATUS_KEY, {})
             fresh = float(status.get("ts", 0)) > started
             rows, unprobed = replica_rows(api, app, time.time())
-            wanted = {n: d.release for n, d in store.desired().items() if d.kind == "service"}
+            desired = store.desired()
+            wanted = {n: d.release for n, d in desired.items() if d.kind == "service"}
             failing = [r for r in rows
                        if r["problem"] and wanted.get(r["service"]) == r["release"]]
+            failing += job_rows(api, app, {n: d.release for n, d in desired.items()
+                                           if d.kind == "job"})
             if failing:
                 raise DeployFailed([failing_replica(r, replica_logs(
-                    api, app, r["service"], r["replica"], REPORT_LOG_LINES)) for r in failing])
+                    api, app, r["service"], r["replica"], REPORT_LOG_LINES,
+                    set(r["tasks"]) if "tasks" in r else None)) for r in failing])
             young = [r for r in rows if r["task"] in unprobed
                      and unprobed[r["task"]] < UP_AFTER
                      and wanted.get(r["service"]) == r["release"]]

@@ -104,12 +104,12 @@ def follow_logs(api: SwarmApi, app: str, service: str | None, follow: bool,
     yield from sorted(records, key=lambda r: r["ts"])
 
 
-def replica_logs(api: SwarmApi, app: str, service: str, replica: str,
-                 lines: int) -> list[dict[str, Any]]:
+def replica_logs(api: SwarmApi, app: str, service: str, replica: str, lines: int,
+                 tasks: set[str] | None = None) -> list[dict[str, Any]]:
     """The last `lines` records of one replica: every task of its slot that Swarm still
-    keeps, exited ones too, oldest first. Containers on this node are read directly
-    (`docker service logs` leaves out a task still waiting for its healthcheck); the
-    others through the service's logs."""
+    keeps (or the `tasks` named, e.g. a job's attempts), exited ones too, oldest first.
+    Containers on this node are read directly (`docker service logs` leaves out a task
+    still waiting for its healthcheck); the others through the service's logs."""
     services = _services(api, app, service)
     by_id = {s["ID"]: s for s in services}
     records: list[dict[str, Any]] = []
@@ -119,7 +119,7 @@ def replica_logs(api: SwarmApi, app: str, service: str, replica: str,
         name = names.replica_name(labels.get(names.LABEL_SERVICE, "?"),
                                   labels.get(names.LABEL_ROLE, "main"), task.get("Slot"),
                                   task["ID"])
-        if name != replica:
+        if (name != replica) if tasks is None else (str(task["ID"]) not in tasks):
             continue
         container = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
         frames = api.container_logs(str(container), lines) if container else None
@@ -131,12 +131,13 @@ def replica_logs(api: SwarmApi, app: str, service: str, replica: str,
                 stamp, _, text = raw.partition(" ")
                 ts = epoch(stamp)
                 if ts is not None:
-                    records.append({"ts": ts, "service": service, "replica": replica,
+                    records.append({"ts": ts, "service": service, "replica": name,
                                     "release": task_release(task), "stream": stream,
                                     "line": text})
     if elsewhere:  # the same entries as those read directly, where both have them
         seen = {(r["ts"], r["line"]) for r in records}
         records += [r for r in follow_logs(api, app, service, False, None, lines)
-                    if r["replica"] == replica and (r["ts"], r["line"]) not in seen]
+                    if (r["replica"] == replica if tasks is None else True)
+                    and (r["ts"], r["line"]) not in seen]
     records.sort(key=lambda r: r["ts"])
     return records[-lines:]

@@ -10,7 +10,8 @@ import time
 from typing import Any
 
 from mso.engines.swarm import names, state
-from mso.engines.swarm.diagnose import STATES, allowance, epoch, is_current, slot_view
+from mso.engines.swarm.diagnose import (STATES, allowance, epoch, is_current, job_problem,
+                                       slot_view)
 from mso.engines.swarm.observe import TaskObs, parse
 from mso.engines.swarm.swarmapi import SwarmApi
 from mso.spec.models import Manifest
@@ -77,6 +78,30 @@ def replica_rows(api: SwarmApi, app: str, now: float) -> tuple[list[dict[str, An
 def _healthcheck(task: dict[str, Any]) -> dict[str, Any] | None:
     check = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Healthcheck")
     return dict(check) if check else None
+
+
+def job_rows(api: SwarmApi, app: str, releases: dict[str, int]) -> list[dict[str, Any]]:
+    """Rows (ps fields) of the jobs in `releases` (job -> release) whose run failed, with
+    `tasks`: the IDs of every attempt (each has a name of its own)."""
+    services = [s for s in api.services(app)
+                if (s["Spec"].get("Labels") or {}).get(names.LABEL_ROLE) == "job"]
+    out = []
+    for svc in services:
+        labels = svc["Spec"].get("Labels") or {}
+        job = str(labels.get(names.LABEL_SERVICE, ""))
+        if job not in releases or str(releases[job]) != labels.get(names.LABEL_RELEASE):
+            continue
+        history = api.tasks([svc["ID"]])
+        policy = ((svc["Spec"].get("TaskTemplate") or {}).get("RestartPolicy") or {})
+        problem = job_problem(history, int(policy.get("MaxAttempts") or 0))
+        if problem is None:
+            continue
+        newest = max(history, key=lambda t: epoch(t.get("CreatedAt")) or 0.0)
+        out.append({"service": job, "replica": names.replica_name(job, "job", newest.get("Slot"),
+                                                                  str(newest["ID"])),
+                    "release": releases[job], "state": "FAILED", "reason": problem.message,
+                    "problem": problem.to_json(), "tasks": [str(t["ID"]) for t in history]})
+    return out
 
 
 def replica_state(task: TaskObs) -> str:
