@@ -101,7 +101,48 @@ def follow_logs(api: SwarmApi, app: str, service: str | None, follow: bool,
             running -= 1
         elif not isinstance(item, SwarmError):
             records.append(item)
+    records += _starting(api, services, since, tail, records)
     yield from sorted(records, key=lambda r: r["ts"])
+
+
+def _starting(api: SwarmApi, services: list[dict[str, Any]], since: float | None,
+              tail: int | None, seen: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lines of tasks still waiting for their healthcheck, which `docker service logs`
+    leaves out, read from their containers on this node."""
+    by_id = {s["ID"]: s for s in services}
+    known = {(r["ts"], r["line"]) for r in seen}
+    out = []
+    for task in api.tasks(list(by_id)):
+        if (task.get("Status") or {}).get("State") != "starting":
+            continue
+        labels = by_id[task["ServiceID"]]["Spec"].get("Labels") or {}
+        for record in _container_records(api, task, labels, tail) or []:
+            if (since is None or record["ts"] >= since) and \
+                    (record["ts"], record["line"]) not in known:
+                out.append(record)
+    return out
+
+
+def _container_records(api: SwarmApi, task: dict[str, Any], labels: dict[str, Any],
+                       tail: int | None) -> list[dict[str, Any]] | None:
+    """The records of a task's container if it is on this node (else None)."""
+    container = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
+    frames = api.container_logs(str(container), tail) if container else None
+    if frames is None:
+        return None
+    service = labels.get(names.LABEL_SERVICE, "?")
+    name = names.replica_name(service, labels.get(names.LABEL_ROLE, "main"), task.get("Slot"),
+                              task["ID"])
+    records = []
+    for stream, data in frames:
+        for raw in data.decode("utf-8", "replace").splitlines():
+            stamp, _, text = raw.partition(" ")
+            ts = epoch(stamp)
+            if ts is not None:
+                records.append({"ts": ts, "service": service, "replica": name,
+                                "release": task_release(task), "stream": stream,
+                                "line": text})
+    return records
 
 
 def replica_logs(api: SwarmApi, app: str, service: str, replica: str, lines: int,
@@ -121,19 +162,11 @@ def replica_logs(api: SwarmApi, app: str, service: str, replica: str, lines: int
                                   task["ID"])
         if (name != replica) if tasks is None else (str(task["ID"]) not in tasks):
             continue
-        container = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
-        frames = api.container_logs(str(container), lines) if container else None
-        if frames is None:
+        found = _container_records(api, task, labels, lines)
+        if found is None:
             elsewhere.add(str(task["ID"]))
-            continue
-        for stream, data in frames:
-            for raw in data.decode("utf-8", "replace").splitlines():
-                stamp, _, text = raw.partition(" ")
-                ts = epoch(stamp)
-                if ts is not None:
-                    records.append({"ts": ts, "service": service, "replica": name,
-                                    "release": task_release(task), "stream": stream,
-                                    "line": text})
+        else:
+            records += found
     if elsewhere:  # the same entries as those read directly, where both have them
         seen = {(r["ts"], r["line"]) for r in records}
         records += [r for r in follow_logs(api, app, service, False, None, lines)
