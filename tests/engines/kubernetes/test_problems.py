@@ -140,6 +140,16 @@ def test_not_ready_after_the_allowance_with_the_kubelets_reason() -> None:
     assert problem is not None and problem.message.endswith(": readiness probe failing")
 
 
+def test_a_pod_that_was_ready_gets_the_allowance_again_from_when_it_stopped_being() -> None:
+    """Payments loses its kvstore for a while: its readiness fails, but it was ready."""
+    was_ready = pod({"state": {"running": {"startedAt": at(0)}}, "started": True}, probe=True,
+                    ready_since=60)
+    assert pod_problem(was_ready, T0 + 60 + READY_ALLOWANCE - 1) is None
+    problem = pod_problem(was_ready, T0 + 60 + READY_ALLOWANCE + 1)
+    assert problem is not None and problem.kind == "not_ready"
+    assert problem.message.startswith("not ready 11s after it was last ready: ")
+
+
 def test_not_judged_while_a_startup_probe_runs_nor_without_a_readiness_probe() -> None:
     starting = pod({"state": {"running": {"startedAt": at(0)}}, "started": False}, probe=True)
     assert pod_problem(starting, T0 + 100) is None

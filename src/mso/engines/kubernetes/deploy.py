@@ -21,7 +21,7 @@ from mso.engines.kubernetes.host import KubeHost, Plan, pod_ready
 from mso.engines.kubernetes.kube import Kube, KubeError
 from mso.engines.kubernetes.render import Obj
 from mso.engines.kubernetes.versions import api_versions
-from mso.engines.problems import REPORT_LOG_LINES, Problem
+from mso.engines.problems import READY_ALLOWANCE, REPORT_LOG_LINES, Problem
 from mso.engines.remote import UP_AFTER, DeployFailed
 from mso.spec.load import LoadedManifest
 from mso.spec.models import Manifest
@@ -187,12 +187,17 @@ def wait_services(host: KubeHost, names: list[str], timeout: float, progress: Pr
     """Until every pod the plan wants is up; a problem of one of them ends the wait
     (DeployFailed) while the cluster and the controller go on as they would have."""
     deadline = time.monotonic() + timeout
+    judge_readiness = time.time() + READY_ALLOWANCE
     last = ""
     while True:
         plan = host.reconcile()
         pods, now = host.pods(), time.time()
         targeted = [p for n in names for p in _targeted(pods, n, plan)]
         found = failures.problems(host.kube, host.settings.namespace, targeted, now)
+        if now < judge_readiness:
+            # The services they depend on were only just waited for: each gets its own
+            # READY_ALLOWANCE from here before a failing readiness probe counts.
+            found = {k: p for k, p in found.items() if p.kind != "not_ready"}
         if found:
             raise DeployFailed(failures.failing(host.kube, host.settings.namespace, targeted,
                                                 found, REPORT_LOG_LINES))

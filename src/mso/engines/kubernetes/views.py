@@ -13,9 +13,10 @@ Kubernetes' own words map onto mso's problems like this (the `app` container dec
   ``CRASH_LOOP_EXITS`` times and not ready now;
 * ``failed``: a pod that is never restarted (`restartPolicy: Never`, jobs) whose
   container exited non-zero;
-* ``not_ready``: the container runs, has passed its startup probe (if any), is not ready
-  ``READY_ALLOWANCE`` seconds after it started, and has a readiness probe; the message is
-  the kubelet's last `Readiness probe failed` event when the caller fetched the events.
+* ``not_ready``: the container runs, has passed its startup probe (if any), has a
+  readiness probe, and is not ready ``READY_ALLOWANCE`` seconds after it started (or after
+  it was last ready: the pod's Ready condition); the message is the kubelet's last
+  `Readiness probe failed` event when the caller fetched the events.
 """
 
 from __future__ import annotations
@@ -106,22 +107,31 @@ def pod_problem(pod: Obj, now: float, events: list[Obj] | None = None) -> Proble
         return Problem("crash_loop", f"{what}; restarted {restarts} time"
                        f"{'s' if restarts != 1 else ''}, in CrashLoopBackOff")
     probe = _field(app_spec(pod), "readinessProbe", "readiness_probe")
-    since = epoch(_field(running, "startedAt", "started_at"))
+    started = epoch(_field(running, "startedAt", "started_at"))
     if running and probe and not app.get("ready") and app.get("started") is not False \
-            and since is not None and now - since >= READY_ALLOWANCE:
-        return Problem("not_ready", f"not ready {now - since:.0f}s after start: "
-                       f"{_probe_failure(events) or 'readiness probe failing'}")
+            and started is not None:
+        # Since it started, or since it was last ready (a dependency went away, say).
+        since = max(started, _unready_from(pod) or started)
+        if now - since >= READY_ALLOWANCE:
+            what = "after start" if since == started else "after it was last ready"
+            return Problem("not_ready", f"not ready {now - since:.0f}s {what}: "
+                           f"{_probe_failure(events) or 'readiness probe failing'}")
     return None
+
+
+def _unready_from(pod: Obj) -> float | None:
+    """When the pod's Ready condition last turned False (None: ready, or not known)."""
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    if ready is None or ready.get("status") == "True":
+        return None
+    return epoch(_field(ready, "lastTransitionTime", "last_transition_time"))
 
 
 def _unready_since(pod: Obj, last: Obj) -> bool:
     """The pod has not been ready since before its last run started: that run, like the
     current one so far, never became ready."""
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
-    if ready is None or ready.get("status") == "True":
-        return False
-    changed = epoch(_field(ready, "lastTransitionTime", "last_transition_time"))
+    changed = _unready_from(pod)
     started = epoch(_field(last, "startedAt", "started_at"))
     return changed is not None and started is not None and changed <= started
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from mso.daemon.releases import apply_manifest
 from mso.engines import images
-from mso.engines.problems import REPORT_LOG_LINES
+from mso.engines.problems import READY_ALLOWANCE, REPORT_LOG_LINES
 from mso.engines.remote import UP_AFTER, DeployFailed, EngineOptions, failing_replica
 from mso.engines.swarm import names, state
 from mso.engines.swarm.controller import ensure_stable_ports
@@ -115,8 +115,12 @@ class SwarmEngine:
             rows, unprobed = replica_rows(api, app, time.time())
             desired = store.desired()
             wanted = {n: d.release for n, d in desired.items() if d.kind == "service"}
+            # Like Kubernetes' waves: a failing readiness probe counts only once the
+            # deploy itself has waited READY_ALLOWANCE (a dependency may be coming back).
+            judged = time.time() >= started + READY_ALLOWANCE
             failing = [r for r in rows
-                       if r["problem"] and wanted.get(r["service"]) == r["release"]]
+                       if r["problem"] and wanted.get(r["service"]) == r["release"]
+                       and (judged or r["problem"]["kind"] != "not_ready")]
             failing += job_rows(api, app, {n: d.release for n, d in desired.items()
                                            if d.kind == "job"})
             if failing:
