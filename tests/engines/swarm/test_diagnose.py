@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from mso.engines.problems import CRASH_LOOP_EXITS, READY_ALLOWANCE
-from mso.engines.swarm.diagnose import epoch, job_problem, slot_problem, slot_view
+from mso.engines.swarm.diagnose import epoch, job_problem, rolled_back, slot_problem, slot_view
 
 T0 = epoch("2026-12-07T03:00:00Z")
 assert T0 is not None
@@ -175,3 +175,22 @@ def test_a_job_fails_once_swarm_gives_up_and_not_while_it_retries() -> None:
     assert job_problem([crashed(0), task(2, "complete")], 3) is None
     missing = job_problem([task(0, "rejected", err="No such image: nope:1")], 3)
     assert missing is not None and missing.kind == "start_failed"
+
+
+def test_an_update_swarm_rolled_back_after_a_task_of_the_release_failed() -> None:
+    def service(state: str, release: int) -> dict[str, Any]:
+        return {"Spec": {"Labels": {"mso.release": str(release)}},
+                "UpdateStatus": {"State": state, "Message": "update rolled back due to "
+                                 "failure or early termination of task x"}}
+    history = [crashed(0, release=3), task(1, "shutdown", release=2),
+               task(2, "running", "running", release=2)]
+    found = rolled_back(service("rollback_started", 2), history, 3)
+    assert found is not None
+    failed, problem = found
+    assert failed is history[0] and problem.kind == "failed"
+    assert problem.message == "exited with status 1; Swarm rolled the update to release 3 back"
+    # still updating, or the update went through: nothing to say
+    assert rolled_back(service("updating", 3), history, 3) is None
+    assert rolled_back(service("completed", 3), history, 3) is None
+    # rolled back, but no task of the release failed (ended early): not a verdict
+    assert rolled_back(service("rollback_completed", 2), history[1:], 3) is None

@@ -231,3 +231,24 @@ def job_problem(history: list[dict[str, Any]], max_attempts: int) -> Problem | N
         return Problem("failed", f"{describe_exit(ended[0])}; gave up after {len(ended)} "
                        "attempts")
     return None
+
+
+def rolled_back(service: dict[str, Any], tasks: list[dict[str, Any]],
+                wanted: int) -> tuple[dict[str, Any], Problem] | None:
+    """Swarm rolled back the service's update to release `wanted` (its update config's
+    failure action) after a task of that release failed: that task and the problem.
+    Swarm starts no task of the release after that; the failed one is the evidence."""
+    status = service.get("UpdateStatus") or {}
+    spec_labels = (service.get("Spec") or {}).get("Labels") or {}
+    if not str(status.get("State", "")).startswith("rollback") \
+            or str(spec_labels.get(names.LABEL_RELEASE)) == str(wanted):
+        return None
+    failed = sorted((t for t in tasks if _state(t) in _FAILED and task_release(t) == wanted),
+                    key=_created, reverse=True)
+    if not failed:
+        return None
+    task = failed[0]
+    if start_failure(task):
+        return task, Problem("start_failed", f"cannot start: {describe_exit(task)}")
+    return task, Problem("failed", f"{describe_exit(task)}; Swarm rolled the update to "
+                         f"release {wanted} back")

@@ -25,7 +25,8 @@ from mso.engines.swarm.logs import follow_logs, replica_logs
 from mso.engines.swarm.releases import record_builds
 from mso.engines.swarm.render import render_stack
 from mso.engines.swarm.state import AppConfig, SwarmPaths
-from mso.engines.swarm.status import endpoints_view, job_rows, ps_view, replica_rows
+from mso.engines.swarm.status import (endpoints_view, job_rows, ps_view, replica_rows,
+                                     rollback_rows)
 from mso.engines.swarm.swarmapi import SwarmApi, SwarmError
 from mso.ports import port_holder
 from mso.spec.load import LoadedManifest
@@ -123,13 +124,13 @@ class SwarmEngine:
                        and (judged or r["problem"]["kind"] != "not_ready")]
             failing += job_rows(api, app, {n: d.release for n, d in desired.items()
                                            if d.kind == "job"})
+            if not failing:
+                failing = rollback_rows(api, app, wanted)
             if failing:
                 raise DeployFailed([failing_replica(r, replica_logs(
                     api, app, r["service"], r["replica"], REPORT_LOG_LINES,
                     set(r["tasks"]) if "tasks" in r else None)) for r in failing])
-            young = [r for r in rows if r["task"] in unprobed
-                     and unprobed[r["task"]] < UP_AFTER
-                     and wanted.get(r["service"]) == r["release"]]
+            young = [task for task, age in unprobed.items() if age < UP_AFTER]
             if status.get("converged") and fresh and not young:
                 return
             if fresh and status.get("error"):

@@ -11,7 +11,7 @@ from typing import Any
 
 from mso.engines.swarm import names, state
 from mso.engines.swarm.diagnose import (STATES, allowance, epoch, is_current, job_problem,
-                                       slot_view)
+                                       rolled_back, slot_view)
 from mso.engines.swarm.observe import TaskObs, parse
 from mso.engines.swarm.swarmapi import SwarmApi
 from mso.spec.models import Manifest
@@ -27,7 +27,7 @@ def ps_view(api: SwarmApi, app: str, now: float | None = None) -> dict[str, Any]
 
 def replica_rows(api: SwarmApi, app: str, now: float) -> tuple[list[dict[str, Any]],
                                                                  dict[str, float]]:
-    """ps rows, and for each READY task without a healthcheck (Swarm runs nothing that
+    """ps rows, and for each running task without a healthcheck (Swarm runs nothing that
     says it works), how long it has been running: task ID -> seconds."""
     unprobed: dict[str, float] = {}
     services = api.services(app)
@@ -51,6 +51,11 @@ def replica_rows(api: SwarmApi, app: str, now: float) -> tuple[list[dict[str, An
         for slot, history in slots.items():
             if isinstance(slot, int) and slot > obs.replicas:
                 continue  # scaled down
+            for raw in history:  # every one of them: a slot may briefly have two
+                if is_current(raw) and (raw.get("Status") or {}).get("State") == "running" \
+                        and not _healthcheck(raw):
+                    since = epoch((raw.get("Status") or {}).get("Timestamp"))
+                    unprobed[str(raw["ID"])] = now - since if since is not None else 0.0
             health = _health(api, history, now)
             view = slot_view(history, restart, now, health)
             if view is None:
@@ -68,9 +73,6 @@ def replica_rows(api: SwarmApi, app: str, now: float) -> tuple[list[dict[str, An
                     "reason": view.reason if own else task.error,
                     "problem": view.problem.to_json() if own and view.problem else None,
                     "node": task.node, "task": task.id, "container": task.container})
-                if own and view.state == "READY" and not _healthcheck(raw):
-                    since = epoch((raw.get("Status") or {}).get("Timestamp"))
-                    unprobed[task.id] = now - since if since is not None else 0.0
     replicas.sort(key=lambda r: (r["service"], r["subset"], r["replica"]))
     return replicas, unprobed
 
@@ -101,6 +103,29 @@ def job_rows(api: SwarmApi, app: str, releases: dict[str, int]) -> list[dict[str
                                                                   str(newest["ID"])),
                     "release": releases[job], "state": "FAILED", "reason": problem.message,
                     "problem": problem.to_json(), "tasks": [str(t["ID"]) for t in history]})
+    return out
+
+
+def rollback_rows(api: SwarmApi, app: str, wanted: dict[str, int]) -> list[dict[str, Any]]:
+    """Rows (ps fields) of the wanted releases whose update Swarm rolled back after a task
+    failed, with `tasks`: the slot's task IDs."""
+    out = []
+    for svc in api.services(app):
+        labels = svc["Spec"].get("Labels") or {}
+        service, role = str(labels.get(names.LABEL_SERVICE, "")), labels.get(names.LABEL_ROLE)
+        if role not in ("main", "second") or service not in wanted:
+            continue
+        history = api.tasks([svc["ID"]])
+        found = rolled_back(svc, history, wanted[service])
+        if found is None:
+            continue
+        task, problem = found
+        slot = [str(t["ID"]) for t in history if t.get("Slot") == task.get("Slot")]
+        out.append({"service": service,
+                    "replica": names.replica_name(service, role, task.get("Slot"),
+                                                  str(task["ID"])),
+                    "release": wanted[service], "state": "FAILED", "reason": problem.message,
+                    "problem": problem.to_json(), "tasks": slot})
     return out
 
 
