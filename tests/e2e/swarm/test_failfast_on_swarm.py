@@ -118,3 +118,20 @@ def test_a_failed_job_ends_the_deploy_with_its_log(deployed: Any) -> None:
                         r"\d+ attempts", lines[1]), proc.stderr
     assert any(line.endswith("! fatal: migration 7 failed") for line in lines[2:]), proc.stderr
     assert "failfast-job_api" not in _services("failfast-job")  # it waits for the job
+
+
+def test_an_update_that_still_crashes_is_reported_too(deployed: Any) -> None:
+    """A new release of a service that crashes: Swarm rolls the in-place update back (the
+    update's failure action) or the stand-in crash-loops; either way deploy says so."""
+    manifest, _ = deployed(CRASHAPP, "update")
+    manifest.write_text(manifest.read_text().replace("app: failfast", "app: failfast-update"))
+    run = {"cwd": manifest.parent, "timeout": 300.0, "check": False}
+    assert mso("deploy", "--engine", "swarm", "-f", str(manifest), **run).returncode == 1
+    manifest.write_text(manifest.read_text().replace("    replicas: 1\n",
+                                                     "    replicas: 1\n    env: {V: '2'}\n"))
+    proc = mso("deploy", "--engine", "swarm", "-f", str(manifest), **run)
+    assert proc.returncode == 1, proc.stderr + proc.stdout
+    lines = proc.stderr.splitlines()
+    assert re.fullmatch(r"api api-(canary-)?1 (BACKOFF|FAILED): exited with status 1.*",
+                        lines[1]), proc.stderr
+    assert any(line.endswith("! fatal: DB_URL is not set") for line in lines[2:]), proc.stderr

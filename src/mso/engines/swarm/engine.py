@@ -131,7 +131,11 @@ class SwarmEngine:
                     api, app, r["service"], r["replica"], REPORT_LOG_LINES,
                     set(r["tasks"]) if "tasks" in r else None)) for r in failing])
             young = [task for task, age in unprobed.items() if age < UP_AFTER]
-            if status.get("converged") and fresh and not young:
+            # The controller's verdict is from its last observation; what runs now must
+            # agree (Swarm may have rolled an update back since).
+            settling = [r for r in rows if r["service"] in wanted
+                        and r["state"] not in ("READY", "STOPPING")]
+            if status.get("converged") and fresh and not young and not settling:
                 return
             if fresh and status.get("error"):
                 failing_since = failing_since or time.monotonic()
