@@ -8,6 +8,7 @@ skip the ones already bound.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from pathlib import Path
@@ -43,14 +44,16 @@ def free_port(host: str = "127.0.0.1", avoid: set[int] | None = None) -> int:
         return int(s.getsockname()[1])
 
 
-_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's `st` column
+_TCP_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
+_LISTEN = "0A"
 
 
-def _listening_inodes(port: int) -> set[str]:
+def _listening_inodes(port: int, tables: tuple[Path, ...] = _TCP_TABLES) -> set[str]:
+    """Inodes of the TCP sockets listening on `port` (any address, IPv4 or IPv6)."""
     inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for table in tables:
         try:
-            lines = Path(table).read_text().splitlines()[1:]
+            lines = table.read_text().splitlines()[1:]
         except OSError:
             continue
         for line in lines:
@@ -61,49 +64,71 @@ def _listening_inodes(port: int) -> set[str]:
                 local_port = int(fields[1].rsplit(":", 1)[1], 16)
             except (IndexError, ValueError):
                 continue
-            if local_port == port:
+            if local_port == port and fields[9] != "0":
                 inodes.add(fields[9])
     return inodes
 
 
-def port_holder_pid(port: int) -> int | None:
-    """The pid of a process listening on TCP `port`, or None when nobody does or the
-    holder cannot be seen (another user's process without root)."""
-    inodes = _listening_inodes(port)
-    if not inodes:
-        return None
-    wanted = {f"socket:[{inode}]" for inode in inodes}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fds = list((proc / "fd").iterdir())
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = str(fd.readlink())
-            except OSError:
-                continue
-            if target in wanted:
-                return int(proc.name)
-    return None
-
-
-def port_holder(port: int) -> str | None:
-    """Who listens on TCP `port`: "pid 123 (python3 -m http.server 8080)", or None."""
-    pid = port_holder_pid(port)
-    return None if pid is None else f"pid {pid} ({_cmdline(Path('/proc') / str(pid))})"
-
-
-def _cmdline(proc: Path) -> str:
+def _command_line(pid: str, proc: Path) -> str:
     try:
-        raw = (proc / "cmdline").read_bytes()
+        raw = (proc / pid / "cmdline").read_bytes()
     except OSError:
         return "?"
     text = " ".join(" ".join(part.decode(errors="replace").split())
                     for part in raw.split(b"\0") if part)
-    return text[:120] + ("..." if len(text) > 120 else "") if text else "?"
+    if not text:  # a kernel thread or a zombie: its name at least
+        try:
+            text = f"[{(proc / pid / 'comm').read_text().strip()}]"
+        except OSError:
+            text = "?"
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def port_holder(port: int, proc: Path = Path("/proc")) -> str | None:
+    """Who listens on TCP `port` on this machine, for an error message:
+    `pid 4242 (python3 -m http.server 8080)`; None when nothing listens. Read from
+    /proc/net/tcp{,6} (the socket's inode) and /proc/*/fd (who holds that inode); a
+    listener whose process this user cannot see is reported as such."""
+    pids = _holder_pids(port, proc)
+    if pids is None:
+        return None
+    holders = [f"pid {pid} ({_command_line(pid, proc)})" for pid in pids]
+    if not holders:
+        return "a process this user cannot see (not in /proc/*/fd)"
+    return holders[0] if len(holders) == 1 else f"{holders[0]} and {len(holders) - 1} more"
+
+
+def port_holder_pid(port: int, proc: Path = Path("/proc")) -> int | None:
+    """The pid of a process listening on TCP `port` (the first one), or None."""
+    pids = _holder_pids(port, proc)
+    return int(pids[0]) if pids else None
+
+
+def _holder_pids(port: int, proc: Path) -> list[str] | None:
+    """Pids holding a socket that listens on `port`; None when nothing listens."""
+    inodes = _listening_inodes(port, (proc / "net" / "tcp", proc / "net" / "tcp6"))
+    if not inodes:
+        return None
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    holders: list[str] = []
+    try:
+        pids = sorted((p.name for p in proc.iterdir() if p.name.isdigit()), key=int)
+    except OSError:
+        pids = []
+    for pid in pids:
+        try:
+            fds = list((proc / pid / "fd").iterdir())
+        except OSError:
+            continue  # gone, or not ours to look at
+        for fd in fds:
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link in targets:
+                holders.append(pid)
+                break
+    return holders
 
 
 def bind_error(host: str, port: int) -> OSError | None:

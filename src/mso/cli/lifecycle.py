@@ -366,9 +366,8 @@ def _announce_ready(paths: StatePaths, gateway: str, after: int) -> None:
         click.echo(f"mso: ready in {took:.1f}s: every replica is READY; gateway {gateway}",
                    err=True)
     except StartupFailed as exc:
-        click.echo(f"mso: {exc}", err=True)
         from mso.cli.output import failure_report
-        failure_report(exc.failing)
+        failure_report(exc.failing, header=str(exc))
         click.echo("mso: still running; fix it and save (or `mso deploy`), or Ctrl-C to stop",
                    err=True)
     except CliError:

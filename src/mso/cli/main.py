@@ -21,8 +21,8 @@ from mso.cli.client import ApiClient, CliError
 from mso.cli.lifecycle import (StartupFailed, down_app, follow_foreground, last_event_id,
                                 preflight_ports, running_summary, start_daemon,
                                 wait_deployed, wait_ready)
-from mso.engines.remote import (EngineOptions, RemoteEngine, RemoteEngineError,
-                                engine_events, remote_engine)
+from mso.engines.remote import (DeployFailed, EngineOptions, RemoteEngine,
+                                RemoteEngineError, engine_events, remote_engine)
 from mso.paths import StatePaths
 from mso.spec.errors import ManifestError
 from mso.spec.load import LoadedManifest, load_manifest
@@ -616,8 +616,7 @@ def schema() -> None:
 
 
 def report_failure(exc: StartupFailed) -> None:
-    click.echo(f"mso: {exc}", err=True)
-    output.failure_report(exc.failing)
+    output.failure_report(exc.failing, header=str(exc))
 
 
 def main() -> None:
@@ -632,6 +631,9 @@ def main() -> None:
     except CliError as exc:
         click.echo(f"mso: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except DeployFailed as exc:
+        output.failure_report(exc.failing)
+        sys.exit(1)
     except RemoteEngineError as exc:
         click.echo(f"mso: {exc}", err=True)
         sys.exit(1)

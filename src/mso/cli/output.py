@@ -105,30 +105,6 @@ def _reason(row: dict[str, Any]) -> str:
     return reason
 
 
-def failure_report(failing: list[dict[str, Any]]) -> None:
-    """Each failing replica (or job), why, and its last log lines, on stderr.
-
-    `failing` items: the `mso ps -o json` row fields (`service`, `replica`, `state`,
-    `reason`, `problem`) plus `logs`, records in the `mso logs -o json` shape.
-    """
-    for item in failing:
-        problem = item.get("problem") or {}
-        what = f"{problem['kind']}: " if problem.get("kind") else ""
-        reason = problem.get("message") or item.get("reason") or ""
-        click.echo(f"  {item.get('replica') or item.get('service')}  {item.get('state', '?')}"
-                   f"  {what}{reason}", err=True)
-        logs = item.get("logs") or []
-        if logs:
-            click.echo(f"    last {len(logs)} log line{'s' if len(logs) != 1 else ''}:",
-                       err=True)
-        for record in logs:
-            stream = "!" if record.get("stream") == "stderr" else " "
-            click.echo(f"    {_ts(record.get('ts'))}{stream} {record.get('line', '')}",
-                       err=True)
-    for hint in _hints(failing):
-        click.echo(f"  hint: {hint}", err=True)
-
-
 def _hints(failing: list[dict[str, Any]]) -> list[str]:
     """What the usual cause of what was seen is, when the output makes it plain."""
     text = "\n".join(str(r.get("line", "")) for item in failing for r in item.get("logs") or [])
@@ -220,6 +196,33 @@ def _ts(value: Any) -> str:
 def log_line(record: dict[str, Any]) -> str:
     stream = "!" if record.get("stream") == "stderr" else " "
     return f"{_ts(record.get('ts'))} {record.get('replica', '?'):<14}{stream} {record.get('line', '')}"
+
+
+def failure_report(failing: list[dict[str, Any]], header: str | None = None) -> None:
+    """Why a waiting command gave up, on stderr, the same on every engine: a header, then
+    per failing replica `SERVICE REPLICA STATE: reason` and its last log lines, indented,
+    then hints where the output makes the cause plain. `failing` items are `mso ps -o
+    json` row fields plus `logs` (records of `mso logs -o json`): `DeployFailed.failing`
+    (mso.engines.remote) or `StartupFailed.failing` (mso.cli.lifecycle)."""
+    count = sum(1 for item in failing if item.get("problem") or item.get("state") in
+                ("FAILED", "ERROR"))
+    if header is None:
+        header = (f"stopped waiting: {count} replica{'s' if count != 1 else ''} "
+                  f"{'have' if count != 1 else 'has'} a problem")
+    click.echo(f"mso: {header}", err=True)
+    for item in failing:
+        problem = item.get("problem") or {}
+        reason = problem.get("message") or item.get("reason") or ""
+        click.echo(f"{item.get('service')} {item.get('replica')} {item.get('state')}: "
+                   f"{reason}".rstrip(": "), err=True)
+        records = item.get("logs") or []
+        if not records:
+            click.echo("    (no log lines)", err=True)
+        for record in records:
+            click.echo(f"    {log_line(record)}", err=True)
+    for hint in _hints(failing):
+        click.echo(f"hint: {hint}", err=True)
+    click.echo("mso: more with `mso ps` and `mso logs SERVICE`", err=True)
 
 
 def logs(client: ApiClient, service: str | None, follow: bool, since: str | None,

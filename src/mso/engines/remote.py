@@ -31,6 +31,47 @@ class RemoteEngineError(Exception):
     """A failure of the engine, reported to the user as one line."""
 
 
+#: Seconds a replica without a readiness probe must have run before a waiting command
+#: counts it as up: the engine calls it ready as soon as its container runs, which says
+#: nothing about a command that exits a moment later (Docker's own `service create`
+#: waits 5 s for the same reason).
+UP_AFTER = 3.0
+
+
+class DeployFailed(RemoteEngineError):
+    """A replica of the release being deployed has a problem (mso.engines.problems), so
+    the waiting command gives up; the engine goes on as it would have (restarting the
+    replica, a rollout deciding by itself).
+
+    `failing`: one dict per failing replica, the `mso ps -o json` row's `service`,
+    `replica`, `state`, `reason` and `problem`, plus `logs`: its last REPORT_LOG_LINES
+    records in the `mso logs -o json` shape, oldest first (output of exited containers
+    included). `mso.cli.output.failure_report` prints them.
+    """
+
+    def __init__(self, failing: list[dict[str, Any]]) -> None:
+        self.failing = failing
+        super().__init__(failure_summary(failing))
+
+
+def failure_summary(failing: list[dict[str, Any]]) -> str:
+    """One line: `deploy failed: api-1 (api) BACKOFF: crash_loop: exited ...; 1 more`."""
+    if not failing:
+        return "deploy failed"
+    first = failing[0]
+    kind = (first.get("problem") or {}).get("kind", "problem")
+    line = (f"deploy failed: {first.get('replica')} ({first.get('service')}) "
+            f"{first.get('state')}: {kind}: {first.get('reason') or ''}").rstrip(": ")
+    more = len(failing) - 1
+    return line + (f"; {more} more failing replica{'s' if more > 1 else ''}" if more else "")
+
+
+def failing_replica(row: dict[str, Any], logs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The DeployFailed entry of one ps row."""
+    return {"service": row["service"], "replica": row["replica"], "state": row["state"],
+            "reason": row.get("reason") or "", "problem": row.get("problem"), "logs": logs}
+
+
 class RemoteEngine(Protocol):
     def deploy(self, loaded: LoadedManifest, wait: bool = True) -> dict[str, Any]: ...
 

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
 
 SECRETS_DIR = "/run/secrets"
@@ -116,7 +117,14 @@ def run(args: list[str]) -> int:
     argv = args[1:]
     env = dict(os.environ)
     env.update(_secret_env(secret_pairs))
-    child = subprocess.Popen(argv, env=env)
+    try:
+        child = subprocess.Popen(argv, env=env)
+    except OSError as exc:
+        # What a shell says and exits with: 127 not found, 126 found but not runnable.
+        # The line is the replica's last log line; the code tells mso it never started.
+        print(f"mso: cannot start {argv[0] if argv else '(nothing)'}: {exc.strerror}",
+              file=sys.stderr, flush=True)
+        return 127 if isinstance(exc, FileNotFoundError) else 126
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
         signal.signal(sig, lambda s, _f: child.send_signal(s))
     stop = threading.Event()
@@ -133,15 +141,28 @@ def run(args: list[str]) -> int:
 
 
 def probe(args: list[str]) -> int:
+    """Exit 0 when healthy; otherwise print why (Docker keeps it as the check's output,
+    which `mso ps` shows as the reason)."""
     kind, port = args[0], int(args[1])
     try:
         if kind == "http":
             path, timeout = args[2], float(args[3])
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
-                return 0 if 200 <= r.status < 400 else 1
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}",
+                                            timeout=timeout) as r:
+                    status = r.status
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+            if 200 <= status < 400:
+                return 0
+            print(f"HTTP GET {path} returned {status}")
+            return 1
         with socket.create_connection(("127.0.0.1", port), timeout=float(args[2])):
             return 0
-    except Exception:
+    except Exception as exc:
+        reason = getattr(exc, "reason", None) or exc
+        what = f"HTTP GET {args[2]}" if kind == "http" else "TCP connect"
+        print(f"{what} on port {port} failed: {reason}")
         return 1
 
 

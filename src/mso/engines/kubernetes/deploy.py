@@ -16,10 +16,13 @@ from typing import Any
 
 from mso.releases.apply import apply_manifest
 from mso.engines import images
-from mso.engines.kubernetes import document, gateway, naming, render, state
+from mso.engines.kubernetes import document, failures, gateway, naming, render, state, views
 from mso.engines.kubernetes.host import KubeHost, Plan, pod_ready
 from mso.engines.kubernetes.kube import Kube, KubeError
+from mso.engines.kubernetes.render import Obj
 from mso.engines.kubernetes.versions import api_versions
+from mso.engines.problems import READY_ALLOWANCE, REPORT_LOG_LINES, Problem
+from mso.engines.remote import UP_AFTER, DeployFailed
 from mso.spec.load import LoadedManifest
 from mso.spec.models import Manifest
 from mso.store.hold import hold
@@ -118,42 +121,87 @@ def run_job(host: KubeHost, name: str, timeout: float, progress: Progress) -> No
             host.apply(obj)
         progress(f"job {name}: running")
     deadline = time.monotonic() + timeout + 60
+    ns = host.settings.namespace
     while time.monotonic() < deadline:
-        job = host.kube.get("batch/v1", "Job", job_name, host.settings.namespace) or {}
+        job = host.kube.get("batch/v1", "Job", job_name, ns) or {}
         status = job.get("status") or {}
         if status.get("succeeded"):
             progress(f"job {name}: completed")
             return
-        if status.get("failed"):
-            raise KubeError(f"job {name} failed (see `kubectl logs job/{job_name} -n "
-                            f"{host.settings.namespace}`)")
+        pods = [p for p in host.kube.list("v1", "Pod", ns, {naming.APP: host.settings.app,
+                                                          naming.SERVICE: name})
+                if (p["metadata"].get("labels") or {}).get(naming.RELEASE) == str(want.release)
+                and (p["metadata"].get("labels") or {}).get(naming.COMPONENT) == "job"]
+        found = failures.problems(host.kube, ns, pods, time.time())
+        if status.get("failed") or found:
+            if status.get("failed") and not found:
+                reason = next((c.get("message") or c.get("reason") for c in
+                               status.get("conditions") or [] if c.get("type") == "Failed"),
+                              None) or "the job failed"
+                found = {p["metadata"]["name"]: Problem("failed", reason) for p in pods[-1:]}
+            if found:
+                raise DeployFailed(failures.failing(host.kube, ns, pods, found,
+                                                    REPORT_LOG_LINES))
+            raise KubeError(f"job {name} failed (see `kubectl logs job/{job_name} -n {ns}`)")
         time.sleep(0.5)
     raise KubeError(f"job {name} did not complete within {timeout:g}s")
 
 
-def services_ready(host: KubeHost, names: list[str], plan: Plan) -> dict[str, tuple[int, int]]:
+def _targeted(pods: list[Obj], name: str, plan: Plan) -> list[Obj]:
+    """The live pods of `name` that run one of the plan's targets (subset and release)."""
+    wanted = {(t.subset, str(t.release)) for t in plan.targets.get(name, [])}
+    return [p for p in pods
+            if (p["metadata"].get("labels") or {}).get(naming.SERVICE) == name
+            and (p["metadata"]["labels"].get(naming.SUBSET),
+                 p["metadata"]["labels"].get(naming.RELEASE)) in wanted
+            and not p["metadata"].get("deletionTimestamp")]
+
+
+def counts_as_up(pod: Obj, now: float) -> bool:
+    """Ready, and, without a readiness probe (ready then means only that the container
+    runs), running for UP_AFTER seconds."""
+    if not pod_ready(pod):
+        return False
+    app = views.app_status(pod)
+    if views.app_spec(pod).get("readinessProbe"):
+        return True
+    since = views.epoch(((app.get("state") or {}).get("running") or {}).get("startedAt"))
+    return since is not None and now - since >= UP_AFTER
+
+
+def services_ready(host: KubeHost, names: list[str], plan: Plan,
+                   pods: list[Obj] | None = None,
+                   now: float | None = None) -> dict[str, tuple[int, int]]:
     """service -> (ready pods of the wanted releases, wanted pods), per `plan`'s targets."""
     out = {}
-    pods = host.pods()
+    pods = host.pods() if pods is None else pods
+    now = time.time() if now is None else now
     for name in names:
-        targets = plan.targets.get(name, [])
-        wanted = sum(t.replicas for t in targets)
-        ready = 0
-        for t in targets:
-            ready += sum(1 for p in pods
-                         if (p["metadata"].get("labels") or {}).get(naming.SERVICE) == name
-                         and p["metadata"]["labels"].get(naming.SUBSET) == t.subset
-                         and p["metadata"]["labels"].get(naming.RELEASE) == str(t.release)
-                         and pod_ready(p) and not p["metadata"].get("deletionTimestamp"))
+        wanted = sum(t.replicas for t in plan.targets.get(name, []))
+        ready = sum(1 for p in _targeted(pods, name, plan) if counts_as_up(p, now))
         out[name] = (min(ready, wanted), wanted)
     return out
 
 
 def wait_services(host: KubeHost, names: list[str], timeout: float, progress: Progress) -> None:
+    """Until every pod the plan wants is up; a problem of one of them ends the wait
+    (DeployFailed) while the cluster and the controller go on as they would have."""
     deadline = time.monotonic() + timeout
+    judge_readiness = time.time() + READY_ALLOWANCE
     last = ""
     while True:
-        counts = services_ready(host, names, host.reconcile())
+        plan = host.reconcile()
+        pods, now = host.pods(), time.time()
+        targeted = [p for n in names for p in _targeted(pods, n, plan)]
+        found = failures.problems(host.kube, host.settings.namespace, targeted, now)
+        if now < judge_readiness:
+            # The services they depend on were only just waited for: each gets its own
+            # READY_ALLOWANCE from here before a failing readiness probe counts.
+            found = {k: p for k, p in found.items() if p.kind != "not_ready"}
+        if found:
+            raise DeployFailed(failures.failing(host.kube, host.settings.namespace, targeted,
+                                                found, REPORT_LOG_LINES))
+        counts = services_ready(host, names, plan, pods, now)
         line = ", ".join(f"{n} {r}/{w}" for n, (r, w) in sorted(counts.items()))
         if line != last:
             progress(f"ready: {line}")

@@ -17,11 +17,12 @@ from typing import Any
 from mso.controllers.rollouts import RolloutError
 from mso.releases.ports import port_map
 from mso.engines import images
-from mso.engines.kubernetes import controller, deploy, document, naming, state, views
+from mso.engines.kubernetes import (controller, deploy, document, failures, naming, state,
+                                    views)
 from mso.engines.kubernetes.host import KubeHost, effective_weights
 from mso.engines.kubernetes.kube import Kube, KubeError
 from mso.engines.kubernetes.versions import VersionError, api_versions
-from mso.engines.remote import EngineOptions, RemoteEngineError
+from mso.engines.remote import DeployFailed, EngineOptions, RemoteEngineError
 from mso.spec.load import LoadedManifest
 from mso.store.follow import read_events
 from mso.store.hold import hold
@@ -82,6 +83,13 @@ class KubernetesEngine:
             result = deploy.deploy(loaded, self._kube(), self.options, wait)
         except images.ImageError as exc:
             raise RemoteEngineError(str(exc)) from exc
+        except DeployFailed:
+            # Only the waiting ends: a rollout that began goes on (and rolls a failing
+            # canary back) in the controller, as after a deploy that returned.
+            host = self._host(loaded)
+            if any(host.rollouts.active(n) is not None for n in host.store.desired()):
+                controller.ensure_running(loaded.base_dir)
+            raise
         if result["rollouts"]:
             controller.ensure_running(loaded.base_dir)
         return result
@@ -96,8 +104,10 @@ class KubernetesEngine:
 
     def ps(self, loaded: LoadedManifest) -> dict[str, Any]:
         host = self._host(loaded)
-        return views.ps(host.settings.app, host.settings.namespace, host.pods(),
-                        self._first_ports(host))
+        pods, now = host.pods(), time.time()
+        namespace = host.settings.namespace
+        return views.ps(host.settings.app, namespace, pods, self._first_ports(host), now,
+                        failures.events_for(host.kube, namespace, pods, now))
 
     def endpoints(self, loaded: LoadedManifest) -> dict[str, Any]:
         host = self._host(loaded)
@@ -220,12 +230,9 @@ def render_images(loaded: LoadedManifest) -> document.Images:
 
 def _records(host: KubeHost, pod: dict[str, Any], follow: bool, since: int | None,
              tail: int | None) -> Iterator[dict[str, Any]]:
-    labels = pod["metadata"].get("labels") or {}
     for line in host.kube.log_lines(pod["metadata"]["name"], host.settings.namespace, follow,
                                     since, tail):
-        stamp, _, text = line.partition(" ")
-        yield {"ts": _epoch(stamp), "service": labels.get(naming.SERVICE, ""),
-               "replica": pod["metadata"]["name"], "stream": "stdout", "line": text}
+        yield failures.log_record(pod, line)
 
 
 def _follow_many(host: KubeHost, pods: list[dict[str, Any]], since: int | None,
@@ -249,10 +256,3 @@ def _follow_many(host: KubeHost, pods: list[dict[str, Any]], since: int | None,
             raise item
         yield item
 
-
-def _epoch(stamp: str) -> float:
-    try:
-        from datetime import datetime
-        return datetime.fromisoformat(stamp.rstrip("Z")[:26] + "+00:00").timestamp()
-    except ValueError:
-        return time.time()

@@ -8,6 +8,7 @@ before any write: an existing object without mso's labels for this app is never 
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -134,10 +135,24 @@ class Kube:
         except Exception as exc:
             raise KubeError(f"delete pod {name}: {_describe(exc)}") from exc
 
+    def events_of(self, pod: str, namespace: str) -> builtins.list[Obj]:
+        """The events about one pod (the kubelet's probe failures, pulls, back-offs)."""
+        resource = self._resource("v1", "Event")
+        try:
+            found = resource.get(namespace=namespace,
+                                 field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod}")
+        except Exception as exc:
+            raise KubeError(f"list events of {pod}: {_describe(exc)}") from exc
+        items: builtins.list[Obj] = found.to_dict().get("items") or []
+        return items
+
     def log_lines(self, pod: str, namespace: str, follow: bool, since: int | None,
-                  tail: int | None) -> Iterator[str]:
+                  tail: int | None, previous: bool = False) -> Iterator[str]:
+        """`previous`: the container's run before this one (it exited)."""
         kwargs: dict[str, Any] = {"container": "app", "follow": follow, "timestamps": True,
                                   "_preload_content": False}
+        if previous:
+            kwargs["previous"] = True
         if since is not None:
             kwargs["since_seconds"] = max(1, since)
         if tail is not None:

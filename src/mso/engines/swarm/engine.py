@@ -16,16 +16,19 @@ from typing import Any
 
 from mso.releases.apply import apply_manifest
 from mso.engines import images
-from mso.engines.remote import EngineOptions
+from mso.engines.problems import READY_ALLOWANCE, REPORT_LOG_LINES
+from mso.engines.remote import UP_AFTER, DeployFailed, EngineOptions, failing_replica
 from mso.engines.swarm import names, state
 from mso.engines.swarm.controller import ensure_stable_ports
 from mso.engines.swarm.ctl import ControllerClient
-from mso.engines.swarm.logs import follow_logs
+from mso.engines.swarm.logs import follow_logs, replica_logs
 from mso.engines.swarm.releases import record_builds
 from mso.engines.swarm.render import render_stack
 from mso.engines.swarm.state import AppConfig, SwarmPaths
-from mso.engines.swarm.status import endpoints_view, ps_view
+from mso.engines.swarm.status import (endpoints_view, job_rows, ps_view, replica_rows,
+                                     rollback_rows)
 from mso.engines.swarm.swarmapi import SwarmApi, SwarmError
+from mso.ports import port_holder
 from mso.spec.load import LoadedManifest
 from mso.store.db import Store
 from mso.store.follow import read_events
@@ -54,6 +57,7 @@ class SwarmEngine:
         try:
             # checks that can refuse the deploy come before any release is recorded
             previews = preview_ports(loaded)
+            check_published_ports(api, m.app, published_ports(loaded))
             ensure_stable_ports(store, {n: s.model_dump(mode="json")
                                         for n, s in m.services.items()},
                                 m.gateway.port, set(previews))
@@ -82,7 +86,7 @@ class SwarmEngine:
                                   "to": want.release})
             ctl.call({"op": "wake"})
             if wait:
-                self._wait_converged(store, ctl)
+                self._wait_converged(store, ctl, api, m.app)
         finally:
             store.close()
         return {"app": m.app, "engine": "swarm", "gateway": f"127.0.0.1:{m.gateway.port}",
@@ -99,14 +103,39 @@ class SwarmEngine:
             raise SwarmError(str(exc)) from exc
         return built
 
-    def _wait_converged(self, store: Store, ctl: ControllerClient) -> None:
+    def _wait_converged(self, store: Store, ctl: ControllerClient, api: SwarmApi,
+                        app: str) -> None:
+        """Until the controller reports the app converged and every replica counts as
+        up; a replica of a desired release with a problem ends the wait (DeployFailed)."""
         started = time.time()
         deadline = time.monotonic() + DEPLOY_TIMEOUT
         failing_since: float | None = None
         while time.monotonic() < deadline:
             status = state.get_json(store, state.STATUS_KEY, {})
             fresh = float(status.get("ts", 0)) > started
-            if status.get("converged") and fresh:
+            rows, unprobed = replica_rows(api, app, time.time())
+            desired = store.desired()
+            wanted = {n: d.release for n, d in desired.items() if d.kind == "service"}
+            # Like Kubernetes' waves: a failing readiness probe counts only once the
+            # deploy itself has waited READY_ALLOWANCE (a dependency may be coming back).
+            judged = time.time() >= started + READY_ALLOWANCE
+            failing = [r for r in rows
+                       if r["problem"] and wanted.get(r["service"]) == r["release"]
+                       and (judged or r["problem"]["kind"] != "not_ready")]
+            failing += job_rows(api, app, {n: d.release for n, d in desired.items()
+                                           if d.kind == "job"})
+            if not failing:
+                failing = rollback_rows(api, app, wanted)
+            if failing:
+                raise DeployFailed([failing_replica(r, replica_logs(
+                    api, app, r["service"], r["replica"], REPORT_LOG_LINES,
+                    set(r["tasks"]) if "tasks" in r else None)) for r in failing])
+            young = [task for task, age in unprobed.items() if age < UP_AFTER]
+            # The controller's verdict is from its last observation; what runs now must
+            # agree (Swarm may have rolled an update back since).
+            settling = [r for r in rows if r["service"] in wanted
+                        and r["state"] not in ("READY", "STOPPING")]
+            if status.get("converged") and fresh and not young and not settling:
                 return
             if fresh and status.get("error"):
                 failing_since = failing_since or time.monotonic()
@@ -237,6 +266,36 @@ class SwarmEngine:
         finally:
             store.close()
         paths.gateway_socket.unlink(missing_ok=True)
+
+
+def published_ports(loaded: LoadedManifest) -> dict[int, str]:
+    """The ports the gateway publishes on this machine -> the manifest key naming each."""
+    out = {loaded.manifest.gateway.port: "gateway.port"}
+    for name, svc in loaded.manifest.services.items():
+        if svc.rollout.strategy == "blue_green" and svc.rollout.preview_port is not None:
+            out.setdefault(svc.rollout.preview_port, f"services.{name}.rollout.preview_port")
+    return out
+
+
+def check_published_ports(api: SwarmApi, app: str, ports: dict[int, str]) -> None:
+    """Refuse a gateway or preview port that something else holds, before anything is
+    created: Swarm would accept the service and then fail its task for ever ("bind:
+    address already in use"), leaving the deploy to time out. A port the app's own
+    gateway already publishes is its own."""
+    published = api.published_ports()
+    gateway = names.service_name(app, names.GATEWAY, "gateway")
+    for port, key in sorted(ports.items()):
+        owner = published.get(port)
+        holder = port_holder(port)
+        if owner == gateway and (holder is None or "docker-proxy" in holder
+                                 or "dockerd" in holder):
+            continue  # published by Docker for this app's gateway already
+        if owner is not None and owner != gateway:
+            raise SwarmError(f"{key} {port} is already published by the Swarm service "
+                             f"{owner}; choose another port or remove that service")
+        if holder is not None:
+            raise SwarmError(f"{key} {port} is already in use on this machine by {holder}; "
+                             "stop it or choose another port")
 
 
 def preview_ports(loaded: LoadedManifest) -> list[int]:

@@ -6,48 +6,155 @@ table the controller pushed to the gateway, so weights are what the gateway real
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from mso.engines.swarm import names, state
+from mso.engines.swarm.diagnose import (STATES, allowance, epoch, is_current, job_problem,
+                                       rolled_back, slot_view)
 from mso.engines.swarm.observe import TaskObs, parse
 from mso.engines.swarm.swarmapi import SwarmApi
 from mso.spec.models import Manifest
 from mso.store.db import Store
 
-_STATES = {"running": "READY", "starting": "STARTING", "failed": "FAILED",
-           "rejected": "FAILED", "shutdown": "STOPPED", "complete": "STOPPED",
-           "orphaned": "FAILED", "remove": "STOPPING"}
+
+def ps_view(api: SwarmApi, app: str, now: float | None = None) -> dict[str, Any]:
+    """One row per replica (task slot): its current task, or the failed task a
+    `restart: never` service left; `problem` says what is wrong (diagnose.py)."""
+    replicas, _ = replica_rows(api, app, time.time() if now is None else now)
+    return {"app": app, "engine": "swarm", "replicas": replicas}
+
+
+def replica_rows(api: SwarmApi, app: str, now: float) -> tuple[list[dict[str, Any]],
+                                                                 dict[str, float]]:
+    """ps rows, and for each running task without a healthcheck (Swarm runs nothing that
+    says it works), how long it has been running: task ID -> seconds."""
+    unprobed: dict[str, float] = {}
+    services = api.services(app)
+    tasks = api.tasks([s["ID"] for s in services])
+    network = api.network_id(_network(api, app)) or ""
+    observed = {obs.id: obs for obs in parse(services, tasks, network)}
+    by_id = {t.id: t for obs in observed.values() for t in obs.tasks}
+    raw_by_service: dict[str, list[dict[str, Any]]] = {}
+    for raw in tasks:
+        raw_by_service.setdefault(str(raw.get("ServiceID")), []).append(raw)
+    replicas: list[dict[str, Any]] = []
+    for svc in services:
+        obs = observed.get(svc["ID"])
+        if obs is None or obs.role in ("gateway", "job"):
+            continue
+        restart = str((((svc.get("Spec") or {}).get("TaskTemplate") or {})
+                       .get("RestartPolicy") or {}).get("Condition", "any"))
+        slots: dict[Any, list[dict[str, Any]]] = {}
+        for raw in raw_by_service.get(svc["ID"], []):
+            slots.setdefault(raw.get("Slot") or raw["ID"], []).append(raw)
+        for slot, history in slots.items():
+            if isinstance(slot, int) and slot > obs.replicas:
+                continue  # scaled down
+            for raw in history:  # every one of them: a slot may briefly have two
+                if is_current(raw) and (raw.get("Status") or {}).get("State") == "running" \
+                        and not _healthcheck(raw):
+                    since = epoch((raw.get("Status") or {}).get("Timestamp"))
+                    unprobed[str(raw["ID"])] = now - since if since is not None else 0.0
+            health = _health(api, history, now)
+            view = slot_view(history, restart, now, health)
+            if view is None:
+                continue
+            for raw in _shown(history, view.task):
+                task = by_id[str(raw["ID"])]
+                own = raw is view.task
+                replicas.append({
+                    "service": obs.service,
+                    "replica": names.replica_name(obs.service, obs.role, task.slot, task.id),
+                    "release": task.release,
+                    "subset": obs.subset,  # labels follow a blue/green swap
+                    "state": view.state if own else replica_state(task), "pid": None,
+                    "address": task.address, "restarts": view.restarts,
+                    "reason": view.reason if own else task.error,
+                    "problem": view.problem.to_json() if own and view.problem else None,
+                    "node": task.node, "task": task.id, "container": task.container})
+    replicas.sort(key=lambda r: (r["service"], r["subset"], r["replica"]))
+    return replicas, unprobed
+
+
+def _healthcheck(task: dict[str, Any]) -> dict[str, Any] | None:
+    check = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Healthcheck")
+    return dict(check) if check else None
+
+
+def job_rows(api: SwarmApi, app: str, releases: dict[str, int]) -> list[dict[str, Any]]:
+    """Rows (ps fields) of the jobs in `releases` (job -> release) whose run failed, with
+    `tasks`: the IDs of every attempt (each has a name of its own)."""
+    services = [s for s in api.services(app)
+                if (s["Spec"].get("Labels") or {}).get(names.LABEL_ROLE) == "job"]
+    out = []
+    for svc in services:
+        labels = svc["Spec"].get("Labels") or {}
+        job = str(labels.get(names.LABEL_SERVICE, ""))
+        if job not in releases or str(releases[job]) != labels.get(names.LABEL_RELEASE):
+            continue
+        history = api.tasks([svc["ID"]])
+        policy = ((svc["Spec"].get("TaskTemplate") or {}).get("RestartPolicy") or {})
+        problem = job_problem(history, int(policy.get("MaxAttempts") or 0))
+        if problem is None:
+            continue
+        newest = max(history, key=lambda t: epoch(t.get("CreatedAt")) or 0.0)
+        out.append({"service": job, "replica": names.replica_name(job, "job", newest.get("Slot"),
+                                                                  str(newest["ID"])),
+                    "release": releases[job], "state": "FAILED", "reason": problem.message,
+                    "problem": problem.to_json(), "tasks": [str(t["ID"]) for t in history]})
+    return out
+
+
+def rollback_rows(api: SwarmApi, app: str, wanted: dict[str, int]) -> list[dict[str, Any]]:
+    """Rows (ps fields) of the wanted releases whose update Swarm rolled back after a task
+    failed, with `tasks`: the slot's task IDs."""
+    out = []
+    for svc in api.services(app):
+        labels = svc["Spec"].get("Labels") or {}
+        service, role = str(labels.get(names.LABEL_SERVICE, "")), labels.get(names.LABEL_ROLE)
+        if role not in ("main", "second") or service not in wanted:
+            continue
+        history = api.tasks([svc["ID"]])
+        found = rolled_back(svc, history, wanted[service])
+        if found is None:
+            continue
+        task, problem = found
+        slot = [str(t["ID"]) for t in history if t.get("Slot") == task.get("Slot")]
+        out.append({"service": service,
+                    "replica": names.replica_name(service, role, task.get("Slot"),
+                                                  str(task["ID"])),
+                    "release": wanted[service], "state": "FAILED", "reason": problem.message,
+                    "problem": problem.to_json(), "tasks": slot})
+    return out
 
 
 def replica_state(task: TaskObs) -> str:
     if task.stopping and task.state in ("running", "starting"):
         return "STOPPING"
-    return _STATES.get(task.state, "STARTING")
+    return STATES.get(task.state, "STARTING")
 
 
-def ps_view(api: SwarmApi, app: str) -> dict[str, Any]:
-    services = api.services(app)
-    tasks = api.tasks([s["ID"] for s in services])
-    network = api.network_id(_network(api, app)) or ""
-    replicas: list[dict[str, Any]] = []
-    for obs in parse(services, tasks, network):
-        if obs.role == "gateway":
-            continue
-        for task in obs.tasks:
-            if task.desired != "running" and task.state not in ("running", "starting"):
-                continue
-            failed = sum(1 for t in obs.tasks if t.slot == task.slot and t.id != task.id
-                         and t.state in ("failed", "rejected", "shutdown"))
-            replicas.append({
-                "service": obs.service,
-                "replica": names.replica_name(obs.service, obs.role, task.slot, task.id),
-                "release": task.release,
-                "subset": obs.subset,  # labels follow a blue/green swap
-                "state": replica_state(task), "pid": None,
-                "address": task.address, "restarts": failed, "reason": task.error,
-                "node": task.node, "task": task.id, "container": task.container})
-    replicas.sort(key=lambda r: (r["service"], r["subset"], r["replica"]))
-    return {"app": app, "engine": "swarm", "replicas": replicas}
+def _shown(history: list[dict[str, Any]], current: dict[str, Any]) -> list[dict[str, Any]]:
+    """The slot's row task, and a task it replaces that still runs (an update in flight:
+    the old task is shown STOPPING beside the new one)."""
+    stopping = [t for t in history if t is not current and not is_current(t)
+                and str((t.get("Status") or {}).get("State")) in ("running", "starting")]
+    return [current, *stopping]
+
+
+def _health(api: SwarmApi, history: list[dict[str, Any]], now: float) -> dict[str, Any] | None:
+    """Docker's health record of the slot's starting container, read only when it could
+    matter (a healthcheck, started READY_ALLOWANCE ago); None when unknown."""
+    current = next((t for t in history if is_current(t)), None)
+    if current is None or (current.get("Status") or {}).get("State") != "starting":
+        return None
+    check = _healthcheck(current)
+    since = epoch((current.get("Status") or {}).get("Timestamp"))
+    container = ((current.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
+    if not check or since is None or not container or now - since < allowance(check):
+        return None
+    return api.container_health(str(container))
 
 
 def _network(api: SwarmApi, app: str) -> str:

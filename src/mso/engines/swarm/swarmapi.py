@@ -6,6 +6,7 @@ boundary; nothing above this module imports `docker`.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -58,11 +59,28 @@ class SwarmApi:
         return list(self._call("listing services", self.api.services,
                                filters=names.app_filter(app)) or [])
 
+    def published_ports(self) -> dict[int, str]:
+        """Every TCP port a Swarm service publishes -> that service's name."""
+        out: dict[int, str] = {}
+        for svc in self._call("listing services", self.api.services) or []:
+            spec_ports = ((svc.get("Spec") or {}).get("EndpointSpec") or {}).get("Ports") or []
+            for port in spec_ports:
+                if port.get("PublishedPort") and port.get("Protocol", "tcp") == "tcp":
+                    out[int(port["PublishedPort"])] = str(svc["Spec"]["Name"])
+        return out
+
     def tasks(self, service_ids: list[str]) -> list[dict[str, Any]]:
         if not service_ids:
             return []
         return list(self._call("listing tasks", self.api.tasks,
                                filters={"service": service_ids}) or [])
+
+    def container_health(self, container_id: str) -> dict[str, Any] | None:
+        """`State.Health` of a container on this node (None: no healthcheck, or the
+        container is elsewhere or gone)."""
+        found = self._call("inspecting a container", self.api.inspect_container, container_id)
+        health = ((found or {}).get("State") or {}).get("Health")
+        return dict(health) if health else None
 
     def network_id(self, name: str) -> str | None:
         found = self._call("listing networks", self.api.networks, names=[name]) or []
@@ -123,17 +141,46 @@ class SwarmApi:
         self._call("removing a service", self.api.remove_service, service_id)
 
     def logs(self, service_id: str, follow: bool, since: float | None,
-             tail: int | None) -> Iterator[bytes]:
-        kwargs: dict[str, Any] = {"stdout": True, "stderr": True, "follow": follow,
-                                  "timestamps": True, "details": True}
+             tail: int | None) -> Iterator[tuple[str, bytes]]:
+        """(stream, bytes) frames of `docker service logs` (timestamps and details on):
+        the service's tasks that Swarm counts as started, exited ones too (not a task
+        still `starting`, i.e. waiting for its healthcheck: `container_logs` reads
+        those). docker-py's `service_logs` drops which stream a frame came from, so the
+        frames are read here."""
+        return self._log_frames("/services/{0}/logs", service_id, follow, since, tail, True)
+
+    def container_logs(self, container_id: str, tail: int | None
+                       ) -> list[tuple[str, bytes]] | None:
+        """(stream, bytes) frames of a container on this node (timestamps on), exited
+        or not; None when it is not here (another node, or removed)."""
+        try:
+            return list(self._log_frames("/containers/{0}/logs", container_id, False, None,
+                                         tail, False, missing=LookupError))
+        except LookupError:
+            return None
+
+    def _log_frames(self, path: str, ident: str, follow: bool, since: float | None,
+                    tail: int | None, details: bool,
+                    missing: type[Exception] | None = None) -> Iterator[tuple[str, bytes]]:
+        params: dict[str, Any] = {"stdout": True, "stderr": True, "follow": follow,
+                                  "timestamps": True, "details": details,
+                                  "tail": "all" if tail is None else tail}
         if since is not None:
-            kwargs["since"] = int(since)
-        if tail is not None:
-            kwargs["tail"] = tail
-        stream = self._call("reading logs", self.api.service_logs, service_id, **kwargs)
-        if stream is None:
-            return iter(())
-        return iter(stream)
+            params["since"] = int(since)
+        try:
+            response = self.api._get(self.api._url(path, ident), params=params, stream=True)
+            if response.status_code == 404:
+                if missing is not None:
+                    raise missing(ident)
+                return
+            self.api._raise_for_status(response)
+            if follow:  # a quiet service must not end the stream with a read timeout
+                self.api._disable_socket_timeout(self.api._get_raw_response_socket(response))
+            yield from _frames(response.raw)
+        except docker.errors.DockerException as exc:
+            raise SwarmError(f"reading logs: {_explain(exc)}") from exc
+        except OSError as exc:
+            raise SwarmError(f"reading logs: {exc}") from exc
 
     # -- removing everything --------------------------------------------------------------
     def remove_app(self, app: str, timeout: float = 90.0) -> list[str]:
@@ -192,3 +239,15 @@ class SwarmApi:
                 if time.monotonic() > deadline:
                     raise SwarmError(f"cannot remove {ident}: {_explain(exc)}") from exc
                 time.sleep(0.5)
+
+
+def _frames(raw: Any) -> Iterator[tuple[str, bytes]]:
+    """Docker's multiplexed stream: an 8-byte header (stream 1 stdout, 2 stderr; length)
+    before each frame."""
+    while True:
+        header = raw.read(8)
+        if len(header) < 8:
+            return
+        kind, length = struct.unpack(">BxxxL", header)
+        data = raw.read(length) if length else b""
+        yield ("stderr" if kind == 2 else "stdout"), data
