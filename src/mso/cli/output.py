@@ -204,8 +204,7 @@ def failure_report(failing: list[dict[str, Any]], header: str | None = None) -> 
     then hints where the output makes the cause plain. `failing` items are `mso ps -o
     json` row fields plus `logs` (records of `mso logs -o json`): `DeployFailed.failing`
     (mso.engines.remote) or `StartupFailed.failing` (mso.cli.lifecycle)."""
-    count = sum(1 for item in failing if item.get("problem") or item.get("state") in
-                ("FAILED", "ERROR"))
+    count = len(failing)
     if header is None:
         header = (f"stopped waiting: {count} replica{'s' if count != 1 else ''} "
                   f"{'have' if count != 1 else 'has'} a problem")
