@@ -98,7 +98,6 @@ _NOT_ON_REMOTE = {
     "--keep-on-failure": "a failed deploy leaves what the engine runs as it is",
     "--timeout": "the engine's deploy waits for its own rollout deadlines "
                  "(`rollout.progress_deadline`)",
-    "--force": "not yet: redeploy after a rollback with a changed manifest",
 }
 
 
@@ -284,8 +283,8 @@ def deploy(file: str | None, engine: str | None, fmt: str, wait: bool, timeout: 
     warn_commands(loaded, name)
     if name != "local":
         # Swarm and Kubernetes deploys always wait: --wait is what they do anyway.
-        refuse_flags(name, **{"--timeout": timeout != DEPLOY_TIMEOUT, "--force": force})
-        result = remote(name, dict(opts, engine=name)).deploy(loaded)
+        refuse_flags(name, **{"--timeout": timeout != DEPLOY_TIMEOUT})
+        result = remote(name, dict(opts, engine=name)).deploy(loaded, force=force)
         output.emit_json(result) if fmt == "json" else output.changes(result.get("changes", []))
         return
     paths = StatePaths.for_manifest(loaded.path)

@@ -73,7 +73,8 @@ def failing_replica(row: dict[str, Any], logs: list[dict[str, Any]]) -> dict[str
 
 
 class RemoteEngine(Protocol):
-    def deploy(self, loaded: LoadedManifest, wait: bool = True) -> dict[str, Any]: ...
+    def deploy(self, loaded: LoadedManifest, wait: bool = True,
+               force: bool = False) -> dict[str, Any]: ...
 
     def render(self, loaded: LoadedManifest, out_dir: Path | None) -> list[Path] | str: ...
 

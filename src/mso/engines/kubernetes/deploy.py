@@ -224,7 +224,8 @@ def wait_gateway(host: KubeHost, timeout: float, progress: Progress) -> None:
 
 
 def deploy(loaded: LoadedManifest, kube: Kube, options: Any, wait: bool,
-           progress: Progress = stderr_progress, timeout: float = 300.0) -> dict[str, Any]:
+           progress: Progress = stderr_progress, timeout: float = 300.0,
+           force: bool = False) -> dict[str, Any]:
     runtime, chosen = build_images(loaded, progress)
     store = state.open_store(loaded.base_dir)
     settings = settings_for(loaded, options, runtime, kube.server_version())
@@ -232,7 +233,7 @@ def deploy(loaded: LoadedManifest, kube: Kube, options: Any, wait: bool,
     host = KubeHost(store, kube, settings)
     with hold(store):  # a running controller must not see the releases before their rollouts
         before = store.desired()
-        changes = apply_manifest(store, loaded)
+        changes = apply_manifest(store, loaded, force=force)
         for c in changes:
             if c.release:
                 if state.image_of(store, c.service, c.release) is None and c.service in chosen:

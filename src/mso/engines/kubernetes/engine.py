@@ -78,9 +78,10 @@ class KubernetesEngine:
                                     "from here; run `mso deploy --engine kubernetes` first")
         return KubeHost(store, self._kube(settings), settings)
 
-    def deploy(self, loaded: LoadedManifest, wait: bool = True) -> dict[str, Any]:
+    def deploy(self, loaded: LoadedManifest, wait: bool = True,
+               force: bool = False) -> dict[str, Any]:
         try:
-            result = deploy.deploy(loaded, self._kube(), self.options, wait)
+            result = deploy.deploy(loaded, self._kube(), self.options, wait, force=force)
         except images.ImageError as exc:
             raise RemoteEngineError(str(exc)) from exc
         except DeployFailed:

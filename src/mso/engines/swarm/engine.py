@@ -50,7 +50,8 @@ class SwarmEngine:
         return paths, Store(paths.db)
 
     # -- deploy -----------------------------------------------------------------------------
-    def deploy(self, loaded: LoadedManifest, wait: bool = True) -> dict[str, Any]:
+    def deploy(self, loaded: LoadedManifest, wait: bool = True,
+               force: bool = False) -> dict[str, Any]:
         api = SwarmApi()
         m = loaded.manifest
         paths, store = self._store(loaded)
@@ -65,7 +66,7 @@ class SwarmEngine:
             ctl = ControllerClient(paths)
             with hold(store):
                 before = store.desired()
-                changes = record_builds(store, apply_manifest(store, loaded), built)
+                changes = record_builds(store, apply_manifest(store, loaded, force=force), built)
                 for change in changes:
                     if change.created:
                         store.add_event("release.created", f"release {change.release}: "
