@@ -22,7 +22,8 @@ from mso.cli.lifecycle import (StartupFailed, down_app, follow_foreground, last_
                                 preflight_ports, running_summary, start_daemon,
                                 wait_deployed, wait_ready)
 from mso.engines.remote import (DeployFailed, EngineOptions, RemoteEngine,
-                                RemoteEngineError, engine_events, remote_engine)
+                                RemoteEngineError, SupportsRestart, engine_events,
+                                remote_engine)
 from mso.paths import StatePaths
 from mso.spec.errors import ManifestError
 from mso.spec.load import LoadedManifest, load_manifest
@@ -101,10 +102,13 @@ _NOT_ON_REMOTE = {
 }
 
 
-def check_support(loaded: LoadedManifest, engine: str) -> None:
-    """Refuse (exit 2, file:line) keys the engine would accept and then ignore."""
+def check_support(loaded: LoadedManifest, engine: str, enforced_only: bool = False) -> None:
+    """Refuse (exit 2, file:line) keys the engine would accept and then ignore
+    (mso.spec.support); `enforced_only`: only on the engines whose deploys enforce it."""
     from mso.spec import support
-    support.check(loaded, cast(support.EngineName, engine))
+    name = cast(support.EngineName, engine)
+    if not enforced_only or name in support.ENFORCED:
+        support.check(loaded, name)
 
 
 def warn_commands(loaded: LoadedManifest, engine: str) -> None:
@@ -200,8 +204,7 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
     everything it started (unless --keep-on-failure)."""
     loaded = load(file, path)
     name = engine_name(file, engine, loaded)
-    if name == "local":
-        check_support(loaded, name)
+    check_support(loaded, name, enforced_only=True)
     warn_commands(loaded, name)
     if name != "local":
         # `up` on Swarm/Kubernetes deploys and waits (with or without -d: there is no
@@ -278,8 +281,7 @@ def deploy(file: str | None, engine: str | None, fmt: str, wait: bool, timeout: 
     """Apply a changed manifest as new releases, with each service's rollout strategy."""
     loaded = load(file)
     name = engine_name(file, engine, loaded)
-    if name == "local":
-        check_support(loaded, name)
+    check_support(loaded, name, enforced_only=True)
     warn_commands(loaded, name)
     if name != "local":
         # Swarm and Kubernetes deploys always wait: --wait is what they do anyway.
@@ -428,7 +430,14 @@ def scale(assignment: str, file: str | None, engine: str | None, **opts: Any) ->
 def restart(service: str, file: str | None, engine: str | None, **opts: Any) -> None:
     """Restart a service's replicas one by one, without downtime (stop first, then start,
     for a service whose rollout strategy is `recreate`)."""
-    local_only("restart", file, engine, "deploy a changed manifest (a new release) instead")
+    target = on_remote(file, dict(opts, engine=engine))
+    if target is not None:
+        if not isinstance(target[0], SupportsRestart):
+            raise CliError(f"mso restart: not supported on {engine_name(file, engine)} yet; "
+                           "deploy a changed manifest (a new release) instead", 2)
+        how = target[0].restart(target[1], service)
+        click.echo(f"{service}: {how} restart started")
+        return
     result = client_for(file).post(f"/v1/services/{service}/restart")
     click.echo(f"{service}: {result.get('strategy', 'rolling')} restart started")
 
@@ -598,6 +607,7 @@ def render(path: str | None, file: str | None, engine: str | None, out_dir: str 
     name = engine_name(file, engine, loaded)
     if name == "local":
         raise CliError("render needs --engine kubernetes or --engine swarm", 2)
+    check_support(loaded, name, enforced_only=True)
     result = remote(name, dict(opts, engine=name, version=version)).render(
         loaded, Path(out_dir) if out_dir else None)
     if isinstance(result, str):

@@ -97,6 +97,15 @@ class RemoteEngine(Protocol):
 
 
 @runtime_checkable
+class SupportsRestart(Protocol):
+    """A remote engine that carries out `mso restart SERVICE`: every replica replaced by
+    a fresh one of the same release, as the service's rollout strategy says; returns how
+    ("rolling" or "recreate"). Engines without it refuse the command."""
+
+    def restart(self, loaded: LoadedManifest, service: str) -> str: ...
+
+
+@runtime_checkable
 class SupportsEvents(Protocol):
     """A remote engine that keeps mso's event log (releases, rollout decisions with their
     numbers), in the local engine's JSON shape: {id, ts, type, service, replica, message,

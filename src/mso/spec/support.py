@@ -252,6 +252,11 @@ def uses(data: Any, feature: Feature) -> list[tuple[str | int, ...]]:
             if feature.when(value, item)]
 
 
+#: Engines whose `mso up`, `mso deploy` and `mso render` refuse the gaps above. (`mso
+#: validate --engine X` refuses them on every engine.)
+ENFORCED: frozenset[EngineName] = frozenset({"local"})
+
+
 def check(loaded: LoadedManifest, engine: EngineName) -> None:
     """Raise (all problems at once) when the manifest uses a key `engine` does not honour."""
     errors: list[ManifestError] = []
