@@ -23,8 +23,7 @@ from mso import __version__
 from mso.api import views
 from mso.daemon.oneoff import run_oneoff
 from mso.releases.apply import drift
-from mso.controllers.rollouts import RolloutError
-from mso.spec.errors import ManifestError
+from mso.errors import MsoError
 from mso.spec.load import load_manifest
 
 if TYPE_CHECKING:
@@ -82,13 +81,11 @@ def create_app(daemon: Daemon, token: str | None = None,
         return JSONResponse({"error": _first_problem(exc.errors()),
                              "detail": jsonable_encoder(exc.errors())}, 422)
 
-    @app.exception_handler(ManifestError)
-    async def bad_manifest(request: Request, exc: ManifestError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, 422)
-
-    @app.exception_handler(RolloutError)
-    async def rollout_refused(request: Request, exc: RolloutError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, 409)
+    @app.exception_handler(MsoError)
+    async def mso_error(request: Request, exc: MsoError) -> JSONResponse:
+        # The error tree (mso.errors) says the status: a bad manifest 422, a rollout
+        # command with nothing to act on 409, the proxy not answering 503, ...
+        return JSONResponse({"error": str(exc)}, exc.http_status)
 
     @app.get("/v1/services/{service}/rollout")
     async def rollout_status(service: str) -> dict[str, Any]:

@@ -12,18 +12,20 @@ from typing import Any
 
 import httpx
 
+from mso.errors import Failed, Unavailable
 from mso.paths import StatePaths
 
 
-class CliError(Exception):
-    """A failure to report as one line on stderr, with an exit code."""
+class CliError(Failed):
+    """A failure of a command, to report as one line on stderr, with an exit code (2: bad
+    usage). Prefer the kinds of mso.errors where one fits."""
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
 
 
-class NotRunning(CliError):
+class NotRunning(CliError, Unavailable):
     def __init__(self, paths: StatePaths) -> None:
         super().__init__(f"no mso daemon is running for {paths.state_dir.parent} "
                          "(start it with `mso up`)")

@@ -24,6 +24,7 @@ from mso.cli import waiting
 from mso.cli.client import ApiClient, CliError, NotRunning
 from mso.cli.output import log_line
 from mso.engines.local.process import INSTANCE_ENV, find_env_processes
+from mso.errors import Failed
 from mso.engines.problems import REPORT_LOG_LINES
 from mso.paths import StatePaths
 from mso.ports import bind_error, port_holder, port_holder_pid
@@ -87,7 +88,7 @@ def last_event_id(paths: StatePaths, client: ApiClient) -> int:
         return 0
 
 
-class StartupFailed(CliError):
+class StartupFailed(CliError, Failed):
     """A wait (`up -d`, `deploy --wait`) that ended early or timed out. `failing` lists
     what failed and why, with its last log lines (`output.failure_report` shows it);
     the caller says what was left running."""

@@ -24,6 +24,7 @@ from mso.cli.lifecycle import (StartupFailed, down_app, follow_foreground, last_
 from mso.engines.remote import (DeployFailed, EngineOptions, RemoteEngine,
                                 RemoteEngineError, SupportsRestart, engine_events,
                                 remote_engine)
+from mso.errors import MsoError
 from mso.paths import StatePaths
 from mso.spec.errors import ManifestError
 from mso.spec.load import LoadedManifest, load_manifest
@@ -629,23 +630,19 @@ def report_failure(exc: StartupFailed) -> None:
 
 
 def main() -> None:
+    """Run the CLI; translate every error at this boundary (mso.errors): one line on
+    stderr (plus the evidence of a failed start-up or deploy) and the kind's exit code."""
     try:
         cli.main(standalone_mode=False)
-    except ManifestError as exc:
-        click.echo(f"mso: {exc}", err=True)
-        sys.exit(2)
     except StartupFailed as exc:
         report_failure(exc)
         sys.exit(exc.exit_code)
-    except CliError as exc:
-        click.echo(f"mso: {exc}", err=True)
-        sys.exit(exc.exit_code)
     except DeployFailed as exc:
         output.failure_report(exc.failing)
-        sys.exit(1)
-    except RemoteEngineError as exc:
+        sys.exit(exc.exit_code)
+    except MsoError as exc:
         click.echo(f"mso: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(exc.exit_code)
     except click.exceptions.Abort as exc:
         # Ctrl-C is how one ends `logs -f` and `events -f`: not an error, no message.
         if isinstance(exc.__cause__, KeyboardInterrupt):

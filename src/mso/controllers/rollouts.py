@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mso.errors import Conflict
 from mso.analysis import AnalysisConfig, CanaryJudge, SnapshotError, Verdict, window_from_snapshots
 from mso.releases.ports import port_map
 from mso.strategies import bluegreen, canary, rolling
@@ -29,7 +30,7 @@ from mso.store.records import Desired
 log = logging.getLogger("mso.controllers.rollouts")
 
 
-class RolloutError(Exception):
+class RolloutError(Conflict):
     """A rollout command that cannot be carried out (shown to the user as is)."""
 
 

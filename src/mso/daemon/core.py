@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
+from mso.errors import Conflict
 from mso.controllers.replicas import ObservedReplica, RollingParams, StartReplica, plan
 from mso.controllers.rollouts import Member, RolloutController, RolloutError
 from mso.controllers.routing import RouteView, ServiceRouting, build_table
@@ -45,7 +46,7 @@ log = logging.getLogger("mso.daemon")
 RECONCILE_PERIOD = 0.5
 
 
-class DaemonBusy(RuntimeError):
+class DaemonBusy(Conflict):
     """Another daemon already holds this app's lock."""
 
 

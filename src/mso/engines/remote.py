@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from mso.errors import Failed
 from mso.spec.load import LoadedManifest
 
 
@@ -27,7 +28,7 @@ class EngineOptions:
     version: str | None = None  # render: the target Kubernetes version, e.g. "1.29"
 
 
-class RemoteEngineError(Exception):
+class RemoteEngineError(Failed):
     """A failure of the engine, reported to the user as one line."""
 
 

@@ -10,17 +10,18 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from mso.errors import Failed, Unavailable
 
 
-class ProxyError(Exception):
+class ProxyError(Failed):
     """Base class of control-client errors."""
 
 
-class ProxyUnavailable(ProxyError):
+class ProxyUnavailable(ProxyError, Unavailable):
     """The proxy process cannot be reached right now (temporary)."""
 
 
-class ProxyRejected(ProxyError):
+class ProxyRejected(ProxyError, Failed):
     """The proxy refused the request (permanent for this input)."""
 
 

@@ -13,6 +13,7 @@ import stat
 from typing import Any, Protocol
 
 from .table import TableError
+from mso.errors import UsageError
 
 MAX_LINE = 64 * 1024 * 1024
 
@@ -27,7 +28,7 @@ class ControlHandler(Protocol):
     async def metrics(self) -> dict[str, Any]: ...
 
 
-class ControlError(Exception):
+class ControlError(UsageError):
     """A request that cannot be served; the message goes back as `error`."""
 
 

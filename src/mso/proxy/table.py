@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+from mso.errors import UsageError
 
 LISTENER_MODES = frozenset({"http", "tcp", "metrics"})
 BALANCERS = frozenset({"round_robin", "least_request"})
 
 
-class TableError(ValueError):
+class TableError(UsageError, ValueError):
     """The table is malformed; the message says which field and why."""
 
 

@@ -13,6 +13,8 @@ secret value.
 
 from __future__ import annotations
 
+from mso.errors import UsageError
+
 from collections.abc import Iterable, Sequence
 
 __all__ = ["ManifestError", "ManifestErrors", "LocatedError", "Loc"]
@@ -20,7 +22,7 @@ __all__ = ["ManifestError", "ManifestErrors", "LocatedError", "Loc"]
 Loc = tuple[str | int, ...]
 
 
-class ManifestError(Exception):
+class ManifestError(UsageError):
     """One problem in a manifest (or in a file it references).
 
     `field` is a dotted path such as `services.web.ports.http` ('' for the whole

@@ -33,13 +33,14 @@ import docker.errors  # type: ignore[import-untyped]
 import mso
 from mso.engines.images import rootfs
 from mso.spec.load import LoadedManifest
+from mso.errors import Failed
 
 GATEWAY_PACKAGES = ("uvloop", "httptools")
 _SKIP_NAMES = {".mso", ".git", "__pycache__", ".mypy_cache", ".pytest_cache", ".venv",
                "node_modules", ".hypothesis", ".tox"}
 
 
-class ImageError(Exception):
+class ImageError(Failed):
     """An image could not be built (the message says which and why)."""
 
 
