@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mso.engines.local.model_map import port_map, probe_spec
+from mso.engines.local.model_map import probe_spec
+from mso.releases.ports import port_map
 from mso.releases.apply import apply_manifest, spec_changes
 from mso.daemon.replica_env import replica_environment
 from mso.spec.load import load_manifest
