@@ -464,7 +464,10 @@ async def test_a_failing_readiness_probe_is_a_problem_only_after_the_allowance(
     sup = supervisor(make_spec(tmp_path, readiness=http_probe("/ready")), rec,
                      clock=lambda: now[0])
     sup.start()
-    await until(lambda: "readiness probe failed" in sup.last_reason, what="probe failing")
+    # The reason follows the probe's answer: "connection refused" until the server
+    # listens, then what it answers.
+    await until(lambda: "HTTP GET /ready returned 500" in sup.last_reason,
+                what="probe failing with the server's answer")
     assert sup.problem() is None  # within the start-up allowance (the clock stands still)
     now[0] += 10.0
     problem = sup.problem()

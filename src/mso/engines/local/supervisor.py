@@ -390,6 +390,7 @@ class ReplicaSupervisor:
                 self._change_state(S.READY, "running (no readiness probe)")
             return
         tracker = ProbeTracker.for_spec("readiness", spec)
+        reported = ""
         await asyncio.sleep(spec.initial_delay)
         while self._probing():
             result = await self._check(spec)
@@ -402,10 +403,15 @@ class ReplicaSupervisor:
             elif changed and tracker.passing and self.state == S.RUNNING:
                 self._change_state(S.READY, "readiness probe passed")
             elif (changed and not tracker.passing and self.state == S.READY) or (
-                    self.state == S.RUNNING
-                    and tracker.consecutive_failures == tracker.failure_threshold):
+                    self.state == S.RUNNING and tracker.exhausted
+                    and (tracker.consecutive_failures == tracker.failure_threshold
+                         or tracker.last_detail != reported)) \
+                    and self._silent_port is None:
                 # The second case: never ready yet. `mso ps` and the events then say
-                # why (once per failing streak) instead of "started" for ever.
+                # why (once per failing streak, and again when the probe's answer
+                # changes: "connection refused" becomes "returned 500" once the server
+                # listens) instead of "started" for ever.
+                reported = tracker.last_detail
                 self._change_state(S.RUNNING, f"readiness probe failed "
                                    f"{tracker.consecutive_failures} times: "
                                    f"{tracker.last_detail}")
