@@ -16,14 +16,14 @@ from typing import Any, TypeVar, cast
 
 import click
 
-from mso.cli import offline, output, waiting
+from mso.cli import output, waiting
+from mso.cli.engines import Engine, LocalEngine, RemoteApp
 from mso.cli.client import ApiClient, CliError
 from mso.cli.lifecycle import (StartupFailed, down_app, follow_foreground, last_event_id,
                                 preflight_ports, running_summary, start_daemon,
                                 wait_deployed, wait_ready)
 from mso.engines.remote import (DeployFailed, EngineOptions, RemoteEngine,
-                                RemoteEngineError, SupportsRestart, engine_events,
-                                remote_engine)
+                                RemoteEngineError, remote_engine)
 from mso.errors import MsoError
 from mso.paths import StatePaths
 from mso.spec.errors import ManifestError
@@ -150,6 +150,16 @@ def on_remote(file: str | None, opts: dict[str, Any]) -> tuple[RemoteEngine, Loa
     return remote(name, opts), loaded
 
 
+def engine_for(file: str | None, opts: dict[str, Any]) -> Engine:
+    """The engine that runs the app, behind the one protocol the commands use."""
+    name = engine_name(file, opts.get("engine"))
+    if name == "local":
+        return LocalEngine(manifest_path(file), no_app_here,
+                           lambda line: click.echo(line, err=True))
+    loaded = load(file)
+    return RemoteApp(name, remote(name, opts), loaded)
+
+
 def local_only(command: str, file: str | None, engine: str | None, instead: str) -> None:
     """Refuse (exit 2) a command the Swarm and Kubernetes engines do not carry out yet,
     instead of sending it to a local daemon that is not there."""
@@ -165,19 +175,6 @@ def client_for(file: str | None) -> ApiClient:
     if not path.exists() and not paths.db.exists():
         raise no_app_here(path)
     return ApiClient(paths)
-
-
-def reader_for(file: str | None) -> tuple[ApiClient | None, StatePaths]:
-    """For the read-only commands: the daemon's API when it runs, else (None, paths) to
-    read `.mso/` directly (after `mso down` or a crash)."""
-    path = manifest_path(file)
-    paths = StatePaths.for_manifest(path)
-    client = ApiClient(paths)
-    if client.alive():
-        return client, paths
-    if paths.db.exists():
-        return None, paths
-    raise no_app_here(path)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -324,20 +321,8 @@ def deploy(file: str | None, engine: str | None, fmt: str, wait: bool, timeout: 
 @manifest_options
 @output_option("json")
 def ps(file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
-    """Replicas and their state."""
-    target = on_remote(file, dict(opts, engine=engine))
-    if target:
-        data = target[0].ps(target[1])
-    else:
-        client, paths = reader_for(file)
-        data = client.get("/v1/ps") if client else offline.ps(paths)
-        manifest = manifest_path(file)
-        if client is not None and manifest.exists():
-            try:
-                data["drift"] = client.post("/v1/diff", {"manifest": str(manifest),
-                                                         "environ": dict(os.environ)})["drift"]
-            except CliError:  # an invalid manifest: `mso validate` says why; ps still works
-                data["drift"] = []
+    """Replicas and their state (the last known state when mso is not running)."""
+    data = engine_for(file, dict(opts, engine=engine)).ps()
     output.emit_json(data) if fmt == "json" else output.ps_table(data)
 
 
@@ -346,8 +331,7 @@ def ps(file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
 @output_option("json")
 def endpoints(file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
     """Stable addresses, the gateway, and where each service routes."""
-    target = on_remote(file, dict(opts, engine=engine))
-    data = target[0].endpoints(target[1]) if target else client_for(file).get("/v1/endpoints")
+    data = engine_for(file, dict(opts, engine=engine)).endpoints()
     output.emit_json(data) if fmt == "json" else output.endpoints_table(data)
 
 
@@ -363,21 +347,9 @@ def logs(service: str | None, file: str | None, engine: str | None, follow: bool
     """Logs of the app or of one service."""
     if follow:
         output.exit_when_output_closes()
-    target = on_remote(file, dict(opts, engine=engine))
-    if target is not None:
-        records = target[0].logs(target[1], service, follow, output.since_epoch(since), tail)
-        output.print_records(records, fmt)
-        return
-    client, paths = reader_for(file)
-    if client is not None:
-        output.logs(client, service, follow, since, tail, fmt)
-        return
-    if service is not None:
-        offline.releases(paths, service)  # an unknown service is an error, as with a daemon
-    output.print_records(offline.logs(paths, service, output.since_epoch(since), tail), fmt)
-    if follow:
-        click.echo("mso: not following: mso is not running (start it with `mso up`)",
-                   err=True)
+    records = engine_for(file, dict(opts, engine=engine)).logs(
+        service, follow, output.since_epoch(since), tail)
+    output.print_records(records, "ndjson" if follow and fmt == "json" else fmt)
 
 
 @cli.command()
@@ -392,20 +364,8 @@ def events(file: str | None, engine: str | None, follow: bool, service: str | No
     """The event log: state changes, releases, jobs, drains."""
     if follow:
         output.exit_when_output_closes()
-    name = engine_name(file, engine)
-    if name != "local":
-        records = engine_events(remote(name, dict(opts, engine=name)), name, load(file),
-                                service, follow, tail)
-        output.print_events(records, follow, fmt)
-        return
-    client, paths = reader_for(file)
-    if client is not None:
-        output.events(client, service, follow, tail, fmt)
-        return
-    output.print_events(iter(offline.events(paths, service, tail)), False, fmt)
-    if follow:
-        click.echo("mso: not following: mso is not running (start it with `mso up`)",
-                   err=True)
+    records = engine_for(file, dict(opts, engine=engine)).events(service, follow, tail)
+    output.print_events(records, follow, fmt)
 
 
 @cli.command()
@@ -416,13 +376,8 @@ def scale(assignment: str, file: str | None, engine: str | None, **opts: Any) ->
     name, sep, count = assignment.partition("=")
     if not sep or not count.isdigit():
         raise CliError(f"expected SERVICE=N, got {assignment!r}", 2)
-    target = on_remote(file, dict(opts, engine=engine))
-    if target is not None:
-        target[0].scale(target[1], name, int(count))
-        click.echo(f"{name}: scaling to {count}")
-        return
-    result = client_for(file).post(f"/v1/services/{name}/scale", {"replicas": int(count)})
-    click.echo(f"{result['service']}: scaling to {result['replicas']}")
+    replicas = engine_for(file, dict(opts, engine=engine)).scale(name, int(count))
+    click.echo(f"{name}: scaling to {replicas}")
 
 
 @cli.command()
@@ -431,16 +386,8 @@ def scale(assignment: str, file: str | None, engine: str | None, **opts: Any) ->
 def restart(service: str, file: str | None, engine: str | None, **opts: Any) -> None:
     """Restart a service's replicas one by one, without downtime (stop first, then start,
     for a service whose rollout strategy is `recreate`)."""
-    target = on_remote(file, dict(opts, engine=engine))
-    if target is not None:
-        if not isinstance(target[0], SupportsRestart):
-            raise CliError(f"mso restart: not supported on {engine_name(file, engine)} yet; "
-                           "deploy a changed manifest (a new release) instead", 2)
-        how = target[0].restart(target[1], service)
-        click.echo(f"{service}: {how} restart started")
-        return
-    result = client_for(file).post(f"/v1/services/{service}/restart")
-    click.echo(f"{service}: {result.get('strategy', 'rolling')} restart started")
+    how = engine_for(file, dict(opts, engine=engine)).restart(service)
+    click.echo(f"{service}: {how} restart started")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -467,13 +414,7 @@ def run(service: str, command: tuple[str, ...], file: str | None, engine: str | 
 def releases(service: str, file: str | None, engine: str | None, fmt: str,
              **opts: Any) -> None:
     """Release history of a service."""
-    target = on_remote(file, dict(opts, engine=engine))
-    if target:
-        data = target[0].releases(target[1], service)
-    else:
-        client, paths = reader_for(file)
-        data = client.get(f"/v1/services/{service}/releases") if client \
-            else offline.releases(paths, service)
+    data = engine_for(file, dict(opts, engine=engine)).releases(service)
     output.emit_json(data) if fmt == "json" else output.releases_table(service, data)
 
 
@@ -484,12 +425,7 @@ def releases(service: str, file: str | None, engine: str | None, fmt: str,
 def rollback(service: str, file: str | None, engine: str | None, to: int | None,
              **opts: Any) -> None:
     """Roll a service back to an earlier release (as a new release)."""
-    target = on_remote(file, dict(opts, engine=engine))
-    if target is not None:
-        number = target[0].rollback(target[1], service, to)
-    else:
-        number = client_for(file).post(f"/v1/services/{service}/rollback",
-                                       {"to": to})["release"]
+    number = engine_for(file, dict(opts, engine=engine)).rollback(service, to)
     click.echo(f"{service}: rolling back as release {number}")
 
 
@@ -510,32 +446,12 @@ def rollout(action: str, service: str, file: str | None, engine: str | None, fmt
         raise CliError("--watch goes with `rollout status` only", 2)
     if timeout is not None and not watch:
         raise CliError("--timeout goes with --watch", 2)
-    target = on_remote(file, dict(opts, engine=engine))
-    get_status: Callable[[], dict[str, Any]]
-    if target is not None:
-        engine_, loaded = target
-        if not watch:
-            data = engine_.rollout(loaded, action, service)
-            output.emit_json(data) if fmt == "json" else output.rollout_status(data)
-            return
-
-        def get_status() -> dict[str, Any]:
-            return engine_.rollout(loaded, "status", service)
-    else:
-        if not watch:
-            if action == "status":
-                reader, paths = reader_for(file)
-                data = reader.get(f"/v1/services/{service}/rollout") if reader \
-                    else offline.rollout_status(paths, service)
-            else:
-                data = client_for(file).post(f"/v1/services/{service}/rollout/{action}")
-            output.emit_json(data) if fmt == "json" else output.rollout_status(data)
-            return
-        client = client_for(file)
-
-        def get_status() -> dict[str, Any]:
-            return dict(client.get(f"/v1/services/{service}/rollout"))
-    _watch_rollout(get_status, fmt, timeout)
+    target = engine_for(file, dict(opts, engine=engine))
+    if not watch:
+        data = target.rollout(action, service)
+        output.emit_json(data) if fmt == "json" else output.rollout_status(data)
+        return
+    _watch_rollout(lambda: target.rollout("status", service), fmt, timeout)
 
 
 def _watch_rollout(get_status: Callable[[], dict[str, Any]], fmt: str,

@@ -224,41 +224,9 @@ def failure_report(failing: list[dict[str, Any]], header: str | None = None) -> 
     click.echo("mso: more with `mso ps` and `mso logs SERVICE`", err=True)
 
 
-def logs(client: ApiClient, service: str | None, follow: bool, since: str | None,
-         tail: int | None, fmt: str) -> None:
-    params: dict[str, Any] = {"service": service, "since": since_epoch(since), "tail": tail}
-    if not follow:
-        records = client.get("/v1/logs", **params)
-        if fmt == "json":
-            emit_json(records)
-            return
-        for record in records:
-            click.echo(json.dumps(record) if fmt == "ndjson" else log_line(record))
-        return
-    for record in client.stream("GET", "/v1/logs", follow="true", **params):
-        click.echo(json.dumps(record) if fmt in ("json", "ndjson") else log_line(record))
-        sys.stdout.flush()
-
-
 def event_line(e: dict[str, Any]) -> str:
     who = e.get("replica") or e.get("service") or "mso"
     return f"{_ts(e['ts'])} {e['type']:<18} {who:<16} {e['message']}"
-
-
-def events(client: ApiClient, service: str | None, follow: bool, tail: int,
-           fmt: str) -> None:
-    records = client.get("/v1/events", service=service, limit=tail)
-    if fmt == "json" and not follow:
-        emit_json(records)
-        return
-    for e in records:
-        click.echo(json.dumps(e) if fmt != "table" else event_line(e))
-    if follow:
-        after = records[-1]["id"] if records else 0
-        for e in client.stream("GET", "/v1/events", follow="true", after=after,
-                               service=service):
-            click.echo(json.dumps(e) if fmt != "table" else event_line(e))
-            sys.stdout.flush()
 
 
 def print_events(records: Iterator[dict[str, Any]], follow: bool, fmt: str) -> None:

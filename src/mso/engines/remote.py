@@ -116,14 +116,6 @@ class SupportsEvents(Protocol):
                tail: int) -> Iterator[dict[str, Any]]: ...
 
 
-def engine_events(engine: RemoteEngine, name: str, loaded: LoadedManifest,
-                  service: str | None, follow: bool, tail: int) -> Iterator[dict[str, Any]]:
-    """`mso events` on a remote engine; engines without an event log say so."""
-    if not isinstance(engine, SupportsEvents):
-        raise RemoteEngineError(f"`mso events` is not supported on the {name} engine yet")
-    return engine.events(loaded, service, follow, tail)
-
-
 _ENGINES = {
     "swarm": "mso.engines.swarm.engine:SwarmEngine",
     "kubernetes": "mso.engines.kubernetes.engine:KubernetesEngine",

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from mso.engines.remote import RemoteEngineError, engine_events
 
 from tests.store.event_log import MANIFEST, MSO, seed_events
 
@@ -36,8 +35,3 @@ def test_cli_says_when_the_app_was_never_deployed_to_swarm(tmp_path: Path) -> No
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 1 and "never deployed to Swarm" in proc.stderr
     assert not (tmp_path / ".mso").exists()
-
-
-def test_engines_without_an_event_log_say_so() -> None:
-    with pytest.raises(RemoteEngineError, match="not supported on the other engine"):
-        engine_events(object(), "other", None, None, False, 10)  # type: ignore[arg-type]
