@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from mso.cli import offline
 from mso.cli.client import ApiClient, CliError
-from mso.engines.remote import RemoteEngine, SupportsEvents, SupportsRestart
 from mso.paths import StatePaths
-from mso.spec.load import LoadedManifest
+
+if TYPE_CHECKING:
+    from mso.engines.remote import RemoteEngine
+    from mso.spec.load import LoadedManifest
 
 NOT_RUNNING = "mso: not following: mso is not running (start it with `mso up`)"
 
@@ -89,6 +90,7 @@ class LocalEngine:
     def ps(self) -> dict[str, Any]:
         client = self._reader()
         if client is None:
+            from mso.cli import offline  # only without a daemon: its imports cost
             return offline.ps(self.paths)
         data: dict[str, Any] = client.get("/v1/ps")
         if self.manifest.exists():
@@ -113,7 +115,9 @@ class LocalEngine:
                 yield from client.get("/v1/logs", **params)
             return
         if service is not None:
+            from mso.cli import offline
             offline.releases(self.paths, service)  # unknown service: an error, as with a daemon
+        from mso.cli import offline
         yield from offline.logs(self.paths, service, since, tail)
         if follow:
             self._note(NOT_RUNNING)
@@ -122,6 +126,7 @@ class LocalEngine:
                tail: int) -> Iterator[dict[str, Any]]:
         client = self._reader()
         if client is None:
+            from mso.cli import offline
             yield from offline.events(self.paths, service, tail)
             if follow:
                 self._note(NOT_RUNNING)
@@ -144,6 +149,7 @@ class LocalEngine:
     def releases(self, service: str) -> list[dict[str, Any]]:
         client = self._reader()
         if client is None:
+            from mso.cli import offline
             return offline.releases(self.paths, service)
         return list(client.get(f"/v1/services/{service}/releases"))
 
@@ -155,6 +161,7 @@ class LocalEngine:
         if action == "status":
             client = self._reader()
             if client is None:
+                from mso.cli import offline
                 return offline.rollout_status(self.paths, service)
             return dict(client.get(f"/v1/services/{service}/rollout"))
         return dict(self.client().post(f"/v1/services/{service}/rollout/{action}"))
@@ -180,6 +187,7 @@ class RemoteApp:
 
     def events(self, service: str | None, follow: bool,
                tail: int) -> Iterator[dict[str, Any]]:
+        from mso.engines.remote import SupportsEvents
         if not isinstance(self.engine, SupportsEvents):
             raise CliError(f"mso events: not supported on {self.name} yet", 2)
         return self.engine.events(self.loaded, service, follow, tail)
@@ -189,6 +197,7 @@ class RemoteApp:
         return replicas
 
     def restart(self, service: str) -> str:
+        from mso.engines.remote import SupportsRestart
         if not isinstance(self.engine, SupportsRestart):
             raise CliError(f"mso restart: not supported on {self.name} yet; deploy a "
                            "changed manifest (a new release) instead", 2)

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -28,8 +28,10 @@ from mso.errors import Failed
 from mso.engines.problems import REPORT_LOG_LINES
 from mso.paths import StatePaths
 from mso.ports import bind_error, port_holder, port_holder_pid
-from mso.spec.load import LoadedManifest
 from mso.store.db import Store
+
+if TYPE_CHECKING:
+    from mso.spec.load import LoadedManifest
 
 START_TIMEOUT = 30.0
 FAILURE_EVENTS = ("job.failed", "daemon.error", "proxy.error")

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
+if TYPE_CHECKING:
+    from mso.spec.load import LoadedManifest
 from mso.cli import output, waiting
 from mso.cli.engines import Engine, LocalEngine, RemoteApp
 from mso.cli.client import ApiClient, CliError
@@ -27,7 +30,6 @@ from mso.engines.remote import (DeployFailed, EngineOptions, RemoteEngine,
 from mso.errors import MsoError
 from mso.paths import StatePaths
 from mso.spec.errors import ManifestError
-from mso.spec.load import LoadedManifest, load_manifest
 
 F = TypeVar("F", bound=Callable[..., Any])
 UP_TIMEOUT = 120.0
@@ -81,6 +83,8 @@ def no_app_here(path: Path) -> CliError:
 
 
 def load(file: str | None, positional: str | None = None) -> LoadedManifest:
+    # Imported here: the models cost ~0.1 s to import, which `mso ps` does not pay.
+    from mso.spec.load import load_manifest
     path = manifest_path(file, positional)
     if not (positional or file) and not path.exists():
         raise no_app_here(path)
@@ -125,11 +129,22 @@ def engine_name(file: str | None, engine: str | None,
         return engine
     if loaded is not None:
         return loaded.manifest.engine
+    return declared_engine(manifest_path(file))
+
+
+_ENGINE_LINE = re.compile(r"^engine:\s*[\"']?(local|swarm|kubernetes)[\"']?\s*(#.*)?$", re.M)
+
+
+def declared_engine(path: Path) -> str:
+    """The manifest's top-level `engine:`, read without loading the manifest (commands
+    such as `mso ps` must answer fast, and even when the manifest has since been broken).
+    Anything but a plain `engine: NAME` line means local, as no `engine:` does."""
     try:
-        return load_manifest(manifest_path(file), dict(os.environ),
-                             check_files=False).manifest.engine
-    except ManifestError:
+        text = path.read_text(errors="replace")
+    except OSError:
         return "local"  # e.g. `mso ps` beside no manifest: the local state decides
+    found = _ENGINE_LINE.search(text)
+    return found.group(1) if found else "local"
 
 
 def remote(name: str, opts: dict[str, Any]) -> RemoteEngine:

@@ -1,4 +1,4 @@
-"""How the CLI shows things: rich tables for people, JSON and NDJSON for scripts."""
+"""How the CLI shows things: tables for people (mso.cli.term), JSON and NDJSON for scripts."""
 
 from __future__ import annotations
 
@@ -14,14 +14,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from mso.cli.term import Console, Table, escape
 
 from mso.cli.client import ApiClient, CliError
 
-# Piped output is not squeezed into 80 columns: scripts and logs want whole lines.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+# Piped output is never squeezed into 80 columns: scripts and logs want whole lines.
+console = Console()
 
 STATE_STYLES = {"READY": "green", "RUNNING": "yellow", "STARTING": "yellow",
                 "BACKOFF": "red", "FAILED": "bold red", "STOPPING": "magenta",
@@ -65,17 +63,13 @@ def emit_json(data: Any) -> None:
 
 
 def _table(*columns: str) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in columns:
-        table.add_column(column)
-    return table
+    return Table(*columns)
 
 
 def ps_table(data: dict[str, Any]) -> None:
     table = _table("SERVICE", "REPLICA", "RELEASE", "SUBSET", "STATE", "PID", "ADDRESS",
                    "RESTARTS", "REASON")
-    # The reason is the one column people read to the end: never cut it, fold it.
-    table.columns[-1].overflow = "fold"
+    # The reason is the one column people read to the end: never cut, folded (term.Table).
     if not data["replicas"] and data.get("offline"):
         console.print(f"[dim]{escape(data['offline'])}[/]")
         return

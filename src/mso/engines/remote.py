@@ -12,10 +12,12 @@ import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from mso.errors import Failed
-from mso.spec.load import LoadedManifest
+
+if TYPE_CHECKING:
+    from mso.spec.load import LoadedManifest
 
 
 @dataclass(frozen=True)

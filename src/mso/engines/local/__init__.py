@@ -11,16 +11,6 @@ Public API (the daemon drives these):
 
 from __future__ import annotations
 
-from mso.engines.local.cgroups import Cgroup, CgroupManager
-from mso.engines.local.logs import LogCollector, LogStore
-from mso.engines.local.probes import ProbeResult, ProbeSpec
-from mso.engines.local.process import ProcessRef, kill_instance_processes
-from mso.engines.local.replica import ReplicaSpec
-from mso.engines.local.states import IllegalTransition, ReplicaState
-from mso.engines.local.supervisor import ReplicaSupervisor
-
-__all__ = [
-    "Cgroup", "CgroupManager", "IllegalTransition", "LogCollector", "LogStore", "ProbeResult",
-    "ProbeSpec", "ProcessRef", "ReplicaSpec", "ReplicaState", "ReplicaSupervisor",
-    "kill_instance_processes",
-]
+# The submodules are imported by their users (`from mso.engines.local.supervisor import
+# ReplicaSupervisor`): importing the package must stay cheap, because the CLI reads
+# `mso.engines.local.process` for its sweep and must not pay for the supervisor.
