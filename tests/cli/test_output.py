@@ -121,3 +121,39 @@ def test_initial_release_is_recorded_as_promoted_once_ready(running: MsoApp) -> 
     assert running.all_ready(RUNNING_REPLICAS)
     wait_for(lambda: one_json_document(running, "releases", "db")[0]["outcome"]
              == "promoted", timeout=5, message="release 1 promoted")
+
+
+def test_yaml_output_is_the_json_document(running: MsoApp) -> None:
+    import yaml
+    for args in (("ps",), ("endpoints",), ("releases", "echo"), ("rollout", "status", "echo")):
+        as_json = running.json(*args)
+        as_yaml = yaml.safe_load(running.cli(*args, "-o", "yaml").stdout)
+        if args == ("ps",):  # restarts and reasons may move between the two reads
+            assert [r["replica"] for r in as_yaml["replicas"]] == \
+                [r["replica"] for r in as_json["replicas"]]
+        else:
+            assert as_yaml == as_json, args
+
+
+def test_ps_watch_follows_until_its_reader_goes(running: MsoApp) -> None:
+    import subprocess
+    from tests.cli.conftest import clean_env, mso_argv
+    proc = subprocess.Popen(mso_argv("ps", "-w", "--interval", "0.2", "-o", "json"),
+                            cwd=running.folder, stdout=subprocess.PIPE, text=True,
+                            env=clean_env())
+    assert proc.stdout is not None
+    first = json.loads(proc.stdout.readline())  # one JSON document per line
+    assert {r["service"] for r in first["replicas"]} >= {"echo"}
+    proc.stdout.close()  # the reader goes away: `mso ps -w | head -1`
+    assert proc.wait(timeout=20) == 0
+
+
+def test_shell_completion_script_is_offered() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    mso = str(Path(sys.executable).with_name("mso"))  # the installed command, as users run it
+    proc = subprocess.run([mso], env=dict(os.environ, _MSO_COMPLETE="bash_source"),
+                          capture_output=True, text=True, timeout=60)
+    assert "complete -o nosort -F _mso_completion mso" in proc.stdout, proc.stdout[-500:]

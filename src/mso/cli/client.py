@@ -32,6 +32,16 @@ class NotRunning(CliError, Unavailable):
                          "(start it with `mso up`)")
 
 
+class StartupFailed(CliError, Failed):
+    """A wait (`up -d`, `deploy --wait`) that ended early or timed out. `failing` lists
+    what failed and why, with its last log lines (`output.failure_report` shows it);
+    the caller says what was left running."""
+
+    def __init__(self, message: str, failing: list[dict[str, Any]]) -> None:
+        super().__init__(message, 1)
+        self.failing = failing
+
+
 class _UnixConnection(http.client.HTTPConnection):
     """HTTP/1.1 over the daemon's unix socket (the API is never served on TCP to the CLI)."""
 

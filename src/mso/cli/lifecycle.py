@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mso.cli import waiting
-from mso.cli.client import ApiClient, CliError, NotRunning
+from mso.cli.client import ApiClient, CliError, NotRunning, StartupFailed
 from mso.cli.output import log_line
 from mso.engines.local.process import INSTANCE_ENV, find_env_processes
 from mso.errors import Failed
@@ -88,16 +88,6 @@ def last_event_id(paths: StatePaths, client: ApiClient) -> int:
             store.close()
     except sqlite3.Error:
         return 0
-
-
-class StartupFailed(CliError, Failed):
-    """A wait (`up -d`, `deploy --wait`) that ended early or timed out. `failing` lists
-    what failed and why, with its last log lines (`output.failure_report` shows it);
-    the caller says what was left running."""
-
-    def __init__(self, message: str, failing: list[dict[str, Any]]) -> None:
-        super().__init__(message, 1)
-        self.failing = failing
 
 
 def _event_failures(client: ApiClient, after: int) -> list[dict[str, Any]]:

@@ -21,10 +21,7 @@ if TYPE_CHECKING:
     from mso.spec.load import LoadedManifest
 from mso.cli import output, waiting
 from mso.cli.engines import Engine, LocalEngine, RemoteApp
-from mso.cli.client import ApiClient, CliError
-from mso.cli.lifecycle import (StartupFailed, down_app, follow_foreground, last_event_id,
-                                preflight_ports, running_summary, start_daemon,
-                                wait_deployed, wait_ready)
+from mso.cli.client import ApiClient, CliError, StartupFailed
 from mso.engines.remote import (DeployFailed, EngineOptions, RemoteEngine,
                                 RemoteEngineError, remote_engine)
 from mso.errors import MsoError
@@ -215,6 +212,9 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
     as a replica crash-loops, cannot start, does not listen on its $PORT or keeps failing
     its readiness probe, printing why and its last log lines. A failed start-up stops
     everything it started (unless --keep-on-failure)."""
+    from mso.cli.lifecycle import (down_app, follow_foreground, last_event_id,
+                                    preflight_ports, running_summary, start_daemon,
+                                    wait_ready)
     loaded = load(file, path)
     name = engine_name(file, engine, loaded)
     check_support(loaded, name, enforced_only=True)
@@ -269,6 +269,7 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
 @manifest_options
 def down(file: str | None, engine: str | None, **opts: Any) -> None:
     """Stop everything, leaving no process behind (remote engines: remove what mso made)."""
+    from mso.cli.lifecycle import down_app
     target = on_remote(file, dict(opts, engine=engine))
     if target is not None:
         target[0].down(target[1])
@@ -292,6 +293,7 @@ def down(file: str | None, engine: str | None, **opts: Any) -> None:
 def deploy(file: str | None, engine: str | None, fmt: str, wait: bool, timeout: float,
            force: bool, **opts: Any) -> None:
     """Apply a changed manifest as new releases, with each service's rollout strategy."""
+    from mso.cli.lifecycle import last_event_id, wait_deployed
     loaded = load(file)
     name = engine_name(file, engine, loaded)
     check_support(loaded, name, enforced_only=True)
@@ -334,20 +336,54 @@ def deploy(file: str | None, engine: str | None, fmt: str, wait: bool, timeout: 
 
 @cli.command()
 @manifest_options
-@output_option("json")
-def ps(file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
+@output_option("json", "yaml")
+@click.option("-w", "--watch", is_flag=True,
+              help="Keep watching: redraw on a terminal, print each change when piped "
+                   "(one JSON document per line with -o json). Ctrl-C ends it.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between looks with --watch.")
+def ps(file: str | None, engine: str | None, fmt: str, watch: bool, interval: float,
+       **opts: Any) -> None:
     """Replicas and their state (the last known state when mso is not running)."""
-    data = engine_for(file, dict(opts, engine=engine)).ps()
-    output.emit_json(data) if fmt == "json" else output.ps_table(data)
+    target = engine_for(file, dict(opts, engine=engine))
+    if watch:
+        _watch_ps(target, fmt, interval)
+        return
+    data = target.ps()
+    output.ps_table(data) if fmt == "table" else output.emit(data, fmt)
+
+
+def _watch_ps(target: Engine, fmt: str, interval: float) -> None:
+    """`mso ps -w`, like `kubectl get -w` and `watch mso ps` in one."""
+    output.exit_when_output_closes()
+    redraw = fmt == "table" and sys.stdout.isatty()
+    last = None
+    while True:
+        data = target.ps()
+        key = json.dumps(data, sort_keys=True, default=str)
+        if key != last:
+            last = key
+            if redraw:
+                click.echo("\x1b[H\x1b[2J", nl=False)  # home, clear: a full-screen view
+                click.echo(f"every {interval:g}s: mso ps  {time.strftime('%H:%M:%S')}")
+                output.ps_table(data)
+            elif fmt == "table":
+                click.echo(time.strftime("%H:%M:%S"))
+                output.ps_table(data)
+                click.echo("")
+            else:
+                click.echo(json.dumps(data, default=str))
+            sys.stdout.flush()
+        time.sleep(interval)
 
 
 @cli.command()
 @manifest_options
-@output_option("json")
+@output_option("json", "yaml")
 def endpoints(file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
     """Stable addresses, the gateway, and where each service routes."""
     data = engine_for(file, dict(opts, engine=engine)).endpoints()
-    output.emit_json(data) if fmt == "json" else output.endpoints_table(data)
+    output.endpoints_table(data) if fmt == "table" else output.emit(data, fmt)
 
 
 @cli.command()
@@ -425,12 +461,12 @@ def run(service: str, command: tuple[str, ...], file: str | None, engine: str | 
 @cli.command()
 @click.argument("service")
 @manifest_options
-@output_option("json")
+@output_option("json", "yaml")
 def releases(service: str, file: str | None, engine: str | None, fmt: str,
              **opts: Any) -> None:
     """Release history of a service."""
     data = engine_for(file, dict(opts, engine=engine)).releases(service)
-    output.emit_json(data) if fmt == "json" else output.releases_table(service, data)
+    output.releases_table(service, data) if fmt == "table" else output.emit(data, fmt)
 
 
 @cli.command()
@@ -448,7 +484,7 @@ def rollback(service: str, file: str | None, engine: str | None, to: int | None,
 @click.argument("action", type=click.Choice(["status", "promote", "abort", "pause", "resume"]))
 @click.argument("service")
 @manifest_options
-@output_option("json")
+@output_option("json", "yaml")
 @click.option("-w", "--watch", is_flag=True,
               help="status: follow the rollout to its end, one line per change; exit 0 "
                    "when promoted, 1 when rolled back or failed.")
@@ -464,7 +500,7 @@ def rollout(action: str, service: str, file: str | None, engine: str | None, fmt
     target = engine_for(file, dict(opts, engine=engine))
     if not watch:
         data = target.rollout(action, service)
-        output.emit_json(data) if fmt == "json" else output.rollout_status(data)
+        output.rollout_status(data) if fmt == "table" else output.emit(data, fmt)
         return
     _watch_rollout(lambda: target.rollout("status", service), fmt, timeout)
 

@@ -62,6 +62,16 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def emit(data: Any, fmt: str) -> None:
+    """Structured output: `-o json` or `-o yaml` (the same document either way)."""
+    if fmt == "yaml":
+        import yaml  # only for -o yaml
+        click.echo(yaml.safe_dump(json.loads(json.dumps(data, default=str)),
+                                  sort_keys=False, allow_unicode=True), nl=False)
+    else:
+        emit_json(data)
+
+
 def _table(*columns: str) -> Table:
     return Table(*columns)
 
