@@ -15,7 +15,23 @@ if [ "${MSO_SKIP_K8S_BUILD:-0}" != 1 ] && [ "$(id -u)" = 0 ]; then
     tail -n 15 /tmp/mso-k8s-build.log >&2
   fi
 fi
-.venv/bin/pytest -p no:cacheprovider "$@"
+# What an interrupted earlier run left behind would share the machine with this one (and a
+# running lab would be reused while the timing-sensitive tests run): the suite owns this
+# machine's Swarm and lab, so their leftovers go first. MSO_K8S_KEEP=1 keeps a running lab.
+if [ "$(id -u)" = 0 ]; then
+  if [ "${MSO_K8S_KEEP:-0}" != 1 ] && scripts/k8s-lab.sh status >/dev/null 2>&1; then
+    echo "test.sh: stopping the Kubernetes lab an earlier run left up (tests start it again)"
+    scripts/k8s-lab.sh down >/dev/null 2>&1 || true
+  fi
+  if docker info >/dev/null 2>&1; then
+    left=$(docker service ls -q --filter label=mso.managed=true 2>/dev/null)
+    if [ -n "$left" ]; then
+      echo "test.sh: removing Swarm services an earlier run left: $(docker service ls --format '{{.Name}}' --filter label=mso.managed=true | tr '\n' ' ')"
+      docker service rm $left >/dev/null 2>&1 || true
+    fi
+  fi
+fi
+.venv/bin/pytest -p no:cacheprovider --durations=25 "$@"
 code=$?
 if [ "$code" = 5 ]; then
   echo "test.sh: no tests were collected" >&2

@@ -35,9 +35,6 @@ from tests.e2e.harness import free_port, instance_processes
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / "apps" / "conform.py"
-ROOT = HERE.parents[1]
-LAB = ROOT / "scripts" / "k8s-lab.sh"
-LAB_KUBECONFIG = Path("/var/lib/mso-k8s-lab/admin.kubeconfig")
 
 F = TypeVar("F", bound=Callable[..., Any])
 SCENARIOS: dict[str, str] = {}  # scenario name -> test function name
@@ -210,32 +207,6 @@ def wait_for(condition: Callable[[], Any], timeout: float = 60.0, interval: floa
 
 
 # -- engines ------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def k8s_lab() -> Iterator[Path]:
-    """The Kubernetes lab for the whole conformance suite (started once, stopped after,
-    unless it was already up)."""
-    def run(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["bash", str(LAB), *args], capture_output=True, text=True,
-                              timeout=timeout)
-    if os.geteuid() != 0:
-        pytest.skip("the Kubernetes lab needs root")
-    if run("status", timeout=30).returncode == 0:
-        yield LAB_KUBECONFIG
-        return
-    build = run("build", timeout=3600)
-    if build.returncode != 0:
-        pytest.skip("building the Kubernetes lab failed: " + (build.stderr or build.stdout)[-800:])
-    up = run("up", timeout=600)
-    if up.returncode != 0:
-        run("down", timeout=300)
-        pytest.fail("the lab did not start: " + up.stderr[-2000:])
-    try:
-        yield Path(up.stdout.strip().splitlines()[-1])
-    finally:
-        if not os.environ.get("MSO_K8S_KEEP"):
-            run("down", timeout=300)
-
 
 @pytest.fixture(params=[
     pytest.param("local", marks=pytest.mark.e2e),

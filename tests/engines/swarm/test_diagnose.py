@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from mso.engines.problems import CRASH_LOOP_EXITS, READY_ALLOWANCE
-from mso.engines.swarm.diagnose import epoch, job_problem, rolled_back, slot_problem, slot_view
+from mso.engines.swarm.diagnose import (PLAIN_START_PERIOD, allowance, epoch, job_problem,
+                                      rolled_back, slot_problem, slot_view)
 
 T0 = epoch("2026-12-07T03:00:00Z")
 assert T0 is not None
@@ -136,9 +137,11 @@ def _health(*codes: int, output: str = "HTTP GET /ready returned 503\n") -> dict
 
 def test_a_starting_task_whose_checks_keep_failing_is_not_ready_after_the_allowance() -> None:
     history = [task(0, "starting", "running", check=CHECK, since=1.0)]
-    early = T0 + 1.0 + READY_ALLOWANCE - 0.5
+    # the allowance is the check's start period (Docker ignores failures within it)
+    assert allowance(CHECK) == max(READY_ALLOWANCE, PLAIN_START_PERIOD)
+    early = T0 + 1.0 + allowance(CHECK) - 0.5
     assert slot_problem(history, "any", early, _health(1, 1, 1, 1)) is None
-    later = T0 + 1.0 + READY_ALLOWANCE + 0.5
+    later = T0 + 1.0 + allowance(CHECK) + 0.5
     problem = slot_problem(history, "any", later, _health(1, 1, 1, 1))
     assert problem is not None and problem.kind == "not_ready"
     assert problem.message.endswith(": HTTP GET /ready returned 503")

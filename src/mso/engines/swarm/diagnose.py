@@ -15,7 +15,7 @@ replica's history, and `problem` (mso.engines.problems) is read from it:
 * ``not_ready``: the task's container runs, Docker's healthcheck (mso's readiness probe)
   has not passed, its last ``Retries`` results failed, and it started
   ``READY_ALLOWANCE`` seconds ago or more (more if the healthcheck's start period, which
-  carries a `startup` probe's budget, is longer).
+  carries a `startup` probe's budget and is never under ``PLAIN_START_PERIOD``, is longer).
 
 With a healthcheck Swarm keeps a task in `starting` until the check passes, so a
 `running` task is a ready one. Swarm keeps no history of a task's states, only its last;
@@ -138,10 +138,12 @@ def _health_failing(health: dict[str, Any] | None, retries: int) -> tuple[bool, 
 
 
 def allowance(healthcheck: dict[str, Any]) -> float:
-    """Seconds a started task has before a failing healthcheck is a problem: a `startup`
-    probe's budget (the check's start period above mso's plain one) comes first."""
+    """Seconds a started task has before a failing healthcheck is a problem: at least the
+    check's start period (Docker does not count failures within it, and a first check of
+    a container that is still starting on a loaded machine may time out), which carries
+    a `startup` probe's budget when there is one."""
     start = float(healthcheck.get("StartPeriod", 0) or 0) / NS
-    return max(READY_ALLOWANCE, start if start > PLAIN_START_PERIOD else 0.0)
+    return max(READY_ALLOWANCE, start)
 
 
 @dataclass(frozen=True)
