@@ -131,6 +131,13 @@ class Target:
     def down(self) -> None:
         if self.deployed:
             self.mso("down", check=False, timeout=600)
+        if self.engine == "swarm":
+            # A Swarm controller that outlived a failed `down` would go on reconciling
+            # the next scenario's app of the same name: a failure must not spread.
+            state = str(self.folder / ".mso")
+            left = subprocess.run(["pkill", "-9", "-f", f"mso.engines.swarm --state-dir {state}"],
+                                  check=False).returncode == 0
+            assert not left, "the Swarm controller was still running after `mso down`"
         if self.instance:
             assert instance_processes(self.instance) == [], "processes left after down"
 

@@ -40,6 +40,12 @@ def ensure_swarm() -> None:
             msg = f"SKIPPING SWARM TESTS: docker.io cannot be installed: {proc.stderr[-400:]}"
             print("\n" + "!" * 70 + "\n" + msg + "\n" + "!" * 70, file=sys.stderr)
             pytest.skip(msg)
+    if not _docker_ok() and _run(["pgrep", "-x", "dockerd"]).returncode == 0:
+        # A dockerd that is slow to answer (a loaded machine) is waited for, never joined
+        # by a second one: two daemons on one state directory corrupt Swarm's.
+        deadline = time.monotonic() + 120
+        while not _docker_ok() and time.monotonic() < deadline:
+            time.sleep(1)
     if not _docker_ok():
         log = open("/var/log/mso-dockerd.log", "ab")
         subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)

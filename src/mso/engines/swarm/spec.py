@@ -25,6 +25,9 @@ from mso.engines.swarm.names import Role
 NS = 1_000_000_000
 MIN_HEALTH_TIMEOUT = 5.0  # healthchecks need slack under load (verified on this machine)
 MIN_START_PERIOD = 15.0
+#: The healthcheck command: isolated (-I) and without site-packages (-S), so each check
+#: (one `exec` per period per container) starts Python in ~half the time.
+_PROBE = ["CMD", "python3", "-I", "-S", SHIM_PATH, "probe"]
 
 
 @dataclass(frozen=True)
@@ -90,10 +93,10 @@ def healthcheck(model: dict[str, Any], shim: bool) -> dict[str, Any] | None:
         name = probe.get("port") or next((n for n, (p, _) in ports.items() if p == "http"), None)
         if name is None:
             return None
-        test = ["CMD", "python3", SHIM_PATH, "probe", "http", str(ports[name][1]),
+        test = [*_PROBE, "http", str(ports[name][1]),
                 probe["http"], str(max(float(probe["timeout"]), MIN_HEALTH_TIMEOUT) - 0.5)]
     else:
-        test = ["CMD", "python3", SHIM_PATH, "probe", "tcp", str(ports[probe["tcp"]][1]),
+        test = [*_PROBE, "tcp", str(ports[probe["tcp"]][1]),
                 str(max(float(probe["timeout"]), MIN_HEALTH_TIMEOUT) - 0.5)]
     startup = health.get("startup") or {}
     start = float(startup.get("period", 0)) * int(startup.get("failure_threshold", 0))
