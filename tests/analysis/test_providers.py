@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import threading
@@ -35,12 +36,14 @@ class FakeServer:
         self.delay = threading.Event()  # set: hold every answer until released
         self.release = threading.Event()
         self.requests: list[tuple[str, str, bytes]] = []
+        self.authorization: list[str | None] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 server.requests.append((self.command, self.path, self.rfile.read(length)))
+                server.authorization.append(self.headers.get("authorization"))
                 if server.delay.is_set():
                     server.release.wait(30)
                 body = server.body(self.path) if callable(server.body) else server.body
@@ -288,5 +291,9 @@ def test_credentials_in_urls_never_reach_reasons(dead_url: str, server: FakeServ
     hook = WebhookProvider(server.url.replace("http://", "http://admin:hunter22@"))
     failed = sample(hook)
     assert failed.phase == "fail" and "hunter22" not in failed.reason
-    # httpx sends the userinfo as basic auth
-    assert server.requests[-1][0] == "POST"
+    # The userinfo is sent as basic auth, not in the URL (which httpx logs).
+    assert server.authorization[-1] == "Basic " + base64.b64encode(b"admin:hunter22").decode()
+    server.status, server.body = 200, vector("0")
+    assert sample(PrometheusProvider(server.url.replace("http://", "http://u%40x:p@"), "q",
+                                     max=1)).phase == "pass"
+    assert server.authorization[-1] == "Basic " + base64.b64encode(b"u@x:p").decode()

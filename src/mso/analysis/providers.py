@@ -42,7 +42,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
@@ -115,6 +115,18 @@ def redact_url(url: str) -> str:
         return url
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc="***@" + host))
+
+
+def credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """``url`` without its userinfo, and the userinfo as basic auth: the URL that httpx
+    logs and puts in its exceptions then carries no secret."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), httpx.BasicAuth(unquote(user),
+                                                                     unquote(password))
 
 
 def scrub(text: str, url: str) -> str:
@@ -208,7 +220,8 @@ class PrometheusProvider:
         timeout: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.base_url = url
-        self.url = url.rstrip("/") + "/api/v1/query"
+        plain, self.auth = credentials(url)
+        self.url = plain.rstrip("/") + "/api/v1/query"
         self.query = query
         self.max = max
         self.context = context or RolloutContext("", 0, 0)
@@ -224,15 +237,23 @@ class PrometheusProvider:
     async def sample(self, final: bool = False) -> Measurement:
         queries = self.queries()
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
+            async with httpx.AsyncClient(timeout=self.timeout, auth=self.auth) as client:
                 if queries["stable"] == queries["canary"]:
                     value = await self._value(client, queries["canary"])
                     return self._guardrail(queries["canary"], value)
-                stable, canary = await asyncio.gather(
-                    self._value(client, queries["stable"]), self._value(client, queries["canary"])
+                answers = await asyncio.gather(
+                    self._value(client, queries["stable"]), self._value(client, queries["canary"]),
+                    return_exceptions=True,
                 )
         except _Inconclusive as exc:
             return Measurement("inconclusive", scrub(str(exc), self.base_url))
+        problems = [str(a) for a in answers if isinstance(a, _Inconclusive)]
+        if problems:  # both subsets' problems, stable first
+            return Measurement("inconclusive", scrub("; ".join(problems), self.base_url))
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        stable, canary = (float(a) for a in answers if not isinstance(a, BaseException))
         return self._judge(queries["canary"], stable, canary)
 
     async def _value(self, client: httpx.AsyncClient, query: str) -> float:
@@ -308,6 +329,7 @@ class WebhookProvider:
         self, url: str, context: Mapping[str, Any] | None = None, timeout: float = DEFAULT_TIMEOUT_S
     ) -> None:
         self.url = url
+        self._plain_url, self.auth = credentials(url)
         self.context: dict[str, Any] = dict(context or {})
         self.timeout = timeout
 
@@ -317,8 +339,8 @@ class WebhookProvider:
     async def sample(self, final: bool = False) -> Measurement:
         payload = {**self.context, "final": final}
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
-                response = await client.post(self.url, json=payload)
+            async with httpx.AsyncClient(timeout=self.timeout, auth=self.auth) as client:
+                response = await client.post(self._plain_url, json=payload)
         except httpx.TimeoutException:
             return Measurement("inconclusive", f"webhook timed out after {self.timeout:g}s")
         except httpx.HTTPError as exc:
