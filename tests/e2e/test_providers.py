@@ -59,7 +59,7 @@ def test_a_query_without_data_never_promotes_and_credentials_never_show(
             app.write(text.replace("@VERSION@", "v2"))
             app.cli("deploy")
             held = wait_for(lambda: (s := app.json("rollout", "status", "echo"))["phase"]
-                            == "Inconclusive" and s, timeout=60,
+                            == "Inconclusive" and "no data" in s["reason"] and s, timeout=60,
                             message="the analysis held inconclusive")
             watch = app.cli("rollout", "status", "-w", "echo", "--timeout", "60",
                             check=False)

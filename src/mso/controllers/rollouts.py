@@ -3,8 +3,8 @@
 Each tick it polls the rollout's analysis (`mso.analysis.run.AnalysisRun`: the proxy's
 per-subset metrics fed to the canary judge, plus the manifest's Prometheus and webhook
 providers, sampled in the background and combined: any fail rolls back, a pass needs
-every source, no data never promotes), asks the pure strategy for the next state, persists it, and records the numbers behind every decision
-as events. What should run, and with which weights, follows from `targets()`; the
+every source, no data never promotes), asks the pure strategy for the next state,
+persists it, and records the numbers behind every decision as events. What should run, and with which weights, follows from `targets()`; the
 engine's own reconcile loop makes it so. The controller sees the engine only through the
 narrow `RolloutHost` protocol, so the same code drives local processes, Swarm services
 and Kubernetes Deployments.
