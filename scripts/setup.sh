@@ -6,10 +6,12 @@ cd "$(dirname "$0")/.."
 
 extras="${MSO_EXTRAS:-test,bench}"
 # procps: ps in tests; docker.io, iptables, util-linux: the Swarm engine and its lab;
-# golang-go ... curl: building and running the Kubernetes lab (scripts/k8s-lab.sh).
+# golang-go ... curl: building and running the Kubernetes lab (scripts/k8s-lab.sh);
+# prometheus: the real Prometheus that canary analysis providers are tested against
+# (tests/e2e/prometheus.py; the tests start their own, the package's service is not used).
 apt_packages=(python3-venv python3-dev procps iproute2 docker.io iptables util-linux
               golang-go etcd-server rsync openssl gcc libc6-dev make conntrack socat ethtool
-              dpkg-dev curl)
+              dpkg-dev curl prometheus)
 [ "${MSO_WITH_BENCH_TOOLS:-0}" = 1 ] && apt_packages+=(wrk haproxy nginx-light)
 
 missing=()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import threading
@@ -18,7 +19,11 @@ from mso.analysis.providers import (
     MetricProvider,
     PrometheusProvider,
     ProxyMetricsProvider,
+    RolloutContext,
     WebhookProvider,
+    redact_url,
+    substitute,
+    unknown_placeholders,
 )
 
 
@@ -27,15 +32,22 @@ class FakeServer:
 
     def __init__(self) -> None:
         self.status = 200
-        self.body: Any = {}
+        self.body: Any = {}  # or a callable: request path -> body
+        self.delay = threading.Event()  # set: hold every answer until released
+        self.release = threading.Event()
         self.requests: list[tuple[str, str, bytes]] = []
+        self.authorization: list[str | None] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 server.requests.append((self.command, self.path, self.rfile.read(length)))
-                payload = json.dumps(server.body).encode()
+                server.authorization.append(self.headers.get("authorization"))
+                if server.delay.is_set():
+                    server.release.wait(30)
+                body = server.body(self.path) if callable(server.body) else server.body
+                payload = json.dumps(body).encode()
                 self.send_response(server.status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(payload)))
@@ -53,6 +65,7 @@ class FakeServer:
         self.thread.start()
 
     def close(self) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=10)
@@ -192,3 +205,95 @@ def test_proxy_provider_refusal_is_inconclusive() -> None:
     provider = ProxyMetricsProvider(SnapshotFeed([{"ok": False, "error": "x", "metrics": None}]),
                                     "orders/http")
     assert sample(provider).phase == "inconclusive"
+
+
+# -- per-subset queries -------------------------------------------------------------------
+
+CONTEXT = RolloutContext("orders", stable_release=3, canary_release=4)
+QUERY = 'sum(rate(app_errors_total{subset="{{subset}}", release="{{ release }}"}[1m]))'
+
+
+def test_substitution_of_subset_service_and_release() -> None:
+    text = 'x{s="{{subset}}",svc="{{service}}",r="{{ release }}",o="{{other}}"}'
+    assert substitute(text, CONTEXT.placeholders("canary")) == \
+        'x{s="canary",svc="orders",r="4",o="{{other}}"}'
+    assert substitute(text, CONTEXT.placeholders("stable")) == \
+        'x{s="stable",svc="orders",r="3",o="{{other}}"}'
+    assert unknown_placeholders(text) == ["other"]
+    provider = PrometheusProvider("http://p", QUERY, max=1, context=CONTEXT)
+    assert provider.queries() == {
+        "stable": 'sum(rate(app_errors_total{subset="stable", release="3"}[1m]))',
+        "canary": 'sum(rate(app_errors_total{subset="canary", release="4"}[1m]))'}
+
+
+def by_subset(stable: Any, canary: Any) -> Any:
+    """A Prometheus answering each subset's query with its own vector (or raw body)."""
+    def answer(path: str) -> Any:
+        query = parse_qs(urlparse(path).query)["query"][0]
+        value = canary if '"canary"' in query else stable
+        return vector(*value) if isinstance(value, tuple) else value
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("stable", "canary", "phase", "fragment"),
+    [
+        (("0",), ("0.01",), "pass", "canary 0.01, stable 0, max 0.05"),
+        (("0",), ("0.3",), "fail", "canary 0.3 > max 0.05 (stable 0)"),
+        (("0.2",), ("0.3",), "inconclusive", "does not single out the canary"),
+        (("0.2",), ("0.01",), "pass", "canary 0.01"),
+        (("0",), (), "inconclusive", 'no data: sum(rate(app_errors_total{subset="canary"'),
+        ((), ("0.3",), "inconclusive", 'no data: sum(rate(app_errors_total{subset="stable"'),
+        (("0",), ("NaN",), "inconclusive", "NaN"),
+        (("0",), {"status": "error", "error": "parse error"}, "inconclusive", "parse error"),
+    ],
+)
+def test_each_subset_runs_its_query_and_the_stable_is_the_control(
+        server: FakeServer, stable: Any, canary: Any, phase: str, fragment: str) -> None:
+    server.body = by_subset(stable, canary)
+    measured = sample(PrometheusProvider(server.url, QUERY, max=0.05, context=CONTEXT))
+    assert measured.phase == phase and fragment in measured.reason, measured
+    queries = sorted(parse_qs(urlparse(p).query)["query"][0] for _, p, _ in server.requests)
+    assert queries == sorted(PrometheusProvider("u", QUERY, 1, CONTEXT).queries().values())
+
+
+def test_a_query_that_does_not_depend_on_the_subset_runs_once_as_a_guardrail(
+        server: FakeServer) -> None:
+    server.body = vector("0.9")
+    measured = sample(PrometheusProvider(server.url, "db_error_ratio", max=0.5,
+                                         context=CONTEXT))
+    assert measured.phase == "fail" and measured.reason == "db_error_ratio = 0.9 > max 0.5"
+    assert len(server.requests) == 1
+
+
+def test_a_timeout_is_inconclusive(server: FakeServer) -> None:
+    server.delay.set()
+    measured = sample(PrometheusProvider(server.url, QUERY, max=1, context=CONTEXT,
+                                         timeout=0.3))
+    assert measured.phase == "inconclusive" and "timed out after 0.3s" in measured.reason
+    hook = sample(WebhookProvider(server.url, timeout=0.3))
+    assert hook.phase == "inconclusive" and "timed out" in hook.reason
+
+
+def test_credentials_in_urls_never_reach_reasons(dead_url: str, server: FakeServer) -> None:
+    assert redact_url("https://user:s3cret@prom.example:9090/x?q=1") == \
+        "https://***@prom.example:9090/x?q=1"
+    assert redact_url("http://prom:9090/") == "http://prom:9090/"
+    secret_url = dead_url.replace("http://", "http://admin:hunter22@")
+    for provider in (PrometheusProvider(secret_url, "q", max=1, timeout=2),
+                     WebhookProvider(secret_url, timeout=2)):
+        measured = sample(provider)
+        assert measured.phase == "inconclusive"
+        assert "hunter22" not in measured.reason and "admin" not in measured.reason
+        assert "hunter22" not in provider.describe()
+    server.status = 500
+    server.body = "token hunter22 rejected"
+    hook = WebhookProvider(server.url.replace("http://", "http://admin:hunter22@"))
+    failed = sample(hook)
+    assert failed.phase == "fail" and "hunter22" not in failed.reason
+    # The userinfo is sent as basic auth, not in the URL (which httpx logs).
+    assert server.authorization[-1] == "Basic " + base64.b64encode(b"admin:hunter22").decode()
+    server.status, server.body = 200, vector("0")
+    assert sample(PrometheusProvider(server.url.replace("http://", "http://u%40x:p@"), "q",
+                                     max=1)).phase == "pass"
+    assert server.authorization[-1] == "Basic " + base64.b64encode(b"u@x:p").decode()

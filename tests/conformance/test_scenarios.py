@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from pathlib import Path
+
 import pytest
 
 from tests.conformance.conftest import Target, scenario, wait_for
@@ -298,19 +300,91 @@ def test_autoscale_is_refused_until_it_works(target: Target) -> None:
 
 PROVIDER = """    rollout:
       strategy: canary
-      steps: [{set_weight: 50}, {analysis: {duration: 5s}}]
+      progress_deadline: 90s
+      steps: [{set_weight: 50}, {analysis: {duration: 8s}}]
       analysis:
+        min_samples: 20
         providers:
-          - prometheus: {url: "http://127.0.0.1:9/", query: "up", max: 1}
+          - prometheus:
+              url: PROMETHEUS_URL
+              query: >-
+                sum(rate(app_errors_total{subset="{{subset}}",release="{{release}}"}[10s]))
+                / sum(rate(app_requests_total{subset="{{subset}}",release="{{release}}"}[10s]))
+              max: 0.1
 """
 
 
+class Traffic:
+    """GETs / through the gateway, ~40 a second, until stopped."""
+
+    def __init__(self, target: Target) -> None:
+        self.host, self.port = target.gateway()
+        self.answers = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import http.client
+        while not self._stop.is_set():
+            try:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
+                conn.request("GET", "/")
+                conn.getresponse().read()
+                conn.close()
+                self.answers += 1
+            except OSError:
+                pass  # replicas come and go during a rollout; the proxy retries the rest
+            self._stop.wait(0.025)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
 @scenario("analysis_prometheus")
-def test_analysis_providers(target: Target) -> None:
-    target.write(BASE + PROVIDER)
+def test_analysis_providers(target: Target, tmp_path: Path) -> None:
+    """A canary whose errors only the app's own metrics show (it answers 200, so mso's
+    proxy sees nothing wrong) is rolled back by a Prometheus query run per subset; a
+    good one is promoted once the query passes for it."""
+    target.write(BASE + PROVIDER.replace("PROMETHEUS_URL", "http://127.0.0.1:9/"))
     if target.refused("services.web.rollout.analysis.providers"):
         return
-    pytest.fail("providers are honoured on this engine: this scenario must show them work")
+    from tests.e2e.prometheus import TargetSync, running_prometheus, wait_for_series
+    with running_prometheus(tmp_path / "prometheus") as prometheus:
+        target.write(BASE + PROVIDER.replace("PROMETHEUS_URL", prometheus.url))
+        target.up()
+        with TargetSync(prometheus, target.ps), Traffic(target):
+            wait_for_series(prometheus, 'app_requests_total{subset="stable"}')
+            target.edit('SHOW_V: "1"', 'SHOW_V: "2", APP_ERRORS: "1"')
+            target.deploy(check=False)
+            bad = target.json("rollout", "status", "web")
+            assert bad["phase"] == "RolledBack", bad
+            assert bad["reason"].startswith("analysis failed: prometheus 1: "), bad
+            assert 'subset="canary",release="2"' in bad["reason"], bad
+            measured = {p["name"]: p for p in bad["analysis"]["providers"]}["prometheus 1"]
+            assert measured["phase"] == "fail" and measured["value"] == 1.0, measured
+            assert measured["stable_value"] == 0.0, measured
+            # mso's proxy saw only 200s: the provider, not the judge, rolled it back.
+            assert bad["analysis"]["canary"]["errors"] == 0, bad["analysis"]
+            events = target.json("events", "--tail", "10000")
+            assert any(e["type"] == "analysis.provider"
+                       and e["message"].startswith("prometheus 1 fail: ") for e in events)
+            table = target.mso("rollout", "status", "web").stdout
+            assert "prometheus 1" in table and "fail" in table, table
+
+            target.edit('SHOW_V: "2", APP_ERRORS: "1"', 'SHOW_V: "3"')
+            target.deploy()
+            good = target.json("rollout", "status", "web")
+            assert (good["phase"], good["to_release"]) == ("Promoted", 3), good
+            measured = {p["name"]: p for p in good["analysis"]["providers"]}["prometheus 1"]
+            assert measured["phase"] == "pass" and measured["value"] == 0.0, measured
+            passed = [e["message"] for e in target.json("events", "--tail", "10000")
+                      if "analysis passed" in e["message"]]
+            assert passed and "prometheus 1: " in passed[-1], passed
 
 
 @scenario("bluegreen_analysis")

@@ -2,7 +2,9 @@
 
 Public API: :class:`AnalysisConfig`, :class:`CanaryJudge` (``observe`` / ``conclude`` /
 ``reset``), :class:`Verdict`, :class:`SubsetWindow`, :func:`window_from_snapshots`, and the
-providers in :mod:`mso.analysis.providers`. See :mod:`mso.analysis.judge` for the guarantees.
+providers in :mod:`mso.analysis.providers`; :mod:`mso.analysis.run` combines the judge with
+the manifest's providers. See :mod:`mso.analysis.judge` for the guarantees and
+:mod:`mso.analysis.run` for why a provider is a guardrail rather than a test.
 """
 
 from __future__ import annotations

@@ -319,6 +319,14 @@ def _analysis_lines(data: dict[str, Any]) -> None:
                           f"{100 * float(sub.get('error_rate') or 0):.2f}%",
                           _num(sub.get("p50_ms")), _num(sub.get("p99_ms")))
         console.print(table)
+    providers = [p for p in analysis.get("providers") or [] if p.get("kind") != "proxy"]
+    if providers:
+        table = _table("PROVIDER", "PHASE", "STABLE", "CANARY", "REASON")
+        for p in providers:
+            table.add_row(f"{p.get('name')} {p.get('target')}", str(p.get("phase") or "-"),
+                          _value(p.get("stable_value")), _value(p.get("value")),
+                          str(p.get("reason") or ""))
+        console.print(table)
     verdict_reason = str(analysis.get("reason") or "")
     if analysis.get("verdict") and verdict_reason not in str(data.get("reason") or "") \
             and data.get("phase") != "Inconclusive":
@@ -327,6 +335,10 @@ def _analysis_lines(data: dict[str, Any]) -> None:
     if thresholds:
         console.print("  thresholds: " + escape(", ".join(
             f"{k}={v}" for k, v in thresholds.items() if k != "providers")))
+
+
+def _value(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.4g}"
 
 
 def _num(value: Any) -> str:

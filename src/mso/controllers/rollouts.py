@@ -1,8 +1,10 @@
 """The rollout controller: drives rolling, canary and blue/green rollouts on any engine.
 
-Each tick it reads the proxy's per-subset metrics, feeds the canary judge, asks the pure
-strategy for the next state, persists it, and records the numbers behind every decision
-as events. What should run, and with which weights, follows from `targets()`; the
+Each tick it polls the rollout's analysis (`mso.analysis.run.AnalysisRun`: the proxy's
+per-subset metrics fed to the canary judge, plus the manifest's Prometheus and webhook
+providers, sampled in the background and combined: any fail rolls back, a pass needs
+every source, no data never promotes), asks the pure strategy for the next state,
+persists it, and records the numbers behind every decision as events. What should run, and with which weights, follows from `targets()`; the
 engine's own reconcile loop makes it so. The controller sees the engine only through the
 narrow `RolloutHost` protocol, so the same code drives local processes, Swarm services
 and Kubernetes Deployments.
@@ -19,7 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mso.errors import Conflict
-from mso.analysis import AnalysisConfig, CanaryJudge, SnapshotError, Verdict, window_from_snapshots
+from mso.analysis import AnalysisConfig, ProxyMetricsProvider
+from mso.analysis.providers import RolloutContext, redact_url
+from mso.analysis.run import AnalysisRun, Outcome, providers_from_spec
 from mso.releases.ports import port_map
 from mso.strategies import bluegreen, canary, rolling
 from mso.strategies.canary import Decision, Tick
@@ -78,8 +82,7 @@ def canary_replicas(replicas: int, weight: int) -> int:
 class RolloutController:
     def __init__(self, host: RolloutHost) -> None:
         self.d = host
-        self._judges: dict[str, CanaryJudge] = {}
-        self._snapshots: dict[str, dict[str, Any]] = {}
+        self._runs: dict[str, AnalysisRun] = {}
         self._next_tick: dict[str, float] = {}
         self._last_verdict: dict[str, str] = {}
 
@@ -128,8 +131,7 @@ class RolloutController:
             from_release = self._supersede(current, to_release)
         chosen = strategy or self.spec(service, to_release).get("strategy", "rolling")
         state = RolloutState(service, chosen, from_release, to_release, started=time.time())
-        self._judges.pop(service, None)
-        self._snapshots.pop(service, None)
+        self._end_run(service)
         self._last_verdict.pop(service, None)
         self._save(state)
         self.d.store.set_release_outcome(service, to_release, "progressing")
@@ -237,12 +239,12 @@ class RolloutController:
             return Decision(state)
         ready = self._subset_ready(state.service, "canary", state.to_release,
                                    canary_replicas(want.replicas, state.weight))
-        verdict = await self._analyse(state, spec, canary.analysis_due(state, steps, now))
-        kind = verdict.verdict if verdict else None
-        reason = verdict.reason if verdict else ""
-        if verdict is not None:
-            state.analysis = verdict.to_dict()
-            if verdict.verdict == "inconclusive":
+        outcome = await self._analyse(state, spec, canary.analysis_due(state, steps, now))
+        kind = outcome.verdict if outcome else None
+        reason = outcome.reason if outcome else ""
+        if outcome is not None:
+            state.analysis = outcome.to_dict()
+            if outcome.verdict == "inconclusive":
                 reason = analysis_needs(state.analysis, _min_samples(spec)) or reason
         return canary.advance(state, steps, Tick(now, ready, kind, reason, deadline))
 
@@ -258,40 +260,46 @@ class RolloutController:
                    and not m.stopping and m.release == release and m.ready)
 
     async def _analyse(self, state: RolloutState, spec: dict[str, Any],
-                       final: bool) -> Verdict | None:
+                       final: bool) -> Outcome | None:
+        """One poll of the rollout's analysis (`mso.analysis.run`): the proxy's judge
+        and the manifest's providers, combined; None when the service has no HTTP port
+        for the proxy to measure."""
+        run = self._runs.get(state.service)
+        if run is None:
+            made = self._new_run(state, spec)
+            if made is None:
+                return None
+            run = self._runs[state.service] = made
+        outcome = await run.poll(final, state.step)
+        for report in outcome.changed:
+            self.d.store.add_event("analysis.provider", f"{report.name} {report.phase}: "
+                                   f"{report.reason}", state.service, data=report.to_dict())
+        first_poll = outcome.judge is None and outcome.verdict == "inconclusive" \
+            and state.service not in self._last_verdict
+        if self._last_verdict.get(state.service) != outcome.verdict and not first_poll:
+            self._last_verdict[state.service] = outcome.verdict
+            self.d.store.add_event("analysis." + outcome.verdict, outcome.reason,
+                                   state.service, data=_numbers(outcome))
+        return outcome
+
+    def _new_run(self, state: RolloutState, spec: dict[str, Any]) -> AnalysisRun | None:
         cluster = self._cluster(state.service, state.to_release)
         if cluster is None:
             return None
-        try:
-            snapshot = await self.d.metrics()
-        except Exception as exc:
-            log.warning("metrics unavailable: %s", exc)
-            return None
-        previous = self._snapshots.get(state.service)
-        self._snapshots[state.service] = snapshot
-        if previous is None:
-            return None
-        try:
-            stable = window_from_snapshots(previous, snapshot, cluster, "stable")
-            canary_window = window_from_snapshots(previous, snapshot, cluster, "canary")
-        except SnapshotError as exc:
-            log.warning("bad metrics snapshot: %s", exc)
-            return None
-        judge = self._judges.get(state.service)
-        if judge is None:
-            a = spec.get("analysis") or {}
-            judge = CanaryJudge(AnalysisConfig(
-                min_samples=_min_samples(spec),
-                confidence=float(a.get("confidence", 0.99)),
-                max_error_rate_increase=float(a.get("max_error_rate_increase", 0.01)),
-                max_latency_p99_increase=float(a.get("max_latency_p99_increase", 0.25))))
-            self._judges[state.service] = judge
-        verdict = judge.observe(stable, canary_window, final=final)
-        if self._last_verdict.get(state.service) != verdict.verdict:
-            self._last_verdict[state.service] = verdict.verdict
-            self.d.store.add_event("analysis." + verdict.verdict, verdict.reason,
-                                   state.service, data=_numbers(verdict))
-        return verdict
+        a = spec.get("analysis") or {}
+        config = AnalysisConfig(
+            min_samples=_min_samples(spec),
+            confidence=float(a.get("confidence", 0.99)),
+            max_error_rate_increase=float(a.get("max_error_rate_increase", 0.01)),
+            max_latency_p99_increase=float(a.get("max_latency_p99_increase", 0.25)))
+        context = RolloutContext(state.service, state.from_release, state.to_release)
+        return AnalysisRun(ProxyMetricsProvider(self.d.metrics, cluster, config=config),
+                           providers_from_spec(a.get("providers") or [], context))
+
+    def _end_run(self, service: str) -> None:
+        run = self._runs.pop(service, None)
+        if run is not None:
+            run.close()
 
     def _cluster(self, service: str, release: int) -> str | None:
         rel = self.d.store.release(service, release)
@@ -322,8 +330,7 @@ class RolloutController:
         store = self.d.store
         if not saved:
             self._save(state)
-        self._judges.pop(state.service, None)
-        self._snapshots.pop(state.service, None)
+        self._end_run(state.service)
         if rollback:
             if state.strategy == "blue_green" and state.promoted_at is not None:
                 self.d.relabel(state.service, {"stable": "preview", "previous": "stable"})
@@ -459,12 +466,13 @@ def analysis_needs(analysis: dict[str, Any], min_samples: int) -> str | None:
             f"stable {stable} of {min_samples}")
 
 
-def _numbers(v: Verdict) -> dict[str, Any]:
-    data = v.to_dict()
-    return {"verdict": v.verdict, "reason": v.reason, "stable": data.get("stable"),
+def _numbers(outcome: Outcome) -> dict[str, Any]:
+    data = outcome.to_dict()
+    return {"verdict": outcome.verdict, "reason": outcome.reason, "stable": data.get("stable"),
             "canary": data.get("canary"), "errors": data.get("errors"),
             "latency_p99": data.get("latency_p99"),
-            "latency_p50": data.get("latency_p50"), "alpha": v.alpha}
+            "latency_p50": data.get("latency_p50"), "alpha": data.get("alpha"),
+            "providers": data.get("providers")}
 
 
 def _event_data(state: RolloutState, steps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -591,6 +599,11 @@ def _ways_forward(state: RolloutState, spec: dict[str, Any], now: float,
         if analysis_needs(state.analysis or {}, _min_samples(spec)) is not None:
             out.append("send traffic through the gateway, or pin requests to the canary "
                        "with the header `x-mso-route: canary`")
+        for provider in (state.analysis or {}).get("providers") or []:
+            if provider.get("kind") != "proxy" and provider.get("phase") != "pass":
+                out.append(f"{provider.get('name')} ({provider.get('target')}) has not "
+                           f"passed ({provider.get('reason')}): check that it answers and "
+                           "that its query returns a number for both subsets")
         out.append(f"`mso rollout promote {svc}` skips the analysis and promotes "
                    f"release {state.to_release} now")
         out.append(abort)
@@ -650,14 +663,32 @@ def _status(state: RolloutState, spec: dict[str, Any], now: float) -> dict[str, 
         "plan": [describe_step(step) for step in steps],
         "current_step": _current_step(state, steps, now),
         "step_left": None if left is None else round(left, 1),
-        "thresholds": spec.get("analysis") or {},
+        "thresholds": _redacted(spec.get("analysis") or {}),
         "analysis": {"verdict": analysis.get("verdict", "inconclusive"),
                      "stable": analysis.get("stable") or {},
                      "canary": analysis.get("canary") or {},
                      "reason": analysis.get("reason", "no analysis yet"),
                      "errors": analysis.get("errors"), "latency_p99": analysis.get("latency_p99"),
                      "latency_p50": analysis.get("latency_p50"),
-                     "alpha": analysis.get("alpha")}})
+                     "alpha": analysis.get("alpha"),
+                     "providers": analysis.get("providers") or []}})
+    return out
+
+
+def _redacted(thresholds: dict[str, Any]) -> dict[str, Any]:
+    """The analysis settings as shown: providers' URLs without their credentials."""
+    out = dict(thresholds)
+    providers = []
+    for item in out.get("providers") or []:
+        shown = {}
+        for kind, settings in dict(item).items():
+            settings = dict(settings or {})
+            if "url" in settings:
+                settings["url"] = redact_url(str(settings["url"]))
+            shown[kind] = settings
+        providers.append(shown)
+    if "providers" in out:
+        out["providers"] = providers
     return out
 
 

@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: analysis providers query once a second per
+    # subset, which would drown the daemon's log (their outcomes are events instead).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     paths = StatePaths(Path(args.state_dir).resolve())
     import uvloop
     try:

@@ -112,10 +112,29 @@ class Step(SpecModel):
         return "pause" if self.pause is not None else "analysis"
 
 
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_KNOWN_PLACEHOLDERS = ("subset", "service", "release")
+
+
 class PrometheusProvider(SpecModel):
-    url: str = Field(description="Prometheus base URL, e.g. http://prometheus:9090.")
-    query: str = Field(description="PromQL returning one number; `{{subset}}` is replaced by stable/canary.")
-    max: float = Field(description="The canary fails when the query result exceeds this.")
+    """An instant query run once per subset (stable and canary) on every analysis poll."""
+
+    url: str = Field(description="Prometheus base URL, e.g. http://prometheus:9090 (credentials as user:pass@ are redacted in output).")
+    query: str = Field(
+        description="PromQL returning one number; `{{subset}}` becomes stable/canary, `{{release}}` that subset's "
+        "release number, `{{service}}` the service's name."
+    )
+    max: float = Field(description="The canary fails when its result exceeds this while the stable's does not.")
+
+    @model_validator(mode="after")
+    def _check(self) -> PrometheusProvider:
+        unknown = sorted({n for n in _PLACEHOLDER.findall(self.query) if n not in _KNOWN_PLACEHOLDERS})
+        if unknown:
+            names = ", ".join("{{" + n + "}}" for n in unknown)
+            raise LocatedError.at(
+                ("query",), f"unknown placeholder {names}: only {{{{subset}}}}, {{{{release}}}} and {{{{service}}}} are replaced"
+            )
+        return self
 
 
 class WebhookProvider(SpecModel):

@@ -132,8 +132,18 @@ def _not_always(value: Any, item: dict[str, Any]) -> bool:
 _AUTOSCALE = Gap("mso does not size services by their load yet (issue 19); on Kubernetes the "
                  "HorizontalPodAutoscaler it rendered targeted a metric nothing exports",
                  "set `replicas:` and use `mso scale SERVICE=N`")
-_PROVIDERS = Gap("analysis providers are not called yet: canaries are judged from mso's own "
-                 "proxy metrics", "leave `providers` out; the `analysis` thresholds apply")
+_PROVIDERS_INSTEAD = ("leave `providers` out and gate the canary yourself: put a `pause: {}` step "
+                      "after its `set_weight`, look at your metrics, then `mso rollout promote "
+                      "SERVICE` or `mso rollout abort SERVICE` (the proxy's `analysis` "
+                      "thresholds still judge it meanwhile)")
+_SWARM_PROVIDERS = Gap("the rollout controller that would query them runs on the manager node, "
+                       "outside the app's overlay network, where an address such as "
+                       "`http://prometheus:9090` does not resolve, and mso does not yet show "
+                       "them judging a Swarm canary (issue 14)", _PROVIDERS_INSTEAD)
+_K8S_PROVIDERS = Gap("the rollout controller that would query them runs beside the CLI, outside "
+                     "the cluster, where an in-cluster address such as "
+                     "`http://prometheus.monitoring:9090` does not resolve, and mso does not yet "
+                     "show them judging a Kubernetes canary (issue 14)", _PROVIDERS_INSTEAD)
 _BG_ANALYSIS = Gap("a blue/green preview gets no user traffic, so the proxy's analysis has "
                    "nothing to judge", "promote with `mso rollout promote` once the preview "
                    "port answers as it should, or use a canary")
@@ -216,7 +226,7 @@ FEATURES: tuple[Feature, ...] = (
             gaps={"swarm": _SWARM_SURGE}),
     Feature("services.*.rollout.analysis.providers", "`rollout.analysis.providers`",
             "analysis_prometheus",
-            gaps={"local": _PROVIDERS, "swarm": _PROVIDERS, "kubernetes": _PROVIDERS},
+            gaps={"swarm": _SWARM_PROVIDERS, "kubernetes": _K8S_PROVIDERS},
             when=lambda value, item: bool(value)),
     Feature("services.*.rollout.analysis", "`rollout.analysis` with `blue_green`",
             "bluegreen_analysis",

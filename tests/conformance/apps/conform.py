@@ -6,6 +6,10 @@ GET  /                  -> JSON: replica, release, PORT and PORT_*, SHOW_* env v
 GET  /digest?name=VAR   -> sha256 of $VAR (never the value), or "unset"
 GET  /ready             -> 200, or 503 after POST /unready (this replica)
 GET  /healthz           -> 200, or never answers after POST /hang (this replica)
+GET  /metrics           -> Prometheus text: app_requests_total{release} (GETs of /) and
+                           app_errors_total{release}: with APP_ERRORS=1 every GET of / is
+                           counted as an error the app itself knows of, while it still
+                           answers 200 (so only a metric provider can see it, not mso's proxy)
 Signals: prints `conform: received SIGNAME` and exits 0 (SIGTERM, SIGINT, SIGQUIT,
 SIGHUP, SIGUSR1, SIGUSR2). Env: READY_AFTER (seconds before /ready answers 200),
 EXIT_AFTER (seconds, then exit with EXIT_CODE), DEPENDENCY (a <SERVICE>_URL variable to
@@ -27,6 +31,8 @@ from urllib.parse import parse_qs, urlparse
 
 STARTED = time.time()
 STATE = {"unready": False, "hung": False}
+COUNTS = {"requests": 0, "errors": 0}
+COUNT_LOCK = threading.Lock()
 
 
 def say(message: str) -> None:
@@ -69,12 +75,24 @@ class Handler(BaseHTTPRequestHandler):
             early = time.time() - STARTED < float(os.environ.get("READY_AFTER", "0"))
             bad = STATE["unready"] or early
             self._send(503 if bad else 200, "unready" if bad else "ready")
+        elif url.path == "/metrics":
+            release = os.environ.get("MSO_RELEASE", "")
+            with COUNT_LOCK:
+                requests, errors = COUNTS["requests"], COUNTS["errors"]
+            self._send(200, "# TYPE app_requests_total counter\n"
+                       f'app_requests_total{{release="{release}"}} {requests}\n'
+                       "# TYPE app_errors_total counter\n"
+                       f'app_errors_total{{release="{release}"}} {errors}\n',
+                       "text/plain; version=0.0.4")
         elif url.path == "/digest":
             name = parse_qs(url.query).get("name", [""])[0]
             value = os.environ.get(name)
             self._send(200, "unset" if value is None
                        else hashlib.sha256(value.encode()).hexdigest())
         else:
+            with COUNT_LOCK:
+                COUNTS["requests"] += 1
+                COUNTS["errors"] += int(os.environ.get("APP_ERRORS") == "1")
             env = os.environ
             body = {
                 "replica": env.get("MSO_REPLICA"), "release": env.get("MSO_RELEASE"),
