@@ -6,10 +6,11 @@ cd "$(dirname "$0")/.."
 
 extras="${MSO_EXTRAS:-test,bench}"
 # procps: ps in tests; docker.io, iptables, util-linux: the Swarm engine and its lab;
-# golang-go ... curl: building and running the Kubernetes lab (scripts/k8s-lab.sh).
+# golang-go ... curl: building and running the Kubernetes lab (scripts/k8s-lab.sh);
+# chromium, chromium-driver: the dashboard's browser tests (Selenium, headless).
 apt_packages=(python3-venv python3-dev procps iproute2 docker.io iptables util-linux
               golang-go etcd-server rsync openssl gcc libc6-dev make conntrack socat ethtool
-              dpkg-dev curl)
+              dpkg-dev curl chromium chromium-driver)
 [ "${MSO_WITH_BENCH_TOOLS:-0}" = 1 ] && apt_packages+=(wrk haproxy nginx-light)
 
 missing=()

@@ -20,7 +20,9 @@
     subsets.forEach(function (subset) {
       data.push(ts.map(function (t) {
         var p = byTime[t][subset];
-        return p && p[field] !== null && p[field] !== undefined ? p[field] : null;
+        var v = p ? p[field] : null;
+        if (v === null || v === undefined) return null;
+        return field === "error_rate" ? v * 100 : v;
       }));
     });
     return data;
@@ -40,6 +42,7 @@
             return {label: s, stroke: COLORS[s] || "#555", width: 2, spanGaps: false};
           })),
           axes: [{}, {size: 60}],
+          scales: {y: {range: function (u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; }}},
         }, data, el);
       } else {
         chart.setData(data);
