@@ -3,5 +3,5 @@
 # Open http://127.0.0.1:8080/ ; Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+MSO_EXTRAS= scripts/setup.sh  # only what running mso needs, not the test tools
 exec .venv/bin/mso up examples/shop "$@"

@@ -4,14 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="${MSO_EXTRAS:-test,bench}"
-# procps: ps in tests; docker.io, iptables, util-linux: the Swarm engine and its lab;
-# golang-go ... curl: building and running the Kubernetes lab (scripts/k8s-lab.sh);
-# prometheus: the real Prometheus that canary analysis providers are tested against
-# (tests/e2e/prometheus.py; the tests start their own, the package's service is not used).
-apt_packages=(python3-venv python3-dev procps iproute2 docker.io iptables util-linux
-              golang-go etcd-server rsync openssl gcc libc6-dev make conntrack socat ethtool
-              dpkg-dev curl prometheus)
+# MSO_EXTRAS: the pyproject extras to install (default test,bench; scripts/demo.sh sets
+# it empty, to install only what running mso needs).
+extras="${MSO_EXTRAS-test,bench}"
+# What running mso needs: python3-venv, python3-dev, gcc and libc6-dev (the proxy's
+# compiled hot path). The test suite needs more (MSO_EXTRAS contains `test`): procps for
+# ps; docker.io, iptables, util-linux for the Swarm engine and its lab; golang-go ... curl
+# to build and run the Kubernetes lab (scripts/k8s-lab.sh); prometheus, the real Prometheus
+# canary analysis providers are tested against (tests/e2e/prometheus.py starts its own);
+# chromium and chromium-driver for the dashboard's browser tests (Selenium, headless).
+apt_packages=(python3-venv python3-dev gcc libc6-dev)
+case ",$extras," in
+  *,test,*)
+    apt_packages+=(procps iproute2 docker.io iptables util-linux golang-go etcd-server rsync
+                   openssl make conntrack socat ethtool dpkg-dev curl prometheus chromium
+                   chromium-driver) ;;
+esac
 [ "${MSO_WITH_BENCH_TOOLS:-0}" = 1 ] && apt_packages+=(wrk haproxy nginx-light)
 
 missing=()
@@ -32,10 +40,14 @@ python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
-stamp=.venv/.mso-installed
+stamp=".venv/.mso-installed-${extras:-none}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e ".[${extras}]"
+  if [ -n "$extras" ]; then
+    .venv/bin/pip install -q -e ".[${extras}]"
+  else
+    .venv/bin/pip install -q -e .
+  fi
   touch "$stamp"
 fi
 # The proxy's per-request modules are compiled in place by mypyc (setup.py). A build older

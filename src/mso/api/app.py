@@ -23,7 +23,7 @@ from mso import __version__
 from mso.api import views
 from mso.daemon.oneoff import run_oneoff
 from mso.releases.apply import drift
-from mso.errors import MsoError
+from mso.errors import MsoError, NotFound
 from mso.spec.load import load_manifest
 
 if TYPE_CHECKING:
@@ -52,12 +52,21 @@ class RollbackRequest(BaseModel):
     to: int | None = Field(default=None, ge=1, description="Release number; default: the previous one")
 
 
+class DashboardRequest(BaseModel):
+    port: int | None = Field(default=None, ge=0, le=65535,
+                             description="Port on 127.0.0.1; default: a free one")
+
+
 class RunRequest(BaseModel):
     argv: list[str] = Field(min_length=1)
 
 
 def create_app(daemon: Daemon, token: str | None = None,
-               on_down: Callable[[], Awaitable[None]] | None = None) -> FastAPI:
+               on_down: Callable[[], Awaitable[None]] | None = None,
+               dashboard: Callable[[int | None], Awaitable[int]] | None = None) -> FastAPI:
+    """The API of `daemon`. `dashboard(port)` starts the web dashboard (mso.web, which
+    this layer does not import: the daemon's entry point passes it in) and answers its
+    port."""
     app = FastAPI(title="mso control plane", version=__version__,
                   description="The local engine's REST API. The CLI talks only to this.")
 
@@ -181,6 +190,15 @@ def create_app(daemon: Daemon, token: str | None = None,
     @app.get("/v1/metrics")
     async def metrics() -> dict[str, Any]:
         return await daemon.proxy.metrics()
+
+    @app.post("/v1/dashboard")
+    async def start_dashboard(body: DashboardRequest) -> dict[str, Any]:
+        """Serve the web dashboard on 127.0.0.1 (until the daemon stops); its port. The
+        login link is `/login?token=` with the app's API token."""
+        if dashboard is None:
+            raise NotFound("this daemon does not serve a dashboard")
+        port = await dashboard(body.port)
+        return {"port": port, "url": f"http://127.0.0.1:{port}/"}
 
     @app.post("/v1/down")
     async def down() -> dict[str, Any]:

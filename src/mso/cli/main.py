@@ -505,6 +505,33 @@ def rollout(action: str, service: str, file: str | None, engine: str | None, fmt
     _watch_rollout(lambda: target.rollout("status", service), fmt, timeout)
 
 
+@cli.command()
+@manifest_options
+@click.option("--port", type=click.IntRange(0, 65535),
+              help="Serve it on 127.0.0.1:PORT (default: a free port). Once started, the "
+                   "dashboard keeps its port until `mso down`.")
+@click.option("--no-open", "no_open", is_flag=True,
+              help="Only print the login URL (for scripts); do not open a browser.")
+def dashboard(file: str | None, engine: str | None, port: int | None, no_open: bool,
+              **opts: Any) -> None:
+    """Serve the live web dashboard (from the running daemon, on 127.0.0.1), print its
+    login URL and open it in a browser."""
+    local_only("dashboard", file, engine, "use `mso ps`, `mso rollout status -w` and "
+               "`mso events -f`")
+    client = client_for(file)
+    try:
+        served = client.post("/v1/dashboard", {"port": port})
+        token = client.paths.api_token.read_text().strip()
+    finally:
+        client.close()
+    url = f"http://127.0.0.1:{served['port']}/login?token={token}"
+    click.echo(url)
+    if not no_open:
+        import webbrowser
+        if not webbrowser.open(url):
+            click.echo("mso: no browser could be opened here; open the URL above", err=True)
+
+
 def _watch_rollout(get_status: Callable[[], dict[str, Any]], fmt: str,
                    timeout: float | None) -> None:
     """`rollout status -w`: a line (or, with -o json, a JSON object) per change; the

@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -68,15 +69,32 @@ async def run(paths: StatePaths, manifest: str | None, api_port: int | None) -> 
     servers: list[uvicorn.Server] = []
     loop = asyncio.get_running_loop()
 
+    dashboard: Any = None
+
+    async def start_dashboard(port: int | None) -> int:
+        # Imported here, on the first `mso dashboard`: the one import of mso.web by the
+        # daemon layer that the import contract allows (the process's entry point wires
+        # the app together; nothing else in mso.daemon or mso.api knows mso.web).
+        nonlocal dashboard
+        if dashboard is None:
+            from mso.web.server import Dashboard
+            dashboard = Dashboard(daemon, paths.api_token.read_text().strip())
+        port_served: int = await dashboard.start(port)
+        return port_served
+
     async def stop_servers() -> None:
         for server in servers:
             server.should_exit = True
+        if dashboard is not None:
+            await dashboard.stop()
 
     tasks = []
-    listeners = [(create_app(daemon, None, stop_servers), _unix_listener(paths.api_socket))]
+    listeners = [(create_app(daemon, None, stop_servers, start_dashboard),
+                  _unix_listener(paths.api_socket))]
     if api_port is not None:
         token = paths.api_token.read_text().strip()
-        listeners.append((create_app(daemon, token, stop_servers), _tcp_listener(api_port)))
+        listeners.append((create_app(daemon, token, stop_servers, start_dashboard),
+                          _tcp_listener(api_port)))
     for app, sock in listeners:
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
                                                access_log=False))
