@@ -9,9 +9,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import pytest
 
-from mso.controllers import rollouts
 from mso.controllers.rollouts import RolloutController, _status, analysis_needs
 from mso.store.db import Store
 from mso.store.records import Desired
@@ -119,15 +117,13 @@ def test_a_canary_at_an_indefinite_pause_says_promote_continues() -> None:
 MODEL = {"ports": {"http": 8000}, "rollout": CANARY}
 
 
-def test_pause_and_resume_commands_keep_the_steps_time_left(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pause_and_resume_commands_keep_the_steps_time_left(tmp_path: Path) -> None:
     clock = [T0]
-    monkeypatch.setattr(rollouts.time, "time", lambda: clock[0])
     store = Store(tmp_path / "s.db")
     for n in (1, 2):
         store.add_release("web", f"h{n}", {"kind": "service", "model": MODEL}, {}, "t", "x")
     store.set_desired(Desired("web", "service", 2, 2, 2))
-    controller = RolloutController(FakeHost(store))
+    controller = RolloutController(FakeHost(store), clock=lambda: clock[0])
     controller.begin("web", 1, 2)
     asyncio.run(controller.tick())  # weight 20%: the analysis starts at T0
     assert controller.status("web")["current_step"] == "analysis 30s (30s left)"

@@ -127,3 +127,33 @@ def test_a_deploy_during_a_canary_starts_again_from_stable_and_marks_it_supersed
     state = controller.begin("web", 2, 3)
     assert state.from_release == 1
     assert _outcomes(store) == ["pending", "superseded", "progressing"]
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_timed_pause_ends_by_the_injected_clock_not_the_wall_clock(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    model = {"ports": {"http": 8000},
+             "rollout": {"strategy": "canary",
+                         "steps": [{"set_weight": 20}, {"pause": {"duration": 10}}, {"set_weight": 60}]}}
+    for n in (1, 2):
+        store.add_release("web", f"h{n}", {"kind": "service", "model": model}, {}, "t", "x")
+    store.set_desired(Desired("web", "service", 2, 2, 2))
+    clock = FakeClock()
+    controller = RolloutController(FakeHost(store), clock=clock)
+    controller.begin("web", 1, 2)
+    for _ in range(5):  # the clock stands still: however often it ticks, the pause holds
+        asyncio.run(controller.tick())
+    held = controller.get("web")
+    assert held is not None and held.weight == 20 and held.active
+    clock.now += 10.5
+    for _ in range(3):
+        asyncio.run(controller.tick())
+    moved = controller.get("web")
+    assert moved is not None and moved.weight == 60, moved

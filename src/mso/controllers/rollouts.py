@@ -17,6 +17,7 @@ import datetime
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -80,8 +81,13 @@ def canary_replicas(replicas: int, weight: int) -> int:
 
 
 class RolloutController:
-    def __init__(self, host: RolloutHost) -> None:
+    """Drives every rollout of one app through its host (local daemon, Swarm or Kubernetes
+    controller). `clock` is the wall clock every decision by time reads (step durations,
+    pauses, progress deadlines, analysis ticks): injected, so tests can move it."""
+
+    def __init__(self, host: RolloutHost, clock: Callable[[], float] = time.time) -> None:
         self.d = host
+        self._clock = clock
         self._runs: dict[str, AnalysisRun] = {}
         self._next_tick: dict[str, float] = {}
         self._last_verdict: dict[str, str] = {}
@@ -110,7 +116,7 @@ class RolloutController:
                 continue
             steps = self.spec(service, state.to_release).get("steps") or []
             if state.step < len(steps) and canary.step_kind(steps[state.step]) == "analysis":
-                now = time.time()
+                now = self._clock()
                 # The whole duration again; a user's pause stays, with the full duration
                 # left once resumed.
                 state = dataclasses.replace(state, step_started=now,
@@ -130,7 +136,7 @@ class RolloutController:
         if current is not None:
             from_release = self._supersede(current, to_release)
         chosen = strategy or self.spec(service, to_release).get("strategy", "rolling")
-        state = RolloutState(service, chosen, from_release, to_release, started=time.time())
+        state = RolloutState(service, chosen, from_release, to_release, started=self._clock())
         self._end_run(service)
         self._last_verdict.pop(service, None)
         self._save(state)
@@ -144,7 +150,7 @@ class RolloutController:
     def _supersede(self, current: RolloutState, to_release: int) -> int:
         """End `current` for a newer release; returns the release the new rollout starts
         from: the one that serves stable traffic now."""
-        now = time.time()
+        now = self._clock()
         if current.promoting or current.promoted_at is not None:
             # Already promoted (a canary replacing stable, or blue/green keeping the
             # previous release): the promotion stands; only its wait is cut short.
@@ -192,7 +198,7 @@ class RolloutController:
 
     # -- the loop -----------------------------------------------------------------------
     async def tick(self) -> None:
-        now = time.time()
+        now = self._clock()
         for service, want in self.d.store.desired().items():
             raw = self.d.store.get_rollout(service) if want.kind == "service" else None
             if raw is None:
@@ -294,7 +300,8 @@ class RolloutController:
             max_latency_p99_increase=float(a.get("max_latency_p99_increase", 0.25)))
         context = RolloutContext(state.service, state.from_release, state.to_release)
         return AnalysisRun(ProxyMetricsProvider(self.d.metrics, cluster, config=config),
-                           providers_from_spec(a.get("providers") or [], context))
+                           providers_from_spec(a.get("providers") or [], context),
+                           clock=self._clock)
 
     def _end_run(self, service: str) -> None:
         run = self._runs.pop(service, None)
@@ -357,7 +364,7 @@ class RolloutController:
 
     def promote(self, service: str) -> RolloutState:
         state = self._require(service)
-        now = time.time()
+        now = self._clock()
         if state.strategy == "canary":
             steps = self.spec(service, state.to_release).get("steps") or []
             decision = canary.promote(state, steps, now)
@@ -373,7 +380,7 @@ class RolloutController:
 
     def abort(self, service: str) -> RolloutState:
         state = self._require(service)
-        decision = canary.rollback(state, "aborted by user", time.time())
+        decision = canary.rollback(state, "aborted by user", self._clock())
         self._apply(state, decision)
         return decision.state
 
@@ -381,7 +388,7 @@ class RolloutController:
         """Pause or resume; the step's clock stands still while paused
         (`canary.set_paused`)."""
         state = self._require(service)
-        decision = canary.set_paused(state, paused, time.time())
+        decision = canary.set_paused(state, paused, self._clock())
         if decision.changed:
             self._apply(state, decision)
         return decision.state
@@ -448,7 +455,7 @@ class RolloutController:
         if state is None:
             return {"service": service, "strategy": None, "phase": None, "step": None,
                     "steps": None, "weight": None, "analysis": {}, "next": []}
-        return _status(state, self.spec(service, state.to_release), time.time())
+        return _status(state, self.spec(service, state.to_release), self._clock())
 
 
 def _min_samples(spec: dict[str, Any]) -> int:
