@@ -79,13 +79,16 @@ def no_app_here(path: Path) -> CliError:
                     "in your app's folder or pass -f FILE", 2)
 
 
-def load(file: str | None, positional: str | None = None) -> LoadedManifest:
+def load(file: str | None, positional: str | None = None, *,
+         check_files: bool = True) -> LoadedManifest:
+    """The manifest. `check_files=False` for commands that need only its names (`down`):
+    they must work without the secrets, env files and configs that starting needs."""
     # Imported here: the models cost ~0.1 s to import, which `mso ps` does not pay.
     from mso.spec.load import load_manifest
     path = manifest_path(file, positional)
     if not (positional or file) and not path.exists():
         raise no_app_here(path)
-    return load_manifest(path, dict(os.environ))
+    return load_manifest(path, dict(os.environ), check_files=check_files)
 
 
 def refuse_flags(engine: str, **given: Any) -> None:
@@ -153,12 +156,13 @@ def remote(name: str, opts: dict[str, Any]) -> RemoteEngine:
         raise CliError(str(exc)) from exc
 
 
-def on_remote(file: str | None, opts: dict[str, Any]) -> tuple[RemoteEngine, LoadedManifest] | None:
+def on_remote(file: str | None, opts: dict[str, Any], *, check_files: bool = True
+              ) -> tuple[RemoteEngine, LoadedManifest] | None:
     """The remote engine and manifest when the command targets Swarm or Kubernetes."""
     name = engine_name(file, opts.get("engine"))
     if name == "local":
         return None
-    loaded = load(file)
+    loaded = load(file, check_files=check_files)
     return remote(name, opts), loaded
 
 
@@ -270,7 +274,8 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
 def down(file: str | None, engine: str | None, **opts: Any) -> None:
     """Stop everything, leaving no process behind (remote engines: remove what mso made)."""
     from mso.cli.lifecycle import down_app
-    target = on_remote(file, dict(opts, engine=engine))
+    # A secret's variable or file may be gone by the time the app is taken down.
+    target = on_remote(file, dict(opts, engine=engine), check_files=False)
     if target is not None:
         target[0].down(target[1])
         click.echo("removed")
