@@ -117,8 +117,8 @@ class Target:
         """Start the app and wait until it is READY (`up -d` here, `up` on remote
         engines, which always wait)."""
         args = ("up", "-d", *extra) if self.engine == "local" else ("up", *extra)
+        self.deployed = True  # a failed `up` may have started something `down` must remove
         proc = self.mso(*args)
-        self.deployed = True
         if self.engine == "local":
             self.instance = _instance(self.folder)
         return proc
@@ -215,6 +215,24 @@ def wait_for(condition: Callable[[], Any], timeout: float = 60.0, interval: floa
 
 # -- engines ------------------------------------------------------------------------------
 
+#: Scenarios an engine fails today although it accepts the manifest: broken promises
+#: being fixed, listed in docs/engines.md ("Known differences"). They are reported as
+#: xfail without running: each costs up to 5 minutes of waiting for what does not come.
+#: Take an entry out to run its scenario again.
+KNOWN_GAPS: dict[tuple[str, str], str] = {
+    ("readiness_gates_traffic", "swarm"):
+        "Swarm fuses readiness into its one healthcheck: a replica that stops being ready "
+        "is restarted once unhealthy, and stays in the gateway's rotation until then",
+    ("readiness_gates_traffic", "kubernetes"):
+        "the gateway sent every request to one of the two ready pods",
+    ("jobs_before", "swarm"):
+        "`mso logs JOB` does not know the job's Swarm service once it has ended",
+    ("restart_policy", "swarm"):
+        "a service whose process ends cleanly under `restart: on-failure` never counts as "
+        "started, so `mso up` waits until its timeout",
+}
+
+
 @pytest.fixture(params=[
     pytest.param("local", marks=pytest.mark.e2e),
     pytest.param("swarm", marks=pytest.mark.swarm),
@@ -222,6 +240,10 @@ def wait_for(condition: Callable[[], Any], timeout: float = 60.0, interval: floa
 ])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     engine: support.EngineName = request.param
+    marker = request.node.get_closest_marker("scenario")
+    known = KNOWN_GAPS.get((marker.args[0] if marker else "", engine))
+    if known is not None:
+        pytest.xfail(f"known gap on {engine}: {known}")
     kubeconfig = None
     if engine == "swarm":
         from tests.e2e.swarm.conftest import ensure_swarm

@@ -16,17 +16,15 @@ of a `run:` service and does what the local engine does around a replica:
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import socket
+import subprocess
 import sys
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import asyncio
-    import threading
-
-# `probe` runs once per period in every container (a Docker healthcheck is an `exec`), so
-# the module imports only what it needs; `run` imports asyncio, subprocess and the rest.
+import threading
+import urllib.error
+import urllib.request
 
 SECRETS_DIR = "/run/secrets"
 
@@ -48,7 +46,6 @@ def local_addresses() -> list[str]:
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    import asyncio
     try:
         while data := await reader.read(65536):
             writer.write(data)
@@ -63,8 +60,6 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 def _forwarder(port: int) -> object:
-    import asyncio
-
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
@@ -76,7 +71,6 @@ def _forwarder(port: int) -> object:
 
 
 async def _forward(ports: list[int], stop: threading.Event) -> None:
-    import asyncio
     pending = list(ports)
     servers = []
     while pending and not stop.is_set():
@@ -112,10 +106,6 @@ def _secret_env(pairs: list[str]) -> dict[str, str]:
 
 
 def run(args: list[str]) -> int:
-    import asyncio
-    import signal
-    import subprocess
-    import threading
     ports: list[int] = []
     secret_pairs: list[str] = []
     while args and args[0] != "--":
@@ -150,26 +140,6 @@ def run(args: list[str]) -> int:
     return code if code >= 0 else 128 - code
 
 
-def _http_status(port: int, path: str, timeout: float) -> int:
-    """The status code of `GET path` on 127.0.0.1:port, over a bare socket: the check runs
-    every period in every container, so it imports nothing beyond `socket` (urllib would
-    double the cost of each check, which Docker pays as one `exec` per period)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.settimeout(timeout)
-        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n"
-                     "User-Agent: mso-probe\r\nConnection: close\r\n\r\n".encode())
-        head = b""
-        while b"\r\n" not in head and len(head) < 4096:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            head += chunk
-    line = head.split(b"\r\n", 1)[0].split()
-    if len(line) < 2 or not line[0].startswith(b"HTTP/") or not line[1].isdigit():
-        raise OSError(f"not an HTTP answer: {head[:40]!r}")
-    return int(line[1])
-
-
 def probe(args: list[str]) -> int:
     """Exit 0 when healthy; otherwise print why (Docker keeps it as the check's output,
     which `mso ps` shows as the reason)."""
@@ -177,7 +147,12 @@ def probe(args: list[str]) -> int:
     try:
         if kind == "http":
             path, timeout = args[2], float(args[3])
-            status = _http_status(port, path, timeout)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}",
+                                            timeout=timeout) as r:
+                    status = r.status
+            except urllib.error.HTTPError as exc:
+                status = exc.code
             if 200 <= status < 400:
                 return 0
             print(f"HTTP GET {path} returned {status}")
@@ -185,8 +160,9 @@ def probe(args: list[str]) -> int:
         with socket.create_connection(("127.0.0.1", port), timeout=float(args[2])):
             return 0
     except Exception as exc:
+        reason = getattr(exc, "reason", None) or exc
         what = f"HTTP GET {args[2]}" if kind == "http" else "TCP connect"
-        print(f"{what} on port {port} failed: {exc}")
+        print(f"{what} on port {port} failed: {reason}")
         return 1
 
 

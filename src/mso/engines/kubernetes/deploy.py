@@ -144,7 +144,7 @@ def run_job(host: KubeHost, name: str, timeout: float, progress: Progress) -> No
                                                     REPORT_LOG_LINES))
             raise KubeError(f"job {name} failed (see `kubectl logs job/{job_name} -n {ns}`)")
         time.sleep(0.5)
-    raise KubeError(f"job {name} did not complete within {timeout:g}s")
+    raise KubeError(f"job {name} timed out after {timeout:g}s (jobs.{name}.timeout)")
 
 
 def _targeted(pods: list[Obj], name: str, plan: Plan) -> list[Obj]:

@@ -25,8 +25,8 @@ from mso.engines.swarm.names import Role
 NS = 1_000_000_000
 MIN_HEALTH_TIMEOUT = 5.0  # healthchecks need slack under load (verified on this machine)
 MIN_START_PERIOD = 15.0
-#: The healthcheck command: isolated (-I) and without site-packages (-S), so each check
-#: (one `exec` per period per container) starts Python in ~half the time.
+#: The healthcheck command: isolated (-I) and without the site module (-S), so each check
+#: (one `exec` per period per container) starts Python faster.
 _PROBE = ["CMD", "python3", "-I", "-S", SHIM_PATH, "probe"]
 
 
