@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from mso.store.db import Store
-from tests.e2e.swarm.conftest import Load, mso, mso_json, wait_for
+from tests.e2e.swarm.conftest import GATEWAY_RESETS, Load, mso, mso_json, wait_for
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(600)]
 
@@ -34,6 +34,7 @@ def _services() -> list[str]:
                           capture_output=True, text=True, check=True).stdout.split()
 
 
+@GATEWAY_RESETS
 def test_healthy_canary_is_promoted_without_failed_requests(deployed: Any) -> None:
     manifest, port = deployed(ECHO, "healthy")
     mso("deploy", "--engine", "swarm", "-f", str(manifest), cwd=manifest.parent)
