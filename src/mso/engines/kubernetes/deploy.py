@@ -133,6 +133,15 @@ def run_job(host: KubeHost, name: str, timeout: float, progress: Progress) -> No
                 if (p["metadata"].get("labels") or {}).get(naming.RELEASE) == str(want.release)
                 and (p["metadata"].get("labels") or {}).get(naming.COMPONENT) == "job"]
         found = failures.problems(host.kube, ns, pods, time.time())
+        if any(c.get("type") == "Failed" and c.get("reason") == "DeadlineExceeded"
+               for c in status.get("conditions") or []):
+            # Kubernetes' activeDeadlineSeconds is `jobs.*.timeout`: say it as the other
+            # engines do, with the pods' last lines.
+            why = Problem("failed", f"timed out after {timeout:g}s (jobs.{name}.timeout)")
+            found = {p["metadata"]["name"]: why for p in pods[-1:]} or found
+            if not found:
+                raise KubeError(f"job {name} timed out after {timeout:g}s "
+                                f"(jobs.{name}.timeout)")
         if status.get("failed") or found:
             if status.get("failed") and not found:
                 reason = next((c.get("message") or c.get("reason") for c in
