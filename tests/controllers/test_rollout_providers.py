@@ -20,6 +20,7 @@ import pytest
 from mso.controllers.rollouts import Member, RolloutController
 from mso.store.db import Store
 from mso.store.records import Desired
+from tests.analysis.test_run import snapshot
 
 
 class FakePrometheus:
@@ -62,15 +63,6 @@ def prometheus() -> Iterator[FakePrometheus]:
     server = FakePrometheus()
     yield server
     server.close()
-
-
-def snapshot(requests: int) -> dict[str, Any]:
-    def ep(n: int) -> dict[str, Any]:
-        return {"requests": n, "responses": {"5xx": 0}, "connect_errors": 0,
-                "latency_buckets_ms": [10, 100], "latency_counts": [n, 0, 0]}
-    return {"clusters": {"web/http": {"subsets": {
-        "stable": {"endpoints": {"s": ep(requests)}},
-        "canary": {"endpoints": {"c": ep(requests)}}}}}}
 
 
 class Host:

@@ -105,7 +105,9 @@ def test_token_cookie_pages_404s_and_no_secret(app: MsoApp) -> None:
         assert SECRET not in text and SECRET_2 not in text
 
 
-def test_sse_charts_forged_post_and_promote(app: MsoApp) -> None:
+def paused_canary(app: MsoApp) -> tuple[str, httpx.Client]:
+    """Release 1 up, release 2 deployed and held at its pause step; the dashboard's URL and
+    a logged-in client."""
     write(app)
     app.up()
     url = dashboard_url(app)
@@ -113,6 +115,11 @@ def test_sse_charts_forged_post_and_promote(app: MsoApp) -> None:
     write(app, "v2")
     app.cli("deploy")
     wait_for(lambda: phase(app) == "Paused", timeout=60, message="canary paused")
+    return url, client
+
+
+def test_sse_charts_forged_post_and_promote(app: MsoApp) -> None:
+    url, client = paused_canary(app)
     page = client.get("/services/echo/rollout")
     assert 'id="action-promote"' in page.text and 'data-phase="Paused"' in page.text
     csrf = csrf_of(page.text)
@@ -148,13 +155,7 @@ def test_sse_charts_forged_post_and_promote(app: MsoApp) -> None:
 
 
 def test_rollback_from_the_dashboard_and_stopped_by_down(app: MsoApp) -> None:
-    write(app)
-    app.up()
-    url = dashboard_url(app)
-    client = logged_in(url)
-    write(app, "v2")
-    app.cli("deploy")
-    wait_for(lambda: phase(app) == "Paused", timeout=60, message="canary paused")
+    url, client = paused_canary(app)
     csrf = csrf_of(client.get("/").text)
     client.post("/services/echo/rollout/promote", data={"csrf": csrf})
     wait_for(lambda: phase(app) == "Promoted", timeout=60, message="promoted")
