@@ -1,4 +1,5 @@
-"""A small paced HTTP load generator for zero-failure tests (threads, keep-alive)."""
+"""A small paced HTTP load generator for zero-failure tests (threads, keep-alive or a
+new connection per request)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 class LoadResult:
     ok: int = 0
     failures: list[str] = field(default_factory=list)
+    # (monotonic start, monotonic end) of each failed request, in the order of failures
+    failed_spans: list[tuple[float, float]] = field(default_factory=list)
     bodies: Counter[str] = field(default_factory=Counter)  # 200 bodies and their counts
 
     @property
@@ -24,8 +27,9 @@ class Load:
     """GETs `path` on 127.0.0.1:`port` at about `rate` requests/s until stopped."""
 
     def __init__(self, port: int, rate: float = 100.0, path: str = "/",
-                 threads: int = 4, method: str = "GET") -> None:
+                 threads: int = 4, method: str = "GET", keepalive: bool = True) -> None:
         self.port = port
+        self.keepalive = keepalive
         self.path = path
         self.method = method
         self.interval = threads / rate
@@ -54,8 +58,10 @@ class Load:
         while not self._stop.is_set():
             if conn is None:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            started = time.monotonic()
             try:
-                conn.request(self.method, self.path)
+                conn.request(self.method, self.path,
+                             headers={} if self.keepalive else {"Connection": "close"})
                 response = conn.getresponse()
                 body = response.read().decode(errors="replace")
                 with self._lock:
@@ -64,12 +70,14 @@ class Load:
                         self.result.bodies[body] += 1
                     else:
                         self.result.failures.append(f"HTTP {response.status}: {body[:80]}")
+                        self.result.failed_spans.append((started, time.monotonic()))
                 if response.will_close:
                     conn.close()
                     conn = None
             except Exception as exc:
                 with self._lock:
                     self.result.failures.append(f"{type(exc).__name__}: {exc}")
+                    self.result.failed_spans.append((started, time.monotonic()))
                 conn.close()
                 conn = None
             next_at += self.interval

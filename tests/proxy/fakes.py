@@ -19,7 +19,7 @@ class RecordingTransport:
         return self.closed
 
     def get_extra_info(self, key: str) -> Any:
-        return ("127.0.0.1", 5555)
+        return None if key == "socket" else ("127.0.0.1", 5555)
 
     def pause_reading(self) -> None:
         pass

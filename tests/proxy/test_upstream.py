@@ -241,3 +241,26 @@ def test_a_client_closed_with_a_batched_response_gets_the_response_first() -> No
         assert b"".join(h.client_t.sent).count(b"ok") == 1
 
     asyncio.run(scenario())
+
+
+class _Socket:
+    def __init__(self) -> None:
+        self.options: list[tuple[int, int, int]] = []
+
+    def setsockopt(self, level: int, name: int, value: int) -> None:
+        self.options.append((level, name, value))
+
+
+def test_an_unfinished_response_is_acknowledged_at_once() -> None:
+    # An upstream writing head and body in two sends holds the body back (Nagle) until
+    # the head is acknowledged; a delayed ACK made every such response 40 ms late.
+    import socket
+
+    h = Harness()
+    h.conn.sock = sock = _Socket()
+    h.exchange(HEAD, b"ok")
+    quickack = (socket.IPPROTO_TCP, upstream.TCP_QUICKACK, 1)
+    assert sock.options == [quickack], "after the head alone the proxy must ACK at once"
+    sock.options.clear()
+    h.exchange(HEAD + b"ok")
+    assert sock.options == [], "a complete response needs no extra system call"

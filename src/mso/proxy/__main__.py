@@ -64,6 +64,7 @@ def _watch_parent(ppid: int) -> None:
 
 async def _serve_single(args: argparse.Namespace) -> None:
     from . import accesslog, native
+    from .handoff import HandoffServer, path_for
     from .runtime import Runtime
 
     accesslog.configure(args.access_log_sample)
@@ -73,6 +74,8 @@ async def _serve_single(args: argparse.Namespace) -> None:
     gc.set_threshold(50_000, 20, 20)
     runtime = Runtime(reuse_port=args.worker)
     server = await serve_control(runtime, args.control)
+    handoff = None if args.worker else HandoffServer(
+        runtime, path_for(args.control), asyncio.get_running_loop())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -83,6 +86,8 @@ async def _serve_single(args: argparse.Namespace) -> None:
     await stop.wait()
     log.info("stopping: finishing in-flight requests (grace %.1fs)", args.grace)
     server.close()
+    if handoff is not None:
+        handoff.close()
     await runtime.shutdown(args.grace)
 
 

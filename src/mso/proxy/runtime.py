@@ -12,6 +12,7 @@ import dataclasses
 import errno
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any, Callable, cast
 
@@ -45,6 +46,10 @@ def plan_listeners(old: dict[str, ListenerSpec], new: dict[str, ListenerSpec]) -
     return ListenerPlan(keep=keep, create=create, close=close)
 
 
+def _key(spec: ListenerSpec) -> tuple[str, int]:
+    return (spec.bind, spec.port)
+
+
 @dataclass
 class Listener:
     spec: ListenerSpec
@@ -62,6 +67,10 @@ class Runtime:
         self.retired: list[EndpointState] = []
         self.version = 0
         self.reuse_port = reuse_port
+        # Listening sockets ready to serve a listener with the same (bind, port): handed
+        # over by the daemon (a spare proxy taking over) or kept while a port moves from
+        # one listener to another, so the port never stops listening (handoff.py).
+        self.spare: dict[tuple[str, int], socket.socket] = {}
         self._lock = asyncio.Lock()
         self._watchdog = self.loop.create_task(self._watch())
 
@@ -104,7 +113,10 @@ class Runtime:
         bound = self.bound_ports()
         handed_over = {n: self.listeners.pop(n) for n in plan.close
                        if bound.get(n, self.listeners[n].spec.port) in wanted}
+        reused = {_key(new_specs[n]) for n in plan.create}
         for lst in handed_over.values():
+            if _key(lst.spec) in reused and lst.server.sockets:
+                self._keep_spare(_key(lst.spec), lst.server.sockets[0].fileno())
             lst.server.close()
         if handed_over:
             await asyncio.sleep(0)  # let the loop release the sockets
@@ -131,6 +143,9 @@ class Runtime:
             if name not in handed_over:
                 self.listeners.pop(name).server.close()
         self.listeners.update(created)
+        for sock in self.spare.values():
+            sock.close()
+        self.spare.clear()
         live = {id(e) for c in clusters.values() for e in c.endpoints}
         for key, ep in old_eps.items():
             if key not in live:
@@ -191,11 +206,46 @@ class Runtime:
             ctx = None
             factory = lambda: MetricsConnection(self.prometheus)  # noqa: E731
         self._configure(spec, ctx, clusters)
-        server = await self.loop.create_server(
-            factory, spec.bind, spec.port, backlog=4096,
-            reuse_port=self.reuse_port or None,
-        )
+        sock = self.spare.pop(_key(spec), None)
+        if sock is not None:
+            server = await self.loop.create_server(factory, sock=sock, backlog=4096)
+        else:
+            server = await self.loop.create_server(
+                factory, spec.bind, spec.port, backlog=4096,
+                reuse_port=self.reuse_port or None,
+            )
         return Listener(spec=spec, server=server, ctx=ctx)
+
+    def _keep_spare(self, key: tuple[str, int], fd: int) -> None:
+        old = self.spare.pop(key, None)
+        if old is not None:
+            old.close()
+        self.spare[key] = socket.socket(fileno=os.dup(fd))
+
+    # --- socket hand-over (handoff.py) --------------------------------------------
+    def listening_sockets(self) -> list[tuple[tuple[str, int], int]]:
+        """A duplicate of each listener's socket, by the (bind, port) its table asked for."""
+        out = []
+        for lst in self.listeners.values():
+            socks = lst.server.sockets
+            if socks:
+                out.append((_key(lst.spec), os.dup(socks[0].fileno())))
+        return out
+
+    def adopt_sockets(self, socks: list[tuple[tuple[str, int], socket.socket]]) -> int:
+        """Keep handed-over listening sockets for the next table's listeners."""
+        taken = {_key(lst.spec) for lst in self.listeners.values()}
+        adopted = 0
+        for key, sock in socks:
+            if key in taken:
+                sock.close()  # already served by a listener of ours
+                continue
+            old = self.spare.pop(key, None)
+            if old is not None:
+                old.close()
+            self.spare[key] = sock
+            adopted += 1
+        return adopted
 
     def bound_ports(self) -> dict[str, int]:
         """Actual ports (useful when a table asks for port 0)."""

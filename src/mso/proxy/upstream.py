@@ -8,7 +8,8 @@ itself, and one found closing at checkout is skipped.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, cast, Final, TYPE_CHECKING
+import socket
+from typing import Any, Callable, cast, Final, TYPE_CHECKING
 
 import httptools
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 MAX_IDLE_PER_ENDPOINT: Final = 512
 MAX_HEAD: Final = 256 * 1024
+TCP_QUICKACK: Final = 12  # linux/tcp.h; not re-armed by the kernel, so set per read
 
 
 class UpstreamConnection:
@@ -31,6 +33,7 @@ class UpstreamConnection:
     def __init__(self, endpoint: EndpointState) -> None:
         self.endpoint = endpoint
         self.transport: asyncio.Transport | None = None
+        self.sock: Any = None
         self.parser = httptools.HttpResponseParser(self)
         self.feed: Callable[[bytes], None] = self.parser.feed_data  # bound once (hot path)
         self.exchange: Exchange | None = None
@@ -58,6 +61,7 @@ class UpstreamConnection:
     # --- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.sock = transport.get_extra_info("socket")
 
     def data_received(self, data: bytes) -> None:
         ex = self.exchange
@@ -100,6 +104,16 @@ class UpstreamConnection:
             self.close()
         finally:
             client.flush_soon()
+            if self.exchange is not None and self.sock is not None:
+                # The response is not complete: acknowledge at once. An upstream that
+                # writes its head and body separately (Python's http.server, among
+                # many) holds the body back under Nagle's algorithm until the head is
+                # acknowledged, and Linux delays that ACK by up to 40 ms on a pooled
+                # connection: the median GET through the proxy took 11 ms, not 0.6.
+                try:
+                    self.sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
+                except OSError:
+                    pass
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
