@@ -39,6 +39,7 @@ from mso.engines.local.states import ReplicaState
 from mso.paths import StatePaths
 from mso.spec.load import LoadedManifest
 from mso.store.db import Store
+from mso.store.health import StoreUnavailable
 from mso.store.records import Desired
 
 log = logging.getLogger("mso.daemon")
@@ -323,6 +324,8 @@ class Daemon:
             self._wake.clear()
             try:
                 await self.reconcile_once()
+            except StoreUnavailable:
+                pass  # said once by the store; what runs goes on, retried next tick
             except Exception:
                 log.exception("reconcile failed; retrying")
             try:
@@ -332,9 +335,15 @@ class Daemon:
         await self._stopped.wait()
 
     async def reconcile_once(self) -> None:
+        self.store.recover()  # a no-op unless the disk refused writes
         desired = self.store.desired()
-        self.jobs.reconcile({n: d for n, d in desired.items() if d.kind == "job"})
-        await self.rollouts.tick()
+        try:
+            # Both record what they do: with a disk that refuses writes they wait (a
+            # step that cannot be recorded is not taken), and the services go on.
+            self.jobs.reconcile({n: d for n, d in desired.items() if d.kind == "job"})
+            await self.rollouts.tick()
+        except StoreUnavailable:
+            pass
         desired = self.store.desired()
         for name, want in desired.items():
             if want.kind == "service":
@@ -539,7 +548,11 @@ class Daemon:
         for level in self._stop_order():
             await self.book.stop_services(level, "mso down")
         await self.book.stop_all("mso down")
-        self.store.clear_desired()
+        try:
+            self.store.clear_desired()
+        except StoreUnavailable:
+            log.error("mso down: desired state not cleared (the store cannot be written); "
+                      "everything is stopped anyway")
         await self.proxy.stop()
         self._sweep()
         self.store.add_event("daemon.stopped", "all processes stopped")
@@ -600,6 +613,7 @@ class Daemon:
                 "desired_replicas": want, "ready_replicas": ready,
                 "jobs": self.jobs.summary(), "started_at": self.started_at,
                 "shutting_down": self._shutting_down,
+                "store": self.store.health.as_json(),
                 "manifest": self.app_config().get("manifest"),
                 "cgroups": self.cgroups.describe() if hasattr(self.cgroups, "describe")
                 else {}}
