@@ -25,6 +25,7 @@ from mso.controllers.replicas import ObservedReplica, RollingParams, StartReplic
 from mso.controllers.rollouts import Member, RolloutController, RolloutError
 from mso.controllers.routing import RouteView, ServiceRouting, build_table
 from mso.daemon.jobs import JobRunner
+from mso.daemon.logsettings import LogSettings
 from mso.releases.ports import port_map
 from mso.daemon.proxy_manager import ProxyManager
 from mso.releases.apply import AppliedChange, apply_manifest
@@ -92,8 +93,10 @@ class Daemon:
         self.store.set_meta("instance_id", self.instance_id)
         self.store.set_meta("daemon_pid", str(os.getpid()))
         self.cgroups = CgroupManager(f"mso/{self.instance_id}")
-        self.log_store = LogStore(self.paths.logs_dir)
-        self.collector = LogCollector(self.log_store)
+        logs = LogSettings.from_env(os.environ)
+        self.log_store = LogStore(self.paths.logs_dir, logs.max_bytes_per_service, logs.files)
+        self.collector = LogCollector(self.log_store, truncate_after=logs.raw_bytes,
+                                      reserve=logs.raw_bytes)
         base_env = base_environment(self.instance_id)
         self.proxy = ProxyManager(self.store, self.paths.proxy_socket, self.paths.run_dir,
                                   base_env)
