@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import json
 import logging
 import os
@@ -213,10 +214,16 @@ class LogCollector:
         self.store_error = None
 
     def _read_lines(self, tail: _Tail, final: bool) -> list[str]:
+        writable = True
         try:
             fd = os.open(tail.path, os.O_RDWR)
         except FileNotFoundError:
             return self._flush(tail) if final else []
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                raise
+            # A read-only disk: read on, truncate once it is writable again.
+            fd, writable = os.open(tail.path, os.O_RDONLY), False
         try:
             st = os.fstat(fd)
             if tail.inode != st.st_ino or st.st_size < tail.offset:
@@ -231,7 +238,7 @@ class LogCollector:
                     break
                 tail.offset += len(chunk)
                 data += chunk
-            if tail.offset >= self.truncate_after:
+            if tail.offset >= self.truncate_after and writable:
                 # EOF was just reached; only writes in this instant can be lost.
                 os.ftruncate(fd, 0)
                 tail.offset = 0
