@@ -37,7 +37,7 @@ def ps(daemon: Daemon) -> dict[str, Any]:
             "problem": problem.to_json() if problem else None,
             "draining": managed.stopping, "resources": _resources(managed)})
     return {"app": daemon.app_name(), "replicas": rows, "jobs": daemon.jobs.summary(),
-            "waiting": daemon.waiting()}
+            "waiting": daemon.waiting(), "store": daemon.store.health.as_json()}
 
 
 def _resources(managed: Any) -> dict[str, Any]:

@@ -95,6 +95,13 @@ def ps_table(data: dict[str, Any]) -> None:
     for name, why in (data.get("waiting") or {}).items():
         console.print(f"{name}: no replica yet, {why}")
     drift(data.get("drift") or [])
+    store = data.get("store") or {}
+    if store and not store.get("writable", True):
+        waiting = f"; {store['waiting_for']}" if store.get("waiting_for") else ""
+        console.print(f"[red]state store not writable since "
+                      f"{time.strftime('%H:%M:%S', time.localtime(store.get('since') or 0))}: "
+                      f"{escape(str(store.get('error')))}{escape(waiting)}[/] (replicas keep "
+                      f"running; events are held and written once the disk has room)")
     if data.get("offline"):
         console.print(f"[dim]{escape(data['offline'])}[/]")
 

@@ -21,6 +21,7 @@ import uvicorn
 
 from mso.api.app import create_app
 from mso.daemon.core import Daemon, DaemonBusy
+from mso.daemon.logsettings import LogSettings, rotate_own_log
 from mso.paths import StatePaths
 from mso.spec.errors import ManifestError
 from mso.spec.load import load_manifest
@@ -54,6 +55,15 @@ def _tcp_listener(port: int) -> socket.socket:
 async def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
     # `_serve` is `serve` without uvicorn's own signal handlers: the daemon owns signals.
     await server._serve([sock])
+
+
+async def _bound_own_log(paths: StatePaths, period: float = 5.0) -> None:
+    """Keep `.mso/daemon.log` (this process's stderr) under MSO_DAEMON_LOG_SIZE."""
+    limit = LogSettings.from_env(os.environ).daemon_log_bytes
+    while True:
+        if rotate_own_log(paths.daemon_log, limit):
+            log.info("daemon.log rotated to daemon.log.1 (over %d bytes)", limit)
+        await asyncio.sleep(period)
 
 
 async def run(paths: StatePaths, manifest: str | None, api_port: int | None) -> int:
@@ -113,8 +123,10 @@ async def run(paths: StatePaths, manifest: str | None, api_port: int | None) -> 
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, handler, sig)
+    own_log = asyncio.ensure_future(_bound_own_log(paths))
     log.info("mso daemon %s ready on %s", os.getpid(), paths.api_socket)
     await daemon.run_forever()
+    own_log.cancel()
     await stop_servers()
     await asyncio.gather(*tasks, return_exceptions=True)
     paths.api_socket.unlink(missing_ok=True)

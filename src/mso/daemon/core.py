@@ -25,6 +25,7 @@ from mso.controllers.replicas import ObservedReplica, RollingParams, StartReplic
 from mso.controllers.rollouts import Member, RolloutController, RolloutError
 from mso.controllers.routing import RouteView, ServiceRouting, build_table
 from mso.daemon.jobs import JobRunner
+from mso.daemon.logsettings import LogSettings
 from mso.releases.ports import port_map
 from mso.daemon.proxy_manager import ProxyManager
 from mso.releases.apply import AppliedChange, apply_manifest
@@ -39,6 +40,7 @@ from mso.engines.local.states import ReplicaState
 from mso.paths import StatePaths
 from mso.spec.load import LoadedManifest
 from mso.store.db import Store
+from mso.store.health import StoreUnavailable
 from mso.store.records import Desired
 
 log = logging.getLogger("mso.daemon")
@@ -91,8 +93,10 @@ class Daemon:
         self.store.set_meta("instance_id", self.instance_id)
         self.store.set_meta("daemon_pid", str(os.getpid()))
         self.cgroups = CgroupManager(f"mso/{self.instance_id}")
-        self.log_store = LogStore(self.paths.logs_dir)
-        self.collector = LogCollector(self.log_store)
+        logs = LogSettings.from_env(os.environ)
+        self.log_store = LogStore(self.paths.logs_dir, logs.max_bytes_per_service, logs.files)
+        self.collector = LogCollector(self.log_store, truncate_after=logs.raw_bytes,
+                                      reserve=logs.raw_bytes)
         base_env = base_environment(self.instance_id)
         self.proxy = ProxyManager(self.store, self.paths.proxy_socket, self.paths.run_dir,
                                   base_env)
@@ -323,6 +327,8 @@ class Daemon:
             self._wake.clear()
             try:
                 await self.reconcile_once()
+            except StoreUnavailable:
+                pass  # said once by the store; what runs goes on, retried next tick
             except Exception:
                 log.exception("reconcile failed; retrying")
             try:
@@ -332,9 +338,15 @@ class Daemon:
         await self._stopped.wait()
 
     async def reconcile_once(self) -> None:
+        self.store.recover()  # a no-op unless the disk refused writes
         desired = self.store.desired()
-        self.jobs.reconcile({n: d for n, d in desired.items() if d.kind == "job"})
-        await self.rollouts.tick()
+        try:
+            # Both record what they do: with a disk that refuses writes they wait (a
+            # step that cannot be recorded is not taken), and the services go on.
+            self.jobs.reconcile({n: d for n, d in desired.items() if d.kind == "job"})
+            await self.rollouts.tick()
+        except StoreUnavailable:
+            pass
         desired = self.store.desired()
         for name, want in desired.items():
             if want.kind == "service":
@@ -539,7 +551,11 @@ class Daemon:
         for level in self._stop_order():
             await self.book.stop_services(level, "mso down")
         await self.book.stop_all("mso down")
-        self.store.clear_desired()
+        try:
+            self.store.clear_desired()
+        except StoreUnavailable:
+            log.error("mso down: desired state not cleared (the store cannot be written); "
+                      "everything is stopped anyway")
         await self.proxy.stop()
         self._sweep()
         self.store.add_event("daemon.stopped", "all processes stopped")
@@ -600,6 +616,7 @@ class Daemon:
                 "desired_replicas": want, "ready_replicas": ready,
                 "jobs": self.jobs.summary(), "started_at": self.started_at,
                 "shutting_down": self._shutting_down,
+                "store": self.store.health.as_json(),
                 "manifest": self.app_config().get("manifest"),
                 "cgroups": self.cgroups.describe() if hasattr(self.cgroups, "describe")
                 else {}}

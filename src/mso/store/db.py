@@ -3,6 +3,10 @@
 One connection per process, WAL mode, `synchronous=NORMAL`: a crash of the daemon loses at
 most the last transaction, never corrupts the file. Every write is its own short
 transaction so a `kill -9` between two writes leaves a consistent state.
+
+A disk that refuses writes (full, read-only) is handled as mso.store.health describes:
+events and replica states wait in memory and are written once it accepts them again
+(`recover()`); every other write raises `StoreUnavailable` and changes nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mso.store.health import (RETRY_PERIOD, HeldEvent, Pending, StoreHealth,
+                              StoreUnavailable, filesystem_ready, is_disk_error)
 from mso.store.records import Desired, Event, Release, ReplicaRecord
 
 SCHEMA_VERSION = 1
@@ -54,6 +60,8 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.health = StoreHealth()
+        self.pending = Pending()
         # Secrets live in here: the file is private before SQLite writes a byte, and SQLite
         # gives its -wal and -shm files the database's mode. Files made by an older build
         # (database made 0644 and tightened after the WAL existed) are tightened too.
@@ -83,6 +91,8 @@ class Store:
         """
         store = cls.__new__(cls)
         store.path = path
+        store.health = StoreHealth()
+        store.pending = Pending()
         store._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0,
                                     isolation_level=None, check_same_thread=False)
         store._db.row_factory = sqlite3.Row
@@ -94,13 +104,82 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                # SQLite may already have rolled back (a full disk during COMMIT).
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._refused("a transaction", exc) from exc
+
+    def _refused(self, what: str, exc: sqlite3.Error) -> Exception:
+        """`StoreUnavailable` for a write the disk refused (noted once in `health`);
+        any other SQLite error unchanged."""
+        if not is_disk_error(exc):
+            return exc
+        self.health.failed(what, exc)
+        return StoreUnavailable(f"the state store cannot be written ({exc}): is the disk "
+                                f"of {self.path.parent} full or read-only? Nothing was "
+                                f"changed; retry once it has space")
+
+    def _write(self, what: str, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise self._refused(what, exc) from exc
+
+    # -- a disk that refuses writes (mso.store.health) ------------------------------------
+    def recover(self, force: bool = False) -> bool:
+        """Write what was held while the disk refused writes; True once the store is
+        writable (at once when it never stopped being). Tries at most once per
+        RETRY_PERIOD (unless `force`) and only once the filesystem has room again."""
+        if self.health.writable:
+            return True
+        now = time.monotonic()
+        if not force and now - self.health.last_attempt < RETRY_PERIOD:
+            return False
+        self.health.last_attempt = now
+        ready, why = filesystem_ready(self.path.parent)
+        if not ready:
+            self.health.waiting_for = why
+            return False
+        pending = self.pending
+        since = min([self.health.since or time.time()] + [e.ts for e in pending.events[:1]])
+        error = self.health.error
+        try:
+            with self.transaction() as db:
+                for rid, rec in pending.replicas.items():
+                    if rec is None:
+                        db.execute("DELETE FROM replicas WHERE id=?", (rid,))
+                    else:
+                        self._upsert_replica(rec)
+                self._insert_event(since, "store.unwritable",
+                                   f"state store not writable: {error}; serving went on, "
+                                   f"events and replica states were held in memory",
+                                   None, None, {"error": error})
+                for e in pending.events:
+                    self._insert_event(e.ts, e.type, e.message, e.service, e.replica, e.data)
+                lasted = time.time() - since
+                held = len(pending.events) + len(pending.replicas)
+                self._insert_event(
+                    time.time(), "store.recovered",
+                    f"state store writable again after {lasted:.1f}s; {held} held "
+                    f"record(s) written" + (f", {pending.dropped_events} event(s) dropped "
+                                            f"(too many to hold)" if pending.dropped_events
+                                            else ""),
+                    None, None, {"seconds": round(lasted, 3), "held": held,
+                                 "dropped_events": pending.dropped_events})
+        except StoreUnavailable as exc:
+            self.health.waiting_for = str(exc.__cause__ or exc)
+            return False
+        self.pending = Pending()
+        self.health.recovered(held)
+        return True
 
     # -- meta -------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -108,11 +187,11 @@ class Store:
         return None if row is None else str(row["value"])
 
     def set_meta(self, key: str, value: str) -> None:
-        self._db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) "
-                         "DO UPDATE SET value=excluded.value", (key, value))
+        self._write(f"meta {key}", "INSERT INTO meta(key, value) VALUES (?, ?) ON "
+                    "CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
 
     def delete_meta(self, key: str) -> None:
-        self._db.execute("DELETE FROM meta WHERE key=?", (key,))
+        self._write(f"meta {key}", "DELETE FROM meta WHERE key=?", (key,))
 
     # -- releases ---------------------------------------------------------------------
     def add_release(self, service: str, spec_hash: str, spec: dict[str, Any],
@@ -152,8 +231,8 @@ class Store:
         return {} if row is None else dict(json.loads(row["secrets_json"]))
 
     def set_release_outcome(self, service: str, number: int, outcome: str) -> None:
-        self._db.execute("UPDATE releases SET outcome=? WHERE service=? AND number=?",
-                         (outcome, service, number))
+        self._write("a release outcome", "UPDATE releases SET outcome=? WHERE service=? "
+                    "AND number=?", (outcome, service, number))
 
     def services_with_releases(self) -> list[str]:
         rows = self._db.execute("SELECT DISTINCT service FROM releases").fetchall()
@@ -161,8 +240,8 @@ class Store:
 
     # -- desired ----------------------------------------------------------------------
     def set_desired(self, desired: Desired) -> None:
-        self._db.execute(
-            "INSERT INTO desired VALUES (?,?,?,?,?) ON CONFLICT(service) DO UPDATE SET "
+        self._write(
+            "desired state", "INSERT INTO desired VALUES (?,?,?,?,?) ON CONFLICT(service) DO UPDATE SET "
             "kind=excluded.kind, release=excluded.release, replicas=excluded.replicas, "
             "manifest_replicas=excluded.manifest_replicas",
             (desired.service, desired.kind, desired.release, desired.replicas,
@@ -175,14 +254,26 @@ class Store:
                                            int(r["manifest_replicas"])) for r in rows}
 
     def delete_desired(self, service: str) -> None:
-        self._db.execute("DELETE FROM desired WHERE service=?", (service,))
+        self._write("desired state", "DELETE FROM desired WHERE service=?", (service,))
 
     def clear_desired(self) -> None:
-        self._db.execute("DELETE FROM desired")
+        self._write("desired state", "DELETE FROM desired")
 
     # -- replicas ---------------------------------------------------------------------
     def upsert_replica(self, rec: ReplicaRecord) -> None:
+        """Record a replica's observed state; held in memory while the disk refuses."""
         rec.updated = time.time()
+        if self.health.writable:
+            try:
+                self._upsert_replica(rec)
+                return
+            except sqlite3.Error as exc:
+                if not is_disk_error(exc):
+                    raise
+                self.health.failed(f"replica {rec.id}", exc)
+        self.pending.replicas[rec.id] = ReplicaRecord(**vars(rec))
+
+    def _upsert_replica(self, rec: ReplicaRecord) -> None:
         self._db.execute(
             "INSERT INTO replicas VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO "
             "UPDATE SET service=excluded.service, ordinal=excluded.ordinal, "
@@ -206,7 +297,15 @@ class Store:
                 for r in rows]
 
     def delete_replica(self, replica_id: str) -> None:
-        self._db.execute("DELETE FROM replicas WHERE id=?", (replica_id,))
+        if self.health.writable:
+            try:
+                self._db.execute("DELETE FROM replicas WHERE id=?", (replica_id,))
+                return
+            except sqlite3.Error as exc:
+                if not is_disk_error(exc):
+                    raise
+                self.health.failed(f"replica {replica_id}", exc)
+        self.pending.replicas[replica_id] = None
 
     # -- jobs -------------------------------------------------------------------------
     def job_state(self, name: str, spec_hash: str) -> tuple[str, int | None] | None:
@@ -218,8 +317,8 @@ class Store:
                       exit_code: int | None = None) -> None:
         now = time.time()
         finished = now if state in ("succeeded", "failed") else None
-        self._db.execute(
-            "INSERT INTO jobs VALUES (?,?,?,?,?,?) ON CONFLICT(name, spec_hash) DO UPDATE "
+        self._write(
+            "a job state", "INSERT INTO jobs VALUES (?,?,?,?,?,?) ON CONFLICT(name, spec_hash) DO UPDATE "
             "SET state=excluded.state, exit_code=excluded.exit_code, "
             "finished=excluded.finished", (name, spec_hash, state, exit_code, now, finished))
 
@@ -230,16 +329,16 @@ class Store:
         return None if row is None else dict(json.loads(row["state_json"]))
 
     def set_rollout(self, service: str, state: dict[str, Any]) -> None:
-        self._db.execute("INSERT INTO rollouts VALUES (?,?,?) ON CONFLICT(service) DO "
-                         "UPDATE SET state_json=excluded.state_json, updated=excluded.updated",
-                         (service, json.dumps(state, sort_keys=True), time.time()))
+        self._write("a rollout", "INSERT INTO rollouts VALUES (?,?,?) ON CONFLICT(service) "
+                    "DO UPDATE SET state_json=excluded.state_json, updated=excluded.updated",
+                    (service, json.dumps(state, sort_keys=True), time.time()))
 
     def replace_rollout(self, service: str, state: dict[str, Any],
                         expected: dict[str, Any]) -> bool:
         """Compare-and-swap: write `state` only if the stored state is still `expected`
         (both are stored as sorted-key JSON, so equal states have equal text)."""
-        cur = self._db.execute(
-            "UPDATE rollouts SET state_json=?, updated=? WHERE service=? AND state_json=?",
+        cur = self._write(
+            "a rollout", "UPDATE rollouts SET state_json=?, updated=? WHERE service=? AND state_json=?",
             (json.dumps(state, sort_keys=True), time.time(), service,
              json.dumps(expected, sort_keys=True)))
         if cur.rowcount == 1:
@@ -250,13 +349,28 @@ class Store:
         return False
 
     def delete_rollout(self, service: str) -> None:
-        self._db.execute("DELETE FROM rollouts WHERE service=?", (service,))
+        self._write("a rollout", "DELETE FROM rollouts WHERE service=?", (service,))
 
     # -- events -----------------------------------------------------------------------
     def add_event(self, type_: str, message: str, service: str | None = None,
                   replica: str | None = None, data: dict[str, Any] | None = None) -> Event:
+        """Append an event; while the disk refuses writes it is held in memory (id 0)
+        and written, with its own time, once it accepts them again."""
         ts = time.time()
         payload = data or {}
+        if self.health.writable:
+            try:
+                event_id = self._insert_event(ts, type_, message, service, replica, payload)
+                return Event(event_id, ts, type_, service, replica, message, payload)
+            except sqlite3.Error as exc:
+                if not is_disk_error(exc):
+                    raise
+                self.health.failed(f"event {type_}", exc)
+        self.pending.hold_event(HeldEvent(ts, type_, message, service, replica, payload))
+        return Event(0, ts, type_, service, replica, message, payload)
+
+    def _insert_event(self, ts: float, type_: str, message: str, service: str | None,
+                      replica: str | None, payload: dict[str, Any]) -> int:
         cur = self._db.execute(
             "INSERT INTO events(ts, type, service, replica, message, data_json) "
             "VALUES (?,?,?,?,?,?)", (ts, type_, service, replica, message,
@@ -264,7 +378,7 @@ class Store:
         event_id = int(cur.lastrowid or 0)
         if event_id % 1000 == 0:
             self._db.execute("DELETE FROM events WHERE id <= ?", (event_id - MAX_EVENTS,))
-        return Event(event_id, ts, type_, service, replica, message, payload)
+        return event_id
 
     def events(self, after_id: int = 0, service: str | None = None,
                limit: int = 1000) -> list[Event]:

@@ -5,9 +5,26 @@ break them). :class:`LogCollector` polls those files (every ~100 ms), splits com
 (lines over 16 KiB are cut into pieces), keeps a partial last line until its newline
 arrives or the process exits, and appends records to :class:`LogStore`.
 
-Raw files are truncated once consumed past ``truncate_after`` bytes. Because the writers
-use O_APPEND, their next write lands at the new end of file; what can be lost is only data
-written between our last read reaching EOF and the ``ftruncate`` (a few microseconds).
+**Bounded by size, copytruncate-style.** Raw files are truncated once consumed past
+``truncate_after`` bytes (1 MiB by default). Because the writers use O_APPEND, their next
+write lands at the new end of file; what can be lost is only data written between our
+last read reaching EOF and the ``ftruncate`` (a few microseconds). The history people read
+with ``mso logs`` is the LogStore's, which rotates its own segment files by size (so it
+works across rotation: a reader sees every segment still kept). This was chosen over
+piping output through a log-writer process: a replica's stdout never depends on another
+process staying alive (a pipe whose reader was killed kills or fails the writer), the
+daemon can exit and re-adopt replicas without handing pipes over, and it costs no process
+(nor ~9 MB of memory) per replica. While the daemon is down raw files grow unbounded; the
+next daemon catches up and truncates them.
+
+**A full or read-only disk.** After every truncation each raw file gets a ``reserve``
+(1 MiB) preallocated beyond its end (``fallocate`` with FALLOC_FL_KEEP_SIZE): appends into
+it need no new block, so a replica's prints keep working while the disk is full instead
+of failing with ENOSPC (and crashing programs that do not expect it). Records the
+LogStore cannot write are dropped (replica output must not fill memory either), logged
+once when it starts, and once the store takes writes again each affected service gets a
+line saying how many were lost and why.
+
 Read offsets are saved in ``<store dir>/offsets.json`` so a restarted daemon continues
 where the previous one stopped (lines appended after the last save may appear twice).
 """
@@ -16,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import errno
 import json
 import logging
 import os
@@ -30,7 +49,33 @@ __all__ = ["LogCollector", "LogStore", "MAX_LINE"]
 
 MAX_LINE = 16 * 1024
 READ_CHUNK = 256 * 1024
+#: Raw files are truncated once this much of them was consumed (MSO_RAW_LOG_BYTES).
+TRUNCATE_AFTER = 1024 * 1024
+#: Space preallocated beyond the end of every raw file (see the module docstring).
+RESERVE = 1024 * 1024
+FALLOC_FL_KEEP_SIZE = 1
 log = logging.getLogger(__name__)
+
+
+def _fallocate() -> Callable[[int, int, int, int], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_FALLOCATE = _fallocate()
+
+
+def reserve_space(fd: int, size: int) -> bool:
+    """Preallocate `size` bytes from offset 0 without changing the file's size."""
+    if _FALLOCATE is None or size <= 0:
+        return False
+    return _FALLOCATE(fd, FALLOC_FL_KEEP_SIZE, 0, size) == 0
 
 
 @dataclass
@@ -53,14 +98,20 @@ class LogCollector:
     """Tails raw replica output into a :class:`LogStore` (implements ``LogSink``)."""
 
     def __init__(self, store: LogStore, poll_interval: float = 0.1,
-                 truncate_after: int = 8 * 1024 * 1024, max_line: int = MAX_LINE,
-                 clock: Callable[[], float] = time.time) -> None:
+                 truncate_after: int = TRUNCATE_AFTER, max_line: int = MAX_LINE,
+                 clock: Callable[[], float] = time.time, reserve: int = RESERVE) -> None:
         self.store = store
         self.poll_interval = poll_interval
         self.truncate_after = truncate_after
+        self.reserve = reserve
         self.max_line = max_line
         self.clock = clock
         self._sources: dict[str, _Source] = {}
+        #: Records dropped per service since the LogStore stopped taking writes.
+        self.dropped: dict[str, int] = {}
+        self.store_error: str | None = None
+        self._store_error_since = 0.0
+        self._last_failure = ""
         self._offsets_path = store.dir / "offsets.json"
         self._saved: dict[str, int] = self._load_offsets()
 
@@ -102,8 +153,11 @@ class LogCollector:
         while True:
             try:
                 self.poll_once()
-            except Exception:  # a full disk must not kill log collection for good
-                log.exception("log collection failed")
+                self._last_failure = ""
+            except Exception as exc:  # nothing may kill log collection for good
+                if repr(exc) != self._last_failure:  # once, not ten times a second
+                    self._last_failure = repr(exc)
+                    log.exception("log collection failed (said once until it changes)")
             await asyncio.sleep(self.poll_interval)
 
     def _collect(self, replica_id: str, final: bool) -> int:
@@ -117,22 +171,66 @@ class LogCollector:
                                 "replica": replica_id, "release": source.release,
                                 "stream": tail.stream, "line": line})
         if records:
-            self.store.append_many(records)
+            self._append(records)
         if final:
             self._save_offsets()
         return len(records)
 
+    def _append(self, records: list[Record]) -> None:
+        try:
+            self.store.append_many(records)
+        except OSError as exc:
+            self._dropping(records, exc)
+            return
+        if self.dropped:
+            self._report_dropped()
+
+    def _dropping(self, records: list[Record], exc: OSError) -> None:
+        for record in records:
+            service = str(record["service"])
+            self.dropped[service] = self.dropped.get(service, 0) + 1
+        if self.store_error is None:
+            self.store_error = exc.strerror or str(exc)
+            self._store_error_since = self.clock()
+            log.error("log store %s not writable (%s): replica output is dropped (and "
+                      "counted) until it is; replicas keep running", self.store.dir,
+                      self.store_error)
+
+    def _report_dropped(self) -> None:
+        lasted = self.clock() - self._store_error_since
+        notes: list[Record] = [
+            {"ts": self.clock(), "service": service, "replica": "mso", "release": 0,
+             "stream": "stderr",
+             "line": f"mso: {count} line(s) of output lost: the log store could not be "
+                     f"written for {lasted:.1f}s ({self.store_error})"}
+            for service, count in sorted(self.dropped.items())]
+        try:
+            self.store.append_many(notes)
+        except OSError:
+            return  # still refused: said on a later success
+        log.warning("log store writable again after %.1fs; %d line(s) were lost", lasted,
+                    sum(self.dropped.values()))
+        self.dropped.clear()
+        self.store_error = None
+
     def _read_lines(self, tail: _Tail, final: bool) -> list[str]:
+        writable = True
         try:
             fd = os.open(tail.path, os.O_RDWR)
         except FileNotFoundError:
             return self._flush(tail) if final else []
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                raise
+            # A read-only disk: read on, truncate once it is writable again.
+            fd, writable = os.open(tail.path, os.O_RDONLY), False
         try:
             st = os.fstat(fd)
             if tail.inode != st.st_ino or st.st_size < tail.offset:
                 if tail.inode is not None or st.st_size < tail.offset:
                     tail.offset = 0  # replaced or truncated behind our back
                 tail.inode = st.st_ino
+                reserve_space(fd, self.reserve)
             data = bytearray()
             while True:
                 chunk = os.pread(fd, READ_CHUNK, tail.offset)
@@ -140,10 +238,11 @@ class LogCollector:
                     break
                 tail.offset += len(chunk)
                 data += chunk
-            if tail.offset >= self.truncate_after:
+            if tail.offset >= self.truncate_after and writable:
                 # EOF was just reached; only writes in this instant can be lost.
                 os.ftruncate(fd, 0)
                 tail.offset = 0
+                reserve_space(fd, self.reserve)  # truncation freed the reserve too
         finally:
             os.close(fd)
         lines = self._split(tail, bytes(data))

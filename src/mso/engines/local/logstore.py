@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -104,8 +105,21 @@ class LogStore:
                 and current.stat().st_size > 0:
             current = sdir / f"{int(current.stem) + 1:06d}.jsonl"
             files.append(current)
-        with open(current, "ab") as f:
-            f.write(data)
+        fd = os.open(current, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            before = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            except OSError:
+                # A full or read-only disk: no torn line may stay to swallow the next
+                # record; the caller counts what was lost.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, before)
+                raise
+        finally:
+            os.close(fd)
         for old in files[: max(0, len(files) - self.segments)]:
             with contextlib.suppress(FileNotFoundError):
                 old.unlink()

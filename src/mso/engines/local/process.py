@@ -14,12 +14,14 @@ gone away, because that is an ordinary outcome here.
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import os
 import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
 if TYPE_CHECKING:
     from mso.engines.local.cgroups import Cgroup
@@ -30,6 +32,7 @@ REPLICA_ENV = "MSO_REPLICA"
 
 # Our own children, so that wait_exit() can reap them and return their status.
 _children: dict[int, subprocess.Popen[bytes]] = {}
+log = logging.getLogger(__name__)
 
 
 class SpawnError(OSError):
@@ -122,11 +125,9 @@ def spawn(
         if isinstance(argv, str) or not argv:
             raise SpawnError(f"argv must be a non-empty list, got {argv!r}")
         args = list(argv)
-    stdout_path.parent.mkdir(parents=True, exist_ok=True)
-    stderr_path.parent.mkdir(parents=True, exist_ok=True)
     reap_children()
     try:
-        with open(stdout_path, "ab") as out, open(stderr_path, "ab") as err:
+        with _output(stdout_path) as out, _output(stderr_path) as err:
             proc = subprocess.Popen(
                 args,
                 stdin=subprocess.DEVNULL,
@@ -144,6 +145,25 @@ def spawn(
     start = read_start_time(proc.pid)
     # The child cannot have been reaped yet (only we reap it), so /proc/PID exists.
     return ProcessRef(proc.pid, start if start is not None else 0)
+
+
+#: Errors of a disk that refuses writes: the replica starts anyway, without its output.
+_DISK_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO})
+
+
+def _output(path: Path) -> BinaryIO:
+    """The replica's output file, opened O_APPEND; /dev/null when the disk refuses it
+    (read-only after an error, no inode left): a crashed replica is restarted even
+    then, its output is lost until the disk is repaired (and the daemon's log says so)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "ab")
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        log.warning("cannot open %s (%s): this replica's output goes to /dev/null",
+                    path, exc.strerror)
+        return open(os.devnull, "ab")
 
 
 def reap_children() -> None:

@@ -250,9 +250,16 @@ class ReplicaSupervisor:
         # Bounded: the probe loops also end by themselves once _exit is done.
         await asyncio.wait({self._probe_task}, timeout=5.0)
         self._cleanup_leftovers(ref)
-        if self._logs is not None:
-            self._logs.process_exited(self.spec.id)
+        self._logs_exited()
         return status
+
+    def _logs_exited(self) -> None:
+        """Collect the last output; a disk that refuses it must not fail the replica."""
+        if self._logs is not None:
+            try:
+                self._logs.process_exited(self.spec.id)
+            except OSError as exc:
+                log.warning("last output of %s not collected: %s", self.spec.id, exc)
 
     def _spawn(self) -> ProcessRef | None:
         spec = self.spec
@@ -479,8 +486,7 @@ class ReplicaSupervisor:
         if running and ref is not None:
             # Only right after our own exit: a long-dead leader's pid may be reused.
             self._cleanup_leftovers(ref)
-            if self._logs is not None:
-                self._logs.process_exited(self.spec.id)
+            self._logs_exited()
         if self.cgroup is not None:
             await self._remove_cgroup(self.cgroup)
         self._change_state(S.STOPPED, reason)
