@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from mso.errors import Unavailable
 from mso.engines.local.process import ProcessRef, is_same_process, spawn, wait_exit
 from mso.proxy.client import ProxyClient, ProxyUnavailable
 from mso.proxy.handoff import HandoffError, Key, export_sockets, import_sockets
@@ -96,6 +97,15 @@ class ProxyManager:
         self._deaths: list[float] = []
         self.restarts = 0
 
+    # -- records: best effort (a full disk must not stop a failover or a push) ----------
+    def _meta_set(self, key: str, value: str) -> None:
+        with contextlib.suppress(Unavailable):
+            self.store.set_meta(key, value)
+
+    def _meta_delete(self, key: str) -> None:
+        with contextlib.suppress(Unavailable):
+            self.store.delete_meta(key)
+
     # -- compatibility accessors -----------------------------------------------------
     @property
     def ref(self) -> ProcessRef | None:
@@ -114,7 +124,7 @@ class ProxyManager:
         if spare:  # a spare of a daemon that died: never reused (it has no sockets)
             data = json.loads(spare)
             _kill(ProcessRef(int(data["pid"]), int(data["start_time"])))
-            self.store.delete_meta(_SPARE_KEY)
+            self._meta_delete(_SPARE_KEY)
         recorded = self.store.get_meta(_META_KEY)
         adopted = None
         if recorded:
@@ -168,7 +178,7 @@ class ProxyManager:
     def _activate(self, proxy: _Proxy) -> None:
         self.active = proxy
         self._last_table = None
-        self.store.set_meta(_META_KEY, proxy.record())
+        self._meta_set(_META_KEY, proxy.record())
 
     # -- sockets -----------------------------------------------------------------------
     async def _take_sockets(self) -> None:
@@ -213,14 +223,14 @@ class ProxyManager:
                 _kill(proxy.ref)
                 return
             self.spare = proxy
-            self.store.set_meta(_SPARE_KEY, proxy.record())
+            self._meta_set(_SPARE_KEY, proxy.record())
             self._spare_watch = asyncio.get_running_loop().create_task(self._watch_spare(proxy))
 
     async def _watch_spare(self, proxy: _Proxy) -> None:
         await wait_exit(proxy.ref)
         if self.spare is proxy:  # died while idle: start another
             self.spare = None
-            self.store.delete_meta(_SPARE_KEY)
+            self._meta_delete(_SPARE_KEY)
             if not self._stopping:
                 log.warning("spare proxy pid %s exited; starting another", proxy.ref.pid)
                 self._start_spare()
@@ -255,7 +265,7 @@ class ProxyManager:
                 await dead.client.close()
             dead.control.unlink(missing_ok=True)
             proxy, self.spare = self.spare, None
-            self.store.delete_meta(_SPARE_KEY)
+            self._meta_delete(_SPARE_KEY)
             if proxy is None or not is_same_process(proxy.ref):
                 while not self._stopping:
                     try:
@@ -300,7 +310,7 @@ class ProxyManager:
         versioned = dict(table, version=self._version)
         await self.client.set_table(versioned)
         self._last_table = self._table = table
-        self.store.set_meta("proxy_table_version", str(self._version))
+        self._meta_set("proxy_table_version", str(self._version))
 
     async def drain(self, endpoint: str, timeout: float) -> bool:
         # Drains wait for in-flight work, so each gets its own control connection: one
@@ -327,12 +337,12 @@ class ProxyManager:
         if self.spare is not None:
             await self._terminate(self.spare)
             self.spare = None
-        self.store.delete_meta(_SPARE_KEY)
+        self._meta_delete(_SPARE_KEY)
         if self.active is None:
             return
         await self.active.client.close()
         await self._terminate(self.active)
-        self.store.delete_meta(_META_KEY)
+        self._meta_delete(_META_KEY)
 
     @staticmethod
     async def _terminate(proxy: _Proxy) -> None:
