@@ -183,7 +183,7 @@ class ProxyManager:
     # -- sockets -----------------------------------------------------------------------
     async def _take_sockets(self) -> None:
         """Hold duplicates of the active proxy's listening sockets (and only those)."""
-        if self.active is None:
+        if self.active is None or self.workers > 1:  # workers bind their own sockets
             return
         try:
             fresh = await asyncio.to_thread(export_sockets, str(self.active.control))
