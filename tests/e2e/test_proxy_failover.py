@@ -85,3 +85,24 @@ def test_proxy_and_daemon_both_killed_are_restored_by_the_next_up(app: MsoApp) -
     wait_for(lambda: app.get("/")[0] == 200, message="the gateway answers again")
     assert proxy_pid(app) not in (proxy, spare)
     assert proxy_pid(app, "proxy_spare") not in (None, proxy, spare)
+
+
+def test_a_stopped_proxy_is_killed_and_replaced(app: MsoApp) -> None:
+    echo_app(app, replicas=1)
+    wait_for(lambda: proxy_pid(app, "proxy_spare"), message="a spare proxy")
+    victim = proxy_pid(app)
+    assert victim is not None
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        wait_for(lambda: any(e["type"] == "proxy.hung" for e in app.events()),
+                 message="the hung proxy reported")
+        wait_for(lambda: restarts(app), message="a proxy took over")
+        wait_for(lambda: app.get("/", timeout=2)[0] == 200, message="the gateway answers")
+        assert proxy_pid(app) != victim
+        assert not os.path.exists(f"/proc/{victim}") or \
+            open(f"/proc/{victim}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    finally:
+        try:
+            os.kill(victim, signal.SIGCONT)
+        except ProcessLookupError:
+            pass

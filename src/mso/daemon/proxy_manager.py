@@ -17,6 +17,8 @@ The data plane is supervised like systemd supervises a socket-activated service:
   and given the same sockets and table.
 * Like systemd's start limit, five restarts within 10 s are immediate; more back off
   (0.1 s doubling to 10 s), so a proxy that crashes on every table does not spin.
+* A proxy that is alive but does not answer its control socket for three pings in a row
+  (hung, or SIGSTOPped) is killed, like systemd's watchdog, and the spare takes over.
 A dead proxy with a dead daemon is restored by the next `mso up` (the daemon starts a
 proxy when the recorded one is gone); the sockets are bound again then.
 
@@ -51,6 +53,9 @@ _SPARE_KEY = "proxy_spare"
 FREE_RESTARTS = 5  # restarts within BURST_WINDOW seconds that wait for nothing
 BURST_WINDOW = 10.0
 MAX_BACKOFF = 10.0
+WATCHDOG_PERIOD = 1.0  # the serving proxy is pinged this often,
+WATCHDOG_TIMEOUT = 2.0  # each ping may take this long,
+WATCHDOG_MISSES = 3  # and this many unanswered in a row mean it is hung
 
 
 class _Proxy:
@@ -94,6 +99,7 @@ class ProxyManager:
         self._watcher: asyncio.Task[None] | None = None
         self._spare_task: asyncio.Task[None] | None = None
         self._spare_watch: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
         self._deaths: list[float] = []
         self.restarts = 0
 
@@ -141,6 +147,7 @@ class ProxyManager:
         self._activate(adopted)
         await self._take_sockets()
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        self._pinger = asyncio.get_running_loop().create_task(self._watchdog())
         self._start_spare()
 
     async def _answers(self, proxy: _Proxy, timeout: float) -> bool:
@@ -235,6 +242,34 @@ class ProxyManager:
                 log.warning("spare proxy pid %s exited; starting another", proxy.ref.pid)
                 self._start_spare()
 
+    async def _watchdog(self) -> None:
+        """A proxy that stops answering (hung, or SIGSTOPped) is killed, like systemd's
+        WatchdogSec: the exit watcher then hands its sockets to the spare."""
+        misses = 0
+        while not self._stopping:
+            await asyncio.sleep(WATCHDOG_PERIOD)
+            proxy = self.active
+            if proxy is None or not is_same_process(proxy.ref):
+                misses = 0
+                continue
+            # A fresh connection each time: a pooled one may be held by a slow drain.
+            client = ProxyClient(str(proxy.control), timeout=WATCHDOG_TIMEOUT)
+            try:
+                await client.ping()
+                misses = 0
+            except ProxyUnavailable:
+                misses += 1 if proxy is self.active else 0
+            finally:
+                await client.close()
+            if misses >= WATCHDOG_MISSES and proxy is self.active:
+                log.warning("proxy pid %s did not answer %d pings; killing it",
+                            proxy.ref.pid, misses)
+                self.events("proxy.hung", f"proxy pid {proxy.ref.pid} did not answer "
+                            f"{misses} pings in a row ({WATCHDOG_TIMEOUT:g}s each): killed; "
+                            "the spare takes over")
+                _kill(proxy.ref)
+                misses = 0
+
     async def _watch(self) -> None:
         while not self._stopping:
             proxy = self.active
@@ -328,7 +363,7 @@ class ProxyManager:
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in (self._watcher, self._spare_task, self._spare_watch):
+        for task in (self._watcher, self._spare_task, self._spare_watch, self._pinger):
             if task is not None:
                 task.cancel()
         for sock in self.held.values():
