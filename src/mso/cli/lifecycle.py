@@ -23,6 +23,7 @@ import click
 from mso.cli import waiting
 from mso.cli.client import ApiClient, CliError, NotRunning, StartupFailed
 from mso.cli.output import log_line
+from mso.daemon.keeper import ALREADY_KEPT
 from mso.engines.local.process import INSTANCE_ENV, find_env_processes
 from mso.errors import Failed
 from mso.engines.problems import REPORT_LOG_LINES
@@ -41,7 +42,8 @@ FOREGROUND_PATIENCE = 600.0
 
 def start_daemon(paths: StatePaths, manifest: Path | None, api_port: int | None) -> None:
     paths.ensure()
-    argv = [sys.executable, "-m", "mso.daemon", "--state-dir", str(paths.state_dir)]
+    # The keeper runs the daemon and starts it again if it dies (mso/daemon/keeper.py).
+    argv = [sys.executable, "-m", "mso.daemon.keeper", "--state-dir", str(paths.state_dir)]
     if manifest is not None:
         argv += ["--manifest", str(manifest)]
     if api_port is not None:
@@ -51,10 +53,16 @@ def start_daemon(paths: StatePaths, manifest: Path | None, api_port: int | None)
                                 start_new_session=True, close_fds=True)
     client = ApiClient(paths)
     deadline = time.monotonic() + START_TIMEOUT
+    elsewhere = False
     while time.monotonic() < deadline:
         if client.alive():
             return
-        if proc.poll() is not None:
+        status = None if elsewhere else proc.poll()
+        if status == ALREADY_KEPT:
+            # Another keeper runs this app's daemon (it is being started again after a
+            # crash): wait for it to answer rather than start a second one.
+            elsewhere = True
+        elif status is not None:
             raise CliError(f"the daemon exited at start-up: {_last_line(paths.daemon_log)}")
         time.sleep(0.05)
     raise CliError(f"the daemon did not answer within {START_TIMEOUT:g}s; "

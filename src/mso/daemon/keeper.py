@@ -1,0 +1,158 @@
+"""The daemon's own supervisor: `python -m mso.daemon.keeper --state-dir DIR [...]`.
+
+`mso up` starts this small process instead of the daemon itself. It runs the daemon as
+its child and starts it again when it dies without being asked to stop (killed by a
+signal, or a crash after it had started), so the control plane is supervised like the
+proxy and the replicas are; a new daemon re-adopts the replicas and the proxy, which kept
+serving meanwhile. Like systemd's `Restart=on-failure` with a start limit: five restarts
+within 10 s are immediate, more back off from 0.5 s doubling to 30 s.
+
+What does not restart: a daemon that exits 0 (`mso down`, or SIGHUP's detach for an
+upgrade) ends the keeper too; a daemon that fails at its first start (a bad manifest, a
+busy port) makes the keeper exit with its status, so `mso up` reports it. SIGTERM,
+SIGINT and SIGHUP sent to the keeper are passed to the daemon, and the keeper exits with
+it.
+
+A watchdog, like systemd's WatchdogSec: once the daemon has answered on its API socket,
+it is asked `GET /v1/status` every second (2 s each); four unanswered in a row (a hung or SIGSTOPped
+daemon) and it is killed and started again.
+
+One keeper per app: it holds `.mso/keeper.lock`; a second one exits at once with status
+75 (EX_TEMPFAIL) and `mso up` then waits for the daemon the first one runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from mso.paths import StatePaths
+
+ALREADY_KEPT = 75  # EX_TEMPFAIL: another keeper supervises this app
+FREE_RESTARTS = 5
+BURST_WINDOW = 10.0
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 30.0
+STARTED_AFTER = 5.0  # a daemon that ran this long had started: its crash is restarted
+WATCHDOG_PERIOD = 1.0
+WATCHDOG_TIMEOUT = 2.0
+WATCHDOG_MISSES = 4
+
+
+def _say(message: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} keeper: {message}", file=sys.stderr,
+          flush=True)
+
+
+def api_answers(path: Path, timeout: float = WATCHDOG_TIMEOUT) -> bool:
+    """True when the daemon's API socket answers `GET /v1/status` with 200."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            sock.sendall(b"GET /v1/status HTTP/1.1\r\nHost: mso\r\nConnection: close\r\n\r\n")
+            head = sock.recv(64)
+    except OSError:
+        return False
+    return head.startswith(b"HTTP/1.1 200")
+
+
+class Keeper:
+    def __init__(self, paths: StatePaths, first_args: list[str], again_args: list[str]) -> None:
+        self.paths = paths
+        self.first_args = first_args
+        self.again_args = again_args
+        self.child: subprocess.Popen[bytes] | None = None
+        self.stopping = False
+        self.deaths: list[float] = []
+
+    def backoff(self) -> float:
+        now = time.monotonic()
+        self.deaths = [t for t in self.deaths if now - t < BURST_WINDOW] + [now]
+        over = len(self.deaths) - FREE_RESTARTS
+        return 0.0 if over <= 0 else min(FIRST_BACKOFF * 2 ** (over - 1), MAX_BACKOFF)
+
+    def forward(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+        child = self.child
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    def watchdog(self, child: subprocess.Popen[bytes]) -> None:
+        answered, misses = False, 0
+        while child.poll() is None and not self.stopping:
+            time.sleep(WATCHDOG_PERIOD)
+            if child.poll() is not None or self.stopping:
+                return
+            if api_answers(self.paths.api_socket):
+                answered, misses = True, 0
+                continue
+            if not answered:
+                continue  # still starting
+            misses += 1
+            if misses >= WATCHDOG_MISSES:
+                _say(f"daemon pid {child.pid} did not answer {misses} status requests in a "
+                     "row; killing it")
+                child.kill()
+                return
+
+    def run(self) -> int:
+        first = True
+        while True:
+            argv = [sys.executable, "-m", "mso.daemon", "--state-dir",
+                    str(self.paths.state_dir), *(self.first_args if first else self.again_args)]
+            with open(self.paths.daemon_log, "ab") as log:
+                self.child = child = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    env=dict(os.environ, MSO_KEEPER_PID=str(os.getpid())))
+            started = time.monotonic()
+            threading.Thread(target=self.watchdog, args=(child,), daemon=True).start()
+            status = child.wait()
+            ran = time.monotonic() - started
+            if self.stopping or status == 0:
+                return max(status, 0)
+            if first and status > 0 and ran < STARTED_AFTER:
+                return status  # failed to start: `mso up` reports the daemon's last words
+            how = f"killed by signal {-status}" if status < 0 else f"exited with status {status}"
+            delay = self.backoff()
+            _say(f"daemon pid {child.pid} {how} after {ran:.1f}s; starting it again"
+                 + (f" in {delay:.1f}s" if delay else ""))
+            if delay:
+                time.sleep(delay)
+            if self.stopping:
+                return 0
+            first = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mso-keeper")
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--manifest")
+    parser.add_argument("--api-port", type=int)
+    args = parser.parse_args(argv)
+    paths = StatePaths(Path(args.state_dir))
+    lock = os.open(paths.state_dir / "keeper.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return ALREADY_KEPT
+    os.ftruncate(lock, 0)
+    os.write(lock, str(os.getpid()).encode())
+    again = ["--api-port", str(args.api_port)] if args.api_port is not None else []
+    first = (["--manifest", args.manifest] if args.manifest else []) + again
+    keeper = Keeper(paths, first, again)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, keeper.forward)
+    return keeper.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
