@@ -34,7 +34,7 @@ from mso.daemon.replicas import ManagedReplica, ReplicaBook
 from mso.ports import free_port
 from mso.engines.local.cgroups import CgroupManager
 from mso.engines.local.logs import LogCollector, LogStore
-from mso.engines.local.process import kill_instance_processes
+from mso.engines.local.process import is_alive, kill_instance_processes
 from mso.engines.local.states import ReplicaState
 from mso.paths import StatePaths
 from mso.spec.load import LoadedManifest
@@ -514,17 +514,24 @@ class Daemon:
 
     async def _drain(self, replica_id: str, timeout: float) -> None:
         self._draining.add(replica_id)
+        managed = self.book.replicas.get(replica_id)
+        service = managed.record.service if managed else None
         try:
             await self.push_routes()
             drained = await self.proxy.drain(replica_id, timeout)
-            managed = self.book.replicas.get(replica_id)
-            service = managed.record.service if managed else None
-            self.store.add_event("replica.drained" if drained else "replica.drain_timeout",
-                                 "in-flight requests finished" if drained else
-                                 f"in-flight requests still running after {timeout}s",
-                                 service, replica_id)
+        except asyncio.CancelledError:
+            # The supervisor ends a drain when the process exits: its connections are gone.
+            ref = managed.supervisor.ref if managed else None
+            if ref is not None and not is_alive(ref):
+                self.store.add_event("replica.drained", "the process exited while draining",
+                                     service, replica_id)
+            raise
         finally:
             self._draining.discard(replica_id)
+        self.store.add_event("replica.drained" if drained else "replica.drain_timeout",
+                             "in-flight requests finished" if drained else
+                             f"in-flight requests still running after {timeout}s",
+                             service, replica_id)
 
     # -- shutdown -------------------------------------------------------------------------
     async def down(self) -> None:
