@@ -38,8 +38,12 @@ from mso.engines.local.process import is_alive, kill_instance_processes
 from mso.engines.local.states import ReplicaState
 from mso.paths import StatePaths
 from mso.spec.load import LoadedManifest
+from mso.spec.service import ProxySettings
 from mso.store.db import Store
 from mso.store.records import Desired
+
+#: The per-try timeout of a service that does not write `proxy.per_try_timeout`.
+PER_TRY_TIMEOUT = ProxySettings.model_fields["per_try_timeout"].default
 
 log = logging.getLogger("mso.daemon")
 
@@ -449,11 +453,15 @@ class Daemon:
             if rollout is not None and rollout.strategy == "blue_green":
                 preview = self.rollouts.spec(name, rollout.to_release).get("preview_port")
             endpoints = self.book.endpoints(name)
+            # Written or not: the proxy's per-try timeout is on by default (docs/manifest.md).
+            proxy = release.spec["model"].get("proxy") or {}
+            per_try = proxy.get("per_try_timeout", PER_TRY_TIMEOUT)
             services.append(ServiceRouting(
                 name=name,
                 ports={p: (proto, ports[f"{name}/{p}"]) for p, (proto, _) in named.items()
                        if f"{name}/{p}" in ports},
                 endpoints=endpoints, weights=weights, preview_port=preview,
+                per_try_timeout=float(per_try), hedge_delay=float(proxy.get("hedge_delay") or 0.0),
                 unavailable="" if any(e.ready for e in endpoints)
                 else self._unavailable(name, want)))
         return services

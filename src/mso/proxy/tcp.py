@@ -124,8 +124,9 @@ class TcpClient:
             assert up.transport is not None
             up.transport.close()
             return
-        self.endpoint = ep
-        ep.inflight += 1
+        if not up.eof:  # an upstream that already ended the connection is done with it
+            self.endpoint = ep
+            ep.inflight += 1
         self.up = up
         assert up.transport is not None
         self.up_write = up.transport.write
