@@ -403,3 +403,22 @@ def test_analysis_interval(target: Target) -> None:
     if target.refused("services.web.rollout.analysis.interval"):
         return
     pytest.fail("an analysis interval above 1s is honoured on this engine: show it work")
+
+
+@scenario("hung_replica_skipped")
+def test_a_hung_replica_costs_no_failed_get(target: Target) -> None:
+    """With `proxy.per_try_timeout`, a GET a stopped (hung) replica does not answer gets a
+    second try on the other one, and the hung replica leaves the rotation."""
+    import os
+    import signal
+    target.write(service(BASE, "    replicas: 2\n    proxy: {per_try_timeout: 300ms}\n"))
+    if target.refused("services.web.proxy"):
+        return
+    target.up()
+    victim = target.ps()[0]["pid"]
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        statuses = [target.request("GET", "/", timeout=10)[0] for _ in range(40)]
+    finally:
+        os.kill(victim, signal.SIGCONT)
+    assert statuses == [200] * 40

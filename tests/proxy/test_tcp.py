@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Proxy
+from .conftest import Proxy, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -111,5 +111,39 @@ def test_tcp_connection_counts_only_while_open(proxy: Proxy, client_closes: bool
     started = time.monotonic()
     assert proxy.call("drain", "e1", 5.0) is True
     assert time.monotonic() - started < 2.0
+    for c in conns:
+        c.close()
+
+
+class ClosingServer(EchoServer):
+    """Says its tag and closes: a server ending the session (an idle timeout, a QUIT)."""
+
+    def _echo(self, c: socket.socket) -> None:
+        with c:
+            c.sendall(self.tag)
+
+
+@pytest.mark.parametrize("how", ["server_closes", "server_killed"])
+def test_tcp_connection_ends_when_the_upstream_ends_it(
+        proxy: Proxy, backends: Any, how: str) -> None:
+    """Once the replica has closed its side (or died: the kernel closes its sockets) the
+    connection no longer counts toward the replica, even while an idle client (a pool)
+    keeps its own end open without reading: a drain of the replica, or of the next process
+    under the same id, used to wait for such connections until its grace period."""
+    import time
+    if how == "server_closes":
+        address = f"127.0.0.1:{ClosingServer(b'e1:').port}"
+    else:
+        backend = backends("b1")
+        address = backend.address
+    port = proxy.set_table(tcp_table([{"id": "e1", "address": address}]))["t"]
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+    if how == "server_killed":
+        wait_for(lambda: _inflight(proxy, "e1") == 3, 10, "3 connections attached")
+        backend.kill()
+    wait_for(lambda: _inflight(proxy, "e1") == 0, 10, "the connections released")
+    started = time.monotonic()
+    assert proxy.call("drain", "e1", 30.0) is True
+    assert time.monotonic() - started < 5.0  # not the 30 s bound
     for c in conns:
         c.close()

@@ -31,6 +31,21 @@ class ServiceRouting:
     preview_port: int | None = None  # blue/green: where the preview subset answers
     #: Why no endpoint is ready (the gateway's 503 says it), e.g. "web-1 BACKOFF: ...".
     unavailable: str = ""
+    #: Idempotent requests: a second try on another endpoint after this many seconds
+    #: without an answer (0: the proxy's default, off), and hedging (0: off); the
+    #: manifest's `proxy.per_try_timeout` / `proxy.hedge_delay`.
+    per_try_timeout: float = 0.0
+    hedge_delay: float = 0.0
+
+
+def proxy_timeouts(svc: ServiceRouting) -> dict[str, float]:
+    """The cluster's `timeouts` entries for the per-try timeout and hedging, if any."""
+    out = {}
+    if svc.per_try_timeout > 0:
+        out["per_try"] = svc.per_try_timeout
+    if svc.hedge_delay > 0:
+        out["hedge"] = svc.hedge_delay
+    return out
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,8 @@ def build_table(*, bind: str, gateway_port: int, metrics_port: int | None,
                               "mode": protocol, "cluster": name})
             clusters[name] = {"service": svc.name, "balancer": svc.balancer,
                               "subsets": _subsets(svc, port_name, draining)}
+            if protocol == "http" and proxy_timeouts(svc):
+                clusters[name]["timeouts"] = proxy_timeouts(svc)
             if svc.unavailable and not any(s["endpoints"] and s["weight"] > 0 for s in
                                            clusters[name]["subsets"].values()):
                 clusters[name]["unavailable"] = svc.unavailable
@@ -102,3 +119,5 @@ def _add_preview(svc: ServiceRouting, bind: str, listeners: list[dict[str, Any]]
                       "cluster": name})
     clusters[name] = {"service": svc.name, "balancer": svc.balancer,
                       "subsets": _subsets(preview, http, draining)}
+    if proxy_timeouts(svc):
+        clusters[name]["timeouts"] = proxy_timeouts(svc)

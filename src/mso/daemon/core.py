@@ -35,13 +35,17 @@ from mso.daemon.replicas import ManagedReplica, ReplicaBook
 from mso.ports import free_port
 from mso.engines.local.cgroups import CgroupManager
 from mso.engines.local.logs import LogCollector, LogStore
-from mso.engines.local.process import kill_instance_processes
+from mso.engines.local.process import is_alive, kill_instance_processes
 from mso.engines.local.states import ReplicaState
 from mso.paths import StatePaths
 from mso.spec.load import LoadedManifest
+from mso.spec.service import ProxySettings
 from mso.store.db import Store
 from mso.store.health import StoreUnavailable
 from mso.store.records import Desired
+
+#: The per-try timeout of a service that does not write `proxy.per_try_timeout`.
+PER_TRY_TIMEOUT = ProxySettings.model_fields["per_try_timeout"].default
 
 log = logging.getLogger("mso.daemon")
 
@@ -461,11 +465,15 @@ class Daemon:
             if rollout is not None and rollout.strategy == "blue_green":
                 preview = self.rollouts.spec(name, rollout.to_release).get("preview_port")
             endpoints = self.book.endpoints(name)
+            # Written or not: the proxy's per-try timeout is on by default (docs/manifest.md).
+            proxy = release.spec["model"].get("proxy") or {}
+            per_try = proxy.get("per_try_timeout", PER_TRY_TIMEOUT)
             services.append(ServiceRouting(
                 name=name,
                 ports={p: (proto, ports[f"{name}/{p}"]) for p, (proto, _) in named.items()
                        if f"{name}/{p}" in ports},
                 endpoints=endpoints, weights=weights, preview_port=preview,
+                per_try_timeout=float(per_try), hedge_delay=float(proxy.get("hedge_delay") or 0.0),
                 unavailable="" if any(e.ready for e in endpoints)
                 else self._unavailable(name, want)))
         return services
@@ -526,17 +534,24 @@ class Daemon:
 
     async def _drain(self, replica_id: str, timeout: float) -> None:
         self._draining.add(replica_id)
+        managed = self.book.replicas.get(replica_id)
+        service = managed.record.service if managed else None
         try:
             await self.push_routes()
             drained = await self.proxy.drain(replica_id, timeout)
-            managed = self.book.replicas.get(replica_id)
-            service = managed.record.service if managed else None
-            self.store.add_event("replica.drained" if drained else "replica.drain_timeout",
-                                 "in-flight requests finished" if drained else
-                                 f"in-flight requests still running after {timeout}s",
-                                 service, replica_id)
+        except asyncio.CancelledError:
+            # The supervisor ends a drain when the process exits: its connections are gone.
+            ref = managed.supervisor.ref if managed else None
+            if ref is not None and not is_alive(ref):
+                self.store.add_event("replica.drained", "the process exited while draining",
+                                     service, replica_id)
+            raise
         finally:
             self._draining.discard(replica_id)
+        self.store.add_event("replica.drained" if drained else "replica.drain_timeout",
+                             "in-flight requests finished" if drained else
+                             f"in-flight requests still running after {timeout}s",
+                             service, replica_id)
 
     # -- shutdown -------------------------------------------------------------------------
     async def down(self) -> None:

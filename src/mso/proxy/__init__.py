@@ -12,8 +12,8 @@ Additions to the protocol of docs/architecture.md (all optional):
 
 * ping answers also carry `"listeners": {name: bound port}` (useful with port 0)
   and, with `--workers N`, `"workers": [pids]`.
-* cluster fields: `"timeouts": {"connect": 5, "response_header": 30, "request": 300}`
-  (seconds), `"outlier": {"consecutive_failures": 5, "base_ejection_s": 10,
+* cluster fields: `"timeouts": {"connect": 5, "response_header": 30, "request": 300,
+  "per_try": 0, "hedge": 0}` (seconds; per_try and hedge: 0 is off, see exchange.py), `"outlier": {"consecutive_failures": 5, "base_ejection_s": 10,
   "max_ejection_s": 300, "max_ejected_percent": 50}`, `"retries": 2`.
 * listener fields: `"header_timeout": 10` (slow request heads get 408),
   `"idle_timeout": 75` (idle keep-alive client connections are closed).

@@ -91,6 +91,13 @@ class ClusterState:
         self.request_timeout: float = spec.timeouts.request
         self.response_header_timeout: float = spec.timeouts.response_header
         self.connect_timeout: float = spec.timeouts.connect
+        self.per_try_timeout: float = spec.timeouts.per_try
+        # When an idempotent request gets its second try (0: never): the hedge delay if
+        # set and shorter, else the per-try timeout.
+        hedge = spec.timeouts.hedge
+        per_try = spec.timeouts.per_try
+        self.second_try_after: float = min(hedge, per_try) if hedge and per_try \
+            else (hedge or per_try)
         self.max_retries = spec.retries
         self.budget = RetryBudget()
         self.clock = clock
@@ -212,6 +219,7 @@ class ClusterState:
             return False
         duration = min(pol.base_ejection_s * (2 ** ep.ejections), pol.max_ejection_s)
         ep.ejections += 1
+        ep.stats.ejections += 1
         ep.ejected_until = now + duration
         self._clean_after = max(self._clean_after, ep.ejected_until)
         ep.consecutive_failures = 0

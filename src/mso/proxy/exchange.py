@@ -5,6 +5,14 @@ parsed.  It owns the request bytes that may need replaying (head, and body up
 to MAX_REPLAY_BODY), attaches to a pooled or fresh upstream connection, and
 re-frames the response for the client.  Retries happen only before any response
 byte reached the client.
+
+Hung and slow upstreams: an idempotent request whose body is all here gets a second try
+on another endpoint once its first has not answered within the cluster's per-try timeout
+(or its hedge delay, when shorter), within the retry budget. The first try keeps going;
+the first response head wins and the other try is closed. A first try that loses to an
+answer that came within the per-try timeout counts as a failure toward outlier ejection,
+so a hung endpoint leaves the rotation after a few requests; a slow one that wins is a
+success, so slow endpoints are never failed by it.
 """
 from __future__ import annotations
 
@@ -35,7 +43,7 @@ class Exchange:
         "http11", "is_head", "upgrade", "body", "body_size", "replayable",
         "req_done", "conn", "endpoint", "tried", "attempts", "stale_retries",
         "status", "resp_started", "resp_chunked", "eof_body", "done", "t0", "deadline",
-        "held", "held_size",
+        "held", "held_size", "spare", "spare_ep", "t_try", "t_spare", "timer",
     )
 
     def __init__(
@@ -70,6 +78,12 @@ class Exchange:
         self.deadline = client.hub.now + cluster.request_timeout
         self.held: list[bytes] | None = None
         self.held_size = 0
+        # The second try of a slow idempotent request (see the module docstring).
+        self.spare: UpstreamConnection | None = None
+        self.spare_ep: EndpointState | None = None
+        self.t_try = 0.0
+        self.t_spare = 0.0
+        self.timer: asyncio.TimerHandle | None = None
 
     # --- request side -------------------------------------------------------
     def start(self) -> None:
@@ -89,11 +103,125 @@ class Exchange:
         self.tried += (ep.id,)
         ep.inflight += 1
         ep.stats.requests += 1
+        after = self.cluster.second_try_after
+        if after > 0.0 and self.method in IDEMPOTENT and not self.upgrade:
+            timer = self.timer
+            if timer is not None:
+                timer.cancel()
+            self.t_try = _now()
+            self.timer = asyncio.get_running_loop().call_later(after, self._second_try)
         conn = upstream.checkout(ep)
         if conn is not None:
             self._send_on(conn)
         else:
             asyncio.get_running_loop().create_task(self._connect(ep))
+
+    # --- the second try of a slow idempotent request ----------------------------
+    def _second_try(self) -> None:
+        self.timer = None
+        if (self.done or self.resp_started or self.spare_ep is not None or not self.req_done
+                or not self.replayable or self.body is None):
+            return
+        cluster = self.cluster
+        if self.attempts > cluster.max_retries:
+            return
+        ep = cluster.pick(self.pin, self.tried)
+        if ep is None or ep.id in self.tried or not cluster.budget.try_spend():
+            return
+        self.attempts += 1
+        self.tried += (ep.id,)
+        self.spare_ep = ep
+        self.t_spare = _now()
+        ep.inflight += 1
+        ep.stats.requests += 1
+        ep.stats.hedges += 1
+        conn = upstream.checkout(ep)
+        if conn is not None:
+            self._send_spare(conn)
+        else:
+            asyncio.get_running_loop().create_task(self._connect_spare(ep))
+
+    async def _connect_spare(self, ep: EndpointState) -> None:
+        try:
+            conn = await upstream.connect(ep, self.cluster.connect_timeout)
+        except (OSError, asyncio.TimeoutError):
+            ep.stats.connect_errors += 1
+            self.cluster.record_failure(ep)
+            if self.spare_ep is ep:
+                self._drop_spare()
+            return
+        if self.spare_ep is not ep or self.done or self.resp_started:
+            upstream.checkin(conn)  # decided meanwhile; nothing was sent on it
+            return
+        self._send_spare(conn)
+
+    def _send_spare(self, conn: UpstreamConnection) -> None:
+        self.spare = conn
+        conn.exchange = self
+        body = self.body
+        conn.send_soon([self.head, *body] if body else [self.head])
+
+    def _drop_spare(self) -> None:
+        conn = self.spare
+        self.spare = None
+        if conn is not None:
+            conn.close()
+        ep = self.spare_ep
+        if ep is not None:
+            self.spare_ep = None
+            ep.inflight -= 1
+
+    def _settle(self) -> None:
+        """The exchange is decided: no second try any more."""
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            timer.cancel()
+        if self.spare_ep is not None:
+            self._drop_spare()
+
+    def _spare_wins(self) -> None:
+        """The second try answered first: it becomes the try; the first one is closed and,
+        if the answer came within the per-try timeout, counts as a failure."""
+        old = self.conn
+        if old is not None:
+            self.conn = None
+            old.close()
+        loser = self.endpoint
+        if loser is not None:
+            loser.inflight -= 1
+            if _now() - self.t_spare < self.cluster.per_try_timeout:
+                loser.stats.timeouts += 1
+                self.cluster.record_failure(loser)
+        self.endpoint = self.spare_ep
+        self.conn = self.spare
+        self.t_try = self.t_spare
+        self.spare = None
+        self.spare_ep = None
+
+    def _drop_try(self, conn: UpstreamConnection) -> bool:
+        """One of two tries ended without an answer (lost, unparseable, 5xx): forget it and
+        wait for the other. False when there is no other to wait for."""
+        if self.resp_started or self.spare is None:
+            return False
+        if conn is self.spare:
+            ep = self.spare_ep
+            self._drop_spare()
+        elif conn is self.conn:
+            ep = self.endpoint
+            if ep is not None:
+                ep.inflight -= 1
+            conn.close()
+            self.endpoint = self.spare_ep
+            self.conn = self.spare
+            self.t_try = self.t_spare
+            self.spare = None
+            self.spare_ep = None
+        else:
+            return False
+        if ep is not None:
+            self.cluster.record_failure(ep)
+        return True
 
     async def _connect(self, ep: EndpointState) -> None:
         try:
@@ -164,10 +292,22 @@ class Exchange:
     # --- response side ------------------------------------------------------
     def on_response_head(self, conn: UpstreamConnection, status: int, raw: bytes) -> None:
         """`raw` is the upstream head exactly as received (validated by llhttp)."""
+        if self.spare_ep is not None:
+            interim = 100 <= status < 200 and status != 101
+            if conn is not self.conn and conn is not self.spare:
+                return
+            if status >= 500 and self._drop_try(conn):
+                return  # the other try may still answer well
+            if interim:
+                if conn is not self.conn:
+                    return  # the first try's interim responses only
+            elif conn is self.spare:
+                self._spare_wins()
         if 100 <= status < 200 and status != 101:
             # Interim response (100 Continue, 103): forward and keep waiting.
             self.client.transport_write(response_head.fix_version(raw))
             return
+        self._settle()
         plan = response_head.rewrite(
             raw, status, self.is_head, self.http11, self.keep_alive, self.upgrade)
         if plan is None:
@@ -235,7 +375,7 @@ class Exchange:
         self._finish()
 
     def on_upstream_lost(self, conn: UpstreamConnection) -> None:
-        if self.done:
+        if self.done or self._drop_try(conn):
             return
         self.conn = None
         if self.resp_started and self.held is not None:
@@ -275,7 +415,7 @@ class Exchange:
 
     def on_upstream_error(self, conn: UpstreamConnection) -> None:
         """The upstream sent something unparseable or framing-ambiguous."""
-        if self.done:
+        if self.done or self._drop_try(conn):
             return
         conn.exchange = None
         self.conn = None
@@ -289,6 +429,7 @@ class Exchange:
         self._fail(502)
 
     def on_timeout(self) -> None:
+        self._settle()
         conn = self.conn
         if conn is not None:
             conn.close()
@@ -336,6 +477,7 @@ class Exchange:
 
     def _fail(self, status: int) -> None:
         """Answer with a proxy-generated error (nothing was sent to the client yet)."""
+        self._settle()
         ep = self.endpoint
         if ep is None and self.tried:
             ep = self._last_endpoint()
@@ -353,6 +495,8 @@ class Exchange:
         return None
 
     def _finish(self) -> None:
+        if self.timer is not None or self.spare_ep is not None:
+            self._settle()
         ep = self.endpoint
         if ep is not None:
             latency = _now() - self.t0
@@ -366,6 +510,7 @@ class Exchange:
 
     def _abort(self) -> None:
         """Response already partly sent: the only honest signal left is closing."""
+        self._settle()
         ep = self.endpoint
         if ep is not None:
             ep.stats.observe(self.status or 502, _now() - self.t0)
@@ -378,6 +523,7 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        self._settle()
         conn = self.conn
         self.conn = None
         if conn is not None:

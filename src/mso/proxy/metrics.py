@@ -29,13 +29,17 @@ def bucket_index(ms: float) -> int:
 class EndpointStats:
     """Cumulative counters for one cluster × subset × endpoint."""
 
-    __slots__ = ("requests", "responses", "connect_errors", "retries", "latency_counts")
+    __slots__ = ("requests", "responses", "connect_errors", "retries", "timeouts", "hedges",
+                 "ejections", "latency_counts")
 
     def __init__(self) -> None:
         self.requests = 0
         self.responses = [0, 0, 0, 0, 0]
         self.connect_errors = 0
         self.retries = 0
+        self.timeouts = 0  # tries past the per-try timeout that lost to a faster answer
+        self.hedges = 0  # second tries sent here for a slow or hedged request
+        self.ejections = 0  # times passive outlier detection took it out of rotation
         self.latency_counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
 
     def observe(self, status: int, latency_s: float) -> None:
@@ -73,6 +77,9 @@ class Registry:
                 "responses": dict(zip(_CLASSES, st.responses)),
                 "connect_errors": st.connect_errors,
                 "retries": st.retries,
+                "timeouts": st.timeouts,
+                "hedges": st.hedges,
+                "ejections": st.ejections,
                 "inflight": inflight.get((cluster, subset, ep), 0),
                 "latency_buckets_ms": list(LATENCY_BUCKETS_MS),
                 "latency_counts": list(st.latency_counts),
@@ -102,8 +109,9 @@ def merge_snapshots(snaps: Iterable[dict[str, Any]]) -> dict[str, Any]:
                     "latency_counts": list(e["latency_counts"]),
                 }
                 continue
-            for k in ("requests", "connect_errors", "retries", "inflight"):
-                cur[k] += e[k]
+            for k in ("requests", "connect_errors", "retries", "timeouts", "hedges",
+                      "ejections", "inflight"):
+                cur[k] = cur.get(k, 0) + e.get(k, 0)
             for k, v in e["responses"].items():
                 cur["responses"][k] += v
             cur["latency_counts"] = [a + b for a, b in zip(cur["latency_counts"], e["latency_counts"])]
@@ -135,6 +143,9 @@ def render_prometheus(snap: dict[str, Any]) -> str:
     for metric, key, typ in (
         ("mso_proxy_connect_errors_total", "connect_errors", "counter"),
         ("mso_proxy_retries_total", "retries", "counter"),
+        ("mso_proxy_try_timeouts_total", "timeouts", "counter"),
+        ("mso_proxy_hedges_total", "hedges", "counter"),
+        ("mso_proxy_ejections_total", "ejections", "counter"),
         ("mso_proxy_inflight", "inflight", "gauge"),
     ):
         lines += [f"# HELP {metric} {key.replace('_', ' ')}.", f"# TYPE {metric} {typ}"]

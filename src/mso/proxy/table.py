@@ -25,6 +25,12 @@ class Timeouts:
     connect: float = 5.0
     response_header: float = 30.0
     request: float = 300.0
+    #: Idempotent requests: a try with no response head after this many seconds gets a
+    #: second try on another endpoint (the first keeps going; the first answer wins);
+    #: one that loses to a faster answer counts as a failure toward ejection. 0: off.
+    per_try: float = 0.0
+    #: Idempotent requests: send the second try already after this long. 0: off.
+    hedge: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,14 @@ def _opt_num(obj: Mapping[str, Any], key: str, default: float, where: str) -> fl
     return float(value)
 
 
+def _opt_seconds(obj: Mapping[str, Any], key: str, where: str) -> float:
+    """An optional duration where 0 (the default) means off."""
+    value = obj.get(key, 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise TableError(f"{where}.{key}: expected a number >= 0 (0: off), got {value!r}")
+    return float(value)
+
+
 def _tname(typ: type | tuple[type, ...]) -> str:
     if isinstance(typ, tuple):
         return " or ".join(t.__name__ for t in typ)
@@ -177,6 +191,8 @@ def _parse_cluster(name: str, raw: Any) -> ClusterSpec:
             t_raw, "response_header", Timeouts.response_header, f"{where}.timeouts"
         ),
         request=_opt_num(t_raw, "request", Timeouts.request, f"{where}.timeouts"),
+        per_try=_opt_seconds(t_raw, "per_try", f"{where}.timeouts"),
+        hedge=_opt_seconds(t_raw, "hedge", f"{where}.timeouts"),
     )
     outlier = OutlierPolicy(
         consecutive_failures=int(

@@ -42,6 +42,12 @@ class _UpstreamSide:
         # connection shut down in both directions would otherwise stay, and count as
         # in flight, for ever (a drain then waited its whole grace period).
         self.eof = True
+        # The replica has finished with this connection (a process that exits closes
+        # its sockets, so a dead replica's connections end here too): it no longer
+        # counts as in flight, even while the client keeps its end open. Without this
+        # an idle pooled client held a drain of the replica (or of the next process
+        # under the same id) for its whole grace period.
+        self.client.release()
         t = self.client.transport
         if self.client.half_closed or t is None or not t.can_write_eof():
             if t is not None:
@@ -118,8 +124,9 @@ class TcpClient:
             assert up.transport is not None
             up.transport.close()
             return
-        self.endpoint = ep
-        ep.inflight += 1
+        if not up.eof:  # an upstream that already ended the connection is done with it
+            self.endpoint = ep
+            ep.inflight += 1
         self.up = up
         assert up.transport is not None
         self.up_write = up.transport.write
@@ -160,15 +167,16 @@ class TcpClient:
         up = self.up
         if up is not None and up.transport is not None:
             up.transport.close()
-        self._release()
+        self.release()
 
     def upstream_lost(self) -> None:
         self.up_write = _discard
-        self._release()
+        self.release()
         if self.transport is not None and not self.closed:
             self.transport.close()
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """The connection no longer counts toward its endpoint's in-flight gauge."""
         ep = self.endpoint
         if ep is not None:
             self.endpoint = None

@@ -125,6 +125,8 @@ class LoadedManifest:
         """sha256 hex (64 chars) of everything that makes a release; see the module docstring."""
         section, item = self._runnable(name)
         model = item.model_dump(mode="json", exclude=_NOT_IN_HASH if isinstance(item, Service) else None)
+        if model.get("proxy", 0) is None:
+            del model["proxy"]  # not written: the same hash as before the key existed
         payload = {
             "kind": section,
             "name": name,

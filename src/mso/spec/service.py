@@ -25,6 +25,7 @@ __all__ = [
     "ConfigFile",
     "Job",
     "Port",
+    "ProxySettings",
     "Resources",
     "Secret",
     "Service",
@@ -147,6 +148,30 @@ class Stop(SpecModel):
         return name
 
 
+class ProxySettings(SpecModel):
+    """How mso's proxy treats a slow or hung replica of this service (idempotent requests:
+    GET, HEAD, OPTIONS, PUT, DELETE, TRACE, with the whole body received)."""
+
+    per_try_timeout: Duration = Field(
+        0.5, description="A request with no response head after this gets a second try on "
+        "another replica (the first keeps going, the first answer wins); a try that loses to "
+        "an answer within this counts as a failure toward ejection. 0 turns it off.")
+    hedge_delay: Duration | None = Field(
+        None, description="Send the second try already after this long (hedging), if "
+        "shorter than per_try_timeout. Default: no hedging.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ProxySettings:
+        if self.per_try_timeout < 0:
+            raise LocatedError.at(("per_try_timeout",), "per_try_timeout must be 0 (off) or more")
+        if self.hedge_delay is not None and self.hedge_delay <= 0:
+            raise LocatedError.at(("hedge_delay",), "hedge_delay must be greater than 0; leave it out for no hedging")
+        if self.hedge_delay is not None and self.per_try_timeout and self.hedge_delay >= self.per_try_timeout:
+            raise LocatedError.at(("hedge_delay",), f"hedge_delay ({self.hedge_delay:g}s) must be shorter than "
+                                  f"per_try_timeout ({self.per_try_timeout:g}s), which already sends the second try")
+        return self
+
+
 def _cpu(value: Any) -> Any:
     """Kubernetes millicores (`500m`) are accepted as well as `0.5`."""
     if isinstance(value, str) and value.strip().endswith("m") and value.strip()[:-1].isdigit():
@@ -258,6 +283,9 @@ class Service(_Runnable):
     resources: Resources = Field(default_factory=Resources, description="CPU and memory limits.")
     rollout: Rollout = Field(default_factory=Rollout, description="How new releases replace old ones.")
     autoscale: Autoscale | None = Field(None, description="Scale replicas on request rate.")
+    proxy: ProxySettings | None = Field(
+        None, description="How mso's proxy handles slow and hung replicas (per-try timeout, "
+        "hedging); local engine.")
 
     def first_http_port(self) -> str | None:
         """Name of the first port with protocol http, in manifest order."""

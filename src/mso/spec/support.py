@@ -159,6 +159,14 @@ _K8S_BACKOFF = Gap("the kubelet restarts containers with its own delays (10s dou
 _K8S_ORDER = Gap("the Kubernetes engine applies every Deployment at once",
                  "make the service wait for its dependency itself (retry on start)")
 
+_K8S_PROXY = Gap("the Kubernetes gateway reaches each subset through one Service (kube-proxy "
+                 "picks the pod), so it has no other replica to send a second try to and no "
+                 "pod to take out of rotation", "leave `proxy` out; a readiness probe takes a "
+                 "hung pod out of its Service")
+_SWARM_PROXY = Gap("the Swarm gateway's route table does not carry these settings yet (not "
+                   "shown by a Swarm scenario)", "leave `proxy` out; the gateway still retries "
+                   "failed connections and ejects tasks that fail")
+
 FEATURES: tuple[Feature, ...] = (
     Feature("services.*.ports", "`ports` (the first one written is `PORT`)", "port_order"),
     Feature("services.*.secrets.*.as_env", "`secrets.*.as_env`", "secret_as_env",
@@ -236,6 +244,8 @@ FEATURES: tuple[Feature, ...] = (
             "analysis_interval",
             gaps={"local": _INTERVAL, "swarm": _INTERVAL, "kubernetes": _INTERVAL},
             when=_above_one_second),
+    Feature("services.*.proxy", "`proxy` (per-try timeout, hedging)", "hung_replica_skipped",
+            gaps={"swarm": _SWARM_PROXY, "kubernetes": _K8S_PROXY}),
     Feature("services.*.autoscale", "`autoscale`", "autoscale",
             gaps={"local": _AUTOSCALE, "swarm": _AUTOSCALE, "kubernetes": _AUTOSCALE}),
 )

@@ -231,6 +231,49 @@ async def test_stop_drains_before_signalling(tmp_path: Path) -> None:
     assert rec.count(S.STOPPED) == 1
 
 
+async def test_drain_ends_when_the_process_exits_meanwhile(tmp_path: Path) -> None:
+    """A drain waits for the replica's connections; once the process is gone there are
+    none left, so the stop goes on at once instead of at the drain's timeout."""
+    rec = Recorder()
+    draining = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def drain(rid: str) -> None:
+        draining.set()
+        try:
+            await asyncio.sleep(3600)  # connections that never close
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    sup = supervisor(make_spec(tmp_path), rec, drain=drain, drain_timeout=3600)
+    sup.start()
+    await until(lambda: sup.state == S.READY, what="READY")
+    assert sup.ref is not None
+    stopping = asyncio.ensure_future(sup.stop("scale down"))
+    await asyncio.wait_for(draining.wait(), 10)
+    os.kill(sup.ref.pid, signal.SIGKILL)
+    await asyncio.wait_for(stopping, 10)  # not the drain's hour
+    assert cancelled.is_set() and sup.state == S.STOPPED
+    assert not (tmp_path / "term").exists()  # nothing left to signal
+
+
+async def test_no_drain_for_a_replica_that_already_died(tmp_path: Path) -> None:
+    rec = Recorder()
+    calls: list[str] = []
+
+    async def drain(rid: str) -> None:
+        calls.append(rid)
+        await asyncio.sleep(3600)
+
+    spec = make_spec(tmp_path, code="raise SystemExit(3)", backoff=(3600.0, 3600.0, 60.0))
+    sup = supervisor(spec, rec, drain=drain, drain_timeout=3600)
+    sup.start()
+    await until(lambda: sup.state == S.BACKOFF, what="BACKOFF")
+    await asyncio.wait_for(sup.stop("mso down"), 10)
+    assert calls == [] and sup.state == S.STOPPED
+
+
 async def test_sigterm_ignored_then_sigkill_after_grace(tmp_path: Path) -> None:
     rec = Recorder()
     sup = supervisor(make_spec(tmp_path, stop_grace=0.5, extra_env={"IGNORE_TERM": "1"}), rec)

@@ -471,13 +471,17 @@ class ReplicaSupervisor:
         if self._probe_task is not None:
             self._probe_task.cancel()
         self._change_state(S.STOPPING, reason)  # leaving READY sends on_ready(False)
-        await self._run_drain()
         ref, exit_future = self.ref, self._exit
         running = ref is not None and exit_future is not None and not exit_future.done()
+        if running and ref is not None and (self._task is None or self._task.done()):
+            # Detached: nobody else watches the process any more.
+            exit_future = asyncio.ensure_future(proc.wait_exit(ref))
+        if running and exit_future is not None:
+            # A process that is gone has no request left to finish: no drain then, and
+            # a drain ends the moment the process exits.
+            await self._run_drain(exit_future)
+            running = not exit_future.done()
         if running and ref is not None and exit_future is not None:
-            if self._task is None or self._task.done():
-                # Detached: nobody else watches the process any more.
-                exit_future = asyncio.ensure_future(proc.wait_exit(ref))
             await self._terminate(ref, exit_future)
         if self._task is not None:
             self._task.cancel()
@@ -501,15 +505,26 @@ class ReplicaSupervisor:
             await asyncio.sleep(0.02)
         log.warning("cgroup %s not removed (still busy); CgroupManager.cleanup() will", group.name)
 
-    async def _run_drain(self) -> None:
+    async def _run_drain(self, exit_future: asyncio.Future[int | None]) -> None:
         if self._drain is None:
             return
+        drain = asyncio.ensure_future(
+            asyncio.wait_for(self._drain(self.spec.id), self._drain_timeout))
         try:
-            await asyncio.wait_for(self._drain(self.spec.id), self._drain_timeout)
+            waiters: set[asyncio.Future[object]] = {drain, exit_future}  # type: ignore[arg-type]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
+            drain.cancel()
             raise
-        except Exception:
-            log.exception("drain of %s failed; stopping anyway", self.spec.id)
+        if not drain.done():
+            log.info("replica %s exited while draining; drain ended", self.spec.id)
+            drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await drain
+            return
+        exc = drain.exception() if not drain.cancelled() else None
+        if exc is not None:
+            log.error("drain of %s failed; stopping anyway", self.spec.id, exc_info=exc)
 
     async def _terminate(self, ref: ProcessRef, exit_future: asyncio.Future[int | None]) -> None:
         proc.signal_group(ref, self.spec.stop_signal)
