@@ -644,8 +644,14 @@ def test_directory_is_a_clean_error(tmp_path: Path) -> None:
         (b"just a string\n", 1, "the top level must be a mapping"),
         (b"a: &a [*a]\n", 1, "recursive YAML alias"),
         (b"app: shop\n\tservices: {}\n", 2, "a tab character (column 1): YAML indents with spaces only"),
+        # found by the fuzzer (tests/fuzz): PyYAML's reader errors carry no line of their own
+        (b"app: shop\nservices:\n  web: {run: [a\x07]}\n", 3,
+         "control character U+0007 (column 16): YAML does not allow it"),
+        (b"app: shop\n\nx: \x00\n", 3, "control character U+0000 (column 4)"),
+        (b"app: \xc2\x85\x1b[31m\n", 1, "control character U+001B (column 7)"),
     ],
-    ids=["empty", "only comment", "bad encoding", "two documents", "scalar", "recursive alias", "tab indent"],
+    ids=["empty", "only comment", "bad encoding", "two documents", "scalar", "recursive alias", "tab indent",
+         "bell", "nul", "escape after a NEL"],
 )
 def test_unreadable_files_are_clean_errors(tmp_path: Path, content: bytes, line: int | None, fragment: str) -> None:
     path = tmp_path / "mso.yaml"
@@ -661,8 +667,10 @@ def test_alias_bomb_is_refused(tmp_path: Path) -> None:
     rows += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
     path = tmp_path / "mso.yaml"
     path.write_text("\n".join(rows) + "\n")
-    with pytest.raises(ManifestError, match="alias bomb"):
+    with pytest.raises(ManifestError, match="alias bomb") as info:
         load_manifest(path, {})
+    # the line of the top-level entry that went past the limit (the fuzzer found it had none)
+    assert (info.value.line, info.value.field) == (6, "a5"), str(info.value)  # 10**5 x's
 
 
 def test_union_typed_fields_report_one_error(write_manifest: WriteManifest) -> None:

@@ -55,6 +55,8 @@ def load_yaml(text: str, file: str) -> tuple[Any, LineMap]:
         return data, builder.lines
     except yaml.MarkedYAMLError as exc:
         raise _syntax_error(exc, file, text) from None
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, file, text) from None
     except yaml.YAMLError as exc:
         raise ManifestError(file, None, "", f"YAML error: {exc}") from None
     finally:
@@ -74,6 +76,21 @@ def _syntax_error(exc: yaml.MarkedYAMLError, file: str, text: str = "") -> Manif
         return ManifestError(file, line, "", f"a tab character{col}: YAML indents with "
                                              "spaces only; replace the tab with spaces")
     return ManifestError(file, line, "", f"YAML syntax error: {problem}{col}")
+
+
+def _reader_error(exc: yaml.reader.ReaderError, file: str, text: str) -> ManifestError:
+    """A character YAML does not allow (a control character, U+FFFE...): PyYAML's reader
+    gives only an offset, in UTF-8 bytes with the C loader and in characters without."""
+    if _Loader is yaml.SafeLoader:
+        before = text[:exc.position]
+    else:
+        before = text.encode("utf-8")[:exc.position].decode("utf-8", "replace")
+    line = before.count("\n") + 1
+    column = len(before) - (before.rfind("\n") + 1) + 1
+    char = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or "\0")
+    return ManifestError(file, line, "", f"control character U+{char:04X} (column {column}): YAML "
+                                         "does not allow it; remove it or write it as an escape "
+                                         "in a double-quoted string (\"\\x07\")")
 
 
 def _tab_at(text: str, line: int, column: int) -> bool:
@@ -100,7 +117,10 @@ class _Builder:
     def build(self, node: yaml.Node, loc: Loc) -> Any:
         self._count += 1
         if self._count > MAX_NODES:
-            raise ManifestError(self.file, None, "", f"the document expands to more than {MAX_NODES} values (alias bomb?)")
+            # Aliases share their anchor's node (and marks): the top-level entry being
+            # expanded is the most precise place there is.
+            raise ManifestError(self.file, self.lines.line_of(loc[:1]), _dotted(loc[:1]),
+                                f"the document expands to more than {MAX_NODES} values (alias bomb?)")
         self.lines.lines.setdefault(loc, node.start_mark.line + 1)
         if isinstance(node, yaml.ScalarNode):
             return self.loader.construct_object(node, deep=True)
