@@ -18,8 +18,10 @@ from mso.spec.errors import Loc, ManifestError
 
 try:  # the C loader is much faster; same semantics
     from yaml import CSafeLoader as _Loader
+    _C_LOADER = True
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+    _C_LOADER = False
 
 __all__ = ["LineMap", "load_yaml"]
 
@@ -81,7 +83,7 @@ def _syntax_error(exc: yaml.MarkedYAMLError, file: str, text: str = "") -> Manif
 def _reader_error(exc: yaml.reader.ReaderError, file: str, text: str) -> ManifestError:
     """A character YAML does not allow (a control character, U+FFFE...): PyYAML's reader
     gives only an offset, in UTF-8 bytes with the C loader and in characters without."""
-    if _Loader is yaml.SafeLoader:
+    if not _C_LOADER:
         before = text[:exc.position]
     else:
         before = text.encode("utf-8")[:exc.position].decode("utf-8", "replace")
