@@ -649,9 +649,22 @@ def test_directory_is_a_clean_error(tmp_path: Path) -> None:
          "control character U+0007 (column 16): YAML does not allow it"),
         (b"app: shop\n\nx: \x00\n", 3, "control character U+0000 (column 4)"),
         (b"app: \xc2\x85\x1b[31m\n", 1, "control character U+001B (column 7)"),
+        (b"app: shop\nservices: {}\ngateway: {port: !!int http}\n", 3, "gateway.port: 'http' cannot be read as !!int"),
+        (b"app: !!float shop\nservices: {}\n", 1, "app: 'shop' cannot be read as !!float"),
+        (b"app: shop\nservices:\n  web:\n    run: [x]\n    stop: {grace: 1" + b"0" * 400 + b"}\n", 5,
+         "services.web.stop.grace: duration 10000000000000000000... is too large"),
+        (b"app: shop\nservices:\n  web:\n    run: [x]\n    stop: {grace: 1" + b"0" * 400 + b"h}\n", 5,
+         "h' is not a duration"),
+        (b"app: shop\nservices:\n  web:\n    run: [x]\n    resources: {memory: 1" + b"0" * 400 + b"Mi}\n", 5,
+         "services.web.resources.memory: size '1000"),
+        (b"app: shop\nservices:\n  web:\n    run: [x]\n    resources: {cpu: 1" + b"0" * 400 + b"m}\n", 5,
+         "services.web.resources.cpu: CPU '1000"),
+        (b"app: shop\nservices:\n  web:\n    run: [x]\n    depends_on: [[db]]\n", 5,
+         "services.web.depends_on: expected the name of a service or job, got list"),
     ],
     ids=["empty", "only comment", "bad encoding", "two documents", "scalar", "recursive alias", "tab indent",
-         "bell", "nul", "escape after a NEL"],
+         "bell", "nul", "escape after a NEL", "int tag", "float tag", "huge int duration",
+         "huge compound duration", "huge size", "huge cpu", "list in depends_on"],
 )
 def test_unreadable_files_are_clean_errors(tmp_path: Path, content: bytes, line: int | None, fragment: str) -> None:
     path = tmp_path / "mso.yaml"

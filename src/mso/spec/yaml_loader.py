@@ -125,7 +125,7 @@ class _Builder:
                                 f"the document expands to more than {MAX_NODES} values (alias bomb?)")
         self.lines.lines.setdefault(loc, node.start_mark.line + 1)
         if isinstance(node, yaml.ScalarNode):
-            return self.loader.construct_object(node, deep=True)
+            return self._scalar(node, loc)
         if id(node) in self._active:
             raise ManifestError(self.file, node.start_mark.line + 1, _dotted(loc), "recursive YAML alias")
         self._active.add(id(node))
@@ -137,6 +137,14 @@ class _Builder:
         finally:
             self._active.discard(id(node))
         raise ManifestError(self.file, node.start_mark.line + 1, _dotted(loc), "unsupported YAML node")
+
+    def _scalar(self, node: yaml.ScalarNode, loc: Loc) -> Any:
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (ValueError, TypeError, OverflowError):
+            # an explicit tag the value does not fit (`!!float shop`, `!!int /api`)
+            raise ManifestError(self.file, node.start_mark.line + 1, _dotted(loc),
+                                f"{node.value[:60]!r} cannot be read as {_tag(node.tag)}") from None
 
     def _item(self, child: yaml.Node, loc: Loc, index: int) -> Any:
         self.lines.lines[(*loc, index)] = child.start_mark.line + 1
@@ -163,7 +171,10 @@ class _Builder:
     def _key(self, node: yaml.ScalarNode) -> str:
         # Keys are names: keep what the user wrote, so `on:`/`no:` stay strings (YAML 1.1
         # would make them booleans) and `8000:` or `1.0:` are not turned into numbers.
-        value = self.loader.construct_object(node, deep=True)
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except (ValueError, TypeError, OverflowError):
+            return str(node.value)  # `!!float gateway:` is still the key `gateway`
         return value if isinstance(value, str) else str(node.value)
 
     def _check_duplicates(self, node: yaml.MappingNode, loc: Loc) -> None:
@@ -179,6 +190,11 @@ class _Builder:
                     self.file, line, _dotted((*loc, key)), f"duplicate key {key!r} (first defined on line {first})"
                 )
             seen[key] = line
+
+
+def _tag(tag: str) -> str:
+    short = tag.rsplit(":", 1)[-1] if tag.startswith("tag:yaml.org,2002:") else tag
+    return f"!!{short}" if short != tag else tag
 
 
 def _dotted(loc: Loc) -> str:
