@@ -318,3 +318,12 @@ def test_connection_close_wins_over_keep_alive(recorder: tuple[int, Any]) -> Non
                 break
             data += piece
     assert status_of(data) == 200 and b"connection: close" in data.lower()
+
+
+def test_http10_without_host_reaches_a_strict_upstream_with_an_empty_host(
+        recorder: tuple[int, Any]) -> None:
+    port, up = recorder
+    resp = raw_request(port, b"GET /old HTTP/1.0\r\n\r\n")
+    assert status_of(resp) == 200, resp  # was 502: h11 refuses HTTP/1.1 without Host
+    (seen,) = _wait_seen(up, 1)
+    assert (b"host", b"") in seen.headers

@@ -319,8 +319,12 @@ class ClientConnection:
             if version != "1.1" and version != "1.0":
                 raise Reject(505)
             http11 = version == "1.1"
-        if hosts != 1 and (http11 or hosts > 1):
-            raise Reject(400)
+        if hosts != 1:
+            if http11 or hosts > 1:
+                raise Reject(400)
+            # HTTP/1.0 without Host, forwarded as 1.1, which requires one: empty when the
+            # target has no authority (RFC 9112 3.2); strict upstreams refuse it otherwise.
+            out.append(b"host: \r\n")
         if drop:
             out = [out[0]] + [h for h in out[1:] if h.split(b":", 1)[0].lower() not in drop]
         is_upgrade = upgrade is not None and p.should_upgrade()
