@@ -327,3 +327,17 @@ def test_http10_without_host_reaches_a_strict_upstream_with_an_empty_host(
     assert status_of(resp) == 200, resp  # was 502: h11 refuses HTTP/1.1 without Host
     (seen,) = _wait_seen(up, 1)
     assert (b"host", b"") in seen.headers
+
+
+def test_transfer_encoding_in_http10_closes_the_connection_after_it(recorder: tuple[int, Any]) -> None:
+    port, _ = recorder
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        data = b""
+        while True:  # a timeout here (the proxy kept it open) fails the test
+            piece = s.recv(65536)
+            if not piece:
+                break
+            data += piece
+    assert status_of(data) == 200 and b'"len": 3' in data

@@ -319,6 +319,9 @@ class ClientConnection:
             if version != "1.1" and version != "1.0":
                 raise Reject(505)
             http11 = version == "1.1"
+            if chunked and not http11:
+                # Transfer-Encoding in HTTP/1.0: faulty framing, close after it (RFC 9112 6.1)
+                keep_alive = False
         if hosts != 1:
             if http11 or hosts > 1:
                 raise Reject(400)
