@@ -651,6 +651,7 @@ def test_directory_is_a_clean_error(tmp_path: Path) -> None:
         (b"app: \xc2\x85\x1b[31m\n", 1, "control character U+001B (column 7)"),
         (b"app: shop\nservices: {}\ngateway: {port: !!int http}\n", 3, "gateway.port: 'http' cannot be read as !!int"),
         (b"app: !!float shop\nservices: {}\n", 1, "app: 'shop' cannot be read as !!float"),
+        (b"app: !!timestamp shop\nservices: {}\n", 1, "app: 'shop' cannot be read as !!timestamp"),
         (b"app: shop\nservices:\n  web:\n    run: [x]\n    stop: {grace: 1" + b"0" * 400 + b"}\n", 5,
          "services.web.stop.grace: duration 10000000000000000000... is too large"),
         (b"app: shop\nservices:\n  web:\n    run: [x]\n    stop: {grace: 1" + b"0" * 400 + b"h}\n", 5,
@@ -663,7 +664,7 @@ def test_directory_is_a_clean_error(tmp_path: Path) -> None:
          "services.web.depends_on: expected the name of a service or job, got list"),
     ],
     ids=["empty", "only comment", "bad encoding", "two documents", "scalar", "recursive alias", "tab indent",
-         "bell", "nul", "escape after a NEL", "int tag", "float tag", "huge int duration",
+         "bell", "nul", "escape after a NEL", "int tag", "float tag", "timestamp tag", "huge int duration",
          "huge compound duration", "huge size", "huge cpu", "list in depends_on"],
 )
 def test_unreadable_files_are_clean_errors(tmp_path: Path, content: bytes, line: int | None, fragment: str) -> None:
@@ -721,3 +722,10 @@ def test_loading_arbitrary_text_raises_only_manifest_errors(tmp_path: Path, part
     except ManifestError as exc:
         assert str(exc).startswith(str(path))
         assert "cannot load manifest" not in str(exc)  # the catch-all hides bugs: must not fire
+
+
+def test_a_program_path_too_long_to_check_is_a_warning(write_manifest: WriteManifest) -> None:
+    # found by the fuzzer: OSError (ENAMETOOLONG) escaped from command_warnings
+    path = write_manifest(f"app: shop\nservices:\n  web:\n    run: ['./{'y' * 5000}']\n")
+    (warning,) = load_manifest(path, {}).command_warnings()
+    assert warning.line == 4 and "cannot check" in warning.message

@@ -141,8 +141,8 @@ class _Builder:
     def _scalar(self, node: yaml.ScalarNode, loc: Loc) -> Any:
         try:
             return self.loader.construct_object(node, deep=True)
-        except (ValueError, TypeError, OverflowError):
-            # an explicit tag the value does not fit (`!!float shop`, `!!int /api`)
+        except (ValueError, TypeError, OverflowError, AttributeError):
+            # an explicit tag the value does not fit (`!!float shop`, `!!timestamp x`)
             raise ManifestError(self.file, node.start_mark.line + 1, _dotted(loc),
                                 f"{node.value[:60]!r} cannot be read as {_tag(node.tag)}") from None
 
@@ -173,7 +173,7 @@ class _Builder:
         # would make them booleans) and `8000:` or `1.0:` are not turned into numbers.
         try:
             value = self.loader.construct_object(node, deep=True)
-        except (ValueError, TypeError, OverflowError):
+        except (ValueError, TypeError, OverflowError, AttributeError):
             return str(node.value)  # `!!float gateway:` is still the key `gateway`
         return value if isinstance(value, str) else str(node.value)
 
