@@ -257,3 +257,87 @@ def test_interim_1xx_responses_are_forwarded_before_the_final_one(proxy: Proxy) 
     assert resp.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
     assert resp.endswith(b"\r\n\r\nok") and b"HTTP/1.1 200 OK" in resp
     up.sock.close()
+
+
+# --- found by the request fuzzer (tests/fuzz/http.py) ------------------------------
+
+@pytest.fixture
+def recorder(proxy: Proxy) -> Iterator[tuple[int, Any]]:
+    from tests.fuzz.http import RecordingUpstream
+    up = RecordingUpstream()
+    port = proxy.set_table(http_table({"web": {"stable": (100, [up])}}))["gw"]  # type: ignore[list-item]
+    yield port, up
+    up.close()
+
+
+def _wait_seen(up: Any, n: int) -> list[Any]:
+    from .conftest import wait_for
+    wait_for(lambda: len(up.since(0)) >= n, 10, f"{n} requests at the upstream")
+    return up.since(0)
+
+
+@pytest.mark.parametrize("upgrade", [b"websocket", b"h2c"])
+def test_bytes_after_a_declined_upgrade_never_reach_the_upstream_as_a_request(
+        recorder: tuple[int, Any], upgrade: bytes) -> None:
+    port, up = recorder
+    resp = raw_request(port, b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: " + upgrade +
+                       b"\r\nConnection: Upgrade\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status_of(resp) == 200 and resp.count(b"HTTP/1.1 ") == 1
+    # the proxy's upstream connection is not reused either: a plain request gets its own
+    # answer (before the fix it got the smuggled request's)
+    resp = raw_request(port, b"POST /next HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                             b"Connection: close\r\n\r\n")
+    assert b'"method": "POST"' in resp, resp
+    assert [s.target for s in _wait_seen(up, 2)] == [b"/", b"/next"]
+
+
+@pytest.mark.parametrize("bad", [
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+], ids=["differing content-length", "obs-fold", "bad chunk size"])
+def test_requests_pipelined_before_a_malformed_one_are_answered_first(
+        recorder: tuple[int, Any], bad: bytes) -> None:
+    port, up = recorder
+    resp = raw_request(port, b"POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+                             b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n" + bad)
+    statuses = [int(resp[i + 9:i + 12]) for i in range(len(resp)) if resp.startswith(b"HTTP/1.1 ", i)]
+    assert statuses == [200, 200, 400], resp
+    assert resp.index(b'"target": "/first"') < resp.index(b'"target": "/second"')
+    assert [s.target for s in _wait_seen(up, 2)] == [b"/first", b"/second"]
+
+
+def test_connection_close_wins_over_keep_alive(recorder: tuple[int, Any]) -> None:
+    port, _ = recorder
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:  # a timeout here (the proxy kept it open) fails the test
+            piece = s.recv(65536)
+            if not piece:
+                break
+            data += piece
+    assert status_of(data) == 200 and b"connection: close" in data.lower()
+
+
+def test_http10_without_host_reaches_a_strict_upstream_with_an_empty_host(
+        recorder: tuple[int, Any]) -> None:
+    port, up = recorder
+    resp = raw_request(port, b"GET /old HTTP/1.0\r\n\r\n")
+    assert status_of(resp) == 200, resp  # was 502: h11 refuses HTTP/1.1 without Host
+    (seen,) = _wait_seen(up, 1)
+    assert (b"host", b"") in seen.headers
+
+
+def test_transfer_encoding_in_http10_closes_the_connection_after_it(recorder: tuple[int, Any]) -> None:
+    port, _ = recorder
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        data = b""
+        while True:  # a timeout here (the proxy kept it open) fails the test
+            piece = s.recv(65536)
+            if not piece:
+                break
+            data += piece
+    assert status_of(data) == 200 and b'"len": 3' in data

@@ -644,8 +644,28 @@ def test_directory_is_a_clean_error(tmp_path: Path) -> None:
         (b"just a string\n", 1, "the top level must be a mapping"),
         (b"a: &a [*a]\n", 1, "recursive YAML alias"),
         (b"app: shop\n\tservices: {}\n", 2, "a tab character (column 1): YAML indents with spaces only"),
+        # found by the fuzzer (tests/fuzz): PyYAML's reader errors carry no line of their own
+        (b"app: shop\nservices:\n  web: {run: [a\x07]}\n", 3,
+         "control character U+0007 (column 16): YAML does not allow it"),
+        (b"app: shop\n\nx: \x00\n", 3, "control character U+0000 (column 4)"),
+        (b"app: \xc2\x85\x1b[31m\n", 1, "control character U+001B (column 7)"),
+        (b"app: shop\nservices: {}\ngateway: {port: !!int http}\n", 3, "gateway.port: 'http' cannot be read as !!int"),
+        (b"app: !!float shop\nservices: {}\n", 1, "app: 'shop' cannot be read as !!float"),
+        (b"app: !!timestamp shop\nservices: {}\n", 1, "app: 'shop' cannot be read as !!timestamp"),
+        (b"app: shop\nservices:\n  web:\n    run: [x]\n    stop: {grace: 1" + b"0" * 400 + b"}\n", 5,
+         "services.web.stop.grace: duration 10000000000000000000... is too large"),
+        (b"app: shop\nservices:\n  web:\n    run: [x]\n    stop: {grace: 1" + b"0" * 400 + b"h}\n", 5,
+         "h' is not a duration"),
+        (b"app: shop\nservices:\n  web:\n    run: [x]\n    resources: {memory: 1" + b"0" * 400 + b"Mi}\n", 5,
+         "services.web.resources.memory: size '1000"),
+        (b"app: shop\nservices:\n  web:\n    run: [x]\n    resources: {cpu: 1" + b"0" * 400 + b"m}\n", 5,
+         "services.web.resources.cpu: CPU '1000"),
+        (b"app: shop\nservices:\n  web:\n    run: [x]\n    depends_on: [[db]]\n", 5,
+         "services.web.depends_on: expected the name of a service or job, got list"),
     ],
-    ids=["empty", "only comment", "bad encoding", "two documents", "scalar", "recursive alias", "tab indent"],
+    ids=["empty", "only comment", "bad encoding", "two documents", "scalar", "recursive alias", "tab indent",
+         "bell", "nul", "escape after a NEL", "int tag", "float tag", "timestamp tag", "huge int duration",
+         "huge compound duration", "huge size", "huge cpu", "list in depends_on"],
 )
 def test_unreadable_files_are_clean_errors(tmp_path: Path, content: bytes, line: int | None, fragment: str) -> None:
     path = tmp_path / "mso.yaml"
@@ -661,8 +681,10 @@ def test_alias_bomb_is_refused(tmp_path: Path) -> None:
     rows += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
     path = tmp_path / "mso.yaml"
     path.write_text("\n".join(rows) + "\n")
-    with pytest.raises(ManifestError, match="alias bomb"):
+    with pytest.raises(ManifestError, match="alias bomb") as info:
         load_manifest(path, {})
+    # the line of the top-level entry that went past the limit (the fuzzer found it had none)
+    assert (info.value.line, info.value.field) == (6, "a5"), str(info.value)  # 10**5 x's
 
 
 def test_union_typed_fields_report_one_error(write_manifest: WriteManifest) -> None:
@@ -700,3 +722,10 @@ def test_loading_arbitrary_text_raises_only_manifest_errors(tmp_path: Path, part
     except ManifestError as exc:
         assert str(exc).startswith(str(path))
         assert "cannot load manifest" not in str(exc)  # the catch-all hides bugs: must not fire
+
+
+def test_a_program_path_too_long_to_check_is_a_warning(write_manifest: WriteManifest) -> None:
+    # found by the fuzzer: OSError (ENAMETOOLONG) escaped from command_warnings
+    path = write_manifest(f"app: shop\nservices:\n  web:\n    run: ['./{'y' * 5000}']\n")
+    (warning,) = load_manifest(path, {}).command_warnings()
+    assert warning.line == 4 and "cannot check" in warning.message

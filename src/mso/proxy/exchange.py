@@ -43,7 +43,7 @@ class Exchange:
         "http11", "is_head", "upgrade", "body", "body_size", "replayable",
         "req_done", "conn", "endpoint", "tried", "attempts", "stale_retries",
         "status", "resp_started", "resp_chunked", "eof_body", "done", "t0", "deadline",
-        "held", "held_size", "spare", "spare_ep", "t_try", "t_spare", "timer",
+        "held", "held_size", "spare", "spare_ep", "t_try", "t_spare", "timer", "early",
     )
 
     def __init__(
@@ -84,6 +84,9 @@ class Exchange:
         self.t_try = 0.0
         self.t_spare = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        # Bytes the client sent after an upgrade request, held until the upstream agrees
+        # (101): an upstream that declines would read them as more requests (smuggling).
+        self.early: list[bytes] | None = None
 
     # --- request side -------------------------------------------------------
     def start(self) -> None:
@@ -286,8 +289,19 @@ class Exchange:
             self.deadline = self.client.hub.now + self.cluster.response_header_timeout
 
     def on_client_tunnel(self, data: bytes) -> None:
-        """Raw bytes after an upgrade request: forwarded as-is."""
-        self._send_body(data)
+        """Raw bytes after an upgrade request: forwarded as-is once the upstream switched
+        protocols (101), held until then, and dropped if it declines."""
+        if self.status == 101:
+            conn = self.conn
+            if conn is not None:
+                conn.send(data)
+            return
+        early = self.early
+        if early is None:
+            early = self.early = []
+        early.append(data)
+        if sum(len(b) for b in early) > MAX_REPLAY_BODY:
+            self.client.pause(1)  # resumed when the exchange ends
 
     # --- response side ------------------------------------------------------
     def on_response_head(self, conn: UpstreamConnection, status: int, raw: bytes) -> None:
@@ -334,6 +348,11 @@ class Exchange:
         if status == 101:
             self.deadline = INF
             self.client.start_tunnel(conn)
+            early = self.early
+            if early:
+                self.early = None
+                conn.send(b"".join(early))
+                self.client.resume(1)
         elif self.is_head:
             keep = conn.parser.should_keep_alive()
             conn.reset_parser()
@@ -367,7 +386,8 @@ class Exchange:
             self.client.transport_writelines(held)
         elif self.resp_chunked:
             self.client.transport_write(b"0\r\n\r\n")
-        if keep_alive and self.req_done:
+        self.early = None  # an upgrade the upstream declined: its tunnel bytes go nowhere
+        if keep_alive and self.req_done and not self.upgrade:
             upstream.checkin(conn)
         else:
             conn.close()

@@ -145,6 +145,9 @@ class ClientConnection:
         self.flush_queued = False  # on OUTBOX's client list; wbuf is sent at its drain
         self.peer = b"unknown"
         self.xff_line = b""
+        # A malformed request behind complete pipelined ones: its error is answered after
+        # theirs (responses stay in request order), then the connection closes.
+        self.reject_status = 0
 
     # --- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -268,6 +271,7 @@ class ClientConnection:
         drop: list[bytes] | None = None
         upgrade: bytes | None = None
         connection = False
+        close = False
         for name, value in self.headers:
             n = name.lower()
             if n not in _SPECIAL:
@@ -296,13 +300,16 @@ class ClientConnection:
                 out.append(name + b": " + value + b"\r\n")
             elif n == b"connection":
                 connection = True
-                extra = [t for t in safety.connection_tokens(value)
-                         if t not in (b"close", b"keep-alive", b"upgrade")]
+                tokens = safety.connection_tokens(value)
+                if b"close" in tokens:
+                    close = True
+                extra = [t for t in tokens if t not in (b"close", b"keep-alive", b"upgrade")]
                 if extra:
                     drop = (drop or []) + extra
             elif n == b"upgrade":
                 upgrade = value
-        keep_alive = p.should_keep_alive()
+        # `close` wins over `keep-alive` (RFC 9112 9.6), whatever llhttp makes of both
+        keep_alive = p.should_keep_alive() and not close
         if keep_alive and not connection:
             # llhttp accepts only 0.9, 1.0, 1.1 and 2.0, and keeps a request alive by
             # default only for 1.1 (minor > 0): no need for get_http_version's string.
@@ -312,8 +319,15 @@ class ClientConnection:
             if version != "1.1" and version != "1.0":
                 raise Reject(505)
             http11 = version == "1.1"
-        if hosts != 1 and (http11 or hosts > 1):
-            raise Reject(400)
+            if chunked and not http11:
+                # Transfer-Encoding in HTTP/1.0: faulty framing, close after it (RFC 9112 6.1)
+                keep_alive = False
+        if hosts != 1:
+            if http11 or hosts > 1:
+                raise Reject(400)
+            # HTTP/1.0 without Host, forwarded as 1.1, which requires one: empty when the
+            # target has no authority (RFC 9112 3.2); strict upstreams refuse it otherwise.
+            out.append(b"host: \r\n")
         if drop:
             out = [out[0]] + [h for h in out[1:] if h.split(b":", 1)[0].lower() not in drop]
         is_upgrade = upgrade is not None and p.should_upgrade()
@@ -389,6 +403,15 @@ class ClientConnection:
     def exchange_done(self, ex: Exchange) -> None:
         if self.exchanges and self.exchanges[0] is ex:
             self.exchanges.pop(0)
+        if self.reject_status and not ex.keep_alive:
+            self.reject_status = 0
+        if self.reject_status:
+            if not self.exchanges:
+                self.transport_write(safety.error_response(self.reject_status))
+                self._close()
+            else:
+                self.exchanges[0].start()
+            return
         if self.paused & (_PAUSE_PENDING | _PAUSE_UPSTREAM):
             # Back-pressure from that exchange's upstream no longer applies.
             self.resume(_PAUSE_PENDING | _PAUSE_UPSTREAM)
@@ -433,9 +456,32 @@ class ClientConnection:
             rx.on_client_tunnel(rest)
 
     def reject(self, status: int) -> None:
-        """Framing or validation error: answer if nothing is in flight, then close."""
-        busy = any(ex.resp_started for ex in self.exchanges)
+        """Framing or validation error: answer it, then close.
+
+        Requests pipelined before the bad one and received whole are answered first, in
+        order (their responses must not be replaced by the error, nor the error taken
+        for theirs); a request whose body is what failed is cancelled with its upstream
+        connection. Nothing more is read from the client."""
+        self.feed = _ignore
+        self.pause(_PAUSE_PIPELINE)
+        keep: list[Exchange] = []
+        busy = False
         for ex in self.exchanges:
+            if ex.req_done and not ex.done:
+                keep.append(ex)
+            else:
+                busy = busy or ex.resp_started
+                ex.cancel()
+        if keep and not busy:
+            first = self.exchanges[0] is keep[0]
+            self.exchanges = keep
+            self.rx = None
+            self.reject_status = status
+            if not first:
+                keep[0].start()
+            return
+        for ex in keep:
+            busy = busy or ex.resp_started
             ex.cancel()
         self.exchanges = []
         if not busy:

@@ -174,6 +174,14 @@ class LoadedManifest:
             where = f"{section}.{name}.run.0"
             if "/" in program:
                 target = (self.base_dir / (item.cwd or ".") / program).resolve()
+                try:
+                    target.stat()
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:  # a name too long, a loop of links...
+                    found.append(self.error(where, f"warning: cannot check {program[:60]!r}: "
+                                                   f"{exc.strerror}"))
+                    continue
                 if not target.exists():
                     found.append(self.error(where, f"warning: {program!r} does not exist "
                                                    f"(looked for {target})"))

@@ -175,7 +175,10 @@ class ProxySettings(SpecModel):
 def _cpu(value: Any) -> Any:
     """Kubernetes millicores (`500m`) are accepted as well as `0.5`."""
     if isinstance(value, str) and value.strip().endswith("m") and value.strip()[:-1].isdigit():
-        return int(value.strip()[:-1]) / 1000
+        try:
+            return int(value.strip()[:-1]) / 1000
+        except (OverflowError, ValueError):  # beyond float's range, or int's digit limit
+            raise ValueError(f"CPU {value.strip()[:20]!r}... is too large") from None
     return value
 
 
@@ -247,6 +250,8 @@ def _depends_on(value: Any) -> Any:
     if isinstance(value, list):
         out: dict[Any, Any] = {}
         for item in value:
+            if not isinstance(item, str):
+                raise ValueError(f"expected the name of a service or job, got {type(item).__name__}")
             if item in out:
                 raise ValueError(f"{item!r} is listed twice")
             out[item] = "started"

@@ -46,12 +46,15 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration such as 500ms, 10s, 1m or 1h30m, got {value!r}")
     if isinstance(value, (int, float)):
-        return _non_negative(float(value), value)
+        try:
+            return _non_negative(float(value), value)
+        except OverflowError:  # an int beyond float's range
+            raise ValueError(f"duration {str(value)[:20]}... is too large") from None
     if not isinstance(value, str):
         raise ValueError(f"expected a duration such as 500ms, 10s, 1m or 1h30m, got {type(value).__name__}")
     text = value.strip()
     try:
-        return _non_negative(float(text), value) if _is_plain_number(text) else _parse_compound(text)
+        return _non_negative(float(text) if _is_plain_number(text) else _parse_compound(text), value)
     except ValueError:
         raise ValueError(f"{value!r} is not a duration; write e.g. 500ms, 10s, 1m or 1h30m") from None
 
@@ -118,7 +121,10 @@ def parse_size(value: object) -> int:
         hint = " (Kubernetes units: Mi/Gi are binary, M/G decimal)" if re.search(r"\d\s*[mg]b?$", value) else ""
         raise ValueError(f"{value!r} is not a size; write e.g. 256Mi, 1Gi, 512M or 100k{hint}")
     number, unit = match.group(1), match.group(2) or ""
-    return int(round(float(number) * _SIZE_UNITS[unit]))
+    size = float(number) * _SIZE_UNITS[unit]
+    if not math.isfinite(size):
+        raise ValueError(f"size {value!r} is too large")
+    return int(round(size))
 
 
 def _duration_validator(value: Any) -> float:

@@ -18,8 +18,10 @@ from mso.spec.errors import Loc, ManifestError
 
 try:  # the C loader is much faster; same semantics
     from yaml import CSafeLoader as _Loader
+    _C_LOADER = True
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+    _C_LOADER = False
 
 __all__ = ["LineMap", "load_yaml"]
 
@@ -55,6 +57,8 @@ def load_yaml(text: str, file: str) -> tuple[Any, LineMap]:
         return data, builder.lines
     except yaml.MarkedYAMLError as exc:
         raise _syntax_error(exc, file, text) from None
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, file, text) from None
     except yaml.YAMLError as exc:
         raise ManifestError(file, None, "", f"YAML error: {exc}") from None
     finally:
@@ -74,6 +78,21 @@ def _syntax_error(exc: yaml.MarkedYAMLError, file: str, text: str = "") -> Manif
         return ManifestError(file, line, "", f"a tab character{col}: YAML indents with "
                                              "spaces only; replace the tab with spaces")
     return ManifestError(file, line, "", f"YAML syntax error: {problem}{col}")
+
+
+def _reader_error(exc: yaml.reader.ReaderError, file: str, text: str) -> ManifestError:
+    """A character YAML does not allow (a control character, U+FFFE...): PyYAML's reader
+    gives only an offset, in UTF-8 bytes with the C loader and in characters without."""
+    if not _C_LOADER:
+        before = text[:exc.position]
+    else:
+        before = text.encode("utf-8")[:exc.position].decode("utf-8", "replace")
+    line = before.count("\n") + 1
+    column = len(before) - (before.rfind("\n") + 1) + 1
+    char = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or "\0")
+    return ManifestError(file, line, "", f"control character U+{char:04X} (column {column}): YAML "
+                                         "does not allow it; remove it or write it as an escape "
+                                         "in a double-quoted string (\"\\x07\")")
 
 
 def _tab_at(text: str, line: int, column: int) -> bool:
@@ -100,10 +119,13 @@ class _Builder:
     def build(self, node: yaml.Node, loc: Loc) -> Any:
         self._count += 1
         if self._count > MAX_NODES:
-            raise ManifestError(self.file, None, "", f"the document expands to more than {MAX_NODES} values (alias bomb?)")
+            # Aliases share their anchor's node (and marks): the top-level entry being
+            # expanded is the most precise place there is.
+            raise ManifestError(self.file, self.lines.line_of(loc[:1]), _dotted(loc[:1]),
+                                f"the document expands to more than {MAX_NODES} values (alias bomb?)")
         self.lines.lines.setdefault(loc, node.start_mark.line + 1)
         if isinstance(node, yaml.ScalarNode):
-            return self.loader.construct_object(node, deep=True)
+            return self._scalar(node, loc)
         if id(node) in self._active:
             raise ManifestError(self.file, node.start_mark.line + 1, _dotted(loc), "recursive YAML alias")
         self._active.add(id(node))
@@ -115,6 +137,14 @@ class _Builder:
         finally:
             self._active.discard(id(node))
         raise ManifestError(self.file, node.start_mark.line + 1, _dotted(loc), "unsupported YAML node")
+
+    def _scalar(self, node: yaml.ScalarNode, loc: Loc) -> Any:
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (ValueError, TypeError, OverflowError, AttributeError):
+            # an explicit tag the value does not fit (`!!float shop`, `!!timestamp x`)
+            raise ManifestError(self.file, node.start_mark.line + 1, _dotted(loc),
+                                f"{node.value[:60]!r} cannot be read as {_tag(node.tag)}") from None
 
     def _item(self, child: yaml.Node, loc: Loc, index: int) -> Any:
         self.lines.lines[(*loc, index)] = child.start_mark.line + 1
@@ -141,7 +171,10 @@ class _Builder:
     def _key(self, node: yaml.ScalarNode) -> str:
         # Keys are names: keep what the user wrote, so `on:`/`no:` stay strings (YAML 1.1
         # would make them booleans) and `8000:` or `1.0:` are not turned into numbers.
-        value = self.loader.construct_object(node, deep=True)
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except (ValueError, TypeError, OverflowError, AttributeError):
+            return str(node.value)  # `!!float gateway:` is still the key `gateway`
         return value if isinstance(value, str) else str(node.value)
 
     def _check_duplicates(self, node: yaml.MappingNode, loc: Loc) -> None:
@@ -157,6 +190,11 @@ class _Builder:
                     self.file, line, _dotted((*loc, key)), f"duplicate key {key!r} (first defined on line {first})"
                 )
             seen[key] = line
+
+
+def _tag(tag: str) -> str:
+    short = tag.rsplit(":", 1)[-1] if tag.startswith("tag:yaml.org,2002:") else tag
+    return f"!!{short}" if short != tag else tag
 
 
 def _dotted(loc: Loc) -> str:
