@@ -16,6 +16,7 @@ from typing import Any
 
 from mso.releases.apply import apply_manifest
 from mso.engines import images
+from mso.releases.images import record_builds
 from mso.engines.kubernetes import document, failures, gateway, naming, render, state, views
 from mso.engines.kubernetes.host import KubeHost, Plan, pod_ready
 from mso.engines.kubernetes.kube import Kube, KubeError
@@ -26,6 +27,8 @@ from mso.engines.remote import UP_AFTER, DeployFailed
 from mso.spec.load import LoadedManifest
 from mso.spec.models import Manifest
 from mso.store.hold import hold
+
+BUILT_KEY = "k8s.built"  # service -> the image the last deploy built for it
 
 Progress = Callable[[str], None]
 
@@ -242,11 +245,13 @@ def deploy(loaded: LoadedManifest, kube: Kube, options: Any, wait: bool,
     host = KubeHost(store, kube, settings)
     with hold(store):  # a running controller must not see the releases before their rollouts
         before = store.desired()
-        changes = apply_manifest(store, loaded, force=force)
-        for c in changes:
-            if c.release:
-                if state.image_of(store, c.service, c.release) is None and c.service in chosen:
-                    state.set_image(store, c.service, c.release, chosen[c.service])
+        # New code with an unchanged manifest is a new release too (mso.releases.images).
+        changes = record_builds(
+            store, apply_manifest(store, loaded, force=force), chosen,
+            image_of=lambda service, release: state.image_of(store, service, release),
+            record=lambda service, release: state.set_image(store, service, release,
+                                                            chosen[service]),
+            built_key=BUILT_KEY)
         begin_rollouts(host, before)
     apply_infrastructure(host, loaded)
     wait_gateway(host, timeout, progress)
