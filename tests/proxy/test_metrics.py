@@ -5,9 +5,10 @@ from bisect import bisect_left
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from mso.proxy.metrics import (
-    LATENCY_BUCKETS_MS, Registry, bucket_index, merge_snapshots, render_prometheus,
-)
+import pytest
+
+from mso.proxy.exposition import Exposition
+from mso.proxy.metrics import LATENCY_BUCKETS_MS, Registry, bucket_index, merge_snapshots
 
 
 def _snap() -> dict:  # type: ignore[type-arg]
@@ -36,13 +37,44 @@ def test_merge_sums_workers() -> None:
     assert ep["requests"] == 6 and ep["responses"]["5xx"] == 2 and sum(ep["latency_counts"]) == 6
 
 
-def test_prometheus_text_parses() -> None:
-    fams = {f.name: f for f in text_string_to_metric_families(render_prometheus(_snap()))}
+def _families(exposition: Exposition) -> dict:  # type: ignore[type-arg]
+    return {f.name: f for f in text_string_to_metric_families(exposition.render().decode())}
+
+
+def test_prometheus_text_uses_the_http_semantic_convention_names() -> None:
+    snap = _snap()
+    snap["clusters"]["web/http"] = snap["clusters"].pop("web")
+    fams = _families(Exposition(lambda: snap, lambda: {("web/http", "stable"): 4}))
     reqs = fams["mso_proxy_requests"].samples[0]
     assert reqs.value == 3 and reqs.labels["endpoint"] == "web-1"
-    hist = fams["mso_proxy_latency_seconds"]
-    inf = [s for s in hist.samples if s.labels.get("le") == "+Inf"][0]
-    assert inf.value == 3
+    hist = fams["http_server_request_duration_seconds"]
+    assert hist.type == "histogram"
+    counts = {s.labels["http_response_status_code"]: s.value for s in hist.samples
+              if s.name.endswith("_count")}
+    assert counts == {"2xx": 2, "5xx": 1}
+    ok = [s for s in hist.samples if s.labels["http_response_status_code"] == "2xx"]
+    assert {s.labels["service"] for s in ok} == {"web"}
+    assert {s.labels["release"] for s in ok} == {"4"}
+    assert [s.value for s in ok if s.name.endswith("_sum")] == [pytest.approx(99.0004)]
+    fast = [s for s in ok if s.labels.get("le") == "0.0005"]
+    assert fast[0].value == 1
+
+
+def test_control_plane_metrics_are_exposed_and_checked() -> None:
+    exposition = Exposition(lambda: {"clusters": {}}, dict)
+    exposition.control.update({
+        "mso_replica_restarts": {"help": "Restarts.", "samples": [[{"service": "web"}, 3]]},
+        "mso_rollout_phase": {"help": "Phase.",
+                              "samples": [[{"service": "web", "phase": "Progressing"}, 1]]}})
+    fams = _families(exposition)
+    assert fams["mso_replica_restarts"].samples[0].value == 3
+    assert fams["mso_rollout_phase"].samples[0].labels == {"service": "web",
+                                                           "phase": "Progressing"}
+    for bad in ({"made_up": {"samples": []}}, {"mso_replicas": {"samples": [["x", 1]]}},
+                {"mso_replicas": {"samples": [[{"a": 1}, 1]]}}, []):
+        with pytest.raises(ValueError):
+            exposition.control.update(bad)
+    assert "mso_replica_restarts" in _families(exposition)  # a refused update kept the last
 
 
 def test_bucket_index_agrees_with_bisect_left_at_and_around_every_bound() -> None:

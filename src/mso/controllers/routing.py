@@ -36,6 +36,8 @@ class ServiceRouting:
     #: manifest's `proxy.per_try_timeout` / `proxy.hedge_delay`.
     per_try_timeout: float = 0.0
     hedge_delay: float = 0.0
+    #: The release each subset runs (a label of the proxy's metrics).
+    releases: dict[str, int] = field(default_factory=dict)
 
 
 def proxy_timeouts(svc: ServiceRouting) -> dict[str, float]:
@@ -102,6 +104,9 @@ def _subsets(svc: ServiceRouting, port_name: str,
         subset = subsets.setdefault(ep.subset, {"weight": 0, "endpoints": []})
         subset["endpoints"].append({"id": ep.id,
                                     "address": f"{ep.host}:{ep.ports[port_name]}"})
+    for name, subset in subsets.items():
+        if svc.releases.get(name):
+            subset["release"] = svc.releases[name]
     return subsets
 
 
@@ -114,7 +119,7 @@ def _add_preview(svc: ServiceRouting, bind: str, listeners: list[dict[str, Any]]
     name = cluster_name(svc.name, http) + "@preview"
     preview = ServiceRouting(svc.name, svc.ports, [e for e in svc.endpoints
                                                    if e.subset == "preview"],
-                             {"preview": 100})
+                             {"preview": 100}, releases=svc.releases)
     listeners.append({"name": name, "bind": bind, "port": svc.preview_port, "mode": "http",
                       "cluster": name})
     clusters[name] = {"service": svc.name, "balancer": svc.balancer,

@@ -27,6 +27,7 @@ from mso.controllers.routing import RouteView, ServiceRouting, build_table
 from mso.daemon.jobs import JobRunner
 from mso.daemon.logsettings import LogSettings
 from mso.releases.ports import port_map
+from mso.daemon.figures import Figures
 from mso.daemon.proxy_manager import ProxyManager
 from mso.releases.apply import AppliedChange, apply_manifest
 from mso.daemon.replica_env import (Discovery, base_environment, replica_environment,
@@ -74,6 +75,7 @@ class Daemon:
         self._stopped = asyncio.Event()
         self._shutting_down = False
         self._draining: set[str] = set()
+        self.figures = Figures()
         self._epochs: dict[str, int] = {}
         self._push_error: str | None = None
         self.started_at = time.time()
@@ -329,12 +331,16 @@ class Daemon:
     async def run_forever(self) -> None:
         while not self._shutting_down:
             self._wake.clear()
+            began = time.monotonic()
             try:
                 await self.reconcile_once()
             except StoreUnavailable:
                 pass  # said once by the store; what runs goes on, retried next tick
             except Exception:
                 log.exception("reconcile failed; retrying")
+            self.figures.reconciled(time.monotonic() - began)
+            if self.figures.due(time.monotonic()):
+                await self._push_figures()
             try:
                 await asyncio.wait_for(self._wake.wait(), RECONCILE_PERIOD)
             except asyncio.TimeoutError:
@@ -360,6 +366,26 @@ class Daemon:
             if owner is None or owner.kind != "service":
                 self.book.stop(managed.record.id, "removed from the manifest")
         await self.push_routes()
+
+    async def _push_figures(self) -> None:
+        """The control plane's figures, for the proxy's Prometheus endpoint."""
+        phases: dict[str, str] = {}
+        weights: dict[str, dict[str, int]] = {}
+        for name, want in self.store.desired().items():
+            if want.kind != "service":
+                continue
+            state = self.rollouts.active(name)
+            if state is not None:
+                phases[name] = state.phase.value
+            weights[name] = self.rollouts.targets(name, want)[1]
+        replicas = [(m.record.id, m.record.service, m.supervisor.state.value.upper(),
+                     m.record.restarts, m.supervisor.probe_failures)
+                    for m in self.book.replicas.values()]
+        try:
+            await self.proxy.client.set_control_metrics(
+                self.figures.families(replicas, phases, weights))
+        except Exception as exc:  # no proxy right now: the next push says it all again
+            log.debug("control metrics not pushed: %s", exc)
 
     def _reconcile_service(self, service: str, want: Desired) -> None:
         epoch = self._epochs.get(service, 0)
@@ -459,7 +485,7 @@ class Daemon:
             release = self.store.release(name, want.release)
             assert release is not None
             named = port_map(release.spec["model"])
-            _, weights = self.rollouts.targets(name, want)
+            targets, weights = self.rollouts.targets(name, want)
             rollout = self.rollouts.active(name)
             preview = None
             if rollout is not None and rollout.strategy == "blue_green":
@@ -474,6 +500,7 @@ class Daemon:
                        if f"{name}/{p}" in ports},
                 endpoints=endpoints, weights=weights, preview_port=preview,
                 per_try_timeout=float(per_try), hedge_delay=float(proxy.get("hedge_delay") or 0.0),
+                releases={t.subset: t.release for t in targets},
                 unavailable="" if any(e.ready for e in endpoints)
                 else self._unavailable(name, want)))
         return services

@@ -91,6 +91,10 @@ class ProxyClient:
         snap: dict[str, Any] = resp["metrics"]
         return snap
 
+    async def set_control_metrics(self, metrics: dict[str, Any]) -> None:
+        """Hand the control plane's figures to the proxy's Prometheus endpoint."""
+        await self._call({"op": "set_control_metrics", "metrics": metrics})
+
     async def close(self) -> None:
         idle, self._idle = self._idle, []
         for _reader, writer in idle:

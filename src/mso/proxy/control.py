@@ -27,6 +27,8 @@ class ControlHandler(Protocol):
 
     async def metrics(self) -> dict[str, Any]: ...
 
+    async def set_control_metrics(self, raw: Any) -> None: ...
+
 
 class ControlError(UsageError):
     """A request that cannot be served; the message goes back as `error`."""
@@ -55,7 +57,14 @@ async def dispatch(handler: ControlHandler, msg: Any) -> dict[str, Any]:
             return {"ok": True, "drained": drained, "inflight": inflight}
         if op == "metrics":
             return {"ok": True, "metrics": await handler.metrics()}
-        raise ControlError(f"unknown op {op!r}; expected ping, set_table, drain or metrics")
+        if op == "set_control_metrics":
+            try:
+                await handler.set_control_metrics(msg.get("metrics"))
+            except ValueError as exc:
+                raise ControlError(f"set_control_metrics: {exc}") from exc
+            return {"ok": True}
+        raise ControlError(f"unknown op {op!r}; expected ping, set_table, drain, metrics or "
+                           "set_control_metrics")
     except (ControlError, TableError) as exc:
         return {"ok": False, "error": str(exc)}
 

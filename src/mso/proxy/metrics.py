@@ -1,7 +1,8 @@
-"""In-process traffic counters and their two renderings (SNAPSHOT and Prometheus).
+"""In-process traffic counters and their SNAPSHOT rendering.
 
-The hot path only bumps plain ints in an `EndpointStats`; the SNAPSHOT dict of
-the control protocol and the Prometheus text exposition are rendered on demand.
+The hot path only bumps plain numbers in an `EndpointStats`; the SNAPSHOT dict of
+the control protocol is rendered on demand, and the Prometheus exposition is made from
+it by prometheus-client collectors (exposition.py).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ LATENCY_BUCKETS_MS: Final[tuple[float, ...]] = (
     0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000,
 )
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+_NB: Final = len(LATENCY_BUCKETS_MS) + 1  # buckets per histogram, +Inf included
 
 
 def bucket_index(ms: float) -> int:
@@ -30,7 +32,7 @@ class EndpointStats:
     """Cumulative counters for one cluster × subset × endpoint."""
 
     __slots__ = ("requests", "responses", "connect_errors", "retries", "timeouts", "hedges",
-                 "ejections", "latency_counts")
+                 "ejections", "latency_counts", "latency_by_class", "latency_sums")
 
     def __init__(self) -> None:
         self.requests = 0
@@ -40,14 +42,21 @@ class EndpointStats:
         self.timeouts = 0  # tries past the per-try timeout that lost to a faster answer
         self.hedges = 0  # second tries sent here for a slow or hedged request
         self.ejections = 0  # times passive outlier detection took it out of rotation
-        self.latency_counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+        self.latency_counts = [0] * _NB
+        # The same histogram split by status class, flat: class * _NB + bucket (the
+        # exposition's http_server_request_duration_seconds by http_response_status_code).
+        self.latency_by_class = [0] * (5 * _NB)
+        self.latency_sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # seconds, by status class
 
     def observe(self, status: int, latency_s: float) -> None:
         """Record one finished response (status and total latency)."""
         cls = status // 100 - 1
+        i = bucket_index(latency_s * 1000.0)
+        self.latency_counts[i] += 1
         if 0 <= cls < 5:
             self.responses[cls] += 1
-        self.latency_counts[bucket_index(latency_s * 1000.0)] += 1
+            self.latency_by_class[cls * _NB + i] += 1
+            self.latency_sums[cls] += latency_s
 
 
 class Registry:
@@ -83,6 +92,11 @@ class Registry:
                 "inflight": inflight.get((cluster, subset, ep), 0),
                 "latency_buckets_ms": list(LATENCY_BUCKETS_MS),
                 "latency_counts": list(st.latency_counts),
+                "latency_by_class": {
+                    c: st.latency_by_class[k * _NB:(k + 1) * _NB]
+                    for k, c in enumerate(_CLASSES) if st.responses[k]},
+                "latency_sum_by_class": {
+                    c: st.latency_sums[k] for k, c in enumerate(_CLASSES) if st.responses[k]},
             }
         return {"clusters": clusters}
 
@@ -107,6 +121,9 @@ def merge_snapshots(snaps: Iterable[dict[str, Any]]) -> dict[str, Any]:
                     **e,
                     "responses": dict(e["responses"]),
                     "latency_counts": list(e["latency_counts"]),
+                    "latency_by_class": {c: list(v) for c, v in
+                                         e.get("latency_by_class", {}).items()},
+                    "latency_sum_by_class": dict(e.get("latency_sum_by_class", {})),
                 }
                 continue
             for k in ("requests", "connect_errors", "retries", "timeouts", "hedges",
@@ -115,51 +132,11 @@ def merge_snapshots(snaps: Iterable[dict[str, Any]]) -> dict[str, Any]:
             for k, v in e["responses"].items():
                 cur["responses"][k] += v
             cur["latency_counts"] = [a + b for a, b in zip(cur["latency_counts"], e["latency_counts"])]
+            sums = cur.setdefault("latency_sum_by_class", {})
+            for c, v in e.get("latency_sum_by_class", {}).items():
+                sums[c] = sums.get(c, 0.0) + v
+            by_class = cur.setdefault("latency_by_class", {})
+            for c, v in e.get("latency_by_class", {}).items():
+                have = by_class.get(c)
+                by_class[c] = list(v) if have is None else [a + b for a, b in zip(have, v)]
     return out
-
-
-def _esc(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def render_prometheus(snap: dict[str, Any]) -> str:
-    """Render a SNAPSHOT in the Prometheus text exposition format (version 0.0.4)."""
-    lines = [
-        "# HELP mso_proxy_requests_total Requests sent to an upstream endpoint.",
-        "# TYPE mso_proxy_requests_total counter",
-    ]
-    rows = list(_endpoints(snap))
-    lbl = {
-        (c, s, e): f'cluster="{_esc(c)}",subset="{_esc(s)}",endpoint="{_esc(e)}"'
-        for c, s, e, _ in rows
-    }
-    for c, s, e, d in rows:
-        lines.append(f"mso_proxy_requests_total{{{lbl[c, s, e]}}} {d['requests']}")
-    lines += ["# HELP mso_proxy_responses_total Responses by status class.",
-              "# TYPE mso_proxy_responses_total counter"]
-    for c, s, e, d in rows:
-        for cls, n in d["responses"].items():
-            lines.append(f'mso_proxy_responses_total{{{lbl[c, s, e]},code="{cls}"}} {n}')
-    for metric, key, typ in (
-        ("mso_proxy_connect_errors_total", "connect_errors", "counter"),
-        ("mso_proxy_retries_total", "retries", "counter"),
-        ("mso_proxy_try_timeouts_total", "timeouts", "counter"),
-        ("mso_proxy_hedges_total", "hedges", "counter"),
-        ("mso_proxy_ejections_total", "ejections", "counter"),
-        ("mso_proxy_inflight", "inflight", "gauge"),
-    ):
-        lines += [f"# HELP {metric} {key.replace('_', ' ')}.", f"# TYPE {metric} {typ}"]
-        lines += [f"{metric}{{{lbl[c, s, e]}}} {d[key]}" for c, s, e, d in rows]
-    lines += ["# HELP mso_proxy_latency_seconds Request latency.",
-              "# TYPE mso_proxy_latency_seconds histogram"]
-    for c, s, e, d in rows:
-        cum = 0
-        for bound, n in zip(d["latency_buckets_ms"], d["latency_counts"]):
-            cum += n
-            lines.append(
-                f'mso_proxy_latency_seconds_bucket{{{lbl[c, s, e]},le="{bound / 1000:g}"}} {cum}'
-            )
-        cum += d["latency_counts"][-1]
-        lines.append(f'mso_proxy_latency_seconds_bucket{{{lbl[c, s, e]},le="+Inf"}} {cum}')
-        lines.append(f"mso_proxy_latency_seconds_count{{{lbl[c, s, e]}}} {cum}")
-    return "\n".join(lines) + "\n"

@@ -6,13 +6,12 @@ from typing import Callable, cast
 
 import httptools
 
+from .exposition import CONTENT_TYPE
 from .safety import error_response
-
-CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 class MetricsConnection(asyncio.Protocol):
-    def __init__(self, render: Callable[[], str]) -> None:
+    def __init__(self, render: Callable[[], bytes]) -> None:
         self.render = render
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
@@ -44,7 +43,7 @@ class MetricsConnection(asyncio.Protocol):
             t.write(error_response(404))
             t.close()
             return
-        body = self.render().encode()
+        body = self.render()
         head = b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n" % (
             CONTENT_TYPE, len(body))
         if not self.parser.should_keep_alive():

@@ -21,7 +21,8 @@ from mso.ports import port_holder
 from . import native, upstream
 from .balancer import ClusterState, EndpointState, build_cluster
 from .http_server import ClientConnection, Hub, ListenerContext, Route
-from .metrics import Registry, render_prometheus
+from .exposition import Exposition
+from .metrics import Registry
 from .metrics_http import MetricsConnection
 from .table import ListenerSpec, Table, TableError, parse_table
 from .tcp import TcpClient, TcpContext
@@ -71,6 +72,9 @@ class Runtime:
         # over by the daemon (a spare proxy taking over) or kept while a port moves from
         # one listener to another, so the port never stops listening (handoff.py).
         self.spare: dict[tuple[str, int], socket.socket] = {}
+        self.releases: dict[tuple[str, str], int] = {}  # (cluster, subset) -> release
+        self.exposition = Exposition(
+            lambda: self.registry.snapshot(self.inflight_map()), lambda: self.releases)
         self._lock = asyncio.Lock()
         self._watchdog = self.loop.create_task(self._watch())
 
@@ -135,6 +139,8 @@ class Runtime:
                              + (f" (taken by {holder})" if holder else "")) from exc
         old_eps = {id(e): e for c in self.clusters.values() for e in c.endpoints}
         self.clusters = clusters
+        self.releases = {(name, sub.name): sub.release for name, spec in table.clusters.items()
+                         for sub in spec.subsets if sub.release}
         for name in plan.keep:
             lst = self.listeners[name]
             lst.spec = new_specs[name]
@@ -289,8 +295,11 @@ class Runtime:
     async def metrics(self) -> dict[str, Any]:
         return self.registry.snapshot(self.inflight_map())
 
-    def prometheus(self) -> str:
-        return render_prometheus(self.registry.snapshot(self.inflight_map()))
+    def prometheus(self) -> bytes:
+        return self.exposition.render()
+
+    async def set_control_metrics(self, raw: Any) -> None:
+        self.exposition.control.update(raw)
 
     # --- shutdown ---------------------------------------------------------------
     async def shutdown(self, grace: float) -> None:

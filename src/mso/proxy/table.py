@@ -59,6 +59,7 @@ class SubsetSpec:
     name: str
     weight: int
     endpoints: tuple[EndpointSpec, ...]
+    release: int = 0  # the release this subset runs (0: not said); a metrics label
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,10 @@ def _parse_subset(name: str, raw: Any, where: str) -> SubsetSpec:
     ids = [e.id for e in endpoints]
     if len(set(ids)) != len(ids):
         raise TableError(f"{where}.endpoints: duplicate endpoint ids {sorted(ids)}")
-    return SubsetSpec(name=name, weight=weight, endpoints=endpoints)
+    release = raw.get("release", 0)
+    if isinstance(release, bool) or not isinstance(release, int) or release < 0:
+        raise TableError(f"{where}.release: expected an integer >= 0, got {release!r}")
+    return SubsetSpec(name=name, weight=weight, endpoints=endpoints, release=release)
 
 
 def _parse_cluster(name: str, raw: Any) -> ClusterSpec:

@@ -123,6 +123,9 @@ class WorkerPool:
     async def metrics(self) -> dict[str, Any]:
         return merge_snapshots(await self._all("metrics"))
 
+    async def set_control_metrics(self, raw: Any) -> None:
+        await self._all("set_control_metrics", raw)
+
     async def stop(self, grace: float) -> None:
         self._stopping = True
         if self._supervisor is not None:

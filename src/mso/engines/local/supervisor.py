@@ -73,6 +73,7 @@ class ReplicaSupervisor:
         self.ref: ProcessRef | None = None
         self.restarts = 0
         self.last_reason = ""
+        self.probe_failures = 0  # failed probe checks of any kind (a Prometheus counter)
         self.cgroup: Cgroup | None = None
         self._on_transition = on_transition
         self._on_ready = on_ready
@@ -350,11 +351,14 @@ class ReplicaSupervisor:
     async def _check(self, spec: ProbeSpec) -> ProbeResult:
         s = self.spec
         try:
-            return await run_probe(spec, s.host, s.ports, s.process_env(), s.cwd)
+            result = await run_probe(spec, s.host, s.ports, s.process_env(), s.cwd)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            return ProbeResult(False, f"probe error: {exc!r}")
+            result = ProbeResult(False, f"probe error: {exc!r}")
+        if not result.ok:
+            self.probe_failures += 1
+        return result
 
     def _probing(self) -> bool:
         """Probe loops end on their own when the process exited or a stop began.

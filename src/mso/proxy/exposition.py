@@ -1,0 +1,167 @@
+"""The Prometheus endpoint (`/metrics` on the metrics listener), made with prometheus-client.
+
+Custom collectors turn the proxy's SNAPSHOT (plain counters bumped on the hot path) into
+metric families when Prometheus scrapes; nothing here runs per request.
+
+Names follow OpenTelemetry's HTTP semantic conventions where one exists:
+
+* `http_server_request_duration_seconds` (histogram): every response the proxy relayed,
+  by `http_response_status_code` (the status *class*, `2xx`..`5xx`: the exact code
+  would multiply the series for little gain) and mso's labels `service`, `subset`,
+  `release` and `endpoint` (the replica). Stable against canary is
+  `sum by (subset) (rate(http_server_request_duration_seconds_count[1m]))`.
+* mso's own counters, which have no convention: `mso_proxy_requests_total` (requests
+  sent to an endpoint, retries included), `mso_proxy_responses_total`,
+  `mso_proxy_connect_errors_total`, `mso_proxy_retries_total`,
+  `mso_proxy_try_timeouts_total`, `mso_proxy_hedges_total`, `mso_proxy_ejections_total`
+  and the gauge `mso_proxy_inflight`, labelled `cluster`, `subset`, `endpoint`.
+* The control plane's figures (reconcile duration, probe failures, restarts, replicas
+  by state, rollout phase), which the daemon hands to the proxy (control op
+  `set_control_metrics`) so one endpoint serves the whole app; see `ControlMetrics`.
+
+docs/grafana/mso.json is a Grafana dashboard over these names.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from .metrics import _endpoints
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+_COUNTERS = (
+    ("mso_proxy_connect_errors", "connect_errors", "Failed connects to an endpoint."),
+    ("mso_proxy_retries", "retries", "Retries sent to an endpoint."),
+    ("mso_proxy_try_timeouts", "timeouts",
+     "Tries past the per-try timeout that lost to a faster answer."),
+    ("mso_proxy_hedges", "hedges", "Second tries sent to an endpoint (slow or hedged)."),
+    ("mso_proxy_ejections", "ejections", "Times outlier detection ejected an endpoint."),
+)
+#: The control-plane families a daemon may send, and their type (anything else is refused).
+CONTROL_FAMILIES = {
+    "mso_reconcile_duration_seconds": "gauge",
+    "mso_reconciles": "counter",
+    "mso_probe_failures": "counter",
+    "mso_replica_restarts": "counter",
+    "mso_replicas": "gauge",
+    "mso_rollout_phase": "gauge",
+    "mso_rollout_weight": "gauge",
+}
+
+
+def service_of(cluster: str) -> str:
+    """The service a cluster belongs to ("web/http@preview" -> "web")."""
+    return cluster.split("/", 1)[0]
+
+
+class TrafficCollector(Collector):
+    def __init__(self, snapshot: Callable[[], dict[str, Any]],
+                 releases: Callable[[], dict[tuple[str, str], int]]) -> None:
+        self.snapshot = snapshot
+        self.releases = releases
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot()
+        releases = self.releases()
+        rows = list(_endpoints(snap))
+        duration = HistogramMetricFamily(
+            "http_server_request_duration_seconds",
+            "Duration of HTTP server requests relayed by mso's proxy.",
+            labels=["service", "subset", "release", "endpoint", "http_response_status_code"],
+            unit="seconds")
+        for c, s, e, d in rows:
+            bounds = [b / 1000.0 for b in d["latency_buckets_ms"]]
+            release = str(releases.get((c, s), ""))
+            for cls, counts in sorted(d.get("latency_by_class", {}).items()):
+                cum, buckets = 0, []
+                for bound, n in zip(bounds, counts):
+                    cum += n
+                    buckets.append((_le(bound), cum))
+                cum += counts[-1]
+                buckets.append(("+Inf", cum))
+                total = float(d.get("latency_sum_by_class", {}).get(cls, 0.0))
+                duration.add_metric([service_of(c), s, release, e, cls], buckets, total)
+        yield duration
+        requests = CounterMetricFamily("mso_proxy_requests",
+                                       "Requests sent to an upstream endpoint.",
+                                       labels=["cluster", "subset", "endpoint"])
+        responses = CounterMetricFamily("mso_proxy_responses", "Responses by status class.",
+                                        labels=["cluster", "subset", "endpoint", "code"])
+        for c, s, e, d in rows:
+            requests.add_metric([c, s, e], d["requests"])
+            for cls, n in d["responses"].items():
+                responses.add_metric([c, s, e, cls], n)
+        yield requests
+        yield responses
+        for name, key, doc in _COUNTERS:
+            family = CounterMetricFamily(name, doc, labels=["cluster", "subset", "endpoint"])
+            for c, s, e, d in rows:
+                family.add_metric([c, s, e], d.get(key, 0))
+            yield family
+        inflight = GaugeMetricFamily("mso_proxy_inflight", "Requests in flight.",
+                                     labels=["cluster", "subset", "endpoint"])
+        for c, s, e, d in rows:
+            inflight.add_metric([c, s, e], d.get("inflight", 0))
+        yield inflight
+
+
+def _le(bound: float) -> str:
+    return f"{bound:g}"
+
+
+class ControlMetrics(Collector):
+    """The control plane's figures as the daemon last sent them:
+    {name: {"help": str, "samples": [[{label: value}, number], ...]}}."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, Any] = {}
+
+    def update(self, raw: Any) -> None:
+        """Validate and keep a `set_control_metrics` payload; ValueError if malformed."""
+        if not isinstance(raw, dict):
+            raise ValueError("metrics must be an object")
+        checked: dict[str, Any] = {}
+        for name, fam in raw.items():
+            if name not in CONTROL_FAMILIES:
+                raise ValueError(f"unknown control metric {name!r}")
+            if not isinstance(fam, dict) or not isinstance(fam.get("samples"), list):
+                raise ValueError(f"{name}: expected {{help, samples}}")
+            samples = []
+            for item in fam["samples"]:
+                if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], dict)
+                        or isinstance(item[1], bool) or not isinstance(item[1], (int, float))
+                        or not all(isinstance(k, str) and isinstance(v, str)
+                                   for k, v in item[0].items())):
+                    raise ValueError(f"{name}: a sample is [{{label: value}}, number]")
+                samples.append((item[0], float(item[1])))
+            checked[name] = (str(fam.get("help") or name), samples)
+        self.families = checked
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (doc, samples) in sorted(self.families.items()):
+            labels = sorted({k for labels, _ in samples for k in labels})
+            cls = CounterMetricFamily if CONTROL_FAMILIES[name] == "counter" \
+                else GaugeMetricFamily
+            family = cls(name, doc, labels=labels)
+            for values, number in samples:
+                family.add_metric([values.get(k, "") for k in labels], number)
+            yield family
+
+
+class Exposition:
+    """One registry per proxy process: the traffic and the control plane."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]],
+                 releases: Callable[[], dict[tuple[str, str], int]]) -> None:
+        self.control = ControlMetrics()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(TrafficCollector(snapshot, releases))
+        self.registry.register(self.control)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
