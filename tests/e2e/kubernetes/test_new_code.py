@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.kubernetes.helpers import ROOT, Lab, Mso, get, wait_for
+from tests.e2e.kubernetes.helpers import ROOT, Lab, Load, Mso, get, wait_for
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(1800)]
 NAMESPACE = "newcode-e2e"
@@ -55,13 +55,19 @@ def test_new_code_with_the_same_manifest_is_a_canary_release(app: Mso) -> None:
     code.write_text(code.read_text().replace(
         'VERSION = os.environ.get("ECHO_VERSION", "v1").encode()',
         'VERSION = b"new-" + os.environ.get("ECHO_VERSION", "v1").encode()'))
-    result = app.json("deploy")
-    assert [(c["release"], c["created"]) for c in result["changes"]] == [(2, True)], result
-    assert result["changes"][0]["change"].startswith("new image "), result
-    status = app.json("rollout", "status", "echo")
-    assert status["strategy"] == "canary", status
-    wait_for("the canary promoted",
-             lambda: app.json("rollout", "status", "echo")["phase"] == "Promoted", timeout=300)
+    host, port = app.json("endpoints")["gateway"].rsplit(":", 1)
+    with Load(host, int(port), "/", rate=40) as load:  # the canary's analysis needs traffic
+        result = app.json("deploy")
+        assert [(c["release"], c["created"]) for c in result["changes"]] == [(2, True)], \
+            result
+        assert result["changes"][0]["change"].startswith("new image "), result
+        status = app.json("rollout", "status", "echo")
+        assert status["strategy"] == "canary", status
+        wait_for("the canary promoted",
+                 lambda: app.json("rollout", "status", "echo")["phase"] == "Promoted",
+                 timeout=300)
+    served = load.stop()
+    assert {"v1", "new-v1"} <= set(served.bodies), served.bodies  # both ran side by side
     wait_for("the new code answers", lambda: answers(app) == {"new-v1"}, timeout=120)
     again = app.json("deploy")
     assert [c["created"] for c in again["changes"]] == [False], again
