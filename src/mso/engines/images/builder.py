@@ -6,7 +6,7 @@ the Docker API: BuildKit needs a registry or network access for its frontends.
 
 - base: `mso/base:<digest>`, from `rootfs.collect()` (host Python, libraries, shim);
 - gateway: `mso/gateway:<digest>`, the base plus mso's proxy and its wheels (uvloop,
-  httptools), downloaded once on the host with `pip download` and installed in the image
+  httptools, prometheus_client), downloaded once on the host with `pip download` and installed in the image
   with `--no-index` (pip in containers cannot verify TLS here);
 - services: `image:` is used as is; `build:` runs `docker build` on the context;
   otherwise the app's folder (the manifest's) is copied onto the base image once per app
@@ -35,7 +35,7 @@ from mso.engines.images import rootfs
 from mso.spec.load import LoadedManifest
 from mso.errors import Failed
 
-GATEWAY_PACKAGES = ("uvloop", "httptools")
+GATEWAY_PACKAGES = ("uvloop", "httptools", "prometheus_client")
 _SKIP_NAMES = {".mso", ".git", "__pycache__", ".mypy_cache", ".pytest_cache", ".venv",
                "node_modules", ".hypothesis", ".tox"}
 
