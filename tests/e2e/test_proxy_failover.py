@@ -106,3 +106,27 @@ def test_a_stopped_proxy_is_killed_and_replaced(app: MsoApp) -> None:
             os.kill(victim, signal.SIGCONT)
         except ProcessLookupError:
             pass
+
+
+def test_daemon_and_proxy_killed_together_refuse_no_connection(app: MsoApp) -> None:
+    # The spare holds copies of the listening sockets too: with the daemon and the
+    # serving proxy both dead, clients wait in the backlog until the keeper's new daemon
+    # makes the spare serve.
+    echo_app(app, replicas=2)
+    spare = wait_for(lambda: proxy_pid(app, "proxy_spare"), message="a spare proxy")
+    daemon, proxy = app.status()["pid"], proxy_pid(app)
+    kills: list[float] = []
+    with Load(app.gateway_port, rate=100, keepalive=False) as load:
+        wait_for(lambda: load.result.ok > 50, message="traffic flowing")
+        kills.append(time.monotonic())
+        os.kill(daemon, signal.SIGKILL)
+        assert proxy is not None
+        os.kill(proxy, signal.SIGKILL)
+        wait_for(lambda: proxy_pid(app) == spare, timeout=60, message="the spare serving")
+        seen = load.result.ok
+        wait_for(lambda: load.result.ok > seen + 50, message="traffic after the take-over")
+    result = load.stop()
+    assert not any("Refused" in f or "timed out" in f for f in result.failures), \
+        result.failures
+    for (start, end), failure in zip(result.failed_spans, result.failures):
+        assert start <= kills[0] <= end, (failure, start, end, kills)

@@ -9,7 +9,9 @@ The data plane is supervised like systemd supervises a socket-activated service:
   `mso.proxy.handoff` after each table push), so the sockets outlive the proxy process.
   When the proxy dies, even by SIGKILL, clients are not refused: their connections wait
   in the kernel's accept backlog.
-* A spare proxy is kept started and idle (no listeners, no table). The moment the
+* A spare proxy is kept started and idle (no listeners, no table), holding copies of
+  the listening sockets too, so they outlive the daemon and the proxy dying together (a
+  new daemon then makes the spare serve: it is adopted before anything else). The moment the
   active proxy exits (a pidfd says so at once) the spare is handed the sockets and the
   current table, and accepts the waiting connections; a new spare is then started.
   Starting a Python proxy takes about 100 ms, so a warm spare is what makes a failover
@@ -126,22 +128,19 @@ class ProxyManager:
     async def ensure_running(self) -> None:
         """Adopt the recorded proxy if it is alive and answers, else start one; then
         take its sockets and start a spare."""
-        spare = self.store.get_meta(_SPARE_KEY)
-        if spare:  # a spare of a daemon that died: never reused (it has no sockets)
-            data = json.loads(spare)
-            _kill(ProcessRef(int(data["pid"]), int(data["start_time"])))
-            self._meta_delete(_SPARE_KEY)
-        recorded = self.store.get_meta(_META_KEY)
+        recorded = [self._recorded(key) for key in (_META_KEY, _SPARE_KEY)]
         adopted = None
-        if recorded:
-            data = json.loads(recorded)
-            ref = ProcessRef(int(data["pid"]), int(data["start_time"]))
-            candidate = _Proxy(ref, Path(data.get("control") or self.socket_path))
-            if is_same_process(ref) and await self._answers(candidate, 2.0):
+        for role, candidate in zip(("proxy", "spare proxy"), recorded):
+            if adopted is None and candidate is not None and is_same_process(candidate.ref) \
+                    and await self._answers(candidate, 2.0):
+                # The serving proxy if it lives; else the spare, which holds the listening
+                # sockets (the daemon gave it copies), so clients waited in the backlog
+                # while both the proxy and the daemon were down, and it takes over now.
                 adopted = candidate
-                log.info("adopted proxy pid %s", ref.pid)
-            else:
-                _kill(ref)
+                log.info("adopted the %s, pid %s", role, candidate.ref.pid)
+            elif candidate is not None:
+                _kill(candidate.ref)
+        self._meta_delete(_SPARE_KEY)
         if adopted is None:
             adopted = await self._start(self.socket_path)
         self._activate(adopted)
@@ -149,6 +148,14 @@ class ProxyManager:
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
         self._pinger = asyncio.get_running_loop().create_task(self._watchdog())
         self._start_spare()
+
+    def _recorded(self, key: str) -> _Proxy | None:
+        raw = self.store.get_meta(key)
+        if not raw:
+            return None
+        data = json.loads(raw)
+        return _Proxy(ProcessRef(int(data["pid"]), int(data["start_time"])),
+                      Path(data.get("control") or self.socket_path))
 
     async def _answers(self, proxy: _Proxy, timeout: float) -> bool:
         try:
@@ -200,6 +207,19 @@ class ProxyManager:
         old, self.held = self.held, fresh
         for sock in old.values():
             sock.close()
+        await self._arm_spare()
+
+    async def _arm_spare(self) -> None:
+        """Give the spare copies of the listening sockets too, so they outlive the daemon
+        and the proxy dying together: clients wait in the backlog until a new daemon
+        (started by the keeper) makes the spare serve."""
+        spare = self.spare
+        if spare is None or self.workers > 1:
+            return
+        try:
+            await asyncio.to_thread(import_sockets, str(spare.control), self.held)
+        except HandoffError as exc:
+            log.warning("could not give the spare proxy the listening sockets: %s", exc)
 
     def _release_unused(self, table: dict[str, Any]) -> None:
         """Close our copies of sockets the next table no longer listens on, before it is
@@ -231,6 +251,7 @@ class ProxyManager:
                 return
             self.spare = proxy
             self._meta_set(_SPARE_KEY, proxy.record())
+            await self._arm_spare()
             self._spare_watch = asyncio.get_running_loop().create_task(self._watch_spare(proxy))
 
     async def _watch_spare(self, proxy: _Proxy) -> None:

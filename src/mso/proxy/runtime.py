@@ -239,18 +239,20 @@ class Runtime:
         return out
 
     def adopt_sockets(self, socks: list[tuple[tuple[str, int], socket.socket]]) -> int:
-        """Keep handed-over listening sockets for the next table's listeners."""
+        """Keep handed-over listening sockets for the next table's listeners. The set
+        handed over replaces the one kept: a spare proxy holds exactly what the daemon
+        holds, so a port the app no longer uses stops listening here too."""
         taken = {_key(lst.spec) for lst in self.listeners.values()}
-        adopted = 0
+        kept, adopted = {}, 0
         for key, sock in socks:
             if key in taken:
                 sock.close()  # already served by a listener of ours
                 continue
-            old = self.spare.pop(key, None)
-            if old is not None:
-                old.close()
-            self.spare[key] = sock
+            kept[key] = sock
             adopted += 1
+        old, self.spare = self.spare, kept
+        for sock in old.values():
+            sock.close()
         return adopted
 
     def bound_ports(self) -> dict[str, int]:
