@@ -4,7 +4,8 @@ The echo app (3 replicas, canary rollouts with analysis) takes 200 GETs/s throug
 gateway (a new connection per request, 4 threads) while, every `--every` seconds, a
 random fault hits a random process of mso's:
 
-    replica  SIGKILL, or SIGSTOP for 2-12 s
+    replica  SIGKILL, or SIGSTOP for 2-12 s (one replica stopped at a time, so at least
+             one of the three is always up: no orchestrator serves with none)
     proxy    SIGKILL, or SIGSTOP for 1-8 s (over ~6 s the watchdog kills it)
     daemon   SIGKILL, or SIGSTOP for 2-8 s (over ~4 s its keeper's watchdog kills it)
 
@@ -196,6 +197,8 @@ class Chaos:
             candidates = [p for p in self.replicas if p not in self.stopped]
             pid = self.rng.choice(candidates) if candidates else None
             pause = (2.0, 12.0)
+            if any(p in self.stopped for p in self.replicas):
+                kill = True  # one replica hung at a time: two would leave one of three
         elif target == "proxy":
             pid, pause = meta_pid(self.app, "proxy_process"), (1.0, 8.0)
         else:
