@@ -268,6 +268,8 @@ class ReplicaSupervisor:
         if self._logs is not None:
             self._logs.attach(spec.id, spec.service, spec.release, spec.stdout_path,
                               spec.stderr_path)
+        if proc.ENV_SWEEPER.pending:
+            proc.ENV_SWEEPER.flush()  # never sweep the process about to start
         try:
             ref = proc.spawn(spec.argv, env=spec.process_env(), cwd=spec.cwd,
                              stdout_path=spec.stdout_path, stderr_path=spec.stderr_path,
@@ -321,7 +323,9 @@ class ReplicaSupervisor:
             os.killpg(ref.pid, signal.SIGKILL)  # group outlives its leader
         if self.cgroup is not None:
             self.cgroup.kill_all(signal.SIGKILL)
-        proc.kill_env_processes(self.spec.sweep_match(), signal.SIGKILL)
+        # Processes that left the group (setsid, double fork) are found by environment;
+        # batched with the other replicas' sweeps (and run before this replica respawns).
+        proc.ENV_SWEEPER.request(self.spec.sweep_match())
 
     # -- probes -------------------------------------------------------------------------
 
