@@ -173,3 +173,19 @@ async def test_exec_probe_timeout_kills_its_process_group(tmp_path: Path) -> Non
             ).rsplit(")", 1)[1].split()[0]:
         assert time.monotonic() < deadline, "grandchild of exec probe survived the timeout"
         await asyncio.sleep(0.02)
+
+
+def test_http_probe_under_uvloop() -> None:
+    """The daemon runs on uvloop, whose transports are not asyncio's classes: a probe
+    that only worked on asyncio's loop would time out every replica in production."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> list[ProbeResult]:
+        server, port, _ = await _serve(200)
+        async with server:
+            return [await run_probe(ProbeSpec(kind, "/", "p"), "127.0.0.1", {"p": port}, {},
+                                    "/") for kind in ("http", "tcp")]
+
+    http, tcp = uvloop.run(main())
+    assert http == ProbeResult(True, "HTTP GET / returned 200")
+    assert tcp.ok

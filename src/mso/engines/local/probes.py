@@ -13,7 +13,7 @@ import asyncio
 import os
 import signal
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 ProbeKind = Literal["http", "tcp", "exec"]
 ProbeRole = Literal["startup", "readiness", "liveness"]
@@ -102,8 +102,8 @@ class _FirstLine(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.request:
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(self.request)
+            # uvloop's transports are not asyncio.WriteTransport subclasses: no isinstance.
+            cast(asyncio.WriteTransport, transport).write(self.request)
         else:  # tcp probe: accepted is all it asks
             self._finish(b"")
 
