@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable
@@ -166,8 +167,20 @@ def _output(path: Path) -> BinaryIO:
         return open(os.devnull, "ab")
 
 
-def reap_children() -> None:
-    """Reap children whose waiters went away, so the daemon never accumulates zombies."""
+_last_reap = 0.0
+#: Every spawn reaped every child (one waitpid each): quadratic when starting 1,000
+#: replicas. Zombies of abandoned waiters wait this long at most.
+REAP_INTERVAL = 1.0
+
+
+def reap_children(force: bool = False) -> None:
+    """Reap children whose waiters went away, so the daemon never accumulates zombies
+    (at most once per REAP_INTERVAL unless forced)."""
+    global _last_reap
+    now = time.monotonic()
+    if not force and now - _last_reap < REAP_INTERVAL:
+        return
+    _last_reap = now
     for pid, proc in list(_children.items()):
         if proc.poll() is not None:
             _children.pop(pid, None)
