@@ -156,3 +156,16 @@ async def test_env_sweeps_are_batched_and_flushed_before_a_respawn(tmp_path: Pat
     assert is_alive(fresh) and sweeper.passes == 2
     kill_instance_processes(instance)
     await asyncio.wait_for(wait_exit(fresh), 30)
+
+
+def test_open_files_limit_is_raised_to_the_hard_limit() -> None:
+    """A pidfd per replica: the daemon of 1,000 replicas needs more than 1,024 fds."""
+    import subprocess as sp
+
+    code = ("import resource\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))\n"
+            "from mso.engines.local.process import raise_open_files_limit\n"
+            "print(*raise_open_files_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE))\n")
+    out = sp.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                 env=dict(os.environ))
+    assert out.stdout.split() == ["256", "4096", "4096", "4096"]

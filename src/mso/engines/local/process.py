@@ -17,6 +17,7 @@ import asyncio
 import errno
 import logging
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -171,6 +172,27 @@ _last_reap = 0.0
 #: Every spawn reaped every child (one waitpid each): quadratic when starting 1,000
 #: replicas. Zombies of abandoned waiters wait this long at most.
 REAP_INTERVAL = 1.0
+
+
+def raise_open_files_limit(target: int = 1_048_576) -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (at most `target`); returns
+    (before, after).
+
+    The daemon holds a pidfd per replica for its whole life, plus a socket per probe in
+    flight and the files it tails: 1,000 replicas need more than the usual soft limit of
+    1,024 (systemd's default), and running out shows as spawns and probes failing with
+    EMFILE. Replicas inherit the raised limit, as they would under Docker.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = target if hard == resource.RLIM_INFINITY else min(hard, target)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            log.warning("could not raise the open-files limit above %d", soft)
+            return soft, soft
+        return soft, want
+    return soft, soft
 
 
 def reap_children(force: bool = False) -> None:
