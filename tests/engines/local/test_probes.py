@@ -189,3 +189,15 @@ def test_http_probe_under_uvloop() -> None:
     http, tcp = uvloop.run(main())
     assert http == ProbeResult(True, "HTTP GET / returned 200")
     assert tcp.ok
+
+
+def test_probe_times_share_a_grid_so_many_replicas_wake_the_loop_together() -> None:
+    from mso.engines.local.probes import PROBE_GRID, next_probe_time
+
+    starts = [100.0 + i * 0.0137 for i in range(200)]  # 200 replicas started at random
+    due = [next_probe_time(t, 1.0) for t in starts]
+    for t, d in zip(starts, due):
+        assert abs((d - t) - 1.0) <= PROBE_GRID / 2 + 1e-9  # still about every second
+        assert abs(d / PROBE_GRID - round(d / PROBE_GRID)) < 1e-6
+    assert len({round(d, 6) for d in due}) <= 1 + int(200 * 0.0137 / PROBE_GRID) + 1
+    assert next_probe_time(5.0, 0.1) == 5.1  # short periods keep their exact pace

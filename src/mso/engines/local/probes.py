@@ -52,6 +52,28 @@ def resolve_port(spec: ProbeSpec, ports: dict[str, int]) -> int | None:
     return next(iter(ports.values()), None)
 
 
+#: Probe wake-ups land on a grid of this many seconds (for periods of at least
+#: 4 grid steps): the probes of many replicas then run in the same event-loop iteration
+#: instead of each waking the daemon on its own. With 100 replicas probed every second
+#: that is 20 wake-ups a second instead of 100 (each a few more around the connection).
+PROBE_GRID = 0.05
+
+
+def next_probe_time(now: float, period: float, grid: float = PROBE_GRID) -> float:
+    """When the next probe is due: `period` after `now`, moved to the nearest grid point
+    (so within grid/2 of the period), or exactly `period` for short periods."""
+    if grid <= 0 or period < 4 * grid:
+        return now + period
+    return round((now + period) / grid) * grid
+
+
+async def probe_pause(period: float) -> None:
+    """Sleep until the next probe of a loop probing every `period` seconds."""
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    await asyncio.sleep(max(0.0, next_probe_time(now, period) - now))
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"

@@ -24,8 +24,8 @@ from typing import Awaitable, Callable
 from mso.engines.local import process as proc
 from mso.engines.local.backoff import Backoff, Clock
 from mso.engines.local.cgroups import Cgroup, CgroupManager
-from mso.engines.local.probes import (ProbeResult, ProbeSpec, ProbeTracker, resolve_port,
-                                     run_probe)
+from mso.engines.local.probes import (ProbeResult, ProbeSpec, ProbeTracker, probe_pause,
+                                     resolve_port, run_probe)
 from mso.engines.local.process import ProcessRef, SpawnError
 from mso.engines.local.replica import LogSink, ReplicaSpec, after_exit, describe_exit
 from mso.engines.local.states import (
@@ -380,7 +380,7 @@ class ReplicaSupervisor:
                 self._kill(ref, f"startup probe failed {tracker.consecutive_failures} times: "
                                 f"{tracker.last_detail}")
                 return False
-            await asyncio.sleep(spec.period)
+            await probe_pause(spec.period)
         return False
 
     async def _liveness(self, ref: ProcessRef, spec: ProbeSpec) -> None:
@@ -392,7 +392,7 @@ class ReplicaSupervisor:
                 self._kill(ref, f"liveness probe failed {tracker.consecutive_failures} times: "
                                 f"{tracker.last_detail}")
                 return
-            await asyncio.sleep(spec.period)
+            await probe_pause(spec.period)
 
     async def _readiness(self, spec: ProbeSpec | None) -> None:
         if spec is None:
@@ -426,7 +426,7 @@ class ReplicaSupervisor:
                 self._change_state(S.RUNNING, f"readiness probe failed "
                                    f"{tracker.consecutive_failures} times: "
                                    f"{tracker.last_detail}")
-            await asyncio.sleep(spec.period)
+            await probe_pause(spec.period)
 
     async def _wait_port_open(self) -> None:
         if not self.spec.ports:
