@@ -105,6 +105,8 @@ class Row:
     replicas: int
     up_s: float = float("nan")
     ready_span_s: float = float("nan")
+    #: CPU seconds the daemon used from its start until the sample (mostly the start-up).
+    start_cpu_s: float = float("nan")
     cpu: dict[str, float] = field(default_factory=dict)
     rss_mib: dict[str, float] = field(default_factory=dict)
     pss_mib: dict[str, float] = field(default_factory=dict)
@@ -121,8 +123,9 @@ def mso_row(work: Path, n: int, args: argparse.Namespace) -> Row:
     with MsoRun(work / f"mso{n}", manifest(n, args.period, new_gateway_port())) as run:
         row.up_s = run.up(timeout=args.up_timeout)
         row.ready_span_s = ready_span(run.events())
-        time.sleep(args.settle)
         daemon, proxy = run.daemon_pid(), run.proxy_pid()
+        row.start_cpu_s = cpu_seconds(daemon)
+        time.sleep(args.settle)
         kids = children_of(daemon)
         spares = [p for p in kids if p != proxy and "mso.proxy" in cmdline(p)]
         proxies = [proxy, *children_of(proxy)]
@@ -168,8 +171,9 @@ def supervisord_row(work: Path, n: int, args: argparse.Namespace) -> Row:
     with Supervisord(work / f"sd{n}", ports, n) as sd:
         started = sd.start()
         row.up_s = wait_all_200(ports, started, timeout=args.up_timeout)
-        time.sleep(args.settle)
         assert sd.proc is not None
+        row.start_cpu_s = cpu_seconds(sd.proc.pid)
+        time.sleep(args.settle)
         groups = {"daemon": [sd.proc.pid]}
         row.cpu = idle_cpu(groups, args.idle)
         row.rss_mib = {"daemon": rss_kib(sd.proc.pid) / 1024}
@@ -195,14 +199,16 @@ def fmt(v: float, unit: str = "", digits: int = 2) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    out = ["| tool | replicas | up until all READY | daemon CPU idle | proxy CPU idle | "
+    out = ["| tool | replicas | up until all READY | daemon CPU for the start-up | "
+           "daemon CPU idle | proxy CPU idle | "
            "daemon RSS / PSS | proxy RSS / PSS | spare proxy PSS | `ps` | down | "
-           "replicas' PSS | load before / after |", "|" + "---|" * 12]
+           "replicas' PSS | load before / after |", "|" + "---|" * 13]
     for r in rows:
         ready = fmt(r.up_s, " s") + (f" ({fmt(r.ready_span_s, ' s')} start->last READY)"
                                      if r.ready_span_s == r.ready_span_s else "")
         out.append(
-            f"| {r.tool} | {r.replicas} | {ready} | {fmt(r.cpu.get('daemon', float('nan')), '%')} | "
+            f"| {r.tool} | {r.replicas} | {ready} | {fmt(r.start_cpu_s, ' s')} | "
+            f"{fmt(r.cpu.get('daemon', float('nan')), '%')} | "
             f"{fmt(r.cpu.get('proxy', float('nan')), '%')} | "
             f"{fmt(r.rss_mib.get('daemon', float('nan')), '', 0)} / "
             f"{fmt(r.pss_mib.get('daemon', float('nan')), ' MiB', 0)} | "
