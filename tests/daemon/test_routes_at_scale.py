@@ -57,7 +57,8 @@ def test_route_table_is_rebuilt_only_after_a_change(tmp_path: Path,
     world["rollout"] = None
     asyncio.run(ticks(1))
     built.clear()
-    world["replicas"]["web-2"] = SimpleNamespace(assume_ready_until=now[0] + 1.2)
+    world["replicas"]["web-2"] = SimpleNamespace(ready=True,
+                                                assume_ready_until=now[0] + 1.2)
     asyncio.run(ticks(4))  # re-adopted replica on probation: every tick until it ends
     assert len(built) == 3
     built.clear()
@@ -79,3 +80,20 @@ def test_a_failed_push_is_retried_on_the_next_tick(tmp_path: Path) -> None:
     asyncio.run(d.push_routes())
     asyncio.run(d.push_routes())
     assert len(calls) == 2
+
+
+def test_a_replica_leaving_readiness_is_pushed_even_without_a_wake_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transition whose store write failed may not wake the daemon: readiness is part
+    of what the table is compared on, so the replica leaves the rotation at the next tick."""
+    now = [1000.0]
+    monkeypatch.setattr(core.time, "monotonic", lambda: now[0])
+    d, built, world = make_daemon(tmp_path)
+    replica = SimpleNamespace(ready=True, assume_ready_until=0.0)
+    world["replicas"]["web-1"] = replica
+    asyncio.run(d.push_routes())
+    asyncio.run(d.push_routes())
+    assert len(built) == 1
+    replica.ready = False  # killed; no wake()
+    asyncio.run(d.push_routes())
+    assert len(built) == 2

@@ -78,7 +78,7 @@ class Daemon:
         self._push_error: str | None = None
         #: Bumped by every wake(): what the last pushed route table was built from.
         self._changes = 0
-        self._routes_key: tuple[int, frozenset[str]] | None = None
+        self._routes_key: tuple[object, ...] | None = None
         self._routes_built = 0.0
         self.started_at = time.time()
 
@@ -523,7 +523,7 @@ class Daemon:
         wake-up since (every replica transition, apply, scale... wakes the daemon), the
         same draining set, no active rollout (weights move with time) and no re-adopted
         replica on probation; rebuilt anyway every ROUTES_REFRESH seconds."""
-        key = (self._changes, frozenset(self._draining))
+        key = self._routes_inputs()
         if key != self._routes_key or time.monotonic() - self._routes_built > ROUTES_REFRESH:
             return False
         now = time.monotonic()
@@ -532,12 +532,19 @@ class Daemon:
         return not any(want.kind == "service" and self.rollouts.active(name) is not None
                        for name, want in self.store.desired().items())
 
+    def _routes_inputs(self) -> tuple[object, ...]:
+        # Which replicas exist and are ready is checked directly (cheap next to building
+        # the table), so a wake-up lost with a failed store write cannot keep a dead
+        # replica in the rotation until the next refresh.
+        return (self._changes, frozenset(self._draining),
+                tuple((rid, m.ready) for rid, m in self.book.replicas.items()))
+
     async def push_routes(self) -> None:
         if self._routes_unchanged():
             return
         if not self.app_config():
             return
-        key = (self._changes, frozenset(self._draining))
+        key = self._routes_inputs()
         built = time.monotonic()
         try:
             if await self.proxy.push(self.route_table()):
