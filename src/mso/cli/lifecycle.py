@@ -98,22 +98,47 @@ def last_event_id(paths: StatePaths, client: ApiClient) -> int:
         return 0
 
 
-def _event_failures(client: ApiClient, after: int) -> list[dict[str, Any]]:
-    """Failures recorded as events after `after`: a failed job, the proxy or daemon."""
-    found: list[dict[str, Any]] = []
-    seen: set[tuple[str, str]] = set()
-    for e in client.get("/v1/events", after=after, limit=1000):
+class _FailureEvents:
+    """Failure events newer than `after` (a failed job, the proxy or daemon), fetched
+    incrementally: each poll asks only for events it has not seen. Asking from `after`
+    every 0.2 s re-sent the same 1,000 events each time while 1,000 replicas started."""
+
+    def __init__(self, after: int) -> None:
+        self.cursor = after
+        self.found: list[dict[str, Any]] = []
+        self._seen: set[tuple[str, str]] = set()
+
+    def poll(self, client: ApiClient) -> list[dict[str, Any]]:
+        while True:
+            batch = client.get("/v1/events", after=self.cursor, limit=1000)
+            for e in batch:
+                self.cursor = max(self.cursor, int(e["id"]))
+                self._note(e)
+            if len(batch) < 1000:
+                return list(self.found)
+
+    def _note(self, e: dict[str, Any]) -> None:
         if e["type"] not in FAILURE_EVENTS:
-            continue
+            return
         who = e.get("replica") or e.get("service") or ("proxy" if e["type"].startswith("proxy")
                                                       else "mso")
-        if (who, e["message"]) in seen:
-            continue
-        seen.add((who, e["message"]))
-        found.append({"service": e.get("service") or "mso", "replica": who,
-                      "state": "FAILED" if e["type"] == "job.failed" else "ERROR",
-                      "reason": e["message"], "problem": None})
-    return found
+        if (who, e["message"]) in self._seen:
+            return
+        self._seen.add((who, e["message"]))
+        self.found.append({"service": e.get("service") or "mso", "replica": who,
+                           "state": "FAILED" if e["type"] == "job.failed" else "ERROR",
+                           "reason": e["message"], "problem": None})
+
+
+def _event_failures(client: ApiClient, after: int) -> list[dict[str, Any]]:
+    """Failures recorded as events after `after`: a failed job, the proxy or daemon."""
+    return _FailureEvents(after).poll(client)
+
+
+#: While /v1/status says replicas are still starting, the full replica list (/v1/ps,
+#: 1,000 rows at scale, each with its problem diagnosis) is fetched at most this often to
+#: look for problems; and once more to confirm when status says every replica is ready.
+PS_EVERY = 1.0
 
 
 def _with_logs(client: ApiClient, failing: list[dict[str, Any]],
@@ -163,20 +188,25 @@ def wait_ready(client: ApiClient, timeout: float, after: int, since: float | Non
     deadline = began + timeout
     status: dict[str, Any] = {}
     ps: dict[str, Any] = {"replicas": []}
+    events = _FailureEvents(after)
+    ps_at = float("-inf")
     while True:
         status = client.get("/v1/status")
-        ps = client.get("/v1/ps")
         jobs_done = all(s == "succeeded" for s in status["jobs"].values())
-        if jobs_done and status["ready_replicas"] == status["desired_replicas"] \
-                and all(r["state"] == "READY" and not r["draining"] for r in ps["replicas"]):
-            return clock() - began
-        failing = [r for r in ps["replicas"] if r.get("problem") and not r["draining"]]
+        all_ready = jobs_done and status["ready_replicas"] == status["desired_replicas"]
+        failing: list[dict[str, Any]] = []
+        if all_ready or clock() - ps_at >= PS_EVERY:
+            ps, ps_at = client.get("/v1/ps"), clock()
+            if all_ready and all(r["state"] == "READY" and not r["draining"]
+                                 for r in ps["replicas"]):
+                return clock() - began
+            failing = [r for r in ps["replicas"] if r.get("problem") and not r["draining"]]
         if failing:  # the same services' other unready replicas tell the rest of the story
             services = {r["service"] for r in failing}
             failing += [r for r in ps["replicas"] if r["service"] in services
                         and not r.get("problem") and r["state"] != "READY"
                         and not r["draining"]]
-        failing += _event_failures(client, after)
+        failing += events.poll(client)
         if failing:
             raise StartupFailed(f"start-up failed: {_summary(failing)}",
                                 _with_logs(client, failing, since))

@@ -21,6 +21,7 @@ import uvicorn
 
 from mso.api.app import create_app
 from mso.daemon.core import Daemon, DaemonBusy
+from mso.engines.local.process import raise_open_files_limit
 from mso.daemon.logsettings import LogSettings, rotate_own_log
 from mso.paths import StatePaths
 from mso.spec.errors import ManifestError
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     # subset, which would drown the daemon's log (their outcomes are events instead).
     logging.getLogger("httpx").setLevel(logging.WARNING)
     paths = StatePaths(Path(args.state_dir).resolve())
+    raise_open_files_limit()  # a pidfd per replica: 1,000 of them pass the usual 1,024
     import uvloop
     try:
         return uvloop.run(run(paths, args.manifest, args.api_port))

@@ -126,3 +126,48 @@ async def test_replica_output_captured_with_secrets_redacted(tmp_path: Path) -> 
     assert all(r["release"] == 7 and r["replica"] == "job-1" for r in store.read("job"))
     raw = b"".join(p.read_bytes() for p in (tmp_path / "store").rglob("*.jsonl"))
     assert b"pa55word" not in raw
+
+
+def test_quiet_replicas_are_polled_less_often_and_unchanged_files_not_opened(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,000 idle replicas must not cost 20,000 open/read/close a second: a quiet
+    replica's files are looked at with a doubling interval up to max_idle_interval, a
+    file whose size did not change is only stat()ed, and new output resets the pace."""
+    now = [100.0]
+    store = LogStore(tmp_path / "store")
+    col = LogCollector(store, poll_interval=0.1, max_idle_interval=1.0,
+                       monotonic=lambda: now[0])
+    out, err = tmp_path / "r.out", tmp_path / "r.err"
+    write(out, b"hello\n")
+    write(err, b"")
+    col.attach("web-1", "web", 1, out, err)
+    opens: list[str] = []
+    real_open = os.open
+
+    def counting_open(path: object, *args: object) -> int:
+        opens.append(str(path))
+        return real_open(path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", counting_open)
+    polls = []
+    for _ in range(40):  # 4 s of 100 ms ticks with nothing new after the first line
+        before = len(opens)
+        col.poll_due()
+        polls.append(len(opens) - before)
+        now[0] += 0.1
+    assert lines(store) == [("stdout", "hello")]
+    assert sum(polls[1:]) == 0  # unchanged files: stat only, never opened
+    # Looked at on ticks 0, 1, 3, 7, 15 (doubling), then once a second: 8 looks, not 40.
+    assert col._sources["web-1"].quiet_polls >= 4
+    looks = []
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: looks.append(p) or real_stat(p, *a, **k))
+    for _ in range(20):  # 2 s more: at most 2 looks (2 files each)
+        col.poll_due()
+        now[0] += 0.1
+    assert len(looks) <= 2 * 2
+    write(out, b"again\n")
+    now[0] += 1.0  # the next look is at most max_idle_interval away
+    col.poll_due()
+    assert lines(store)[-1] == ("stdout", "again")
+    assert col._sources["web-1"].quiet_polls == 0  # writing again: polled at full pace

@@ -117,6 +117,38 @@ async def test_http_probe_times_out_on_silent_server() -> None:
     assert res == ProbeResult(False, "timed out")
 
 
+async def test_http_probe_reads_a_split_status_line_and_closes_every_connection() -> None:
+    """The probe is a bare protocol (no streams): a status line that arrives in pieces
+    is still read whole, a server that closes without a word is an invalid response,
+    and no probe leaves its connection open (1,000 replicas probed every second)."""
+    closed = []
+
+    async def slow(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readuntil(b"\r\n\r\n")
+        w.write(b"HTT")
+        await w.drain()
+        await asyncio.sleep(0.05)
+        w.write(b"P/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+        await w.drain()
+        closed.append(await r.read() == b"")  # the probe closed its end
+        w.close()
+
+    async def mute(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readuntil(b"\r\n\r\n")  # read first: unread data would make it a reset
+        w.close()
+
+    for handler, ok, detail in ((slow, True, "HTTP GET / returned 204"),
+                                (mute, False, "invalid HTTP response b''")):
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            for _ in range(20):
+                res = await run_probe(ProbeSpec("http", "/"), "127.0.0.1", {"p": port}, {},
+                                      "/")
+                assert res == ProbeResult(ok, detail)
+    assert closed == [True] * 20
+
+
 async def test_exec_probe_exit_status_env_and_cwd(tmp_path: Path) -> None:
     spec = ProbeSpec("exec", ["/bin/sh", "-c", 'test "$X" = yes && test -f here'], timeout=10)
     assert not (await run_probe(spec, "127.0.0.1", {}, {"X": "yes"}, str(tmp_path))).ok
@@ -141,3 +173,31 @@ async def test_exec_probe_timeout_kills_its_process_group(tmp_path: Path) -> Non
             ).rsplit(")", 1)[1].split()[0]:
         assert time.monotonic() < deadline, "grandchild of exec probe survived the timeout"
         await asyncio.sleep(0.02)
+
+
+def test_http_probe_under_uvloop() -> None:
+    """The daemon runs on uvloop, whose transports are not asyncio's classes: a probe
+    that only worked on asyncio's loop would time out every replica in production."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> list[ProbeResult]:
+        server, port, _ = await _serve(200)
+        async with server:
+            return [await run_probe(ProbeSpec(kind, "/", "p"), "127.0.0.1", {"p": port}, {},
+                                    "/") for kind in ("http", "tcp")]
+
+    http, tcp = uvloop.run(main())
+    assert http == ProbeResult(True, "HTTP GET / returned 200")
+    assert tcp.ok
+
+
+def test_probe_times_share_a_grid_so_many_replicas_wake_the_loop_together() -> None:
+    from mso.engines.local.probes import PROBE_GRID, next_probe_time
+
+    starts = [100.0 + i * 0.0137 for i in range(200)]  # 200 replicas started at random
+    due = [next_probe_time(t, 1.0) for t in starts]
+    for t, d in zip(starts, due):
+        assert abs((d - t) - 1.0) <= PROBE_GRID / 2 + 1e-9  # still about every second
+        assert abs(d / PROBE_GRID - round(d / PROBE_GRID)) < 1e-6
+    assert len({round(d, 6) for d in due}) <= 1 + int(200 * 0.0137 / PROBE_GRID) + 1
+    assert next_probe_time(5.0, 0.1) == 5.1  # short periods keep their exact pace

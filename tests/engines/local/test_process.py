@@ -127,3 +127,45 @@ async def test_instance_sweep_kills_escaped_grandchild(tmp_path: Path) -> None:
     await asyncio.wait_for(wait_exit(ref), 30)
     await until(lambda: not Path(f"/proc/{gc}").exists() or
                 parse_stat(Path(f"/proc/{gc}/stat").read_text())[0] == "Z", what="gc death")
+
+
+async def test_env_sweeps_are_batched_and_flushed_before_a_respawn(tmp_path: Path) -> None:
+    """Per-replica sweeps for escaped processes (1,000 at once in `mso down`) are done in
+    one pass over /proc; a pending sweep is flushed before its replica starts again, so it
+    can never hit the new process."""
+    from mso.engines.local.process import EnvSweeper
+
+    instance = uuid.uuid4().hex
+    escaped = []
+    for rid in ("web-1", "web-2", "web-3"):
+        escaped.append(_spawn_py(tmp_path, "import time; time.sleep(1000)\n",
+                                 {"MSO_INSTANCE": instance, "MSO_REPLICA": rid}))
+    sweeper = EnvSweeper(delay=0.05)
+    for rid in ("web-1", "web-2"):
+        sweeper.request({"MSO_INSTANCE": instance, "MSO_REPLICA": rid})
+    assert is_alive(escaped[0])  # deferred: nothing killed yet
+    await asyncio.wait_for(asyncio.gather(wait_exit(escaped[0]), wait_exit(escaped[1])), 30)
+    assert sweeper.passes == 1 and is_alive(escaped[2])  # one pass, and only its matches
+    sweeper.request({"MSO_INSTANCE": instance, "MSO_REPLICA": "web-3"})
+    assert sweeper.flush() == 1  # the supervisor flushes before spawning web-3 again
+    await asyncio.wait_for(wait_exit(escaped[2]), 30)
+    fresh = _spawn_py(tmp_path, "import time; time.sleep(1000)\n",
+                      {"MSO_INSTANCE": instance, "MSO_REPLICA": "web-3"})
+    # Nothing is left pending (no timer either) that could reach the new process.
+    assert not sweeper.pending and sweeper._handle is None
+    assert is_alive(fresh) and sweeper.passes == 2
+    kill_instance_processes(instance)
+    await asyncio.wait_for(wait_exit(fresh), 30)
+
+
+def test_open_files_limit_is_raised_to_the_hard_limit() -> None:
+    """A pidfd per replica: the daemon of 1,000 replicas needs more than 1,024 fds."""
+    import subprocess as sp
+
+    code = ("import resource\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))\n"
+            "from mso.engines.local.process import raise_open_files_limit\n"
+            "print(*raise_open_files_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE))\n")
+    out = sp.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                 env=dict(os.environ))
+    assert out.stdout.split() == ["256", "4096", "4096", "4096"]

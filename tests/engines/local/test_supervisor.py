@@ -351,6 +351,15 @@ async def test_adopt_process_of_killed_daemon(tmp_path: Path) -> None:
     daemon.kill()  # kill -9 of the control plane
     await daemon.wait()
     ref = ProcessRef(pid, start)
+
+    def listening() -> bool:
+        import socket
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", spec.ports["http"])) == 0
+
+    # Adopted once it serves, as after a real crash: a replica adopted while it still
+    # starts up may fail two 0.1 s probes first (another transition, not what is tested).
+    await until(listening, what="replica listening")
     assert is_alive(ref)
     rec = Recorder()
     new = supervisor(spec, rec)

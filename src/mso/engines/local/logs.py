@@ -1,7 +1,10 @@
 """Log capture: tail the replicas' raw stdout/stderr files into the structured LogStore.
 
 Replicas write to O_APPEND files (never pipes into the daemon, so a daemon crash cannot
-break them). :class:`LogCollector` polls those files (every ~100 ms), splits complete lines
+break them). :class:`LogCollector` polls those files (every ~100 ms while a replica writes;
+a quiet replica's files are looked at less and less often, down to once a second, so
+1,000 idle replicas cost 2,000 ``stat`` calls a second rather than 20,000 opens, reads and
+closes; a file whose size and inode did not change is not opened at all), splits complete lines
 (lines over 16 KiB are cut into pieces), keeps a partial last line until its newline
 arrives or the process exits, and appends records to :class:`LogStore`.
 
@@ -53,6 +56,8 @@ READ_CHUNK = 256 * 1024
 TRUNCATE_AFTER = 1024 * 1024
 #: Space preallocated beyond the end of every raw file (see the module docstring).
 RESERVE = 1024 * 1024
+#: The longest pause between two looks at a quiet replica's files (seconds).
+MAX_IDLE_INTERVAL = 1.0
 FALLOC_FL_KEEP_SIZE = 1
 log = logging.getLogger(__name__)
 
@@ -92,6 +97,9 @@ class _Source:
     service: str
     release: int
     tails: list[_Tail] = field(default_factory=list)
+    #: Polls in a row that found nothing new, and when the next poll is due (monotonic).
+    quiet_polls: int = 0
+    next_poll: float = 0.0
 
 
 class LogCollector:
@@ -99,9 +107,13 @@ class LogCollector:
 
     def __init__(self, store: LogStore, poll_interval: float = 0.1,
                  truncate_after: int = TRUNCATE_AFTER, max_line: int = MAX_LINE,
-                 clock: Callable[[], float] = time.time, reserve: int = RESERVE) -> None:
+                 clock: Callable[[], float] = time.time, reserve: int = RESERVE,
+                 max_idle_interval: float = MAX_IDLE_INTERVAL,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.poll_interval = poll_interval
+        self.max_idle_interval = max(poll_interval, max_idle_interval)
+        self._monotonic = monotonic
         self.truncate_after = truncate_after
         self.reserve = reserve
         self.max_line = max_line
@@ -114,6 +126,7 @@ class LogCollector:
         self._last_failure = ""
         self._offsets_path = store.dir / "offsets.json"
         self._saved: dict[str, int] = self._load_offsets()
+        self._offsets_dirty = False
 
     # -- LogSink ------------------------------------------------------------------------
 
@@ -144,7 +157,26 @@ class LogCollector:
     def poll_once(self) -> int:
         """Collect new output of every replica; returns the number of records appended."""
         count = sum(self._collect(rid, final=False) for rid in list(self._sources))
-        if count:
+        if count or self._offsets_dirty:
+            self._save_offsets()
+        return count
+
+    def poll_due(self) -> int:
+        """Collect new output of the replicas whose next poll is due: every
+        ``poll_interval`` while they write, backing off (doubling) to
+        ``max_idle_interval`` while they are quiet. Returns the records appended."""
+        now = self._monotonic()
+        count = 0
+        for rid, source in list(self._sources.items()):
+            if source.next_poll > now:
+                continue
+            found = self._collect(rid, final=False)
+            count += found
+            source.quiet_polls = 0 if found else min(source.quiet_polls + 1, 30)
+            source.next_poll = now + min(self.max_idle_interval,
+                                         self.poll_interval * (2 ** source.quiet_polls)) \
+                - self.poll_interval / 2  # due at the tick nearest the interval
+        if count or self._offsets_dirty:
             self._save_offsets()
         return count
 
@@ -152,7 +184,7 @@ class LogCollector:
         """Poll forever (cancel to stop)."""
         while True:
             try:
-                self.poll_once()
+                self.poll_due()
                 self._last_failure = ""
             except Exception as exc:  # nothing may kill log collection for good
                 if repr(exc) != self._last_failure:  # once, not ten times a second
@@ -172,8 +204,10 @@ class LogCollector:
                                 "stream": tail.stream, "line": line})
         if records:
             self._append(records)
-        if final:
-            self._save_offsets()
+            if final:
+                # Saved by the next poll (within poll_interval), not here: writing all
+                # offsets once per exit made `mso down` of 1,000 replicas quadratic.
+                self._offsets_dirty = True
         return len(records)
 
     def _append(self, records: list[Record]) -> None:
@@ -214,6 +248,14 @@ class LogCollector:
         self.store_error = None
 
     def _read_lines(self, tail: _Tail, final: bool) -> list[str]:
+        if not final and tail.inode is not None:
+            # The cheap look first: one stat, and no open/read/close when nothing changed.
+            try:
+                st = os.stat(tail.path)
+            except FileNotFoundError:
+                return []
+            if st.st_ino == tail.inode and st.st_size == tail.offset:
+                return []
         writable = True
         try:
             fd = os.open(tail.path, os.O_RDWR)
@@ -290,6 +332,7 @@ class LogCollector:
     def _save_offsets(self) -> None:
         offsets = {str(t.path): max(0, t.offset - len(t.buffer))
                    for s in self._sources.values() for t in s.tails}
+        self._offsets_dirty = False
         tmp = self._offsets_path.with_suffix(".tmp")
         with contextlib.suppress(OSError):
             tmp.write_text(json.dumps(offsets))

@@ -17,8 +17,10 @@ import asyncio
 import errno
 import logging
 import os
+import resource
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable
@@ -166,8 +168,41 @@ def _output(path: Path) -> BinaryIO:
         return open(os.devnull, "ab")
 
 
-def reap_children() -> None:
-    """Reap children whose waiters went away, so the daemon never accumulates zombies."""
+_last_reap = 0.0
+#: Every spawn reaped every child (one waitpid each): quadratic when starting 1,000
+#: replicas. Zombies of abandoned waiters wait this long at most.
+REAP_INTERVAL = 1.0
+
+
+def raise_open_files_limit(target: int = 1_048_576) -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (at most `target`); returns
+    (before, after).
+
+    The daemon holds a pidfd per replica for its whole life, plus a socket per probe in
+    flight and the files it tails: 1,000 replicas need more than the usual soft limit of
+    1,024 (systemd's default), and running out shows as spawns and probes failing with
+    EMFILE. Replicas inherit the raised limit, as they would under Docker.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = target if hard == resource.RLIM_INFINITY else min(hard, target)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            log.warning("could not raise the open-files limit above %d", soft)
+            return soft, soft
+        return soft, want
+    return soft, soft
+
+
+def reap_children(force: bool = False) -> None:
+    """Reap children whose waiters went away, so the daemon never accumulates zombies
+    (at most once per REAP_INTERVAL unless forced)."""
+    global _last_reap
+    now = time.monotonic()
+    if not force and now - _last_reap < REAP_INTERVAL:
+        return
+    _last_reap = now
     for pid, proc in list(_children.items()):
         if proc.poll() is not None:
             _children.pop(pid, None)
@@ -234,35 +269,123 @@ def signal_group(ref: ProcessRef, sig: int) -> bool:
 
 
 def _environ_matches(pid: int, needles: list[bytes]) -> bool:
+    entries = _environ(pid)
+    return entries is not None and all(needle in entries for needle in needles)
+
+
+def _environ(pid: int) -> set[bytes] | None:
+    """The initial environment of `pid` as a set of ``KEY=value`` entries (None if gone).
+
+    os-level calls rather than pathlib: a sweep reads every process's environ, and with
+    1,000 replicas that is 1,000 reads per sweep.
+    """
     try:
-        entries = (PROC / str(pid) / "environ").read_bytes().split(b"\0")
+        fd = os.open(f"/proc/{pid}/environ", os.O_RDONLY)
     except OSError:
-        return False
-    return all(needle in entries for needle in needles)
+        return None
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return set(b"".join(chunks).split(b"\0"))
+
+
+def _pids() -> list[int]:
+    me = os.getpid()
+    return [int(name) for name in os.listdir(PROC) if name.isdigit() and int(name) != me]
 
 
 def find_env_processes(match: dict[str, str]) -> list[int]:
     """Pids whose initial environment contains every ``KEY=value`` of ``match``."""
-    needles = [f"{k}={v}".encode() for k, v in match.items()]
-    me = os.getpid()
+    return find_env_processes_any([match])
+
+
+def find_env_processes_any(matches: list[dict[str, str]]) -> list[int]:
+    """Pids whose initial environment contains every ``KEY=value`` of one of ``matches``
+    (one pass over /proc, however many matches)."""
+    wanted = [{f"{k}={v}".encode() for k, v in m.items()} for m in matches]
+    if not wanted:
+        return []
+    # Only environments holding a needle of some match can match: skip the others fast.
+    first = {next(iter(w)) for w in wanted if w}
     pids: list[int] = []
-    for entry in PROC.iterdir():
-        if entry.name.isdigit() and int(entry.name) != me:
-            if _environ_matches(int(entry.name), needles):
-                pids.append(int(entry.name))
+    for pid in _pids():
+        entries = _environ(pid)
+        if entries is None or not (first & entries if first else True):
+            continue
+        if any(w <= entries for w in wanted):
+            pids.append(pid)
     return pids
 
 
 def kill_env_processes(match: dict[str, str], sig: int = signal.SIGKILL) -> int:
     """Signal every process whose environment matches; return how many were signalled."""
+    return _signal_all(find_env_processes(match), sig)
+
+
+def _signal_all(pids: list[int], sig: int) -> int:
     count = 0
-    for pid in find_env_processes(match):
+    for pid in pids:
         try:
             os.kill(pid, sig)
             count += 1
         except (ProcessLookupError, PermissionError):
             pass
     return count
+
+
+class EnvSweeper:
+    """Coalesces the per-replica sweeps for processes that escaped their group.
+
+    After every exit a replica's leftovers are looked for by their environment, which
+    means reading every process's environ: with 1,000 replicas exiting at once (`mso
+    down`, a crash of many) one sweep each is 1,000,000 reads, minutes of daemon CPU. The
+    sweeps requested within ``delay`` are done in one pass. Before a replica is spawned
+    again, its pending sweep runs first (:meth:`flush`), so a sweep can never hit the new
+    process that carries the same replica id.
+    """
+
+    def __init__(self, delay: float = 0.1) -> None:
+        self.delay = delay
+        self.pending: list[dict[str, str]] = []
+        self._handle: asyncio.TimerHandle | None = None
+        self.passes = 0
+
+    def request(self, match: dict[str, str]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a CLI or a test): at once
+            kill_env_processes(match)
+            return
+        self.pending.append(match)
+        if self._handle is None:
+            self._handle = loop.call_later(self.delay, self.flush)
+
+    def flush(self) -> int:
+        """Run the pending sweeps now (one /proc pass); returns how many were signalled."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        matches, self.pending = self.pending, []
+        if not matches:
+            return 0
+        self.passes += 1
+        try:
+            return _signal_all(find_env_processes_any(matches), signal.SIGKILL)
+        except OSError as exc:  # never let a sweep kill the caller (a timer callback)
+            log.warning("sweep for leftover processes failed: %s", exc)
+            return 0
+
+
+#: The daemon's one sweeper (replica supervisors share it).
+ENV_SWEEPER = EnvSweeper()
 
 
 def kill_instance_processes(instance_id: str, sig: int = signal.SIGKILL) -> int:

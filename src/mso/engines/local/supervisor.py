@@ -24,8 +24,8 @@ from typing import Awaitable, Callable
 from mso.engines.local import process as proc
 from mso.engines.local.backoff import Backoff, Clock
 from mso.engines.local.cgroups import Cgroup, CgroupManager
-from mso.engines.local.probes import (ProbeResult, ProbeSpec, ProbeTracker, resolve_port,
-                                     run_probe)
+from mso.engines.local.probes import (ProbeResult, ProbeSpec, ProbeTracker, probe_pause,
+                                     resolve_port, run_probe)
 from mso.engines.local.process import ProcessRef, SpawnError
 from mso.engines.local.replica import LogSink, ReplicaSpec, after_exit, describe_exit
 from mso.engines.local.states import (
@@ -269,6 +269,8 @@ class ReplicaSupervisor:
         if self._logs is not None:
             self._logs.attach(spec.id, spec.service, spec.release, spec.stdout_path,
                               spec.stderr_path)
+        if proc.ENV_SWEEPER.pending:
+            proc.ENV_SWEEPER.flush()  # never sweep the process about to start
         try:
             ref = proc.spawn(spec.argv, env=spec.process_env(), cwd=spec.cwd,
                              stdout_path=spec.stdout_path, stderr_path=spec.stderr_path,
@@ -322,7 +324,9 @@ class ReplicaSupervisor:
             os.killpg(ref.pid, signal.SIGKILL)  # group outlives its leader
         if self.cgroup is not None:
             self.cgroup.kill_all(signal.SIGKILL)
-        proc.kill_env_processes(self.spec.sweep_match(), signal.SIGKILL)
+        # Processes that left the group (setsid, double fork) are found by environment;
+        # batched with the other replicas' sweeps (and run before this replica respawns).
+        proc.ENV_SWEEPER.request(self.spec.sweep_match())
 
     # -- probes -------------------------------------------------------------------------
 
@@ -380,7 +384,7 @@ class ReplicaSupervisor:
                 self._kill(ref, f"startup probe failed {tracker.consecutive_failures} times: "
                                 f"{tracker.last_detail}")
                 return False
-            await asyncio.sleep(spec.period)
+            await probe_pause(spec.period)
         return False
 
     async def _liveness(self, ref: ProcessRef, spec: ProbeSpec) -> None:
@@ -392,7 +396,7 @@ class ReplicaSupervisor:
                 self._kill(ref, f"liveness probe failed {tracker.consecutive_failures} times: "
                                 f"{tracker.last_detail}")
                 return
-            await asyncio.sleep(spec.period)
+            await probe_pause(spec.period)
 
     async def _readiness(self, spec: ProbeSpec | None) -> None:
         if spec is None:
@@ -426,7 +430,7 @@ class ReplicaSupervisor:
                 self._change_state(S.RUNNING, f"readiness probe failed "
                                    f"{tracker.consecutive_failures} times: "
                                    f"{tracker.last_detail}")
-            await asyncio.sleep(spec.period)
+            await probe_pause(spec.period)
 
     async def _wait_port_open(self) -> None:
         if not self.spec.ports:
