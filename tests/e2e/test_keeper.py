@@ -31,7 +31,10 @@ def keepers(state_dir: Path) -> list[int]:
 
 
 def new_daemon(app: MsoApp, old: int) -> bool:
-    return int(app.status()["pid"]) != old
+    """A daemon other than `old` holds the app's lock and answers (the lock file says
+    which without asking the API, which a stopped daemon would leave hanging)."""
+    text = (app.folder / ".mso" / "daemon.lock").read_text().strip()
+    return bool(text) and int(text) != old and int(app.status()["pid"]) == int(text)
 
 
 def test_killed_daemon_is_started_again_and_adopts_everything(app: MsoApp) -> None:
