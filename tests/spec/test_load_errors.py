@@ -729,3 +729,14 @@ def test_a_program_path_too_long_to_check_is_a_warning(write_manifest: WriteMani
     path = write_manifest(f"app: shop\nservices:\n  web:\n    run: ['./{'y' * 5000}']\n")
     (warning,) = load_manifest(path, {}).command_warnings()
     assert warning.line == 4 and "cannot check" in warning.message
+
+
+def test_a_cwd_too_long_for_the_os_is_a_file_line_error(write_manifest: WriteManifest) -> None:
+    # found by the 10,000-case fuzz run: is_dir() raised OSError (ENAMETOOLONG) past the
+    # loader's own errors
+    path = write_manifest(f"app: shop\nservices:\n  web:\n    run: [sleep, '1']\n"
+                          f"    cwd: './{'y' * 5000}'\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path, {})
+    assert "cannot load manifest" not in str(info.value)
+    assert "services.web.cwd" in str(info.value) and "cannot use directory" in str(info.value)

@@ -145,8 +145,16 @@ class LoadedManifest:
         errors: list[ManifestError] = []
         for name in [*self.manifest.services, *self.manifest.jobs]:
             section, item = self._runnable(name)
-            if item.cwd is not None and not (self.base_dir / item.cwd).is_dir():
-                errors.append(self.error(f"{section}.{name}.cwd", f"directory {item.cwd!r} not found"))
+            if item.cwd is not None:
+                try:
+                    found = (self.base_dir / item.cwd).is_dir()
+                except OSError as exc:  # a name too long for the OS: is_dir() raises
+                    errors.append(self.error(f"{section}.{name}.cwd", f"cannot use directory "
+                                             f"{item.cwd[:60]!r}: {exc.strerror}"))
+                else:
+                    if not found:
+                        errors.append(self.error(f"{section}.{name}.cwd",
+                                                 f"directory {item.cwd!r} not found"))
             for check in (self.service_env, self.secrets, self.configs):
                 try:
                     check(name)
