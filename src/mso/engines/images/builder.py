@@ -5,9 +5,11 @@ inputs is a cache hit (one `docker image inspect`). Builds use the legacy builde
 the Docker API: BuildKit needs a registry or network access for its frontends.
 
 - base: `mso/base:<digest>`, from `rootfs.collect()` (host Python, libraries, shim);
-- gateway: `mso/gateway:<digest>`, the base plus mso's proxy and its wheels (uvloop,
+- gateway: `mso/gateway:<digest>`, the base plus mso and the proxy's wheels (uvloop,
   httptools), downloaded once on the host with `pip download` and installed in the image
-  with `--no-index` (pip in containers cannot verify TLS here);
+  with `--no-index` (pip in containers cannot verify TLS here); `mso/gateway-proxy` (the
+  Swarm gateway) holds only the modules `python -m mso.proxy` imports, so its digest, and
+  the running gateway, change only when the proxy's code does;
 - services: `image:` is used as is; `build:` runs `docker build` on the context;
   otherwise the app's folder (the manifest's) is copied onto the base image once per app
   and per content digest, and every `run:` service of the app shares that image.
@@ -171,24 +173,73 @@ def gateway_wheels(cache: Path | None = None) -> list[Path]:
     return have
 
 
-def _gateway_files(wheels: list[Path]) -> list[tuple[Path, str]]:
+def proxy_modules(src: Path) -> set[str]:
+    """The files (relative to mso's folder) that `python -m mso.proxy` can import: the
+    whole `mso.proxy` package and, transitively, every `mso` module its files import
+    (read with `ast`, so lazy imports inside functions count), with their packages'
+    `__init__.py`."""
+    import ast
+
+    def file_of(module: str) -> str | None:
+        rel = module.split(".")[1:]
+        for cand in ("/".join(rel) + ".py", "/".join([*rel, "__init__.py"])):
+            if cand and (src / cand).is_file():
+                return cand
+        return None
+
+    todo = sorted(p.relative_to(src).as_posix() for p in (src / "proxy").glob("*.py"))
+    seen: set[str] = {"__init__.py"}
+    while todo:
+        rel = todo.pop()
+        if rel in seen:
+            continue
+        seen.add(rel)
+        parts = rel[:-3].split("/")
+        package = ["mso", *parts[:-1]]  # what a relative import of this file starts from
+        for i in range(1, len(parts)):
+            todo.append("/".join([*parts[:i], "__init__.py"]))
+        for node in ast.walk(ast.parse((src / rel).read_text(encoding="utf-8"))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package[:len(package) - node.level + 1]
+                    base = ".".join([*up, *([base] if base else [])])
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            for name in names:
+                if name == "mso" or name.startswith("mso."):
+                    found = file_of(name)
+                    if found is not None and found not in seen:
+                        todo.append(found)
+    return seen
+
+
+def _gateway_files(wheels: list[Path], proxy_only: bool = False) -> list[tuple[Path, str]]:
     src = Path(mso.__file__).parent
-    files = [(p, f"lib/mso/{arc}") for p, arc in _tree(src) if p.suffix in (".py", ".typed")]
+    wanted = proxy_modules(src) if proxy_only else None
+    files = [(p, f"lib/mso/{arc}") for p, arc in _tree(src) if p.suffix in (".py", ".typed")
+             and (wanted is None or arc in wanted)]
     return files + [(w, f"wheels/{w.name}") for w in wheels]
 
 
-def gateway_image_tag(base: str, wheels: list[Path]) -> str:
-    """The gateway image's tag for this base and these wheels, computed without Docker."""
-    return f"mso/gateway:{_digest(_gateway_files(wheels), base)[:16]}"
+def gateway_image_tag(base: str, wheels: list[Path], proxy_only: bool = False) -> str:
+    """The gateway image's tag for this base and these wheels, computed without Docker.
+    `proxy_only`: the image holds only what `python -m mso.proxy` imports (the Swarm
+    gateway), so a change elsewhere in mso gives the same tag and restarts no gateway."""
+    repo = "mso/gateway-proxy" if proxy_only else "mso/gateway"
+    return f"{repo}:{_digest(_gateway_files(wheels, proxy_only), base)[:16]}"
 
 
-def ensure_gateway_image(client: docker.DockerClient | None = None) -> str:
+def ensure_gateway_image(client: docker.DockerClient | None = None,
+                         proxy_only: bool = False) -> str:
     """The gateway image's tag (mso's proxy on the base image), building it if needed."""
     client = _client(client)
     base = ensure_base_image(client)
     wheels = gateway_wheels()
-    files = _gateway_files(wheels)
-    tag = gateway_image_tag(base, wheels)
+    files = _gateway_files(wheels, proxy_only)
+    tag = gateway_image_tag(base, wheels, proxy_only)
     if _exists(client, tag):
         return tag
     install = ["python3", "-m", "pip", "install", "--no-index", "--no-cache-dir",

@@ -329,6 +329,8 @@ class SwarmController:
         if obs is not None and obs.deploy_hash == spec.deploy_hash:
             return
         ctx = self._context(config)
+        if obs is None:  # a table saved by an earlier gateway of this app names old tasks
+            (self.paths.gateway_dir / "table.json").unlink(missing_ok=True)
         await asyncio.to_thread(self._apply, ctx, spec, obs, extra)
         self._pushed = None  # a new gateway task starts with an empty table
         self._event("swarm.gateway", f"gateway {'created' if obs is None else 'updated'} "
