@@ -2,7 +2,8 @@
 
 The gateway container runs the proxy under `python -m mso.proxy --supervise`: a killed
 serving process is replaced by a spare holding its listening sockets, so it refuses no
-connection (the requests it was serving die with it); a killed container is restarted by Swarm and serves the table it saved."""
+connection (the requests it was serving die with it); a killed container is restarted
+by Swarm and serves the table it saved."""
 
 from __future__ import annotations
 

@@ -51,3 +51,11 @@ def test_the_tag_ignores_changes_outside_the_proxy(tmp_path: Path,
     assert builder.gateway_image_tag("base", []) != full
     (copy / "proxy" / "exchange.py").write_text("# changed\n")
     assert builder.gateway_image_tag("base", [], proxy_only=True) != before
+
+
+def test_the_tag_ignores_the_shim(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shim is in the base image, but the proxy never runs it."""
+    before = builder.gateway_image_tag("mso/base:one", [], proxy_only=True)
+    assert builder.gateway_image_tag("mso/base:two", [], proxy_only=True) == before
+    monkeypatch.setattr(builder, "_shim_source", lambda: b"# another shim\n")
+    assert builder.gateway_image_tag(builder.base_image_tag(), [], proxy_only=True) == before

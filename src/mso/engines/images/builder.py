@@ -228,8 +228,12 @@ def gateway_image_tag(base: str, wheels: list[Path], proxy_only: bool = False) -
     """The gateway image's tag for this base and these wheels, computed without Docker.
     `proxy_only`: the image holds only what `python -m mso.proxy` imports (the Swarm
     gateway), so a change elsewhere in mso gives the same tag and restarts no gateway."""
-    repo = "mso/gateway-proxy" if proxy_only else "mso/gateway"
-    return f"{repo}:{_digest(_gateway_files(wheels, proxy_only), base)[:16]}"
+    if proxy_only:
+        # The base's in-container shim is no part of the proxy: only its runtime counts,
+        # so a new shim (a new base) does not replace the gateway either.
+        runtime = rootfs.collect().digest()
+        return f"mso/gateway-proxy:{_digest(_gateway_files(wheels, True), runtime)[:16]}"
+    return f"mso/gateway:{_digest(_gateway_files(wheels), base)[:16]}"
 
 
 def ensure_gateway_image(client: docker.DockerClient | None = None,
