@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
@@ -67,15 +68,30 @@ def _shim_source() -> bytes:
     return Path(rootfs.__file__).with_name("shim.py").read_bytes()
 
 
+_ROOTFS: list[tuple[float, rootfs.RootFs]] = []
+ROOTFS_TTL = 10.0  # seconds one look at the host's Python serves (a CLI command's images)
+
+
+def _host_rootfs() -> rootfs.RootFs:
+    """`rootfs.collect()`, kept for a few seconds: one deploy asks for it once per image
+    (about 0.3 s each on this machine)."""
+    now = time.monotonic()
+    if _ROOTFS and now - _ROOTFS[0][0] < ROOTFS_TTL:
+        return _ROOTFS[0][1]
+    fs = rootfs.collect()
+    _ROOTFS[:] = [(now, fs)]
+    return fs
+
+
 def base_image_tag(fs: rootfs.RootFs | None = None) -> str:
     """The base image's tag, computed without Docker (what `ensure_base_image` makes)."""
-    return f"mso/base:{(fs or rootfs.collect()).digest(_shim_source())[:16]}"
+    return f"mso/base:{(fs or _host_rootfs()).digest(_shim_source())[:16]}"
 
 
 def ensure_base_image(client: docker.DockerClient | None = None) -> str:
     """The base image's tag, importing it first if it is not cached."""
     client = _client(client)
-    fs = rootfs.collect()
+    fs = _host_rootfs()
     shim = _shim_source()
     tag = base_image_tag(fs)
     if _exists(client, tag):
@@ -231,7 +247,7 @@ def gateway_image_tag(base: str, wheels: list[Path], proxy_only: bool = False) -
     if proxy_only:
         # The base's in-container shim is no part of the proxy: only its runtime counts,
         # so a new shim (a new base) does not replace the gateway either.
-        runtime = rootfs.collect().digest()
+        runtime = _host_rootfs().digest()
         return f"mso/gateway-proxy:{_digest(_gateway_files(wheels, True), runtime)[:16]}"
     return f"mso/gateway:{_digest(_gateway_files(wheels), base)[:16]}"
 
