@@ -1,4 +1,4 @@
-"""Entry point: `python -m mso.proxy --control PATH [--workers N] [--log-json]`.
+"""Entry point: `python -m mso.proxy --control PATH [--workers N | --supervise] [--log-json]`.
 
 With one worker this process serves traffic itself; with N > 1 it becomes a
 supervisor that starts N serving processes (SO_REUSEPORT listeners) and fans
@@ -40,6 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="fraction of requests logged as JSON lines on stderr")
     ap.add_argument("--grace", type=float, default=10.0,
                     help="seconds in-flight requests get after SIGTERM")
+    ap.add_argument("--supervise", action="store_true",
+                    help="serve through a child proxy with a spare that takes over its "
+                         "listening sockets and table when it dies (mso.proxy.supervisor)")
+    ap.add_argument("--state", default=None,
+                    help="with --supervise: file the last route table is saved to and "
+                         "loaded from at start")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -106,6 +112,22 @@ async def _serve_workers(args: argparse.Namespace) -> None:
     await pool.stop(args.grace)
 
 
+async def _serve_supervised(args: argparse.Namespace) -> None:
+    from .supervisor import Supervisor
+
+    supervisor = Supervisor(args)
+    await supervisor.start()
+    server = await serve_control(supervisor, args.control)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("supervised proxy serving, control socket %s", args.control)
+    await stop.wait()
+    server.close()
+    await supervisor.stop(args.grace)
+
+
 def _raise_fd_limit() -> None:
     # Every client and upstream connection is a descriptor; the default soft limit
     # (often 1024) would cap a proxy far below what it can serve.
@@ -125,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         _watch_parent(os.getppid())
     serve = _serve_workers if args.workers > 1 and not args.worker else _serve_single
+    if args.supervise and not args.worker:
+        serve = _serve_supervised
     uvloop.run(serve(args))
     try:
         os.unlink(args.control)

@@ -22,13 +22,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 
-#: A known bug, not yet found: on this machine the Swarm gateway sometimes resets client
-#: connections (`Connection reset by peer`) while a rollout changes which tasks it routes
-#: to, or just after; docs/engines.md "Known differences". The tests that see it are
-#: expected to fail until it is fixed (not strict: it does not happen on every run).
-GATEWAY_RESETS = pytest.mark.xfail(
-    reason="known bug: the Swarm gateway sometimes resets connections during a rollout",
-    strict=False)
 MSO = [str(Path(sys.executable).with_name("mso"))]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.swarm.conftest import GATEWAY_RESETS, Load, free_port, mso, mso_json, wait_for
+from tests.e2e.swarm.conftest import Load, free_port, mso, mso_json, wait_for
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(600)]
 
@@ -120,7 +120,6 @@ def test_preview_then_promotion_switches_all_traffic_without_failures(deployed: 
         in trail
 
 
-@GATEWAY_RESETS
 def test_abort_after_promotion_switches_back_to_the_previous_release(deployed: Any) -> None:
     manifest, port, _ = _deploy_preview(deployed, "abort", "5m")
     with Load(f"http://127.0.0.1:{port}/", threads=3) as load:

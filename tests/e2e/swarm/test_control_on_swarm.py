@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.swarm.conftest import GATEWAY_RESETS, mso, mso_json, wait_for
+from tests.e2e.swarm.conftest import mso, mso_json, wait_for
 from tests.e2e.swarm.test_canary_on_swarm import ECHO, _set_env, _status
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(600)]
@@ -34,7 +34,6 @@ def _replicas(manifest: Path) -> list[dict[str, Any]]:
     return [r for r in ps["replicas"] if r["service"] == "echo"]
 
 
-@GATEWAY_RESETS
 def test_scale_releases_and_rollback_to_an_older_release(deployed: Any) -> None:
     manifest, port = deployed(ECHO, "control")
     _rolling(manifest)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.swarm.conftest import GATEWAY_RESETS, mso, mso_json, wait_for
+from tests.e2e.swarm.conftest import mso, mso_json, wait_for
 from tests.e2e.swarm.test_canary_on_swarm import ECHO
 from tests.e2e.swarm.test_control_on_swarm import _version
 
@@ -21,7 +21,6 @@ def _own_app(manifest: Path) -> None:
     manifest.write_text(text[:start] + "    rollout: {strategy: rolling}\n")
 
 
-@GATEWAY_RESETS
 def test_new_code_is_a_new_release_and_rollback_sticks(deployed: Any) -> None:
     manifest, port = deployed(ECHO, "image")
     _own_app(manifest)

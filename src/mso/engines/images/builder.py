@@ -5,9 +5,11 @@ inputs is a cache hit (one `docker image inspect`). Builds use the legacy builde
 the Docker API: BuildKit needs a registry or network access for its frontends.
 
 - base: `mso/base:<digest>`, from `rootfs.collect()` (host Python, libraries, shim);
-- gateway: `mso/gateway:<digest>`, the base plus mso's proxy and its wheels (uvloop,
-  httptools, prometheus_client), downloaded once on the host with `pip download` and installed in the image
-  with `--no-index` (pip in containers cannot verify TLS here);
+- gateway: `mso/gateway:<digest>`, the base plus mso and the proxy's wheels (uvloop,
+  httptools, prometheus_client), downloaded once on the host with `pip download` and
+  installed in the image with `--no-index` (pip in containers cannot verify TLS here);
+  `mso/gateway-proxy` (the Swarm gateway) holds only the modules `python -m mso.proxy`
+  imports, so its digest, and the running gateway, change only when the proxy's code does;
 - services: `image:` is used as is; `build:` runs `docker build` on the context;
   otherwise the app's folder (the manifest's) is copied onto the base image once per app
   and per content digest, and every `run:` service of the app shares that image.
@@ -22,6 +24,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
@@ -65,15 +68,30 @@ def _shim_source() -> bytes:
     return Path(rootfs.__file__).with_name("shim.py").read_bytes()
 
 
+_ROOTFS: list[tuple[float, rootfs.RootFs]] = []
+ROOTFS_TTL = 10.0  # seconds one look at the host's Python serves (a CLI command's images)
+
+
+def _host_rootfs() -> rootfs.RootFs:
+    """`rootfs.collect()`, kept for a few seconds: one deploy asks for it once per image
+    (about 0.3 s each on this machine)."""
+    now = time.monotonic()
+    if _ROOTFS and now - _ROOTFS[0][0] < ROOTFS_TTL:
+        return _ROOTFS[0][1]
+    fs = rootfs.collect()
+    _ROOTFS[:] = [(now, fs)]
+    return fs
+
+
 def base_image_tag(fs: rootfs.RootFs | None = None) -> str:
     """The base image's tag, computed without Docker (what `ensure_base_image` makes)."""
-    return f"mso/base:{(fs or rootfs.collect()).digest(_shim_source())[:16]}"
+    return f"mso/base:{(fs or _host_rootfs()).digest(_shim_source())[:16]}"
 
 
 def ensure_base_image(client: docker.DockerClient | None = None) -> str:
     """The base image's tag, importing it first if it is not cached."""
     client = _client(client)
-    fs = rootfs.collect()
+    fs = _host_rootfs()
     shim = _shim_source()
     tag = base_image_tag(fs)
     if _exists(client, tag):
@@ -171,24 +189,77 @@ def gateway_wheels(cache: Path | None = None) -> list[Path]:
     return have
 
 
-def _gateway_files(wheels: list[Path]) -> list[tuple[Path, str]]:
+def proxy_modules(src: Path) -> set[str]:
+    """The files (relative to mso's folder) that `python -m mso.proxy` can import: the
+    whole `mso.proxy` package and, transitively, every `mso` module its files import
+    (read with `ast`, so lazy imports inside functions count), with their packages'
+    `__init__.py`."""
+    import ast
+
+    def file_of(module: str) -> str | None:
+        rel = module.split(".")[1:]
+        for cand in ("/".join(rel) + ".py", "/".join([*rel, "__init__.py"])):
+            if cand and (src / cand).is_file():
+                return cand
+        return None
+
+    todo = sorted(p.relative_to(src).as_posix() for p in (src / "proxy").glob("*.py"))
+    seen: set[str] = {"__init__.py"}
+    while todo:
+        rel = todo.pop()
+        if rel in seen:
+            continue
+        seen.add(rel)
+        parts = rel[:-3].split("/")
+        package = ["mso", *parts[:-1]]  # what a relative import of this file starts from
+        for i in range(1, len(parts)):
+            todo.append("/".join([*parts[:i], "__init__.py"]))
+        for node in ast.walk(ast.parse((src / rel).read_text(encoding="utf-8"))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package[:len(package) - node.level + 1]
+                    base = ".".join([*up, *([base] if base else [])])
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            for name in names:
+                if name == "mso" or name.startswith("mso."):
+                    found = file_of(name)
+                    if found is not None and found not in seen:
+                        todo.append(found)
+    return seen
+
+
+def _gateway_files(wheels: list[Path], proxy_only: bool = False) -> list[tuple[Path, str]]:
     src = Path(mso.__file__).parent
-    files = [(p, f"lib/mso/{arc}") for p, arc in _tree(src) if p.suffix in (".py", ".typed")]
+    wanted = proxy_modules(src) if proxy_only else None
+    files = [(p, f"lib/mso/{arc}") for p, arc in _tree(src) if p.suffix in (".py", ".typed")
+             and (wanted is None or arc in wanted)]
     return files + [(w, f"wheels/{w.name}") for w in wheels]
 
 
-def gateway_image_tag(base: str, wheels: list[Path]) -> str:
-    """The gateway image's tag for this base and these wheels, computed without Docker."""
+def gateway_image_tag(base: str, wheels: list[Path], proxy_only: bool = False) -> str:
+    """The gateway image's tag for this base and these wheels, computed without Docker.
+    `proxy_only`: the image holds only what `python -m mso.proxy` imports (the Swarm
+    gateway), so a change elsewhere in mso gives the same tag and restarts no gateway."""
+    if proxy_only:
+        # The base's in-container shim is no part of the proxy: only its runtime counts,
+        # so a new shim (a new base) does not replace the gateway either.
+        runtime = _host_rootfs().digest()
+        return f"mso/gateway-proxy:{_digest(_gateway_files(wheels, True), runtime)[:16]}"
     return f"mso/gateway:{_digest(_gateway_files(wheels), base)[:16]}"
 
 
-def ensure_gateway_image(client: docker.DockerClient | None = None) -> str:
+def ensure_gateway_image(client: docker.DockerClient | None = None,
+                         proxy_only: bool = False) -> str:
     """The gateway image's tag (mso's proxy on the base image), building it if needed."""
     client = _client(client)
     base = ensure_base_image(client)
     wheels = gateway_wheels()
-    files = _gateway_files(wheels)
-    tag = gateway_image_tag(base, wheels)
+    files = _gateway_files(wheels, proxy_only)
+    tag = gateway_image_tag(base, wheels, proxy_only)
     if _exists(client, tag):
         return tag
     install = ["python3", "-m", "pip", "install", "--no-index", "--no-cache-dir",

@@ -44,6 +44,7 @@ log = logging.getLogger("mso.swarm.controller")
 PERIOD = 0.5
 DRAIN_TIMEOUT = 15.0
 METRICS_KEY = "mso/metrics"
+NO_EJECTION = 2**31 - 1  # consecutive failures before an outlier ejection: never
 
 
 class SwarmController:
@@ -329,6 +330,8 @@ class SwarmController:
         if obs is not None and obs.deploy_hash == spec.deploy_hash:
             return
         ctx = self._context(config)
+        if obs is None:  # a table saved by an earlier gateway of this app names old tasks
+            (self.paths.gateway_dir / "table.json").unlink(missing_ok=True)
         await asyncio.to_thread(self._apply, ctx, spec, obs, extra)
         self._pushed = None  # a new gateway task starts with an empty table
         self._event("swarm.gateway", f"gateway {'created' if obs is None else 'updated'} "
@@ -354,9 +357,20 @@ class SwarmController:
             port = r.get("port") or (_first_http(rel.spec["model"]) if rel else None)
             if port:
                 routes.append(RouteView(r.get("path") or "/", r.get("host"), r["service"], port))
-        return route_table(gateway_port=config.gateway_port,
-                           metrics_port=ctx.stable_ports.get(METRICS_KEY, 19999),
-                           routes=routes, services=routings)
+        built = route_table(gateway_port=config.gateway_port,
+                            metrics_port=ctx.stable_ports.get(METRICS_KEY, 19999),
+                            routes=routes, services=routings)
+        for name in desired:
+            active = self.rollouts.active(name)
+            if active is None or active.strategy != "canary":
+                continue
+            # The canary analysis must see the canary's errors: ejecting its task (one
+            # replica, often) would starve the analysis of samples and hold a bad canary
+            # for as long as the ejections last. Retries still spare the clients.
+            for cname, cluster in built["clusters"].items():
+                if cname.split("/", 1)[0] == name:
+                    cluster["outlier"] = {"consecutive_failures": NO_EJECTION}
+        return built
 
     def _preview_port(self, service: str) -> int | None:
         active = self.rollouts.active(service)

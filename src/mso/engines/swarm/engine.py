@@ -96,7 +96,8 @@ class SwarmEngine:
 
     def _images(self, loaded: LoadedManifest, api: SwarmApi) -> dict[str, tuple[str, bool]]:
         try:
-            built = {"\0gateway": (images.ensure_gateway_image(api.client), False)}
+            built = {"\0gateway": (images.ensure_gateway_image(api.client, proxy_only=True),
+                                        False)}
             for name in [*loaded.manifest.services, *loaded.manifest.jobs]:
                 built[name] = (images.build_service_image(loaded, name, api.client),
                                images.uses_shim(loaded, name))

@@ -21,6 +21,12 @@ from mso.engines.swarm.observe import ServiceObs
 from mso.engines.swarm.spec import ServiceSpec, digest
 
 CONTROL_DIR = "/run/mso"
+#: The proxy under its supervisor: killing the serving process costs no connection (a
+#: spare takes over its listening sockets), and a restarted container serves the last
+#: table (saved in the bind-mounted folder) before the controller pushes one.
+COMMAND = ["python3", "-m", "mso.proxy", "--supervise", "--control",
+           f"{CONTROL_DIR}/control.sock", "--state", f"{CONTROL_DIR}/table.json",
+           "--grace", "5"]
 FIRST_STABLE_PORT = 20000
 
 
@@ -48,8 +54,7 @@ def gateway_spec(app: str, image: str, network: str, port: int, host_dir: str,
     template = {
         "ContainerSpec": {
             "Image": image,
-            "Command": ["python3", "-m", "mso.proxy", "--control",
-                        f"{CONTROL_DIR}/control.sock", "--grace", "5"],
+            "Command": COMMAND,
             "Labels": {**names.base_labels(app), names.LABEL_SERVICE: names.GATEWAY},
             "Mounts": [{"Type": "bind", "Source": host_dir, "Target": CONTROL_DIR}],
             "StopGracePeriod": 10 * 1_000_000_000,

@@ -18,7 +18,7 @@ from mso.releases.ports import port_map
 from mso.releases.apply import release_spec
 from mso.engines.images import uses_shim
 from mso.engines.swarm import names
-from mso.engines.swarm.gateway import allocate_ports
+from mso.engines.swarm.gateway import COMMAND as GATEWAY_COMMAND, allocate_ports
 from mso.engines.swarm.spec import AppContext, ReleaseInput, command, environment, healthcheck
 from mso.spec.load import LoadedManifest
 
@@ -106,8 +106,8 @@ def render_stack(loaded: LoadedManifest) -> str:
         for i, cfg in enumerate(m.services[name].config):
             doc["configs"][f"{name}_config_{i}"] = {"file": str(loaded.base_dir / cfg.source)}
     doc["services"][names.GATEWAY] = {
-        "image": "mso/gateway",
-        "command": ["python3", "-m", "mso.proxy", "--control", "/run/mso/control.sock"],
+        "image": "mso/gateway-proxy",
+        "command": GATEWAY_COMMAND,
         "networks": {"mso": {"aliases": [names.GATEWAY]}},
         "ports": [{"target": m.gateway.port, "published": m.gateway.port,
                    "protocol": "tcp", "mode": "host"}],
