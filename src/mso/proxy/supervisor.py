@@ -329,6 +329,17 @@ class Supervisor:
         except ProxyError as exc:
             raise ControlError(f"the proxy is unavailable: {exc}") from exc
 
+    async def set_control_metrics(self, raw: Any) -> None:
+        child = self.active
+        if child is None:
+            raise ControlError("no proxy is running")
+        try:
+            await child.client.set_control_metrics(raw)
+        except ProxyRejected as exc:
+            raise ValueError(str(exc)) from exc
+        except ProxyError as exc:
+            raise ControlError(f"the proxy is unavailable: {exc}") from exc
+
     async def stop(self, grace: float) -> None:
         self._stopping = True
         for task in [*self._tasks, self._spare_task]:
