@@ -22,7 +22,7 @@ import argparse
 import http.client
 import json
 import os
-import re
+from prometheus_client.parser import text_string_to_metric_families
 import signal
 import socket
 import statistics
@@ -57,9 +57,13 @@ def mso(folder: Path, *args: str) -> str:
 
 def requests_to(metrics_url: str, replica: str) -> int:
     text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    found = re.search(rf'^mso_proxy_requests_total{{cluster="echo/http",subset="stable",'
-                      rf'endpoint="{replica}"}} (\d+)$', text, re.M)
-    return int(found.group(1)) if found else 0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "mso_proxy_requests_total" \
+                    and sample.labels.get("endpoint") == replica \
+                    and sample.labels.get("cluster") == "echo/http":
+                return int(sample.value)
+    return 0
 
 
 def one_run(work: Path, per_try: str | None) -> tuple[int, int, float, float]:

@@ -5,11 +5,11 @@ passive outlier detection on timeouts, with the manifest's defaults)."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.harness import MsoApp, wait_for
 from tests.e2e.load import Load
@@ -36,9 +36,12 @@ services:
 def proxy_counter(app: MsoApp, metric: str, replica: str) -> int:
     url = app.json("endpoints")["metrics"]
     text = urllib.request.urlopen(url, timeout=10).read().decode()
-    found = re.search(rf'^{metric}{{cluster="echo/http",subset="stable",'
-                      rf'endpoint="{replica}"}} (\d+)$', text, re.M)
-    return int(found.group(1)) if found else 0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == metric and sample.labels.get("endpoint") == replica \
+                    and sample.labels.get("cluster") == "echo/http":
+                return int(sample.value)
+    return 0
 
 
 def test_a_sigstopped_replica_costs_no_get_and_leaves_the_rotation(app: MsoApp) -> None:
