@@ -66,10 +66,20 @@ def test_sigkilled_proxy_is_replaced_without_a_refused_connection(app: MsoApp) -
     assert result.ok > 300
     # One proxy serving and one spare: no proxy left over from the killed ones.
     assert app.instance is not None
-    survivors = [pid for pid in instance_processes(app.instance)
-                 if b"mso.proxy" in open(f"/proc/{pid}/cmdline", "rb").read()]
-    wait_for(lambda: len([p for p in survivors if os.path.exists(f"/proc/{p}")]) == 2,
-             message="one active and one spare proxy")
+    instance = app.instance
+
+    def proxies() -> list[int]:
+        found = []
+        for pid in instance_processes(instance):
+            try:
+                if b"mso.proxy" in open(f"/proc/{pid}/cmdline", "rb").read():
+                    found.append(pid)
+            except OSError:
+                pass
+        return found
+
+    # The new spare may still be starting: wait for the count, read afresh each time.
+    wait_for(lambda: len(proxies()) == 2, message="one active and one spare proxy")
     messages = [str(e["message"]) for e in restarts(app)]
     assert all("took over its listening sockets" in m for m in messages), messages
 
@@ -84,7 +94,8 @@ def test_proxy_and_daemon_both_killed_are_restored_by_the_next_up(app: MsoApp) -
     app.up()
     wait_for(lambda: app.get("/")[0] == 200, message="the gateway answers again")
     assert proxy_pid(app) not in (proxy, spare)
-    assert proxy_pid(app, "proxy_spare") not in (None, proxy, spare)
+    wait_for(lambda: proxy_pid(app, "proxy_spare") not in (None, proxy, spare),
+             message="a new spare proxy")
 
 
 def test_a_stopped_proxy_is_killed_and_replaced(app: MsoApp) -> None:
