@@ -62,7 +62,7 @@ def test_sigkilled_proxy_is_replaced_without_a_refused_connection(app: MsoApp) -
     for (start, end), failure in zip(result.failed_spans, result.failures):
         assert any(start <= kill <= end <= kill + 1.0 for kill in kills), \
             (failure, start, end, kills)
-    assert len(result.failures) <= 3, result.failures
+    assert len(result.failures) <= 4 * len(kills), result.failures  # 4 client threads
     assert result.ok > 300
     # One proxy serving and one spare: no proxy left over from the killed ones.
     assert app.instance is not None
