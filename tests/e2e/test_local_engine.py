@@ -351,3 +351,17 @@ def test_a_gateway_moved_onto_the_metrics_port_takes_it_and_metrics_move(app: Ms
     app.cli("scale", "echo=2")  # table pushes reach the proxy again
     wait_for(lambda: len(app.json("endpoints")["services"]["echo"]["endpoints"]) == 2
              and app.all_ready(2), message="the scaled replica routed")
+
+
+def test_scaled_down_replicas_are_no_longer_tailed(app: MsoApp) -> None:
+    """The raw output files of replicas that are gone are collected and removed (the
+    daemon polled them for ever before), those of the running ones stay."""
+    echo_app(app, replicas=3)
+    app.cli("scale", "echo=1")
+    wait_for(lambda: app.all_ready(1), message="1 READY replica")
+    kept = {r["replica"] for r in app.ps()}
+    run_dir = app.folder / ".mso" / "run"
+
+    def raw_files() -> set[str]:
+        return {p.name.split(".")[0] for p in run_dir.glob("echo-*.std*.log")}
+    wait_for(lambda: raw_files() == kept, message=f"raw files only of {kept}")

@@ -131,7 +131,7 @@ class JobRunner:
                   f"(cwd {spec['cwd']}): {(os.strerror(exc.errno) if exc.errno else str(exc)).lower()}"
             with open(err, "ab") as f:  # where the job's own errors go: `mso logs` shows it
                 f.write(f"mso: {why}\n".encode())
-            d.collector.process_exited(run_id)
+            d.collector.detach(run_id)
             remove_secret_files(d.paths, run_id)
             self._finish(name, spec_hash, None, why)
             return
@@ -144,7 +144,7 @@ class JobRunner:
             signal_group(ref, signal.SIGKILL)
             status, reason = None, f"timed out after {timeout:g}s"
         finally:
-            d.collector.process_exited(run_id)
+            d.collector.detach(run_id)
             self._refs.pop(name, None)
             remove_secret_files(d.paths, run_id)
         self._finish(name, spec_hash, status, reason)

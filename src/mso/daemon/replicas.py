@@ -213,6 +213,7 @@ class ReplicaBook:
         except Exception:
             log.exception("stopping %s failed", managed.record.id)
         finally:
+            managed.supervisor.release_logs()
             self.replicas.pop(managed.record.id, None)
             self.store.delete_replica(managed.record.id)
             remove_secret_files(self.paths, managed.record.id)

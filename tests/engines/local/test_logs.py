@@ -171,3 +171,32 @@ def test_quiet_replicas_are_polled_less_often_and_unchanged_files_not_opened(
     col.poll_due()
     assert lines(store)[-1] == ("stdout", "again")
     assert col._sources["web-1"].quiet_polls == 0  # writing again: polled at full pace
+
+
+def test_detach_collects_the_rest_removes_raw_files_and_stops_polling(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replica gone for good is no longer tailed (scaling 100 down to 10 kept 100
+    replicas' files polled for ever), and a later replica of the same name starts afresh:
+    no line is lost and none is read twice."""
+    col, store, out, err = setup(tmp_path)
+    write(out, b"one\nlast words, no newline")
+    col.poll_once()
+    col.detach("web-1")
+    assert lines(store) == [("stdout", "one"), ("stdout", "last words, no newline")]
+    assert not out.exists() and not err.exists()
+    looks: list[object] = []
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: looks.append(p) or real_stat(p, *a, **k))
+    col.poll_once()
+    assert looks == [] and col._sources == {}
+    col.detach("web-1")  # twice (or never attached): nothing to do
+    monkeypatch.undo()
+    col.attach("web-1", "web", 4, out, err)  # the same name again, new files
+    write(out, b"fresh\n")
+    col.poll_once()
+    assert lines(store)[-1] == ("stdout", "fresh")
+    assert [line for _, line in lines(store)].count("one") == 1
+    restarted = LogCollector(store)  # offsets saved without the detached files
+    restarted.attach("web-1", "web", 4, out, err)
+    restarted.poll_once()
+    assert [line for _, line in lines(store)].count("fresh") == 1

@@ -147,10 +147,26 @@ class LogCollector:
         self._collect(replica_id, final=True)
 
     def detach(self, replica_id: str) -> None:
-        """Final collection, then stop tailing the replica."""
-        if replica_id in self._sources:
+        """The replica is gone for good: collect what is left, stop tailing it and remove
+        its raw files (everything in them is in the log store now).
+
+        Without this every replica that ever ran stayed polled until the daemon restarted:
+        scaling 100 replicas down to 10 kept the stat calls of 100, and each rollout (new
+        replica names) added more. A later replica of the same name starts new files at
+        offset 0.
+        """
+        source = self._sources.get(replica_id)
+        if source is None:
+            return
+        try:
             self._collect(replica_id, final=True)
+        finally:
             del self._sources[replica_id]
+            for tail in source.tails:
+                self._saved.pop(str(tail.path), None)
+                with contextlib.suppress(OSError):
+                    tail.path.unlink()
+            self._offsets_dirty = True
 
     # -- polling ------------------------------------------------------------------------
 

@@ -78,6 +78,8 @@ class LogSink(Protocol):
 
     def process_exited(self, replica_id: str) -> None: ...
 
+    def detach(self, replica_id: str) -> None: ...
+
 
 def after_exit(policy: RestartPolicy, status: int | None) -> ReplicaState:
     """State after the process exited: BACKOFF (restart), EXITED (completed) or FAILED.

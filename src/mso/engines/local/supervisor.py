@@ -262,6 +262,15 @@ class ReplicaSupervisor:
             except OSError as exc:
                 log.warning("last output of %s not collected: %s", self.spec.id, exc)
 
+    def release_logs(self) -> None:
+        """The replica is gone for good (stopped, not restarted): its output is
+        collected one last time and no longer tailed."""
+        if self._logs is not None:
+            try:
+                self._logs.detach(self.spec.id)
+            except OSError as exc:
+                log.warning("last output of %s not collected: %s", self.spec.id, exc)
+
     def _spawn(self) -> ProcessRef | None:
         spec = self.spec
         if self._cgroups is not None and self.cgroup is None:
