@@ -20,6 +20,7 @@ from typing import Any
 import uvicorn
 
 from mso.api.app import create_app
+from mso.api.serving import QuietServer
 from mso.daemon.core import Daemon, DaemonBusy
 from mso.engines.local.process import raise_open_files_limit
 from mso.daemon.logsettings import LogSettings, rotate_own_log
@@ -53,11 +54,6 @@ def _tcp_listener(port: int) -> socket.socket:
     return sock
 
 
-async def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
-    # `_serve` is `serve` without uvicorn's own signal handlers: the daemon owns signals.
-    await server._serve([sock])
-
-
 async def _bound_own_log(paths: StatePaths, period: float = 5.0) -> None:
     """Keep `.mso/daemon.log` (this process's stderr) under MSO_DAEMON_LOG_SIZE."""
     limit = LogSettings.from_env(os.environ).daemon_log_bytes
@@ -77,7 +73,7 @@ async def run(paths: StatePaths, manifest: str | None, api_port: int | None) -> 
         except ManifestError as exc:
             daemon.store.add_event("daemon.error", str(exc))
             log.error("%s", exc)
-    servers: list[uvicorn.Server] = []
+    servers: list[QuietServer] = []
     loop = asyncio.get_running_loop()
 
     dashboard: Any = None
@@ -95,7 +91,7 @@ async def run(paths: StatePaths, manifest: str | None, api_port: int | None) -> 
 
     async def stop_servers() -> None:
         for server in servers:
-            server.should_exit = True
+            server.stop()
         if dashboard is not None:
             await dashboard.stop()
 
@@ -107,10 +103,10 @@ async def run(paths: StatePaths, manifest: str | None, api_port: int | None) -> 
         listeners.append((create_app(daemon, token, stop_servers, start_dashboard),
                           _tcp_listener(api_port)))
     for app, sock in listeners:
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
-                                               access_log=False))
+        server = QuietServer(uvicorn.Config(app, log_level="warning", lifespan="off",
+                                            access_log=False))
         servers.append(server)
-        tasks.append(asyncio.ensure_future(_serve(server, sock)))
+        tasks.append(asyncio.ensure_future(server.serve_on(sock)))
 
     async def on_signal(sig: signal.Signals) -> None:
         if sig == signal.SIGHUP:

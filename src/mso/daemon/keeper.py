@@ -60,6 +60,8 @@ def api_answers(path: Path, timeout: float = WATCHDOG_TIMEOUT) -> bool:
             sock.connect(str(path))
             sock.sendall(b"GET /v1/status HTTP/1.1\r\nHost: mso\r\nConnection: close\r\n\r\n")
             head = sock.recv(64)
+            while sock.recv(65536):  # read it all: a reset mid-answer costs the daemon
+                pass
     except OSError:
         return False
     return head.startswith(b"HTTP/1.1 200")

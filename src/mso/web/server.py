@@ -5,7 +5,7 @@ an app nobody watches pays for neither the templates' import nor a port nor the
 sampler's one metrics call a second. It then keeps serving until the daemon stops
 (`mso down`, or a detach: a new daemon starts it again on the next `mso dashboard`).
 
-It runs in the daemon's event loop, beside the API (`uvicorn.Server._serve` on a socket
+It runs in the daemon's event loop, beside the API (`QuietServer.serve_on` on a socket
 bound here, as the daemon does for the API), so pages read the daemon's state directly
 and actions call the same methods as the API's handlers. The daemon imports this module
 lazily from its entry point only (mso.daemon.__main__): the one import from the daemon
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from mso.api.serving import QuietServer
 from mso.errors import Conflict
 from mso.web import data
 from mso.web.app import create_dashboard
@@ -45,7 +46,7 @@ class Dashboard:
         self.port: int | None = None
         self.closing = asyncio.Event()
         self.sampler = data.Sampler(daemon.metrics, lambda: data.cluster_services(daemon))
-        self._server: uvicorn.Server | None = None
+        self._server: QuietServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, port: int | None) -> int:
@@ -68,10 +69,10 @@ class Dashboard:
         sock.setblocking(False)
         self.port = int(sock.getsockname()[1])
         app = create_dashboard(self.daemon, self.token, self.sampler, self.closing)
-        self._server = uvicorn.Server(uvicorn.Config(
+        self._server = QuietServer(uvicorn.Config(
             app, log_level="warning", lifespan="off", access_log=False,
             timeout_graceful_shutdown=3))
-        self._tasks = [asyncio.ensure_future(self._server._serve([sock])),
+        self._tasks = [asyncio.ensure_future(self._server.serve_on(sock)),
                        asyncio.ensure_future(self.sampler.run())]
         self.daemon.store.add_event("dashboard.started",
                                     f"dashboard serving on http://{HOST}:{self.port}/")
@@ -80,7 +81,7 @@ class Dashboard:
     async def stop(self) -> None:
         self.closing.set()
         if self._server is not None:
-            self._server.should_exit = True
+            self._server.stop()
         for task in self._tasks[1:]:  # the sampler: the server ends by itself
             task.cancel()
         for task in self._tasks:
