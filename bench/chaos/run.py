@@ -49,10 +49,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from bench.docs_section import write_section  # noqa: E402
 
 from tests.e2e.harness import MsoApp, instance_processes, wait_for  # noqa: E402
 
-DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Chaos (issue 15)"
 RATE = 200.0
 THREADS = 4
@@ -410,14 +410,7 @@ def main() -> int:
     for line in missed:
         print(f"GOAL MISSED: {line}", file=sys.stderr)
     if not args.no_write and not missed:
-        docs = DOCS.read_text()
-        start = docs.find(SECTION)
-        if start == -1:
-            docs = docs.rstrip("\n") + "\n\n" + text
-        else:
-            nxt = docs.find("\n## ", start + len(SECTION))
-            docs = docs[:start] + text + ("\n" + docs[nxt + 1:] if nxt != -1 else "")
-        DOCS.write_text(docs)
+        write_section(SECTION, text)
     return 1 if missed else 0
 
 

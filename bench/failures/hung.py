@@ -35,9 +35,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from bench.docs_section import write_section  # noqa: E402
 from tests.e2e.load import Load  # noqa: E402
 
-DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## A hung replica (issue 15)"
 MSO = [sys.executable, "-m", "mso"]
 ECHO = ROOT / "tests" / "e2e" / "apps" / "echo.py"
@@ -155,14 +155,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
-        text = DOCS.read_text()
-        start = text.find(SECTION)
-        if start == -1:
-            text = text.rstrip("\n") + "\n\n" + report
-        else:
-            nxt = text.find("\n## ", start + len(SECTION))
-            text = text[:start] + report + ("\n" + text[nxt + 1:] if nxt != -1 else "")
-        DOCS.write_text(text)
+        write_section(SECTION, report)
 
 
 if __name__ == "__main__":

@@ -34,11 +34,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from bench.docs_section import write_section  # noqa: E402
 
 from tests.e2e.harness import MsoApp, free_port, wait_for  # noqa: E402
 from tests.e2e.test_local_engine import echo_app  # noqa: E402
 
-DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Data plane failover (issue 15)"
 RATE = 200.0
 THREADS = 4
@@ -275,14 +275,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
-        text = DOCS.read_text()
-        start = text.find(SECTION)
-        if start == -1:
-            text = text.rstrip("\n") + "\n\n" + report
-        else:
-            nxt = text.find("\n## ", start + len(SECTION))
-            text = text[:start] + report + ("\n" + text[nxt + 1:] if nxt != -1 else "")
-        DOCS.write_text(text)
+        write_section(SECTION, report)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ROOT / "docs" / "benchmarks.md"
+sys.path.insert(0, str(ROOT))
+from bench.docs_section import write_section  # noqa: E402
 SECTION = "## Failures and stops (issue 21)"
 MSO = [sys.executable, "-m", "mso"]
 CRASH = ("import sys; print('starting', flush=True); "
@@ -164,14 +165,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
-        text = DOCS.read_text()
-        start = text.find(SECTION)
-        if start == -1:
-            text = text.rstrip("\n") + "\n\n" + report
-        else:
-            nxt = text.find("\n## ", start + len(SECTION))
-            text = text[:start] + report + ("\n" + text[nxt + 1:] if nxt != -1 else "")
-        DOCS.write_text(text)
+        write_section(SECTION, report)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,13 @@ into docs/benchmarks.md, leaving every other section as it was.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench import docs_section  # noqa: E402
 from baselines import PeerEstimate
 from measure import CanaryTrial, RollingUpdate, spread
 
@@ -189,10 +193,4 @@ def render(res: Results) -> str:
 
 def replace_section(text: str, report: str) -> str:
     """`text` with the section `SECTION` replaced by (or appended as) `report`."""
-    report = report.rstrip("\n") + "\n"
-    start = text.find(SECTION)
-    if start == -1:
-        return text.rstrip("\n") + "\n\n" + report
-    nxt = text.find("\n## ", start + len(SECTION))
-    rest = text[nxt + 1:] if nxt != -1 else ""
-    return text[:start] + (report + "\n" + rest if rest else report)
+    return docs_section.replace_section(text, SECTION, report)

@@ -21,11 +21,11 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from bench.docs_section import write_section  # noqa: E402
 
 from tests.e2e.dashboard import base_of, dashboard_url  # noqa: E402
 from tests.e2e.harness import ECHO, MsoApp, wait_for  # noqa: E402
 
-DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Dashboard overview (issue 16)"
 
 
@@ -99,14 +99,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
-        text = DOCS.read_text()
-        start = text.find(SECTION)
-        if start == -1:
-            text = text.rstrip("\n") + "\n\n" + report
-        else:
-            nxt = text.find("\n## ", start + len(SECTION))
-            text = text[:start] + report + ("\n" + text[nxt + 1:] if nxt != -1 else "")
-        DOCS.write_text(text)
+        write_section(SECTION, report)
 
 
 if __name__ == "__main__":
