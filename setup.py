@@ -7,10 +7,19 @@ compiler, or with MSO_COMPILE=0, the same modules run as plain Python.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
+from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+#: Written next to the compiled modules: the sha256 of each source they were built from.
+#: mso.proxy.native compares it with the installed sources (mtimes mean nothing once a
+#: wheel is unpacked, so a plain `pip install .` judged its fresh build stale).
+BUILD_RECORD = "native_build.json"
 
 HOT_MODULES = [
     "src/mso/proxy/accesslog.py",
@@ -43,4 +52,21 @@ def ext_modules() -> list[object]:
     return list(exts)
 
 
-setup(ext_modules=ext_modules())
+class RecordingBuildExt(build_ext):
+    """build_ext that also records which sources the compiled modules were built from."""
+
+    def run(self) -> None:
+        super().run()
+        built = [m for m in HOT_MODULES
+                 if any(e.name.endswith("." + Path(m).stem) for e in self.extensions)]
+        if not built:
+            return
+        record = {Path(m).stem: hashlib.sha256(Path(m).read_bytes()).hexdigest()
+                  for m in built}
+        folder = Path("src/mso/proxy") if self.inplace else \
+            Path(self.build_lib) / "mso" / "proxy"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / BUILD_RECORD).write_text(json.dumps(record, indent=1) + "\n")
+
+
+setup(ext_modules=ext_modules(), cmdclass={"build_ext": RecordingBuildExt})

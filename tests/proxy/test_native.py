@@ -39,6 +39,26 @@ def test_source_edited_after_build_falls_back_to_python(tmp_path: Path) -> None:
     _fake_build(tmp_path, age=-10)
     compiled, why = native.choose({}, tmp_path)
     assert not compiled and "stale" in why and "pip install -e ." in why
+    assert not (tmp_path / native.BUILD_RECORD).exists()  # no record: mtimes decide
+
+
+def _record(folder: Path, hashes: dict[str, str] | None = None) -> None:
+    import hashlib
+    import json
+    (folder / native.BUILD_RECORD).write_text(json.dumps(hashes or {
+        name: hashlib.sha256((folder / f"{name}.py").read_bytes()).hexdigest()
+        for name in native.HOT}))
+
+
+def test_a_recorded_build_is_judged_by_source_hash_not_mtime(tmp_path: Path) -> None:
+    """A wheel unpacks every file with the time of the install, so a fresh `pip install .`
+    used to look stale; the build records what it compiled instead."""
+    _fake_build(tmp_path, age=-10)  # "older" by mtime, as after unpacking a wheel
+    _record(tmp_path)
+    assert native.choose({}, tmp_path) == (True, "compiled with mypyc")
+    (tmp_path / "exchange.py").write_text("# edited after the build\n")
+    compiled, why = native.choose({}, tmp_path)
+    assert not compiled and why.startswith("compiled build is stale for exchange:")
 
 
 def test_one_missing_module_means_none_compiled(tmp_path: Path) -> None:
@@ -84,3 +104,32 @@ def test_both_builds_proxy_requests(backends: Any, pure: str) -> None:
         conn.close()
     finally:
         proxy.stop()
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="no C compiler here, so the proxy cannot be compiled")
+def test_a_wheel_installed_elsewhere_runs_compiled(tmp_path: Path) -> None:
+    """`pip install .` (a wheel, unpacked with new mtimes) gives the compiled proxy; it
+    used to answer "compiled build is stale ... rerun pip install -e ." at once."""
+    import subprocess
+    import sys
+    repo = Path(__file__).resolve().parents[2]
+    tree = tmp_path / "tree"  # a copy: building in the clone would leave build/ there
+    tree.mkdir()
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy2(repo / name, tree / name)
+    shutil.copytree(repo / "src", tree / "src",
+                    ignore=shutil.ignore_patterns("*.so", "native_build.json", "__pycache__"))
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w",
+                    str(tmp_path / "dist"), str(tree)], check=True, timeout=600)
+    wheel = next((tmp_path / "dist").glob("mso-*.whl"))
+    target = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True, timeout=300)
+    probe = subprocess.run(
+        [sys.executable, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+         "from mso.proxy import native; print(native.choose({}))", str(target)],
+        capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip() == "(True, 'compiled with mypyc')", probe.stderr

@@ -1,17 +1,22 @@
 """Which build of the per-request modules runs: mypyc-compiled or plain Python.
 
-`setup.py` compiles the hot modules (HOT below) with mypyc in place, next to their
-sources.  A compiled module older than its source is stale (the source was edited or
-pulled since the build) and would silently run old code, so in that case, or when
-MSO_PROXY_PURE=1, every hot module is loaded from source instead.  It is all or none:
+`setup.py` compiles the hot modules (HOT below) with mypyc, next to their sources, and
+records the sha256 of each source it compiled (`native_build.json`).  A compiled module
+whose source no longer has that hash is stale (the source was edited or pulled since the
+build) and would silently run old code, so in that case, or when MSO_PROXY_PURE=1, every
+hot module is loaded from source instead.  Hashes, not mtimes: a wheel's files all get
+the time they were unpacked, so a fresh `pip install .` looked stale by mtime.  A build
+without the record (older setup.py) is judged by mtime as before.  It is all or none:
 compiled code checks the classes of what it is handed, and a compiled Exchange given a
 pure-Python ClientConnection would fail.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -36,12 +41,30 @@ def compiled_files(folder: Path = _HERE) -> dict[str, Path]:
     return out
 
 
+BUILD_RECORD = "native_build.json"
+
+
+def _recorded_hashes(folder: Path) -> dict[str, str] | None:
+    try:
+        data = json.loads((folder / BUILD_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else None
+
+
 def stale_modules(compiled: dict[str, Path], folder: Path = _HERE) -> list[str]:
     """Hot modules whose source changed after they were compiled (or never were)."""
+    recorded = _recorded_hashes(folder)
     stale = []
     for name in HOT:
         so = compiled.get(name)
-        if so is None or so.stat().st_mtime < (folder / f"{name}.py").stat().st_mtime:
+        source = folder / f"{name}.py"
+        if so is None:
+            stale.append(name)
+        elif recorded is not None:
+            if recorded.get(name) != hashlib.sha256(source.read_bytes()).hexdigest():
+                stale.append(name)
+        elif so.stat().st_mtime < source.stat().st_mtime:
             stale.append(name)
     return stale
 
@@ -58,7 +81,7 @@ def choose(environ: Mapping[str, str] = os.environ, folder: Path = _HERE,
     stale = stale_modules(compiled, folder)
     if stale:
         return False, (f"compiled build is stale for {', '.join(stale)}: "
-                       "rerun `pip install -e .` to rebuild it")
+                       "reinstall mso (`pip install -e .` in a clone) to rebuild it")
     return True, "compiled with mypyc"
 
 
