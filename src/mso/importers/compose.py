@@ -127,6 +127,7 @@ class _Translator:
         self.route_lines: list[int] = []
         self.gateway: dict[str, Any] = {}
         self.blockers: list[str] = []
+        self.not_imported: dict[str, Any] = {}
 
     # -- bookkeeping --------------------------------------------------------------------
     def note(self, svc: ServiceDef, path: tuple[str | int, ...], status: Status,
@@ -169,9 +170,11 @@ class _Translator:
                 self.note(svc, ("profiles",), "dropped", None,
                           f"profile {wanted} is not enabled, so compose would not start it "
                           f"either; import with --profile {wanted.split(', ')[0]} to include it")
-        for name in [n for n in list(self.services) + list(self.jobs) if n in self.dropped]:
-            self.services.pop(name, None)
-            self.jobs.pop(name, None)
+        keep = [i for i, r in enumerate(self.routes) if r["service"] not in self.dropped]
+        self.routes = [self.routes[i] for i in keep]
+        self.route_lines = [self.route_lines[i] for i in keep]
+        if not self.routes:
+            self.gateway = {}
         self._drop_dangling()
         data: dict[str, Any] = {"app": self.app}
         if self.gateway:
@@ -196,7 +199,7 @@ class _Translator:
                             f"interpolated at import time from the environment and .env: "
                             f"{', '.join(used)}; import again after changing them")
         return Imported(main.path, main.display, "compose", data, self.lines, self.report,
-                        self.blockers)
+                        self.blockers, self.not_imported)
 
     def _top_level(self) -> None:
         main = self.main
@@ -243,17 +246,32 @@ class _Translator:
             raise self.error(svc, ("depends_on",), "expected a list of services or a mapping")
         return as_mapping(raw)
 
+    @staticmethod
+    def _dep_path(svc: ServiceDef, dep: str) -> tuple[str | int, ...]:
+        """Where `dep` is written in the service's depends_on (a list item, or a key)."""
+        raw = svc.data.get("depends_on")
+        if isinstance(raw, list) and dep in raw:
+            return ("depends_on", raw.index(dep))
+        return ("depends_on", dep)
+
     def _check_graph(self, enabled: dict[str, ServiceDef]) -> None:
         edges: dict[str, list[str]] = {}
         for name, svc in self.p.services.items():
             for dep in self._deps(svc):
                 if dep == name:
-                    raise self.error(svc, ("depends_on", dep), f"{name!r} depends on itself")
+                    raise self.error(svc, self._dep_path(svc, dep), f"{name!r} depends on itself")
                 if dep not in self.p.services:
                     known = ", ".join(self.p.services)
-                    raise self.error(svc, ("depends_on", dep),
+                    raise self.error(svc, self._dep_path(svc, dep),
                                      f"unknown service {dep!r} (defined: {known})")
             edges[name] = list(self._deps(svc))
+        for name, svc in enabled.items():
+            for dep in self._deps(svc):
+                if dep not in enabled:
+                    wanted = ", ".join(map(str, self.p.services[dep].data.get("profiles") or []))
+                    raise self.error(svc, self._dep_path(svc, dep), f"{dep!r} is not enabled "
+                                     f"(profiles: {wanted}), so this dependency cannot be met; "
+                                     f"import with --profile {wanted.split(', ')[0]}")
         cycle = find_cycle(edges)
         if cycle is not None:
             first = self.p.services[cycle[0]]
@@ -264,7 +282,7 @@ class _Translator:
         if spec is None:
             return "started"
         if not isinstance(spec, dict):
-            raise self.error(svc, ("depends_on", dep), "expected {condition: ...}")
+            raise self.error(svc, self._dep_path(svc, dep), "expected {condition: ...}")
         cond = spec.get("condition", "service_started")
         if cond not in _CONDITIONS:
             raise self.error(svc, ("depends_on", dep, "condition"),
@@ -287,7 +305,7 @@ class _Translator:
                 for dep in list(item.get("depends_on") or {}):
                     if dep not in self.services and dep not in self.jobs:
                         del item["depends_on"][dep]
-                        self.note(self.p.services[name], ("depends_on", dep), "dropped", None,
+                        self.note(self.p.services[name], self._dep_path(self.p.services[name], dep), "dropped", None,
                                   f"{dep!r} is not in the manifest (see its entry)")
                 if "depends_on" in item and not item["depends_on"]:
                     del item["depends_on"]
@@ -326,6 +344,7 @@ class _Translator:
                       "embedded engine is issue 17 part 2); give it `command:` to import it")
             self.blockers.append(f"{name}: runs only {what} (no command:); the embedded engine "
                                  "runs processes and cannot run an image yet")
+            self.not_imported[name] = {k: v for k, v in svc.data.items() if k in ("image", "build")}
             return
         out["run"] = run
         self.mark((*base, "run"), svc, ("command",) if "command" in svc.data else ("entrypoint",))
@@ -512,17 +531,13 @@ class _Translator:
         result: dict[str, str] = {}
         for dep, spec in self._deps(svc).items():
             cond = self._condition(svc, dep, spec)
-            if dep not in enabled:
-                self.note(svc, ("depends_on", dep), "dropped", None, f"{dep!r} is left out "
-                          "(its profile is not enabled)")
-                continue
             if dep in jobs and is_job:
                 result[dep] = "completed"
-                self.note(svc, ("depends_on", dep), "translated",
+                self.note(svc, self._dep_path(svc, dep), "translated",
                           f"jobs.{svc.name}.depends_on.{dep}: completed")
                 continue
             if dep in jobs:
-                self.note(svc, ("depends_on", dep), "translated", f"jobs.{dep}.before",
+                self.note(svc, self._dep_path(svc, dep), "translated", f"jobs.{dep}.before",
                           f"{dep} is a one-shot job that runs before {svc.name}")
                 continue
             if isinstance(spec, dict):
@@ -535,8 +550,8 @@ class _Translator:
                 cond = "started"  # unreachable for enabled services (they became jobs)
             result[dep] = cond
             self.mark(((("jobs" if is_job else "services"), svc.name, "depends_on", dep)), svc,
-                      ("depends_on", dep))
-            self.note(svc, ("depends_on", dep), "translated",
+                      self._dep_path(svc, dep))
+            self.note(svc, self._dep_path(svc, dep), "translated",
                       f"{'jobs' if is_job else 'services'}.{svc.name}.depends_on.{dep}: {cond}",
                       f"the dependent also gets {dep.upper().replace('-', '_')}_URL/_HOST/_PORT")
         if result:

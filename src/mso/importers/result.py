@@ -42,6 +42,8 @@ class Imported:
     report: Report
     # Services the embedded engine cannot run yet, each with why (e.g. image-only).
     local_blockers: list[str] = field(default_factory=list)
+    # Source services left out of `data` (shown as a comment at the end of mso.yaml).
+    not_imported: dict[str, Any] = field(default_factory=dict)
 
     def manifest_data(self) -> dict[str, Any]:
         """The manifest as written to mso.yaml: a literal `$` is written `$$`, so mso's
@@ -54,7 +56,12 @@ class Imported:
                   f"# its report (stderr, or `mso import {self.display} -o json`).\n")
         body = yaml.safe_dump(self.manifest_data(), sort_keys=False, allow_unicode=True,
                               default_flow_style=False, width=100)
-        return header + body
+        if not self.not_imported:
+            return header + body
+        left = yaml.safe_dump(self.not_imported, sort_keys=False, default_flow_style=False)
+        note = ("\n# Not imported: these services run only an image's own command, which an mso\n"
+                "# service cannot express yet (it needs `run:`); see the report.\n")
+        return header + body + note + "".join(f"#   {line}\n" for line in left.splitlines())
 
 
 def escape_dollars(value: Any) -> Any:
