@@ -163,7 +163,7 @@ def test_the_profiles_example_with_debug_only_is_invalid(tmp_path: Path) -> None
 
 def test_the_include_example(tmp_path: Path) -> None:
     (tmp_path / "my-compose-include.yaml").write_text(
-        "services:\n  serviceB:\n    command: [python3, -m, http.server]\n    expose: ['8000']\n")
+        "services:\n  service-b:\n    command: [python3, -m, http.server]\n    expose: ['8000']\n")
     imported = compose(tmp_path, INCLUDE.replace("serviceA", "service-a")
                        .replace("serviceB", "service-b"))
     assert entry(imported, "include", "translated").line == 1
