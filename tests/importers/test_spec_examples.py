@@ -186,8 +186,14 @@ def test_the_depends_on_examples(tmp_path: Path, text: str) -> None:
     imported = compose(tmp_path, text)
     for name in ("web", "redis", "db"):
         assert entry(imported, f"services.{name}", "dropped")
-    for dep in ("db", "redis"):
-        assert entry(imported, f"services.web.depends_on.{dep}", "dropped")
-    if text is DEPENDS_LONG:
-        assert entry(imported, "services.web.depends_on.db.restart", "dropped").line == 7
+    round_trip(imported, tmp_path)
+    # The same with a command for web (as it would run here): its dependencies on the
+    # image-only services are dropped, each said so, and `restart: true` too.
+    imported = compose(tmp_path, text.replace("    build: .\n", "    build: .\n    command: [app]\n"))
+    assert imported.data["services"]["web"]["run"] == ["app"]
+    dropped = [e for e in imported.report.entries if e.status == "dropped"
+               and e.key.startswith("services.web.depends_on.")]
+    assert [e.line for e in dropped] == ([6, 7] if text is DEPENDS_SHORT else [6, 9]), dropped
+    assert not any(e.key.startswith("services.web.depends_on") and e.status == "translated"
+                   for e in imported.report.entries)
     round_trip(imported, tmp_path)

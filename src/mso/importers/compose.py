@@ -162,6 +162,8 @@ class _Translator:
         enabled = self._enabled()
         self._check_graph(enabled)
         jobs = self._one_shots(enabled)
+        self.dropped = {n for n, svc in enabled.items()
+                        if not svc.data.get("command") and not svc.data.get("entrypoint")}
         for name, svc in enabled.items():
             self._service(svc, enabled, jobs)
         for name, svc in self.p.services.items():
@@ -531,6 +533,10 @@ class _Translator:
         result: dict[str, str] = {}
         for dep, spec in self._deps(svc).items():
             cond = self._condition(svc, dep, spec)
+            if dep in self.dropped:
+                self.note(svc, self._dep_path(svc, dep), "dropped", None,
+                          f"{dep!r} is not imported (see its entry)")
+                continue
             if dep in jobs and is_job:
                 result[dep] = "completed"
                 self.note(svc, self._dep_path(svc, dep), "translated",
