@@ -582,7 +582,8 @@ class _Translator:
                           "an internal port: dependents reach it at the service's stable address")
         if not named:
             return
-        out["ports"] = {n: spec["port"] if spec["protocol"] == "http" else spec for n, spec in named.items()}
+        out["ports"] = {n: spec["port"] if spec["protocol"] == "http"
+                        else {"port": spec["port"], "protocol": "tcp"} for n, spec in named.items()}
         routed: set[str] = set()
         for name, host, ip, i in published:
             protocol = named[name]["protocol"]
