@@ -277,7 +277,7 @@ class _Translator:
         cycle = find_cycle(edges)
         if cycle is not None:
             first = self.p.services[cycle[0]]
-            raise self.error(first, ("depends_on", cycle[1 % len(cycle)]),
+            raise self.error(first, self._dep_path(first, cycle[1 % len(cycle)]),
                              "dependency cycle: " + " -> ".join([*cycle, cycle[0]]))
 
     def _condition(self, svc: ServiceDef, dep: str, spec: Any) -> str:
