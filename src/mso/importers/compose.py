@@ -128,6 +128,8 @@ class _Translator:
         self.gateway: dict[str, Any] = {}
         self.blockers: list[str] = []
         self.not_imported: dict[str, Any] = {}
+        self.dropped: set[str] = set()  # services left out (no command)
+        self.app = "app"
 
     # -- bookkeeping --------------------------------------------------------------------
     def note(self, svc: ServiceDef, path: tuple[str | int, ...], status: Status,
@@ -229,7 +231,6 @@ class _Translator:
                     self.top(doc, loc, "dropped", None, _TOP_DROPPED[key])
                 else:
                     self.top(doc, loc, "dropped", None, "not a Compose Specification key mso knows")
-        self.dropped: set[str] = set()
 
     def _enabled(self) -> dict[str, ServiceDef]:
         out = {}

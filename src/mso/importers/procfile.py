@@ -17,6 +17,7 @@ from typing import Any
 from mso.importers.report import Report
 from mso.importers.result import Imported, rebase
 from mso.importers.source import display_path, read_text
+from mso.spec.envfile import matched_lines
 from mso.spec.errors import ManifestError
 from mso.spec.yaml_loader import LineMap
 
@@ -45,13 +46,7 @@ def import_procfile(path: Path, *, out_dir: Path | None = None) -> Imported:
     if cwd is None:
         raise ManifestError(display, None, "", "the manifest must be written in the Procfile's "
                             "folder or a folder above it (its commands run there)")
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _LINE.match(line)
-        if match is None:
-            raise ManifestError(display, number, "", "expected `name: command`")
+    for number, match in matched_lines(text, _LINE, display, "expected `name: command`"):
         kind, command = match.group(1), match.group(2).strip()
         name = kind.lower().replace("_", "-").strip("-")
         if not command:
