@@ -275,7 +275,9 @@ def test_deploy(tmp_path: Path) -> None:
 def test_a_web_service_without_update_config_gets_the_default_rollout(tmp_path: Path) -> None:
     imported = compose(tmp_path, "services:\n  web:\n    command: [web]\n    ports: ['80']\n")
     assert "rollout" not in imported.data["services"]["web"]
-    assert "rolling (default)" in entry(imported, "services.web.ports", "note").to
+    notes = [e for e in imported.report.entries if e.key == "services.web.ports" and e.status == "note"]
+    assert any("rolling (default)" in (e.to or "") for e in notes)
+    assert any("$PORT" in (e.reason or "") for e in notes)
     assert imported.data["gateway"] == {"port": 8080}
 
 
@@ -392,3 +394,17 @@ def test_paths_are_written_relative_to_the_manifest(tmp_path: Path) -> None:
     deeper.mkdir()
     imported = import_file(sub / "compose.yaml", {}, out_dir=deeper)
     assert "outside" in entry(imported, "services.a.env_file", "dropped").reason
+
+
+def test_a_value_mso_refuses_is_reported_at_the_compose_line(tmp_path: Path) -> None:
+    from mso.importers import load_imported
+    text = """
+    services:
+      a:
+        command: [a]
+        stop_signal: SIGFOO   # <-
+    """
+    imported = compose(tmp_path, text)
+    with pytest.raises(ManifestError, match=rf"compose.yaml:{line_of(text)}: services.a.stop.signal: "
+                                            "unknown or unusable stop signal"):
+        load_imported(imported, {})

@@ -137,6 +137,12 @@ class _Translator:
         doc, line = svc.where(*path)
         key = ".".join(str(p) for p in ("services", svc.name, *path))
         self.report.add(doc.display, line, key, status, to, reason)
+        if to and status in ("kept", "translated") and to.startswith(("services.", "jobs.")) \
+                and doc is self.main and line is not None:
+            # what the key became points back at it: a later validation error has its line
+            target = to.split(" ")[0].split(":")[0]
+            loc = tuple(int(p) if p.isdigit() else p for p in target.split("."))
+            self.lines.lines.setdefault(loc, line)
 
     def top(self, doc: Doc, loc: Loc, status: Status, to: str | None = None,
             reason: str | None = None) -> None:
@@ -583,6 +589,10 @@ class _Translator:
                           "an internal port: dependents reach it at the service's stable address")
         if not named:
             return
+        self.note(svc, ("ports",) if ports else ("expose",), "note", None,
+                  "on the local engine each replica listens on its own $PORT (and "
+                  "PORT_<NAME> per port), not on the compose port: a program bound to a "
+                  "fixed port must read PORT")
         out["ports"] = {n: spec["port"] if spec["protocol"] == "http"
                         else {"port": spec["port"], "protocol": "tcp"} for n, spec in named.items()}
         routed: set[str] = set()
