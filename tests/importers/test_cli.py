@@ -162,3 +162,12 @@ def test_a_compose_file_is_found_in_its_folder(tmp_path: Path) -> None:
     proc = mso(tmp_path, "validate", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "compose.yaml: valid for local (2 services, 0 jobs)" in proc.stdout
+
+
+def test_validate_says_what_was_not_imported(tmp_path: Path) -> None:
+    (tmp_path / "compose.yaml").write_text(SHOP)
+    proc = mso(tmp_path, "validate", "compose.yaml")
+    assert proc.returncode == 0, proc.stderr
+    assert "valid for local (2 services, 0 jobs)" in proc.stdout
+    assert "mso: warning: not imported: redis: runs only image redis" in proc.stderr
+    assert "mso import: compose.yaml:12: services.redis: dropped" in proc.stderr

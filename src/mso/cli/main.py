@@ -93,7 +93,7 @@ def no_app_here(path: Path) -> CliError:
 
 
 def load(file: str | None, positional: str | None = None, *,
-         check_files: bool = True, report: bool = False) -> LoadedManifest:
+         check_files: bool = True, report: bool = False, refuse: bool = True) -> LoadedManifest:
     """The manifest. `check_files=False` for commands that need only its names (`down`):
     they must work without the secrets, env files and configs that starting needs.
     A compose file or Procfile is imported in memory (`report`: say on stderr what
@@ -108,7 +108,10 @@ def load(file: str | None, positional: str | None = None, *,
     imported = import_file(path, dict(os.environ))
     for line in imported.report.lines():
         click.echo(f"mso import: {line}", err=True)
-    if imported.local_blockers:
+    if imported.local_blockers and not refuse:
+        for blocker in imported.local_blockers:
+            click.echo(f"mso: warning: not imported: {blocker}", err=True)
+    elif imported.local_blockers:
         raise CliError("cannot run " + imported.display + " yet: "
                        + "; ".join(imported.local_blockers)
                        + ". Give those services a `command:` that runs here, or leave them "
@@ -593,9 +596,9 @@ def _watch_rollout(get_status: Callable[[], dict[str, Any]], fmt: str,
 @manifest_options
 @output_option("json")
 def validate(path: str | None, file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
-    """Check a manifest without running anything."""
+    """Check a manifest (or a compose file or Procfile, imported) without running anything."""
     try:
-        loaded = load(file, path)
+        loaded = load(file, path, report=True, refuse=False)
     except ManifestError as exc:
         if fmt == "json":
             # Scripts and editors get the problems as data too; stderr and exit 2 as ever.
