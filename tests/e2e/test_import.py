@@ -57,5 +57,10 @@ def test_up_a_compose_file_answers_through_the_gateway(app: MsoApp) -> None:
     assert all(r["state"] == "READY" for r in replicas)
     jobs = app.json("ps", "-f", "compose.yaml")["jobs"]
     assert "migrate" in jobs, jobs
+    # the daemon reads the compose file again: a change is a new release
+    compose_file = app.folder / "compose.yaml"
+    compose_file.write_text(compose_file.read_text().replace("GREETING: hello", "GREETING: bye"))
+    deployed = app.cli("deploy", "-f", "compose.yaml", "--wait", "--timeout", "90")
+    assert "api: release 2" in deployed.stdout, deployed.stdout
     app.cli("down", "-f", "compose.yaml")
     assert app.cli("ps", "-f", "compose.yaml", check=False).returncode in (0, 1)
