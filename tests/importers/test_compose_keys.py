@@ -211,7 +211,7 @@ def test_a_disabled_healthcheck(tmp_path: Path, check: str) -> None:
     assert entry(imported, "services.db.healthcheck", "dropped")
 
 
-@pytest.mark.parametrize("restart, mapped", [('"no"', "never"), ("always", "always"),
+@pytest.mark.parametrize("restart, mapped", [('"no"', "never"), ("no", "never"), ("always", "always"),
                                              ("unless-stopped", "always"),
                                              ("on-failure:3", "on-failure")])
 def test_restart(tmp_path: Path, restart: str, mapped: str) -> None:
@@ -408,3 +408,14 @@ def test_a_value_mso_refuses_is_reported_at_the_compose_line(tmp_path: Path) -> 
     with pytest.raises(ManifestError, match=rf"compose.yaml:{line_of(text)}: services.a.stop.signal: "
                                             "unknown or unusable stop signal"):
         load_imported(imported, {})
+
+
+def test_a_value_of_the_wrong_kind_names_the_service(tmp_path: Path) -> None:
+    text = """
+    services:
+      a:             # <-
+        command: [a]
+        deploy: {replicas: many}
+    """
+    with pytest.raises(ManifestError, match=rf"compose.yaml:{line_of(text)}: services.a: cannot read"):
+        compose(tmp_path, text)

@@ -173,7 +173,11 @@ class _Translator:
         self.dropped = {n for n, svc in enabled.items()
                         if not svc.data.get("command") and not svc.data.get("entrypoint")}
         for name, svc in enabled.items():
-            self._service(svc, enabled, jobs)
+            try:
+                self._service(svc, enabled, jobs)
+            except (ValueError, TypeError, AttributeError, KeyError) as exc:
+                # a value of the wrong kind (`replicas: many`, `retries: [3]`): the service's line
+                raise self.error(svc, (), f"cannot read this service: {type(exc).__name__}: {exc}") from None
         for name, svc in self.p.services.items():
             if name not in enabled:
                 wanted = ", ".join(svc.data.get("profiles") or [])
@@ -778,7 +782,7 @@ class _Translator:
                       "no `restart:` (compose would not restart it): mso's default restarts a "
                       "service's replicas; write restart: \"no\" to keep compose's behaviour")
             return
-        text = str(restart)
+        text = ("no" if restart is False else str(restart)).lower()  # YAML 1.1 reads `no` as false
         mapped = {"no": "never", "always": "always", "unless-stopped": "always",
                   "false": "never"}.get(text)
         if text.startswith("on-failure"):
