@@ -64,3 +64,18 @@ def test_up_a_compose_file_answers_through_the_gateway(app: MsoApp) -> None:
     assert "api: release 2" in deployed.stdout, deployed.stdout
     app.cli("down", "-f", "compose.yaml")
     assert app.cli("ps", "-f", "compose.yaml", check=False).returncode in (0, 1)
+
+
+def test_up_a_procfile(app: MsoApp) -> None:
+    """web answers through the gateway on $PORT; release ran before it."""
+    (app.folder / "Procfile").write_text(
+        f"web: {sys.executable} {ECHO}\n"
+        f"release: {sys.executable} -c \"open('released', 'w').write('1')\"\n")
+    app.cli("import", "Procfile", "-o", "mso.yaml")
+    manifest = app.manifest.read_text()
+    app.manifest.write_text(manifest.replace("routes:", f"gateway: {{port: {app.gateway_port}}}\nroutes:"))
+    app.up()
+    assert (app.folder / "released").read_text() == "1"
+    status, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(app.get("/")),
+                            timeout=30, message="web through the gateway")
+    assert body.startswith("web-")
