@@ -419,3 +419,25 @@ def test_a_value_of_the_wrong_kind_names_the_service(tmp_path: Path) -> None:
     """
     with pytest.raises(ManifestError, match=rf"compose.yaml:{line_of(text)}: services.a: cannot read"):
         compose(tmp_path, text)
+
+
+def test_a_service_name_used_as_a_host_is_noted(tmp_path: Path) -> None:
+    text = """
+    services:
+      api:
+        command: [api]
+        environment:
+          REDIS_URL: redis://redis:6379      # <-
+          DATABASE_URL: postgresql://app:pw@db:5432/app
+        depends_on: [redis]
+      redis:
+        command: [redis-server]
+      db:
+        command: [postgres]
+    """
+    imported = compose(tmp_path, text)
+    redis = entry(imported, "services.api.environment.REDIS_URL", "note")
+    assert redis.line == line_of(text)
+    assert "$REDIS_HOST:$REDIS_PORT" in redis.reason and "replaces the REDIS_URL" in redis.reason
+    db = entry(imported, "services.api.environment.DATABASE_URL", "note")
+    assert "add db to depends_on" in db.reason

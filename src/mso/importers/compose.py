@@ -482,6 +482,26 @@ class _Translator:
         if values:
             out["env"] = values
             self.note(svc, ("environment",), "kept", f"services.{svc.name}.env")
+            self._hostnames(svc, values)
+
+    def _hostnames(self, svc: ServiceDef, values: dict[str, str]) -> None:
+        """Compose apps reach each other by service name (`redis://redis:6379`); on the
+        local engine a dependency is at its stable address, given as <DEP>_URL/_HOST/_PORT."""
+        deps = self._deps(svc)
+        for key, value in values.items():
+            for dep in self.p.services:
+                if dep == svc.name or not re.search(rf"(?:^|//|@){re.escape(dep)}(?=[:/]|$)", value):
+                    continue
+                var = dep.upper().replace("-", "_")
+                text = (f"names {dep!r} as a host, which does not resolve on the local engine: "
+                        f"replicas reach {dep} at its stable address, ${var}_HOST:${var}_PORT "
+                        f"(${var}_URL)")
+                if dep not in deps:
+                    text += f", which mso sets for dependencies: add {dep} to depends_on"
+                if key in (f"{var}_URL", f"{var}_HOST", f"{var}_PORT"):
+                    text += f"; this value replaces the {key} mso would set: leave it out"
+                self.note(svc, ("environment", key), "note", None,
+                          text + "; the program must build its address from them")
 
     def _env_file(self, svc: ServiceDef, out: dict[str, Any], env_file: Any) -> None:
         if env_file is None:
@@ -835,7 +855,7 @@ class _Translator:
                     "endpoint_mode": "mso's proxy balances the replicas",
                     "labels": "mso labels what it creates itself",
                 }.get(key, "not a deploy key mso knows"))
-        if "update_config" not in deploy and "ports" in svc.data:
+        if "update_config" not in deploy and any(r["service"] == svc.name for r in self.routes):
             self.note(svc, ("ports",), "note", f"services.{svc.name}.rollout: rolling (default)",
                       "a web-facing service: new releases roll out one replica at a time without "
                       "downtime, rolled back when they fail; a canary with analysis "
