@@ -5,7 +5,8 @@ repositories; each example copied verbatim):
 * `02-model.md` (commit 12c2232e), "Illustrative example";
 * `15-profiles.md` (commit 17c223e1), "Illustrative example";
 * `14-include.md` (commit 113e4855), the first example (with the included file written here);
-* `05-services.md`, `depends_on`: the short and long syntax examples.
+* `05-services.md`, `depends_on`: the short and long syntax examples;
+* `deploy.md` (commit 04828616): the `deploy:` examples (below).
 
 Every one of them runs images only (no `command:`), which an mso service cannot express
 yet (it needs `run:`; issue 17 part 2), so what is checked is that nothing is dropped
@@ -196,4 +197,64 @@ def test_the_depends_on_examples(tmp_path: Path, text: str) -> None:
     assert [e.line for e in dropped] == ([6, 7] if text is DEPENDS_SHORT else [6, 9]), dropped
     assert not any(e.key.startswith("services.web.depends_on") and e.status == "translated"
                    for e in imported.report.entries)
+    round_trip(imported, tmp_path)
+
+
+# deploy.md (commit 04828616): its examples' `deploy:` blocks, each put under a service that
+# has a command (theirs run `image: awesome/webapp` only, which is left out: see above).
+DEPLOY_EXAMPLES = {
+    "endpoint_mode": ("""\
+    ports:
+      - "8080:80"
+    deploy:
+      mode: replicated
+      replicas: 2
+      endpoint_mode: vip
+""", {"replicas": 2, "ports": {"http": 80}}, ["deploy.endpoint_mode"]),
+    "resources": ("""\
+    deploy:
+      resources:
+        limits:
+          cpus: '0.50'
+          memory: 50M
+        reservations:
+          cpus: '0.25'
+          memory: 20M
+""", {"resources": {"cpu": 0.5, "memory": "50Mi"}}, ["deploy.resources.reservations"]),
+    "placement": ("""\
+    deploy:
+      placement:
+        constraints:
+          disktype: ssd
+""", {}, ["deploy.placement"]),
+    "restart_policy": ("""\
+    deploy:
+      restart_policy:
+        condition: on-failure
+        delay: 5s
+        max_attempts: 3
+        window: 120s
+""", {"restart": "on-failure", "backoff": {"initial": "5s", "reset_after": "120s"}},
+     ["deploy.restart_policy.max_attempts"]),
+    "update_config": ("""\
+    deploy:
+      update_config:
+        parallelism: 2
+        delay: 10s
+        order: stop-first
+""", {"rollout": {"strategy": "rolling", "max_surge": 0, "max_unavailable": 2}},
+     ["deploy.update_config.delay"]),
+}
+
+
+@pytest.mark.parametrize("name", list(DEPLOY_EXAMPLES))
+def test_the_deploy_examples(tmp_path: Path, name: str) -> None:
+    block, expected, dropped = DEPLOY_EXAMPLES[name]
+    text = "services:\n  frontend:\n    command: [webapp]\n" + block
+    imported = compose(tmp_path, text)
+    frontend = imported.data["services"]["frontend"]
+    for key, value in expected.items():
+        assert frontend[key] == value, key
+    for key in dropped:
+        assert entry(imported, f"services.frontend.{key}", "dropped")
     round_trip(imported, tmp_path)
