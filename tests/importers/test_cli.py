@@ -171,3 +171,18 @@ def test_validate_says_what_was_not_imported(tmp_path: Path) -> None:
     assert "valid for local (2 services, 0 jobs)" in proc.stdout
     assert "mso: warning: not imported: redis: runs only image redis" in proc.stderr
     assert "mso import: compose.yaml:12: services.redis: dropped" in proc.stderr
+
+
+@pytest.mark.parametrize("engine", ["swarm", "kubernetes"])
+def test_import_for_an_engine_validates_there(tmp_path: Path, engine: str) -> None:
+    text = SHOP.replace("  redis:\n    image: redis\n", "").replace(
+        "    depends_on: [api]\n",
+        "    depends_on: [api]\n    deploy: {update_config: {parallelism: 1, order: start-first}}\n")
+    (tmp_path / "compose.yaml").write_text(text)
+    proc = mso(tmp_path, "import", "compose.yaml", "--engine", engine, "-o", "mso.yaml")
+    assert proc.returncode == 0, proc.stderr
+    refused = [line for line in proc.stderr.splitlines() if f"not supported on {engine}" in line]
+    assert refused and all(": dropped (" in line for line in refused)
+    check = mso(tmp_path, "validate", "mso.yaml")
+    assert check.returncode == 0, check.stderr
+    assert f"valid for {engine}" in check.stdout

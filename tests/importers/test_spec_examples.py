@@ -1,7 +1,8 @@
 """The Compose Specification's own examples, imported.
 
 Sources (compose-spec/compose-spec, read through the project's library of public
-repositories; each example copied verbatim):
+repositories; copied verbatim, except the `05-services.md` ones, written from the
+specification's text):
 * `02-model.md` (commit 12c2232e), "Illustrative example";
 * `15-profiles.md` (commit 17c223e1), "Illustrative example";
 * `14-include.md` (commit 113e4855), the first example (with the included file written here);

@@ -661,7 +661,11 @@ def render(path: str | None, file: str | None, engine: str | None, out_dir: str 
 @click.option("--profile", "profiles", multiple=True,
               help="Also import the services of this compose profile (repeatable; `*` for all).")
 @click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
-def import_(source: str, output_to: str | None, profiles: tuple[str, ...], force: bool) -> None:
+@click.option("--engine", type=click.Choice(["local", "swarm", "kubernetes"]),
+              help="Fit the manifest to this engine: leave out (and report) the keys it would "
+                   "refuse, and write `engine:`.")
+def import_(source: str, output_to: str | None, profiles: tuple[str, ...], force: bool,
+            engine: str | None) -> None:
     """Translate a Compose file or a Procfile (SOURCE; a folder means its compose.yaml or
     Procfile) into an mso.yaml. The report, on stderr, says for every key whether it was
     kept, translated (to what) or dropped (and why), with its line."""
@@ -680,6 +684,9 @@ def import_(source: str, output_to: str | None, profiles: tuple[str, ...], force
         raise CliError(f"{target} exists; pass --force to overwrite it", 2)
     out_dir = target.resolve().parent if target is not None else None
     imported = import_file(path, dict(os.environ), out_dir=out_dir, profiles=profiles)
+    if engine is not None:
+        from mso.importers import tailor
+        tailor(imported, engine, dict(os.environ))
     if output_to == "json":
         output.emit_json({"source": imported.display, "kind": imported.kind,
                           "manifest": imported.manifest_data(),

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from mso.importers.compose import COMPOSE_NAMES, import_compose
 from mso.importers.procfile import import_procfile, is_procfile
@@ -21,7 +22,8 @@ from mso.importers.result import Imported
 from mso.spec.errors import ManifestError
 from mso.spec.load import LoadedManifest, load_data, load_manifest
 
-__all__ = ["Entry", "Imported", "Report", "import_file", "is_importable", "load_app", "load_imported"]
+__all__ = ["Entry", "Imported", "Report", "import_file", "is_importable", "load_app", "load_imported",
+           "tailor"]
 
 _TOP_KEY = re.compile(r"^(app|services)\s*:", re.M)
 
@@ -77,3 +79,44 @@ def load_app(path: str | Path, environ: Mapping[str, str] | None = None, *,
         return load_manifest(path, environ, check_files=check_files)
     return load_imported(import_file(source, environ, profiles=profiles), environ,
                          check_files=check_files)
+
+
+def tailor(imported: Imported, engine: str, environ: Mapping[str, str] | None = None) -> None:
+    """Fit the import to one engine: drop (and report, with the engine's reason) every key
+    that engine would refuse (mso.spec.support), and write `engine:`. The manifest then
+    passes `mso validate` there; on another engine it may mean less."""
+    from mso.spec import support
+    if engine not in support.ENGINES:
+        raise ValueError(f"unknown engine {engine!r}")
+    loaded = load_imported(imported, environ, check_files=False)
+    for feature in support.FEATURES:
+        gap = feature.gaps.get(engine)
+        if gap is None:
+            continue
+        for path in support.uses(loaded.data, feature):
+            if _remove(imported.data, path):
+                imported.report.add(imported.display, imported.lines.line_of(path),
+                                    ".".join(map(str, path)), "dropped", None,
+                                    f"not supported on {engine}: {gap.why}; {gap.instead}")
+    if engine != "local":
+        imported.data = {"app": imported.data["app"], "engine": engine,
+                         **{k: v for k, v in imported.data.items() if k != "app"}}
+
+
+def _remove(data: Any, path: tuple[str | int, ...]) -> bool:
+    """Delete `path` from nested dicts, and parents it leaves empty; False if absent."""
+    parents: list[tuple[Any, str | int]] = []
+    node = data
+    for part in path[:-1]:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        parents.append((node, part))
+        node = node[part]
+    if not isinstance(node, dict) or path[-1] not in node:
+        return False
+    del node[path[-1]]
+    while parents and not node:
+        parent, key = parents.pop()
+        del parent[key]
+        node = parent
+    return True
