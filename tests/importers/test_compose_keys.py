@@ -441,3 +441,10 @@ def test_a_service_name_used_as_a_host_is_noted(tmp_path: Path) -> None:
     assert "$REDIS_HOST:$REDIS_PORT" in redis.reason and "replaces the REDIS_URL" in redis.reason
     db = entry(imported, "services.api.environment.DATABASE_URL", "note")
     assert "add db to depends_on" in db.reason
+
+
+def test_include_override_files_are_refused_with_why(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("services:\n  a:\n    command: [a]\n")
+    (tmp_path / "override.yaml").write_text("services:\n  a:\n    command: [b]\n")
+    with pytest.raises(ManifestError, match="override.yaml:2: services.a: .*override files"):
+        compose(tmp_path, "include:\n  - path: [base.yaml, override.yaml]\n")

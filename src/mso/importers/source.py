@@ -95,6 +95,8 @@ class Doc(Located):
     """One compose file, loaded and interpolated."""
 
     data: dict[str, Any] = field(default_factory=dict)
+    # files listed together in one `include: - path: [a, b]` (compose merges them)
+    group: int | None = None
 
 
 @dataclass
@@ -201,6 +203,8 @@ def _add_doc(project: Project, doc: Doc, stack: list[Path]) -> None:
                 raise ManifestError(doc.display, doc.line(("include", i)), f"include.{i}",
                                     f"included file {rel!r} not found")
             child = _load_doc(target, display_path(target), project.env)
+            if isinstance(paths, list) and len(paths) > 1:
+                child.group = id(item)
             _add_doc(project, child, [*stack, target])
     for section in ("secrets", "configs"):
         table = getattr(project, section)
@@ -222,8 +226,12 @@ def _raw_services(project: Project) -> dict[str, tuple[Doc, dict[str, Any]]]:
                                 "expected a mapping of service names to services")
         for name, svc in services.items():
             if name in out:
+                other = out[name][0]
+                why = (" (files listed together under one include `path:` are override files, "
+                       "which mso import does not merge yet: merge them, or include one)"
+                       if doc.group is not None and doc.group == other.group else "")
                 raise ManifestError(doc.display, doc.line(("services", name)), f"services.{name}",
-                                    f"service {name!r} is also defined in {out[name][0].display}")
+                                    f"service {name!r} is also defined in {other.display}{why}")
             if svc is None:
                 svc = {}
             if not isinstance(svc, dict):
