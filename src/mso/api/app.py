@@ -24,7 +24,7 @@ from mso.api import views
 from mso.daemon.oneoff import run_oneoff
 from mso.releases.apply import drift
 from mso.errors import MsoError, NotFound
-from mso.spec.load import load_manifest
+from mso.importers import load_app
 
 if TYPE_CHECKING:
     from mso.daemon.core import Daemon
@@ -116,7 +116,7 @@ def create_app(daemon: Daemon, token: str | None = None,
 
     @app.post("/v1/apply")
     async def apply(body: ApplyRequest) -> dict[str, Any]:
-        loaded = await asyncio.to_thread(load_manifest, body.manifest, body.environ)
+        loaded = await asyncio.to_thread(load_app, body.manifest, body.environ)
         changes = daemon.apply(loaded, force=body.force)
         # Routes and listeners change at once (nothing else waits for them), so a port
         # the proxy cannot bind is this request's answer, not a later event only.
@@ -129,7 +129,7 @@ def create_app(daemon: Daemon, token: str | None = None,
     @app.post("/v1/diff")
     async def diff(body: DiffRequest) -> dict[str, Any]:
         """Services whose manifest differs from the release they run, and which keys."""
-        loaded = await asyncio.to_thread(load_manifest, body.manifest, body.environ)
+        loaded = await asyncio.to_thread(load_app, body.manifest, body.environ)
         return {"drift": [d.to_json() for d in drift(daemon.store, loaded)]}
 
     @app.get("/v1/ps")

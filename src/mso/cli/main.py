@@ -64,12 +64,25 @@ def manifest_path(file: str | None, positional: str | None = None) -> Path:
     given = positional or file
     if given:
         raw = Path(given)
-        return (raw / "mso.yaml" if raw.is_dir() else raw).resolve()
+        return (_in_folder(raw) if raw.is_dir() else raw).resolve()
     here = Path.cwd()
     for folder in (here, *here.parents):
         if (folder / "mso.yaml").is_file():
             return (folder / "mso.yaml").resolve()
     return (here / "mso.yaml").resolve()
+
+
+_IMPORTABLE = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml",
+               "Procfile")
+
+
+def _in_folder(folder: Path) -> Path:
+    """FOLDER/mso.yaml; without one, the folder's compose file or Procfile (imported)."""
+    if not (folder / "mso.yaml").exists():
+        for name in _IMPORTABLE:
+            if (folder / name).is_file():
+                return folder / name
+    return folder / "mso.yaml"
 
 
 def no_app_here(path: Path) -> CliError:
@@ -80,15 +93,30 @@ def no_app_here(path: Path) -> CliError:
 
 
 def load(file: str | None, positional: str | None = None, *,
-         check_files: bool = True) -> LoadedManifest:
+         check_files: bool = True, report: bool = False, refuse: bool = True) -> LoadedManifest:
     """The manifest. `check_files=False` for commands that need only its names (`down`):
-    they must work without the secrets, env files and configs that starting needs."""
+    they must work without the secrets, env files and configs that starting needs.
+    A compose file or Procfile is imported in memory (`report`: say on stderr what
+    became of each of its keys, and refuse services that cannot be imported yet)."""
     # Imported here: the models cost ~0.1 s to import, which `mso ps` does not pay.
-    from mso.spec.load import load_manifest
+    from mso.importers import import_file, is_importable, load_app, load_imported
     path = manifest_path(file, positional)
     if not (positional or file) and not path.exists():
         raise no_app_here(path)
-    return load_manifest(path, dict(os.environ), check_files=check_files)
+    if not report or not is_importable(path):
+        return load_app(path, dict(os.environ), check_files=check_files)
+    imported = import_file(path, dict(os.environ))
+    for line in imported.report.lines():
+        click.echo(f"mso import: {line}", err=True)
+    if imported.local_blockers and not refuse:
+        for blocker in imported.local_blockers:
+            click.echo(f"mso: warning: not imported: {blocker}", err=True)
+    elif imported.local_blockers:
+        raise CliError("cannot run " + imported.display + " yet: "
+                       + "; ".join(imported.local_blockers)
+                       + ". Give those services a `command:` that runs here, or leave them "
+                       "out with a profile (`profiles: [containers]`)", 2)
+    return load_imported(imported, dict(os.environ), check_files=check_files)
 
 
 def refuse_flags(engine: str, **given: Any) -> None:
@@ -208,9 +236,14 @@ def cli() -> None:
 @click.option("--keep-on-failure", is_flag=True,
               help="With -d: leave what started running when the start-up fails.")
 @click.option("--api-port", type=int, help="Also serve the API on 127.0.0.1:PORT (bearer token).")
+@click.option("--profile", "profiles", multiple=True,
+              help="A compose file: also start the services of this profile (repeatable; "
+                   "as COMPOSE_PROFILES).")
 def up(path: str | None, file: str | None, engine: str | None, detach: bool,
-       timeout: float, keep_on_failure: bool, api_port: int | None, **opts: Any) -> None:
-    """Start the daemon and the app (PATH: a manifest or its folder).
+       timeout: float, keep_on_failure: bool, api_port: int | None,
+       profiles: tuple[str, ...], **opts: Any) -> None:
+    """Start the daemon and the app (PATH: a manifest or its folder; a compose file or a
+    Procfile is imported in memory, with its report on stderr, see `mso import`).
 
     With -d, waits until every replica is READY and every job succeeded, and fails as soon
     as a replica crash-loops, cannot start, does not listen on its $PORT or keeps failing
@@ -219,7 +252,10 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
     from mso.cli.lifecycle import (down_app, follow_foreground, last_event_id,
                                     preflight_ports, running_summary, start_daemon,
                                     wait_ready)
-    loaded = load(file, path)
+    if profiles:
+        # The daemon reads the compose file again (restarts, `mso deploy`): it inherits this.
+        os.environ["COMPOSE_PROFILES"] = ",".join(profiles)
+    loaded = load(file, path, report=True)
     name = engine_name(file, engine, loaded)
     check_support(loaded, name, enforced_only=True)
     warn_commands(loaded, name)
@@ -299,7 +335,7 @@ def deploy(file: str | None, engine: str | None, fmt: str, wait: bool, timeout: 
            force: bool, **opts: Any) -> None:
     """Apply a changed manifest as new releases, with each service's rollout strategy."""
     from mso.cli.lifecycle import last_event_id, wait_deployed
-    loaded = load(file)
+    loaded = load(file, report=True)
     name = engine_name(file, engine, loaded)
     check_support(loaded, name, enforced_only=True)
     warn_commands(loaded, name)
@@ -560,9 +596,9 @@ def _watch_rollout(get_status: Callable[[], dict[str, Any]], fmt: str,
 @manifest_options
 @output_option("json")
 def validate(path: str | None, file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
-    """Check a manifest without running anything."""
+    """Check a manifest (or a compose file or Procfile, imported) without running anything."""
     try:
-        loaded = load(file, path)
+        loaded = load(file, path, report=True, refuse=False)
     except ManifestError as exc:
         if fmt == "json":
             # Scripts and editors get the problems as data too; stderr and exit 2 as ever.
@@ -615,6 +651,61 @@ def render(path: str | None, file: str | None, engine: str | None, out_dir: str 
     else:
         for written in result:
             click.echo(str(written))
+
+
+@cli.command(name="import")
+@click.argument("source", type=click.Path(dir_okay=True))
+@click.option("-o", "--output", "output_to", default=None, metavar="FILE|json",
+              help="Write the manifest to FILE (paths in it are relative to FILE's folder), or "
+                   "`json`: print {manifest, report} as JSON. Default: the manifest on stdout.")
+@click.option("--profile", "profiles", multiple=True,
+              help="Also import the services of this compose profile (repeatable; `*` for all).")
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+@click.option("--engine", type=click.Choice(["local", "swarm", "kubernetes"]),
+              help="Fit the manifest to this engine: leave out (and report) the keys it would "
+                   "refuse, and write `engine:`.")
+def import_(source: str, output_to: str | None, profiles: tuple[str, ...], force: bool,
+            engine: str | None) -> None:
+    """Translate a Compose file or a Procfile (SOURCE; a folder means its compose.yaml or
+    Procfile) into an mso.yaml. The report, on stderr, says for every key whether it was
+    kept, translated (to what) or dropped (and why), with its line."""
+    from mso.importers import import_file
+    path = Path(source)
+    if path.is_dir():
+        found = next((path / n for n in _IMPORTABLE if (path / n).is_file()), None)
+        if found is None:
+            raise CliError(f"{source}: no compose.yaml, docker-compose.yml or Procfile in this "
+                           "folder", 2)
+        path = found
+    target = Path(output_to) if output_to not in (None, "json", "-") else None
+    if target is not None and target.is_dir():
+        target = target / "mso.yaml"
+    if target is not None and target.exists() and not force:
+        raise CliError(f"{target} exists; pass --force to overwrite it", 2)
+    out_dir = target.resolve().parent if target is not None else None
+    imported = import_file(path, dict(os.environ), out_dir=out_dir, profiles=profiles)
+    if engine is not None:
+        from mso.importers import tailor
+        tailor(imported, engine, dict(os.environ))
+    if output_to == "json":
+        output.emit_json({"source": imported.display, "kind": imported.kind,
+                          "manifest": imported.manifest_data(),
+                          "report": imported.report.to_json(),
+                          "counts": imported.report.counts(),
+                          "not_runnable_locally": imported.local_blockers})
+    else:
+        for line in imported.report.lines():
+            click.echo(line, err=True)
+    if target is not None:
+        target.write_text(imported.yaml_text())
+        counts = imported.report.counts()
+        click.echo(f"mso: wrote {target} ({counts['kept']} kept, {counts['translated']} "
+                   f"translated, {counts['dropped']} dropped; check it with "
+                   f"`mso validate {target}`)", err=True)
+    elif output_to != "json":
+        click.echo(imported.yaml_text(), nl=False)
+    for blocker in imported.local_blockers:
+        click.echo(f"mso: not imported: {blocker}", err=True)
 
 
 @cli.command()

@@ -26,7 +26,7 @@ from mso.engines.local.process import raise_open_files_limit
 from mso.daemon.logsettings import LogSettings, rotate_own_log
 from mso.paths import StatePaths
 from mso.spec.errors import ManifestError
-from mso.spec.load import load_manifest
+from mso.importers import load_app
 
 log = logging.getLogger("mso.daemon")
 
@@ -69,7 +69,7 @@ async def run(paths: StatePaths, manifest: str | None, api_port: int | None) -> 
     await daemon.start()
     if manifest:
         try:
-            daemon.apply(load_manifest(manifest, dict(os.environ)))
+            daemon.apply(load_app(manifest, dict(os.environ)))
         except ManifestError as exc:
             daemon.store.add_event("daemon.error", str(exc))
             log.error("%s", exc)

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import re
 from collections import ChainMap
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from mso.spec.errors import ManifestError
 from mso.spec.interpolate import InterpolationError, interpolate
 
-__all__ = ["parse_env_file"]
+__all__ = ["matched_lines", "parse_env_file"]
 
 _LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*(.*)$")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$$"}
@@ -31,19 +31,27 @@ def parse_env_file(text: str, file: str, environ: Mapping[str, str]) -> dict[str
     """KEY -> value from dotenv text; raises ManifestError pointing at the bad line."""
     values: dict[str, str] = {}
     lookup = ChainMap(values, dict(environ))
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _LINE.match(line)
-        if match is None:
-            raise ManifestError(file, number, "", "expected KEY=VALUE (a name of letters, digits and '_')")
+    for number, match in matched_lines(text, _LINE, file, "expected KEY=VALUE (a name of letters, digits and '_')"):
         key, rest = match.group(1), match.group(2)
         try:
             values[key] = _value(rest, lookup)
         except (ValueError, InterpolationError) as exc:
             raise ManifestError(file, number, key, str(exc)) from None
     return values
+
+
+def matched_lines(text: str, pattern: re.Pattern[str], file: str,
+                  problem: str) -> Iterator[tuple[int, re.Match[str]]]:
+    """(line number, match) of each line that is not blank or a `#` comment (dotenv files,
+    Procfiles); a line the pattern does not match is `file:line: problem`."""
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = pattern.match(line)
+        if match is None:
+            raise ManifestError(file, number, "", problem)
+        yield number, match
 
 
 def _value(rest: str, lookup: Mapping[str, str]) -> str:

@@ -19,9 +19,9 @@ from mso.spec.interpolate import interpolate_tree
 from mso.spec.loaded import LoadedManifest
 from mso.spec.models import Manifest
 from mso.spec.translate import translate
-from mso.spec.yaml_loader import load_yaml
+from mso.spec.yaml_loader import LineMap, load_yaml
 
-__all__ = ["LoadedManifest", "load_manifest"]
+__all__ = ["LoadedManifest", "load_data", "load_manifest"]
 
 
 def load_manifest(
@@ -45,6 +45,22 @@ def load_manifest(
         raise ManifestError(file, None, "", f"cannot load manifest: {type(exc).__name__}: {exc}") from exc
 
 
+def load_data(data: dict[str, Any], lines: LineMap, file: str, path: str | Path,
+              environ: Mapping[str, str], *, check_files: bool = True,
+              interpolate: bool = True) -> LoadedManifest:
+    """Validate manifest data that did not come from an mso.yaml (`mso import` makes it
+    in memory from a compose file): `lines` maps its keys to lines of `file`, and paths
+    are relative to `path`'s folder. `interpolate=False` when its strings are final."""
+    absolute = Path(os.path.abspath(path))
+    env = MappingProxyType(dict(environ))
+    try:
+        return _validate(data, lines, file, absolute, env, check_files, interpolate)
+    except ManifestError:
+        raise
+    except Exception as exc:  # never a traceback
+        raise ManifestError(file, None, "", f"cannot load manifest: {type(exc).__name__}: {exc}") from exc
+
+
 def _load(file: str, env: Mapping[str, str], check_files: bool) -> LoadedManifest:
     absolute = Path(os.path.abspath(file))
     text = _read_text(file, absolute)
@@ -53,7 +69,13 @@ def _load(file: str, env: Mapping[str, str], check_files: bool) -> LoadedManifes
         raise ManifestError(
             file, lines.line_of(()), "", f"the top level must be a mapping (app:, services:, ...), got {_kind(data)}"
         )
-    data = interpolate_tree(data, env, file, lines)
+    return _validate(data, lines, file, absolute, env, check_files, True)
+
+
+def _validate(data: dict[str, Any], lines: LineMap, file: str, absolute: Path,
+              env: Mapping[str, str], check_files: bool, interpolate: bool) -> LoadedManifest:
+    if interpolate:
+        data = interpolate_tree(data, env, file, lines)
     try:
         manifest = Manifest.model_validate(data, context={"base_dir": str(absolute.parent)})
     except ValidationError as exc:
