@@ -78,3 +78,16 @@ def k8s_lab() -> Iterator[Path]:
     finally:
         if not os.environ.get("MSO_K8S_KEEP"):
             _lab("down", timeout=300)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_secrets_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The secrets keys of the apps the tests make (mso.store.secretbox) go to a folder of
+    this session, not the user's ~/.config/mso; daemons the tests start inherit it."""
+    old = os.environ.get("MSO_KEY_DIR")
+    os.environ["MSO_KEY_DIR"] = str(tmp_path_factory.mktemp("mso-keys"))
+    yield
+    if old is None:
+        os.environ.pop("MSO_KEY_DIR", None)
+    else:
+        os.environ["MSO_KEY_DIR"] = old

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -365,3 +366,42 @@ def test_scaled_down_replicas_are_no_longer_tailed(app: MsoApp) -> None:
     def raw_files() -> set[str]:
         return {p.name.split(".")[0] for p in run_dir.glob("echo-*.std*.log")}
     wait_for(lambda: raw_files() == kept, message=f"raw files only of {kept}")
+
+
+def test_kept_secrets_are_encrypted_and_a_missing_key_stops_up(
+        app: MsoApp, tmp_path: Path) -> None:
+    """The state database holds secret values for rollback: encrypted, with the key
+    outside `.mso/`; `mso secrets rotate-key` works on the running app; without the key
+    `mso up` fails with one clear line and starts nothing, and works once it is back."""
+    secret = "at-rest-secret-9f3c"
+    config = tmp_path / "config"
+    env = dict(app.env, MSO_KEY_DIR=str(config / "keys"), OTHER_SECRET=secret)
+    app.write("""
+app: atrest
+gateway: {port: GATEWAY_PORT}
+routes: [{path: /, service: svc}]
+services:
+  svc:
+    run: [PYTHON, ECHO_APP]
+    ports: {http: 8000}
+    secrets:
+      other: {env: OTHER_SECRET, as_env: true}
+""")
+    app.cli("up", "-d", env=env)
+    app.instance = app.status()["instance"]
+    state = sorted((app.folder / ".mso").glob("state.db*"))
+    assert state and not any(secret.encode() in p.read_bytes() for p in state)
+    rotated = app.cli("secrets", "rotate-key", env=env)
+    assert "1 release(s) re-encrypted" in rotated.stdout
+    app.cli("down", env=env)
+    (key,) = (config / "keys").iterdir()
+    key.rename(tmp_path / "saved.key")
+    failed = app.cli("up", "-d", env=env, check=False)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "encrypted with a key that is not here" in failed.stderr, failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert not list((config / "keys").glob("*.key"))  # no new key was made
+    (tmp_path / "saved.key").rename(key)
+    app.cli("up", "-d", env=env)
+    app.instance = app.status()["instance"]
+    wait_for(lambda: app.all_ready(1), message="READY again with the key back")

@@ -110,6 +110,13 @@ def create_app(daemon: Daemon, token: str | None = None,
         number = daemon.rollback(service, body.to)
         return {"service": service, "release": number}
 
+    @app.post("/v1/secrets/rotate-key")
+    async def rotate_secrets_key() -> dict[str, Any]:
+        count = daemon.store.rotate_secrets_key()
+        daemon.store.add_event("secrets.key_rotated",
+                               f"secrets key rotated; {count} release(s) re-encrypted")
+        return {"releases": count}
+
     @app.get("/v1/status")
     async def status() -> dict[str, Any]:
         return daemon.status()

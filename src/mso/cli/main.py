@@ -482,6 +482,31 @@ def restart(service: str, file: str | None, engine: str | None, **opts: Any) -> 
     click.echo(f"{service}: {how} restart started")
 
 
+@cli.group()
+def secrets() -> None:
+    """The secret values mso keeps for rollback (encrypted at rest, docs/manifest.md)."""
+
+
+@secrets.command("rotate-key")
+@manifest_options
+def rotate_key(file: str | None, engine: str | None, **opts: Any) -> None:
+    """Encrypt every kept secret value with a new key (the key file outside .mso/)."""
+    local_only("secrets rotate-key", file, engine,
+               "the Swarm and Kubernetes controllers keep their secrets with their engine")
+    client = client_for(file)
+    if client.alive():
+        done = client.post("/v1/secrets/rotate-key", {})
+    else:
+        from mso.store.db import Store
+        store = Store(client.paths.db)
+        try:
+            store.open_secrets()
+            done = {"releases": store.rotate_secrets_key()}
+        finally:
+            store.close()
+    click.echo(f"secrets key rotated: {done['releases']} release(s) re-encrypted")
+
+
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("service")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)

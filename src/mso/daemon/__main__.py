@@ -27,6 +27,7 @@ from mso.daemon.logsettings import LogSettings, rotate_own_log
 from mso.paths import StatePaths
 from mso.spec.errors import ManifestError
 from mso.importers import load_app
+from mso.store.secretbox import SecretsKeyError
 
 log = logging.getLogger("mso.daemon")
 
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
     try:
         return uvloop.run(run(paths, args.manifest, args.api_port))
-    except DaemonBusy as exc:
+    except (DaemonBusy, SecretsKeyError) as exc:
         print(f"mso: {exc}", file=sys.stderr)
         return 1
 

@@ -103,6 +103,9 @@ class Daemon:
 
     async def start(self) -> None:
         self.store = Store(self.paths.db)
+        # A missing or wrong secrets key ends the start here (SecretsKeyError), before
+        # anything runs; values an older mso kept in plain text are sealed now.
+        migrated = self.store.open_secrets()
         self.instance_id = self.store.get_meta("instance_id") or uuid.uuid4().hex[:16]
         self.store.set_meta("instance_id", self.instance_id)
         self.store.set_meta("daemon_pid", str(os.getpid()))
@@ -127,6 +130,9 @@ class Daemon:
         await self.proxy.ensure_running()
         self._recover()
         self.store.add_event("daemon.started", f"control plane started (pid {os.getpid()})")
+        if migrated:
+            self.store.add_event("secrets.encrypted", f"the kept secrets of {migrated} "
+                                 f"release(s) are now encrypted at rest")
 
     def _ensure_api_token(self) -> None:
         if not self.paths.api_token.exists():

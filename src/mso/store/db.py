@@ -15,14 +15,17 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+
 from mso.store.health import (RETRY_PERIOD, HeldEvent, Pending, StoreHealth,
                               StoreUnavailable, filesystem_ready, is_disk_error)
 from mso.store.records import Desired, Event, Release, ReplicaRecord
+from mso.store.secretbox import PREFIX, SecretBox, SecretsKeyError
 
 SCHEMA_VERSION = 1
 MAX_EVENTS = 50_000
@@ -79,6 +82,8 @@ class Store:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
         self.set_meta("schema_version", str(SCHEMA_VERSION))
+        self._box: SecretBox | None = None
+        self.environ: Mapping[str, str] = os.environ  # where the secrets key is looked up
 
     @classmethod
     def open_readonly(cls, path: Path) -> Store:
@@ -97,6 +102,8 @@ class Store:
                                     isolation_level=None, check_same_thread=False)
         store._db.row_factory = sqlite3.Row
         store._db.execute("SELECT count(*) FROM meta").fetchone()  # fail now, not later
+        store._box = None
+        store.environ = os.environ
         return store
 
     def close(self) -> None:
@@ -207,7 +214,7 @@ class Store:
                        (service, number, spec_hash, json.dumps(spec),
                         created, author, change, outcome))
             db.execute("INSERT INTO release_secrets VALUES (?,?,?)",
-                       (service, number, json.dumps(secrets)))
+                       (service, number, self._seal(secrets, service, number)))
         return Release(service, number, spec_hash, spec, created, author, change, outcome)
 
     def releases(self, service: str) -> list[Release]:
@@ -228,7 +235,77 @@ class Store:
     def release_secrets(self, service: str, number: int) -> dict[str, str]:
         row = self._db.execute("SELECT secrets_json FROM release_secrets WHERE service=? "
                                "AND number=?", (service, number)).fetchone()
-        return {} if row is None else dict(json.loads(row["secrets_json"]))
+        return {} if row is None else self._open(str(row["secrets_json"]), service, number)
+
+    # -- secrets at rest (mso.store.secretbox) ------------------------------------------
+    def secrets_box(self) -> SecretBox:
+        """The key of this database's secrets (loaded once; made for a new database).
+        Raises `SecretsKeyError` when it is missing or not the right one."""
+        if self._box is None:
+            store_id = self.get_meta("store_id")
+            if store_id is None:
+                store_id = os.urandom(12).hex()
+                self.set_meta("store_id", store_id)
+            check = self.get_meta("secrets_key_check")
+            box = SecretBox.load(store_id, check, self.path, self.environ)
+            if check is None:
+                self.set_meta("secrets_key_check", box.check)
+            self._box = box
+        return self._box
+
+    def open_secrets(self) -> int:
+        """Check the key at start-up and seal values an older mso kept in plain text;
+        returns how many releases were migrated."""
+        box = self.secrets_box()
+        with self.transaction() as db:
+            rows = db.execute("SELECT service, number, secrets_json FROM release_secrets "
+                              "WHERE secrets_json NOT LIKE ?", (PREFIX + "%",)).fetchall()
+            for row in rows:
+                db.execute("UPDATE release_secrets SET secrets_json=? WHERE service=? AND "
+                           "number=?", (box.seal(row["secrets_json"],
+                                                 f"{row['service']}/{row['number']}"),
+                                        row["service"], row["number"]))
+        return len(rows)
+
+    def rotate_secrets_key(self) -> int:
+        """Re-seal every kept secret with a new key; returns the releases re-sealed."""
+        old = self.secrets_box()
+        store_id = self.get_meta("store_id")
+        assert store_id is not None  # secrets_box() made it
+        new, pending = SecretBox.rotate(store_id, self.environ)
+        try:
+            with self.transaction() as db:
+                rows = db.execute("SELECT service, number, secrets_json FROM "
+                                  "release_secrets").fetchall()
+                for row in rows:
+                    context = f"{row['service']}/{row['number']}"
+                    value = str(row["secrets_json"])
+                    plain = old.open(value, context) if value.startswith(PREFIX) else value
+                    db.execute("UPDATE release_secrets SET secrets_json=? WHERE service=? "
+                               "AND number=?", (new.seal(plain, context), row["service"],
+                                                row["number"]))
+                db.execute("INSERT INTO meta(key, value) VALUES ('secrets_key_check', ?) "
+                           "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                           (new.check,))
+        except BaseException:
+            pending.unlink(missing_ok=True)
+            raise
+        SecretBox.commit_rotation(pending)
+        self._box = new
+        return len(rows)
+
+    def _seal(self, secrets: dict[str, str], service: str, number: int) -> str:
+        return self.secrets_box().seal(json.dumps(secrets), f"{service}/{number}")
+
+    def _open(self, value: str, service: str, number: int) -> dict[str, str]:
+        if not value.startswith(PREFIX):  # kept in plain text by an older mso
+            return dict(json.loads(value))
+        try:
+            return dict(json.loads(self.secrets_box().open(value, f"{service}/{number}")))
+        except InvalidTag as exc:
+            raise SecretsKeyError(f"the kept secrets of {service} release {number} in "
+                                  f"{self.path} do not open with the secrets key (altered?)"
+                                  ) from exc
 
     def set_release_outcome(self, service: str, number: int, outcome: str) -> None:
         self._write("a release outcome", "UPDATE releases SET outcome=? WHERE service=? "
