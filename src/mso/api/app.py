@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from mso import __version__
 from mso.api import views
@@ -25,6 +25,7 @@ from mso.daemon.oneoff import run_oneoff
 from mso.releases.apply import drift
 from mso.errors import MsoError, NotFound
 from mso.importers import load_app
+from mso.spec.service import signal_name
 
 if TYPE_CHECKING:
     from mso.daemon.core import Daemon
@@ -42,6 +43,20 @@ class DiffRequest(BaseModel):
     manifest: str = Field(description="Absolute path of the manifest to compare")
     environ: dict[str, str] = Field(default_factory=dict,
                                     description="The caller's environment, for interpolation")
+
+
+class RestartRequest(BaseModel):
+    strategy: Literal["rolling", "recreate"] | None = Field(
+        default=None, description="How to replace the replicas; default: the service's rollout strategy")
+
+
+class SignalRequest(BaseModel):
+    signal: str = Field(description="Signal name, e.g. SIGHUP")
+
+    @field_validator("signal")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return signal_name(value, "signal", "SIGHUP or SIGUSR1")
 
 
 class ScaleRequest(BaseModel):
@@ -160,9 +175,18 @@ def create_app(daemon: Daemon, token: str | None = None,
         return {"service": service, "replicas": body.replicas}
 
     @app.post("/v1/services/{service}/restart")
-    async def restart(service: str) -> dict[str, Any]:
-        how = daemon.restart(service)
+    async def restart(service: str, body: RestartRequest | None = None) -> dict[str, Any]:
+        how = daemon.restart(service, body.strategy if body is not None else None)
         return {"service": service, "restarting": True, "strategy": how}
+
+    @app.post("/v1/services/{service}/restart/settle")
+    async def settle_restart(service: str) -> dict[str, Any]:
+        return {"service": service, "stopped": daemon.settle_restart(service)}
+
+    @app.post("/v1/services/{service}/signal")
+    async def signal_service(service: str, body: SignalRequest) -> dict[str, Any]:
+        return {"service": service, "signal": body.signal,
+                "replicas": daemon.signal_service(service, body.signal)}
 
     @app.post("/v1/services/{service}/run")
     async def run(service: str, body: RunRequest) -> StreamingResponse:

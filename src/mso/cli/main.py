@@ -128,6 +128,7 @@ def refuse_flags(engine: str, **given: Any) -> None:
 
 
 _NOT_ON_REMOTE = {
+    "--watch": "watching files is for development on the local engine (`mso up --watch`)",
     "--api-port": "there is no mso daemon there (the engine's own API is used)",
     "--keep-on-failure": "a failed deploy leaves what the engine runs as it is",
     "--timeout": "the engine's deploy waits for its own rollout deadlines "
@@ -135,13 +136,19 @@ _NOT_ON_REMOTE = {
 }
 
 
-def check_support(loaded: LoadedManifest, engine: str, enforced_only: bool = False) -> None:
+def check_support(loaded: LoadedManifest, engine: str, enforced_only: bool = False,
+                  dev: bool = False) -> None:
     """Refuse (exit 2, file:line) keys the engine would accept and then ignore
-    (mso.spec.support); `enforced_only`: only on the engines whose deploys enforce it."""
+    (mso.spec.support); `enforced_only`: only on the engines whose deploys enforce it,
+    except development keys (`watch:`), which Swarm and Kubernetes always refuse unless
+    `dev` (then each is left out with a one-line note)."""
     from mso.spec import support
     name = cast(support.EngineName, engine)
     if not enforced_only or name in support.ENFORCED:
-        support.check(loaded, name)
+        support.check(loaded, name, dev=dev, note=lambda line: click.echo(f"mso: {line}", err=True))
+    else:
+        support.check_dev_keys(loaded, name, dev=dev,
+                               note=lambda line: click.echo(f"mso: {line}", err=True))
 
 
 def warn_commands(loaded: LoadedManifest, engine: str) -> None:
@@ -239,9 +246,15 @@ def cli() -> None:
 @click.option("--profile", "profiles", multiple=True,
               help="A compose file: also start the services of this profile (repeatable; "
                    "as COMPOSE_PROFILES).")
+@click.option("--watch", "watch", is_flag=True,
+              help="Restart (or signal) a service when the files its `watch:` names change, "
+                   "readiness-gated, without a failed request (foreground only).")
+@click.option("--dev", is_flag=True,
+              help="Swarm/Kubernetes: deploy without the development keys (`watch:`), "
+                   "with a note for each, instead of refusing them.")
 def up(path: str | None, file: str | None, engine: str | None, detach: bool,
        timeout: float, keep_on_failure: bool, api_port: int | None,
-       profiles: tuple[str, ...], **opts: Any) -> None:
+       profiles: tuple[str, ...], watch: bool, dev: bool, **opts: Any) -> None:
     """Start the daemon and the app (PATH: a manifest or its folder; a compose file or a
     Procfile is imported in memory, with its report on stderr, see `mso import`).
 
@@ -257,14 +270,18 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
         os.environ["COMPOSE_PROFILES"] = ",".join(profiles)
     loaded = load(file, path, report=True)
     name = engine_name(file, engine, loaded)
-    check_support(loaded, name, enforced_only=True)
+    check_support(loaded, name, enforced_only=True, dev=dev)
     warn_commands(loaded, name)
+    if watch and detach:
+        raise CliError("--watch: not with -d: the watcher runs in the foreground `mso up` "
+                       "(its output shows each restart and why one failed); run `mso up "
+                       "--watch` in a terminal of its own", 2)
     if name != "local":
         # `up` on Swarm/Kubernetes deploys and waits (with or without -d: there is no
         # foreground daemon to follow there).
         refuse_flags(name, **{"--api-port": api_port is not None,
                               "--keep-on-failure": keep_on_failure,
-                              "--timeout": timeout != UP_TIMEOUT})
+                              "--timeout": timeout != UP_TIMEOUT, "--watch": watch})
         output.emit_json(remote(name, dict(opts, engine=name)).deploy(loaded))
         return
     paths = StatePaths.for_manifest(loaded.path)
@@ -287,7 +304,15 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
     if not detach:
         click.echo(f"mso: starting {loaded.manifest.app}; gateway {url}; Ctrl-C stops it",
                    err=True)
-        follow_foreground(client, url, history)
+        watcher = None
+        if watch:
+            from mso.cli.watch import start_watching
+            watcher = start_watching(loaded, client)
+        try:
+            follow_foreground(client, url, history)
+        finally:
+            if watcher is not None:
+                watcher.stop()
         return
     try:
         wait_ready(client, timeout, history, since=began)
@@ -331,13 +356,16 @@ def down(file: str | None, engine: str | None, **opts: Any) -> None:
 @click.option("--force", is_flag=True,
               help="Roll out a manifest identical to a release that was rolled back, "
                    "failed or was undone by `mso rollback`.")
+@click.option("--dev", is_flag=True,
+              help="Swarm/Kubernetes: deploy without the development keys (`watch:`), "
+                   "with a note for each, instead of refusing them.")
 def deploy(file: str | None, engine: str | None, fmt: str, wait: bool, timeout: float,
-           force: bool, **opts: Any) -> None:
+           force: bool, dev: bool, **opts: Any) -> None:
     """Apply a changed manifest as new releases, with each service's rollout strategy."""
     from mso.cli.lifecycle import last_event_id, wait_deployed
     loaded = load(file, report=True)
     name = engine_name(file, engine, loaded)
-    check_support(loaded, name, enforced_only=True)
+    check_support(loaded, name, enforced_only=True, dev=dev)
     warn_commands(loaded, name)
     if name != "local":
         # Swarm and Kubernetes deploys always wait: --wait is what they do anyway.
@@ -620,7 +648,11 @@ def _watch_rollout(get_status: Callable[[], dict[str, Any]], fmt: str,
 @click.argument("path", required=False)
 @manifest_options
 @output_option("json")
-def validate(path: str | None, file: str | None, engine: str | None, fmt: str, **opts: Any) -> None:
+@click.option("--dev", is_flag=True,
+              help="Swarm/Kubernetes: deploy without the development keys (`watch:`), "
+                   "with a note for each, instead of refusing them.")
+def validate(path: str | None, file: str | None, engine: str | None, fmt: str, dev: bool,
+             **opts: Any) -> None:
     """Check a manifest (or a compose file or Procfile, imported) without running anything."""
     try:
         loaded = load(file, path, report=True, refuse=False)
@@ -634,7 +666,7 @@ def validate(path: str | None, file: str | None, engine: str | None, fmt: str, *
     m = loaded.manifest
     target = engine_name(file, engine, loaded)
     try:
-        check_support(loaded, target)
+        check_support(loaded, target, dev=dev)
     except ManifestError as exc:
         if fmt == "json":
             output.emit_json({"valid": False, "file": str(loaded.path), "engine": target,

@@ -36,7 +36,7 @@ from mso.daemon.replicas import ManagedReplica, ReplicaBook
 from mso.ports import free_port
 from mso.engines.local.cgroups import CgroupManager
 from mso.engines.local.logs import LogCollector, LogStore
-from mso.engines.local.process import is_alive, kill_instance_processes
+from mso.engines.local.process import is_alive, kill_instance_processes, signal_group
 from mso.engines.local.states import ReplicaState
 from mso.paths import StatePaths
 from mso.spec.load import LoadedManifest
@@ -81,6 +81,8 @@ class Daemon:
         self._draining: set[str] = set()
         self.figures = Figures()
         self._epochs: dict[str, int] = {}
+        #: service -> (epoch, strategy) of a restart told how to replace its replicas.
+        self._restart_strategy: dict[str, tuple[int, Literal["rolling", "recreate"]]] = {}
         self._push_error: str | None = None
         #: Bumped by every wake(): what the last pushed route table was built from.
         self._changes = 0
@@ -286,16 +288,67 @@ class Daemon:
                              data={"replicas": replicas})
         self.wake()
 
-    def restart(self, service: str) -> str:
-        """Replace every replica of `service`; returns how: "rolling" or "recreate"."""
+    def restart(self, service: str, strategy: str | None = None) -> str:
+        """Replace every replica of `service`; returns how: "rolling" or "recreate"
+        (`strategy`, e.g. `mso up --watch`'s `action: recreate`, overrides the service's
+        rollout strategy for this restart only).
+
+        A rolling restart starts a replacement, waits for it to be READY, and only then
+        stops an old replica: a replacement that crashes (the supervisor restarts it with
+        its backoff) or never becomes ready leaves every old replica serving, for as long
+        as it takes; `settle_restart` ends such a restart."""
         if service not in self.store.desired():
             raise KeyError(service)
-        self._epochs[service] = self._epochs.get(service, 0) + 1
-        how = self._rolling_params(service).strategy
+        epoch = self._epochs.get(service, 0) + 1
+        self._epochs[service] = epoch
+        how: Literal["rolling", "recreate"] = (
+            "recreate" if strategy == "recreate" else
+            "rolling" if strategy == "rolling" else self._rolling_params(service).strategy)
+        if strategy is not None:
+            self._restart_strategy[service] = (epoch, how)
         self.store.add_event("service.restart", f"{how} restart requested", service,
                              data={"strategy": how})
         self.wake()
         return how
+
+    def settle_restart(self, service: str) -> int:
+        """End a restart whose replacement failed: the READY replicas it did not replace
+        yet are kept as they are, and the replacements that are not READY are stopped.
+        Returns how many replacements were stopped."""
+        if service not in self.store.desired():
+            raise KeyError(service)
+        epoch = self._epochs.get(service, 0)
+        stopped = 0
+        for managed in self.book.of_service(service):
+            if managed.stopping:
+                continue
+            if managed.epoch != epoch and managed.ready:
+                managed.epoch = epoch  # serving: it stays
+            elif managed.epoch == epoch and not managed.ready:
+                self.book.stop(managed.record.id, "restart settled: the replacement is not "
+                               "READY; the replicas serving keep serving")
+                stopped += 1
+        self._restart_strategy.pop(service, None)
+        self.store.add_event("service.restart", f"restart settled: {stopped} replacement(s) "
+                             "stopped, the serving replicas kept", service,
+                             data={"stopped": stopped})
+        self.wake()
+        return stopped
+
+    def signal_service(self, service: str, signame: str) -> int:
+        """Send `signame` to every live replica of `service` (no restart); returns how many
+        were signalled."""
+        if service not in self.store.desired():
+            raise KeyError(service)
+        sig = signal.Signals[signame]
+        sent = 0
+        for managed in self.book.of_service(service):
+            ref = managed.supervisor.ref
+            if not managed.stopping and ref is not None and signal_group(ref, sig):
+                sent += 1
+        self.store.add_event("service.signal", f"{signame} sent to {sent} replica(s)", service,
+                             data={"signal": signame, "replicas": sent})
+        return sent
 
     def wake(self) -> None:
         self._changes += 1
@@ -449,6 +502,14 @@ class Daemon:
         rollout = self.app_config().get("rollouts", {}).get(service, {})
         strategy: Literal["rolling", "recreate"] = (
             "recreate" if rollout.get("strategy") == "recreate" else "rolling")
+        forced = self._restart_strategy.get(service)
+        if forced is not None:
+            epoch = self._epochs.get(service, 0)
+            if forced[0] == epoch and any(m.epoch != epoch
+                                          for m in self.book.of_service(service)):
+                strategy = forced[1]
+            elif all(m.epoch == epoch for m in self.book.of_service(service)):
+                del self._restart_strategy[service]  # that restart is over
         return RollingParams(strategy, rollout.get("max_surge", 1),
                              rollout.get("max_unavailable", 0))
 

@@ -60,7 +60,7 @@ def release_spec(loaded: LoadedManifest, name: str, kind: str) -> dict[str, Any]
     }
 
 
-NOT_A_RELEASE = ("replicas", "autoscale", "rollout")
+NOT_A_RELEASE = ("replicas", "autoscale", "rollout", "watch")
 MAX_KEYS = 8
 
 
@@ -69,7 +69,7 @@ def spec_changes(old: dict[str, Any], new: dict[str, Any],
                  new_secrets: dict[str, str] | None = None) -> list[str]:
     """The keys that differ between two release specs, as dotted manifest paths
     (`run`, `env.GREETING`, `config.conf/web.toml`, `secrets.api_key`): names only,
-    never values. Keys that do not make a release (replicas, autoscale, rollout) are
+    never values. Keys that do not make a release (replicas, autoscale, rollout, watch) are
     left out."""
     keys: list[str] = []
     _diff(_without(old.get("model") or {}), _without(new.get("model") or {}), "", keys)

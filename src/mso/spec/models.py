@@ -28,13 +28,13 @@ from mso.spec.rollout import (
     Strategy,
     WebhookProvider,
 )
-from mso.spec.service import Backoff, Build, Condition, ConfigFile, Job, Port, Resources, Secret, Service, Stop
+from mso.spec.service import Backoff, Build, Condition, ConfigFile, Job, Port, Resources, Secret, Service, Stop, Watch, WatchSignal
 
 __all__ = [
     "AnalysisSpec", "Autoscale", "Backoff", "Build", "Condition", "ConfigFile", "Engines", "Gateway",
     "Health", "Job", "KubernetesSettings", "Manifest", "Pause", "Port", "Probe", "ProbeKind",
     "PrometheusProvider", "Provider", "Resources", "Rollout", "Route", "Secret", "Service", "Step",
-    "StepAnalysis", "Stop", "Strategy", "SwarmSettings", "WebhookProvider",
+    "StepAnalysis", "Stop", "Strategy", "SwarmSettings", "Watch", "WatchSignal", "WebhookProvider",
 ]  # fmt: skip
 
 

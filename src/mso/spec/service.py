@@ -30,6 +30,8 @@ __all__ = [
     "Secret",
     "Service",
     "Stop",
+    "Watch",
+    "WatchSignal",
 ]
 
 Condition = Literal["started", "healthy", "completed"]
@@ -141,11 +143,56 @@ class Stop(SpecModel):
     @field_validator("signal")
     @classmethod
     def _known_signal(cls, value: str) -> str:
-        name = value.strip().upper()
-        name = name if name.startswith("SIG") else f"SIG{name}"
-        if name not in signal.Signals.__members__ or name in ("SIGKILL", "SIGSTOP"):
-            raise ValueError(f"unknown or unusable stop signal {value!r}; use e.g. SIGTERM, SIGINT or SIGQUIT")
-        return name
+        return signal_name(value, "stop signal", "SIGTERM, SIGINT or SIGQUIT")
+
+
+def signal_name(value: str, what: str, examples: str) -> str:
+    """`hup`, `HUP` and `SIGHUP` all mean SIGHUP; SIGKILL and SIGSTOP cannot be handled."""
+    name = value.strip().upper()
+    name = name if name.startswith("SIG") else f"SIG{name}"
+    if name not in signal.Signals.__members__ or name in ("SIGKILL", "SIGSTOP"):
+        raise ValueError(f"unknown or unusable {what} {value!r}; use e.g. {examples}")
+    return name
+
+
+class WatchSignal(SpecModel):
+    """`action: {signal: SIGHUP}`: signal every replica (for servers that reload themselves)."""
+
+    signal: str = Field(description="Signal name, e.g. SIGHUP (SIG prefix optional).")
+
+    @field_validator("signal")
+    @classmethod
+    def _known_signal(cls, value: str) -> str:
+        return signal_name(value, "signal", "SIGHUP or SIGUSR1")
+
+
+class Watch(SpecModel):
+    """Development (`mso up --watch`, local engine): what a change to these files does.
+    Short form: `watch: [src/]` (paths) or `watch: src/`."""
+
+    paths: PathList = Field(default_factory=list, description="Files or folders to watch, relative "
+                            "to the manifest; default: the service's cwd (else the manifest's folder).")
+    ignore: list[str] = Field(default_factory=list, description="Globs to leave out: `*.log` "
+                              "(a file name), `data/` (a folder, anywhere), `tests/*.py` (a path).")
+    action: Literal["restart", "recreate"] | WatchSignal = Field(
+        "restart", description="restart: a readiness-gated rolling restart; recreate: stop, "
+        "then start; {signal: SIGHUP}: signal every replica, no restart.")
+
+    @field_validator("ignore")
+    @classmethod
+    def _globs(cls, value: list[str]) -> list[str]:
+        if any(not glob.strip() for glob in value):
+            raise ValueError("an ignore glob must not be empty")
+        return value
+
+
+def _watch_short(value: Any) -> Any:
+    if isinstance(value, (str, list)):
+        return {"paths": value}
+    return value
+
+
+WatchSpec = Annotated[Watch, BeforeValidator(_watch_short, json_schema_input_type=str | list[str] | Watch)]
 
 
 class ProxySettings(SpecModel):
@@ -291,6 +338,10 @@ class Service(_Runnable):
     proxy: ProxySettings | None = Field(
         None, description="How mso's proxy handles slow and hung replicas (per-try timeout, "
         "hedging); local engine.")
+    watch: WatchSpec | None = Field(
+        None, description="Development: restart (or signal) the service when these files "
+        "change, with `mso up --watch` (local engine; refused by Swarm/Kubernetes deploys "
+        "unless --dev).")
 
     def first_http_port(self) -> str | None:
         """Name of the first port with protocol http, in manifest order."""

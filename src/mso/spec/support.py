@@ -167,7 +167,16 @@ _SWARM_PROXY = Gap("the Swarm gateway's route table does not carry these setting
                    "shown by a Swarm scenario)", "leave `proxy` out; the gateway still retries "
                    "failed connections and ejects tasks that fail")
 
+_WATCH = Gap("watch is a development key (mso up --watch on the embedded engine)",
+             "pass --dev to deploy without it")
+
+#: Development keys: `--dev` deploys without them (a one-line note each) on the engines
+#: that refuse them.
+DEV_KEYS: frozenset[str] = frozenset({"services.*.watch"})
+
 FEATURES: tuple[Feature, ...] = (
+    Feature("services.*.watch", "`watch` (development: `mso up --watch`)", "watch_restarts",
+            gaps={"swarm": _WATCH, "kubernetes": _WATCH}),
     Feature("services.*.ports", "`ports` (the first one written is `PORT`)", "port_order"),
     Feature("services.*.secrets.*.as_env", "`secrets.*.as_env`", "secret_as_env",
             gaps={"swarm": Gap("a container built from `image:`/`build:` gets its secrets as "
@@ -277,12 +286,23 @@ def uses(data: Any, feature: Feature) -> list[tuple[str | int, ...]]:
 ENFORCED: frozenset[EngineName] = frozenset({"local"})
 
 
-def check(loaded: LoadedManifest, engine: EngineName) -> None:
-    """Raise (all problems at once) when the manifest uses a key `engine` does not honour."""
+def check(loaded: LoadedManifest, engine: EngineName, dev: bool = False,
+          note: Callable[[str], None] = lambda line: None,
+          only: frozenset[str] | None = None) -> None:
+    """Raise (all problems at once) when the manifest uses a key `engine` does not honour.
+    `dev`: development keys (DEV_KEYS) are left out instead, with one `note` line each;
+    `only`: check just these keys."""
     errors: list[ManifestError] = []
     for feature in FEATURES:
         gap = feature.gaps.get(engine)
+        if only is not None and feature.key not in only:
+            continue
         if gap is None:
+            continue
+        if dev and feature.key in DEV_KEYS:
+            for path in uses(loaded.data, feature):
+                dotted = ".".join(str(p) for p in path)
+                note(str(loaded.error(dotted, f"a development key, ignored on {engine} (--dev)")))
             continue
         for path in uses(loaded.data, feature):
             dotted = ".".join(str(p) for p in path)
@@ -290,6 +310,13 @@ def check(loaded: LoadedManifest, engine: EngineName) -> None:
                                                f"{gap.instead}"))
     if errors:
         raise combine(errors)
+
+
+def check_dev_keys(loaded: LoadedManifest, engine: EngineName, dev: bool = False,
+                   note: Callable[[str], None] = lambda line: None) -> None:
+    """Development keys are refused by a deploy to every engine that cannot honour them,
+    even where the other gaps are only refused by `mso validate --engine`."""
+    check(loaded, engine, dev=dev, note=note, only=DEV_KEYS)
 
 
 def markdown_table() -> str:
