@@ -422,3 +422,14 @@ def test_a_hung_replica_costs_no_failed_get(target: Target) -> None:
     finally:
         os.kill(victim, signal.SIGCONT)
     assert statuses == [200] * 40
+
+
+@scenario("watch_restarts")
+def test_watch_is_a_development_key(target: Target) -> None:
+    # `watch:` only acts under `mso up --watch` on the local engine (tests/e2e/test_watch.py
+    # shows the restarts); Swarm and Kubernetes refuse it unless `--dev`.
+    target.write(service(BASE, "    watch: {paths: [conform.py], action: restart}\n"))
+    if target.refused("services.web.watch"):
+        return
+    target.up()
+    assert target.get_json()["port"]

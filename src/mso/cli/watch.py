@@ -65,6 +65,7 @@ class WatchRule:
     ignore: tuple[str, ...] = ()
     action: str = "restart"  # restart | recreate | signal
     signal: str | None = None
+    base: Path | None = None  # the manifest's folder, for globs written as paths
 
 
 def rules_for(loaded: LoadedManifest) -> list[WatchRule]:
@@ -85,10 +86,11 @@ def rules_for(loaded: LoadedManifest) -> list[WatchRule]:
                 missing.append(loaded.error(where, f"{rel!r} does not exist; nothing to watch"))
             roots.append(path)
         if isinstance(watch.action, str):
-            rules.append(WatchRule(name, tuple(roots), tuple(watch.ignore), watch.action))
+            rules.append(WatchRule(name, tuple(roots), tuple(watch.ignore), watch.action,
+                                   base=loaded.base_dir.resolve()))
         else:
             rules.append(WatchRule(name, tuple(roots), tuple(watch.ignore), "signal",
-                                   watch.action.signal))
+                                   watch.action.signal, base=loaded.base_dir.resolve()))
     if missing:
         from mso.spec.errors import combine
         raise combine(missing)
@@ -100,7 +102,8 @@ def is_ignored(rule: WatchRule, root: Path, path: Path) -> bool:
 
     A glob ending in `/` names a folder anywhere below the root (`data/`); a glob with a
     `/` inside matches the path relative to the root (`tests/*.py`); any other glob
-    matches a file or folder name anywhere (`*.log`)."""
+    matches a file or folder name anywhere (`*.log`). A glob with a `/` may also be written
+    relative to the manifest's folder (`src/gen/*.py` while watching `src/`)."""
     try:
         rel = path.relative_to(root)
     except ValueError:
@@ -110,17 +113,20 @@ def is_ignored(rule: WatchRule, root: Path, path: Path) -> bool:
         return True
     if any(fnmatch.fnmatchcase(parts[-1], glob) for glob in IGNORED_FILES):
         return True
-    text = rel.as_posix()
+    texts = [rel.as_posix()]
+    if rule.base is not None and rule.base in path.parents:
+        texts.append(path.relative_to(rule.base).as_posix())
     for glob in rule.ignore:
         if glob.endswith("/"):
             name = glob.rstrip("/")
             if "/" in name:
-                if fnmatch.fnmatchcase(text, f"{name}/*") or fnmatch.fnmatchcase(text, name):
+                if any(fnmatch.fnmatchcase(t, f"{name}/*") or fnmatch.fnmatchcase(t, name)
+                       for t in texts):
                     return True
             elif any(fnmatch.fnmatchcase(part, name) for part in parts):
                 return True  # the folder itself, or anything in it
         elif "/" in glob.strip("/"):
-            if fnmatch.fnmatchcase(text, glob.lstrip("/")):
+            if any(fnmatch.fnmatchcase(t, glob.lstrip("/")) for t in texts):
                 return True
         elif any(fnmatch.fnmatchcase(part, glob) for part in parts):
             return True
