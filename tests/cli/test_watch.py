@@ -152,7 +152,7 @@ class FakeApi:
         self.calls: list[tuple[str, Any]] = []
         self.fail = fail
         self.rows = [{"service": s, "replica": f"{s}-1", "state": "READY", "draining": False,
-                      "problem": None} for s in ("db", "api", "web")]
+                      "problem": None, "generation": 0} for s in ("db", "api", "web")]
         self.paths = None
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -161,9 +161,9 @@ class FakeApi:
         if path.endswith("/restart"):
             problem = {"kind": "crash_loop", "message": "exited 3 times"} if self.fail else None
             self.rows = [r for r in self.rows if r["service"] != service] + [
-                {"service": service, "replica": f"{service}-2", "state": "READY" if not self.fail
-                 else "BACKOFF", "draining": False, "problem": problem}]
-            return {"strategy": (body or {}).get("strategy", "rolling")}
+                {"service": service, "replica": f"{service}-1", "state": "READY" if not self.fail
+                 else "BACKOFF", "draining": False, "problem": problem, "generation": 1}]
+            return {"strategy": (body or {}).get("strategy", "rolling"), "generation": 1}
         if path.endswith("/settle"):
             return {"stopped": 1}
         return {"replicas": 1}

@@ -177,7 +177,9 @@ def create_app(daemon: Daemon, token: str | None = None,
     @app.post("/v1/services/{service}/restart")
     async def restart(service: str, body: RestartRequest | None = None) -> dict[str, Any]:
         how = daemon.restart(service, body.strategy if body is not None else None)
-        return {"service": service, "restarting": True, "strategy": how}
+        # `generation`: the replicas this restart starts carry it in /v1/ps.
+        return {"service": service, "restarting": True, "strategy": how,
+                "generation": daemon.restart_generation(service)}
 
     @app.post("/v1/services/{service}/restart/settle")
     async def settle_restart(service: str) -> dict[str, Any]:

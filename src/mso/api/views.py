@@ -35,7 +35,8 @@ def ps(daemon: Daemon) -> dict[str, Any]:
             "ports": rec.ports, "restarts": supervisor.restarts,
             "spec_hash": rec.spec_hash[:12], "reason": supervisor.last_reason,
             "problem": problem.to_json() if problem else None,
-            "draining": managed.stopping, "resources": _resources(managed)})
+            "draining": managed.stopping, "resources": _resources(managed),
+            "generation": managed.epoch})
     return {"app": daemon.app_name(), "replicas": rows, "jobs": daemon.jobs.summary(),
             "waiting": daemon.waiting(), "store": daemon.store.health.as_json()}
 

@@ -232,7 +232,10 @@ class Watcher:
     # -- threads ------------------------------------------------------------------------
     def _watch(self) -> None:
         import watchfiles
-        roots = sorted({str(root) for rule in self.rules for root in rule.roots})
+        # A file is watched through its folder: an editor's atomic save (write a temp
+        # file, rename it over) replaces the inode a watch on the file itself would follow.
+        roots = sorted({str(root if root.is_dir() else root.parent)
+                        for rule in self.rules for root in rule.roots})
         try:
             for changes in watchfiles.watch(*roots, watch_filter=None, stop_event=self._stop,
                                             debounce=DEBOUNCE_MAX_MS, step=STEP_MS,
@@ -259,6 +262,8 @@ class Watcher:
                     self.run_round(batch)
                 except CliError as exc:
                     self.say(f"mso watch: {exc}")
+                except Exception as exc:  # the next save must still be acted on
+                    self.say(f"mso watch: this round failed: {type(exc).__name__}: {exc}")
 
     # -- one round ----------------------------------------------------------------------
     def run_round(self, batch: dict[str, list[Path]]) -> None:
@@ -281,22 +286,21 @@ class Watcher:
         """Restart `service` and wait until its replacements are READY (True), or settle
         the restart when one fails, keeping the old replicas serving (False)."""
         began, wall = time.monotonic(), time.time()
-        old = {r["replica"] for r in self._rows(service)}
         body = {"strategy": "recreate"} if action == "recreate" else None
-        how = self.client.post(f"/v1/services/{service}/restart", body)["strategy"]
-        self.say(f"mso watch: {service}: {what} changed; {how} restart")
+        answer = self.client.post(f"/v1/services/{service}/restart", body)
+        generation = answer["generation"]
+        self.say(f"mso watch: {service}: {what} changed; {answer['strategy']} restart")
         deadline = began + self.deadlines.get(service, 600.0)
         while not self._stop.is_set():
             rows = self._rows(service)
-            fresh = [r for r in rows if r["replica"] not in old]
+            fresh = [r for r in rows if r["generation"] == generation]
             failing = [r for r in fresh if r.get("problem")]
             if not failing and time.monotonic() >= deadline:
                 failing = [r for r in fresh if r["state"] != "READY"]
             if failing:
                 self._report(service, failing, wall)
                 return False
-            if rows and not any(r["replica"] in old for r in rows) \
-                    and all(r["state"] == "READY" for r in rows):
+            if rows and len(fresh) == len(rows) and all(r["state"] == "READY" for r in rows):
                 self.say(f"mso watch: {service}: restarted in {time.monotonic() - began:.1f}s")
                 return True
             self._stop.wait(0.1)  # polls the daemon for a condition

@@ -311,6 +311,11 @@ class Daemon:
         self.wake()
         return how
 
+    def restart_generation(self, service: str) -> int:
+        """How many times `service` was restarted since the daemon started: the
+        `generation` of its replicas in /v1/ps (a settled restart adopts the old ones)."""
+        return self._epochs.get(service, 0)
+
     def settle_restart(self, service: str) -> int:
         """End a restart whose replacement failed: the READY replicas it did not replace
         yet are kept as they are, and the replacements that are not READY are stopped.
