@@ -128,7 +128,7 @@ def test_twenty_saves_in_a_row_go_live_with_no_failed_request(watching: Any) -> 
     restarts = [line for line in upper.lines if "rolling restart" in line]
     # 20 saves coalesce into a few rounds, never one per save.
     assert 2 <= len(restarts) < 20, upper.output
-    assert all(r["state"] == "READY" for r in app.replicas("web"))
+    assert all(r["state"] == "READY" for r in app.replicas("web") if not r["draining"])
 
 
 def test_a_broken_save_keeps_the_old_replica_serving_and_says_why(watching: Any) -> None:
@@ -151,6 +151,26 @@ def test_a_broken_save_keeps_the_old_replica_serving_and_says_why(watching: Any)
     assert "fatal: bad content 'crash now'" in out  # the replacement's last log lines
     assert "exited 3 times in a row" in out or "crash loop" in out, out
     assert "mso watch: web: fix it and save again" in out
+    # ... and in `mso events` (the dashboard's events page): the failure and its reason
+    failed = [e for e in app.events() if e["type"] == "service.restart_failed"]
+    assert failed and "exited 3 times" in failed[0]["message"], failed
+
+
+def test_the_recreate_action_stops_then_starts(watching: Any) -> None:
+    app, start = watching
+    upper = start(replicas=2, action="recreate")
+    save(app.folder, "v1")
+    wait_for(lambda: "mso watch: web: restarted in" in upper.output, timeout=120,
+             message=f"the recreate restart:\n{upper.output}")
+    assert "mso watch: web: content.txt changed; recreate restart" in upper.output
+    assert served(app, "v1")
+    events = app.events()
+    began = max(i for i, e in enumerate(events) if e["type"] == "service.restart")
+    after = [e["message"] for e in events[began:] if e["type"] == "replica.state"]
+    stopped = [i for i, m in enumerate(after) if "-> STOPPED" in m and "recreate" in m]
+    started = [i for i, m in enumerate(after) if "-> STARTING" in m]
+    assert len(stopped) == 2 and len(started) == 2, after
+    assert max(stopped) < min(started), after  # stop first, then start
 
 
 def test_the_signal_action_reloads_in_place(watching: Any) -> None:

@@ -50,6 +50,10 @@ class RestartRequest(BaseModel):
         default=None, description="How to replace the replicas; default: the service's rollout strategy")
 
 
+class SettleRequest(BaseModel):
+    reason: str = Field(default="", max_length=2000, description="Why the restart failed")
+
+
 class SignalRequest(BaseModel):
     signal: str = Field(description="Signal name, e.g. SIGHUP")
 
@@ -182,8 +186,9 @@ def create_app(daemon: Daemon, token: str | None = None,
                 "generation": daemon.restart_generation(service)}
 
     @app.post("/v1/services/{service}/restart/settle")
-    async def settle_restart(service: str) -> dict[str, Any]:
-        return {"service": service, "stopped": daemon.settle_restart(service)}
+    async def settle_restart(service: str, body: SettleRequest | None = None) -> dict[str, Any]:
+        reason = body.reason if body is not None else ""
+        return {"service": service, "stopped": daemon.settle_restart(service, reason)}
 
     @app.post("/v1/services/{service}/signal")
     async def signal_service(service: str, body: SignalRequest) -> dict[str, Any]:

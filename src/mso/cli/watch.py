@@ -309,7 +309,11 @@ class Watcher:
     def _report(self, service: str, failing: list[dict[str, Any]], since: float) -> None:
         from mso.cli.lifecycle import _with_logs
         from mso.cli.output import failure_report
-        stopped = self.client.post(f"/v1/services/{service}/restart/settle")["stopped"]
+        reason = "; ".join(f"{r['replica']} {r['state']}: "
+                           f"{(r.get('problem') or {}).get('message') or r.get('reason') or ''}"
+                           for r in failing)
+        stopped = self.client.post(f"/v1/services/{service}/restart/settle",
+                                   {"reason": reason[:2000]})["stopped"]
         failure_report(_with_logs(self.client, failing, since),
                        header=f"watch: {service}: the new replica is not READY; restart "
                               f"settled ({stopped} replacement(s) stopped), the old replicas "

@@ -316,10 +316,11 @@ class Daemon:
         `generation` of its replicas in /v1/ps (a settled restart adopts the old ones)."""
         return self._epochs.get(service, 0)
 
-    def settle_restart(self, service: str) -> int:
-        """End a restart whose replacement failed: the READY replicas it did not replace
-        yet are kept as they are, and the replacements that are not READY are stopped.
-        Returns how many replacements were stopped."""
+    def settle_restart(self, service: str, reason: str = "") -> int:
+        """End a restart whose replacement failed (`reason`: why, for the event the
+        dashboard and `mso events` show): the READY replicas it did not replace yet are
+        kept as they are, and the replacements that are not READY are stopped. Returns
+        how many replacements were stopped."""
         if service not in self.store.desired():
             raise KeyError(service)
         epoch = self._epochs.get(service, 0)
@@ -334,9 +335,11 @@ class Daemon:
                                "READY; the replicas serving keep serving")
                 stopped += 1
         self._restart_strategy.pop(service, None)
-        self.store.add_event("service.restart", f"restart settled: {stopped} replacement(s) "
-                             "stopped, the serving replicas kept", service,
-                             data={"stopped": stopped})
+        why = f"{reason}; " if reason else ""
+        self.store.add_event("service.restart_failed",
+                             f"restart failed: {why}{stopped} replacement(s) stopped, the "
+                             "serving replicas kept", service,
+                             data={"stopped": stopped, "reason": reason})
         self.wake()
         return stopped
 
