@@ -181,3 +181,33 @@ def test_the_signal_action_reloads_in_place(watching: Any) -> None:
     wait_for(lambda: served(app, "v1"), timeout=60, message=f"v1:\n{upper.output}")
     assert [(r["replica"], r["pid"]) for r in app.replicas("web")] == before
     assert "mso watch: web: content.txt changed; SIGHUP sent to 1 replica(s)" in upper.output
+
+
+def test_on_the_shop_an_edit_goes_live_with_no_failed_request(shop: MsoApp) -> None:
+    """Issue 18's "done": on the shop, `mso up --watch`, edit a service, see it live."""
+    text = shop.manifest.read_text()
+    marker = "    rollout:\n      strategy: rolling"
+    assert marker in text
+    shop.manifest.write_text(text.replace(
+        marker, "    watch: {paths: [shop/web.py, shop/page.py]}\n" + marker, 1))
+    upper = Upper(shop)
+    try:
+        wait_for(lambda: "mso: ready in" in upper.output, timeout=180,
+                 message=f"the shop ready:\n{upper.output}")
+        shop.instance = shop.status()["instance"]
+        page = shop.folder / "shop" / "page.py"
+        with Load(shop.gateway_port, rate=50) as load:
+            wait_for(lambda: load.result.ok >= 25, timeout=30, message="load running")
+            tmp = page.with_name(".page.py.tmp")
+            tmp.write_text(page.read_text().replace("<footer>served by",
+                                                    "<footer>edited live, served by"))
+            os.replace(tmp, page)
+            wait_for(lambda: "edited live" in shop.get()[1], timeout=120,
+                     message=f"the edit live:\n{upper.output}")
+            wait_for(lambda: "mso watch: web: restarted in" in upper.output, timeout=120,
+                     message=f"the restart done:\n{upper.output}")
+        result = load.stop()
+        assert result.failures == [], (result.failures[:5], upper.output)
+        assert "mso watch: web: shop/page.py changed; rolling restart" in upper.output
+    finally:
+        upper.stop()
