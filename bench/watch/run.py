@@ -160,10 +160,19 @@ def compose_status() -> str | None:
         return "no docker CLI on this machine"
     probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
     if probe.returncode != 0:
+        server = subprocess.run(["docker", "version", "--format", "{{.Server.Version}} "
+                                 "(API {{.Server.APIVersion}})"], capture_output=True,
+                                text=True).stdout.strip() or "not reachable"
+        buildx = subprocess.run(["docker", "buildx", "version"], capture_output=True,
+                                text=True).returncode == 0
         return ("`docker compose version` fails here (`" + (probe.stderr.strip().splitlines()
-                or ["?"])[0] + "`): the Docker Compose v2 plugin is not installed, and "
-                "Debian bookworm packages only docker-compose 1.29.2, which has no `watch` "
-                "(added in Compose v2.22)")
+                or ["?"])[0] + "`): the Docker Compose v2 plugin is not installed; Debian "
+                "bookworm packages only docker-compose 1.29.2, which has no `watch` (added "
+                "in Compose v2.22); Docker's own packages and release downloads are not "
+                "reachable from this machine, and building github.com/docker/compose from "
+                f"the Go module proxy needs a newer Go than this machine's; the engine here "
+                f"is Docker {server}" + ("" if buildx else ", without Buildx, which "
+                "Compose v2 builds (`action: rebuild`) go through"))
     return None
 
 
