@@ -151,3 +151,15 @@ def test_malformed_run_and_apply_are_rejected(api: Api) -> None:
     body = assert_json_error(api.socket.post("/v1/apply", json={"manifest": missing}), 422)
     assert "missing.yaml" in body["error"]
     assert api.app.all_ready(2)
+
+
+def test_watch_endpoints_reject_bad_input(api: Api) -> None:
+    """`mso up --watch`'s calls: restart with a strategy, settle, signal."""
+    assert_json_error(api.socket.post("/v1/services/echo/signal", json={"signal": "SIGKILL"}),
+                      422)
+    assert_json_error(api.socket.post("/v1/services/echo/signal", json={}), 422)
+    assert_json_error(api.socket.post("/v1/services/x/signal", json={"signal": "HUP"}), 404)
+    assert_json_error(api.socket.post("/v1/services/x/restart/settle"), 404)
+    assert_json_error(api.socket.post("/v1/services/echo/restart",
+                                      json={"strategy": "sideways"}), 422)
+    assert api.app.all_ready(2)
