@@ -229,6 +229,8 @@ def test_spec_hash_ignores_key_order_formatting_and_replicas(write_manifest: Wri
     assert _hash(write_manifest, reordered) == base
     rollout = HASHED + "    rollout: {strategy: canary, steps: [{set_weight: 5}]}\n"
     assert _hash(write_manifest, rollout) == base
+    watch = HASHED + "    watch: {paths: [c.toml], action: {signal: HUP}}\n"
+    assert _hash(write_manifest, watch) == base  # development only: not a release
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ error about them names the file, line and field but never contains a value.
 dependencies...), the effective environment (env files overlaid by `env`), config
 file contents and a digest of secret values. It deliberately leaves out `replicas`,
 `autoscale` and `rollout`: scaling, or changing *how* releases roll out, is not a new
-release (as in Kubernetes, where the pod-template hash ignores them).
+release (as in Kubernetes, where the pod-template hash ignores them); nor `watch`, which
+only tells `mso up --watch` what to do on a save.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from mso.spec.yaml_loader import LineMap
 
 __all__ = ["LoadedManifest"]
 
-_NOT_IN_HASH = {"replicas", "autoscale", "rollout"}
+_NOT_IN_HASH = {"replicas", "autoscale", "rollout", "watch"}  # watch: development only
 
 
 @dataclass(frozen=True, eq=False)
