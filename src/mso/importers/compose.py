@@ -80,7 +80,8 @@ _DROPPED = {
     "cpu_rt_period": _CONTAINER_ONLY, "cpuset": _CONTAINER_ONLY, "mem_reservation": _CONTAINER_ONLY,
     "memswap_limit": _CONTAINER_ONLY, "mem_swappiness": _CONTAINER_ONLY, "blkio_config": _CONTAINER_ONLY,
     "pids_limit": _CONTAINER_ONLY, "credential_spec": _CONTAINER_ONLY, "attach": _CONTAINER_ONLY,
-    "develop": "compose watch; mso deploy applies a changed manifest",
+    "develop": "compose watch is not translated yet; give the service mso's `watch:` "
+               "(paths, ignore, action) and run `mso up --watch`",
     "post_start": _CONTAINER_ONLY, "pre_stop": _CONTAINER_ONLY, "use_api_socket": _CONTAINER_ONLY,
     "models": "not supported by mso", "provider": "not supported by mso",
 }
