@@ -239,3 +239,16 @@ def test_up_detached_with_watch_is_refused(tmp_path: Path) -> None:
     result = _mso(tmp_path, "up", "-d", "--watch")
     assert result.returncode == 2, result.stderr
     assert "--watch: not with -d" in result.stderr
+
+
+@pytest.mark.parametrize("command", [("deploy", "--engine", "swarm"),
+                                     ("deploy", "--engine", "kubernetes"),
+                                     ("up", "--engine", "swarm")])
+def test_deploys_to_swarm_and_kubernetes_refuse_watch_before_touching_them(
+        tmp_path: Path, command: tuple[str, ...]) -> None:
+    _loaded(tmp_path)
+    refused = _mso(tmp_path, *command)
+    assert refused.returncode == 2, refused.stderr
+    assert "services.db.watch: not supported on" in refused.stderr
+    assert "pass --dev to deploy without it" in refused.stderr
+    assert "Traceback" not in refused.stderr
