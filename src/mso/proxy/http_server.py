@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import httptools
 
-from . import safety
+from . import safety, tracing
 from .balancer import ClusterState
 from .exchange import Exchange
 from .table import ClusterSpec
@@ -337,7 +337,16 @@ class ClientConnection:
             out.append(self.xff_line)
         else:
             out.append(b"x-forwarded-for: %s, %s\r\n" % (xff, self.peer))
-        if trace is None or not _valid_traceparent(trace):
+        if trace is not None and not _valid_traceparent(trace):
+            trace = None
+        traced: tracing.Trace | None = None
+        if tracing.enabled:
+            traced = tracing.begin(trace, method, self.url, host)
+            if traced is not None:
+                trace = traced.header(traced.span_id)  # each try forwards its own span
+            elif trace is None:
+                trace = tracing.unsampled(new_traceparent())
+        if trace is None:
             trace = new_traceparent()
         out.append(b"x-forwarded-proto: http\r\ntraceparent: ")
         out.append(trace)
@@ -346,7 +355,7 @@ class ClientConnection:
         hkey = host.split(b":", 1)[0].lower() if (ctx.by_host and host) else None
         cluster = match_route(ctx.routes, hkey, self.url)
         return Exchange(self, cluster, method, b"".join(out), chunked, pin,
-                        keep_alive, http11, is_upgrade)
+                        keep_alive, http11, is_upgrade, traced)
 
     # --- called by exchanges --------------------------------------------------
     def transport_write(self, data: bytes) -> None:

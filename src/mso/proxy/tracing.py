@@ -1,0 +1,348 @@
+"""Request tracing: a server span per sampled request, a client span per upstream try.
+
+The manifest's `tracing:` reaches the proxy in its route table (`Settings`). On the hot
+path a request costs one branch while tracing is off (`if tracing.enabled:`) and one
+random draw while it is on; only a sampled request gets a `Trace`, which records its
+tries with a few attribute writes. Finished traces go into a bounded list (a full list
+drops them, counted); a task of the event loop takes that list every `FLUSH_INTERVAL`
+seconds, keeps the last `RECENT` traces for the dashboard (control op `traces`), and
+hands batches of up to `BATCH_SPANS` spans to a worker thread that encodes them with
+opentelemetry-proto and POSTs them (OTLP/HTTP, protobuf) to the collector, retrying
+with backoff. Nothing a request waits for.
+
+Sampling is parent-based (W3C Trace Context): a request whose `traceparent` says
+"sampled" is recorded in that trace (the proxy's server span is the child of the
+caller's span); one that says "not sampled" is not; one without starts a new trace,
+recorded with probability `sample`. The traceparent forwarded to the upstream names
+the client span of that try, so the upstream's spans nest under it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+import urllib.request
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Final
+
+log = logging.getLogger("mso.proxy")
+
+#: Read on the hot path: whether a table turned tracing on, and the sampling fraction.
+enabled = False
+sample = 0.0
+
+MAX_QUEUED: Final = 2048  # finished traces waiting for the exporter; more are dropped
+RECENT: Final = 100  # traces kept for the dashboard
+BATCH_SPANS: Final = 512  # spans per export request
+FLUSH_INTERVAL: Final = 1.0
+RETRIES: Final = 3  # export attempts per batch (backoff 0.5 s, 1 s between them)
+EXPORT_TIMEOUT: Final = 5.0
+_ODD_FLAGS: Final = b"13579bdfBDF"  # last hex digit of trace-flags with `sampled` set
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The table's `tracing` object: where spans go and how many requests are traced."""
+
+    endpoint: str = ""  # OTLP/HTTP traces URL; "": kept for the dashboard only
+    sample: float = 0.01
+    service_name: str = "mso-proxy"
+    app: str = ""
+
+
+def _span_id() -> bytes:
+    return os.urandom(8).hex().encode()
+
+
+class Try:
+    """One upstream attempt: a client span."""
+
+    __slots__ = ("span_id", "endpoint", "subset", "address", "start", "end", "status")
+
+    def __init__(self, span_id: bytes, endpoint: str, subset: str, address: str) -> None:
+        self.span_id = span_id
+        self.endpoint = endpoint
+        self.subset = subset
+        self.address = address
+        self.start = time.time_ns()
+        self.end = 0
+        self.status = 0
+
+
+class Trace:
+    """A sampled request: its server span and the client span of each try."""
+
+    __slots__ = ("trace_id", "parent", "span_id", "method", "url", "host", "start", "end",
+                 "status", "cluster", "tries", "spare_head")
+
+    def __init__(self, trace_id: bytes, parent: bytes, method: bytes, url: bytes,
+                 host: bytes | None) -> None:
+        self.trace_id = trace_id
+        self.parent = parent
+        self.span_id = _span_id()
+        self.method = method
+        self.url = url
+        self.host = host
+        self.start = time.time_ns()
+        self.end = 0
+        self.status = 0
+        self.cluster = ""
+        self.tries: list[Try] = []
+        self.spare_head = b""
+
+    def header(self, span_id: bytes) -> bytes:
+        return b"00-" + self.trace_id + b"-" + span_id + b"-01"
+
+    def start_try(self, endpoint: str, subset: str, address: str, head: bytes) -> bytes:
+        """A try begins: its client span, and `head` forwarding a traceparent naming it."""
+        t = Try(_span_id(), endpoint, subset, address)
+        self.tries.append(t)
+        at = head.find(b"\r\ntraceparent: ") + 15
+        if at < 15:
+            return head
+        return head[:at] + self.header(t.span_id) + head[at + 55:]
+
+    def start_spare(self, endpoint: str, subset: str, address: str, head: bytes) -> None:
+        self.spare_head = self.start_try(endpoint, subset, address, head)
+
+    def end_try(self, endpoint: str, status: int) -> None:
+        """The newest open try on `endpoint` ended (status 0: without a response)."""
+        for t in reversed(self.tries):
+            if t.end == 0 and t.endpoint == endpoint:
+                t.end = time.time_ns()
+                t.status = status
+                return
+
+    def finish(self, cluster: str, status: int) -> None:
+        """The request is answered (or abandoned): close what is open and queue it."""
+        now = time.time_ns()
+        for t in self.tries:
+            if t.end == 0:
+                t.end = now
+        self.end = now
+        self.status = status
+        self.cluster = cluster
+        RECORDER.add(self)
+
+
+def begin(incoming: bytes | None, method: bytes, url: bytes, host: bytes | None
+          ) -> Trace | None:
+    """The sampling decision for one request (`incoming`: its valid traceparent)."""
+    if incoming is not None:
+        if incoming[54:55] not in _ODD_FLAGS:
+            return None
+        return Trace(incoming[3:35].lower(), incoming[36:52].lower(), method, url, host)
+    if random.random() >= sample:
+        return None
+    return Trace(os.urandom(16).hex().encode(), b"", method, url, host)
+
+
+def unsampled(traceparent: bytes) -> bytes:
+    """A new trace the proxy does not record: its flags say so to the upstream."""
+    return traceparent[:53] + b"00"
+
+
+# --- off the hot path: spans as data, export ------------------------------------------
+
+def spans_of(tr: Trace, releases: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
+    """A finished trace as span records (the dashboard's and the encoder's input)."""
+    service = tr.cluster.split("/", 1)[0] if tr.cluster else ""
+    path = tr.url.split(b"?", 1)[0].decode("latin-1")
+    method = tr.method.decode("latin-1")
+    trace_id = tr.trace_id.decode()
+    last = tr.tries[-1] if tr.tries else None
+    attrs: dict[str, Any] = {"http.request.method": method, "url.path": path,
+                             "http.response.status_code": tr.status, "mso.service": service}
+    if tr.host:
+        attrs["server.address"] = tr.host.split(b":", 1)[0].decode("latin-1")
+    if last is not None:
+        attrs.update(_endpoint_attrs(tr.cluster, last, releases))
+    server = {"trace_id": trace_id, "span_id": tr.span_id.decode(),
+              "parent": tr.parent.decode(), "name": f"{method} {service}".strip(),
+              "kind": "server", "start": tr.start, "end": tr.end, "attrs": attrs,
+              "error": tr.status >= 500 or tr.status == 0,
+              "message": "" if tr.status else "no response"}
+    out = [server]
+    for i, t in enumerate(tr.tries):
+        host, _, port = t.address.rpartition(":")
+        cattrs: dict[str, Any] = {"http.request.method": method, "url.path": path,
+                                  "server.address": host, "server.port": int(port or 0),
+                                  "mso.service": service, "mso.try": i + 1,
+                                  **_endpoint_attrs(tr.cluster, t, releases)}
+        if t.status:
+            cattrs["http.response.status_code"] = t.status
+        out.append({"trace_id": trace_id, "span_id": t.span_id.decode(),
+                    "parent": tr.span_id.decode(), "name": f"{method} {t.endpoint}",
+                    "kind": "client", "start": t.start, "end": t.end, "attrs": cattrs,
+                    "error": t.status >= 500 or t.status == 0,
+                    "message": "" if t.status else "no response (lost, timed out or lost "
+                                                   "the race to another try)"})
+    return out
+
+
+def _endpoint_attrs(cluster: str, t: Try, releases: dict[tuple[str, str], int]
+                    ) -> dict[str, Any]:
+    out: dict[str, Any] = {"mso.subset": t.subset, "mso.endpoint": t.endpoint}
+    release = releases.get((cluster, t.subset))
+    if release:
+        out["mso.release"] = release
+    return out
+
+
+def encode(spans: list[dict[str, Any]], settings: Settings) -> bytes:
+    """An OTLP ExportTraceServiceRequest (protobuf) of `spans`."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    _attributes(rs.resource.attributes, {"service.name": settings.service_name,
+                                         **({"service.namespace": settings.app}
+                                            if settings.app else {})})
+    ss = rs.scope_spans.add()
+    ss.scope.name = "mso.proxy"
+    for s in spans:
+        span = ss.spans.add()
+        span.trace_id = bytes.fromhex(s["trace_id"])
+        span.span_id = bytes.fromhex(s["span_id"])
+        if s["parent"]:
+            span.parent_span_id = bytes.fromhex(s["parent"])
+        span.name = s["name"]
+        span.kind = Span.SPAN_KIND_SERVER if s["kind"] == "server" else Span.SPAN_KIND_CLIENT
+        span.start_time_unix_nano = s["start"]
+        span.end_time_unix_nano = s["end"]
+        _attributes(span.attributes, s["attrs"])
+        if s["error"]:
+            span.status.code = Status.STATUS_CODE_ERROR
+            span.status.message = s["message"]
+    return bytes(req.SerializeToString())
+
+
+def _attributes(target: Any, attrs: dict[str, Any]) -> None:
+    for key, value in attrs.items():
+        kv = target.add()
+        kv.key = key
+        if isinstance(value, bool):
+            kv.value.bool_value = value
+        elif isinstance(value, int):
+            kv.value.int_value = value
+        else:
+            kv.value.string_value = str(value)
+
+
+def post(url: str, body: bytes) -> None:
+    """One export request; raises OSError when the collector did not take it."""
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": "application/x-protobuf"})
+    with _OPENER.open(req, timeout=EXPORT_TIMEOUT) as resp:
+        resp.read()
+
+
+# Straight to the collector: no HTTP(S)_PROXY from the environment.
+_OPENER: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class Recorder:
+    """The queue between the hot path and the exporter, and the recent traces."""
+
+    def __init__(self) -> None:
+        self.queue: list[Trace] = []
+        self.recent: deque[list[dict[str, Any]]] = deque(maxlen=RECENT)
+        self.settings = Settings()
+        self.releases: Callable[[], dict[tuple[str, str], int]] = dict
+        self.post: Callable[[str, bytes], None] = post
+        self.dropped = 0  # spans dropped: queue full, or the collector refused them
+        self.exported = 0  # spans the collector took
+        self.failed_exports = 0  # export requests given up after RETRIES attempts
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, tr: Trace) -> None:
+        if len(self.queue) < MAX_QUEUED:
+            self.queue.append(tr)
+        else:
+            self.dropped += 1 + len(tr.tries)
+
+    def configure(self, settings: Settings | None,
+                  releases: Callable[[], dict[tuple[str, str], int]]) -> None:
+        """Apply a table's settings (None: tracing off); starts the flush task."""
+        global enabled, sample
+        self.releases = releases
+        if settings is None:
+            enabled = False
+            return
+        self.settings = settings
+        sample = settings.sample
+        enabled = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Take the queued traces: keep them for the dashboard, export them."""
+        batch, self.queue = self.queue, []
+        if not batch:
+            return
+        releases = self.releases()
+        spans: list[dict[str, Any]] = []
+        for tr in batch:
+            one = spans_of(tr, releases)
+            self.recent.append(one)
+            spans += one
+        endpoint = self.settings.endpoint
+        if not endpoint:
+            return
+        for i in range(0, len(spans), BATCH_SPANS):
+            await self._export(endpoint, spans[i:i + BATCH_SPANS])
+
+    async def _export(self, endpoint: str, spans: list[dict[str, Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        delay = 0.5
+        for attempt in range(RETRIES):
+            try:
+                await loop.run_in_executor(None, self._send, endpoint, spans, settings)
+            except (OSError, ValueError) as exc:
+                if attempt + 1 == RETRIES:
+                    self.failed_exports += 1
+                    self.dropped += len(spans)
+                    log.warning("tracing: %d spans not exported to %s: %s",
+                                len(spans), endpoint, exc)
+                    return
+                await asyncio.sleep(delay)
+                delay *= 2
+            else:
+                self.exported += len(spans)
+                return
+
+    def _send(self, endpoint: str, spans: list[dict[str, Any]], settings: Settings) -> None:
+        self.post(endpoint, encode(spans, settings))
+
+    def traces(self) -> list[list[dict[str, Any]]]:
+        """The recent traces, newest first (control op `traces`)."""
+        return list(reversed(self.recent))
+
+    def counters(self) -> dict[str, int]:
+        return {"exported": self.exported, "dropped": self.dropped,
+                "failed_exports": self.failed_exports, "queued": len(self.queue)}
+
+    async def close(self) -> None:
+        """Export what is queued (once, bounded), then stop."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        try:
+            await asyncio.wait_for(self.flush(), EXPORT_TIMEOUT)
+        except (asyncio.TimeoutError, OSError):
+            pass
+
+
+RECORDER: Final = Recorder()
