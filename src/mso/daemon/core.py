@@ -332,6 +332,10 @@ class Daemon:
     async def metrics(self) -> dict[str, Any]:
         return await self.proxy.metrics()
 
+    async def traces(self) -> list[Any]:
+        """The proxy's recent sampled traces, newest first (the dashboard's Traces page)."""
+        return await self.proxy.client.traces()
+
     def relabel(self, service: str, mapping: dict[str, str]) -> None:
         for managed in self.book.of_service(service):
             new = mapping.get(managed.record.subset)
