@@ -167,3 +167,12 @@ def test_export_is_retried_and_counted(
 def test_the_table_refuses_bad_tracing_settings(tracing: Any, message: str) -> None:
     with pytest.raises(TableError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_table({"version": 1, "listeners": [], "tracing": tracing})
+
+
+def test_a_caller_trace_id_that_is_not_hex_starts_a_new_trace() -> None:
+    from mso.proxy import tracing
+    tr = tracing.Trace(b"zz" * 16, b"cd" * 8, b"GET", b"/", None)
+    assert tr.parent == b"" and tr.trace_id != b"zz" * 16
+    assert len(bytes.fromhex(tr.trace_id.decode())) == 16
+    kept = tracing.Trace(b"AB" * 16, b"cd" * 8, b"GET", b"/", None)
+    assert (kept.trace_id, kept.parent) == (b"AB" * 16, b"cd" * 8)

@@ -158,6 +158,7 @@ class Runtime:
             if key not in live:
                 self._retire(ep)
         tracing.RECORDER.configure(table.tracing, lambda: self.releases)
+        self.hub.trace_sample = table.tracing.sample if table.tracing is not None else -1.0
         self.version = table.version
 
     async def _reopen(self, closed: dict[str, Listener], ports: dict[str, int]) -> None:

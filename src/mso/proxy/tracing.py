@@ -1,9 +1,9 @@
 """Request tracing: a server span per sampled request, a client span per upstream try.
 
 The manifest's `tracing:` reaches the proxy in its route table (`Settings`). On the hot
-path a request costs one branch while tracing is off (`if tracing.enabled:`) and one
-random draw while it is on; only a sampled request gets a `Trace`, which records its
-tries with a few attribute writes. Finished traces go into a bounded list (a full list
+path (http_server.py, compiled) a request costs one comparison while tracing is off
+(`Hub.trace_sample < 0`) and one random draw while it is on; only a sampled request
+gets a `Trace`, which records its tries with a few attribute writes. Finished traces go into a bounded list (a full list
 drops them, counted); a task of the event loop takes that list every `FLUSH_INTERVAL`
 seconds, keeps the last `RECENT` traces for the dashboard (control op `traces`), and
 hands batches of up to `BATCH_SPANS` spans to a worker thread that encodes them with
@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import time
 import urllib.request
 from collections import deque
@@ -30,9 +29,8 @@ from typing import Any, Callable, Final
 
 log = logging.getLogger("mso.proxy")
 
-#: Read on the hot path: whether a table turned tracing on, and the sampling fraction.
+#: Whether the last table turned tracing on (the exporter's counters are shown then).
 enabled = False
-sample = 0.0
 
 MAX_QUEUED: Final = 2048  # finished traces waiting for the exporter; more are dropped
 RECENT: Final = 100  # traces kept for the dashboard
@@ -40,7 +38,6 @@ BATCH_SPANS: Final = 512  # spans per export request
 FLUSH_INTERVAL: Final = 1.0
 RETRIES: Final = 3  # export attempts per batch (backoff 0.5 s, 1 s between them)
 EXPORT_TIMEOUT: Final = 5.0
-_ODD_FLAGS: Final = b"13579bdfBDF"  # last hex digit of trace-flags with `sampled` set
 
 
 @dataclass(frozen=True)
@@ -53,8 +50,22 @@ class Settings:
     app: str = ""
 
 
+_IDS: list[bytes] = []  # random 64-bit ids in hex, made 256 at a time (one syscall)
+
+
 def _span_id() -> bytes:
-    return os.urandom(8).hex().encode()
+    if not _IDS:
+        h = os.urandom(8 * 256).hex().encode()
+        _IDS.extend([h[i:i + 16] for i in range(0, 16 * 256, 16)])
+    return _IDS.pop()
+
+
+def new_trace_id() -> bytes:
+    return _span_id() + _span_id()
+
+
+# A forked child must not hand out the ids its parent still holds.
+os.register_at_fork(after_in_child=_IDS.clear)
 
 
 class Try:
@@ -80,6 +91,11 @@ class Trace:
 
     def __init__(self, trace_id: bytes, parent: bytes, method: bytes, url: bytes,
                  host: bytes | None) -> None:
+        if parent:
+            try:  # a caller's ids must be hex to be encoded; otherwise start a new trace
+                bytes.fromhex((trace_id + parent).decode("latin-1"))
+            except ValueError:
+                trace_id, parent = new_trace_id(), b""
         self.trace_id = trace_id
         self.parent = parent
         self.span_id = _span_id()
@@ -128,21 +144,6 @@ class Trace:
         RECORDER.add(self)
 
 
-def begin(incoming: bytes | None, method: bytes, url: bytes, host: bytes | None
-          ) -> Trace | None:
-    """The sampling decision for one request (`incoming`: its valid traceparent)."""
-    if incoming is not None:
-        if incoming[54:55] not in _ODD_FLAGS:
-            return None
-        return Trace(incoming[3:35].lower(), incoming[36:52].lower(), method, url, host)
-    if random.random() >= sample:
-        return None
-    return Trace(os.urandom(16).hex().encode(), b"", method, url, host)
-
-
-def unsampled(traceparent: bytes) -> bytes:
-    """A new trace the proxy does not record: its flags say so to the upstream."""
-    return traceparent[:53] + b"00"
 
 
 # --- off the hot path: spans as data, export ------------------------------------------
@@ -269,14 +270,14 @@ class Recorder:
 
     def configure(self, settings: Settings | None,
                   releases: Callable[[], dict[tuple[str, str], int]]) -> None:
-        """Apply a table's settings (None: tracing off); starts the flush task."""
-        global enabled, sample
+        """Apply a table's settings (None: tracing off); starts the flush task. The
+        sampling share goes to the hot path's `Hub.trace_sample` (runtime.py)."""
+        global enabled
         self.releases = releases
         if settings is None:
             enabled = False
             return
         self.settings = settings
-        sample = settings.sample
         enabled = True
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
