@@ -154,7 +154,7 @@ def main() -> None:
     report = render(rounds, counters, collector, args)
     print(report)
     if not args.no_write:
-        write_section(report)
+        bench.write_section(report, SECTION)
 
 
 def render(rounds: dict[str, list[bench.Result]], counters: dict[str, dict[str, float]],
@@ -198,18 +198,6 @@ def render(rounds: dict[str, list[bench.Result]], counters: dict[str, dict[str, 
         "(`mso_proxy_spans_dropped_total`), never waited for.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def write_section(report: str) -> None:
-    path = bench.ROOT / "docs" / "benchmarks.md"
-    text = path.read_text()
-    start = text.find(SECTION)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + report
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + report + (text[end:] if end != -1 else "")
-    path.write_text(text)
 
 
 if __name__ == "__main__":
