@@ -176,3 +176,41 @@ def test_a_caller_trace_id_that_is_not_hex_starts_a_new_trace() -> None:
     assert len(bytes.fromhex(tr.trace_id.decode())) == 16
     kept = tracing.Trace(b"AB" * 16, b"cd" * 8, b"GET", b"/", None)
     assert (kept.trace_id, kept.parent) == (b"AB" * 16, b"cd" * 8)
+
+
+def test_the_recorder_is_bounded_and_counts_what_it_drops() -> None:
+    import asyncio
+
+    from mso.proxy import tracing
+
+    rec = tracing.Recorder()
+    rec.backoff = 0.0
+    sent: list[bytes] = []
+    failures = [OSError("refused"), OSError("refused")]
+
+    def post(url: str, body: bytes) -> None:
+        if failures:
+            raise failures.pop()
+        sent.append(body)
+    rec.post = post
+    rec.settings = tracing.Settings(endpoint="http://127.0.0.1:9/v1/traces")
+
+    def finished(i: int) -> tracing.Trace:
+        tr = tracing.Trace(tracing.new_trace_id(), b"", b"GET", b"/%d" % i, None)
+        tr.start_try("web-1", "stable", "127.0.0.1:1", b"GET / HTTP/1.1\r\n\r\n")
+        return tr
+    for i in range(tracing.MAX_QUEUED + 3):
+        finished(i).finish("web/http", 200)  # goes to the module's RECORDER: moved below
+    rec.queue, tracing.RECORDER.queue = tracing.RECORDER.queue, []
+    rec.dropped, tracing.RECORDER.dropped = tracing.RECORDER.dropped, 0
+    assert len(rec.queue) == tracing.MAX_QUEUED and rec.dropped == 3 * 2
+    asyncio.run(rec.flush())  # two failures, then the third attempt of the first batch
+    spans = 2 * tracing.MAX_QUEUED
+    assert rec.exported == spans and rec.failed_exports == 0
+    assert len(sent) == spans // tracing.BATCH_SPANS
+    assert len(rec.traces()) == tracing.RECENT
+    assert rec.traces()[0][0]["attrs"]["url.path"] == f"/{tracing.MAX_QUEUED - 1}"
+    failures.extend([OSError("down")] * tracing.RETRIES)
+    rec.queue.append(finished(0))
+    asyncio.run(rec.flush())
+    assert (rec.failed_exports, rec.dropped, rec.exported) == (1, 6 + 2, spans)

@@ -63,3 +63,14 @@ def test_the_route_table_carries_it_and_the_proxy_reads_it() -> None:
     plain = build_table(bind="127.0.0.1", gateway_port=8080, metrics_port=None, routes=[],
                         services=[])
     assert "tracing" not in plain and parse_table({**plain, "version": 1}).tracing is None
+
+
+def test_deploy_reports_a_tracing_change() -> None:
+    from mso.daemon.core import _app_changes
+    old = {"gateway": {"bind": "127.0.0.1", "port": 8080}, "routes": []}
+    on = {**old, "tracing": {"endpoint": "", "sample": 0.01}}
+    (change,) = _app_changes(old, on)
+    assert (change.service, change.change) == (
+        "tracing", "0.01 of new traces sampled, to the dashboard only")
+    (off,) = _app_changes(on, old)
+    assert off.change == "off"

@@ -260,6 +260,7 @@ class Recorder:
         self.dropped = 0  # spans dropped: queue full, or the collector refused them
         self.exported = 0  # spans the collector took
         self.failed_exports = 0  # export requests given up after RETRIES attempts
+        self.backoff = 0.5  # seconds before the first retry of an export; doubles
         self._task: asyncio.Task[None] | None = None
 
     def add(self, tr: Trace) -> None:
@@ -292,22 +293,28 @@ class Recorder:
         batch, self.queue = self.queue, []
         if not batch:
             return
-        releases = self.releases()
-        spans: list[dict[str, Any]] = []
-        for tr in batch:
-            one = spans_of(tr, releases)
-            self.recent.append(one)
-            spans += one
+        # Made in a worker thread: the event loop keeps serving between its GIL slices.
+        spans = await asyncio.get_running_loop().run_in_executor(
+            None, self._spans, batch, dict(self.releases()))
         endpoint = self.settings.endpoint
         if not endpoint:
             return
         for i in range(0, len(spans), BATCH_SPANS):
             await self._export(endpoint, spans[i:i + BATCH_SPANS])
 
+    def _spans(self, batch: list[Trace], releases: dict[tuple[str, str], int]
+               ) -> list[dict[str, Any]]:
+        spans: list[dict[str, Any]] = []
+        for tr in batch:
+            one = spans_of(tr, releases)
+            self.recent.append(one)  # deque.append is thread-safe
+            spans += one
+        return spans
+
     async def _export(self, endpoint: str, spans: list[dict[str, Any]]) -> None:
         loop = asyncio.get_running_loop()
         settings = self.settings
-        delay = 0.5
+        delay = self.backoff
         for attempt in range(RETRIES):
             try:
                 await loop.run_in_executor(None, self._send, endpoint, spans, settings)
@@ -329,7 +336,7 @@ class Recorder:
 
     def traces(self) -> list[list[dict[str, Any]]]:
         """The recent traces, newest first (control op `traces`)."""
-        return list(reversed(self.recent))
+        return list(reversed(list(self.recent)))
 
     def counters(self) -> dict[str, int]:
         return {"exported": self.exported, "dropped": self.dropped,
