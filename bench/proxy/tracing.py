@@ -31,6 +31,7 @@ import run as bench  # noqa: E402
 
 SECTION = "## Tracing (issue 16)"
 MODES = (("off", None), ("1%", 0.01), ("100%", 1.0))
+START_LOAD: list[float] = []
 
 
 class Collector:
@@ -121,6 +122,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     bench.ensure_tools()
+    START_LOAD[:] = os.getloadavg()
     os.sched_setaffinity(0, {int(bench.LOAD_CPU)})  # the collector runs with the load
     collector = Collector()
     tmp = Path(tempfile.mkdtemp(prefix="msotrace"))
@@ -168,8 +170,9 @@ def render(rounds: dict[str, list[bench.Result]], counters: dict[str, dict[str, 
         f"{args.rounds} interleaved rounds of wrk -t1 -c{args.connections} -d{args.duration}s "
         f"on CPU {bench.LOAD_CPU} (with two nginx `return 200` backends and the OTLP collector); "
         f"each mso proxy alone on CPU {bench.PROXY_CPU}, one process, weighted routing (90/10) "
-        f"and a metrics listener; per-request modules: {bench.BUILD[0]}. Load average at the "
-        f"end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (2 cores, shared).", "",
+        f"and a metrics listener; per-request modules: {bench.BUILD[0]}. Load average (1 min) "
+        f"at the start {START_LOAD[0]:.1f}, at the end {load[0]:.1f} (2 cores, shared with "
+        "other jobs; the benchmark itself adds about 2).", "",
         "Reproduce: `.venv/bin/python bench/proxy/tracing.py` (installs wrk and nginx if "
         "missing).", "",
         "| tracing | req/s (best round) | vs off | p50 ms | p99 ms | proxy CPU per request "
