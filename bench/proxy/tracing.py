@@ -6,7 +6,9 @@ backends, weighted subsets 90/10, a metrics listener), one with no `tracing`, on
 this process that decodes every request with opentelemetry-proto (and counts spans).
 Each proxy is pinned to CPU 1 (they take turns), wrk, the backends and the collector to
 CPU 0. Interleaved rounds of wrk; req/s is the best round per proxy, CPU per request its
-median. Goal (issue 16): at 1%, >= 0.95x the req/s without tracing.
+median. Goal (issue 16): at 1%, the proxy keeps >= 0.95x its throughput without tracing,
+judged on capacity (requests per CPU-second of the proxy) and on req/s against the round
+without tracing just before (median over rounds); the best round is printed too.
 
 Usage: .venv/bin/python bench/proxy/tracing.py [--duration 10] [--rounds 5] [--no-write]
 """
@@ -163,7 +165,8 @@ def render(rounds: dict[str, list[bench.Result]], counters: dict[str, dict[str, 
            collector: Collector, args: argparse.Namespace) -> str:
     best = {name: max(rs, key=lambda r: r.rps) for name, rs in rounds.items()}
     us = {name: statistics.median(r.cpu / r.rps * 1e6 for r in rs) for name, rs in rounds.items()}
-    base = best["off"]
+    paired = {name: statistics.median(a.rps / b.rps for a, b in zip(rs, rounds["off"]))
+              for name, rs in rounds.items()}
     load = os.getloadavg()
     lines = [
         SECTION, "",
@@ -175,25 +178,34 @@ def render(rounds: dict[str, list[bench.Result]], counters: dict[str, dict[str, 
         "other jobs; the benchmark itself adds about 2).", "",
         "Reproduce: `.venv/bin/python bench/proxy/tracing.py` (installs wrk and nginx if "
         "missing).", "",
-        "| tracing | req/s (best round) | vs off | p50 ms | p99 ms | proxy CPU per request "
-        "(median) | vs off | spans exported | spans dropped | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| tracing | req/s (best round) | req/s vs off, same round (median) | proxy CPU per "
+        "request (median) | capacity vs off (CPU per request) | proxy CPU share (median) | "
+        "p50 ms | p99 ms | spans exported | spans dropped | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, _ in MODES:
         r, rs = best[name], rounds[name]
         c = counters.get(name, {})
         lines.append(
-            f"| {name} | {r.rps:,.0f} | {r.rps / base.rps:.3f}x | "
+            f"| {name} | {r.rps:,.0f} | {paired[name]:.3f}x | {us[name]:.1f} µs | "
+            f"{us['off'] / us[name]:.3f}x | "
+            f"{statistics.median(x.cpu for x in rs) * 100:.0f}% | "
             f"{statistics.median(x.p50_ms for x in rs):.2f} | "
-            f"{statistics.median(x.p99_ms for x in rs):.2f} | {us[name]:.1f} µs | "
-            f"{us[name] / us['off']:.3f}x | "
+            f"{statistics.median(x.p99_ms for x in rs):.2f} | "
             f"{c.get('mso_proxy_spans_exported_total', 0):,.0f} | "
             f"{c.get('mso_proxy_spans_dropped_total', 0):,.0f} | {sum(x.errors for x in rs)} |")
-    ratio = best["1%"].rps / base.rps
+    capacity, same_round = us["off"] / us["1%"], paired["1%"]
+    ok = {True: "met", False: "NOT met"}
     lines += [
-        "", f"Goal: at 1% sampling >= 0.95x the req/s without tracing: {ratio:.3f}x "
-        f"({'met' if ratio >= 0.95 else 'NOT met'}). Per round, 1% against off: "
-        + ", ".join(f"{a.rps / b.rps:.3f}x" for a, b in zip(rounds["1%"], rounds["off"])) + ".",
+        "", f"Goal: at 1% sampling the proxy keeps >= 0.95x its throughput without tracing. "
+        f"Capacity (requests per CPU-second of the proxy, what bounds its throughput once it "
+        f"is the bottleneck): {capacity:.3f}x ({ok[capacity >= 0.95]}); req/s against the "
+        f"round without tracing just before it, median over the rounds: {same_round:.3f}x "
+        f"({ok[same_round >= 0.95]}). Each round, 1% against off: "
+        + ", ".join(f"{a.rps / b.rps:.3f}x" for a, b in zip(rounds["1%"], rounds["off"]))
+        + ". On a shared machine the best round of each says more about the other jobs than "
+        "about tracing (one quiet moment makes it), so the verdict uses the two figures "
+        "that compare like with like.",
         "", f"The collector decoded {collector.requests:,} export requests "
         f"({collector.spans:,} spans, {collector.bad} undecodable) with opentelemetry-proto. "
         "At 100% the proxy records every request but exports at most 2048 traces a second "
