@@ -6,13 +6,14 @@ with Jinja2 (`StrictUndefined`: a misspelt variable is an error): `template.yaml
 every file or folder name always, a file's content when its name ends in `.jinja` (the
 suffix is dropped, as copier does); other files are copied byte for byte.
 
-mso.yaml is edited with ruamel.yaml's round-trip mode, so the user's comments, key order,
-quoting and flow style stay as they were; the result is validated before it is written.
+mso.yaml is edited by splicing: PyYAML's node marks say where `services:` and `routes:`
+end, the new lines go there (indented as the file is), and every other byte stays as the
+user wrote it, comments included; the result is validated before it is written.
 """
 
 from __future__ import annotations
 
-import io
+import json
 import os
 import re
 import shutil
@@ -101,76 +102,141 @@ def render_files(template: Template, dest: Path, variables: dict[str, Any]) -> l
     return written
 
 
-def service_entry(template: Template, variables: dict[str, Any]) -> tuple[Any, str]:
-    """The template's manifest entry for the service (a ruamel mapping, its comments and
-    flow style kept) and its description."""
+def service_entry(template: Template, variables: dict[str, Any]) -> tuple[str, bool, str]:
+    """The template's manifest entry for the service as YAML text (its comments and style
+    kept, indented from column 0), whether it has an http port, and the description."""
+    import yaml
     path = template.folder / "template.yaml"
     text = _render(_environment(), path.read_text(), str(path), variables)
-    data = _yaml().load(text)
-    if not isinstance(data, dict) or not isinstance(data.get("service"), dict):
-        raise CliError(f"{path}: needs a `service:` mapping (the service's entry in mso.yaml)", 2)
-    return data["service"], str(data.get("description", ""))
-
-
-def _yaml() -> Any:
-    from ruamel.yaml import YAML
-    yaml = YAML()  # round-trip: comments, order, quotes and flow style are kept
-    yaml.preserve_quotes = True
-    yaml.width = 4096
-    return yaml
-
-
-def add_service(text: str, name: str, entry: Any, route_path: str | None) -> str:
-    """mso.yaml's text with `services.NAME` added (and a gateway route to it), everything
-    else as the user wrote it. The route goes before the first route whose path is a
-    prefix of it (first match wins: `/NAME` must come before `/`)."""
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
-    from ruamel.yaml.util import load_yaml_guess_indent
     try:
-        data, indent, block_seq = load_yaml_guess_indent(text)
-    except Exception as exc:  # the manifest is validated first; this is a backstop
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CliError(f"{path}: not valid YAML after rendering: {exc}", 2) from None
+    node = _value(root, "service")
+    if not isinstance(data, dict) or not isinstance(data.get("service"), dict) or not isinstance(
+            node, yaml.MappingNode) or node.flow_style or not node.value:
+        raise CliError(f"{path}: needs a `service:` block mapping (the service's entry in mso.yaml)", 2)
+    lines = text.splitlines()[node.start_mark.line:_end_line(text, node, node.start_mark.column)]
+    base = node.start_mark.column
+    block = "".join((line[base:] if line[:base].strip() == "" else line.lstrip()) + "\n"
+                    for line in lines)
+    ports = data["service"].get("ports")
+    return block, isinstance(ports, dict) and "http" in ports, str(data.get("description", ""))
+
+
+def _value(root: Any, key: str) -> Any:
+    import yaml
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    return next((v for k, v in root.value if getattr(k, "value", None) == key), None)
+
+
+def _end_line(text: str, node: Any, column: int) -> int:
+    """The line after `node`'s last line of content: its end mark, less the blank lines and
+    the comments less indented than `column` (those belong to what follows)."""
+    lines = text.splitlines()
+    end = node.end_mark.line + (1 if node.end_mark.column > 0 else 0)
+    end = min(end, len(lines))
+    while end > node.start_mark.line + 1:
+        line = lines[end - 1]
+        indent = len(line) - len(line.lstrip())
+        if line.strip() and not (line.lstrip().startswith("#") and indent < column):
+            break
+        end -= 1
+    return end
+
+
+def _scalar(text: str) -> str:
+    return text if re.fullmatch(r"[A-Za-z0-9/_.-]+", text) else json.dumps(text)
+
+
+def add_service(text: str, name: str, entry: str, route_path: str | None) -> str:
+    """mso.yaml's text with `services.NAME` added (and a gateway route to it): the new
+    lines are spliced in, every other byte stays as the user wrote it. The route goes
+    before the first route whose path is a prefix of it (first match wins: `/NAME` must
+    come before `/`), written like the routes around it."""
+    import yaml
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:  # the manifest is validated first; this is a backstop
         raise CliError(f"cannot edit the manifest: {exc}", 2) from None
-    yaml = _yaml()
-    indent = indent or 2
-    block_seq = 2 if block_seq is None else block_seq  # none yet: as docs/manifest.md writes them
-    yaml.indent(mapping=indent, sequence=indent + block_seq, offset=block_seq)
-    if not isinstance(data, dict):
-        raise CliError("cannot edit the manifest: it is not a mapping", 2)
-    if data.get("services") is None:
-        data["services"] = CommentedMap()
-    services = data["services"]
-    if name in services:
-        raise CliError(f"the manifest already has a service {name!r}", 2)
-    services[name] = entry
+    if not isinstance(root, yaml.MappingNode) or root.flow_style:
+        raise CliError("cannot edit the manifest: it is not a block mapping", 2)
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    inserts: list[tuple[int, str]] = []
+    services = _value(root, "services")
+    top = next(k for k, _ in root.value).start_mark.column
+    step = 2
+    if isinstance(services, yaml.MappingNode) and services.value and not services.flow_style:
+        if any(getattr(k, "value", None) == name for k, _ in services.value):
+            raise CliError(f"the manifest already has a service {name!r}", 2)
+        col = services.value[0][0].start_mark.column
+        step = max(col - top, 1)
+        at = _end_line(text, services, col)
+        inserts.append((at, _indent(f"{name}:\n" + _indent(entry, step), col)))
+    elif services is None or (isinstance(services, yaml.ScalarNode) and services.value in ("", "~", "null")) \
+            or (isinstance(services, yaml.MappingNode) and not services.value):
+        block = "services:\n" + _indent(f"{name}:\n" + _indent(entry, step), top + step)
+        key = next((k for k, v in root.value if v is services), None) if services is not None else None
+        if key is None:
+            inserts.append((len(lines), _indent(block, top)))
+        else:  # `services:`, `services: {}`: the line is replaced
+            lines[key.start_mark.line] = _indent(block, top)
+    else:
+        raise CliError("cannot add to `services:` written in flow style ({...}); write it as "
+                       "a block mapping first", 2)
     if route_path is not None:
-        if data.get("routes") is None:
-            data.insert(_before(data, "services"), "routes", CommentedSeq())
-        routes = data["routes"]
-        route = CommentedMap([("path", route_path), ("service", name)])
-        first = next((r for r in routes if isinstance(r, CommentedMap)), None)
-        if first is not None and first.fa.flow_style():
-            route.fa.set_flow_style()  # as the user writes routes
-        at = next((i for i, r in enumerate(routes) if isinstance(r, dict)
-                   and _prefix_of(str(r.get("path", "/")), route_path)), len(routes))
-        routes.insert(at, route)
-    out = io.StringIO()
-    yaml.dump(data, out)
-    return out.getvalue()
+        inserts.append(_route_insert(text, root, name, route_path, top, step))
+    for at, block in sorted(inserts, key=lambda item: -item[0]):
+        lines[at:at] = [block]
+    return "".join(lines)
 
 
-def _before(data: Any, key: str) -> int:
-    keys = list(data)
-    return keys.index(key) if key in keys else len(keys)
+def _route_insert(text: str, root: Any, name: str, path: str, top: int, step: int) -> tuple[int, str]:
+    import yaml
+    routes = _value(root, "routes")
+    lines = text.splitlines()
+    flow_item = f"{{path: {_scalar(path)}, service: {name}}}"
+    if isinstance(routes, yaml.SequenceNode) and routes.value and not routes.flow_style:
+        items = routes.value
+        index = next((i for i, r in enumerate(items) if isinstance(r, yaml.MappingNode)
+                      and _prefix_of(str(_route_path(r)), path)), len(items))
+        ref = items[min(index, len(items) - 1)]
+        dash = lines[ref.start_mark.line][:ref.start_mark.column]
+        at = ref.start_mark.line if index < len(items) else _end_line(text, routes, len(dash) - 2)
+        if isinstance(ref, yaml.MappingNode) and ref.flow_style:
+            return at, f"{dash}{flow_item}\n"
+        return at, f"{dash}path: {_scalar(path)}\n{' ' * len(dash)}service: {name}\n"
+    if routes is None:
+        key_line = next(k for k, v in root.value if getattr(k, "value", None) == "services").start_mark.line \
+            if _value(root, "services") is not None else len(text.splitlines())
+        block = f"routes:\n{' ' * step}- path: {_scalar(path)}\n{' ' * (step + 2)}service: {name}\n\n"
+        return key_line, _indent(block, top)
+    raise CliError("cannot add a route to `routes:` written in flow style ([...]); write it "
+                   "as a block sequence first, or pass --no-route", 2)
 
 
 def _prefix_of(path: str, other: str) -> bool:
     return other == path or other.startswith(path.rstrip("/") + "/")
 
 
+def _route_path(node: Any) -> Any:
+    value = _value(node, "path")
+    return getattr(value, "value", "/") if value is not None else "/"
+
+
+def _indent(block: str, by: int) -> str:
+    pad = " " * by
+    return "".join(pad + line if line.strip() else line for line in block.splitlines(keepends=True))
+
+
 def route_for(text: str, name: str) -> str:
     """`/` when no route claims it yet, else `/NAME`."""
-    from ruamel.yaml import YAML
-    data = YAML(typ="safe").load(text) or {}
+    import yaml
+    data = yaml.safe_load(text) or {}
     paths = {str(r.get("path")) for r in data.get("routes") or [] if isinstance(r, dict)}
     return f"/{name}" if "/" in paths else "/"
 
@@ -200,8 +266,7 @@ def new_service(manifest: Path, name: str, template_spec: str, port: int | None,
     variables = {"name": name, "app": app_label(app_dir) if created_manifest else
                  _app_name(text), "port": port or DEFAULT_PORT.get(template.name, 8000),
                  "env_prefix": name.upper().replace("-", "_"), "template": template.name}
-    entry, description = service_entry(template, variables)
-    has_http = isinstance(entry.get("ports"), dict) and "http" in entry["ports"]
+    entry, has_http, description = service_entry(template, variables)
     path = None if no_route or not has_http else (route or route_for(text, name))
     new_text = add_service(text, name, entry, path)
     written = render_files(template, dest, variables)
@@ -223,6 +288,6 @@ def new_service(manifest: Path, name: str, template_spec: str, port: int | None,
 
 
 def _app_name(text: str) -> str:
-    from ruamel.yaml import YAML
-    data = YAML(typ="safe").load(text) or {}
+    import yaml
+    data = yaml.safe_load(text) or {}
     return str(data.get("app", ""))

@@ -8,12 +8,14 @@ answers JSON; `?delay=SECONDS` (at most 30) makes a request slow, to see drainin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -33,6 +35,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         started = time.monotonic()
         url = urlsplit(self.path)
+        body: dict[str, object]
         if url.path == "/healthz":
             status, body = 200, {"status": "ok"}
         elif url.path == "/ready":
@@ -40,10 +43,11 @@ class Handler(BaseHTTPRequestHandler):
             status, body = (200, {"status": "ready"}) if ready else (503, {"status": "draining"})
         else:
             delay = parse_qs(url.query).get("delay", ["0"])[0]
-            try:
-                time.sleep(min(max(float(delay), 0.0), 30.0))
-            except ValueError:
-                pass
+            with self.server.counting():
+                try:
+                    time.sleep(min(max(float(delay), 0.0), 30.0))
+                except ValueError:
+                    pass
             status, body = 200, {"message": self.server.greeting, "service": SERVICE,
                                  "release": os.environ.get("MSO_RELEASE"), "path": url.path}
         data = json.dumps(body).encode() + b"\n"
@@ -68,6 +72,18 @@ class Server(ThreadingHTTPServer):
         super().__init__(("0.0.0.0", port), Handler)
         self.greeting = greeting
         self.ready = threading.Event()
+        self.in_flight = 0  # requests being worked on (not probes)
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        with self._lock:
+            self.in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
     def drain(self) -> None:
         """Stop taking new connections; requests in flight finish (server_close waits)."""

@@ -47,8 +47,8 @@ class ServiceTest(unittest.TestCase):
         slow = threading.Thread(target=lambda: answer.append(self.get("/?delay=1")))
         slow.start()
         deadline = time.monotonic() + 10
-        while not self.server._threads and time.monotonic() < deadline:  # type: ignore[attr-defined]
-            time.sleep(0.01)  # wait until the request is being handled
+        while self.server.in_flight == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # wait until the request is being worked on
         self.server.drain()
         self.assertFalse(self.server.ready.is_set())
         slow.join(10)
