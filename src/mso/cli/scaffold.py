@@ -136,9 +136,9 @@ def _end_line(text: str, node: Any, column: int) -> int:
     """The line after `node`'s last line of content: its end mark, less the blank lines and
     the comments less indented than `column` (those belong to what follows)."""
     lines = text.splitlines()
-    end = node.end_mark.line + (1 if node.end_mark.column > 0 else 0)
-    end = min(end, len(lines))
-    while end > node.start_mark.line + 1:
+    first: int = node.start_mark.line
+    end: int = min(node.end_mark.line + (1 if node.end_mark.column > 0 else 0), len(lines))
+    while end > first + 1:
         line = lines[end - 1]
         indent = len(line) - len(line.lstrip())
         if line.strip() and not (line.lstrip().startswith("#") and indent < column):
