@@ -24,7 +24,7 @@ function createServer(greeting) {
     const delay = Math.min(Math.max(Number(url.searchParams.get('delay')) || 0, 0), 30);
     const started = Date.now();
     setTimeout(() => {
-      send(200, { message: greeting, service: SERVICE, release: process.env.MSO_RELEASE || null, path: url.pathname });
+      send(200, { message: greeting, service: SERVICE, release: process.env.MSO_RELEASE || null, replica: process.env.MSO_REPLICA || null, path: url.pathname });
       log('info', 'request', { method: req.method, path: url.pathname, status: 200, ms: Date.now() - started });
     }, delay * 1000);
   });

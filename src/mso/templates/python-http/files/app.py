@@ -1,8 +1,9 @@
 """An HTTP service: twelve-factor, JSON logs, drains on SIGTERM. Standard library only.
 
 Environment: PORT (where to listen, default 8000), GREETING (the answer's message),
-MSO_SERVICE / MSO_RELEASE (set by mso; shown in answers and logs).
-Endpoints: /healthz (alive), /ready (503 while starting or draining), anything else
+MSO_SERVICE / MSO_RELEASE / MSO_REPLICA (set by mso; shown in answers).
+Endpoints: /healthz (alive), /ready (503 while starting or draining; says how many
+requests are in flight), anything else
 answers JSON; `?delay=SECONDS` (at most 30) makes a request slow, to see draining work.
 """
 
@@ -41,6 +42,7 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/ready":
             ready = self.server.ready.is_set()
             status, body = (200, {"status": "ready"}) if ready else (503, {"status": "draining"})
+            body["in_flight"] = self.server.in_flight
         else:
             delay = parse_qs(url.query).get("delay", ["0"])[0]
             with self.server.counting():
@@ -49,7 +51,8 @@ class Handler(BaseHTTPRequestHandler):
                 except ValueError:
                     pass
             status, body = 200, {"message": self.server.greeting, "service": SERVICE,
-                                 "release": os.environ.get("MSO_RELEASE"), "path": url.path}
+                                 "release": os.environ.get("MSO_RELEASE"),
+                                 "replica": os.environ.get("MSO_REPLICA"), "path": url.path}
         data = json.dumps(body).encode() + b"\n"
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -99,7 +102,7 @@ def main() -> None:
     server = serve(int(os.environ.get("PORT", "8000")), os.environ.get("GREETING", "hello"))
 
     def on_term(signum: int, _frame: object) -> None:
-        log("info", "draining", signal=signal.Signals(signum).name)
+        log("info", "draining", signal=signal.Signals(signum).name, in_flight=server.in_flight)
         server.drain()
 
     signal.signal(signal.SIGTERM, on_term)

@@ -34,7 +34,7 @@ class ServiceTest(unittest.TestCase):
 
     def test_health_and_readiness(self) -> None:
         self.assertEqual(self.get("/healthz"), (200, {"status": "ok"}))
-        self.assertEqual(self.get("/ready"), (200, {"status": "ready"}))
+        self.assertEqual(self.get("/ready"), (200, {"status": "ready", "in_flight": 0}))
 
     def test_answers_with_its_config(self) -> None:
         status, body = self.get("/hello")
