@@ -1,13 +1,14 @@
 """`mso new service` end to end on the embedded engine (issue 18): a fresh app folder, the
 python-http template's own test, `mso up -d`, answers through the gateway, `/healthz` and
 `/ready`, a changed manifest deployed as a canary, a request in flight finishing while its
-replica drains on SIGTERM, and `mso down`."""
+replica drains on SIGTERM, and `mso down`; node-http and worker start and log too."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,3 +98,23 @@ def test_new_python_service_runs_deploys_as_a_canary_and_drains(app: MsoApp) -> 
     app.cli("down")
     assert app.cli("ps").returncode == 0
 
+
+
+@pytest.mark.parametrize("template", ["node-http", "worker"])
+def test_other_templates_run_on_the_embedded_engine(app: MsoApp, template: str) -> None:
+    if template == "node-http" and shutil.which("node") is None:
+        pytest.skip("node is not installed (scripts/setup.sh installs nodejs for the tests)")
+    app.manifest.write_text(f"app: paved\ngateway: {{port: {app.gateway_port}}}\n")
+    app.cli("new", "service", "svc", "--template", template)
+    app.up(timeout=120)
+    if template == "node-http":
+        status, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(answer(app, "/x")),
+                                timeout=30, message="svc through the gateway")
+        assert body["message"] == "hello from svc" and body["path"] == "/x"
+        assert answer(app, "/ready")[1] == {"status": "ready"}
+        line = '"msg":"request"'
+    else:
+        line = '"msg": "task done"'
+    wait_for(lambda: line in app.cli("logs", "svc", "--tail", "50").stdout, timeout=30,
+             interval=0.3, message="the service's JSON log line")
+    app.cli("down")
