@@ -12,13 +12,14 @@ extras="${MSO_EXTRAS-test,bench}"
 # ps; docker.io, iptables, util-linux for the Swarm engine and its lab; golang-go ... curl
 # to build and run the Kubernetes lab (scripts/k8s-lab.sh); prometheus, the real Prometheus
 # canary analysis providers are tested against (tests/e2e/prometheus.py starts its own);
-# chromium and chromium-driver for the dashboard's browser tests (Selenium, headless).
+# chromium and chromium-driver for the dashboard's browser tests (Selenium, headless);
+# nodejs, for the test of `mso new service --template node-http` (its `node --test`).
 apt_packages=(python3-venv python3-dev gcc libc6-dev)
 case ",$extras," in
   *,test,*)
     apt_packages+=(procps iproute2 docker.io iptables util-linux golang-go etcd-server rsync
                    openssl make conntrack socat ethtool dpkg-dev curl prometheus chromium
-                   chromium-driver) ;;
+                   chromium-driver nodejs) ;;
 esac
 [ "${MSO_WITH_BENCH_TOOLS:-0}" = 1 ] && apt_packages+=(wrk haproxy nginx-light)
 

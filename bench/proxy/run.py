@@ -392,15 +392,16 @@ def verdict(results: dict[str, Result]) -> list[str]:
 NOTES = "### Proxy benchmark notes"
 
 
-def write_section(report: str) -> None:
-    """Replace this section of docs/benchmarks.md, keeping a hand-written notes block."""
+def write_section(report: str, heading: str = SECTION) -> None:
+    """Replace the section `heading` of docs/benchmarks.md (this benchmark's, or another's
+    of bench/proxy), keeping a hand-written notes block."""
     path = ROOT / "docs" / "benchmarks.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
+    start = text.find(heading)
     if start == -1:
         path.write_text(text.rstrip("\n") + "\n\n" + report)
         return
-    nxt = text.find("\n## ", start + len(SECTION))
+    nxt = text.find("\n## ", start + len(heading))
     section = text[start:nxt + 1] if nxt != -1 else text[start:]
     rest = text[nxt + 1:] if nxt != -1 else ""
     notes_at = section.find(NOTES)

@@ -163,3 +163,24 @@ def test_watch_endpoints_reject_bad_input(api: Api) -> None:
     assert_json_error(api.socket.post("/v1/services/echo/restart",
                                       json={"strategy": "sideways"}), 422)
     assert api.app.all_ready(2)
+
+
+def test_every_mutating_call_is_an_event_with_its_origin(api: Api) -> None:
+    """Calls that change something (or try to) are recorded: what, from where, how they
+    ended; a refused call too; reads are not; bodies never."""
+    token = {"Authorization": f"Bearer {api.token}"}
+    api.tcp.post("/v1/services/echo/scale", json={"replicas": 2}, headers=token)
+    api.tcp.post("/v1/services/echo/scale", json={"replicas": 2})  # no token: 401
+    api.socket.post("/v1/services/echo/restart")
+    api.socket.post("/v1/diff", json={"manifest": str(api.app.manifest),
+                                      "environ": {"SOME_SECRET": "zzz-secret-zzz"}})
+    api.socket.get("/v1/ps")
+    calls = [e for e in api.socket.get("/v1/events", params={"limit": 1000}).json()
+             if e["type"] == "api.call"]
+    seen = [(e["data"]["path"], e["data"]["status"], e["data"]["origin"].split(" ")[0])
+            for e in calls]
+    assert ("/v1/services/echo/scale", 200, "tcp") in seen
+    assert ("/v1/services/echo/scale", 401, "tcp") in seen
+    assert ("/v1/services/echo/restart", 200, "the") in seen  # "the api socket"
+    assert not any(path in ("/v1/diff", "/v1/ps") for path, _, _ in seen)
+    assert all("zzz-secret-zzz" not in str(e) for e in calls)

@@ -146,11 +146,12 @@ class Target:
         host, port = self.json("endpoints")["gateway"].rsplit(":", 1)
         return host, int(port)
 
-    def request(self, method: str, path: str = "/", timeout: float = 10.0) -> tuple[int, str]:
+    def request(self, method: str, path: str = "/", timeout: float = 10.0,
+                headers: dict[str, str] | None = None) -> tuple[int, str]:
         host, port = self.gateway()
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
         try:
-            conn.request(method, path)
+            conn.request(method, path, headers=headers or {})
             response = conn.getresponse()
             return response.status, response.read().decode(errors="replace")
         finally:

@@ -433,3 +433,63 @@ def test_watch_is_a_development_key(target: Target) -> None:
         return
     target.up()
     assert target.get_json()["port"]
+
+
+@scenario("request_traces")
+def test_requests_are_traced_to_an_otlp_collector(target: Target) -> None:
+    """With `tracing:`, the proxy sends each sampled request's spans to the collector
+    over OTLP/HTTP: a server span continuing the caller's traceparent, a client span per
+    try (a hedged second try shows as a second one), the upstream's traceparent naming
+    its try. The collector is a real OTLP receiver decoding with opentelemetry-proto."""
+    import json
+    import os
+    import signal
+
+    from tests.e2e.otlp import OtlpReceiver
+
+    receiver = OtlpReceiver()
+    try:
+        target.write(service(BASE, "    replicas: 2\n    proxy: {per_try_timeout: 300ms}\n")
+                     + f"tracing: {{endpoint: '{receiver.url}', sample: 100%}}\n")
+        if target.refused("tracing"):
+            return
+        target.up()
+        caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        status, body = target.request("GET", "/?q=1", headers={"traceparent": caller})
+        assert status == 200
+        forwarded = json.loads(body)["traceparent"].split("-")
+        spans = receiver.wait(lambda: len(receiver.trace(forwarded[1])) == 2
+                              and receiver.trace(forwarded[1]), what="the caller's trace")
+        server = next(s for s in spans if s.kind == "server")
+        client = next(s for s in spans if s.kind == "client")
+        assert forwarded[1] == "4bf92f3577b34da6a3ce929d0e0e4736"
+        assert server.parent == "00f067aa0ba902b7" and client.parent == server.span_id
+        assert forwarded[2] == client.span_id
+        replica = json.loads(body)["replica"]
+        assert server.attrs["mso.service"] == "web" and server.attrs["url.path"] == "/"
+        assert server.attrs["http.request.method"] == "GET"
+        assert server.attrs["http.response.status_code"] == 200
+        assert server.attrs["mso.subset"] == "stable" and server.attrs["mso.release"] == 1
+        assert client.attrs["mso.endpoint"] == server.attrs["mso.endpoint"]
+        assert replica in client.attrs["mso.endpoint"]
+        # A hung replica: its tries time out and a second try answers. Both show.
+        victim = target.ps()[0]["pid"]
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            for _ in range(4):
+                assert target.request("GET", "/", timeout=10)[0] == 200
+        finally:
+            os.kill(victim, signal.SIGCONT)
+
+        def hedged() -> list[object]:
+            for s in receiver.servers():
+                tries = [c for c in receiver.trace(s.trace_id) if c.kind == "client"]
+                if len(tries) == 2:
+                    return sorted(tries, key=lambda c: c.start)  # type: ignore[no-any-return]
+            return []
+        first, second = receiver.wait(hedged, what="a trace with two tries")
+        assert first.error and not second.error
+        assert first.attrs["mso.endpoint"] != second.attrs["mso.endpoint"]
+        assert not receiver.errors
+    finally:
+        receiver.close()

@@ -3,6 +3,7 @@ requests as a browser makes them (login link, cookie, pages, SSE, form POSTs).""
 
 from __future__ import annotations
 
+import http.client
 import re
 import socket
 
@@ -171,3 +172,30 @@ def test_rollback_from_the_dashboard_and_stopped_by_down(app: MsoApp) -> None:
     app.cli("down")
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_the_traces_page_shows_sampled_requests_as_a_waterfall(app: MsoApp) -> None:
+    write(app)
+    app.manifest.write_text(app.manifest.read_text() + "tracing: {sample: 0%}\n")
+    app.up()
+    client = logged_in(dashboard_url(app))
+    before = client.get("/traces")
+    assert before.status_code == 200 and "No sampled request yet" in before.text
+    assert "not exported (no <code>endpoint</code>)" in before.text
+    trace_id = "5bf92f3577b34da6a3ce929d0e0e4736"
+    conn = http.client.HTTPConnection("127.0.0.1", app.gateway_port, timeout=10)
+    conn.request("GET", "/hello", headers={
+        "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    assert conn.getresponse().status == 200
+    conn.close()
+    assert app.get("/unsampled")[0] == 200  # sample 0%: not traced
+
+    def page() -> str | None:
+        text = client.get("/traces?service=echo").text
+        return text if trace_id in text else None
+    html = wait_for(page, timeout=30)
+    assert "GET /hello" in html and "try 1 → echo-" in html
+    assert "continues span 00f067aa0ba902b7" in html and "/unsampled" not in html
+    assert 'class="bar" style="left: 0.0%; width: 100.0%"' in html
+    assert SECRET not in html
+    assert trace_id not in client.get("/traces?service=other").text

@@ -165,3 +165,30 @@ def _accept_alert(driver: webdriver.Chrome) -> bool:
     except NoAlertPresentException:
         return False
     return True
+
+
+def test_the_traces_page_draws_a_waterfall(app: MsoApp, browser: webdriver.Chrome) -> None:
+    write(app)
+    app.manifest.write_text(app.manifest.read_text() + "tracing: {sample: 100%}\n")
+    app.up()
+    for _ in range(3):
+        assert app.get("/traced")[0] == 200
+    url = dashboard_url(app)
+    base = base_of(url)
+    browser.get(url)
+    wait_for(lambda: browser.current_url == f"{base}/", message="the overview after login")
+
+    def drawn() -> bool:
+        browser.get(f"{base}/traces")
+        return bool(browser.find_elements(By.CSS_SELECTOR, "section.trace"))
+    wait_for(drawn, timeout=30, message="a trace on the Traces page")
+    trace = browser.find_elements(By.CSS_SELECTOR, "section.trace")[0]
+    assert "GET /traced" in trace.text and "try 1" in trace.text
+    server, client = trace.find_elements(By.CSS_SELECTOR, ".bar")[:2]
+    axis = trace.find_elements(By.CSS_SELECTOR, "td.axis")[0]
+    # Real layout: the request's bar spans its axis; the try's lies within it.
+    assert abs(server.size["width"] - axis.size["width"]) <= 2
+    assert 0 < client.size["width"] <= server.size["width"]
+    assert server.location["x"] <= client.location["x"]
+    assert SECRET not in browser.page_source
+    shot(browser, "traces")

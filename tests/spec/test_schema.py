@@ -20,7 +20,7 @@ def test_schema_is_json_and_describes_the_top_level() -> None:
     schema = json.loads(json.dumps(json_schema()))
     assert schema["$schema"].startswith("https://json-schema.org/")
     assert schema["additionalProperties"] is False
-    assert set(schema["properties"]) == {"app", "engine", "gateway", "routes", "services", "jobs", "engines"}
+    assert set(schema["properties"]) == {"app", "engine", "gateway", "routes", "services", "jobs", "engines", "tracing"}
     assert schema["required"] == ["app"]
     assert schema["properties"]["app"]["description"]
 

@@ -8,12 +8,13 @@ values: releases are shown without their secrets and environments are not expose
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -29,6 +30,33 @@ from mso.spec.service import signal_name
 
 if TYPE_CHECKING:
     from mso.daemon.core import Daemon
+
+
+#: POSTs that only read (a diff of a manifest against the running releases).
+READ_ONLY_POSTS = frozenset({"/v1/diff"})
+
+#: Bounds of the query parameters (beyond them SQLite's integers overflow, or a "tail" of
+#: 10^30 lines would be read): anything larger is a 422, not a 500.
+MAX_ID = 2**62
+MAX_LIMIT = 100_000
+MAX_TIME = 2.0**40
+
+
+class ErrorBody(BaseModel):
+    """Every failure's answer: one sentence a user can act on."""
+
+    error: str
+    detail: list[dict[str, Any]] | None = None
+
+
+#: The failures any call may answer with (mso.errors says which kind is which status).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in (
+        (401, "missing or wrong bearer token (TCP listener)"),
+        (404, "no such service, release or rollout"),
+        (409, "not now: the state forbids it"),
+        (422, "the request or the manifest it names is wrong"),
+        (503, "something mso needs did not answer (the proxy, a full disk); retry"))}
 
 
 class ApplyRequest(BaseModel):
@@ -87,7 +115,8 @@ def create_app(daemon: Daemon, token: str | None = None,
     this layer does not import: the daemon's entry point passes it in) and answers its
     port."""
     app = FastAPI(title="mso control plane", version=__version__,
-                  description="The local engine's REST API. The CLI talks only to this.")
+                  description="The local engine's REST API. The CLI talks only to this.",
+                  responses=ERRORS)
 
     if token is not None:
         @app.middleware("http")
@@ -97,6 +126,24 @@ def create_app(daemon: Daemon, token: str | None = None,
                 return JSONResponse({"error": "missing or wrong bearer token"}, 401)
             response: Response = await call_next(request)
             return response
+
+    @app.middleware("http")
+    async def record_mutations(request: Request, call_next: Any) -> Response:
+        """Every call that changes something is an event: what, from where, and how it
+        ended (the body is not recorded: it may carry the caller's environment)."""
+        response: Response = await call_next(request)
+        if request.method == "POST" and request.url.path not in READ_ONLY_POSTS:
+            client = request.client
+            origin = f"tcp {client.host}:{client.port}" if client is not None \
+                else "the api socket"
+            agent = request.headers.get("user-agent", "")
+            with contextlib.suppress(Exception):  # a full disk must not fail the call
+                daemon.store.add_event(
+                    "api.call", f"POST {request.url.path} from {origin}: "
+                    f"{response.status_code}", None, None,
+                    {"method": "POST", "path": request.url.path, "origin": origin,
+                     "user_agent": agent[:100], "status": response.status_code})
+        return response
 
     @app.exception_handler(KeyError)
     async def not_found(request: Request, exc: KeyError) -> JSONResponse:
@@ -203,8 +250,9 @@ def create_app(daemon: Daemon, token: str | None = None,
                                  media_type="application/x-ndjson")
 
     @app.get("/v1/events")
-    async def events(after: int = 0, service: str | None = None, follow: bool = False,
-                     limit: int = 1000) -> Response:
+    async def events(after: int = Query(0, ge=0, le=MAX_ID), service: str | None = None,
+                     follow: bool = False,
+                     limit: int = Query(1000, ge=1, le=MAX_LIMIT)) -> Response:
         if not follow:
             return JSONResponse([e.as_json() for e in daemon.store.events(after, service, limit)])
         return StreamingResponse(_ndjson(views.follow_events(daemon, after, service),
@@ -212,8 +260,9 @@ def create_app(daemon: Daemon, token: str | None = None,
                                  media_type="application/x-ndjson")
 
     @app.get("/v1/logs")
-    async def logs(service: str | None = None, since: float | None = None,
-                   tail: int | None = None, follow: bool = False,
+    async def logs(service: str | None = None,
+                   since: float | None = Query(None, ge=0, le=MAX_TIME),
+                   tail: int | None = Query(None, ge=0, le=MAX_LIMIT), follow: bool = False,
                    replica: str | None = None) -> Response:
         if service is not None and service not in daemon.store.desired() \
                 and daemon.store.latest_release(service) is None:

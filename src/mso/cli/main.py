@@ -766,6 +766,70 @@ def import_(source: str, output_to: str | None, profiles: tuple[str, ...], force
 
 
 @cli.command()
+@click.argument("folder", required=False, default=".", type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing mso.yaml.")
+def init(folder: str, force: bool) -> None:
+    """Write a starting mso.yaml for the app in FOLDER (default: here) from its compose
+    file or Procfile (imported, as `mso import`), or guessed from its pyproject.toml or
+    package.json. What it read and guessed goes to stderr, one line per key."""
+    from mso.importers import init_folder, load_imported
+    where = Path(folder)
+    if not where.is_dir():
+        raise CliError(f"{folder}: no such folder", 2)
+    target = where / "mso.yaml"
+    if target.exists() and not force:
+        raise CliError(f"{target} exists; pass --force to overwrite it", 2)
+    imported = init_folder(where.resolve(), dict(os.environ))
+    load_imported(imported, dict(os.environ), check_files=False)  # what is written validates
+    for line in imported.report.lines():
+        click.echo(f"mso init: {line}", err=True)
+    for blocker in imported.local_blockers:
+        click.echo(f"mso init: not imported: {blocker}", err=True)
+    target.write_text(imported.yaml_text("init"))
+    click.echo(f"mso: wrote {target} from {imported.display}; check it with `mso validate`, "
+               "then `mso up`", err=True)
+
+
+@cli.group()
+def new() -> None:
+    """Create something from a template (`mso new service`)."""
+
+
+@new.command(name="service")
+@click.argument("name")
+@click.option("-t", "--template", "template", default="python-http", show_default=True,
+              metavar="python-http|node-http|worker|PATH",
+              help="A built-in template, or a folder of your own (docs/templates.md).")
+@click.option("-f", "--file", "file", type=click.Path(dir_okay=True),
+              help="The manifest to add the service to (default: ./mso.yaml, made if missing).")
+@click.option("--port", type=click.IntRange(1, 65535), help="The service's http port.")
+@click.option("--route", help="The gateway's path prefix for it (default: / if free, else /NAME).")
+@click.option("--no-route", is_flag=True, help="Do not route gateway traffic to it.")
+def new_service(name: str, template: str, file: str | None, port: int | None,
+                route: str | None, no_route: bool) -> None:
+    """Create the service NAME from a template: its folder beside mso.yaml (code, test,
+    Dockerfile, README) and its entry in mso.yaml (health probes, canary rollout), keeping
+    the manifest's comments and formatting."""
+    from mso.cli.scaffold import new_service as scaffold
+    if file:
+        manifest = Path(file)
+        manifest = (manifest / "mso.yaml") if manifest.is_dir() else manifest
+    else:
+        found = manifest_path(None)
+        manifest = found if found.exists() else Path.cwd() / "mso.yaml"
+    created = not manifest.exists()
+    written, description, path = scaffold(manifest.resolve(), name, template, port, route,
+                                          no_route, dict(os.environ))
+    folder = manifest.resolve().parent / name
+    click.echo(f"mso: created {name}/ ({description}): "
+               + ", ".join(sorted(p.relative_to(folder).as_posix() for p in written)))
+    click.echo(f"mso: {'wrote' if created else 'added services.' + name + ' to'} {manifest}"
+               + (f", with the gateway route {path}" if path else ""))
+    click.echo(f"next: `cd {name}` and run its test (see {name}/README.md), then `mso up` "
+               f"(or `mso deploy` if the app runs)")
+
+
+@cli.command()
 def schema() -> None:
     """Print the manifest's JSON Schema (for editor autocompletion)."""
     from mso.spec.schema import json_schema

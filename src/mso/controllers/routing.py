@@ -64,8 +64,10 @@ def cluster_name(service: str, port: str) -> str:
 
 def build_table(*, bind: str, gateway_port: int, metrics_port: int | None,
                 routes: list[RouteView], services: list[ServiceRouting],
-                draining: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """Return a TABLE (docs/architecture.md) without its version number."""
+                draining: frozenset[str] = frozenset(),
+                tracing: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return a TABLE (docs/architecture.md) without its version number. `tracing`: the
+    table's tracing object (endpoint, sample, app), or None for no tracing."""
     listeners: list[dict[str, Any]] = [{
         "name": "gateway", "bind": bind, "port": gateway_port, "mode": "http",
         "routes": [{"host": r.host, "path": r.path, "cluster": cluster_name(r.service, r.port)}
@@ -91,7 +93,10 @@ def build_table(*, bind: str, gateway_port: int, metrics_port: int | None,
     # A route to a service that is not (or no longer) desired has nowhere to go: drop it,
     # so the gateway answers 404 for it rather than the whole table being rejected.
     listeners[0]["routes"] = [r for r in gateway_routes if r["cluster"] in clusters]
-    return {"listeners": listeners, "clusters": clusters}
+    table: dict[str, Any] = {"listeners": listeners, "clusters": clusters}
+    if tracing is not None:
+        table["tracing"] = tracing
+    return table
 
 
 def _subsets(svc: ServiceRouting, port_name: str,

@@ -250,6 +250,9 @@ class Daemon:
                               "port": r.port} for r in m.routes],
                   "rollouts": {n: s.rollout.model_dump(mode="json")
                                for n, s in m.services.items()}}
+        if m.tracing is not None:
+            config["tracing"] = {"endpoint": m.tracing.endpoint or "",
+                                 "sample": m.tracing.sample}
         self.store.set_meta("app_config", json.dumps(config, sort_keys=True))
         before = self.store.desired()
         changes = apply_manifest(self.store, loaded, author, force)
@@ -395,6 +398,10 @@ class Daemon:
 
     async def metrics(self) -> dict[str, Any]:
         return await self.proxy.metrics()
+
+    async def traces(self) -> list[Any]:
+        """The proxy's recent sampled traces, newest first (the dashboard's Traces page)."""
+        return await self.proxy.client.traces()
 
     def relabel(self, service: str, mapping: dict[str, str]) -> None:
         for managed in self.book.of_service(service):
@@ -617,9 +624,12 @@ class Daemon:
             port = r.get("port") or self._default_http_port(r["service"])
             if port:
                 routes.append(RouteView(r.get("path") or "/", r.get("host"), r["service"], port))
+        tracing = config.get("tracing")
         return build_table(bind=gateway["bind"], gateway_port=int(gateway["port"]),
                            metrics_port=self.metrics_port(), routes=routes,
-                           services=self.routing(), draining=frozenset(self._draining))
+                           services=self.routing(), draining=frozenset(self._draining),
+                           tracing=None if tracing is None
+                           else {**tracing, "app": self.app_name()})
 
     def _default_http_port(self, service: str) -> str | None:
         release = self.store.latest_release(service)
@@ -787,6 +797,11 @@ def _app_changes(old: dict[str, Any], new: dict[str, Any]) -> list[AppliedChange
         was, now = old.get("gateway") or {}, new["gateway"]
         out.append(AppliedChange("gateway", 0, False, f"now on {now['bind']}:{now['port']} "
                                  f"(was {was.get('bind')}:{was.get('port')})"))
+    if old.get("tracing") != new.get("tracing"):
+        now = new.get("tracing")
+        out.append(AppliedChange("tracing", 0, False, "off" if now is None else
+                                 f"{now['sample']:.4g} of new traces sampled, to "
+                                 f"{now['endpoint'] or 'the dashboard only'}"))
     if old.get("routes") != new.get("routes"):
         out.append(AppliedChange("routes", 0, False,
                                  f"{len(new.get('routes') or [])} route(s) applied"))

@@ -17,13 +17,18 @@ from typing import Any
 
 from mso.importers.compose import COMPOSE_NAMES, import_compose
 from mso.importers.procfile import import_procfile, is_procfile
+from mso.importers.project import PROJECT_FILES, import_package_json, import_pyproject
 from mso.importers.report import Entry, Report
 from mso.importers.result import Imported
 from mso.spec.errors import ManifestError
 from mso.spec.load import LoadedManifest, load_data, load_manifest
 
-__all__ = ["Entry", "Imported", "Report", "import_file", "is_importable", "load_app", "load_imported",
-           "tailor"]
+__all__ = ["Entry", "Imported", "Report", "import_file", "init_folder", "is_importable", "load_app",
+           "load_imported", "tailor"]
+
+# What `mso init` reads, best first: files that say how to run the app, then files that
+# only describe a project (guessed from).
+INIT_SOURCES = (*COMPOSE_NAMES, "Procfile", *PROJECT_FILES)
 
 _TOP_KEY = re.compile(r"^(app|services)\s*:", re.M)
 
@@ -61,6 +66,34 @@ def import_file(path: Path, environ: Mapping[str, str] | None = None, *,
         raise ManifestError(str(path), None, "", "the document is nested too deeply") from None
     except Exception as exc:  # never a traceback: anything unforeseen names the file
         raise ManifestError(str(path), None, "", f"cannot import: {type(exc).__name__}: {exc}") from exc
+
+
+def init_folder(folder: Path, environ: Mapping[str, str] | None = None) -> Imported:
+    """`mso init`: the app in `folder`, from the first of INIT_SOURCES it holds (a compose
+    file or Procfile through `import_file`, pyproject.toml/package.json guessed from).
+    Raises ManifestError when the folder holds none of them or the file is invalid."""
+    for name in INIT_SOURCES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        if name == "pyproject.toml":
+            return _guarded(path, import_pyproject)
+        if name == "package.json":
+            return _guarded(path, import_package_json)
+        return import_file(path, environ, out_dir=folder)
+    raise ManifestError(str(folder), None, "", "nothing to start from: mso init reads a "
+                        + ", ".join(INIT_SOURCES[:-2]) + ", " + " or ".join(INIT_SOURCES[-2:])
+                        + "; for a new service, use `mso new service NAME`")
+
+
+def _guarded(path: Path, guess: Any) -> Imported:
+    try:
+        imported: Imported = guess(path)
+        return imported
+    except ManifestError:
+        raise
+    except Exception as exc:  # never a traceback: anything unforeseen names the file
+        raise ManifestError(str(path), None, "", f"cannot read: {type(exc).__name__}: {exc}") from exc
 
 
 def load_imported(imported: Imported, environ: Mapping[str, str] | None = None, *,

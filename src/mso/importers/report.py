@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 __all__ = ["Entry", "Report", "Status"]
 
-Status = Literal["kept", "translated", "dropped", "note"]
+Status = Literal["kept", "translated", "dropped", "note", "guessed"]  # guessed: `mso init`
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Report:
     def counts(self) -> dict[str, int]:
         out = {"kept": 0, "translated": 0, "dropped": 0, "note": 0}
         for entry in self.entries:
-            out[entry.status] += 1
+            out[entry.status] = out.get(entry.status, 0) + 1
         return out
 
     def lines(self) -> list[str]:

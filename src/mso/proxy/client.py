@@ -95,6 +95,12 @@ class ProxyClient:
         """Hand the control plane's figures to the proxy's Prometheus endpoint."""
         await self._call({"op": "set_control_metrics", "metrics": metrics})
 
+    async def traces(self) -> list[Any]:
+        """The recent sampled traces, newest first: each a list of span records."""
+        resp = await self._call({"op": "traces"})
+        traces: list[Any] = resp["traces"]
+        return traces
+
     async def close(self) -> None:
         idle, self._idle = self._idle, []
         for _reader, writer in idle:

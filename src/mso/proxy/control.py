@@ -29,6 +29,8 @@ class ControlHandler(Protocol):
 
     async def set_control_metrics(self, raw: Any) -> None: ...
 
+    async def traces(self) -> list[Any]: ...
+
 
 class ControlError(UsageError):
     """A request that cannot be served; the message goes back as `error`."""
@@ -63,8 +65,10 @@ async def dispatch(handler: ControlHandler, msg: Any) -> dict[str, Any]:
             except ValueError as exc:
                 raise ControlError(f"set_control_metrics: {exc}") from exc
             return {"ok": True}
-        raise ControlError(f"unknown op {op!r}; expected ping, set_table, drain, metrics or "
-                           "set_control_metrics")
+        if op == "traces":
+            return {"ok": True, "traces": await handler.traces()}
+        raise ControlError(f"unknown op {op!r}; expected ping, set_table, drain, metrics, "
+                           "set_control_metrics or traces")
     except (ControlError, TableError) as exc:
         return {"ok": False, "error": str(exc)}
 

@@ -20,7 +20,7 @@ import asyncio
 import time
 from typing import Final, TYPE_CHECKING
 
-from . import accesslog, response_head, upstream
+from . import accesslog, response_head, tracing, upstream
 from .balancer import ClusterState, EndpointState
 from .safety import MAX_REPLAY_BODY
 
@@ -44,11 +44,13 @@ class Exchange:
         "req_done", "conn", "endpoint", "tried", "attempts", "stale_retries",
         "status", "resp_started", "resp_chunked", "eof_body", "done", "t0", "deadline",
         "held", "held_size", "spare", "spare_ep", "t_try", "t_spare", "timer", "early",
+        "trace",
     )
 
     def __init__(
         self, client: ClientConnection, cluster: ClusterState, method: bytes, head: bytes,
         chunked: bool, pin: str | None, keep_alive: bool, http11: bool, upgrade: bool,
+        trace: tracing.Trace | None = None,
     ) -> None:
         self.client = client
         self.cluster = cluster
@@ -87,6 +89,8 @@ class Exchange:
         # Bytes the client sent after an upgrade request, held until the upstream agrees
         # (101): an upstream that declines would read them as more requests (smuggling).
         self.early: list[bytes] | None = None
+        # A sampled request's spans (tracing.py); None for all others.
+        self.trace = trace
 
     # --- request side -------------------------------------------------------
     def start(self) -> None:
@@ -106,6 +110,9 @@ class Exchange:
         self.tried += (ep.id,)
         ep.inflight += 1
         ep.stats.requests += 1
+        trace = self.trace
+        if trace is not None:
+            self.head = trace.start_try(ep.id, ep.subset, f"{ep.host}:{ep.port}", self.head)
         after = self.cluster.second_try_after
         if after > 0.0 and self.method in IDEMPOTENT and not self.upgrade:
             timer = self.timer
@@ -138,6 +145,9 @@ class Exchange:
         ep.inflight += 1
         ep.stats.requests += 1
         ep.stats.hedges += 1
+        trace = self.trace
+        if trace is not None:
+            trace.start_spare(ep.id, ep.subset, f"{ep.host}:{ep.port}", self.head)
         conn = upstream.checkout(ep)
         if conn is not None:
             self._send_spare(conn)
@@ -162,7 +172,8 @@ class Exchange:
         self.spare = conn
         conn.exchange = self
         body = self.body
-        conn.send_soon([self.head, *body] if body else [self.head])
+        head = self.head if self.trace is None else self.trace.spare_head
+        conn.send_soon([head, *body] if body else [head])
 
     def _drop_spare(self) -> None:
         conn = self.spare
@@ -173,6 +184,7 @@ class Exchange:
         if ep is not None:
             self.spare_ep = None
             ep.inflight -= 1
+            self._end_try(ep, 0)
 
     def _settle(self) -> None:
         """The exchange is decided: no second try any more."""
@@ -193,6 +205,7 @@ class Exchange:
         loser = self.endpoint
         if loser is not None:
             loser.inflight -= 1
+            self._end_try(loser, 0)
             if _now() - self.t_spare < self.cluster.per_try_timeout:
                 loser.stats.timeouts += 1
                 self.cluster.record_failure(loser)
@@ -214,6 +227,7 @@ class Exchange:
             ep = self.endpoint
             if ep is not None:
                 ep.inflight -= 1
+                self._end_try(ep, 0)
             conn.close()
             self.endpoint = self.spare_ep
             self.conn = self.spare
@@ -494,6 +508,19 @@ class Exchange:
         if ep is not None:
             ep.inflight -= 1
             self.endpoint = None
+            self._end_try(ep, self.status)
+
+    def _end_try(self, ep: EndpointState, status: int) -> None:
+        trace = self.trace
+        if trace is not None:
+            trace.end_try(ep.id, status)
+
+    def _end_trace(self, status: int) -> None:
+        """The exchange is over: its spans go to the exporter (sampled requests only)."""
+        trace = self.trace
+        if trace is not None:
+            self.trace = None
+            trace.finish(self.cluster.name, status)
 
     def _fail(self, status: int) -> None:
         """Answer with a proxy-generated error (nothing was sent to the client yet)."""
@@ -506,6 +533,8 @@ class Exchange:
         self._release_endpoint()
         self.status = status
         self.done = True
+        if self.trace is not None:
+            self._end_trace(status)
         self.client.exchange_failed(self, status)
 
     def _last_endpoint(self) -> EndpointState | None:
@@ -525,7 +554,11 @@ class Exchange:
                 accesslog.maybe_log(self.method, self.cluster.name, ep.id, self.status, latency)
             ep.inflight -= 1
             self.endpoint = None
+            if self.trace is not None:
+                self._end_try(ep, self.status)
         self.done = True
+        if self.trace is not None:
+            self._end_trace(self.status)
         self.client.exchange_done(self)
 
     def _abort(self) -> None:
@@ -536,6 +569,8 @@ class Exchange:
             ep.stats.observe(self.status or 502, _now() - self.t0)
         self._release_endpoint()
         self.done = True
+        if self.trace is not None:
+            self._end_trace(self.status or 502)
         self.client.abort()
 
     def cancel(self) -> None:
@@ -549,3 +584,5 @@ class Exchange:
         if conn is not None:
             conn.close()
         self._release_endpoint()
+        if self.trace is not None:
+            self._end_trace(0)

@@ -15,6 +15,9 @@ Names follow OpenTelemetry's HTTP semantic conventions where one exists:
   `mso_proxy_connect_errors_total`, `mso_proxy_retries_total`,
   `mso_proxy_try_timeouts_total`, `mso_proxy_hedges_total`, `mso_proxy_ejections_total`
   and the gauge `mso_proxy_inflight`, labelled `cluster`, `subset`, `endpoint`.
+* With `tracing:` on, the exporter's counters `mso_proxy_spans_exported_total`,
+  `mso_proxy_spans_dropped_total` (queue full, or given up after retries) and
+  `mso_proxy_span_exports_failed_total` (export requests given up).
 * The control plane's figures (reconcile duration, probe failures, restarts, replicas
   by state, rollout phase), which the daemon hands to the proxy (control op
   `set_control_metrics`) so one endpoint serves the whole app; see `ControlMetrics`.
@@ -153,14 +156,36 @@ class ControlMetrics(Collector):
             yield family
 
 
+class SpanCollector(Collector):
+    """The trace exporter's counters (tracing.Recorder.counters), once tracing is on."""
+
+    FAMILIES = (("mso_proxy_spans_exported", "exported", "Spans the OTLP collector took."),
+                ("mso_proxy_spans_dropped", "dropped",
+                 "Spans dropped: the export queue was full, or the collector refused them."),
+                ("mso_proxy_span_exports_failed", "failed_exports",
+                 "OTLP export requests given up after their retries."))
+
+    def __init__(self, counters: Callable[[], dict[str, int] | None]) -> None:
+        self.counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.counters()
+        if counts is None:
+            return
+        for name, key, doc in self.FAMILIES:
+            yield CounterMetricFamily(name, doc, value=counts.get(key, 0))
+
+
 class Exposition:
-    """One registry per proxy process: the traffic and the control plane."""
+    """One registry per proxy process: the traffic, the tracer and the control plane."""
 
     def __init__(self, snapshot: Callable[[], dict[str, Any]],
-                 releases: Callable[[], dict[tuple[str, str], int]]) -> None:
+                 releases: Callable[[], dict[tuple[str, str], int]],
+                 spans: Callable[[], dict[str, int] | None] = lambda: None) -> None:
         self.control = ControlMetrics()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(TrafficCollector(snapshot, releases))
+        self.registry.register(SpanCollector(spans))
         self.registry.register(self.control)
 
     def render(self) -> bytes:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+from random import random
 from typing import Callable, cast, Final
 from dataclasses import dataclass, field
 
 import httptools
 
-from . import safety
+from . import safety, tracing
 from .balancer import ClusterState
 from .exchange import Exchange
 from .table import ClusterSpec
@@ -49,6 +50,8 @@ class Hub:
 
     now: float = 0.0
     clients: set[ClientConnection] = field(default_factory=set)
+    #: Tracing (tracing.py): the share of new traces recorded; below 0, tracing is off.
+    trace_sample: float = -1.0
 
     def clock(self) -> float:
         """The coarse clock as a compiled callable (balancers call it per request)."""
@@ -83,8 +86,9 @@ def match_route(routes: tuple[Route, ...], host: bytes | None, path: bytes) -> C
 class _TraceIds:
     """Fresh W3C traceparent values, made 256 at a time from one os.urandom read."""
 
-    def __init__(self) -> None:
+    def __init__(self, flags: bytes = b"-01") -> None:
         self.ready: list[bytes] = []
+        self.flags = flags  # "-01": sampled; "-00": a trace the proxy does not record
 
     def take(self) -> bytes:
         ready = self.ready
@@ -94,7 +98,7 @@ class _TraceIds:
             h = os.urandom(24 * 256).hex().encode()
             parts: list[bytes] = []
             for i in range(0, 48 * 256, 48):
-                parts += (b"00-", h[i:i + 32], b"-", h[i + 32:i + 48], b"-01")
+                parts += (b"00-", h[i:i + 32], b"-", h[i + 32:i + 48], self.flags)
             text = b"".join(parts)  # one buffer, then one slice per id: fewer allocations
             ready.extend([text[i:i + 55] for i in range(0, 55 * 256, 55)])
         return ready.pop()
@@ -104,8 +108,11 @@ class _TraceIds:
 
 
 _TRACE_IDS: Final = _TraceIds()
+_UNSAMPLED_IDS: Final = _TraceIds(b"-00")
 # A forked child must not hand out the ids its parent still holds.
 os.register_at_fork(after_in_child=_TRACE_IDS.forget)
+os.register_at_fork(after_in_child=_UNSAMPLED_IDS.forget)
+_SAMPLED_FLAGS: Final = b"13579bdfBDF"  # last hex digit of trace-flags with `sampled` set
 
 
 def new_traceparent() -> bytes:
@@ -337,7 +344,23 @@ class ClientConnection:
             out.append(self.xff_line)
         else:
             out.append(b"x-forwarded-for: %s, %s\r\n" % (xff, self.peer))
-        if trace is None or not _valid_traceparent(trace):
+        if trace is not None and not _valid_traceparent(trace):
+            trace = None
+        traced: tracing.Trace | None = None
+        sample = self.hub.trace_sample
+        if sample >= 0.0:
+            # Parent-based sampling: a caller's traceparent decides; without one, chance.
+            if trace is not None:
+                if trace[54:55] in _SAMPLED_FLAGS:
+                    traced = tracing.Trace(trace[3:35].lower(), trace[36:52].lower(),
+                                           method, self.url, host)
+            elif random() < sample:
+                traced = tracing.Trace(tracing.new_trace_id(), b"", method, self.url, host)
+            else:
+                trace = _UNSAMPLED_IDS.take()
+            if traced is not None:
+                trace = traced.header(traced.span_id)  # each try forwards its own span
+        if trace is None:
             trace = new_traceparent()
         out.append(b"x-forwarded-proto: http\r\ntraceparent: ")
         out.append(trace)
@@ -346,7 +369,7 @@ class ClientConnection:
         hkey = host.split(b":", 1)[0].lower() if (ctx.by_host and host) else None
         cluster = match_route(ctx.routes, hkey, self.url)
         return Exchange(self, cluster, method, b"".join(out), chunked, pin,
-                        keep_alive, http11, is_upgrade)
+                        keep_alive, http11, is_upgrade, traced)
 
     # --- called by exchanges --------------------------------------------------
     def transport_write(self, data: bytes) -> None:

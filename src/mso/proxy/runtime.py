@@ -18,7 +18,7 @@ from typing import Any, Callable, cast
 
 from mso.ports import port_holder
 
-from . import native, upstream
+from . import native, tracing, upstream
 from .balancer import ClusterState, EndpointState, build_cluster
 from .http_server import ClientConnection, Hub, ListenerContext, Route
 from .exposition import Exposition
@@ -74,7 +74,8 @@ class Runtime:
         self.spare: dict[tuple[str, int], socket.socket] = {}
         self.releases: dict[tuple[str, str], int] = {}  # (cluster, subset) -> release
         self.exposition = Exposition(
-            lambda: self.registry.snapshot(self.inflight_map()), lambda: self.releases)
+            lambda: self.registry.snapshot(self.inflight_map()), lambda: self.releases,
+            lambda: tracing.RECORDER.counters() if tracing.enabled else None)
         self._lock = asyncio.Lock()
         self._watchdog = self.loop.create_task(self._watch())
 
@@ -156,6 +157,8 @@ class Runtime:
         for key, ep in old_eps.items():
             if key not in live:
                 self._retire(ep)
+        tracing.RECORDER.configure(table.tracing, lambda: self.releases)
+        self.hub.trace_sample = table.tracing.sample if table.tracing is not None else -1.0
         self.version = table.version
 
     async def _reopen(self, closed: dict[str, Listener], ports: dict[str, int]) -> None:
@@ -297,6 +300,9 @@ class Runtime:
     async def metrics(self) -> dict[str, Any]:
         return self.registry.snapshot(self.inflight_map())
 
+    async def traces(self) -> list[Any]:
+        return tracing.RECORDER.traces()
+
     def prometheus(self) -> bytes:
         return self.exposition.render()
 
@@ -316,3 +322,4 @@ class Runtime:
         for client in list(self.hub.clients):
             client.abort()
         self._watchdog.cancel()
+        await tracing.RECORDER.close()

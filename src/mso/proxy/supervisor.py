@@ -329,6 +329,15 @@ class Supervisor:
         except ProxyError as exc:
             raise ControlError(f"the proxy is unavailable: {exc}") from exc
 
+    async def traces(self) -> list[Any]:
+        child = self.active
+        if child is None:
+            raise ControlError("no proxy is running")
+        try:
+            return await child.client.traces()
+        except ProxyError as exc:
+            raise ControlError(f"the proxy is unavailable: {exc}") from exc
+
     async def set_control_metrics(self, raw: Any) -> None:
         child = self.active
         if child is None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from mso.errors import UsageError
 
+from .tracing import Settings as TracingSettings
+
 LISTENER_MODES = frozenset({"http", "tcp", "metrics"})
 BALANCERS = frozenset({"round_robin", "least_request"})
 
@@ -106,6 +108,7 @@ class Table:
     version: int
     listeners: tuple[ListenerSpec, ...]
     clusters: Mapping[str, ClusterSpec]
+    tracing: TracingSettings | None = None  # None: no request is traced
 
 
 def _req(obj: Mapping[str, Any], key: str, typ: type | tuple[type, ...], where: str) -> Any:
@@ -271,6 +274,29 @@ def _parse_listener(raw: Any, where: str, clusters: Mapping[str, ClusterSpec]) -
     )
 
 
+def _parse_tracing(raw: Any) -> TracingSettings | None:
+    if raw is None:
+        return None
+    where = "table.tracing"
+    if not isinstance(raw, Mapping):
+        raise TableError(f"{where}: expected an object")
+    endpoint = raw.get("endpoint", "")
+    if not isinstance(endpoint, str) or (
+            endpoint and not endpoint.startswith(("http://", "https://"))):
+        raise TableError(f"{where}.endpoint: expected an http(s) URL, got {endpoint!r}")
+    sample = raw.get("sample", TracingSettings.sample)
+    if isinstance(sample, bool) or not isinstance(sample, (int, float)) \
+            or not 0.0 <= sample <= 1.0:
+        raise TableError(f"{where}.sample: expected a fraction 0-1, got {sample!r}")
+    names = {k: raw.get(k, "") for k in ("service_name", "app")}
+    for k, v in names.items():
+        if not isinstance(v, str):
+            raise TableError(f"{where}.{k}: expected a string")
+    return TracingSettings(endpoint=endpoint, sample=float(sample),
+                           service_name=names["service_name"] or TracingSettings.service_name,
+                           app=names["app"])
+
+
 def parse_table(raw: Any) -> Table:
     """Validate a TABLE document; raise TableError naming the offending field."""
     if not isinstance(raw, Mapping):
@@ -290,4 +316,5 @@ def parse_table(raw: Any) -> Table:
     binds = [(x.bind, x.port) for x in listeners if x.port != 0]
     if len(set(binds)) != len(binds):
         raise TableError("table.listeners: two listeners share one bind address and port")
-    return Table(version=version, listeners=listeners, clusters=clusters)
+    return Table(version=version, listeners=listeners, clusters=clusters,
+                 tracing=_parse_tracing(raw.get("tracing")))

@@ -126,6 +126,10 @@ class WorkerPool:
     async def set_control_metrics(self, raw: Any) -> None:
         await self._all("set_control_metrics", raw)
 
+    async def traces(self) -> list[Any]:
+        every = [t for got in await self._all("traces") for t in got]
+        return sorted(every, key=lambda spans: -spans[0]["start"] if spans else 0)
+
     async def stop(self, grace: float) -> None:
         self._stopping = True
         if self._supervisor is not None:

@@ -8,9 +8,11 @@ Checks across services (dependencies and their cycles, routes, name collisions) 
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from mso.spec.errors import Loc, LocatedError
 from mso.spec.fields import BindAddress, Name, PortNumber, SpecModel
@@ -34,7 +36,8 @@ __all__ = [
     "AnalysisSpec", "Autoscale", "Backoff", "Build", "Condition", "ConfigFile", "Engines", "Gateway",
     "Health", "Job", "KubernetesSettings", "Manifest", "Pause", "Port", "Probe", "ProbeKind",
     "PrometheusProvider", "Provider", "Resources", "Rollout", "Route", "Secret", "Service", "Step",
-    "StepAnalysis", "Stop", "Strategy", "SwarmSettings", "Watch", "WatchSignal", "WebhookProvider",
+    "StepAnalysis", "Stop", "Strategy", "SwarmSettings", "Tracing", "Watch", "WatchSignal",
+    "WebhookProvider",
 ]  # fmt: skip
 
 
@@ -69,6 +72,45 @@ class KubernetesSettings(SpecModel):
     namespace: str | None = Field(None, description="Namespace for all objects (default: the app name).")
 
 
+_PERCENTAGE = re.compile(r"^(\d{1,3}(\.\d+)?)%$")
+
+
+def _fraction(value: Any) -> float:
+    """A sampling fraction: a number 0-1 or a percentage string ("1%", "0.5%")."""
+    if isinstance(value, str):
+        match = _PERCENTAGE.match(value.strip())
+        if match and float(match.group(1)) <= 100:
+            return float(match.group(1)) / 100.0
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)
+    raise ValueError(f"expected a fraction 0-1 or a percentage such as '1%', got {value!r}")
+
+
+Fraction = Annotated[
+    float,
+    BeforeValidator(_fraction),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0, "maximum": 1},
+                              {"type": "string", "pattern": r"^\d{1,3}(\.\d+)?%$"}]}),
+]
+
+
+class Tracing(SpecModel):
+    """Request traces recorded by mso's proxy (local engine), exported over OTLP/HTTP."""
+
+    endpoint: str | None = Field(None, description="OTLP/HTTP traces URL of a collector, e.g. http://127.0.0.1:4318/v1/traces; without it the traces are only shown by `mso dashboard`.")
+    sample: Fraction = Field(0.01, description="Share of requests without a sampled traceparent that are traced: a fraction or a percentage ('1%'). A request whose traceparent says sampled is always traced.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL such as http://127.0.0.1:4318/v1/traces, got {value!r}")
+        return value
+
+
 class Engines(SpecModel):
     """Engine-specific settings; the rest of the manifest is the same everywhere."""
 
@@ -86,6 +128,7 @@ class Manifest(SpecModel):
     services: dict[Name, Service] = Field(default_factory=dict, description="Long-running services by name.")
     jobs: dict[Name, Job] = Field(default_factory=dict, description="One-off tasks by name.")
     engines: Engines = Field(default_factory=Engines, description="Engine-specific settings.")
+    tracing: Tracing | None = Field(None, description="Trace requests through mso's proxy and export the spans over OTLP/HTTP.")
 
     @model_validator(mode="after")
     def _cross_references(self) -> Manifest:

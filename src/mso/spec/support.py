@@ -174,6 +174,16 @@ _WATCH = Gap("watch is a development key (mso up --watch on the embedded engine)
 #: that refuse them.
 DEV_KEYS: frozenset[str] = frozenset({"services.*.watch"})
 
+_TRACING_INSTEAD = ("leave `tracing` out; the gateway still forwards each request's W3C "
+                    "`traceparent` (continued, or a new one), so the services' own spans join "
+                    "their callers' traces")
+_SWARM_TRACING = Gap("the Swarm gateway's route table does not carry the tracing settings, and "
+                     "its proxy-only image has no OTLP encoder (not shown by a Swarm scenario)",
+                     _TRACING_INSTEAD)
+_K8S_TRACING = Gap("the Kubernetes gateway's route table does not carry the tracing settings, "
+                   "and its proxy-only image has no OTLP encoder (not shown by a Kubernetes "
+                   "scenario)", _TRACING_INSTEAD)
+
 FEATURES: tuple[Feature, ...] = (
     Feature("services.*.watch", "`watch` (development: `mso up --watch`)", "watch_restarts",
             gaps={"swarm": _WATCH, "kubernetes": _WATCH}),
@@ -255,6 +265,8 @@ FEATURES: tuple[Feature, ...] = (
             when=_above_one_second),
     Feature("services.*.proxy", "`proxy` (per-try timeout, hedging)", "hung_replica_skipped",
             gaps={"swarm": _SWARM_PROXY, "kubernetes": _K8S_PROXY}),
+    Feature("tracing", "`tracing` (request spans over OTLP)", "request_traces",
+            gaps={"swarm": _SWARM_TRACING, "kubernetes": _K8S_TRACING}),
     Feature("services.*.autoscale", "`autoscale`", "autoscale",
             gaps={"local": _AUTOSCALE, "swarm": _AUTOSCALE, "kubernetes": _AUTOSCALE}),
 )

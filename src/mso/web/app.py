@@ -137,6 +137,17 @@ def create_dashboard(daemon: Daemon, token: str, sampler: data.Sampler,
                     kinds=data.event_kinds(daemon), service=service, kind=kind,
                     stream=f"/sse/events?{query}")
 
+    @app.get("/traces")
+    async def traces(request: Request, service: str = "") -> HTMLResponse:
+        error = ""
+        try:
+            recent = await daemon.traces()
+        except Exception as exc:  # the proxy restarting or gone: say so, show nothing
+            recent, error = [], f"traces unavailable: {exc}"
+        return page("traces.html", request, traces=data.waterfall(recent, service or None),
+                    service=service, tracing=daemon.app_config().get("tracing"),
+                    error=error)
+
     # -- live updates -------------------------------------------------------------------
     @app.get("/sse/overview")
     async def sse_overview(request: Request) -> StreamingResponse:

@@ -281,6 +281,47 @@ def event_kinds(daemon: Daemon) -> list[str]:
     return sorted(k for k in kinds if k)
 
 
+def waterfall(traces: list[list[dict[str, Any]]], service: str | None = None
+              ) -> list[dict[str, Any]]:
+    """The proxy's recent sampled traces (control op `traces`, newest first) as the
+    Traces page draws them: per trace a heading and one row per span, each placed on the
+    trace's time axis in percent (the server span first, its tries under it)."""
+    out = []
+    for spans in traces:
+        if not spans:
+            continue
+        root = next((s for s in spans if s.get("kind") == "server"), spans[0])
+        attrs = root.get("attrs") or {}
+        if service and attrs.get("mso.service") != service:
+            continue
+        start = min(int(s["start"]) for s in spans)
+        total = max(max(int(s["end"]) for s in spans) - start, 1)
+        rows = []
+        for s in sorted(spans, key=lambda s: (s is not root, int(s["start"]))):
+            a = s.get("attrs") or {}
+            left = (int(s["start"]) - start) * 100.0 / total
+            width = max((int(s["end"]) - int(s["start"])) * 100.0 / total, 0.5)
+            if s is root:
+                label = f"{a.get('http.request.method', '')} {a.get('url.path', '')}"
+            else:
+                label = f"try {a.get('mso.try', '?')} → {a.get('mso.endpoint', '?')}"
+            rows.append({
+                "label": label, "client": s is not root, "error": bool(s.get("error")),
+                "status": a.get("http.response.status_code") or s.get("message") or "–",
+                "ms": round((int(s["end"]) - int(s["start"])) / 1e6, 3),
+                "left": round(min(left, 99.5), 2), "width": round(min(width, 100.0 - left), 2),
+                "span_id": s.get("span_id", ""),
+                "title": ", ".join(f"{k}={v}" for k, v in sorted(a.items())),
+            })
+        out.append({"trace_id": root.get("trace_id", ""), "parent": root.get("parent", ""),
+                    "t": start / 1e9, "ms": round(total / 1e6, 3),
+                    "service": attrs.get("mso.service", ""),
+                    "status": attrs.get("http.response.status_code") or "–",
+                    "error": bool(root.get("error")), "rows": rows,
+                    "tries": sum(1 for s in spans if s is not root)})
+    return out
+
+
 async def stop(task: asyncio.Task[None] | None) -> None:
     if task is None:
         return

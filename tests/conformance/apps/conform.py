@@ -2,7 +2,8 @@
 Kubernetes, and reports what the engine gave it, over HTTP and in its log.
 
 GET  /                  -> JSON: replica, release, PORT and PORT_*, SHOW_* env values,
-                           when it started, what its dependency answered at start
+                           when it started, what its dependency answered at start, the
+                           traceparent it was sent
 GET  /digest?name=VAR   -> sha256 of $VAR (never the value), or "unset"
 GET  /ready             -> 200, or 503 after POST /unready (this replica)
 GET  /healthz           -> 200, or never answers after POST /hang (this replica)
@@ -100,6 +101,7 @@ class Handler(BaseHTTPRequestHandler):
                 "ports": {k[5:].lower(): v for k, v in env.items() if k.startswith("PORT_")},
                 "show": {k[5:]: v for k, v in env.items() if k.startswith("SHOW_")},
                 "started": STARTED, "dependency": DEPENDENCY, "pid": os.getpid(),
+                "traceparent": self.headers.get("traceparent"),
             }
             self._send(200, json.dumps(body), "application/json")
 
