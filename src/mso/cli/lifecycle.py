@@ -365,9 +365,11 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def follow_foreground(client: ApiClient, gateway: str, after: int) -> None:
-    """Print events and logs until Ctrl-C or SIGTERM, then bring the app down. A watcher
-    says once when everything is READY (and where the gateway is), or why not yet."""
+def follow_foreground(client: ApiClient, gateway: str, after: int,
+                      before_down: Callable[[], None] = lambda: None) -> None:
+    """Print events and logs until Ctrl-C or SIGTERM, then bring the app down (after
+    `before_down`: `mso up --watch` stops watching first). A watcher says once when
+    everything is READY (and where the gateway is), or why not yet."""
     def stop(*_: Any) -> None:
         raise KeyboardInterrupt
 
@@ -384,6 +386,7 @@ def follow_foreground(client: ApiClient, gateway: str, after: int) -> None:
         click.echo("stopping (Ctrl-C again to leave it running)...", err=True)
     except NotRunning:
         return
+    before_down()
     try:
         down_app(client.paths)
     except KeyboardInterrupt:

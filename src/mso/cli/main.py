@@ -308,11 +308,11 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
         if watch:
             from mso.cli.watch import start_watching
             watcher = start_watching(loaded, client)
+        stop_watching = watcher.stop if watcher is not None else (lambda: None)
         try:
-            follow_foreground(client, url, history)
+            follow_foreground(client, url, history, before_down=stop_watching)
         finally:
-            if watcher is not None:
-                watcher.stop()
+            stop_watching()  # idempotent
         return
     try:
         wait_ready(client, timeout, history, since=began)

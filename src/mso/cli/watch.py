@@ -224,6 +224,9 @@ class Watcher:
         return self
 
     def stop(self) -> None:
+        """Stop watching (a round under way ends at its next look); may be called again."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=5)
