@@ -43,7 +43,12 @@ def ps(paths: StatePaths) -> dict[str, Any]:
         raw = store.get_meta("app_config")
         if raw:
             app = str(json.loads(raw).get("app", ""))
-        stopped = [e for e in store.events(0, None, 1) if e.type == "daemon.stopped"]
+        # The newest start or stop among the last events (an `api.call` event of the
+        # `down` itself, or a late replica event, may come after the stop).
+        lifecycle = [e for e in store.events(0, None, 50)
+                     if e.type in ("daemon.started", "daemon.stopped")]
+        stopped = lifecycle[-1:] if lifecycle and lifecycle[-1].type == "daemon.stopped" \
+            else []
     rows = []
     for rec in records:
         port = next(iter(rec.ports.values()), None)
