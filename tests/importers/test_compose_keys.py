@@ -448,3 +448,30 @@ def test_include_override_files_are_refused_with_why(tmp_path: Path) -> None:
     (tmp_path / "override.yaml").write_text("services:\n  a:\n    command: [b]\n")
     with pytest.raises(ManifestError, match="override.yaml:2: services.a: .*override files"):
         compose(tmp_path, "include:\n  - path: [base.yaml, override.yaml]\n")
+
+
+def test_develop_watch_becomes_watch(tmp_path: Path) -> None:
+    text = """
+    services:
+      web:
+        command: [python3, app.py]
+        develop:
+          watch:
+            - path: ./src
+              action: rebuild
+              ignore: [node_modules/, "*.log"]
+            - path: ./static
+              action: sync            # <-
+              target: /app/static
+            - path: ./requirements.txt
+              action: sync+restart
+              target: /app/requirements.txt
+    """
+    imported = compose(tmp_path, text)
+    web = imported.data["services"]["web"]
+    assert web["watch"] == {"paths": ["src", "requirements.txt"],
+                            "ignore": ["node_modules/", "*.log"]}
+    assert entry(imported, "services.web.develop.watch.0", "translated").to == \
+        "services.web.watch"
+    assert entry(imported, "services.web.develop.watch.1", "dropped").line == line_of(text) - 1
+    round_trip(imported, tmp_path, ("local",))

@@ -80,8 +80,7 @@ _DROPPED = {
     "cpu_rt_period": _CONTAINER_ONLY, "cpuset": _CONTAINER_ONLY, "mem_reservation": _CONTAINER_ONLY,
     "memswap_limit": _CONTAINER_ONLY, "mem_swappiness": _CONTAINER_ONLY, "blkio_config": _CONTAINER_ONLY,
     "pids_limit": _CONTAINER_ONLY, "credential_spec": _CONTAINER_ONLY, "attach": _CONTAINER_ONLY,
-    "develop": "compose watch is not translated yet; give the service mso's `watch:` "
-               "(paths, ignore, action) and run `mso up --watch`",
+    "develop": None,  # handled: develop.watch becomes `watch:`
     "post_start": _CONTAINER_ONLY, "pre_stop": _CONTAINER_ONLY, "use_api_socket": _CONTAINER_ONLY,
     "models": "not supported by mso", "provider": "not supported by mso",
 }
@@ -393,6 +392,7 @@ class _Translator:
         self._restart(svc, out, take("restart"))
         self._stop(svc, out, take("stop_signal"), take("stop_grace_period"))
         self._deploy(svc, out, take("deploy"), take("scale"))
+        self._develop(svc, out, take("develop"))
         for key in svc.data:
             if key not in handled and key not in ("profiles", "extends"):
                 self._other(svc, key, job=False)
@@ -826,6 +826,43 @@ class _Translator:
             self.note(svc, ("stop_grace_period",), "translated", f"services.{svc.name}.stop.grace")
         if stop:
             out["stop"] = stop
+
+    def _develop(self, svc: ServiceDef, out: dict[str, Any], develop: Any) -> None:
+        """`develop.watch` (compose watch) becomes `watch:` (`mso up --watch`): the
+        replicas run in the compose file's folder, so `sync` needs nothing (the files are
+        already where the process reads them) and every action that restarts or rebuilds
+        is a readiness-gated restart."""
+        if develop is None:
+            return
+        rules = develop.get("watch") if isinstance(develop, dict) else None
+        for key in (develop if isinstance(develop, dict) else {}):
+            if key != "watch":
+                self.note(svc, ("develop", key), "dropped", None, "not a key mso knows")
+        paths: list[str] = []
+        ignore: list[str] = []
+        for i, rule in enumerate(rules if isinstance(rules, list) else []):
+            where = ("develop", "watch", i)
+            rule = rule if isinstance(rule, dict) else {}
+            action = str(rule.get("action", ""))
+            path = rebase(str(rule.get("path", ".")), svc.where()[0].path.parent, self.out_dir)
+            if action == "sync":
+                self.note(svc, where, "dropped", None, "`sync`: the replicas run in the compose "
+                          "file's folder and read the files where they are saved")
+                continue
+            if path is None:
+                self.note(svc, where, "dropped", None, "the path leaves the manifest's folder")
+                continue
+            paths.append(path)
+            ignore.extend(str(g) for g in rule.get("ignore") or [])
+            if rule.get("include") is not None:
+                self.note(svc, (*where, "include"), "dropped", None, "mso watches the whole "
+                          "path (leave out what should not count with `ignore`)")
+            self.note(svc, where, "translated", f"services.{svc.name}.watch",
+                      f"`{action}`: a readiness-gated rolling restart (`mso up --watch`)"
+                      + ("; the files are already in place" if action.startswith("sync") else ""))
+        if paths:
+            out["watch"] = {"paths": paths, **({"ignore": ignore} if ignore else {})}
+            self.mark(("services", svc.name, "watch"), svc, ("develop",))
 
     def _deploy(self, svc: ServiceDef, out: dict[str, Any], deploy: Any, scale: Any) -> None:
         deploy = dict(deploy or {})
