@@ -7,7 +7,7 @@ each cluster between the subset Services `svc-stable` and `svc-canary` by weight
 cluster has no DNS in the lab, so table addresses are the subset Services' ClusterIPs:
 `${SVC_STABLE_SERVICE_HOST}` in the rendered table (filled in from the pod's service
 variables by `gatewayd`), real IPs when the controller pushes a table (to every ready
-gateway pod; their metrics are summed).
+gateway pod; the analysis reads each pod's counters).
 
 In each pod the proxy runs under mso's supervisor (`gatewayd`): a killed serving proxy is
 replaced by a spare that takes over the held listening sockets, and the table saved in

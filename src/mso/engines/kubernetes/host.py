@@ -27,7 +27,7 @@ from mso.engines.kubernetes.kube import Kube
 from mso.engines.kubernetes.render import Obj
 from mso.engines.kubernetes.versions import api_versions
 from mso.engines.kubernetes.workload import Workload, container_workdir, dependencies
-from mso.proxy.metrics import merge_snapshots
+from mso.proxy.metrics import tag_snapshots
 from mso.store.db import Store
 
 log = logging.getLogger("mso.engines.kubernetes")
@@ -105,14 +105,16 @@ class KubeHost:
         return out
 
     async def metrics(self) -> dict[str, Any]:
-        """The sum of every ready gateway pod's SNAPSHOT (each serves part of the traffic).
-        A pod that does not answer fails the whole read: a partial sum would look like a
-        counter reset to the analysis."""
+        """Every ready gateway pod's SNAPSHOT in one (each pod serves part of the traffic),
+        endpoints tagged with the pod's name: the analysis diffs each pod's counters on
+        their own, so a pod whose proxy restarted resets only its own. A pod that does not
+        answer fails the whole read: its endpoints missing from one snapshot would count
+        its whole history again in the next."""
         controls = self.controls()
         if not controls:
             raise ControlError("the gateway has no ready pod")
-        snaps = await asyncio.gather(*(asyncio.to_thread(c.metrics) for c in controls))
-        return merge_snapshots(snaps)
+        snaps = await asyncio.gather(*(asyncio.to_thread(c.metrics) for _, c in controls))
+        return tag_snapshots({name: snap for (name, _), snap in zip(controls, snaps)})
 
     def relabel(self, service: str, mapping: dict[str, str]) -> None:
         # Subset labels are part of immutable Deployment selectors; blue/green swaps
@@ -135,12 +137,17 @@ class KubeHost:
         pods = self.gateway_pods()
         return pods[0] if pods else None
 
-    def controls(self) -> list[GatewayControl]:
-        """A control relay client per ready gateway pod."""
+    def controls(self) -> list[tuple[str, GatewayControl]]:
+        """(pod name, control relay client) of each ready gateway pod."""
         token = state.control_token(self.store)
-        ips = [(p.get("status") or {}).get("podIP") or (p.get("status") or {}).get("pod_ip")
-               for p in self.gateway_pods()]
-        return [GatewayControl(ip, naming.GATEWAY_CONTROL_PORT, token) for ip in ips if ip]
+        out = []
+        for pod in self.gateway_pods():
+            status = pod.get("status") or {}
+            ip = status.get("podIP") or status.get("pod_ip")
+            if ip:
+                out.append((str(pod["metadata"]["name"]),
+                            GatewayControl(ip, naming.GATEWAY_CONTROL_PORT, token)))
+        return out
 
     def subset_hosts(self) -> dict[str, str]:
         services = self.kube.list("v1", "Service", self.settings.namespace,
@@ -178,7 +185,7 @@ class KubeHost:
             return False
         versioned = dict(built, version=int(time.time() * 10) % 2**31)
         pushed = True
-        for control in controls:  # every gateway pod serves part of the traffic
+        for _, control in controls:  # every gateway pod serves part of the traffic
             try:
                 control.set_table(versioned)
             except ControlError as exc:
