@@ -26,6 +26,8 @@ single gateway of a host-mode Swarm publication.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +43,7 @@ from bench.swarm.gateway_kill import print_table, summarize, under_load  # noqa:
 from mso.engines.kubernetes import naming  # noqa: E402
 from tests.e2e.kubernetes.gateway_kill import (echo_app, gateway_address,  # noqa: E402
                                                gateway_ping, gateway_pods, kill_container,
-                                               kill_serving_proxy, kube, restarts)
+                                               kube, restarts, serving_proxy)
 from tests.e2e.kubernetes.helpers import Mso, wait_for  # noqa: E402
 
 LAB = ROOT / "scripts" / "k8s-lab.sh"
@@ -60,14 +62,17 @@ def run(mso: Mso, kind: str, kills: int, replicas: int,
         verbose: bool = False) -> dict[str, object]:
     host, port = gateway_address(mso)
     pods: list[dict[str, Any]] = []
+    target: list[int] = []
 
     def prepare(i: int) -> None:
         pods[:] = steady(mso, replicas)
+        if kind == "proxy":  # found before the kill's clock starts
+            target[:] = [serving_proxy(mso, pods[i % len(pods)])[1]]
 
     def kill(i: int) -> None:
         pod = pods[i % len(pods)]
         if kind == "proxy":
-            kill_serving_proxy(mso, pod)
+            os.kill(target[0], signal.SIGKILL)
         elif kind == "container":
             count = restarts(mso, pod)
             kill_container(pod)

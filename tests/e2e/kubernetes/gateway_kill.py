@@ -9,9 +9,7 @@ processes, so a process inside a pod is killed from the host by its host pid.
 from __future__ import annotations
 
 import base64
-import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -90,11 +88,10 @@ def container_of(pod: dict[str, Any]) -> str:
     return out[0]
 
 
-def kill_serving_proxy(mso: Mso, pod: dict[str, Any]) -> int:
-    """SIGKILL the pod's serving proxy process; returns its pid in the container."""
+def serving_proxy(mso: Mso, pod: dict[str, Any]) -> tuple[int, int]:
+    """The pod's serving proxy process: its pid in the container and on the host."""
     pid = int(gateway_ping(mso, pod)["proxy"])
-    os.kill(host_pid(container_of(pod), pid), signal.SIGKILL)
-    return pid
+    return pid, host_pid(container_of(pod), pid)
 
 
 def kill_container(pod: dict[str, Any]) -> str:
