@@ -52,13 +52,14 @@ class Trace:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def load(port: int, keepalive: bool, stop: threading.Event, trace: Trace) -> None:
+def load(port: int, keepalive: bool, stop: threading.Event, trace: Trace,
+         host: str = "127.0.0.1") -> None:
     interval = THREADS / RATE
     conn: http.client.HTTPConnection | None = None
     next_at = time.monotonic()
     while not stop.is_set():
         if conn is None:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn = http.client.HTTPConnection(host, port, timeout=10)
         start = time.monotonic()
         error: str | None = None
         try:

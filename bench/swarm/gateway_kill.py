@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,38 +44,59 @@ ECHO = REPO / "tests" / "e2e" / "swarm" / "echoapp"
 APP = "echo"
 
 
-def _answered_after(trace: Trace, t: float) -> bool:
+def answered_after(trace: Trace, t: float) -> bool:
     with trace.lock:
         return any(start > t and error is None for start, _, error in trace.requests[-400:])
 
 
-def run(manifest: Path, port: int, kind: str, kills: int) -> dict[str, object]:
+def under_load(port: int, kills: int, kill: Callable[[int], None],
+               prepare: Callable[[int], None] = lambda _: None,
+               host: str = "127.0.0.1") -> tuple[Trace, list[float]]:
+    """200 GETs/s (a new connection each) on host:port; `kill(i)` `kills` times, each once
+    traffic is back and steady and `prepare(i)` returned. The trace and the kill times."""
     trace, stop = Trace(), threading.Event()
-    threads = [threading.Thread(target=load, args=(port, False, stop, trace))
+    threads = [threading.Thread(target=load, args=(port, False, stop, trace, host))
                for _ in range(THREADS)]
     for t in threads:
         t.start()
     times: list[float] = []
     try:
-        wait_for(lambda: _answered_after(trace, time.monotonic() - 0.5), 30, "traffic")
-        for _ in range(kills):
-            if kind == "proxy":
-                wait_for(lambda: gateway_ping(manifest).get("spare"), 60, "a spare")
-                times.append(time.monotonic())
-                kill_serving_proxy(manifest, APP)
-            else:
-                old = gateway_container(APP)
-                times.append(time.monotonic())
-                kill_container(APP)
-                wait_for(lambda: _other(old), 60, "a new gateway container")
+        wait_for(lambda: answered_after(trace, time.monotonic() - 0.5), 30, "traffic")
+        for i in range(kills):
+            prepare(i)
+            times.append(time.monotonic())
+            kill(i)
             t = times[-1]
-            wait_for(lambda: _answered_after(trace, t), 60, "traffic back")
+            wait_for(lambda: answered_after(trace, t), 60, "traffic back")
             settle = time.monotonic()
             wait_for(lambda: time.monotonic() > settle + 2.0, 5, "steady traffic")
     finally:
         stop.set()
         for t in threads:
             t.join()
+    return trace, times
+
+
+def run(manifest: Path, port: int, kind: str, kills: int) -> dict[str, object]:
+    def kill(_: int) -> None:
+        if kind == "proxy":
+            kill_serving_proxy(manifest, APP)
+        else:
+            old = gateway_container(APP)
+            kill_container(APP)
+            wait_for(lambda: _other(old), 60, "a new gateway container")
+
+    def ready(_: int) -> None:
+        if kind == "proxy":
+            wait_for(lambda: gateway_ping(manifest).get("spare"), 60, "a spare")
+
+    trace, times = under_load(port, kills, kill, ready)
+    return summarize(kind, trace, times)
+
+
+def summarize(kind: str, trace: Trace, times: list[float]) -> dict[str, object]:
+    """Requests, failed ones, and per kill the failures and the outage: from the start of
+    its first failed request to the first answer to a request sent after its last one."""
     failed = [(s, e, err) for s, e, err in trace.requests if err is not None]
     windows = [(k, times[i + 1] if i + 1 < len(times) else float("inf"))
                for i, k in enumerate(times)]
@@ -87,7 +109,7 @@ def run(manifest: Path, port: int, kind: str, kills: int) -> dict[str, object]:
             continue
         first, last = min(s for s, _ in mine), max(s for s, _ in mine)
         answered = [e for s, e, err in trace.requests if err is None and s > last]
-        outage.append((min(answered) - first) * 1000)
+        outage.append((min(answered) - first) * 1000 if answered else float("inf"))
     errors: dict[str, int] = {}
     for *_, err in failed:
         errors[str(err)] = errors.get(str(err), 0) + 1
@@ -117,8 +139,12 @@ def main() -> None:
         finally:
             mso("down", "--engine", "swarm", "-f", str(manifest), cwd=manifest.parent,
                 check=False)
+    print_table(rows, args.kills)
+
+
+def print_table(rows: list[dict[str, object]], kills: int) -> None:
     print("| kill (x%d, 200 GETs/s) | requests | failed | failed per kill | outage per "
-          "kill (ms) | errors |" % args.kills)
+          "kill (ms) | errors |" % kills)
     print("|---|---|---|---|---|---|")
     for r in rows:
         outage = r["outage_ms"]

@@ -23,11 +23,26 @@ class LoadResult:
         return self.ok + len(self.failures)
 
 
+    def assert_only_in_flight_at(self, kills: list[float], threads: int) -> None:
+        """A SIGKILLed proxy refuses nothing and times nothing out: the only requests it
+        may cost are those it was serving at that moment (their connections die with
+        it), so each failure started before a kill and ended within a second of it, at
+        most one per client thread and kill."""
+        assert not any("Refused" in f or "timed out" in f for f in self.failures), \
+            self.failures
+        for (start, end), failure in zip(self.failed_spans, self.failures):
+            assert any(start <= kill <= end <= kill + 1.0 for kill in kills), \
+                (failure, start, end, kills)
+        assert len(self.failures) <= threads * len(kills), self.failures
+
+
 class Load:
-    """GETs `path` on 127.0.0.1:`port` at about `rate` requests/s until stopped."""
+    """GETs `path` on `host`:`port` at about `rate` requests/s until stopped."""
 
     def __init__(self, port: int, rate: float = 100.0, path: str = "/",
-                 threads: int = 4, method: str = "GET", keepalive: bool = True) -> None:
+                 threads: int = 4, method: str = "GET", keepalive: bool = True,
+                 host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = port
         self.keepalive = keepalive
         self.path = path
@@ -57,7 +72,7 @@ class Load:
         next_at = time.monotonic()
         while not self._stop.is_set():
             if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
             started = time.monotonic()
             try:
                 conn.request(self.method, self.path,

@@ -53,16 +53,8 @@ def test_sigkilled_proxy_is_replaced_without_a_refused_connection(app: MsoApp) -
             seen = load.result.ok
             wait_for(lambda: load.result.ok > seen + 50, message="traffic after the restart")
     result = load.stop()
-    # No connection is refused or waits out a timeout. The only requests a SIGKILL may
-    # cost are those the killed process was serving at that moment (its connections
-    # die with it; at about 1 ms each that is rarely one): any failure must have
-    # started before a kill and ended within a second of it.
-    assert not any("Refused" in f or "timed out" in f for f in result.failures), \
-        result.failures
-    for (start, end), failure in zip(result.failed_spans, result.failures):
-        assert any(start <= kill <= end <= kill + 1.0 for kill in kills), \
-            (failure, start, end, kills)
-    assert len(result.failures) <= 4 * len(kills), result.failures  # 4 client threads
+    # At about 1 ms per request, a kill rarely catches one in flight.
+    result.assert_only_in_flight_at(kills, threads=4)
     assert result.ok > 300
     # One proxy serving and one spare: no proxy left over from the killed ones.
     assert app.instance is not None

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-
-from prometheus_client.parser import text_string_to_metric_families
+from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mso.proxy.exposition import Exposition
 from mso.proxy.metrics import LATENCY_BUCKETS_MS, Registry, bucket_index, merge_snapshots
@@ -83,3 +83,19 @@ def test_bucket_index_agrees_with_bisect_left_at_and_around_every_bound() -> Non
         probes += [b * 0.999, float(b), b * 1.001]
     for ms in probes:
         assert bucket_index(ms) == bisect_left(LATENCY_BUCKETS_MS, ms), ms
+
+
+def test_tagged_snapshots_keep_each_proxys_counters_apart() -> None:
+    from mso.analysis.windows import window_from_snapshots
+    from mso.proxy.metrics import tag_snapshots
+
+    def snap(requests: int) -> dict[str, Any]:
+        return {"clusters": {"web/http": {"subsets": {"stable": {"endpoints": {
+            "web-stable": {"requests": requests, "responses": {"2xx": requests}}}}}}}}
+
+    before = tag_snapshots({"gw-a": snap(100), "gw-b": snap(90)})
+    assert set(before["clusters"]["web/http"]["subsets"]["stable"]["endpoints"]) == \
+        {"web-stable@gw-a", "web-stable@gw-b"}
+    # gw-b's proxy restarted (its counters start again): only its own count resets.
+    after = tag_snapshots({"gw-a": snap(110), "gw-b": snap(5)})
+    assert window_from_snapshots(before, after, "web/http", "stable").requests == 10 + 5

@@ -6,7 +6,7 @@ it by prometheus-client collectors (exposition.py).
 """
 from __future__ import annotations
 
-from typing import Any, Final, Iterable
+from typing import Any, Final, Iterable, Mapping
 
 # Log-spaced upper bounds in milliseconds; the last count is the +Inf bucket.
 LATENCY_BUCKETS_MS: Final[tuple[float, ...]] = (
@@ -139,4 +139,17 @@ def merge_snapshots(snaps: Iterable[dict[str, Any]]) -> dict[str, Any]:
             for c, v in e.get("latency_by_class", {}).items():
                 have = by_class.get(c)
                 by_class[c] = list(v) if have is None else [a + b for a, b in zip(have, v)]
+    return out
+
+
+def tag_snapshots(snaps: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """One SNAPSHOT of several proxies that serve side by side (e.g. gateway pods), each
+    endpoint of source `s` kept as `<endpoint>@<s>`. Unlike `merge_snapshots`, counters
+    stay per process, so a reader that diffs endpoint by endpoint sees one proxy's restart
+    as that proxy's reset, not as the whole sum going backwards."""
+    out: dict[str, Any] = {"clusters": {}}
+    for source, snap in sorted(snaps.items()):
+        for cname, sname, ename, e in _endpoints(snap):
+            subsets = out["clusters"].setdefault(cname, {"subsets": {}})["subsets"]
+            subsets.setdefault(sname, {"endpoints": {}})["endpoints"][f"{ename}@{source}"] = e
     return out

@@ -101,15 +101,21 @@ class Supervisor:
         proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL)
         child = Child(proc, control)
         deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                await child.client.ping()
-                return child
-            except ProxyError:
-                if time.monotonic() > deadline or not child.alive:
-                    await self._kill(child)
-                    raise RuntimeError(f"proxy {control} did not start") from None
-                await asyncio.sleep(0.02)
+        try:
+            while True:
+                try:
+                    await child.client.ping()
+                    return child
+                except ProxyError:
+                    if time.monotonic() > deadline or not child.alive:
+                        await self._kill(child)
+                        raise RuntimeError(f"proxy {control} did not start") from None
+                    await asyncio.sleep(0.02)
+        except asyncio.CancelledError:
+            # stop() cancelled a spare still starting: it must not outlive the supervisor.
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            raise
 
     @staticmethod
     async def _kill(child: Child) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,19 +37,19 @@ def test_fill_table_substitutes_and_drops_unknown_hosts() -> None:
     assert eps == [{"id": "web-stable", "address": "10.201.0.9:8000"}]
 
 
-@pytest.fixture
-def gatewayd(tmp_path: Path) -> Iterator[tuple[int, int, str]]:
-    gateway_port, control_port = free_port(), free_port()
+def start_gatewayd(tmp_path: Path, gateway_port: int,
+                   control_port: int) -> subprocess.Popen[bytes]:
     table = {"version": 1, "clusters": {}, "listeners": [
         {"name": "gateway", "bind": "127.0.0.1", "port": gateway_port, "mode": "http",
          "routes": []}]}
     (tmp_path / "table.json").write_text(json.dumps(table))
-    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok").mkdir(exist_ok=True)
     (tmp_path / "tok" / "token").write_text("sekrit\n")
     proc = subprocess.Popen([sys.executable, "-m", "mso.engines.kubernetes.gatewayd",
                              "--table", str(tmp_path / "table.json"), "--token-dir",
                              str(tmp_path / "tok"), "--control-port", str(control_port),
-                             "--bind", "127.0.0.1"])
+                             "--bind", "127.0.0.1", "--state",
+                             str(tmp_path / "state" / "table.json")])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -55,6 +57,13 @@ def gatewayd(tmp_path: Path) -> Iterator[tuple[int, int, str]]:
             break
         except OSError:
             time.sleep(0.05)
+    return proc
+
+
+@pytest.fixture
+def gatewayd(tmp_path: Path) -> Iterator[tuple[int, int, str]]:
+    gateway_port, control_port = free_port(), free_port()
+    proc = start_gatewayd(tmp_path, gateway_port, control_port)
     try:
         yield gateway_port, control_port, "sekrit"
     finally:
@@ -73,6 +82,47 @@ def test_control_relay_sets_tables_and_reads_metrics(gatewayd: tuple[int, int, s
     with socket.create_connection(("127.0.0.1", gateway_port), 5) as s:  # the listener serves
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert s.recv(100).startswith(b"HTTP/1.1 404")
+
+
+def test_a_killed_proxy_is_replaced_and_a_restart_serves_the_saved_table(
+        tmp_path: Path) -> None:
+    """gatewayd runs the proxy supervised: a SIGKILLed serving proxy hands over to the
+    spare, and a new gatewayd with the same state file serves the pushed table, not the
+    rendered one."""
+    gateway_port, control_port = free_port(), free_port()
+    proc = start_gatewayd(tmp_path, gateway_port, control_port)
+    control = GatewayControl("127.0.0.1", control_port, "sekrit")
+    try:
+        pushed = {"version": 7, "clusters": {}, "listeners": [
+            {"name": "gateway", "bind": "127.0.0.1", "port": gateway_port, "mode": "http",
+             "routes": []}]}
+        assert control.set_table(pushed) == 7
+        first = wait(lambda: (p := control.ping()).get("spare") and p)
+        os.kill(int(first["proxy"]), signal.SIGKILL)
+        after = wait(lambda: (p := control.ping())["failovers"] == 1 and p)
+        assert after["proxy"] != first["proxy"] and after["version"] == 7
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+    proc = start_gatewayd(tmp_path, gateway_port, control_port)
+    try:
+        assert wait(lambda: control.ping())["version"] == 7
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+
+
+def wait(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got = check()
+        except ControlError:
+            got = None
+        if got:
+            return got
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def test_control_relay_refuses_a_wrong_token(gatewayd: tuple[int, int, str]) -> None:

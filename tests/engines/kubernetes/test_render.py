@@ -217,3 +217,15 @@ def test_a_preview_port_on_the_gateways_own_ports_is_refused() -> None:
         gateway.preview_ports(models)
     assert gateway.preview_ports({"api": {"rollout": {"strategy": "blue_green",
                                                       "preview_port": 8081}}}) == {"api": 8081}
+
+
+def test_the_gateway_runs_two_supervised_pods_with_their_table_saved() -> None:
+    gw = next(o for o in objects(SHOP, "1.29") if o["kind"] == "Deployment"
+              and o["metadata"]["name"] == "mso-gateway")
+    pod = gw["spec"]["template"]["spec"]
+    command = pod["containers"][0]["command"]
+    assert gw["spec"]["replicas"] == 2
+    assert command[command.index("--state") + 1] == "/run/mso-gateway/table.json"
+    assert {"name": "state", "emptyDir": {}} in pod["volumes"]  # outlives a container
+    assert {"name": "state", "mountPath": "/run/mso-gateway"} in \
+        pod["containers"][0]["volumeMounts"]

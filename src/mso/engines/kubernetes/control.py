@@ -39,6 +39,10 @@ class GatewayControl:
     def set_table(self, table: dict[str, Any]) -> int:
         return int(self.request({"op": "set_table", "table": table}).get("version", 0))
 
+    def ping(self) -> dict[str, Any]:
+        """The supervisor's ping: its serving `proxy` pid, `spare`, `failovers`, `version`."""
+        return self.request({"op": "ping"})
+
     def metrics(self) -> dict[str, Any]:
         snapshot: dict[str, Any] = self.request({"op": "metrics"})["metrics"]
         return snapshot

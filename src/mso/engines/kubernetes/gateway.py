@@ -1,12 +1,19 @@
 """The mso gateway on Kubernetes: its objects, and the route table it serves.
 
-The gateway is mso's own proxy in one pod. It serves the manifest's routes, one listener
-per service port (the Service named after each mso service selects the gateway, so a
-service's stable address is the gateway), and splits each cluster between the subset
-Services `svc-stable` and `svc-canary` by weight. The cluster has no DNS in the lab, so
-table addresses are the subset Services' ClusterIPs: `${SVC_STABLE_SERVICE_HOST}` in the
-rendered table (filled in from the pod's service variables by `gatewayd`), real IPs when
-the controller pushes a table.
+The gateway is mso's own proxy in `GATEWAY_REPLICAS` pods behind one Service. It serves
+the manifest's routes, one listener per service port (the Service named after each mso
+service selects the gateway, so a service's stable address is the gateway), and splits
+each cluster between the subset Services `svc-stable` and `svc-canary` by weight. The
+cluster has no DNS in the lab, so table addresses are the subset Services' ClusterIPs:
+`${SVC_STABLE_SERVICE_HOST}` in the rendered table (filled in from the pod's service
+variables by `gatewayd`), real IPs when the controller pushes a table (to every ready
+gateway pod; the analysis reads each pod's counters).
+
+In each pod the proxy runs under mso's supervisor (`gatewayd`): a killed serving proxy is
+replaced by a spare that takes over the held listening sockets, and the table saved in
+an emptyDir (`STATE_DIR`) is served at once by a restarted container. A killed container
+or a deleted pod leaves the other pod serving; kube-proxy drops the dead one from the
+Service once it is not ready.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from mso.engines.kubernetes.workload import Workload
 TABLE_PATH = "/etc/mso/gateway/table.json"
 TOKEN_DIR = "/etc/mso/gateway-control"
 CONTROL_SECRET = "mso-gateway-control"
+STATE_DIR = "/run/mso-gateway"
+GATEWAY_REPLICAS = 2
 NEVER = 2**31 - 1  # consecutive failures before an ejection: none
 
 
@@ -136,7 +145,8 @@ def _gateway_deployment(spec: GatewaySpec) -> Obj:
         "name": "gateway", "image": spec.image, "imagePullPolicy": "Never",
         "command": ["python3", "-m", "mso.engines.kubernetes.gatewayd", "--table", TABLE_PATH,
                     "--token-dir", TOKEN_DIR,
-                    "--control-port", str(naming.GATEWAY_CONTROL_PORT)],
+                    "--control-port", str(naming.GATEWAY_CONTROL_PORT),
+                    "--state", f"{STATE_DIR}/table.json"],
         "ports": [*({"name": name, "containerPort": number, "protocol": "TCP"}
                     for name, number in spec.exposed_ports()),
                   {"name": "control", "containerPort": naming.GATEWAY_CONTROL_PORT,
@@ -149,20 +159,28 @@ def _gateway_deployment(spec: GatewaySpec) -> Obj:
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
                       "limits": {"memory": "512Mi"}},
         "volumeMounts": [{"name": "table", "mountPath": "/etc/mso/gateway", "readOnly": True},
-                         {"name": "control", "mountPath": TOKEN_DIR, "readOnly": True}]}
+                         {"name": "control", "mountPath": TOKEN_DIR, "readOnly": True},
+                         {"name": "state", "mountPath": STATE_DIR}]}
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": meta(naming.GATEWAY, spec.namespace, spec.app, {naming.COMPONENT: "gateway"}),
-            "spec": {"replicas": 1, "revisionHistoryLimit": 3,
+            "spec": {"replicas": GATEWAY_REPLICAS, "revisionHistoryLimit": 3,
                      "selector": {"matchLabels": naming.gateway_selector(spec.app)},
                      "strategy": {"type": "RollingUpdate",
                                   "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
                      "template": {"metadata": {"labels": pod_labels}, "spec": {
                          "containers": [container], "terminationGracePeriodSeconds": 15,
                          "automountServiceAccountToken": False,
+                         "affinity": {"podAntiAffinity": {
+                             "preferredDuringSchedulingIgnoredDuringExecution": [{
+                                 "weight": 100, "podAffinityTerm": {
+                                     "topologyKey": "kubernetes.io/hostname",
+                                     "labelSelector": {"matchLabels":
+                                                       naming.gateway_selector(spec.app)}}}]}},
                          "volumes": [{"name": "table", "configMap": {"name": f"{naming.GATEWAY}-table"}},
                                      {"name": "control", "secret": {
                                          "secretName": CONTROL_SECRET, "optional": True,
-                                         "defaultMode": 0o400}}]}}}}
+                                         "defaultMode": 0o400}},
+                                     {"name": "state", "emptyDir": {}}]}}}}
 
 
 def control_secret(namespace: str, app: str, token: str) -> Obj:

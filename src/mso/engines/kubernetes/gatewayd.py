@@ -1,14 +1,20 @@
 """The gateway pod's main process: mso's proxy, its first table, and a TCP control relay.
 
-`python -m mso.engines.kubernetes.gatewayd --table FILE [--token-dir DIR] --control-port N`
+`python -m mso.engines.kubernetes.gatewayd --table FILE [--token-dir DIR] --control-port N
+[--state FILE]`
 
-1. starts `python -m mso.proxy --control SOCK` (the proxy itself is unchanged);
-2. loads the rendered table, fills in `${VAR}` placeholders from the environment (the
-   subset Services' `*_SERVICE_HOST` variables) and pushes it;
-3. when a token file exists, serves the proxy's control protocol on TCP: the first line a
-   client sends must be `{"token": "..."}`, after which bytes are relayed to the unix
-   socket unchanged. mso's controller uses it to set weights and read metrics.
-SIGTERM is passed on to the proxy, which drains in-flight requests.
+1. starts `python -m mso.proxy --supervise --control SOCK [--state FILE]`: a supervisor
+   that holds the listening sockets and keeps a spare proxy, so a serving proxy that dies
+   (even by SIGKILL) is replaced without refusing a connection (mso.proxy.supervisor);
+2. unless the supervisor already serves the table it saved in `--state` (a restarted
+   container: the file lives in an emptyDir, which outlives the container), loads the
+   rendered table, fills in `${VAR}` placeholders from the environment (the subset
+   Services' `*_SERVICE_HOST` variables) and pushes it;
+3. when a token file exists, serves the control protocol on TCP: the first line a client
+   sends must be `{"token": "..."}`, after which bytes are relayed to the supervisor's
+   unix socket unchanged. mso's controller uses it to set weights and read metrics.
+SIGTERM is passed on to the supervisor, which lets the serving proxy drain in-flight
+requests. gatewayd exits with the supervisor (the kubelet then restarts the container).
 """
 
 from __future__ import annotations
@@ -103,18 +109,26 @@ def relay_handler(sock: str, token_file: Path) -> Any:
 async def run(args: argparse.Namespace) -> int:
     folder = tempfile.mkdtemp(prefix="mso-gateway-")
     sock = os.path.join(folder, "control.sock")
-    proc = subprocess.Popen([sys.executable, "-m", "mso.proxy", "--control", sock])
+    cmd = [sys.executable, "-m", "mso.proxy", "--supervise", "--control", sock]
+    if args.state:
+        Path(args.state).parent.mkdir(parents=True, exist_ok=True)
+        cmd += ["--state", args.state]
+    proc = subprocess.Popen(cmd)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await _wait_for_socket(sock, proc)
-    table = fill_table(Path(args.table).read_text(), dict(os.environ))
-    reply = await _request(sock, {"op": "set_table", "table": table})
-    print(f"gatewayd: initial table: {reply}", flush=True)
-    if not reply.get("ok"):
-        proc.terminate()
-        raise SystemExit(f"gatewayd: the proxy rejected the table: {reply.get('error')}")
+    saved = int((await _request(sock, {"op": "ping"})).get("version") or 0)
+    if saved:
+        print(f"gatewayd: serving the saved table (version {saved})", flush=True)
+    else:
+        table = fill_table(Path(args.table).read_text(), dict(os.environ))
+        reply = await _request(sock, {"op": "set_table", "table": table})
+        print(f"gatewayd: initial table: {reply}", flush=True)
+        if not reply.get("ok"):
+            proc.terminate()
+            raise SystemExit(f"gatewayd: the proxy rejected the table: {reply.get('error')}")
     server = None
     token_file = Path(args.token_dir) / "token"
     if token_file.exists():
@@ -141,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--token-dir", default="/etc/mso/gateway-control")
     ap.add_argument("--control-port", type=int, default=8078)
     ap.add_argument("--bind", default="0.0.0.0", help="address of the control relay")
+    ap.add_argument("--state", default=None,
+                    help="file the supervisor saves each applied table to and serves at start")
     return asyncio.run(run(ap.parse_args(argv)))
 
 

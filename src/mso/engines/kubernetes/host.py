@@ -27,6 +27,7 @@ from mso.engines.kubernetes.kube import Kube
 from mso.engines.kubernetes.render import Obj
 from mso.engines.kubernetes.versions import api_versions
 from mso.engines.kubernetes.workload import Workload, container_workdir, dependencies
+from mso.proxy.metrics import tag_snapshots
 from mso.store.db import Store
 
 log = logging.getLogger("mso.engines.kubernetes")
@@ -104,10 +105,16 @@ class KubeHost:
         return out
 
     async def metrics(self) -> dict[str, Any]:
-        control = self.control()
-        if control is None:
+        """Every ready gateway pod's SNAPSHOT in one (each pod serves part of the traffic),
+        endpoints tagged with the pod's name: the analysis diffs each pod's counters on
+        their own, so a pod whose proxy restarted resets only its own. A pod that does not
+        answer fails the whole read: its endpoints missing from one snapshot would count
+        its whole history again in the next."""
+        controls = self.controls()
+        if not controls:
             raise ControlError("the gateway has no ready pod")
-        return await asyncio.to_thread(control.metrics)
+        snaps = await asyncio.gather(*(asyncio.to_thread(c.metrics) for _, c in controls))
+        return tag_snapshots({name: snap for (name, _), snap in zip(controls, snaps)})
 
     def relabel(self, service: str, mapping: dict[str, str]) -> None:
         # Subset labels are part of immutable Deployment selectors; blue/green swaps
@@ -118,18 +125,29 @@ class KubeHost:
         self._woken = True
 
     # -- gateway --------------------------------------------------------------------------
-    def gateway_pod(self) -> Obj | None:
+    def gateway_pods(self) -> list[Obj]:
+        """The ready gateway pods that are not terminating, by name."""
         pods = self.kube.list("v1", "Pod", self.settings.namespace,
                               naming.gateway_selector(self.settings.app))
-        ready = [p for p in pods if pod_ready(p) and not p["metadata"].get("deletionTimestamp")]
-        return ready[0] if ready else None
+        return sorted((p for p in pods if pod_ready(p)
+                       and not p["metadata"].get("deletionTimestamp")),
+                      key=lambda p: str(p["metadata"]["name"]))
 
-    def control(self) -> GatewayControl | None:
-        pod = self.gateway_pod()
-        ip = (pod or {}).get("status", {}).get("pod_ip") or (pod or {}).get("status", {}).get("podIP")
-        if not ip:
-            return None
-        return GatewayControl(ip, naming.GATEWAY_CONTROL_PORT, state.control_token(self.store))
+    def gateway_pod(self) -> Obj | None:
+        pods = self.gateway_pods()
+        return pods[0] if pods else None
+
+    def controls(self) -> list[tuple[str, GatewayControl]]:
+        """(pod name, control relay client) of each ready gateway pod."""
+        token = state.control_token(self.store)
+        out = []
+        for pod in self.gateway_pods():
+            status = pod.get("status") or {}
+            ip = status.get("podIP") or status.get("pod_ip")
+            if ip:
+                out.append((str(pod["metadata"]["name"]),
+                            GatewayControl(ip, naming.GATEWAY_CONTROL_PORT, token)))
+        return out
 
     def subset_hosts(self) -> dict[str, str]:
         services = self.kube.list("v1", "Service", self.settings.namespace,
@@ -162,16 +180,20 @@ class KubeHost:
         now = time.monotonic()
         if not force and digest == self._table_digest and now - self._table_pushed < 5.0:
             return True
-        control = self.control()
-        if control is None:
+        controls = self.controls()
+        if not controls:
             return False
-        try:
-            control.set_table(dict(built, version=int(time.time() * 10) % 2**31))
-        except ControlError as exc:
-            log.warning("%s", exc)
-            return False
-        self._table_digest, self._table_pushed = digest, now
-        return True
+        versioned = dict(built, version=int(time.time() * 10) % 2**31)
+        pushed = True
+        for _, control in controls:  # every gateway pod serves part of the traffic
+            try:
+                control.set_table(versioned)
+            except ControlError as exc:
+                log.warning("%s", exc)
+                pushed = False
+        if pushed:
+            self._table_digest, self._table_pushed = digest, now
+        return pushed
 
     # -- workloads ------------------------------------------------------------------------
     def workload(self, service: str, release: int, subset: str, replicas: int) -> Workload:
