@@ -243,6 +243,7 @@ def test_up_detached_with_watch_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", [("deploy", "--engine", "swarm"),
                                      ("deploy", "--engine", "kubernetes"),
+                                     ("render", "--engine", "kubernetes"),
                                      ("up", "--engine", "swarm")])
 def test_deploys_to_swarm_and_kubernetes_refuse_watch_before_touching_them(
         tmp_path: Path, command: tuple[str, ...]) -> None:
@@ -252,3 +253,11 @@ def test_deploys_to_swarm_and_kubernetes_refuse_watch_before_touching_them(
     assert "services.db.watch: not supported on" in refused.stderr
     assert "pass --dev to deploy without it" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_render_with_dev_leaves_watch_out(tmp_path: Path) -> None:
+    _loaded(tmp_path)
+    rendered = _mso(tmp_path, "render", "--engine", "swarm", "--dev")
+    assert rendered.returncode == 0, rendered.stderr
+    assert "services.db.watch: a development key, ignored on swarm (--dev)" in rendered.stderr
+    assert "watch" not in rendered.stdout

@@ -693,14 +693,17 @@ def validate(path: str | None, file: str | None, engine: str | None, fmt: str, d
 @click.option("-o", "--output-dir", "out_dir", type=click.Path(file_okay=False),
               help="Write one file per object here (default: print to stdout).")
 @click.option("--version", "version", help="Kubernetes: the target version, e.g. 1.29.")
+@click.option("--dev", is_flag=True,
+              help="Render without the development keys (`watch:`), with a note for each, "
+                   "instead of refusing them.")
 def render(path: str | None, file: str | None, engine: str | None, out_dir: str | None,
-           version: str | None, **opts: Any) -> None:
+           version: str | None, dev: bool, **opts: Any) -> None:
     """Write the engine's manifests (Kubernetes YAML or a Swarm stack file)."""
     loaded = load(file, path)
     name = engine_name(file, engine, loaded)
     if name == "local":
         raise CliError("render needs --engine kubernetes or --engine swarm", 2)
-    check_support(loaded, name, enforced_only=True)
+    check_support(loaded, name, enforced_only=True, dev=dev)
     result = remote(name, dict(opts, engine=name, version=version)).render(
         loaded, Path(out_dir) if out_dir else None)
     if isinstance(result, str):
