@@ -91,6 +91,7 @@ class RolloutController:
         self._runs: dict[str, AnalysisRun] = {}
         self._next_tick: dict[str, float] = {}
         self._last_verdict: dict[str, str] = {}
+        self._members: dict[str, tuple[Member, ...]] = {}  # at each service's last tick
 
     # -- state ------------------------------------------------------------------------
     def get(self, service: str) -> RolloutState | None:
@@ -204,8 +205,15 @@ class RolloutController:
             if raw is None:
                 continue
             state = RolloutState.from_json(raw)
-            if not state.active or now < self._next_tick.get(service, 0.0):
+            if not state.active:
                 continue
+            # Every `interval`, or at once when a replica of the service changed (a
+            # canary became ready: its weight should not wait for the next interval).
+            members = tuple(self.d.members(service))
+            if now < self._next_tick.get(service, 0.0) and \
+                    members == self._members.get(service):
+                continue
+            self._members[service] = members
             spec = self.spec(service, state.to_release)
             interval = float((spec.get("analysis") or {}).get("interval", 1.0))
             self._next_tick[service] = now + min(interval, 1.0)

@@ -19,19 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from mso.controllers.rollouts import Member, RolloutController
 from mso.controllers.routing import RouteView
 from mso.releases.ports import port_map
 from mso.engines.swarm import names, state
-from mso.engines.swarm.gateway import (allocate_ports, gateway_spec, route_table,
+from mso.engines.swarm.gateway import (gateway_spec, route_table,
                                        service_routing)
 from mso.engines.swarm.observe import ServiceObs, parse
 from mso.engines.swarm.plan import Drain, Ensure, Plan, Progress, Remove, Want, plan_service
 from mso.engines.swarm.spec import AppContext, ReleaseInput, ServiceSpec, service_spec
-from mso.engines.swarm.state import AppConfig, SwarmPaths
+from mso.engines.swarm.state import METRICS_KEY, AppConfig, SwarmPaths
 from mso.engines.swarm.swap import Swap, plan_swap
 from mso.engines.swarm.swarmapi import SwarmApi, SwarmError
 from mso.proxy.client import ProxyClient, ProxyError
@@ -42,8 +44,13 @@ from mso.store.records import Desired
 log = logging.getLogger("mso.swarm.controller")
 
 PERIOD = 0.5
+#: After a container of the app started, exited or changed health, the controller ticks
+#: at once and then every FAST_PERIOD for FAST_WINDOW seconds: Swarm's task state follows
+#: the container's event by 0.03 to 1 s (measured), and the next step of a deploy (a
+#: dependency met, a canary ready) should not wait for the next PERIOD.
+FAST_PERIOD = 0.1
+FAST_WINDOW = 1.5
 DRAIN_TIMEOUT = 15.0
-METRICS_KEY = "mso/metrics"
 NO_EJECTION = 2**31 - 1  # consecutive failures before an outlier ejection: never
 
 
@@ -64,6 +71,10 @@ class SwarmController:
         self._version = int(self.store.get_meta("swarm.table_version") or 0)
         self._network_id = ""
         self._subsets: dict[str, dict[str, str]] = {}  # service -> role -> subset (last plan)
+        self._fast_until = 0.0
+        self._events: Any = None  # the Docker event stream being watched, if any
+        self._watching = ""  # the app whose events are watched
+        self._watch_failed = False
         self.converged = False
 
     # -- RolloutHost --------------------------------------------------------------------
@@ -90,6 +101,17 @@ class SwarmController:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        events, self._events = self._events, None
+        if events is not None:
+            try:
+                events.close()
+            except Exception:  # already closed by the daemon
+                pass
+
+    def changed(self) -> None:
+        """A container of the app changed: tick now, and often for a while."""
+        self._fast_until = time.monotonic() + FAST_WINDOW
+        self._wake.set()
 
     # -- loop ---------------------------------------------------------------------------
     async def run_forever(self) -> None:
@@ -103,11 +125,50 @@ class SwarmController:
                 state.set_json(self.store, state.STATUS_KEY, {
                     "converged": False, "ts": time.time(),
                     "error": f"{type(exc).__name__}: {exc}"})
+            self._watch()
+            period = FAST_PERIOD if time.monotonic() < self._fast_until else PERIOD
             try:
-                await asyncio.wait_for(self._wake.wait(), PERIOD)
+                await asyncio.wait_for(self._wake.wait(), period)
             except asyncio.TimeoutError:
                 pass
         await self.proxy.close()
+
+    def _watch(self) -> None:
+        """Follow the app's container events in a thread (once the app is known), so a
+        task that starts, becomes healthy or exits is acted on at once rather than at
+        the next PERIOD. Polling stays the source of truth: a lost stream costs only
+        speed, and is opened again on a later tick."""
+        config = AppConfig.load(self.store)
+        if config is None or self._stop.is_set() or (
+                self._events is not None and self._watching == config.app):
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            events = self.api.container_events(config.app)
+        except Exception as exc:
+            if not self._watch_failed:
+                log.warning("not watching Docker events (%s); polling every %.1fs", exc,
+                            PERIOD)
+            self._watch_failed = True
+            return
+        self._events, self._watching = events, config.app
+
+        def follow() -> None:
+            try:
+                for _ in events:
+                    loop.call_soon_threadsafe(self.changed)
+            except Exception as exc:  # the daemon restarted, the loop closed
+                log.info("Docker event stream ended: %s", exc)
+            finally:
+                try:
+                    loop.call_soon_threadsafe(self._lost, events)
+                except RuntimeError:  # the loop is closed: the controller is stopping
+                    pass
+        threading.Thread(target=follow, name="docker-events", daemon=True).start()
+
+    def _lost(self, events: Any) -> None:
+        if self._events is events:
+            self._events = None
 
     async def observe(self) -> None:
         config = AppConfig.load(self.store)
@@ -134,9 +195,11 @@ class SwarmController:
         progress = state.load_progress(self.store)
         weights: dict[str, dict[str, int]] = {}
         busy = False
-        for name, want in everything.items():
-            if want.kind == "job" and self._deps_met(name, want.release, everything):
-                await self._job(ctx, name, want)
+        # Every service is planned first, then all of them act at once (with the jobs
+        # and the gateway): their Docker calls do not depend on one another, and a
+        # service created in the same tick as another starts as early.
+        acting = [self._job(ctx, name, want) for name, want in everything.items()
+                  if want.kind == "job" and self._deps_met(name, want.release, everything)]
         for name, want in desired.items():
             if (name, "main") not in self.obs and not self._deps_met(name, want.release,
                                                                        everything):
@@ -145,13 +208,13 @@ class SwarmController:
             plan = self._plan(ctx, config, name, want, progress.get(name, Progress()))
             if plan.note:
                 log.info("%s: %s", name, plan.note)
-            await self._act(ctx, name, plan)
+            acting.append(self._act(ctx, name, plan))
             progress[name] = plan.progress
             weights[name] = plan.weights
             self._subsets[name] = plan.subsets
             busy = busy or bool(plan.actions) or plan.progress != Progress()
-        await self._remove_undesired(desired)
-        await self._ensure_gateway(config)
+        acting += [self._remove_undesired(desired), self._ensure_gateway(config)]
+        await _all(acting)
         pushed = await self._push(config, ctx, desired, weights)
         if pushed:
             state.save_progress(self.store, {k: v for k, v in progress.items() if k in desired})
@@ -178,10 +241,8 @@ class SwarmController:
                 obs = self.obs.get((dep, "job"))
                 if obs is None or not obs.completed():
                     return False
-            else:
-                main = self.obs.get((dep, "main"))
-                if main is None or not any(t.ready for t in main.tasks):
-                    return False
+            elif not dependency_met(self.obs.get((dep, "main")), condition):
+                return False
         return True
 
     async def _job(self, ctx: AppContext, name: str, want: Desired) -> None:
@@ -403,23 +464,28 @@ class SwarmController:
         self.store.add_event(type_, message, service)
 
 
+async def _all(work: list[Coroutine[Any, Any, None]]) -> None:
+    """Run every coroutine to its end, together; then raise the first error, if any (a
+    failed create must not leave the others half-awaited)."""
+    results = await asyncio.gather(*work, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+def dependency_met(main: ServiceObs | None, condition: str) -> bool:
+    """A service's `depends_on` condition on Swarm, as the local engine reads it:
+    `started` once a task's container runs (Swarm's `starting`, its healthcheck not yet
+    passed, or `running`), `healthy` once a task is ready, `completed` once a task exited
+    0."""
+    if main is None:
+        return False
+    if condition == "completed":
+        return main.completed()
+    if condition == "healthy":
+        return any(t.ready for t in main.tasks)
+    return any(t.state in ("starting", "running") and not t.stopping for t in main.tasks)
+
+
 def _first_http(model: dict[str, Any]) -> str | None:
     return next((n for n, (p, _) in port_map(model).items() if p == "http"), None)
-
-
-def ensure_stable_ports(store: Store, services: dict[str, dict[str, Any]],
-                        gateway_port: int, reserved: set[int] | None = None) -> dict[str, int]:
-    """Allocate (once) the gateway's per-service ports and its metrics port, avoiding the
-    gateway port and `reserved` (preview ports); a clash with a port allocated earlier is
-    refused, since allocated ports never move."""
-    wanted = [METRICS_KEY] + [f"{svc}/{p}" for svc, model in sorted(services.items())
-                              for p in port_map(model)]
-    taken = {gateway_port, *(reserved or set())}
-    current: dict[str, int] = state.get_json(store, state.PORTS_KEY, {})
-    clash = sorted(k for k, port in current.items() if port in taken)
-    if clash:
-        raise SwarmError(f"port {current[clash[0]]} is already the gateway's port for "
-                         f"{clash[0]}; choose another gateway or preview port")
-    ports = allocate_ports(current, wanted, taken)
-    state.set_json(store, state.PORTS_KEY, ports)
-    return ports
