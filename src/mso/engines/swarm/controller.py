@@ -32,7 +32,8 @@ from mso.engines.swarm.gateway import (gateway_spec, route_table,
                                        service_routing)
 from mso.engines.swarm.observe import ServiceObs, parse
 from mso.engines.swarm.plan import Drain, Ensure, Plan, Progress, Remove, Want, plan_service
-from mso.engines.swarm.spec import AppContext, ReleaseInput, ServiceSpec, service_spec
+from mso.engines.swarm.spec import (AppContext, ReleaseInput, ServiceSpec, service_spec,
+                                    supports_start_interval)
 from mso.engines.swarm.state import METRICS_KEY, AppConfig, SwarmPaths
 from mso.engines.swarm.swap import Swap, plan_swap
 from mso.engines.swarm.swarmapi import SwarmApi, SwarmError
@@ -75,6 +76,7 @@ class SwarmController:
         self._events: Any = None  # the Docker event stream being watched, if any
         self._watching = ""  # the app whose events are watched
         self._watch_failed = False
+        self._start_interval: bool | None = None  # read from the engine on first use
         self.converged = False
 
     # -- RolloutHost --------------------------------------------------------------------
@@ -127,6 +129,9 @@ class SwarmController:
                     "error": f"{type(exc).__name__}: {exc}"})
             self._watch()
             period = FAST_PERIOD if time.monotonic() < self._fast_until else PERIOD
+            due, now = self.rollouts.due(), time.time()
+            if due is not None and due > now:  # an analysis poll waits for no period
+                period = min(period, due - now)
             try:
                 await asyncio.wait_for(self._wake.wait(), period)
             except asyncio.TimeoutError:
@@ -278,7 +283,10 @@ class SwarmController:
     # -- planning -----------------------------------------------------------------------
     def _context(self, config: AppConfig) -> AppContext:
         ports: dict[str, int] = state.get_json(self.store, state.PORTS_KEY, {})
-        return AppContext(config.app, config.network, config.base_dir, ports)
+        if self._start_interval is None:
+            self._start_interval = supports_start_interval(self.api.api_version)
+        return AppContext(config.app, config.network, config.base_dir, ports,
+                          self._start_interval)
 
     def _release_input(self, ctx: AppContext, service: str, number: int) -> ReleaseInput:
         rel = self.store.release(service, number)
