@@ -38,11 +38,6 @@ def test_healthy_means_a_ready_task() -> None:
     assert dependency_met(running, "healthy") and dependency_met(running, "started")
 
 
-def test_completed_means_a_task_that_exited_0() -> None:
-    assert dependency_met(_service(_task("complete", desired="shutdown")), "completed")
-    assert not dependency_met(_service(_task("running")), "completed")
-
-
 def test_docker_25_checks_often_until_the_first_check_passes() -> None:
     old = healthcheck(MODEL, shim=True)
     new = healthcheck(MODEL, shim=True, start_interval=True)

@@ -2,11 +2,16 @@
 
 `mso deploy --engine swarm` records releases and desired state in `.mso/swarm.db`, then
 makes sure this process runs (`python -m mso.engines.swarm.controller --state-dir DIR`).
-Every half second it:
+Every half second, at once when Docker reports that a container of the app started,
+exited or changed health (then every 0.1 s for 1.5 s, since Swarm's task state follows
+the container by up to a second), and when a rollout's analysis poll is due, it:
 
 1. observes the app's Swarm services and tasks (the Docker API);
 2. ticks the shared rollout controller (canary analysis from the gateway's metrics);
-3. plans each service (`plan.plan_service`: create, scale, hand off, retire) and acts;
+3. plans each service (`plan.plan_service`: create, scale, hand off, retire), then acts
+   on all of them together (a service whose `depends_on` are met is created in the
+   same tick as the others: `started` needs a started container, `healthy` a ready
+   task);
 4. pushes the route table (task overlay IPs, weights) to the gateway when it changed,
    or when the gateway restarted and lost it.
 
@@ -483,16 +488,14 @@ async def _all(work: list[Coroutine[Any, Any, None]]) -> None:
 
 def dependency_met(main: ServiceObs | None, condition: str) -> bool:
     """A service's `depends_on` condition on Swarm, as the local engine reads it:
-    `started` once a task's container runs (Swarm's `starting`, its healthcheck not yet
-    passed, or `running`), `healthy` once a task is ready, `completed` once a task exited
-    0."""
+    `started` once a task's container runs (Swarm's `starting`: its healthcheck has not
+    passed yet; or `running`), `healthy` once a task is ready. (`completed` on a service
+    is refused on Swarm; it would wait for a ready task.)"""
     if main is None:
         return False
-    if condition == "completed":
-        return main.completed()
-    if condition == "healthy":
-        return any(t.ready for t in main.tasks)
-    return any(t.state in ("starting", "running") and not t.stopping for t in main.tasks)
+    if condition == "started":
+        return any(t.state in ("starting", "running") and not t.stopping for t in main.tasks)
+    return any(t.ready for t in main.tasks)
 
 
 def _first_http(model: dict[str, Any]) -> str | None:
