@@ -3,8 +3,8 @@
 `mso deploy --engine swarm` records releases and desired state in `.mso/swarm.db`, then
 makes sure this process runs (`python -m mso.engines.swarm.controller --state-dir DIR`).
 Every half second, at once when Docker reports that a container of the app started,
-exited or changed health (then every 0.1 s for 1.5 s, since Swarm's task state follows
-the container by up to a second), and when a rollout's analysis poll is due, it:
+exited or changed health (and 0.15, 0.4 and 0.9 s later: Swarm's task state follows the
+container by up to a second), and when a rollout's analysis poll is due, it:
 
 1. observes the app's Swarm services and tasks (the Docker API);
 2. ticks the shared rollout controller (canary analysis from the gateway's metrics);
@@ -51,11 +51,12 @@ log = logging.getLogger("mso.swarm.controller")
 
 PERIOD = 0.5
 #: After a container of the app started, exited or changed health, the controller ticks
-#: at once and then every FAST_PERIOD for FAST_WINDOW seconds: Swarm's task state follows
-#: the container's event by 0.03 to 1 s (measured), and the next step of a deploy (a
-#: dependency met, a canary ready) should not wait for the next PERIOD.
-FAST_PERIOD = 0.1
-FAST_WINDOW = 1.5
+#: at once and again FOLLOW_UP seconds after the event: Swarm's task state follows the
+#: container's event by 0.03 to 1 s (measured), and the next step of a deploy (a
+#: dependency met, a canary ready) should not wait for the next PERIOD. Few ticks: each
+#: costs Docker some CPU, which a loaded machine's task starts need more.
+FOLLOW_UP = (0.15, 0.4, 0.9)
+NETWORK_CHECK = 5.0  # seconds between two looks at the app's network (one per tick before)
 DRAIN_TIMEOUT = 15.0
 NO_EJECTION = 2**31 - 1  # consecutive failures before an outlier ejection: never
 
@@ -76,8 +77,10 @@ class SwarmController:
         self._pushed: dict[str, Any] | None = None
         self._version = int(self.store.get_meta("swarm.table_version") or 0)
         self._network_id = ""
+        self._network_checked = 0.0  # monotonic time of the last ensure_network
+        self._network_for: tuple[str, str] = ("", "")  # (app, network) it was made for
         self._subsets: dict[str, dict[str, str]] = {}  # service -> role -> subset (last plan)
-        self._fast_until = 0.0
+        self._follow_ups: list[float] = []  # monotonic times of the ticks an event asked for
         self._events: Any = None  # the Docker event stream being watched, if any
         self._watching = ""  # the app whose events are watched
         self._watch_failed = False
@@ -116,8 +119,9 @@ class SwarmController:
                 pass
 
     def changed(self) -> None:
-        """A container of the app changed: tick now, and often for a while."""
-        self._fast_until = time.monotonic() + FAST_WINDOW
+        """A container of the app changed: tick now, and a few times soon after."""
+        now = time.monotonic()
+        self._follow_ups = sorted({*self._follow_ups, *(now + d for d in FOLLOW_UP)})
         self._wake.set()
 
     # -- loop ---------------------------------------------------------------------------
@@ -133,7 +137,7 @@ class SwarmController:
                     "converged": False, "ts": time.time(),
                     "error": f"{type(exc).__name__}: {exc}"})
             self._watch()
-            period = FAST_PERIOD if time.monotonic() < self._fast_until else PERIOD
+            period = self._next_follow_up(time.monotonic())
             due, now = self.rollouts.due(), time.time()
             if due is not None and due > now:  # an analysis poll waits for no period
                 period = min(period, due - now)
@@ -142,6 +146,14 @@ class SwarmController:
             except asyncio.TimeoutError:
                 pass
         await self.proxy.close()
+
+    def _next_follow_up(self, now: float) -> float:
+        """Seconds until the next tick an event asked for (PERIOD at most); follow-ups
+        that a tick has just served (due within 0.05 s) are dropped."""
+        self._follow_ups = [t for t in self._follow_ups if t > now + 0.05]
+        if not self._follow_ups:
+            return PERIOD
+        return min(PERIOD, self._follow_ups[0] - now)
 
     def _watch(self) -> None:
         """Follow the app's container events in a thread (once the app is known), so a
@@ -193,8 +205,11 @@ class SwarmController:
         token = quiet(self.store, time.time())
         if config is None or token is None:
             return
-        self._network_id = await asyncio.to_thread(self.api.ensure_network, config.app,
-                                                   config.network)
+        checked = (config.app, config.network, self._network_checked)
+        if checked[:2] != self._network_for or time.monotonic() > checked[2] + NETWORK_CHECK:
+            self._network_id = await asyncio.to_thread(self.api.ensure_network, config.app,
+                                                       config.network)
+            self._network_for, self._network_checked = checked[:2], time.monotonic()
         await self.observe()
         await self.rollouts.tick()
         ctx = self._context(config)
