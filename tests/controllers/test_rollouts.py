@@ -157,3 +157,45 @@ def test_a_timed_pause_ends_by_the_injected_clock_not_the_wall_clock(tmp_path: P
         asyncio.run(controller.tick())
     moved = controller.get("web")
     assert moved is not None and moved.weight == 60, moved
+
+
+class ReadinessHost(FakeHost):
+    """The canary's one replica is not ready until the test says so."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.canary_ready = False
+
+    def members(self, service: str) -> list[Member]:
+        return [Member("stable", 1, True), Member("stable", 1, True),
+                Member("canary", 2, self.canary_ready)]
+
+
+def test_a_canary_that_becomes_ready_gets_its_weight_before_the_next_interval(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    for n in (1, 2):
+        store.add_release("web", f"h{n}", {"kind": "service", "model": MODEL}, {}, "t", "x")
+    store.set_desired(Desired("web", "service", 2, 2, 2))
+    clock = FakeClock()
+    host = ReadinessHost(store)
+    controller = RolloutController(host, clock=clock)
+    controller.begin("web", 1, 2)
+    asyncio.run(controller.tick())
+    assert controller.due() == clock.now + 1.0  # the analysis interval (1s by default)
+    clock.now += 0.1
+    asyncio.run(controller.tick())  # nothing changed: the interval is not over
+    waiting = controller.get("web")
+    assert waiting is not None and waiting.weight == 0
+    host.canary_ready = True  # e.g. Docker said its container became healthy
+    asyncio.run(controller.tick())
+    ready = controller.get("web")
+    assert ready is not None and ready.weight == 20
+    assert controller.due() == clock.now + 1.0
+
+
+def test_no_active_rollout_means_nothing_is_due(tmp_path: Path) -> None:
+    controller, _ = _canary(tmp_path)
+    controller.abort("web")
+    asyncio.run(controller.tick())
+    assert controller.due() is None

@@ -91,6 +91,8 @@ class RolloutController:
         self._runs: dict[str, AnalysisRun] = {}
         self._next_tick: dict[str, float] = {}
         self._last_verdict: dict[str, str] = {}
+        self._members: dict[str, tuple[Member, ...]] = {}  # at each service's last tick
+        self._due: float | None = None
 
     # -- state ------------------------------------------------------------------------
     def get(self, service: str) -> RolloutState | None:
@@ -197,18 +199,38 @@ class RolloutController:
                 and all(m.release == release and m.ready for m in reps))
 
     # -- the loop -----------------------------------------------------------------------
+    def due(self) -> float | None:
+        """When the next rollout tick is due (the clock's time), or None when no rollout
+        was active at the last tick: an engine's loop can wake up then, not later."""
+        return self._due
+
     async def tick(self) -> None:
         now = self._clock()
+        due: list[float] = []
+        try:
+            await self._tick(now, due)
+        finally:
+            self._due = min(due, default=None)
+
+    async def _tick(self, now: float, due: list[float]) -> None:
         for service, want in self.d.store.desired().items():
             raw = self.d.store.get_rollout(service) if want.kind == "service" else None
             if raw is None:
                 continue
             state = RolloutState.from_json(raw)
-            if not state.active or now < self._next_tick.get(service, 0.0):
+            if not state.active:
                 continue
+            due.append(self._next_tick.get(service, 0.0))
+            # Every `interval`, or at once when a replica of the service changed (a
+            # canary became ready: its weight should not wait for the next interval).
+            members = tuple(self.d.members(service))
+            if now < self._next_tick.get(service, 0.0) and \
+                    members == self._members.get(service):
+                continue
+            self._members[service] = members
             spec = self.spec(service, state.to_release)
             interval = float((spec.get("analysis") or {}).get("interval", 1.0))
-            self._next_tick[service] = now + min(interval, 1.0)
+            self._next_tick[service] = due[-1] = now + min(interval, 1.0)
             try:
                 decision = await self._decide(state, spec, want, now)
             except Exception:
@@ -219,7 +241,7 @@ class RolloutController:
             # made from the old state must not overwrite it. Decide again next tick.
             if not self.d.store.replace_rollout(service, decision.state.to_json(), raw):
                 log.info("rollout of %s changed while deciding; deciding again", service)
-                self._next_tick[service] = 0.0
+                self._next_tick[service] = due[-1] = 0.0
                 continue
             self._apply(state, decision, saved=True)
 

@@ -32,6 +32,8 @@ class _ApiWhereADeployStartsDuringObservation:
     """Observation succeeds, but a deploy takes the hold (and records a release) while the
     controller waits for the task list."""
 
+    api_version = "1.41"
+
     def __init__(self, store: Any) -> None:
         self.store = store
 

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,51 @@ def _shim_source() -> bytes:
     return Path(rootfs.__file__).with_name("shim.py").read_bytes()
 
 
+def stat_key(paths: Iterable[Path]) -> str:
+    """A digest of the paths' names, sizes and modification times (what the image tags
+    already trust to tell a changed file), for `remembered`."""
+    h = hashlib.sha256()
+    for path in paths:
+        try:
+            st = path.stat()
+            h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{path}\0-\n".encode())
+    return h.hexdigest()
+
+
+_REMEMBER = 8  # keys kept per kind
+
+
+def remembered(kind: str, key: str, compute: Callable[[], Any]) -> Any:
+    """`compute()`'s JSON value, kept in the image cache folder under `key` (a digest of
+    what the value is made from): a deploy that changed nothing skips the work (`ldd`
+    of the host's Python, reading mso's proxy with `ast`). An unreadable or unwritable
+    cache only costs the work."""
+    path = _cache_folder() / f"{kind}.json"
+    try:
+        known: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and key in known:
+        return known[key]
+    value = compute()
+    kept = {k: v for k, v in known.items() if k != key} if isinstance(known, dict) else {}
+    kept = dict(list(kept.items())[-(_REMEMBER - 1):], **{key: value})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(json.dumps(kept))
+        temporary.replace(path)
+    except OSError:
+        pass
+    return value
+
+
+def _cache_folder() -> Path:
+    return Path(os.environ.get("MSO_IMAGE_CACHE", Path.home() / ".cache/mso/images"))
+
+
 _ROOTFS: list[tuple[float, rootfs.RootFs]] = []
 ROOTFS_TTL = 10.0  # seconds one look at the host's Python serves (a CLI command's images)
 
@@ -78,9 +123,19 @@ def _host_rootfs() -> rootfs.RootFs:
     now = time.monotonic()
     if _ROOTFS and now - _ROOTFS[0][0] < ROOTFS_TTL:
         return _ROOTFS[0][1]
-    fs = rootfs.collect()
+    fs = rootfs.collect(libraries=_libraries)
     _ROOTFS[:] = [(now, fs)]
     return fs
+
+
+def _libraries(binaries: list[Path]) -> set[str]:
+    """`rootfs.shared_libraries` (which files `ldd` names, not their content: the base
+    image's tag reads that), remembered while the binaries, the dynamic linker's cache
+    and LD_LIBRARY_PATH are unchanged."""
+    key = stat_key([*binaries, Path("/etc/ld.so.cache")]) + \
+        os.environ.get("LD_LIBRARY_PATH", "")
+    return set(remembered("libraries", key,
+                          lambda: sorted(rootfs.shared_libraries(binaries))))
 
 
 def base_image_tag(fs: rootfs.RootFs | None = None) -> str:
@@ -193,7 +248,13 @@ def proxy_modules(src: Path) -> set[str]:
     """The files (relative to mso's folder) that `python -m mso.proxy` can import: the
     whole `mso.proxy` package and, transitively, every `mso` module its files import
     (read with `ast`, so lazy imports inside functions count), with their packages'
-    `__init__.py`."""
+    `__init__.py`. Remembered across runs while no `.py` file under `src` changed."""
+    sources = sorted(p for p in src.rglob("*.py") if "__pycache__" not in p.parts)
+    key = f"{src}\n{stat_key(sources)}"
+    return set(remembered("proxy-modules", key, lambda: sorted(_proxy_modules(src))))
+
+
+def _proxy_modules(src: Path) -> set[str]:
     import ast
 
     def file_of(module: str) -> str | None:
@@ -240,16 +301,20 @@ def _gateway_files(wheels: list[Path], proxy_only: bool = False) -> list[tuple[P
     return files + [(w, f"wheels/{w.name}") for w in wheels]
 
 
-def gateway_image_tag(base: str, wheels: list[Path], proxy_only: bool = False) -> str:
+def gateway_image_tag(base: str, wheels: list[Path], proxy_only: bool = False,
+                      files: list[tuple[Path, str]] | None = None) -> str:
     """The gateway image's tag for this base and these wheels, computed without Docker.
     `proxy_only`: the image holds only what `python -m mso.proxy` imports (the Swarm
-    gateway), so a change elsewhere in mso gives the same tag and restarts no gateway."""
+    gateway), so a change elsewhere in mso gives the same tag and restarts no gateway.
+    `files`: `_gateway_files(wheels, proxy_only)`, when the caller has them already."""
+    if files is None:
+        files = _gateway_files(wheels, proxy_only)
     if proxy_only:
         # The base's in-container shim is no part of the proxy: only its runtime counts,
         # so a new shim (a new base) does not replace the gateway either.
         runtime = _host_rootfs().digest()
-        return f"mso/gateway-proxy:{_digest(_gateway_files(wheels, True), runtime)[:16]}"
-    return f"mso/gateway:{_digest(_gateway_files(wheels), base)[:16]}"
+        return f"mso/gateway-proxy:{_digest(files, runtime)[:16]}"
+    return f"mso/gateway:{_digest(files, base)[:16]}"
 
 
 def ensure_gateway_image(client: docker.DockerClient | None = None,
@@ -259,7 +324,7 @@ def ensure_gateway_image(client: docker.DockerClient | None = None,
     base = ensure_base_image(client)
     wheels = gateway_wheels()
     files = _gateway_files(wheels, proxy_only)
-    tag = gateway_image_tag(base, wheels, proxy_only)
+    tag = gateway_image_tag(base, wheels, proxy_only, files)
     if _exists(client, tag):
         return tag
     install = ["python3", "-m", "pip", "install", "--no-index", "--no-cache-dir",

@@ -16,7 +16,7 @@ import re
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,14 +46,22 @@ class RootFs:
     python_home: Path
     files: list[tuple[Path, str]]  # (source on the host, path in the image without /)
     path_env: str
+    #: (size, whole-second mtime) of each of `files`, read once by `collect` (a
+    #: deploy digests the same few thousand files several times); empty: stat each time
+    stats: tuple[tuple[int, int], ...] = ()
 
     def digest(self, extra: bytes = b"") -> str:
         """Identifies the content cheaply (paths, sizes, mtimes), for the cache tag."""
         h = hashlib.sha256(extra)
-        for src, arc in self.files:
-            st = src.stat()
-            h.update(f"{arc}\0{st.st_size}\0{int(st.st_mtime)}\n".encode())
+        stats = self.stats or tuple(_size_mtime(str(src)) for src, _ in self.files)
+        for (_, arc), (size, mtime) in zip(self.files, stats, strict=True):
+            h.update(f"{arc}\0{size}\0{mtime}\n".encode())
         return h.hexdigest()
+
+
+def _size_mtime(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, int(st.st_mtime)
 
 
 def python_home() -> Path:
@@ -92,23 +100,36 @@ def shared_libraries(binaries: list[Path]) -> set[str]:
     return found
 
 
-def collect(home: Path | None = None) -> RootFs:
+def collect(home: Path | None = None,
+            libraries: Callable[[list[Path]], set[str]] = shared_libraries) -> RootFs:
     """Decide what the base image holds (reads the host, writes nothing)."""
     home = home or python_home()
-    files = [(p, str(p).lstrip("/")) for p in _python_files(home) if p.exists()]
+    files: list[tuple[Path, str]] = []
+    stats: list[tuple[int, int]] = []
+
+    def add(path: Path, arc: str) -> None:
+        try:
+            stats.append(_size_mtime(str(path)))
+        except OSError:
+            return  # a dangling link
+        files.append((path, arc))
+
+    for path in _python_files(home):
+        add(path, str(path).lstrip("/"))
     elves = [p for p, _ in files if p.suffix == ".so" or ".so." in p.name or p.parent.name == "bin"]
     sh = Path("/bin/sh").resolve()
     elves.append(sh)
-    libs = shared_libraries(elves)
+    libs = libraries(elves)
     for name in _GLIBC_EXTRAS:
         where = next((d for d in _LIB_DIRS if Path(d, name).exists()), None)
         if where is not None:
             libs.add(f"{where}/{name}")
-    files += [(Path(lib), lib.lstrip("/")) for lib in sorted(libs)
-              if not lib.startswith(str(home))]
-    files.append((sh, "bin/sh"))
+    for lib in sorted(libs):
+        if not lib.startswith(str(home)):
+            add(Path(lib), lib.lstrip("/"))
+    add(sh, "bin/sh")
     path_env = f"{home}/bin:/usr/local/bin:/usr/bin:/bin"
-    return RootFs(home, files, path_env)
+    return RootFs(home, files, path_env, tuple(stats))
 
 
 def write_tar(rootfs: RootFs, shim_source: bytes) -> bytes:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mso.controllers.rollouts import RolloutError
+from mso.errors import Conflict
 from mso.engines.swarm.state import SwarmPaths
 from mso.engines.swarm.swarmapi import SwarmError
 
@@ -81,7 +81,7 @@ class ControllerServer:
             while line := await reader.readline():
                 try:
                     resp = await self.handle(json.loads(line))
-                except (RolloutError, SwarmError) as exc:
+                except (Conflict, SwarmError) as exc:  # a RolloutError is a Conflict
                     resp = {"ok": False, "error": str(exc)}
                 except KeyError as exc:
                     resp = {"ok": False, "error": f"unknown service {exc}"}
@@ -104,6 +104,7 @@ class ControllerClient:
 
     def __init__(self, paths: SwarmPaths) -> None:
         self.paths = paths
+        self._started = False  # this client spawned a controller process
 
     def call(self, request: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
         try:
@@ -135,9 +136,11 @@ class ControllerClient:
         except SwarmError:
             return False
 
-    def ensure_running(self) -> None:
-        """Start the controller process unless it answers already."""
-        if self.alive():
+    def start(self) -> None:
+        """Start the controller process unless one runs, without waiting for it to
+        answer: a deploy starts it before its image checks, so that the process starts
+        Python and imports while the CLI works (a second one exits at once: the lock)."""
+        if self._started or self.running():
             return
         self.paths.ensure()
         log = open(self.paths.log, "ab")
@@ -148,6 +151,14 @@ class ControllerClient:
                              start_new_session=True, cwd="/")
         finally:
             log.close()
+        self._started = True
+
+    def ensure_running(self) -> None:
+        """Start the controller process unless it answers already, and wait until it
+        answers."""
+        if self.alive():
+            return
+        self.start()
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.alive():

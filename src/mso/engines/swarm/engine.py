@@ -19,12 +19,11 @@ from mso.engines import images
 from mso.engines.problems import READY_ALLOWANCE, REPORT_LOG_LINES
 from mso.engines.remote import UP_AFTER, DeployFailed, EngineOptions, failing_replica
 from mso.engines.swarm import names, state
-from mso.engines.swarm.controller import ensure_stable_ports
 from mso.engines.swarm.ctl import ControllerClient
 from mso.engines.swarm.logs import follow_logs, replica_logs
 from mso.engines.swarm.releases import record_builds
 from mso.engines.swarm.render import render_stack
-from mso.engines.swarm.state import AppConfig, SwarmPaths
+from mso.engines.swarm.state import AppConfig, SwarmPaths, ensure_stable_ports
 from mso.engines.swarm.status import (endpoints_view, job_rows, ps_view, replica_rows,
                                      rollback_rows)
 from mso.engines.swarm.swarmapi import SwarmApi, SwarmError
@@ -37,6 +36,8 @@ from mso.store.records import Desired
 
 DEPLOY_TIMEOUT = 300.0
 ERROR_GRACE = 15.0  # transient errors (a network still in use) clear up by themselves
+WAIT_POLL = 0.1  # seconds between two looks at the controller's status while deploying
+WAIT_LOOK = 0.5  # seconds between two reads of every replica from Docker
 
 
 class SwarmEngine:
@@ -62,8 +63,14 @@ class SwarmEngine:
             ensure_stable_ports(store, {n: s.model_dump(mode="json")
                                         for n, s in m.services.items()},
                                 m.gateway.port, set(previews))
-            built = self._images(loaded, api)
             ctl = ControllerClient(paths)
+            ctl.start()  # Python starts and imports while the images are checked
+            try:
+                built = self._images(loaded, api)
+            except SwarmError:
+                if not store.desired():  # nothing for the controller we started to run
+                    ctl.stop()
+                raise
             with hold(store):
                 before = store.desired()
                 changes = record_builds(store, apply_manifest(store, loaded, force=force), built)
@@ -112,9 +119,18 @@ class SwarmEngine:
         started = time.time()
         deadline = time.monotonic() + DEPLOY_TIMEOUT
         failing_since: float | None = None
+        looked = 0.0  # when replicas were last read from Docker
         while time.monotonic() < deadline:
             status = state.get_json(store, state.STATUS_KEY, {})
             fresh = float(status.get("ts", 0)) > started
+            # The controller's status is one read of the store: looked at often, so the
+            # deploy returns within WAIT_POLL of converging; the replicas (a dozen
+            # Docker calls) every WAIT_LOOK, or at once when the controller says done.
+            if not (status.get("converged") and fresh) and \
+                    time.monotonic() - looked < WAIT_LOOK:
+                time.sleep(WAIT_POLL)
+                continue
+            looked = time.monotonic()
             rows, unprobed = replica_rows(api, app, time.time())
             desired = store.desired()
             wanted = {n: d.release for n, d in desired.items() if d.kind == "service"}
@@ -146,7 +162,7 @@ class SwarmEngine:
             elif fresh:
                 failing_since = None
             ctl.call({"op": "ping"})  # fails loudly if the controller died
-            time.sleep(0.5)
+            time.sleep(WAIT_POLL)
         raise SwarmError(f"the app did not become ready within {DEPLOY_TIMEOUT:.0f}s; "
                          "see `mso ps --engine swarm` and `mso logs --engine swarm`")
 
@@ -262,7 +278,8 @@ class SwarmEngine:
             store.clear_desired()
             for service in store.services_with_releases():
                 store.delete_rollout(service)
-            for key in (state.PROGRESS_KEY, state.TABLE_KEY, state.STATUS_KEY):
+            for key in (state.PROGRESS_KEY, state.TABLE_KEY, state.STATUS_KEY,
+                        state.APP_KEY):
                 store.delete_meta(key)
             store.add_event("app.down", "removed every Swarm object mso created")
         finally:

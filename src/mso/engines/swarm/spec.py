@@ -25,6 +25,10 @@ from mso.engines.swarm.names import Role
 NS = 1_000_000_000
 MIN_HEALTH_TIMEOUT = 5.0  # healthchecks need slack under load (verified on this machine)
 MIN_START_PERIOD = 15.0
+#: Docker API 1.44 (Engine 25) checks every START_INTERVAL during the start period until
+#: the first check passes, instead of waiting a whole `period` for the first one.
+START_INTERVAL = 0.25
+START_INTERVAL_API = (1, 44)
 #: The healthcheck command: isolated (-I) and without the site module (-S), so each check
 #: (one `exec` per period per container) starts Python faster.
 _PROBE = ["CMD", "python3", "-I", "-S", SHIM_PATH, "probe"]
@@ -38,6 +42,7 @@ class AppContext:
     network: str
     base_dir: str
     stable_ports: dict[str, int] = field(default_factory=dict)  # "svc/port" -> gateway port
+    start_interval: bool = False  # the engine takes a healthcheck's StartInterval
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,20 @@ def _ns(seconds: float) -> int:
     return int(seconds * NS)
 
 
-def healthcheck(model: dict[str, Any], shim: bool) -> dict[str, Any] | None:
-    """A Docker healthcheck from the readiness probe (else liveness), with slack."""
+def supports_start_interval(api_version: str) -> bool:
+    """Whether a Docker API version takes a healthcheck's StartInterval."""
+    try:
+        major, minor = (int(part) for part in api_version.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= START_INTERVAL_API
+
+
+def healthcheck(model: dict[str, Any], shim: bool,
+                start_interval: bool = False) -> dict[str, Any] | None:
+    """A Docker healthcheck from the readiness probe (else liveness), with slack.
+    `start_interval`: the engine checks every START_INTERVAL until the first check
+    passes (within the start period), so a task is ready as soon as its app is."""
     health = model.get("health") or {}
     probe = health.get("readiness") or health.get("liveness")
     if not probe:
@@ -100,10 +117,13 @@ def healthcheck(model: dict[str, Any], shim: bool) -> dict[str, Any] | None:
                 str(max(float(probe["timeout"]), MIN_HEALTH_TIMEOUT) - 0.5)]
     startup = health.get("startup") or {}
     start = float(startup.get("period", 0)) * int(startup.get("failure_threshold", 0))
-    return {"Test": test, "Interval": _ns(float(probe["period"])),
-            "Timeout": _ns(max(float(probe["timeout"]), MIN_HEALTH_TIMEOUT)),
-            "Retries": int(probe["failure_threshold"]),
-            "StartPeriod": _ns(max(start, MIN_START_PERIOD))}
+    check = {"Test": test, "Interval": _ns(float(probe["period"])),
+             "Timeout": _ns(max(float(probe["timeout"]), MIN_HEALTH_TIMEOUT)),
+             "Retries": int(probe["failure_threshold"]),
+             "StartPeriod": _ns(max(start, MIN_START_PERIOD))}
+    if start_interval:
+        check["StartInterval"] = _ns(min(START_INTERVAL, float(probe["period"])))
+    return check
 
 
 def environment(ctx: AppContext, rel: ReleaseInput, role: Role) -> dict[str, str]:
@@ -197,7 +217,7 @@ def container_spec(ctx: AppContext, rel: ReleaseInput, role: Role) -> dict[str, 
     workdir = _workdir(ctx, rel)
     if workdir:
         spec["Dir"] = workdir
-    check = healthcheck(model, rel.shim)
+    check = healthcheck(model, rel.shim, ctx.start_interval)
     if check:
         spec["Healthcheck"] = check
     return spec

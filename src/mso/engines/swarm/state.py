@@ -15,7 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mso.engines.swarm.gateway import allocate_ports
 from mso.engines.swarm.plan import Progress
+from mso.engines.swarm.swarmapi import SwarmError
+from mso.releases.ports import port_map
 from mso.store.db import Store
 
 APP_KEY = "swarm.app"
@@ -24,6 +27,7 @@ PORTS_KEY = "swarm.stable_ports"
 PROGRESS_KEY = "swarm.progress"
 TABLE_KEY = "swarm.table"
 STATUS_KEY = "swarm.status"
+METRICS_KEY = "mso/metrics"  # the gateway's metrics port among the stable ports
 
 
 @dataclass(frozen=True)
@@ -134,3 +138,20 @@ def load_progress(store: Store) -> dict[str, Progress]:
 def save_progress(store: Store, progress: dict[str, Progress]) -> None:
     set_json(store, PROGRESS_KEY, {k: asdict(v) for k, v in progress.items()})
 
+
+def ensure_stable_ports(store: Store, services: dict[str, dict[str, Any]],
+                        gateway_port: int, reserved: set[int] | None = None) -> dict[str, int]:
+    """Allocate (once) the gateway's per-service ports and its metrics port, avoiding the
+    gateway port and `reserved` (preview ports); a clash with a port allocated earlier is
+    refused, since allocated ports never move."""
+    wanted = [METRICS_KEY] + [f"{svc}/{p}" for svc, model in sorted(services.items())
+                              for p in port_map(model)]
+    taken = {gateway_port, *(reserved or set())}
+    current: dict[str, int] = get_json(store, PORTS_KEY, {})
+    clash = sorted(k for k, port in current.items() if port in taken)
+    if clash:
+        raise SwarmError(f"port {current[clash[0]]} is already the gateway's port for "
+                         f"{clash[0]}; choose another gateway or preview port")
+    ports = allocate_ports(current, wanted, taken)
+    set_json(store, PORTS_KEY, ports)
+    return ports

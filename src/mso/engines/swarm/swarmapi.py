@@ -82,6 +82,22 @@ class SwarmApi:
         health = ((found or {}).get("State") or {}).get("Health")
         return dict(health) if health else None
 
+    def container_events(self, app: str) -> Any:
+        """Docker's events for the app's containers that change what a task is: started,
+        exited, healthcheck verdict changed (not the healthchecks' own `exec_*`s). An
+        iterable of dicts that blocks until the next event; `close()` ends it from
+        another thread. On its own connection, so it never holds one the rest needs."""
+        client = self._call("watching events", docker.from_env, version=self.api_version,
+                            timeout=120)
+        return self._call("watching events", client.api.events, decode=True, filters={
+            "type": ["container"], "label": [f"{names.LABEL_APP}={app}"],
+            "event": ["start", "die", "health_status"]})
+
+    @property
+    def api_version(self) -> str:
+        """The Docker API version this connection speaks."""
+        return str(self.api.api_version)
+
     def network_id(self, name: str) -> str | None:
         found = self._call("listing networks", self.api.networks, names=[name]) or []
         exact = [n for n in found if n.get("Name") == name]
