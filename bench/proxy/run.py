@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -140,8 +141,6 @@ http {{ access_log off; keepalive_requests 1000000;
 
 def mso_proxy(tmp: Path, procs: Procs, http_port: int, tcp_port: int, metrics_port: int,
               backends: list[int]) -> int:
-    from mso.proxy.client import ProxyClient
-
     control = str(tmp / "mso.sock")
     proc = procs.start([PY, "-m", "mso.proxy", "--control", control], PROXY_CPU)
     subsets = {
@@ -155,6 +154,15 @@ def mso_proxy(tmp: Path, procs: Procs, http_port: int, tcp_port: int, metrics_po
         {"name": "metrics", "bind": "127.0.0.1", "port": metrics_port, "mode": "metrics"}],
         "clusters": {"web": {"service": "web", "balancer": "round_robin", "subsets": subsets}}}
 
+    push_table(control, table)
+    return proc.pid
+
+
+def push_table(control: str, table: dict[str, Any]) -> None:
+    """Give a starting mso proxy its table (retrying while its control socket comes up)
+    and note which build (mypyc or python) it runs."""
+    from mso.proxy.client import ProxyClient
+
     async def push() -> None:
         for _ in range(200):
             try:
@@ -166,7 +174,6 @@ def mso_proxy(tmp: Path, procs: Procs, http_port: int, tcp_port: int, metrics_po
                 await asyncio.sleep(0.05)
         raise RuntimeError("mso proxy did not come up")
     asyncio.run(push())
-    return proc.pid
 
 
 @dataclass

@@ -77,8 +77,6 @@ class Collector:
 
 def start_proxy(tmp: Path, procs: bench.Procs, name: str, port: int, metrics: int,
                 backends: list[int], sample: float | None, collector: str) -> int:
-    from mso.proxy.client import ProxyClient
-
     control = str(tmp / f"{name.replace('%', 'pct')}.sock")
     proc = procs.start([bench.PY, "-m", "mso.proxy", "--control", control], bench.PROXY_CPU)
     subsets = {
@@ -95,17 +93,7 @@ def start_proxy(tmp: Path, procs: bench.Procs, name: str, port: int, metrics: in
     if sample is not None:
         table["tracing"] = {"endpoint": collector, "sample": sample, "app": "bench"}
 
-    async def push() -> None:
-        for _ in range(200):
-            try:
-                async with ProxyClient(control) as c:
-                    await c.set_table(table)
-                    bench.BUILD[0] = (await c.ping()).get("build", "python")
-                    return
-            except Exception:
-                await asyncio.sleep(0.05)
-        raise RuntimeError("mso proxy did not come up")
-    asyncio.run(push())
+    bench.push_table(control, table)
     return proc.pid
 
 
