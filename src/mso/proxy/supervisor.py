@@ -326,30 +326,28 @@ class Supervisor:
             await client.close()
         return bool(resp["drained"]), int(resp["inflight"])
 
-    async def metrics(self) -> dict[str, Any]:
+    def _serving(self) -> ProxyClient:
+        """The serving proxy's control client (ControlError when there is none)."""
         child = self.active
         if child is None:
             raise ControlError("no proxy is running")
+        return child.client
+
+    async def metrics(self) -> dict[str, Any]:
         try:
-            return await child.client.metrics()
+            return await self._serving().metrics()
         except ProxyError as exc:
             raise ControlError(f"the proxy is unavailable: {exc}") from exc
 
     async def traces(self) -> list[Any]:
-        child = self.active
-        if child is None:
-            raise ControlError("no proxy is running")
         try:
-            return await child.client.traces()
+            return await self._serving().traces()
         except ProxyError as exc:
             raise ControlError(f"the proxy is unavailable: {exc}") from exc
 
     async def set_control_metrics(self, raw: Any) -> None:
-        child = self.active
-        if child is None:
-            raise ControlError("no proxy is running")
         try:
-            await child.client.set_control_metrics(raw)
+            await self._serving().set_control_metrics(raw)
         except ProxyRejected as exc:
             raise ValueError(str(exc)) from exc
         except ProxyError as exc:
