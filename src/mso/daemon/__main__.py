@@ -85,8 +85,8 @@ async def run(paths: StatePaths, manifest: str | None, api_port: int | None) -> 
         # the app together; nothing else in mso.daemon or mso.api knows mso.web).
         nonlocal dashboard
         if dashboard is None:
-            from mso.web.server import Dashboard
-            dashboard = Dashboard(daemon, paths.api_token.read_text().strip())
+            from mso.web.server import daemon_dashboard
+            dashboard = daemon_dashboard(daemon, paths.api_token.read_text().strip())
         port_served: int = await dashboard.start(port)
         return port_served
 

@@ -262,6 +262,19 @@ class SwarmEngine:
         ctl.call({"op": "wake"})
         return new.number
 
+    def state_store(self, loaded: LoadedManifest) -> Store:
+        paths = SwarmPaths.for_manifest(loaded.path)
+        if not paths.db.exists():
+            raise SwarmError(f"{loaded.manifest.app} was never deployed to Swarm from here; "
+                             "run `mso deploy --engine swarm` first")
+        return Store(paths.db)
+
+    def metrics(self, loaded: LoadedManifest) -> dict[str, Any]:
+        ctl = ControllerClient(SwarmPaths.for_manifest(loaded.path))
+        ctl.ensure_running()
+        snapshot: dict[str, Any] = ctl.call({"op": "metrics"}, timeout=10.0)["metrics"]
+        return snapshot
+
     def rollout(self, loaded: LoadedManifest, action: str, service: str) -> dict[str, Any]:
         ctl = ControllerClient(SwarmPaths.for_manifest(loaded.path))
         ctl.ensure_running()
