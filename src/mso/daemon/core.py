@@ -758,6 +758,11 @@ class Daemon:
         self._stopped.set()
         self.wake()
 
+    @property
+    def shutting_down(self) -> bool:
+        """`down` or `detach` has begun: nothing is started again from here on."""
+        return self._shutting_down
+
     def close(self) -> None:
         self._collector_task.cancel()
         self.collector.poll_once()
