@@ -26,6 +26,7 @@ from mso.analysis import AnalysisConfig, ProxyMetricsProvider
 from mso.analysis.providers import RolloutContext, redact_url
 from mso.analysis.run import AnalysisRun, Outcome, providers_from_spec
 from mso.releases.ports import port_map
+from mso.releases.rollback import rollback_target
 from mso.strategies import bluegreen, canary, rolling
 from mso.strategies.canary import Decision, Tick
 from mso.strategies.state import Phase, RolloutState
@@ -416,36 +417,16 @@ class RolloutController:
         return decision.state
 
     def rollback(self, service: str, to: int | None, author: str | None = None) -> int:
-        """Roll `service` back to release `to` (default: the newest earlier good one).
-
-        Like Heroku, a rollback is a new release carrying the old spec and secrets, rolled
-        out with a rolling update. A spec identical to the running one is refused, which
-        stops endless revert loops (as Nomad does).
-        """
+        """Roll `service` back to release `to` (default: the newest earlier good one):
+        a new release carrying the old spec and secrets, rolled out with a rolling update
+        (the target is chosen by `mso.releases.rollback`, the rule of every engine)."""
         store = self.d.store
         want = store.desired().get(service)
         if want is None or want.kind != "service":
             raise KeyError(service)
         current = store.release(service, want.release)
         assert current is not None
-        releases = store.releases(service)
-        if to is None:
-            older = [r for r in releases if r.number < want.release
-                     and r.spec_hash != current.spec_hash
-                     and r.outcome not in ("rolled back", "failed")]
-            if not older:
-                raise RolloutError(f"{service} has no earlier release to roll back to")
-            target = older[-1]
-        else:
-            found = store.release(service, to)
-            if found is None:
-                kept = ", ".join(str(r.number) for r in releases)
-                raise RolloutError(f"{service} has no release {to} (kept: {kept})")
-            target = found
-        if target.spec_hash == current.spec_hash:
-            raise RolloutError(f"release {target.number} of {service} is identical to the "
-                               f"running release {current.number} (spec "
-                               f"{current.spec_hash[:12]}); nothing to roll back")
+        target = rollback_target(store.releases(service), current, to)
         if self.active(service) is not None:
             self.abort(service)
             want = store.desired()[service]
