@@ -19,12 +19,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from mso.errors import Conflict
 from mso.analysis import AnalysisConfig, ProxyMetricsProvider
 from mso.analysis.providers import RolloutContext, redact_url
+from mso.analysis.load import LoadSpec, SyntheticLoad
 from mso.analysis.run import AnalysisRun, Outcome, providers_from_spec
+from mso.controllers.notify import Notifier
 from mso.releases.ports import port_map
 from mso.strategies import bluegreen, canary, rolling
 from mso.strategies.canary import Decision, Tick
@@ -76,6 +78,21 @@ class RolloutHost(Protocol):
         ...
 
 
+@runtime_checkable
+class DirectHost(Protocol):
+    """An engine whose controller can reach each replica itself (the local engine): it
+    can send `rollout.analysis.load`'s synthetic requests straight to a subset."""
+
+    def subset_addresses(self, service: str, subset: str, port: str) -> list[str]:
+        """Base URLs (`http://127.0.0.1:41234`) of the subset's READY replicas."""
+        ...
+
+
+#: blue/green's preview is judged as the canary, against the stable.
+_BG_SUBSETS = {"stable": "stable", "canary": "preview"}
+BLUE_GREEN_ANALYSIS = 30.0  # seconds, when `analysis.duration` is not written
+
+
 def canary_replicas(replicas: int, weight: int) -> int:
     return max(1, math.ceil(replicas * weight / 100.0))
 
@@ -93,6 +110,8 @@ class RolloutController:
         self._last_verdict: dict[str, str] = {}
         self._members: dict[str, tuple[Member, ...]] = {}  # at each service's last tick
         self._due: float | None = None
+        self._loads: dict[str, SyntheticLoad] = {}
+        self.notifier = Notifier(host.store)
 
     # -- state ------------------------------------------------------------------------
     def get(self, service: str) -> RolloutState | None:
@@ -211,6 +230,10 @@ class RolloutController:
             await self._tick(now, due)
         finally:
             self._due = min(due, default=None)
+            try:
+                self.notifier.pump()  # rollout events (any process's) to the webhooks
+            except Exception:
+                log.exception("rollout notifications failed")
 
     async def _tick(self, now: float, due: list[float]) -> None:
         for service, want in self.d.store.desired().items():
@@ -257,7 +280,23 @@ class RolloutController:
             ready = self._subset_ready(state.service, "preview" if state.promoted_at is None
                                        else "stable", state.to_release, want.replicas)
             keep = float(spec.get("keep_previous", 300.0))
-            return bluegreen.advance(state, Tick(now, ready, None, "", deadline), keep)
+            analysis = spec.get("analysis") or {}
+            if not analysis.get("load"):
+                return bluegreen.advance(state, Tick(now, ready, None, "", deadline), keep)
+            duration = float(analysis.get("duration") or BLUE_GREEN_ANALYSIS)
+            judged = None
+            if ready and state.promoted_at is None and state.phase != Phase.PAUSED:
+                judged = await self._analyse(
+                    state, spec, state.step_started > 0
+                    and canary.step_elapsed(state, now) >= duration)
+            if judged is not None:
+                state.analysis = self._with_load(state.service, judged.to_dict())
+            tick = Tick(now, ready, judged.verdict if judged else None,
+                        judged.reason if judged else "", deadline)
+            if judged is not None and judged.verdict == "inconclusive":
+                tick = dataclasses.replace(tick, reason=analysis_needs(
+                    state.analysis, _min_samples(spec)) or judged.reason)
+            return bluegreen.advance(state, tick, keep, duration)
         steps = spec.get("steps") or []
         if state.promoting:
             if self._rolled(state.service, state.to_release, want.replicas):
@@ -271,7 +310,7 @@ class RolloutController:
         kind = outcome.verdict if outcome else None
         reason = outcome.reason if outcome else ""
         if outcome is not None:
-            state.analysis = outcome.to_dict()
+            state.analysis = self._with_load(state.service, outcome.to_dict())
             if outcome.verdict == "inconclusive":
                 reason = analysis_needs(state.analysis, _min_samples(spec)) or reason
         return canary.advance(state, steps, Tick(now, ready, kind, reason, deadline))
@@ -315,20 +354,71 @@ class RolloutController:
         if cluster is None:
             return None
         a = spec.get("analysis") or {}
+        load = self._start_load(state, spec, cluster.split("/", 1)[1])
         config = AnalysisConfig(
             min_samples=_min_samples(spec),
             confidence=float(a.get("confidence", 0.99)),
             max_error_rate_increase=float(a.get("max_error_rate_increase", 0.01)),
             max_latency_p99_increase=float(a.get("max_latency_p99_increase", 0.25)))
         context = RolloutContext(state.service, state.from_release, state.to_release)
-        return AnalysisRun(ProxyMetricsProvider(self.d.metrics, cluster, config=config),
-                           providers_from_spec(a.get("providers") or [], context),
+        proxy = ProxyMetricsProvider(
+            self.d.metrics, cluster, config=config,
+            canary_subset="preview" if state.strategy == "blue_green" else "canary",
+            extra=None if load is None else load.drain)
+        return AnalysisRun(proxy, providers_from_spec(a.get("providers") or [], context),
                            clock=self._clock)
+
+    def _start_load(self, state: RolloutState, spec: dict[str, Any],
+                    port: str) -> SyntheticLoad | None:
+        """`analysis.load`: mso's own requests to both subsets (mso.analysis.load), on an
+        engine that reaches replicas directly (others refuse the key)."""
+        raw = (spec.get("analysis") or {}).get("load")
+        host = self.d
+        if not raw or not isinstance(host, DirectHost):
+            return None
+        service = state.service
+        subsets = _BG_SUBSETS if state.strategy == "blue_green" else None
+        load = SyntheticLoad(LoadSpec.from_spec(raw),
+                             lambda subset: host.subset_addresses(service, subset, port),
+                             subsets)
+        self._end_load(service)
+        self._loads[service] = load
+        load.start()
+        names = " and ".join(load.subsets.values())
+        self.d.store.add_event("analysis.load", f"synthetic load started: {load.spec.rate:g} "
+                               f"req/s to each of {names}", service,
+                               data={"rate": load.spec.rate, "subsets": list(load.subsets.values()),
+                                     "running": True})
+        return load
+
+    def _with_load(self, service: str, analysis: dict[str, Any]) -> dict[str, Any]:
+        """The analysis as stored, with the synthetic load's totals when it runs."""
+        load = self._loads.get(service)
+        if load is not None:
+            analysis["load"] = {subset: load.summary()[judged]
+                                for judged, subset in load.subsets.items()}
+        return analysis
+
+    def _end_load(self, service: str) -> None:
+        load = self._loads.pop(service, None)
+        if load is None:
+            return
+        load.stop()
+        totals = load.summary()
+        parts = []
+        for judged, subset in load.subsets.items():
+            t = totals[judged]
+            parts.append(f"{subset} {t['sent']} sent, {t['errors']} errors")
+        self.d.store.add_event("analysis.load", "synthetic load ended: " + "; ".join(parts),
+                               service, data={"running": False, "subsets": {
+                                   subset: totals[judged]
+                                   for judged, subset in load.subsets.items()}})
 
     def _end_run(self, service: str) -> None:
         run = self._runs.pop(service, None)
         if run is not None:
             run.close()
+        self._end_load(service)
 
     def _cluster(self, service: str, release: int) -> str | None:
         rel = self.d.store.release(service, release)
@@ -352,6 +442,9 @@ class RolloutController:
             return
         if not saved:
             self._save(state)
+        if state.strategy == "blue_green" and (state.phase == Phase.PAUSED
+                                               or state.promoted_at is not None):
+            self._end_run(state.service)  # the preview was judged (or promoted)
         if decision.changed or before.weight != state.weight:
             self.d.wake()
 
@@ -684,6 +777,8 @@ def _status(state: RolloutState, spec: dict[str, Any], now: float) -> dict[str, 
                     "promoted_at": state.promoted_at, "keep_previous": keep,
                     "previous_until": None if state.promoted_at is None
                     else state.promoted_at + keep})
+        if state.analysis:
+            out["analysis"] = dict(state.analysis)
         return out
     analysis = dict(state.analysis or {})
     left = _step_left(state, steps, now)
