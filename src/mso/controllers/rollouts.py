@@ -142,7 +142,10 @@ class RolloutController:
                 # left once resumed.
                 state = dataclasses.replace(state, step_started=now,
                                             paused_at=None if state.paused_at is None else now)
-            state.analysis = {}
+            elif _preview_analysed(state):
+                # A blue/green preview under analysis: its whole duration again.
+                state = dataclasses.replace(state, step_started=self._clock(),
+                                            phase=Phase.PROGRESSING)
             self._save(state)
             number = canary.step_number(state, steps)
             message = (f"resumed at step {number}; analysis restarted from zero"
@@ -571,6 +574,12 @@ class RolloutController:
             return {"service": service, "strategy": None, "phase": None, "step": None,
                     "steps": None, "weight": None, "analysis": {}, "next": []}
         return _status(state, self.spec(service, state.to_release), self._clock())
+
+
+def _preview_analysed(state: RolloutState) -> bool:
+    """A blue/green preview whose analysis began and has not ended (passed: Paused)."""
+    return (state.strategy == "blue_green" and state.promoted_at is None
+            and state.step_started > 0 and state.phase != Phase.PAUSED)
 
 
 def _min_samples(spec: dict[str, Any]) -> int:
