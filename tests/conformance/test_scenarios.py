@@ -512,7 +512,9 @@ def test_rollout_notifications(target: Target) -> None:
     is retried, and `mso events` records each delivery with its attempts."""
     receiver = Receiver()
     try:
-        target.write(service(BASE, "    secrets:\n      tok: {file: ./tok}\n") +
+        # Its own app name: a Swarm stack named `conf` may be another scenario's.
+        target.write(service(BASE.replace("app: conf\n", "app: confnotify\n"),
+                             "    secrets:\n      tok: {file: ./tok}\n") +
                      "    rollout:\n      strategy: canary\n      steps: [{set_weight: 50}]\n"
                      f"      notifications:\n        - url: {receiver.url}\n"
                      "          secret_headers: {x-token: tok}\n")

@@ -157,8 +157,9 @@ _REMOTE_LOAD = Gap("the rollout controller runs outside the app's network and ca
                    "requests would be counted as user traffic", "leave `load` out and send "
                    "traffic through the gateway, or pin requests with the header "
                    "`x-mso-route: canary`")
-_REMOTE_NOTIFY = Gap("the notifier is fed by the rollout controller, which this engine runs "
-                     "too, but no scenario shows it delivering here yet",
+_K8S_NOTIFY = Gap("the notifier runs in the rollout controller, and the Kubernetes controller "
+                  "process runs only while a rollout is active: it would exit before the "
+                  "last events (promoted, rolled back) are delivered or retried",
                      "leave `notifications` out and follow `mso events` or "
                      "`mso rollout status -w`")
 _INTERVAL = Gap("the analysis looks every second at most", "leave `interval` out (1s)")
@@ -277,7 +278,7 @@ FEATURES: tuple[Feature, ...] = (
             "analysis_load", gaps={"swarm": _REMOTE_LOAD, "kubernetes": _REMOTE_LOAD}),
     Feature("services.*.rollout.notifications", "`rollout.notifications` (webhooks)",
             "rollout_notifications",
-            gaps={"swarm": _REMOTE_NOTIFY, "kubernetes": _REMOTE_NOTIFY},
+            gaps={"kubernetes": _K8S_NOTIFY},
             when=lambda value, item: bool(value)),
     Feature("services.*.rollout.analysis.interval", "`analysis.interval` above 1s",
             "analysis_interval",
