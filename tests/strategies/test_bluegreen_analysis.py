@@ -58,3 +58,22 @@ def test_promote_during_the_analysis_skips_it() -> None:
     promoted = bluegreen.promote(s, 2.0).state
     assert promoted.promoted_at == 2.0
     assert step(promoted, 3.0, None).phase == Phase.PROGRESSING
+
+
+def test_status_of_a_held_preview_says_the_ways_forward_and_the_deadline() -> None:
+    from mso.controllers.rollouts import _status
+    spec = {"strategy": "blue_green", "progress_deadline": 30.0,
+            "analysis": {"duration": DURATION, "load": {"rate": 10}}}
+    s = step(step(bg(), 1.0, "inconclusive"), 12.0, "inconclusive")
+    shown = _status(s, spec, 12.0)
+    assert shown["deadline_at"] == 1.0 + DURATION + 30.0
+    assert any("skips the analysis" in line for line in shown["next"]), shown["next"]
+
+
+def test_load_header_values_are_not_shown_in_status() -> None:
+    from mso.controllers.rollouts import _status
+    spec = {"strategy": "canary", "steps": [{"set_weight": 50}],
+            "analysis": {"load": {"rate": 10, "headers": {"authorization": "Bearer tok"}}}}
+    state = RolloutState("web", "canary", 1, 2, started=0.0)
+    shown = _status(state, spec, 1.0)
+    assert shown["thresholds"]["load"]["headers"] == {"authorization": "***"}

@@ -283,23 +283,17 @@ class RolloutController:
             ready = self._subset_ready(state.service, "preview" if state.promoted_at is None
                                        else "stable", state.to_release, want.replicas)
             keep = float(spec.get("keep_previous", 300.0))
-            analysis = spec.get("analysis") or {}
-            if not analysis.get("load"):
+            duration = _preview_analysis(spec)
+            if duration is None:
                 return bluegreen.advance(state, Tick(now, ready, None, "", deadline), keep)
-            duration = float(analysis.get("duration") or BLUE_GREEN_ANALYSIS)
-            judged = None
+            kind, reason = None, ""
             if ready and state.promoted_at is None and state.phase != Phase.PAUSED:
-                judged = await self._analyse(
+                # The preview, judged against the stable (fed by `analysis.load`).
+                kind, reason = await self._verdict(
                     state, spec, state.step_started > 0
                     and canary.step_elapsed(state, now) >= duration)
-            if judged is not None:
-                state.analysis = self._with_load(state.service, judged.to_dict())
-            tick = Tick(now, ready, judged.verdict if judged else None,
-                        judged.reason if judged else "", deadline)
-            if judged is not None and judged.verdict == "inconclusive":
-                tick = dataclasses.replace(tick, reason=analysis_needs(
-                    state.analysis, _min_samples(spec)) or judged.reason)
-            return bluegreen.advance(state, tick, keep, duration)
+            return bluegreen.advance(state, Tick(now, ready, kind, reason, deadline), keep,
+                                     duration)
         steps = spec.get("steps") or []
         if state.promoting:
             if self._rolled(state.service, state.to_release, want.replicas):
@@ -309,14 +303,21 @@ class RolloutController:
             return Decision(state)
         ready = self._subset_ready(state.service, "canary", state.to_release,
                                    canary_replicas(want.replicas, state.weight))
-        outcome = await self._analyse(state, spec, canary.analysis_due(state, steps, now))
-        kind = outcome.verdict if outcome else None
-        reason = outcome.reason if outcome else ""
-        if outcome is not None:
-            state.analysis = self._with_load(state.service, outcome.to_dict())
-            if outcome.verdict == "inconclusive":
-                reason = analysis_needs(state.analysis, _min_samples(spec)) or reason
+        kind, reason = await self._verdict(state, spec, canary.analysis_due(state, steps, now))
         return canary.advance(state, steps, Tick(now, ready, kind, reason, deadline))
+
+    async def _verdict(self, state: RolloutState, spec: dict[str, Any],
+                       final: bool) -> tuple[str | None, str]:
+        """Poll the analysis and keep its numbers in `state.analysis`: the verdict (None
+        without one) and its reason (what a sample-starved analysis still needs)."""
+        outcome = await self._analyse(state, spec, final)
+        if outcome is None:
+            return None, ""
+        state.analysis = self._with_load(state.service, outcome.to_dict())
+        if outcome.verdict == "inconclusive":
+            return outcome.verdict, analysis_needs(state.analysis, _min_samples(spec)) \
+                or outcome.reason
+        return outcome.verdict, outcome.reason
 
     def _rolled(self, service: str, release: int, replicas: int) -> bool:
         stable = [m for m in self.d.members(service) if m.subset == "stable" and not m.stopping]
@@ -576,6 +577,14 @@ class RolloutController:
         return _status(state, self.spec(service, state.to_release), self._clock())
 
 
+def _preview_analysis(spec: dict[str, Any]) -> float | None:
+    """How long a blue/green preview is analysed (None: no analysis, no `load`)."""
+    analysis = spec.get("analysis") or {}
+    if not analysis.get("load"):
+        return None
+    return float(analysis.get("duration") or BLUE_GREEN_ANALYSIS)
+
+
 def _preview_analysed(state: RolloutState) -> bool:
     """A blue/green preview whose analysis began and has not ended (passed: Paused)."""
     return (state.strategy == "blue_green" and state.promoted_at is None
@@ -671,7 +680,7 @@ def _held(state: RolloutState, steps: list[dict[str, Any]]) -> bool:
 
 
 def _deadline_at(state: RolloutState, steps: list[dict[str, Any]],
-                 deadline: float) -> float | None:
+                 deadline: float, analysis_for: float | None = None) -> float | None:
     """When the progress deadline ends the rollout unless it progresses; None when the
     rollout is not waiting by itself (planned pauses, the user's pause, promotion)."""
     if not state.active or state.paused_by_user or state.promoting:
@@ -680,6 +689,9 @@ def _deadline_at(state: RolloutState, steps: list[dict[str, Any]],
         return state.waiting_since + deadline
     if state.strategy == "canary" and _held(state, steps) and state.step_started > 0:
         return state.step_started + (canary.step_duration(steps[state.step]) or 0.0) + deadline
+    if state.strategy == "blue_green" and state.phase == Phase.INCONCLUSIVE \
+            and state.step_started > 0:
+        return state.step_started + (analysis_for or 0.0) + deadline
     return None
 
 
@@ -745,6 +757,14 @@ def _ways_forward(state: RolloutState, spec: dict[str, Any], now: float,
                   else f"promotes release {state.to_release}")
         out += [f"`mso rollout promote {svc}` {follow}", abort]
     elif state.strategy == "blue_green" and state.promoted_at is None \
+            and state.phase in (Phase.INCONCLUSIVE, Phase.PROGRESSING) \
+            and state.step_started > 0:
+        if state.phase == Phase.INCONCLUSIVE:
+            out.append("the preview's analysis needs more requests: raise "
+                       "`analysis.load.rate`, or check that the preview answers")
+        out += [f"`mso rollout promote {svc}` skips the analysis and switches all traffic "
+                f"to release {state.to_release}", abort]
+    elif state.strategy == "blue_green" and state.promoted_at is None \
             and state.phase == Phase.PAUSED:
         port = spec.get("preview_port")
         if port:
@@ -767,7 +787,7 @@ def _ways_forward(state: RolloutState, spec: dict[str, Any], now: float,
 def _status(state: RolloutState, spec: dict[str, Any], now: float) -> dict[str, Any]:
     steps: list[dict[str, Any]] = list(spec.get("steps") or [])
     deadline = float(spec.get("progress_deadline", 600.0))
-    deadline_at = _deadline_at(state, steps, deadline)
+    deadline_at = _deadline_at(state, steps, deadline, _preview_analysis(spec))
     out: dict[str, Any] = {
         "service": state.service, "strategy": state.strategy, "phase": state.phase.value,
         "from_release": state.from_release, "to_release": state.to_release,
@@ -822,6 +842,11 @@ def _redacted(thresholds: dict[str, Any]) -> dict[str, Any]:
         providers.append(shown)
     if "providers" in out:
         out["providers"] = providers
+    if out.get("load"):
+        # Header values may be credentials for the service's own endpoints: names only.
+        load = dict(out["load"])
+        load["headers"] = {name: "***" for name in dict(load.get("headers") or {})}
+        out["load"] = load
     return out
 
 
