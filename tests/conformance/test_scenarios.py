@@ -532,6 +532,8 @@ def test_rollout_notifications(target: Target) -> None:
             time.sleep(0.2)
         assert types[:2] == ["rollout.started", "rollout.started"], types  # 500, then again
         assert "rollout.promoted" in types, types
+        ids = [body["id"] for body, _ in receiver.received]
+        assert len(ids) == len(set(ids)) + 1, ids  # each event once; the 500 retried once
         assert all(headers.get("x-token") == "tok-5f2c9e" for _, headers in receiver.received)
         events = target.json("events", "--tail", "10000")
         delivered = [e["data"] for e in events if e["type"] == "notification.delivered"]
