@@ -435,13 +435,21 @@ def test_analysis_load_judges_a_service_without_traffic(target: Target) -> None:
     # Everything the judge saw came from mso's own requests, not through the proxy.
     judged = bad["analysis"]
     assert 0 < judged["canary"]["requests"] <= sent["canary"]["sent"], (judged, sent)
-
     target.edit('SHOW_V: "2", FAIL_STATUS: "500"', 'SHOW_V: "3"')
     target.deploy()
     good = target.json("rollout", "status", "web")
     assert (good["phase"], good["to_release"]) == ("Promoted", 3), good
     assert good["analysis"]["verdict"] == "pass", good["analysis"]
     assert load_ended(target)["canary"]["errors"] == 0
+    metrics = target.json("endpoints").get("metrics")
+    if metrics:  # the proxy's own counters (the dashboard's source) count user requests only
+        import urllib.request
+        target.get_json()  # one user request
+        with urllib.request.urlopen(metrics, timeout=10) as response:
+            text = response.read().decode()
+        counted = [line for line in text.splitlines()
+                   if line.startswith("mso_proxy_requests_total") and "web" in line]
+        assert sum(float(line.rsplit(" ", 1)[1]) for line in counted) == 1, counted
 
 
 @scenario("bluegreen_analysis")
