@@ -174,6 +174,11 @@ def main() -> None:
                   f"{statistics.median(with_load):.1f} s to the end "
                   f"({statistics.median(without) / statistics.median(with_load):.1f}x "
                   "sooner, and with the right outcome)."]
+    lines += ["", f"What bounds the time with load: the judge needs `min_samples` (50) "
+              f"requests per subset, {50 / args.rate:.1f} s at {args.rate:g} req/s, after the "
+              "canary replica has started and passed its readiness probe; a bad release is "
+              "rolled back at the first poll past that, a good one passes when the "
+              f"{args.duration:g} s analysis step ends."]
     reasons = {r["reason"] for (load, _), rs in rows.items() if not load for r in rs}
     lines += ["", "Without load the rollouts ended with: " +
               "; ".join(f"`{r}`" for r in sorted(reasons)) + "."] if reasons else []
