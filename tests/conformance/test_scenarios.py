@@ -7,9 +7,11 @@ an engine does not honour the key, the scenario checks that the engine refuses i
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -387,13 +389,167 @@ def test_analysis_providers(target: Target, tmp_path: Path) -> None:
             assert passed and "prometheus 1: " in passed[-1], passed
 
 
+LOAD = """      analysis:
+        min_samples: 20
+        load: {rate: 25, paths: [/], headers: {x-probe: "1"}}
+"""
+
+
+def wait_for_phase(target: Target, service: str, phases: set[str],
+                   timeout: float = 60.0) -> dict[str, Any]:
+    """`mso rollout status` once the rollout's phase is one of `phases`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = target.json("rollout", "status", service)
+        if status["phase"] in phases or time.monotonic() > deadline:
+            assert status["phase"] in phases, status
+            return dict(status)
+        time.sleep(0.2)
+
+
+def load_ended(target: Target) -> dict[str, Any]:
+    """The totals of the last synthetic load (its `analysis.load` end event)."""
+    ended = [e for e in target.json("events", "--tail", "10000")
+             if e["type"] == "analysis.load" and not e["data"].get("running")]
+    assert ended, "no analysis.load end event"
+    return dict(ended[-1]["data"]["subsets"])
+
+
+@scenario("analysis_load")
+def test_analysis_load_judges_a_service_without_traffic(target: Target) -> None:
+    """No user traffic at all: mso's own requests to both subsets get the canary a
+    verdict. A canary answering 500 is rolled back, a good one promoted; the synthetic
+    requests are not user traffic (the proxy counted none of them)."""
+    target.write(BASE + "    rollout:\n      strategy: canary\n      progress_deadline: 60s\n"
+                 "      steps: [{set_weight: 50}, {analysis: {duration: 3s}}]\n" + LOAD)
+    if target.refused("services.web.rollout.analysis.load"):
+        return
+    target.up()
+    target.edit('SHOW_V: "1"', 'SHOW_V: "2", FAIL_STATUS: "500"')
+    target.deploy(check=False)
+    bad = target.json("rollout", "status", "web")
+    assert bad["phase"] == "RolledBack" and bad["reason"].startswith("analysis failed: "), bad
+    sent = load_ended(target)
+    assert sent["canary"]["errors"] == sent["canary"]["sent"] > 0, sent
+    assert sent["stable"]["errors"] == 0 and sent["stable"]["statuses"].get("2xx"), sent
+    # Everything the judge saw came from mso's own requests, not through the proxy.
+    judged = bad["analysis"]
+    assert 0 < judged["canary"]["requests"] <= sent["canary"]["sent"], (judged, sent)
+    target.edit('SHOW_V: "2", FAIL_STATUS: "500"', 'SHOW_V: "3"')
+    target.deploy()
+    good = target.json("rollout", "status", "web")
+    assert (good["phase"], good["to_release"]) == ("Promoted", 3), good
+    assert good["analysis"]["verdict"] == "pass", good["analysis"]
+    assert load_ended(target)["canary"]["errors"] == 0
+    metrics = target.json("endpoints").get("metrics")
+    if metrics:  # the proxy's own counters (the dashboard's source) count user requests only
+        import urllib.request
+        target.get_json()  # one user request
+        with urllib.request.urlopen(metrics, timeout=10) as response:
+            text = response.read().decode()
+        counted = [line for line in text.splitlines()
+                   if line.startswith("mso_proxy_requests_total") and "web" in line]
+        assert sum(float(line.rsplit(" ", 1)[1]) for line in counted) == 1, counted
+
+
 @scenario("bluegreen_analysis")
 def test_bluegreen_analysis(target: Target) -> None:
-    target.write(BASE + "    rollout:\n      strategy: blue_green\n      preview_port: "
-                 f"{target.gateway_port + 1}\n      analysis: {{min_samples: 20}}\n")
-    if target.refused("services.web.rollout.analysis"):
+    """Without `load` a blue/green analysis is refused (the preview gets no traffic);
+    with it, a preview answering 500 is rolled back, never promoted, and a good one
+    passes and waits for `mso rollout promote`."""
+    head = (BASE + "    rollout:\n      strategy: blue_green\n      preview_port: "
+            f"{target.gateway_port + 1}\n      progress_deadline: 60s\n")
+    target.write(head + "      analysis: {min_samples: 20}\n")
+    proc = target.mso("validate", "--engine", target.engine, check=False)
+    assert proc.returncode == 2 and ": services.web.rollout.analysis: not supported on " \
+        f"{target.engine}: " in proc.stderr, proc.stderr
+    target.write(head + LOAD + "        duration: 3s\n")
+    if target.refused("services.web.rollout.analysis.load"):
         return
-    pytest.fail("blue/green analysis is honoured on this engine: show it work")
+    target.up()
+    target.edit('SHOW_V: "1"', 'SHOW_V: "2", FAIL_STATUS: "500"')
+    target.mso("deploy")  # without --wait: blue/green then waits for `mso rollout promote`
+    bad = wait_for_phase(target, "web", {"RolledBack", "Failed", "Paused"})
+    assert bad["phase"] == "RolledBack" and bad["promoted_at"] is None, bad
+    assert bad["reason"].startswith("analysis failed: "), bad
+    assert target.get_json()["show"]["V"] == "1"  # the stable serves on
+
+    target.edit('SHOW_V: "2", FAIL_STATUS: "500"', 'SHOW_V: "3"')
+    target.mso("deploy")  # without --wait: blue/green then waits for `mso rollout promote`
+    good = wait_for_phase(target, "web", {"Paused", "RolledBack", "Failed"})
+    assert good["reason"].startswith("preview passed analysis"), good
+    assert good["analysis"]["verdict"] == "pass", good
+    target.mso("rollout", "promote", "web")
+    deadline = time.monotonic() + 30
+    while target.get_json()["show"]["V"] != "3":
+        assert time.monotonic() < deadline, "traffic never switched to the preview"
+        time.sleep(0.2)
+
+
+class Receiver:
+    """A webhook receiver on loopback: answers 500 to the first POST, then 200."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        received: list[tuple[dict[str, Any], dict[str, str]]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                data = self.rfile.read(int(self.headers.get("content-length") or 0))
+                received.append((json.loads(data), dict(self.headers)))
+                self.send_response(500 if len(received) == 1 else 200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@scenario("rollout_notifications")
+def test_rollout_notifications(target: Target) -> None:
+    """Each rollout event is POSTed to the webhook, with the token from a secret; a 500
+    is retried, and `mso events` records each delivery with its attempts."""
+    receiver = Receiver()
+    try:
+        # Its own app name: a Swarm stack named `conf` may be another scenario's.
+        target.write(service(BASE.replace("app: conf\n", "app: confnotify\n"),
+                             "    secrets:\n      tok: {file: ./tok}\n") +
+                     "    rollout:\n      strategy: canary\n      steps: [{set_weight: 50}]\n"
+                     f"      notifications:\n        - url: {receiver.url}\n"
+                     "          secret_headers: {x-token: tok}\n")
+        (target.folder / "tok").write_text("tok-5f2c9e")
+        if target.refused("services.web.rollout.notifications"):
+            return
+        target.up()
+        target.edit('SHOW_V: "1"', 'SHOW_V: "2"')
+        target.deploy()
+        deadline = time.monotonic() + 30
+        while True:
+            types = [body["type"] for body, _ in receiver.received]
+            if "rollout.promoted" in types or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert types[:2] == ["rollout.started", "rollout.started"], types  # 500, then again
+        assert "rollout.promoted" in types, types
+        ids = [body["id"] for body, _ in receiver.received]
+        assert len(ids) == len(set(ids)) + 1, ids  # each event once; the 500 retried once
+        assert all(headers.get("x-token") == "tok-5f2c9e" for _, headers in receiver.received)
+        events = target.json("events", "--tail", "10000")
+        delivered = [e["data"] for e in events if e["type"] == "notification.delivered"]
+        first = next(d for d in delivered if d["event"] == "rollout.started")
+        assert first["attempts"] == 2 and first["status"] == 200, first
+        assert "tok-5f2c9e" not in json.dumps(events)
+    finally:
+        receiver.close()
 
 
 @scenario("analysis_interval")

@@ -47,7 +47,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from mso.analysis.judge import AnalysisConfig, CanaryJudge, Verdict, VerdictKind
-from mso.analysis.windows import SnapshotError, window_from_snapshots
+from mso.analysis.load import merge_windows
+from mso.analysis.windows import SnapshotError, SubsetWindow, window_from_snapshots
 
 DEFAULT_TIMEOUT_S = 5.0
 SUBSETS = ("stable", "canary")
@@ -158,11 +159,18 @@ class ProxyMetricsProvider:
         cluster: str,
         judge: CanaryJudge | None = None,
         config: AnalysisConfig | None = None,
+        canary_subset: str = "canary",
+        extra: Callable[[], tuple[SubsetWindow, SubsetWindow]] | None = None,
     ) -> None:
         self._fetch = fetch_snapshot
         self.cluster = cluster
         self.judge = judge or CanaryJudge(config)
         self._prev: Mapping[str, Any] | None = None
+        # Blue/green judges its `preview` subset as the canary; `extra` returns the
+        # synthetic load's (stable, canary) increments since its last call
+        # (mso.analysis.load), added to the proxy's before they reach the judge.
+        self.canary_subset = canary_subset
+        self._extra = extra
 
     def describe(self) -> str:
         return f"mso's proxy, cluster {self.cluster}"
@@ -182,7 +190,11 @@ class ProxyMetricsProvider:
             return Measurement("inconclusive", "baseline snapshot taken; analysis starts now")
         try:
             stable = window_from_snapshots(prev, snapshot, self.cluster, "stable")
-            canary = window_from_snapshots(prev, snapshot, self.cluster, "canary")
+            canary = window_from_snapshots(prev, snapshot, self.cluster, self.canary_subset)
+            if self._extra is not None and prev is not None:
+                synthetic = self._extra()
+                stable = merge_windows(stable, synthetic[0])
+                canary = merge_windows(canary, synthetic[1])
         except (SnapshotError, ValueError) as exc:
             return Measurement("inconclusive", f"unusable proxy snapshot: {exc}")
         if prev is None:

@@ -396,6 +396,13 @@ class Daemon:
         return [Member(m.record.subset, m.record.release, m.ready, m.stopping)
                 for m in self.book.of_service(service)]
 
+    def subset_addresses(self, service: str, subset: str, port: str) -> list[str]:
+        """DirectHost: where `rollout.analysis.load` reaches the subset's READY replicas."""
+        return [f"http://127.0.0.1:{m.record.ports[port]}"
+                for m in self.book.of_service(service)
+                if m.record.subset == subset and m.ready and not m.stopping
+                and port in m.record.ports]
+
     async def metrics(self) -> dict[str, Any]:
         return await self.proxy.metrics()
 

@@ -360,6 +360,12 @@ class Service(_Runnable):
         issues = self._runnable_issues()
         issues.extend(self._port_issues())
         issues.extend(self._probe_issues())
+        for i, note in enumerate(self.rollout.notifications):
+            for loc, name in note.secret_names():
+                if name not in self.secrets:
+                    issues.append((("rollout", "notifications", i, *loc), f"no secret {name!r} in this service's secrets{self._known_secrets()}"))
+        if self.rollout.analysis.load is not None and self.first_http_port() is None:
+            issues.append((("rollout", "analysis", "load"), "synthetic load needs an http port; add one under ports"))
         targets: dict[str, int] = {}
         for i, cfg in enumerate(self.config):
             if cfg.target in targets:
@@ -391,6 +397,9 @@ class Service(_Runnable):
             elif probe.port is None and self.first_http_port() is None:
                 issues.append(((*loc, "http"), "an http probe needs an http port; add one under ports or use a tcp or exec probe"))
         return issues
+
+    def _known_secrets(self) -> str:
+        return f" (defined: {', '.join(self.secrets)})" if self.secrets else " (the service has no secrets)"
 
     def _known_ports(self) -> str:
         return f" (defined: {', '.join(self.ports)})" if self.ports else " (the service has no ports)"

@@ -112,6 +112,10 @@ def _blue_green(value: Any, item: dict[str, Any]) -> bool:
     return bool(value) and (item.get("rollout") or {}).get("strategy") == "blue_green"
 
 
+def _blue_green_without_load(value: Any, item: dict[str, Any]) -> bool:
+    return _blue_green(value, item) and not (isinstance(value, dict) and value.get("load"))
+
+
 def _container_probe(value: Any, item: dict[str, Any]) -> bool:
     return bool(item.get("image") or item.get("build")) and isinstance(value, dict) \
         and (value.get("http") is not None or value.get("tcp") is not None)
@@ -144,9 +148,20 @@ _K8S_PROVIDERS = Gap("the rollout controller that would query them runs beside t
                      "the cluster, where an in-cluster address such as "
                      "`http://prometheus.monitoring:9090` does not resolve, and mso does not yet "
                      "show them judging a Kubernetes canary (issue 14)", _PROVIDERS_INSTEAD)
-_BG_ANALYSIS = Gap("a blue/green preview gets no user traffic, so the proxy's analysis has "
-                   "nothing to judge", "promote with `mso rollout promote` once the preview "
-                   "port answers as it should, or use a canary")
+_BG_ANALYSIS = Gap("a blue/green preview gets no user traffic, so without synthetic load the "
+                   "proxy's analysis has nothing to judge", "add `analysis.load` (mso then "
+                   "sends requests of its own to the preview and the stable), or promote with "
+                   "`mso rollout promote` once the preview port answers as it should")
+_REMOTE_LOAD = Gap("the rollout controller runs outside the app's network and cannot reach "
+                   "each subset's replicas directly; through the gateway the synthetic "
+                   "requests would be counted as user traffic", "leave `load` out and send "
+                   "traffic through the gateway, or pin requests with the header "
+                   "`x-mso-route: canary`")
+_K8S_NOTIFY = Gap("the notifier runs in the rollout controller, and the Kubernetes controller "
+                  "process runs only while a rollout is active: it would exit before the "
+                  "last events (promoted, rolled back) are delivered or retried",
+                     "leave `notifications` out and follow `mso events` or "
+                     "`mso rollout status -w`")
 _INTERVAL = Gap("the analysis looks every second at most", "leave `interval` out (1s)")
 _SWARM_SURGE = Gap("a Swarm rolling update moves all traffic to a full-size stand-in service "
                    "first (zero-loss handoff), so there is no surge to bound",
@@ -255,10 +270,16 @@ FEATURES: tuple[Feature, ...] = (
             "analysis_prometheus",
             gaps={"swarm": _SWARM_PROVIDERS, "kubernetes": _K8S_PROVIDERS},
             when=lambda value, item: bool(value)),
-    Feature("services.*.rollout.analysis", "`rollout.analysis` with `blue_green`",
+    Feature("services.*.rollout.analysis", "`rollout.analysis` with `blue_green`, no `load`",
             "bluegreen_analysis",
             gaps={"local": _BG_ANALYSIS, "swarm": _BG_ANALYSIS, "kubernetes": _BG_ANALYSIS},
-            when=_blue_green),
+            when=_blue_green_without_load),
+    Feature("services.*.rollout.analysis.load", "`rollout.analysis.load` (synthetic requests)",
+            "analysis_load", gaps={"swarm": _REMOTE_LOAD, "kubernetes": _REMOTE_LOAD}),
+    Feature("services.*.rollout.notifications", "`rollout.notifications` (webhooks)",
+            "rollout_notifications",
+            gaps={"kubernetes": _K8S_NOTIFY},
+            when=lambda value, item: bool(value)),
     Feature("services.*.rollout.analysis.interval", "`analysis.interval` above 1s",
             "analysis_interval",
             gaps={"local": _INTERVAL, "swarm": _INTERVAL, "kubernetes": _INTERVAL},
