@@ -21,10 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import httpx
+
 from mso.errors import Conflict
 from mso.analysis import AnalysisConfig, ProxyMetricsProvider
 from mso.analysis.providers import RolloutContext, redact_url
-from mso.analysis.run import AnalysisRun, Outcome, providers_from_spec
+from mso.analysis.run import AnalysisRun, Outcome, providers_from_spec, request_urls
 from mso.releases.ports import port_map
 from mso.strategies import bluegreen, canary, rolling
 from mso.strategies.canary import Decision, Tick
@@ -85,10 +87,17 @@ class RolloutController:
     controller). `clock` is the wall clock every decision by time reads (step durations,
     pauses, progress deadlines, analysis ticks): injected, so tests can move it."""
 
-    def __init__(self, host: RolloutHost, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, host: RolloutHost, clock: Callable[[], float] = time.time,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.d = host
         self._clock = clock
+        #: How the providers' requests travel: directly (local), or through the gateway
+        #: inside the app's network (Swarm, Kubernetes: `mso.analysis.relay`).
+        self._transport = transport
         self._runs: dict[str, AnalysisRun] = {}
+        #: Each run's last poll: (when, final, step, outcome), read again until the
+        #: analysis `interval` has passed.
+        self._polled: dict[str, tuple[float, bool, int, Outcome]] = {}
         self._next_tick: dict[str, float] = {}
         self._last_verdict: dict[str, str] = {}
         self._members: dict[str, tuple[Member, ...]] = {}  # at each service's last tick
@@ -230,6 +239,8 @@ class RolloutController:
             self._members[service] = members
             spec = self.spec(service, state.to_release)
             interval = float((spec.get("analysis") or {}).get("interval", 1.0))
+            # The rollout itself ticks at least every second (step durations, pauses);
+            # the analysis reads and judges every `interval` (`_analyse`).
             self._next_tick[service] = due[-1] = now + min(interval, 1.0)
             try:
                 decision = await self._decide(state, spec, want, now)
@@ -267,7 +278,7 @@ class RolloutController:
             return Decision(state)
         ready = self._subset_ready(state.service, "canary", state.to_release,
                                    canary_replicas(want.replicas, state.weight))
-        outcome = await self._analyse(state, spec, canary.analysis_due(state, steps, now))
+        outcome = await self._analyse(state, spec, canary.analysis_due(state, steps, now), now)
         kind = outcome.verdict if outcome else None
         reason = outcome.reason if outcome else ""
         if outcome is not None:
@@ -288,17 +299,26 @@ class RolloutController:
                    and not m.stopping and m.release == release and m.ready)
 
     async def _analyse(self, state: RolloutState, spec: dict[str, Any],
-                       final: bool) -> Outcome | None:
+                       final: bool, now: float) -> Outcome | None:
         """One poll of the rollout's analysis (`mso.analysis.run`): the proxy's judge
         and the manifest's providers, combined; None when the service has no HTTP port
-        for the proxy to measure."""
+        for the proxy to measure. Polled every `analysis.interval`: between polls the
+        last outcome stands, except that the first poll after an analysis step's duration
+        ended (the final one) or in a new step is taken at once."""
         run = self._runs.get(state.service)
         if run is None:
             made = self._new_run(state, spec)
             if made is None:
                 return None
             run = self._runs[state.service] = made
+        interval = float((spec.get("analysis") or {}).get("interval", 1.0))
+        last = self._polled.get(state.service)
+        if last is not None and now < last[0] + interval and (last[1] or not final) \
+                and last[2] == state.step:
+            return last[3]
         outcome = await run.poll(final, state.step)
+        self._polled[state.service] = (now, final, state.step,
+                                       dataclasses.replace(outcome, changed=()))
         for report in outcome.changed:
             self.d.store.add_event("analysis.provider", f"{report.name} {report.phase}: "
                                    f"{report.reason}", state.service, data=report.to_dict())
@@ -322,10 +342,24 @@ class RolloutController:
             max_latency_p99_increase=float(a.get("max_latency_p99_increase", 0.25)))
         context = RolloutContext(state.service, state.from_release, state.to_release)
         return AnalysisRun(ProxyMetricsProvider(self.d.metrics, cluster, config=config),
-                           providers_from_spec(a.get("providers") or [], context),
+                           providers_from_spec(a.get("providers") or [], context,
+                                               self._transport),
                            clock=self._clock)
 
+    def provider_urls(self) -> list[str]:
+        """The URLs the providers of the active rollouts request (no credentials, no
+        query): the gateway's `fetch` allow list on Swarm and Kubernetes."""
+        urls: list[str] = []
+        for service in self.d.store.services_with_releases():
+            state = self.active(service)
+            if state is not None:
+                items = (self.spec(service, state.to_release).get("analysis") or {}
+                         ).get("providers") or []
+                urls.extend(u for u in request_urls(items) if u not in urls)
+        return urls
+
     def _end_run(self, service: str) -> None:
+        self._polled.pop(service, None)
         run = self._runs.pop(service, None)
         if run is not None:
             run.close()

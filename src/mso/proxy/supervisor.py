@@ -40,6 +40,7 @@ from typing import Any
 
 from .client import ProxyClient, ProxyError, ProxyRejected
 from .control import ControlError
+from .fetch import table_allow
 from .handoff import HandoffError, Key, export_sockets, import_sockets
 from .table import TableError, parse_table
 
@@ -338,6 +339,9 @@ class Supervisor:
             return await self._serving().metrics()
         except ProxyError as exc:
             raise ControlError(f"the proxy is unavailable: {exc}") from exc
+
+    def fetch_allowed(self) -> list[str]:
+        return table_allow(self.table)
 
     async def traces(self) -> list[Any]:
         try:

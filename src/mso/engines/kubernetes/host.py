@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mso.analysis.relay import GatewayTransport
 from mso.controllers.rollouts import Member, RolloutController, SubsetTarget
 from mso.releases.ports import port_map
 from mso.engines.kubernetes import bluegreen, gateway, handoff, naming, render, state
@@ -69,7 +70,8 @@ class KubeHost:
         self.store = store
         self.kube = kube
         self.settings = settings
-        self.rollouts = RolloutController(self)
+        # Providers are queried from the cluster's network, through a gateway pod.
+        self.rollouts = RolloutController(self, transport=GatewayTransport(self.fetch))
         self._woken = False
         self._applied: dict[str, str] = {}
         self._table_digest = ""
@@ -149,6 +151,15 @@ class KubeHost:
                             GatewayControl(ip, naming.GATEWAY_CONTROL_PORT, token)))
         return out
 
+    async def fetch(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """One provider request made by a ready gateway pod (`mso.proxy.fetch`)."""
+        controls = self.controls()
+        if not controls:
+            raise ControlError("the gateway has no ready pod")
+        control = controls[0][1]
+        control.timeout = timeout
+        return await asyncio.to_thread(control.request, {"op": "fetch", **message})
+
     def subset_hosts(self) -> dict[str, str]:
         services = self.kube.list("v1", "Service", self.settings.namespace,
                                   {naming.APP: self.settings.app})
@@ -176,6 +187,9 @@ class KubeHost:
     def push_table(self, weights: dict[str, dict[str, int]], force: bool = False,
                    previews: set[str] | None = None) -> bool:
         built = gateway.table(self.gateway_spec(), self.subset_hosts(), weights, previews)
+        fetch = self.rollouts.provider_urls()
+        if fetch:  # what the gateway may request for the analysis (mso.proxy.fetch)
+            built["fetch"] = fetch
         digest = hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()
         now = time.monotonic()
         if not force and digest == self._table_digest and now - self._table_pushed < 5.0:
