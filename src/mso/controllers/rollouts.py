@@ -95,9 +95,9 @@ class RolloutController:
         #: inside the app's network (Swarm, Kubernetes: `mso.analysis.relay`).
         self._transport = transport
         self._runs: dict[str, AnalysisRun] = {}
-        #: Each run's last poll: (when, final, step, outcome), read again until the
-        #: analysis `interval` has passed.
-        self._polled: dict[str, tuple[float, bool, int, Outcome]] = {}
+        #: Each run's last poll: (when, final, outcome), read again until the analysis
+        #: `interval` has passed.
+        self._polled: dict[str, tuple[float, bool, Outcome]] = {}
         self._next_tick: dict[str, float] = {}
         self._last_verdict: dict[str, str] = {}
         self._members: dict[str, tuple[Member, ...]] = {}  # at each service's last tick
@@ -304,7 +304,7 @@ class RolloutController:
         and the manifest's providers, combined; None when the service has no HTTP port
         for the proxy to measure. Polled every `analysis.interval`: between polls the
         last outcome stands, except that the first poll after an analysis step's duration
-        ended (the final one) or in a new step is taken at once."""
+        ended (the final one) is taken at once."""
         run = self._runs.get(state.service)
         if run is None:
             made = self._new_run(state, spec)
@@ -313,12 +313,10 @@ class RolloutController:
             run = self._runs[state.service] = made
         interval = float((spec.get("analysis") or {}).get("interval", 1.0))
         last = self._polled.get(state.service)
-        if last is not None and now < last[0] + interval and (last[1] or not final) \
-                and last[2] == state.step:
-            return last[3]
+        if last is not None and now < last[0] + interval and (last[1] or not final):
+            return last[2]
         outcome = await run.poll(final, state.step)
-        self._polled[state.service] = (now, final, state.step,
-                                       dataclasses.replace(outcome, changed=()))
+        self._polled[state.service] = (now, final, dataclasses.replace(outcome, changed=()))
         for report in outcome.changed:
             self.d.store.add_event("analysis.provider", f"{report.name} {report.phase}: "
                                    f"{report.reason}", state.service, data=report.to_dict())
