@@ -404,6 +404,8 @@ def test_analysis_providers(target: Target, tmp_path: Path) -> None:
                         + PROVIDER), Traffic(target):
         target.edit('SHOW_V: "1"', 'SHOW_V: "2", APP_ERRORS: "1"')
         target.deploy(check=False)
+        # (`mso deploy` on Swarm returns once the canary runs: follow it to its end.)
+        target.mso("rollout", "status", "-w", "web", "--timeout", "300", check=False)
         bad = target.json("rollout", "status", "web")
         assert bad["phase"] == "RolledBack", bad
         assert bad["reason"].startswith("analysis failed: prometheus 1: "), bad
@@ -421,6 +423,7 @@ def test_analysis_providers(target: Target, tmp_path: Path) -> None:
 
         target.edit('SHOW_V: "2", APP_ERRORS: "1"', 'SHOW_V: "3"')
         target.deploy()
+        target.mso("rollout", "status", "-w", "web", "--timeout", "300")
         good = target.json("rollout", "status", "web")
         assert (good["phase"], good["to_release"]) == ("Promoted", 3), good
         measured = {p["name"]: p for p in good["analysis"]["providers"]}["prometheus 1"]
@@ -454,7 +457,8 @@ def test_analysis_interval(target: Target) -> None:
     target.edit('SHOW_V: "1"', 'SHOW_V: "2"')
     polls: set[float] = set()
     with Traffic(target):
-        deploying = threading.Thread(target=target.deploy, daemon=True)
+        deploying = threading.Thread(target=lambda: (target.deploy(), target.mso(
+            "rollout", "status", "-w", "web", "--timeout", "300")), daemon=True)
         deploying.start()
         while deploying.is_alive():
             status = target.json("rollout", "status", "web")
