@@ -18,7 +18,7 @@ from mso.analysis.relay import GatewayTransport
 from mso.analysis.run import request_urls
 from mso.proxy.client import ProxyClient
 from mso.proxy.control import serve_control
-from mso.proxy.fetch import allowed_key, table_allow
+from mso.proxy.fetch import allowed_key
 from mso.proxy.table import TableError, parse_table
 from tests.analysis.test_providers import FakeServer, server, vector  # noqa: F401
 
@@ -26,20 +26,21 @@ CONTEXT = RolloutContext("web", 1, 2)
 
 
 class Handler:
-    """The control handler's `fetch_allowed`, from a raw table (as the gateway's)."""
+    """A control handler whose current table allows `fetch` of the given URLs."""
 
     def __init__(self, table: dict[str, Any]) -> None:
         self.table = table
 
-    def fetch_allowed(self) -> list[str]:
-        return table_allow(self.table)
+    def current_table(self) -> Any:
+        return self.table
 
 
 async def through_gateway(tmp_path: Path, allowed: list[str],
-                          use: Callable[[GatewayTransport], Awaitable[Measurement]]
-                          ) -> Measurement:
+                          use: Callable[[GatewayTransport], Awaitable[Measurement]],
+                          hosts: dict[str, str] | None = None) -> Measurement:
     sock = str(tmp_path / "control.sock")
-    srv = await serve_control(Handler({"fetch": allowed}), sock)  # type: ignore[arg-type]
+    table = {"fetch": allowed, "hosts": hosts or {}}
+    srv = await serve_control(Handler(table), sock)  # type: ignore[arg-type]
     client = ProxyClient(sock, timeout=10.0)
     try:
         return await use(GatewayTransport(client.fetch))
@@ -106,6 +107,19 @@ def test_an_unreachable_gateway_is_inconclusive(server: FakeServer, tmp_path: Pa
                                   transport=GatewayTransport(nowhere))
     measured = asyncio.run(provider.sample())
     assert measured.phase == "inconclusive" and "no gateway" in measured.reason
+
+
+def test_a_name_in_the_tables_hosts_is_reached_at_its_address(
+        server: FakeServer, tmp_path: Path) -> None:
+    """A cluster without DNS: the controller gives the gateway the Service's address."""
+    server.body = vector("0.01")
+    port = urlparse(server.url).port
+    url = f"http://prom-stable:{port}"
+    measured = asyncio.run(through_gateway(
+        tmp_path, [url + "/api/v1/query"], lambda t: PrometheusProvider(
+            url, "up", 1, CONTEXT, transport=t).sample(), {"prom-stable": "127.0.0.1"}))
+    assert measured.phase == "pass", measured
+    assert server.hosts[-1] == f"prom-stable:{port}"
 
 
 def test_a_webhook_is_posted_through_the_gateway(server: FakeServer, tmp_path: Path) -> None:

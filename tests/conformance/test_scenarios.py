@@ -19,6 +19,8 @@ import pytest
 
 from tests.conformance.conftest import Target, scenario, wait_for
 
+APPS = Path(__file__).resolve().parent / "apps"
+
 pytestmark = pytest.mark.timeout(1800)
 
 BASE = """
@@ -350,19 +352,18 @@ class Traffic:
 
 
 #: Prometheus inside the app's network on Swarm and Kubernetes: Debian's binary (it links
-#: only libc, which the base image has) copied into the app's folder, scraping each
-#: subset's one replica by the name it has there.
+#: only libc, which the base image has) copied into the app's folder and started by
+#: apps/prom.py, scraping each subset's one replica where the app's names lead.
 PROMETHEUS_SERVICE = """  prom:
-    run: [./prometheus, --config.file=prometheus.yml, --storage.tsdb.path=data,
-          "--web.listen-address=0.0.0.0:9090", --log.level=warn]
+    run: [python3, prom.py]
     ports: {http: 9090}
+    env: {SCRAPE: "TARGETS"}
     health:
       readiness: {http: /-/ready, period: 1s}
 """
 #: The subsets' names inside the app's network, and Prometheus' own.
-IN_NETWORK = {"swarm": (["web:8000", "web-canary:8000"], "http://prom:9090"),
-              "kubernetes": (["web-stable:8000", "web-canary:8000"],
-                             "http://prom-stable:9090")}
+IN_NETWORK = {"swarm": ("web:8000,web-canary:8000", "http://prom:9090"),
+              "kubernetes": ("web-stable:8000,web-canary:8000", "http://prom-stable:9090")}
 
 
 @contextmanager
@@ -380,12 +381,13 @@ def prometheus_for(target: Target, tmp_path: Path, manifest: str) -> Iterator[st
                 yield prometheus.url
         return
     scraped, url = IN_NETWORK[target.engine]
-    target.write(manifest.replace("PROMETHEUS_URL", url) + PROMETHEUS_SERVICE)
+    target.write(manifest.replace("PROMETHEUS_URL", url)
+                 + PROMETHEUS_SERVICE.replace("TARGETS", scraped))
     shutil.copy(binary(), target.folder / "prometheus")
-    config = CONFIG.replace("file_sd_configs:\n      - files: [{targets}]\n"
-                            "        refresh_interval: 1s\n",
-                            f"static_configs:\n      - targets: {json.dumps(scraped)}\n")
-    (target.folder / "prometheus.yml").write_text(config)
+    shutil.copy(APPS / "prom.py", target.folder / "prom.py")
+    (target.folder / "prometheus.yml").write_text(CONFIG.replace(
+        "file_sd_configs:\n      - files: [{targets}]\n        refresh_interval: 1s\n",
+        "static_configs:\n      - targets: TARGETS\n"))
     target.up()
     yield url
 
@@ -407,7 +409,7 @@ def test_analysis_providers(target: Target, tmp_path: Path) -> None:
         # (`mso deploy` on Swarm returns once the canary runs: follow it to its end.)
         target.mso("rollout", "status", "-w", "web", "--timeout", "300", check=False)
         bad = target.json("rollout", "status", "web")
-        assert bad["phase"] == "RolledBack", bad
+        assert bad["phase"] == "RolledBack", json.dumps(bad, indent=1)[:4000]
         assert bad["reason"].startswith("analysis failed: prometheus 1: "), bad
         assert 'release="2"' in bad["reason"], bad
         measured = {p["name"]: p for p in bad["analysis"]["providers"]}["prometheus 1"]

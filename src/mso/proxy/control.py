@@ -32,8 +32,9 @@ class ControlHandler(Protocol):
 
     async def traces(self) -> list[Any]: ...
 
-    def fetch_allowed(self) -> list[str]:
-        """The URLs the current table lets `fetch` request (see `mso.proxy.fetch`)."""
+    def current_table(self) -> Any:
+        """The last table applied, as sent (None before the first): its `fetch` and
+        `hosts` say what the `fetch` operation may request (`mso.proxy.fetch`)."""
         ...
 
 
@@ -73,7 +74,7 @@ async def dispatch(handler: ControlHandler, msg: Any) -> dict[str, Any]:
         if op == "traces":
             return {"ok": True, "traces": await handler.traces()}
         if op == "fetch":
-            return await fetch(msg, handler.fetch_allowed())
+            return await fetch(msg, handler.current_table())
         raise ControlError(f"unknown op {op!r}; expected ping, set_table, drain, metrics, "
                            "set_control_metrics, traces or fetch")
     except (ControlError, TableError, FetchRefused) as exc:

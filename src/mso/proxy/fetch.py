@@ -14,7 +14,15 @@ gives one path for both engines with the app's own name resolution.
 
 No open relay. The gateway fetches only URLs listed in its current route table's
 `fetch` field (the controller puts there the `rollout.analysis.providers` URLs of the
-manifests it runs, without credentials or query); anything else is refused. Each fetch
+active rollouts, without credentials or query); anything else is refused.
+
+Names. The request's host is resolved the way the app resolves it (the container's
+resolver), except for names in the table's `hosts` field, which the gateway uses as
+given: on Kubernetes the controller puts there the app's own Services named in a
+provider URL (`prom-stable`, `prom-stable.NAMESPACE`, `...svc`, `...svc.cluster.local`)
+with their ClusterIP, read from the API, so they work with and without cluster DNS (the
+same choice the engine makes for `<DEP>_URL`). Only plain `http` URLs are redirected so;
+`https` always uses the resolver, so the certificate is checked against the name. Each fetch
 has a deadline (at most `MAX_TIMEOUT`), the answer is cut at `MAX_BODY` bytes (a bigger
 one is refused, not truncated), redirects are not followed, and only `http`/`https` with
 GET or POST are made. Credentials travel as an `Authorization` header the controller
@@ -30,7 +38,6 @@ import asyncio
 import base64
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -62,9 +69,12 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
-def check(msg: dict[str, Any], allowed: Iterable[str]) -> tuple[str, str, dict[str, str],
-                                                                bytes | None, float]:
-    """The request `msg` asks for, validated: method, url, headers, body, timeout."""
+def check(msg: dict[str, Any], table: Any) -> tuple[str, str, dict[str, str],
+                                                     bytes | None, float]:
+    """The request `msg` asks for, validated against the gateway's current `table`:
+    method, url (with its host replaced by the table's `hosts` address, if any),
+    headers (with the original `Host` then), body, timeout."""
+    allowed = table_allow(table)
     method = str(msg.get("method", "GET")).upper()
     url = msg.get("url")
     if method not in METHODS:
@@ -73,7 +83,7 @@ def check(msg: dict[str, Any], allowed: Iterable[str]) -> tuple[str, str, dict[s
         raise FetchRefused("fetch needs an http(s) 'url'")
     if "@" in urlsplit(url).netloc:
         raise FetchRefused("fetch: credentials go in the 'authorization' header, not the URL")
-    if allowed_key(url) not in set(allowed):
+    if allowed_key(url) not in allowed:
         raise FetchRefused(f"fetch: {allowed_key(url)} is not a provider URL of the "
                            "current table")
     raw_headers = msg.get("headers") or {}
@@ -86,6 +96,12 @@ def check(msg: dict[str, Any], allowed: Iterable[str]) -> tuple[str, str, dict[s
         data = None if body is None else base64.b64decode(str(body), validate=True)
     except ValueError as exc:
         raise FetchRefused(f"fetch 'body' must be base64: {exc}") from None
+    parts = urlsplit(url)
+    address = table_hosts(table).get((parts.hostname or "").lower())
+    if address and parts.scheme == "http":
+        headers["Host"] = parts.netloc
+        port = f":{parts.port}" if parts.port else ""
+        url = urlunsplit(parts._replace(netloc=f"{address}{port}"))
     timeout = msg.get("timeout", 5.0)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or \
             not 0 < timeout <= MAX_TIMEOUT:
@@ -119,12 +135,13 @@ def _fetch(method: str, url: str, headers: dict[str, str], data: bytes | None,
                 "body": base64.b64encode(body).decode()}
 
 
-async def fetch(msg: dict[str, Any], allowed: Iterable[str]) -> dict[str, Any]:
-    """Make the request `msg` describes, if `allowed` lists its URL. The reply is
+async def fetch(msg: dict[str, Any], table: Any) -> dict[str, Any]:
+    """Make the request `msg` describes, if the gateway's current `table` lists its
+    URL in `fetch`. The reply is
     `{"ok": true, "status", "headers", "body" (base64)}` for any HTTP answer, or
     `{"ok": true, "failed": "timeout"|"connect"|"too_big", "error"}` when there is none;
     `FetchRefused` for a request that is not allowed."""
-    method, url, headers, data, timeout = check(msg, allowed)
+    method, url, headers, data, timeout = check(msg, table)
     try:
         return await asyncio.wait_for(
             asyncio.to_thread(_fetch, method, url, headers, data, timeout), timeout + 1.0)
@@ -132,8 +149,16 @@ async def fetch(msg: dict[str, Any], allowed: Iterable[str]) -> dict[str, Any]:
         return {"ok": True, "failed": "timeout", "error": f"no answer within {timeout:g}s"}
 
 
-def table_allow(table: Any) -> list[str]:
+def table_allow(table: Any) -> set[str]:
     """The `fetch` allow list of a raw TABLE document (empty when it has none)."""
     if not isinstance(table, dict):
-        return []
-    return [allowed_key(u) for u in table.get("fetch") or [] if isinstance(u, str)]
+        return set()
+    return {allowed_key(u) for u in table.get("fetch") or [] if isinstance(u, str)}
+
+
+def table_hosts(table: Any) -> dict[str, str]:
+    """The `hosts` of a raw TABLE document: name -> address the gateway uses as is."""
+    hosts = table.get("hosts") if isinstance(table, dict) else None
+    if not isinstance(hosts, dict):
+        return {}
+    return {str(k).lower(): str(v) for k, v in hosts.items()}

@@ -22,7 +22,6 @@ from . import native, tracing, upstream
 from .balancer import ClusterState, EndpointState, build_cluster
 from .http_server import ClientConnection, Hub, ListenerContext, Route
 from .exposition import Exposition
-from .fetch import table_allow
 from .metrics import Registry
 from .metrics_http import MetricsConnection
 from .table import ListenerSpec, Table, TableError, parse_table
@@ -306,8 +305,8 @@ class Runtime:
     async def traces(self) -> list[Any]:
         return tracing.RECORDER.traces()
 
-    def fetch_allowed(self) -> list[str]:
-        return table_allow(self.raw_table)
+    def current_table(self) -> Any:
+        return self.raw_table
 
     def prometheus(self) -> bytes:
         return self.exposition.render()

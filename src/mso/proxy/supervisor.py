@@ -40,7 +40,6 @@ from typing import Any
 
 from .client import ProxyClient, ProxyError, ProxyRejected
 from .control import ControlError
-from .fetch import table_allow
 from .handoff import HandoffError, Key, export_sockets, import_sockets
 from .table import TableError, parse_table
 
@@ -340,8 +339,8 @@ class Supervisor:
         except ProxyError as exc:
             raise ControlError(f"the proxy is unavailable: {exc}") from exc
 
-    def fetch_allowed(self) -> list[str]:
-        return table_allow(self.table)
+    def current_table(self) -> Any:
+        return self.table
 
     async def traces(self) -> list[Any]:
         try:

@@ -321,5 +321,9 @@ def parse_table(raw: Any) -> Table:
             isinstance(u, str) and u.startswith(("http://", "https://")) for u in fetch):
         raise TableError("table.fetch: expected a list of http(s) URLs (the analysis "
                          "providers the gateway may query)")
+    hosts = raw.get("hosts", {})
+    if not isinstance(hosts, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in hosts.items()):
+        raise TableError("table.hosts: expected an object of name -> address strings")
     return Table(version=version, listeners=listeners, clusters=clusters,
                  tracing=_parse_tracing(raw.get("tracing")))

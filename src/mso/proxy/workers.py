@@ -15,7 +15,6 @@ from typing import Any
 
 from .client import ProxyClient, ProxyError, ProxyRejected
 from .control import ControlError
-from .fetch import table_allow
 from .metrics import merge_snapshots
 from .table import TableError, parse_table
 
@@ -127,8 +126,8 @@ class WorkerPool:
     async def set_control_metrics(self, raw: Any) -> None:
         await self._all("set_control_metrics", raw)
 
-    def fetch_allowed(self) -> list[str]:
-        return table_allow(self.table)
+    def current_table(self) -> Any:
+        return self.table
 
     async def traces(self) -> list[Any]:
         every = [t for got in await self._all("traces") for t in got]

@@ -186,10 +186,12 @@ class KubeHost:
 
     def push_table(self, weights: dict[str, dict[str, int]], force: bool = False,
                    previews: set[str] | None = None) -> bool:
-        built = gateway.table(self.gateway_spec(), self.subset_hosts(), weights, previews)
+        hosts = self.subset_hosts()
+        built = gateway.table(self.gateway_spec(), hosts, weights, previews)
         fetch = self.rollouts.provider_urls()
         if fetch:  # what the gateway may request for the analysis (mso.proxy.fetch)
             built["fetch"] = fetch
+            built["hosts"] = gateway.provider_hosts(fetch, hosts, self.settings.namespace)
         digest = hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()
         now = time.monotonic()
         if not force and digest == self._table_digest and now - self._table_pushed < 5.0:
