@@ -41,6 +41,8 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from mso.errors import UsageError
+
 MAX_TIMEOUT = 30.0
 MAX_BODY = 4 * 1024 * 1024
 METHODS = ("GET", "POST")
@@ -48,7 +50,7 @@ METHODS = ("GET", "POST")
 PASSED_HEADERS = ("accept", "authorization", "content-type", "user-agent")
 
 
-class FetchRefused(ValueError):
+class FetchRefused(UsageError):
     """A fetch request that is malformed or not allowed (the reply's `error`)."""
 
 
@@ -66,7 +68,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # a 3xx is the answer itself, never followed
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+#: No redirects, and no proxy from the environment: the request leaves from here.
+_OPENER = urllib.request.build_opener(_NoRedirect, urllib.request.ProxyHandler({}))
 
 
 def check(msg: dict[str, Any], table: Any) -> tuple[str, str, dict[str, str],

@@ -152,13 +152,16 @@ class KubeHost:
         return out
 
     async def fetch(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """One provider request made by a ready gateway pod (`mso.proxy.fetch`)."""
-        controls = self.controls()
-        if not controls:
-            raise ControlError("the gateway has no ready pod")
-        control = controls[0][1]
-        control.timeout = timeout
-        return await asyncio.to_thread(control.request, {"op": "fetch", **message})
+        """One provider request made by a ready gateway pod (`mso.proxy.fetch`): the
+        first that answers (each is in the cluster's network)."""
+        problem: ControlError = ControlError("the gateway has no ready pod")
+        for _, control in self.controls():
+            control.timeout = timeout
+            try:
+                return await asyncio.to_thread(control.request, {"op": "fetch", **message})
+            except ControlError as exc:
+                problem = exc
+        raise problem
 
     def subset_hosts(self) -> dict[str, str]:
         services = self.kube.list("v1", "Service", self.settings.namespace,
