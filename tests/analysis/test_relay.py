@@ -91,6 +91,16 @@ def test_a_url_outside_the_allow_list_is_inconclusive_and_not_requested(
     assert server.requests == []
 
 
+@pytest.mark.parametrize(("body", "fragment"), [
+    (vector(), "no data"), (vector("NaN"), "NaN"),
+    ({"status": "error", "error": "bad query"}, "unusable")])
+def test_no_data_nan_and_errors_through_the_gateway_are_inconclusive(
+        server: FakeServer, tmp_path: Path, body: Any, fragment: str) -> None:
+    server.body = body
+    measured = prometheus(server.url, tmp_path, [server.url + "/api/v1/query"])
+    assert measured.phase == "inconclusive" and fragment in measured.reason, measured
+
+
 def test_unreachable_and_timed_out_providers_are_inconclusive(
         server: FakeServer, dead_url: str, tmp_path: Path) -> None:
     dead = prometheus(dead_url, tmp_path, [dead_url + "api/v1/query"])

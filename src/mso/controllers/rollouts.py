@@ -743,7 +743,9 @@ def _redacted(thresholds: dict[str, Any]) -> dict[str, Any]:
     for item in out.get("providers") or []:
         shown = {}
         for kind, settings in dict(item).items():
-            settings = dict(settings or {})
+            if settings is None:  # the model's other kind of provider, unset
+                continue
+            settings = dict(settings)
             if "url" in settings:
                 settings["url"] = redact_url(str(settings["url"]))
             shown[kind] = settings
