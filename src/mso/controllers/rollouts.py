@@ -247,6 +247,11 @@ class RolloutController:
             except Exception:
                 log.exception("rollout tick for %s failed", service)
                 continue
+            polled = self._polled.get(service)
+            if polled is not None and now < polled[0] + interval:
+                # A tick for a replica change did not read the analysis: its next
+                # reading stays due `interval` after the last one.
+                self._next_tick[service] = due[-1] = min(due[-1], polled[0] + interval)
             # A command (promote, abort, pause; from another process on Kubernetes) may
             # have changed the rollout while this decision awaited the metrics: a decision
             # made from the old state must not overwrite it. Decide again next tick.
