@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conformance.conftest import Target, scenario, wait_for
+
+APPS = Path(__file__).resolve().parent / "apps"
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -310,8 +315,8 @@ PROVIDER = """    rollout:
           - prometheus:
               url: PROMETHEUS_URL
               query: >-
-                sum(rate(app_errors_total{subset="{{subset}}",release="{{release}}"}[10s]))
-                / sum(rate(app_requests_total{subset="{{subset}}",release="{{release}}"}[10s]))
+                sum(rate(app_errors_total{release="{{release}}"}[10s]))
+                / sum(rate(app_requests_total{release="{{release}}"}[10s]))
               max: 0.1
 """
 
@@ -347,46 +352,88 @@ class Traffic:
         self._thread.join(10)
 
 
+#: Prometheus inside the app's network on Swarm and Kubernetes: Debian's binary (it links
+#: only libc, which the base image has) copied into the app's folder and started by
+#: apps/prom.py, scraping each subset's one replica where the app's names lead.
+PROMETHEUS_SERVICE = """  prom:
+    run: [python3, prom.py]
+    ports: {http: 9090}
+    env: {SCRAPE: "TARGETS"}
+    health:
+      readiness: {http: /-/ready, period: 1s}
+"""
+#: The subsets' names inside the app's network, and Prometheus' own.
+IN_NETWORK = {"swarm": ("web:8000,web-canary:8000", "http://prom:9090"),
+              "kubernetes": ("web-stable:8000,web-canary:8000", "http://prom-stable:9090")}
+
+
+@contextmanager
+def prometheus_for(target: Target, tmp_path: Path, manifest: str) -> Iterator[str]:
+    """Write `manifest` (with PROMETHEUS_URL) with a real Prometheus scraping the app's
+    replicas, start the app and yield once Prometheus answers: on the local engine
+    Debian's binary on the host, fed the replicas by `mso ps`; on Swarm and Kubernetes
+    a service of the app, which the analysis reaches through the gateway."""
+    from tests.e2e.prometheus import CONFIG, TargetSync, binary, running_prometheus
+    if target.engine == "local":
+        with running_prometheus(tmp_path / "prometheus") as prometheus:
+            target.write(manifest.replace("PROMETHEUS_URL", prometheus.url))
+            target.up()
+            with TargetSync(prometheus, target.ps):
+                yield prometheus.url
+        return
+    scraped, url = IN_NETWORK[target.engine]
+    target.write(manifest.replace("PROMETHEUS_URL", url)
+                 + PROMETHEUS_SERVICE.replace("TARGETS", scraped))
+    shutil.copy(binary(), target.folder / "prometheus")
+    shutil.copy(APPS / "prom.py", target.folder / "prom.py")
+    (target.folder / "prometheus.yml").write_text(CONFIG.replace(
+        "file_sd_configs:\n      - files: [{targets}]\n        refresh_interval: 1s\n",
+        "static_configs:\n      - targets: TARGETS\n"))
+    target.up()
+    yield url
+
+
 @scenario("analysis_prometheus")
 def test_analysis_providers(target: Target, tmp_path: Path) -> None:
     """A canary whose errors only the app's own metrics show (it answers 200, so mso's
     proxy sees nothing wrong) is rolled back by a Prometheus query run per subset; a
-    good one is promoted once the query passes for it."""
+    good one is promoted once the query passes for it. The Prometheus runs where the
+    app's names resolve: on Swarm and Kubernetes inside the app's network, queried by
+    the gateway for the rollout controller outside it."""
     target.write(BASE + PROVIDER.replace("PROMETHEUS_URL", "http://127.0.0.1:9/"))
     if target.refused("services.web.rollout.analysis.providers"):
         return
-    from tests.e2e.prometheus import TargetSync, running_prometheus, wait_for_series
-    with running_prometheus(tmp_path / "prometheus") as prometheus:
-        target.write(BASE + PROVIDER.replace("PROMETHEUS_URL", prometheus.url))
-        target.up()
-        with TargetSync(prometheus, target.ps), Traffic(target):
-            wait_for_series(prometheus, 'app_requests_total{subset="stable"}')
-            target.edit('SHOW_V: "1"', 'SHOW_V: "2", APP_ERRORS: "1"')
-            target.deploy(check=False)
-            bad = target.json("rollout", "status", "web")
-            assert bad["phase"] == "RolledBack", bad
-            assert bad["reason"].startswith("analysis failed: prometheus 1: "), bad
-            assert 'subset="canary",release="2"' in bad["reason"], bad
-            measured = {p["name"]: p for p in bad["analysis"]["providers"]}["prometheus 1"]
-            assert measured["phase"] == "fail" and measured["value"] == 1.0, measured
-            assert measured["stable_value"] == 0.0, measured
-            # mso's proxy saw only 200s: the provider, not the judge, rolled it back.
-            assert bad["analysis"]["canary"]["errors"] == 0, bad["analysis"]
-            events = target.json("events", "--tail", "10000")
-            assert any(e["type"] == "analysis.provider"
-                       and e["message"].startswith("prometheus 1 fail: ") for e in events)
-            table = target.mso("rollout", "status", "web").stdout
-            assert "prometheus 1" in table and "fail" in table, table
+    with prometheus_for(target, tmp_path, BASE.replace("app: conf", "app: confprov")
+                        + PROVIDER), Traffic(target):
+        target.edit('SHOW_V: "1"', 'SHOW_V: "2", APP_ERRORS: "1"')
+        target.deploy(check=False)
+        # (`mso deploy` on Swarm returns once the canary runs: follow it to its end.)
+        target.mso("rollout", "status", "-w", "web", "--timeout", "300", check=False)
+        bad = target.json("rollout", "status", "web")
+        assert bad["phase"] == "RolledBack", json.dumps(bad, indent=1)[:4000]
+        assert bad["reason"].startswith("analysis failed: prometheus 1: "), bad
+        assert 'release="2"' in bad["reason"], bad
+        measured = {p["name"]: p for p in bad["analysis"]["providers"]}["prometheus 1"]
+        assert measured["phase"] == "fail" and measured["value"] == 1.0, measured
+        assert measured["stable_value"] == 0.0, measured
+        # mso's proxy saw only 200s: the provider, not the judge, rolled it back.
+        assert bad["analysis"]["canary"]["errors"] == 0, bad["analysis"]
+        events = target.json("events", "--tail", "10000")
+        assert any(e["type"] == "analysis.provider"
+                   and e["message"].startswith("prometheus 1 fail: ") for e in events)
+        table = target.mso("rollout", "status", "web").stdout
+        assert "prometheus 1" in table and "fail" in table, table
 
-            target.edit('SHOW_V: "2", APP_ERRORS: "1"', 'SHOW_V: "3"')
-            target.deploy()
-            good = target.json("rollout", "status", "web")
-            assert (good["phase"], good["to_release"]) == ("Promoted", 3), good
-            measured = {p["name"]: p for p in good["analysis"]["providers"]}["prometheus 1"]
-            assert measured["phase"] == "pass" and measured["value"] == 0.0, measured
-            passed = [e["message"] for e in target.json("events", "--tail", "10000")
-                      if "analysis passed" in e["message"]]
-            assert passed and "prometheus 1: " in passed[-1], passed
+        target.edit('SHOW_V: "2", APP_ERRORS: "1"', 'SHOW_V: "3"')
+        target.deploy()
+        target.mso("rollout", "status", "-w", "web", "--timeout", "300")
+        good = target.json("rollout", "status", "web")
+        assert (good["phase"], good["to_release"]) == ("Promoted", 3), good
+        measured = {p["name"]: p for p in good["analysis"]["providers"]}["prometheus 1"]
+        assert measured["phase"] == "pass" and measured["value"] == 0.0, measured
+        passed = [e["message"] for e in target.json("events", "--tail", "10000")
+                  if "analysis passed" in e["message"]]
+        assert passed and "prometheus 1: " in passed[-1], passed
 
 
 LOAD = """      analysis:
@@ -554,11 +601,34 @@ def test_rollout_notifications(target: Target) -> None:
 
 @scenario("analysis_interval")
 def test_analysis_interval(target: Target) -> None:
-    target.write(BASE + "    rollout:\n      strategy: canary\n      steps: [{set_weight: 50}]\n"
-                 "      analysis: {interval: 5s}\n")
+    """`analysis.interval: 4s`: during the analysis step the analysis reads and judges
+    every 4 s (the times of its polls, shown by `mso rollout status`), not every second,
+    and the canary is still promoted."""
+    target.write(BASE.replace("app: conf", "app: confintv") +
+                 "    rollout:\n      strategy: canary\n      progress_deadline: 90s\n"
+                 "      steps: [{set_weight: 50}, {analysis: {duration: 13s}}]\n"
+                 "      analysis: {interval: 4s, min_samples: 5}\n")
     if target.refused("services.web.rollout.analysis.interval"):
         return
-    pytest.fail("an analysis interval above 1s is honoured on this engine: show it work")
+    target.up()
+    target.edit('SHOW_V: "1"', 'SHOW_V: "2"')
+    polls: set[float] = set()
+    with Traffic(target):
+        deploying = threading.Thread(target=lambda: (target.deploy(), target.mso(
+            "rollout", "status", "-w", "web", "--timeout", "300")), daemon=True)
+        deploying.start()
+        while deploying.is_alive():
+            status = target.json("rollout", "status", "web")
+            proxy = next(iter((status.get("analysis") or {}).get("providers") or []), None)
+            if status.get("to_release") == 2 and status.get("step") == 2 and proxy \
+                    and proxy.get("at") and not proxy.get("final"):
+                polls.add(float(proxy["at"]))
+            deploying.join(0.3)
+    status = target.json("rollout", "status", "web")
+    assert (status["phase"], status["to_release"]) == ("Promoted", 2), status
+    times = sorted(polls)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps and min(gaps) >= 3.9, times
 
 
 @scenario("hung_replica_skipped")

@@ -28,6 +28,10 @@ never promotes (:mod:`mso.analysis.run` combines the providers).
   status fails (the body's start is the reason); unreachable or timed out is
   ``inconclusive``.
 
+On Swarm and Kubernetes the requests go through mso's gateway, inside the app's network
+(``transport``: :class:`mso.analysis.relay.GatewayTransport`); the handling above is the
+same.
+
 URLs may carry credentials (``https://user:token@prometheus/``, which httpx sends as
 basic auth): every reason and every description shown to users goes through
 :func:`redact_url` / :func:`scrub`, so the userinfo never reaches events, logs or
@@ -230,10 +234,12 @@ class PrometheusProvider:
         max: float,
         context: RolloutContext | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = url
+        self.transport = transport
         plain, self.auth = credentials(url)
-        self.url = plain.rstrip("/") + "/api/v1/query"
+        self.url = self.request_url = plain.rstrip("/") + "/api/v1/query"
         self.query = query
         self.max = max
         self.context = context or RolloutContext("", 0, 0)
@@ -249,7 +255,8 @@ class PrometheusProvider:
     async def sample(self, final: bool = False) -> Measurement:
         queries = self.queries()
         try:
-            async with httpx.AsyncClient(timeout=self.timeout, auth=self.auth) as client:
+            async with httpx.AsyncClient(timeout=self.timeout, auth=self.auth,
+                                         transport=self.transport) as client:
                 if queries["stable"] == queries["canary"]:
                     value = await self._value(client, queries["canary"])
                     return self._guardrail(queries["canary"], value)
@@ -338,10 +345,12 @@ class WebhookProvider:
     kind = "webhook"
 
     def __init__(
-        self, url: str, context: Mapping[str, Any] | None = None, timeout: float = DEFAULT_TIMEOUT_S
+        self, url: str, context: Mapping[str, Any] | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S, transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url
-        self._plain_url, self.auth = credentials(url)
+        self.transport = transport
+        self.request_url, self.auth = credentials(url)
         self.context: dict[str, Any] = dict(context or {})
         self.timeout = timeout
 
@@ -351,8 +360,9 @@ class WebhookProvider:
     async def sample(self, final: bool = False) -> Measurement:
         payload = {**self.context, "final": final}
         try:
-            async with httpx.AsyncClient(timeout=self.timeout, auth=self.auth) as client:
-                response = await client.post(self._plain_url, json=payload)
+            async with httpx.AsyncClient(timeout=self.timeout, auth=self.auth,
+                                         transport=self.transport) as client:
+                response = await client.post(self.request_url, json=payload)
         except httpx.TimeoutException:
             return Measurement("inconclusive", f"webhook timed out after {self.timeout:g}s")
         except httpx.HTTPError as exc:

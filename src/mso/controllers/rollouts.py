@@ -21,11 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+import httpx
+
 from mso.errors import Conflict
 from mso.analysis import AnalysisConfig, ProxyMetricsProvider
 from mso.analysis.providers import RolloutContext, redact_url
 from mso.analysis.load import LoadSpec, SyntheticLoad
-from mso.analysis.run import AnalysisRun, Outcome, providers_from_spec
+from mso.analysis.run import AnalysisRun, Outcome, providers_from_spec, request_urls
 from mso.controllers.notify import Notifier
 from mso.releases.ports import port_map
 from mso.releases.rollback import rollback_target
@@ -103,10 +105,17 @@ class RolloutController:
     controller). `clock` is the wall clock every decision by time reads (step durations,
     pauses, progress deadlines, analysis ticks): injected, so tests can move it."""
 
-    def __init__(self, host: RolloutHost, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, host: RolloutHost, clock: Callable[[], float] = time.time,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.d = host
         self._clock = clock
+        #: How the providers' requests travel: directly (local), or through the gateway
+        #: inside the app's network (Swarm, Kubernetes: `mso.analysis.relay`).
+        self._transport = transport
         self._runs: dict[str, AnalysisRun] = {}
+        #: Each run's last poll: (when, final, outcome), read again until the analysis
+        #: `interval` has passed.
+        self._polled: dict[str, tuple[float, bool, Outcome]] = {}
         self._next_tick: dict[str, float] = {}
         self._last_verdict: dict[str, str] = {}
         self._members: dict[str, tuple[Member, ...]] = {}  # at each service's last tick
@@ -257,12 +266,19 @@ class RolloutController:
             self._members[service] = members
             spec = self.spec(service, state.to_release)
             interval = float((spec.get("analysis") or {}).get("interval", 1.0))
+            # The rollout itself ticks at least every second (step durations, pauses);
+            # the analysis reads and judges every `interval` (`_analyse`).
             self._next_tick[service] = due[-1] = now + min(interval, 1.0)
             try:
                 decision = await self._decide(state, spec, want, now)
             except Exception:
                 log.exception("rollout tick for %s failed", service)
                 continue
+            polled = self._polled.get(service)
+            if polled is not None and now < polled[0] + interval:
+                # A tick for a replica change did not read the analysis: its next
+                # reading stays due `interval` after the last one.
+                self._next_tick[service] = due[-1] = min(due[-1], polled[0] + interval)
             # A command (promote, abort, pause; from another process on Kubernetes) may
             # have changed the rollout while this decision awaited the metrics: a decision
             # made from the old state must not overwrite it. Decide again next tick.
@@ -292,7 +308,7 @@ class RolloutController:
                 # The preview, judged against the stable (fed by `analysis.load`).
                 kind, reason = await self._verdict(
                     state, spec, state.step_started > 0
-                    and canary.step_elapsed(state, now) >= duration)
+                    and canary.step_elapsed(state, now) >= duration, now)
             return bluegreen.advance(state, Tick(now, ready, kind, reason, deadline), keep,
                                      duration)
         steps = spec.get("steps") or []
@@ -304,14 +320,15 @@ class RolloutController:
             return Decision(state)
         ready = self._subset_ready(state.service, "canary", state.to_release,
                                    canary_replicas(want.replicas, state.weight))
-        kind, reason = await self._verdict(state, spec, canary.analysis_due(state, steps, now))
+        kind, reason = await self._verdict(state, spec, canary.analysis_due(state, steps, now),
+                                           now)
         return canary.advance(state, steps, Tick(now, ready, kind, reason, deadline))
 
     async def _verdict(self, state: RolloutState, spec: dict[str, Any],
-                       final: bool) -> tuple[str | None, str]:
+                       final: bool, now: float) -> tuple[str | None, str]:
         """Poll the analysis and keep its numbers in `state.analysis`: the verdict (None
         without one) and its reason (what a sample-starved analysis still needs)."""
-        outcome = await self._analyse(state, spec, final)
+        outcome = await self._analyse(state, spec, final, now)
         if outcome is None:
             return None, ""
         state.analysis = self._with_load(state.service, outcome.to_dict())
@@ -332,17 +349,24 @@ class RolloutController:
                    and not m.stopping and m.release == release and m.ready)
 
     async def _analyse(self, state: RolloutState, spec: dict[str, Any],
-                       final: bool) -> Outcome | None:
+                       final: bool, now: float) -> Outcome | None:
         """One poll of the rollout's analysis (`mso.analysis.run`): the proxy's judge
         and the manifest's providers, combined; None when the service has no HTTP port
-        for the proxy to measure."""
+        for the proxy to measure. Polled every `analysis.interval`: between polls the
+        last outcome stands, except that the first poll after an analysis step's duration
+        ended (the final one) is taken at once."""
         run = self._runs.get(state.service)
         if run is None:
             made = self._new_run(state, spec)
             if made is None:
                 return None
             run = self._runs[state.service] = made
+        interval = float((spec.get("analysis") or {}).get("interval", 1.0))
+        last = self._polled.get(state.service)
+        if last is not None and now < last[0] + interval and (last[1] or not final):
+            return last[2]
         outcome = await run.poll(final, state.step)
+        self._polled[state.service] = (now, final, dataclasses.replace(outcome, changed=()))
         for report in outcome.changed:
             self.d.store.add_event("analysis.provider", f"{report.name} {report.phase}: "
                                    f"{report.reason}", state.service, data=report.to_dict())
@@ -370,7 +394,8 @@ class RolloutController:
             self.d.metrics, cluster, config=config,
             canary_subset="preview" if state.strategy == "blue_green" else "canary",
             extra=None if load is None else load.drain)
-        return AnalysisRun(proxy, providers_from_spec(a.get("providers") or [], context),
+        return AnalysisRun(proxy, providers_from_spec(a.get("providers") or [], context,
+                                                      self._transport),
                            clock=self._clock)
 
     def _start_load(self, state: RolloutState, spec: dict[str, Any],
@@ -419,7 +444,20 @@ class RolloutController:
                                    subset: totals[judged]
                                    for judged, subset in load.subsets.items()}})
 
+    def provider_urls(self) -> list[str]:
+        """The URLs the providers of the active rollouts request (no credentials, no
+        query): the gateway's `fetch` allow list on Swarm and Kubernetes."""
+        urls: list[str] = []
+        for service in self.d.store.services_with_releases():
+            state = self.active(service)
+            if state is not None:
+                items = (self.spec(service, state.to_release).get("analysis") or {}
+                         ).get("providers") or []
+                urls.extend(u for u in request_urls(items) if u not in urls)
+        return urls
+
     def _end_run(self, service: str) -> None:
+        self._polled.pop(service, None)
         run = self._runs.pop(service, None)
         if run is not None:
             run.close()
@@ -816,7 +854,9 @@ def _redacted(thresholds: dict[str, Any]) -> dict[str, Any]:
     for item in out.get("providers") or []:
         shown = {}
         for kind, settings in dict(item).items():
-            settings = dict(settings or {})
+            if settings is None:  # the model's other kind of provider, unset
+                continue
+            settings = dict(settings)
             if "url" in settings:
                 settings["url"] = redact_url(str(settings["url"]))
             shown[kind] = settings

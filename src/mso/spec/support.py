@@ -136,18 +136,6 @@ def _not_always(value: Any, item: dict[str, Any]) -> bool:
 _AUTOSCALE = Gap("mso does not size services by their load yet (issue 19); on Kubernetes the "
                  "HorizontalPodAutoscaler it rendered targeted a metric nothing exports",
                  "set `replicas:` and use `mso scale SERVICE=N`")
-_PROVIDERS_INSTEAD = ("leave `providers` out and gate the canary yourself: put a `pause: {}` step "
-                      "after its `set_weight`, look at your metrics, then `mso rollout promote "
-                      "SERVICE` or `mso rollout abort SERVICE` (the proxy's `analysis` "
-                      "thresholds still judge it meanwhile)")
-_SWARM_PROVIDERS = Gap("the rollout controller that would query them runs on the manager node, "
-                       "outside the app's overlay network, where an address such as "
-                       "`http://prometheus:9090` does not resolve, and mso does not yet show "
-                       "them judging a Swarm canary (issue 14)", _PROVIDERS_INSTEAD)
-_K8S_PROVIDERS = Gap("the rollout controller that would query them runs beside the CLI, outside "
-                     "the cluster, where an in-cluster address such as "
-                     "`http://prometheus.monitoring:9090` does not resolve, and mso does not yet "
-                     "show them judging a Kubernetes canary (issue 14)", _PROVIDERS_INSTEAD)
 _BG_ANALYSIS = Gap("a blue/green preview gets no user traffic, so without synthetic load the "
                    "proxy's analysis has nothing to judge", "add `analysis.load` (mso then "
                    "sends requests of its own to the preview and the stable), or promote with "
@@ -162,7 +150,6 @@ _K8S_NOTIFY = Gap("the notifier runs in the rollout controller, and the Kubernet
                   "last events (promoted, rolled back) are delivered or retried",
                      "leave `notifications` out and follow `mso events` or "
                      "`mso rollout status -w`")
-_INTERVAL = Gap("the analysis looks every second at most", "leave `interval` out (1s)")
 _SWARM_SURGE = Gap("a Swarm rolling update moves all traffic to a full-size stand-in service "
                    "first (zero-loss handoff), so there is no surge to bound",
                    "leave it out: the stand-in is the surge")
@@ -268,7 +255,6 @@ FEATURES: tuple[Feature, ...] = (
             gaps={"swarm": _SWARM_SURGE}),
     Feature("services.*.rollout.analysis.providers", "`rollout.analysis.providers`",
             "analysis_prometheus",
-            gaps={"swarm": _SWARM_PROVIDERS, "kubernetes": _K8S_PROVIDERS},
             when=lambda value, item: bool(value)),
     Feature("services.*.rollout.analysis", "`rollout.analysis` with `blue_green`, no `load`",
             "bluegreen_analysis",
@@ -282,7 +268,6 @@ FEATURES: tuple[Feature, ...] = (
             when=lambda value, item: bool(value)),
     Feature("services.*.rollout.analysis.interval", "`analysis.interval` above 1s",
             "analysis_interval",
-            gaps={"local": _INTERVAL, "swarm": _INTERVAL, "kubernetes": _INTERVAL},
             when=_above_one_second),
     Feature("services.*.proxy", "`proxy` (per-try timeout, hedging)", "hung_replica_skipped",
             gaps={"swarm": _SWARM_PROXY, "kubernetes": _K8S_PROXY}),

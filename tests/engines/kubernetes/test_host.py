@@ -67,3 +67,14 @@ def test_pod_states_map_to_mso_states() -> None:
     assert pod_state(_pod(phase="Pending"))[0] == "STARTING"
     stopping = {"metadata": {"name": "p", "deletionTimestamp": "x"}, "status": {}}
     assert pod_state(stopping)[0] == "STOPPING"
+
+
+def test_providers_naming_the_apps_services_reach_them_by_cluster_ip() -> None:
+    from mso.engines.kubernetes.gateway import provider_hosts
+    services = {"prom-stable": "10.96.0.12", "web-stable": "10.96.0.13"}
+    urls = ["http://prom-stable:9090/api/v1/query",
+            "http://prom-stable.shop.svc.cluster.local:9090/api/v1/query",
+            "http://prom-stable.other:9090/api/v1/query",  # another namespace: DNS's
+            "http://prometheus.monitoring:9090/api/v1/query", "https://hooks.example/x"]
+    assert provider_hosts(urls, services, "shop") == {
+        "prom-stable": "10.96.0.12", "prom-stable.shop.svc.cluster.local": "10.96.0.12"}
