@@ -21,6 +21,7 @@ import signal
 import time
 from typing import Awaitable, Callable
 
+from mso.engines.local import container as containers
 from mso.engines.local import process as proc
 from mso.engines.local.backoff import Backoff, Clock
 from mso.engines.local.cgroups import Cgroup, CgroupManager
@@ -251,6 +252,7 @@ class ReplicaSupervisor:
         # Bounded: the probe loops also end by themselves once _exit is done.
         await asyncio.wait({self._probe_task}, timeout=5.0)
         self._cleanup_leftovers(ref)
+        await self._remove_container()
         self._logs_exited()
         return status
 
@@ -336,6 +338,12 @@ class ReplicaSupervisor:
         # Processes that left the group (setsid, double fork) are found by environment;
         # batched with the other replicas' sweeps (and run before this replica respawns).
         proc.ENV_SWEEPER.request(self.spec.sweep_match())
+
+    async def _remove_container(self) -> None:
+        """A container outlives its client's SIGKILL: remove it (by its unique name), so
+        the next start cannot meet it and a stop leaves nothing running."""
+        if self.spec.container is not None:
+            await containers.remove(self.spec.container, self.spec.runtime)
 
     # -- probes -------------------------------------------------------------------------
 
@@ -507,6 +515,7 @@ class ReplicaSupervisor:
         if running and ref is not None:
             # Only right after our own exit: a long-dead leader's pid may be reused.
             self._cleanup_leftovers(ref)
+            await self._remove_container()
             self._logs_exited()
         if self.cgroup is not None:
             await self._remove_cgroup(self.cgroup)

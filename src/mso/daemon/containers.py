@@ -1,0 +1,91 @@
+"""The daemon's side of container replicas: their images, and each replica's container.
+
+A service with `image:` or `build:` and no `run:` runs as a container (see
+mso.engines.local.container). Its image is `image:` as written, or the content-addressed
+tag of its `build:` (mso.engines.images: an unchanged context is not built again). A
+rebuilt image with an unchanged manifest is a new release (mso.releases.images), recorded
+per release in the store's meta, so a rollback brings back the image it ran.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mso.engines.local import container as containers
+from mso.engines.local.container import ContainerSpec, Mount
+from mso.releases import images as release_images
+from mso.releases.apply import AppliedChange
+from mso.spec.load import LoadedManifest
+from mso.store.db import Store
+
+IMAGES_KEY = "local.images"  #: {service: {release: image}}
+BUILT_KEY = "local.built"  #: service -> the image the last deploy built for it
+
+
+def is_container(model: dict[str, Any]) -> bool:
+    """Whether a release's model runs as a container on this engine."""
+    return not model.get("run") and bool(model.get("image") or model.get("build"))
+
+
+def build_images(loaded: LoadedManifest) -> dict[str, str]:
+    """The image of every container service, built when it has a `build:` (blocking:
+    call it off the event loop). Raises mso.engines.images.ImageError."""
+    from mso.engines import images  # the Docker SDK: only when an app has containers
+
+    out: dict[str, str] = {}
+    for name, service in loaded.manifest.services.items():
+        if service.run is None and service.build is not None:
+            out[name] = images.build_service_image(loaded, name)
+        elif service.run is None and service.image:
+            out[name] = service.image
+    return out
+
+
+def _recorded(store: Store) -> dict[str, dict[str, str]]:
+    raw = store.get_meta(IMAGES_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def image_of(store: Store, service: str, release: int) -> str | None:
+    return _recorded(store).get(service, {}).get(str(release))
+
+
+def record_builds(store: Store, changes: list[AppliedChange], built: dict[str, str],
+                  author: str | None = None) -> list[AppliedChange]:
+    """A new image is a new release (rolled out with the service's strategy)."""
+    def record(service: str, release: int) -> None:
+        table = _recorded(store)
+        table.setdefault(service, {})[str(release)] = built[service]
+        store.set_meta(IMAGES_KEY, json.dumps(table, sort_keys=True))
+
+    return release_images.record_builds(
+        store, changes, built, lambda s, r: image_of(store, s, r), record, BUILT_KEY, author)
+
+
+def container_spec(*, store: Store, model: dict[str, Any], instance: str, app: str,
+                   record: Any, env_names: list[str], secrets_dir: Path, config_dir: Path,
+                   data_dir: Path, stop_signal: int, stop_grace: float) -> ContainerSpec:
+    """The container of one replica (`record`: a ReplicaRecord)."""
+    from mso.releases.ports import port_map
+
+    image = image_of(store, record.service, record.release) or model.get("image")
+    if not image:
+        raise LookupError(f"no image recorded for release {record.release} of {record.service}")
+    declared = {name: number for name, (_, number) in port_map(model).items()}
+    resources = model.get("resources") or {}
+    return ContainerSpec(
+        name=containers.container_name(instance, record.id), image=str(image),
+        labels={f"{containers.LABEL}.instance": instance, f"{containers.LABEL}.app": app,
+                f"{containers.LABEL}.service": record.service,
+                f"{containers.LABEL}.replica": record.id,
+                f"{containers.LABEL}.release": str(record.release),
+                f"{containers.LABEL}.spec-hash": record.spec_hash},
+        publish={record.ports[n]: declared[n] for n in record.ports if n in declared},
+        env_names=tuple(sorted(env_names)),
+        mounts=(Mount(str(secrets_dir), containers.SECRETS_DIR),
+                Mount(str(config_dir), containers.CONFIG_DIR),
+                Mount(str(data_dir), containers.DATA_DIR, read_only=False)),
+        stop_signal=stop_signal, stop_grace=stop_grace,
+        cpu=resources.get("cpu"), memory=resources.get("memory"))
