@@ -69,6 +69,7 @@ services:
     config: [{{source: ./web.conf, target: web.conf}}]
     resources: {{cpu: 0.5, memory: 128Mi}}
     stop: {{grace: 5s}}
+    depends_on: {{plain: started}}
     health:
       readiness: {{http: /, period: 200ms}}
       liveness: {{exec: [python3, -c, "import os; os.stat('/srv/web.py')"], period: 1s}}
@@ -91,6 +92,7 @@ def test_build_service_runs_as_containers_beside_a_process(app: MsoApp, base_ima
     assert status == 200 and body.endswith(" v1"), body
     assert app.get("/plain/")[0] in (200, 404)
     assert app.get("/config")[1] == "greeting=hello\n"  # config: mounted read-only
+    assert app.get("/dep") == (200, "plain answered 200")  # PLAIN_URL works in a container
     first = _containers(instance)
     assert sorted(first.values()) == ["web-1", "web-2"]
 

@@ -9,7 +9,9 @@ per release in the store's meta, so a rollback brings back the image it ran.
 
 from __future__ import annotations
 
+import functools
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,28 @@ def record_builds(store: Store, changes: list[AppliedChange], built: dict[str, s
 
     return release_images.record_builds(
         store, changes, built, lambda s, r: image_of(store, s, r), record, BUILT_KEY, author)
+
+
+@functools.lru_cache(maxsize=1)
+def _bridge_gateway() -> str | None:
+    try:
+        binary = containers.runtime()
+        out = subprocess.run([binary, "network", "inspect", "bridge", "--format",
+                              "{{range .IPAM.Config}}{{.Gateway}} {{end}}"],
+                             capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = [a for a in out.stdout.split() if a.count(".") == 3]
+    return found[0] if out.returncode == 0 and found else None
+
+
+def bridge_address(store: Store) -> str | None:
+    """The host's address on Docker's default bridge, when the app runs containers: the
+    proxy also listens there on each stable port, and a container's `<DEP>_URL` points
+    there (inside a container, 127.0.0.1 is the container itself)."""
+    if store.get_meta(IMAGES_KEY) is None:
+        return None
+    return _bridge_gateway()
 
 
 def container_spec(*, store: Store, model: dict[str, Any], instance: str, app: str,

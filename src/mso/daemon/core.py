@@ -638,7 +638,8 @@ class Daemon:
                            metrics_port=self.metrics_port(), routes=routes,
                            services=self.routing(), draining=frozenset(self._draining),
                            tracing=None if tracing is None
-                           else {**tracing, "app": self.app_name()})
+                           else {**tracing, "app": self.app_name()},
+                           container_bind=containers.bridge_address(self.store))
 
     def _default_http_port(self, service: str) -> str | None:
         release = self.store.latest_release(service)

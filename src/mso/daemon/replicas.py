@@ -153,7 +153,8 @@ class ReplicaBook:
             ports={n: number for n, (_, number) in port_map(model).items()},
             secrets=secrets, secrets_dir=Path(container_cli.SECRETS_DIR),
             config_dir=Path(container_cli.CONFIG_DIR), data_dir=Path(container_cli.DATA_DIR),
-            discovery=self._discovery(model))
+            discovery=[dataclasses.replace(d, host=containers.bridge_address(self.store)
+                                           or d.host) for d in self._discovery(model)])
         cspec = containers.container_spec(
             store=self.store, model=model, instance=self.instance_id, app=self._app(),
             record=record, env_names=list(inside), secrets_dir=secrets_dir,

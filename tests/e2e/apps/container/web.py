@@ -1,11 +1,12 @@
 """The web service of the container e2e tests: answers "<replica> <release> <VERSION>"
-on $PORT (all interfaces: it runs in a container), /healthz, and prints its secret's
-length (never its value) from /run/secrets."""
+on $PORT (all interfaces: it runs in a container), its config file on /config, what its
+dependency `plain` answers on /dep, and prints its secret's length (never its value)."""
 
 import os
 import signal
 import sys
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,6 +19,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/config":
             body = Path(os.environ["MSO_CONFIG_DIR"], "web.conf").read_text()
+        elif self.path == "/dep":  # a dependency, through its stable address
+            with urllib.request.urlopen(os.environ["PLAIN_URL"] + "/", timeout=5) as answer:
+                body = f"plain answered {answer.status}"
         else:
             body = f"{os.environ.get('MSO_REPLICA')} {os.environ.get('MSO_RELEASE')} {VERSION}"
         data = body.encode()
