@@ -131,7 +131,8 @@ def test_build_service_runs_as_containers_beside_a_process(app: MsoApp, base_ima
     os.kill(app.status()["pid"], signal.SIGKILL)
     assert app.get("/")[0] == 200  # the proxy and the containers keep serving
     stray = _docker("run", "-d", "--label", f"io.mso.instance={instance}", "--label",
-                    "io.mso.replica=web-99", base_image, "sleep", "600").stdout.strip()
+                    "io.mso.replica=web-99", base_image, "python3", "-c",
+                    "import time; time.sleep(600)").stdout.strip()
     assert stray, "the stray container did not start"
     app.cli("up", "-d")
     wait_for(lambda: app.all_ready(3), message="re-adopted replicas READY")

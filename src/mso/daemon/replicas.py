@@ -28,7 +28,7 @@ from mso.engines.local.probes import ProbeSpec
 from mso.engines.local.process import ProcessRef, is_same_process, kill_env_processes
 from mso.engines.local.replica import ReplicaSpec
 from mso.engines.local.states import ReplicaState
-from mso.engines.local.supervisor import ReplicaSupervisor
+from mso.engines.local.supervisor import CONTAINER_SETTLE, ReplicaSupervisor
 from mso.paths import StatePaths
 from mso.ports import free_port
 from mso.store.db import Store
@@ -166,6 +166,8 @@ class ReplicaBook:
             binary = "docker"  # the spawn fails and says so, like any missing program
 
         def inside_probe(probe: ProbeSpec | None) -> ProbeSpec | None:
+            if probe is not None and probe.kind == "tcp":
+                return dataclasses.replace(probe, settle=CONTAINER_SETTLE)
             if probe is None or probe.kind != "exec" or isinstance(probe.target, str):
                 return probe
             return dataclasses.replace(probe, target=container_cli.exec_argv(

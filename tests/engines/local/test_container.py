@@ -132,3 +132,31 @@ async def test_supervisor_removes_the_container_after_a_stop(
     calls = log.read_text().splitlines()
     assert calls[0].startswith("run --rm --name mso-abc-web-1")
     assert calls[-1] == "rm --force --volumes mso-abc-web-1"
+
+
+@pytest.mark.anyio
+async def test_tcp_probe_with_settle_sees_through_dockers_proxy() -> None:
+    """Docker's proxy accepts a published port's connection even when nothing listens in
+    the container, then closes it: with `settle` that is a failure, not "accepted"."""
+    import asyncio
+
+    from mso.engines.local.probes import ProbeSpec, run_probe
+
+    async def closes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    async def stays(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the probe hangs up
+        writer.close()
+
+    for handler, ok in ((closes, False), (stays, True)):
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            plain = await run_probe(ProbeSpec("tcp", "p"), "127.0.0.1", {"p": port}, {}, ".")
+            settled = await run_probe(ProbeSpec("tcp", "p", settle=0.1), "127.0.0.1",
+                                      {"p": port}, {}, ".")
+        assert plain.ok  # accepted is all a plain tcp probe asks
+        assert settled.ok is ok, settled
+        if not ok:
+            assert "closed at once" in settled.detail

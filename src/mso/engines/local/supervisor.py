@@ -37,6 +37,9 @@ from mso.engines.problems import (CRASH_LOOP_EXITS, READY_ALLOWANCE, Problem,
 
 S = ReplicaState
 log = logging.getLogger(__name__)
+#: How long a container's published port must keep a probe's connection open (Docker's
+#: proxy accepts it even while nothing listens inside, then closes it at once).
+CONTAINER_SETTLE = 0.2
 
 OnTransition = Callable[[str, ReplicaState, ReplicaState, str, "ProcessRef | None"], None]
 OnReady = Callable[[str, bool], None]
@@ -452,7 +455,8 @@ class ReplicaSupervisor:
     async def _wait_port_open(self) -> None:
         if not self.spec.ports:
             return
-        tcp = ProbeSpec("tcp", next(iter(self.spec.ports)), timeout=1.0)
+        tcp = ProbeSpec("tcp", next(iter(self.spec.ports)), timeout=1.0,
+                        settle=CONTAINER_SETTLE if self.spec.container else 0.0)
         while self._probing():
             result = await self._check(tcp)
             if result.ok:
