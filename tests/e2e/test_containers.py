@@ -111,6 +111,13 @@ def test_build_service_runs_as_containers_beside_a_process(app: MsoApp, base_ima
     logs = app.cli("logs", "web", "--tail", "50").stdout
     assert "secret token: %d bytes" % len(SECRET) in logs and "listening on 8000" in logs
 
+    # `mso run` of a container service runs in a new container of its image.
+    ran = app.cli("run", "web", "--", "python3", "-c",
+                  "import os; print(os.environ['MSO_SECRETS'], open('/srv/VERSION').read())")
+    assert "/run/secrets v1" in ran.stdout, ran.stdout
+    wait_for(lambda: sorted(_containers(instance).values()) == ["web-1", "web-2"],
+             message="the one-off's container removed (--rm)")
+
     # A rebuilt image (same manifest) is a new release, rolled out under load: 0 failures.
     (app.folder / "web" / "VERSION").write_text("v2\n")
     with Load(app.gateway_port, rate=100) as load:

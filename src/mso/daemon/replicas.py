@@ -140,30 +140,42 @@ class ReplicaBook:
         return self._container_replica(replica, record, spec, secrets, secrets_dir,
                                        config_dir, data_dir)
 
-    def _container_replica(self, replica: ReplicaSpec, record: ReplicaRecord,
-                           spec: dict[str, Any], secrets: dict[str, str], secrets_dir: Any,
-                           config_dir: Any, data_dir: Any) -> ReplicaSpec:
-        """The replica as a container: its process is the container's client (`docker
-        run` in the foreground), its limits the container's, its exec probes `docker
-        exec`; the container sees its declared ports, /run/secrets and /run/mso/config."""
+    def container_launch(self, record: Any, spec: dict[str, Any], secrets: dict[str, str],
+                         secrets_dir: Path, config_dir: Path, data_dir: Path,
+                         ports: dict[str, int], stop_signal: int = 15, stop_grace: float = 10.0,
+                         ) -> tuple[container_cli.ContainerSpec, dict[str, str], str]:
+        """A container for `record` (a replica, or a one-off with `id`, `service`,
+        `release`, `ports` and `spec_hash`): its spec, the environment it sees (passed
+        by name) and the container CLI."""
         model = spec["model"]
         inside = replica_environment(
             base={}, spec=spec, app=self._app(), service=record.service, replica=record.id,
-            release=record.release,
-            ports={n: number for n, (_, number) in port_map(model).items()},
-            secrets=secrets, secrets_dir=Path(container_cli.SECRETS_DIR),
+            release=record.release, ports=ports, secrets=secrets,
+            secrets_dir=Path(container_cli.SECRETS_DIR),
             config_dir=Path(container_cli.CONFIG_DIR), data_dir=Path(container_cli.DATA_DIR),
             discovery=[dataclasses.replace(d, host=containers.bridge_address(self.store)
                                            or d.host) for d in self._discovery(model)])
         cspec = containers.container_spec(
             store=self.store, model=model, instance=self.instance_id, app=self._app(),
             record=record, env_names=list(inside), secrets_dir=secrets_dir,
-            config_dir=config_dir, data_dir=data_dir, stop_signal=replica.stop_signal,
-            stop_grace=replica.stop_grace)
+            config_dir=config_dir, data_dir=data_dir, stop_signal=stop_signal,
+            stop_grace=stop_grace)
         try:
             binary = container_cli.runtime(self.base_env.get("PATH"))
         except container_cli.RuntimeMissing:
             binary = "docker"  # the spawn fails and says so, like any missing program
+        return cspec, inside, binary
+
+    def _container_replica(self, replica: ReplicaSpec, record: ReplicaRecord,
+                           spec: dict[str, Any], secrets: dict[str, str], secrets_dir: Path,
+                           config_dir: Path, data_dir: Path) -> ReplicaSpec:
+        """The replica as a container: its process is the container's client (`docker
+        run` in the foreground), its limits the container's, its exec probes `docker
+        exec`; the container sees its declared ports, /run/secrets and /run/mso/config."""
+        cspec, inside, binary = self.container_launch(
+            record, spec, secrets, secrets_dir, config_dir, data_dir,
+            ports={n: number for n, (_, number) in port_map(spec["model"]).items()},
+            stop_signal=replica.stop_signal, stop_grace=replica.stop_grace)
 
         def inside_probe(probe: ProbeSpec | None) -> ProbeSpec | None:
             if probe is not None and probe.kind == "tcp":
