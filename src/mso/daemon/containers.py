@@ -41,8 +41,21 @@ def build_images(loaded: LoadedManifest) -> dict[str, str]:
         if service.run is None and service.build is not None:
             out[name] = images.build_service_image(loaded, name)
         elif service.run is None and service.image:
-            out[name] = service.image
+            out[name] = _local_id(service.image) or service.image
     return out
+
+
+def _local_id(image: str) -> str | None:
+    """The id of `image` when this machine has it: a release then names the very image it
+    ran (a re-tagged `image:` is a new release, and a rollback brings the old one back);
+    None when it is missing (Docker pulls it by name at the first start)."""
+    try:
+        out = subprocess.run([containers.runtime(), "image", "inspect", "--format", "{{.Id}}",
+                              image], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = out.stdout.strip()
+    return found if out.returncode == 0 and found.startswith("sha256:") else None
 
 
 def _recorded(store: Store) -> dict[str, dict[str, str]]:
