@@ -34,11 +34,11 @@ def is_container(model: dict[str, Any]) -> bool:
 def build_images(loaded: LoadedManifest) -> dict[str, str]:
     """The image of every container service, built when it has a `build:` (blocking:
     call it off the event loop). Raises mso.engines.images.ImageError."""
-    from mso.engines import images  # the Docker SDK: only when an app has containers
-
     out: dict[str, str] = {}
     for name, service in loaded.manifest.services.items():
         if service.run is None and service.build is not None:
+            from mso.engines import images  # the Docker SDK: only when an app builds one
+
             out[name] = images.build_service_image(loaded, name)
         elif service.run is None and service.image:
             out[name] = _local_id(service.image) or service.image
