@@ -125,6 +125,10 @@ def _container_secret(value: Any, item: dict[str, Any]) -> bool:
     return bool(value) and bool(item.get("image") or item.get("build"))
 
 
+def _local_container_secret(value: Any, item: dict[str, Any]) -> bool:
+    return bool(value) and not item.get("run") and bool(item.get("image") or item.get("build"))
+
+
 def _completed(value: Any, item: dict[str, Any]) -> bool:
     return bool(value == "completed")
 
@@ -194,6 +198,13 @@ FEATURES: tuple[Feature, ...] = (
             gaps={"swarm": Gap("a container built from `image:`/`build:` gets its secrets as "
                                "files only", "read the file in $MSO_SECRETS")},
             when=_container_secret),
+    Feature("services.*.secrets.*.as_env", "`secrets.*.as_env` of a container (no `run:`)",
+            "secret_as_env",
+            gaps={"local": Gap("a container (`image:`/`build:` without `run:`) gets its secrets "
+                               "as read-only files in /run/secrets only: an environment "
+                               "variable would show in `docker inspect`",
+                               "read the file in $MSO_SECRETS")},
+            when=_local_container_secret),
     Feature("services.*.depends_on.*", "`depends_on: {X: completed}`", "depends_on_order",
             gaps={"swarm": Gap("every condition waits for a running task",
                                "use a job with `before:`"),
