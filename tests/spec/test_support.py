@@ -40,6 +40,7 @@ services:
     rollout:
       strategy: recreate
       max_surge: 2
+      analysis: {interval: 5s}
 jobs:
   migrate: {run: [python3, m.py], before: [web], timeout: 1m}
 """
@@ -57,8 +58,8 @@ def _refusals(tmp_path: Path, engine: support.EngineName) -> list[tuple[int | No
 
 def test_each_engine_refuses_what_it_would_ignore_with_file_and_line(tmp_path: Path) -> None:
     local = _refusals(tmp_path, "local")
-    assert local == [(8, "services.web.autoscale", local[0][2])]
-    assert local[0][2].startswith("not supported on local: mso does not size services")
+    assert local == [(15, "services.web.rollout.analysis.interval", local[0][2])]
+    assert local[0][2].startswith("not supported on local: the analysis looks every second")
     swarm = {field for _, field, _ in _refusals(tmp_path, "swarm")}
     assert {"services.web.rollout.strategy", "services.web.rollout.max_surge",
             "services.web.health.liveness", "jobs.migrate.timeout",

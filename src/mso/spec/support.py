@@ -129,9 +129,11 @@ def _not_always(value: Any, item: dict[str, Any]) -> bool:
     return bool(value != "always")
 
 
-_AUTOSCALE = Gap("mso does not size services by their load yet (issue 19); on Kubernetes the "
-                 "HorizontalPodAutoscaler it rendered targeted a metric nothing exports",
-                 "set `replicas:` and use `mso scale SERVICE=N`")
+_SWARM_AUTOSCALE = Gap("the Swarm controller does not run mso's autoscaler yet (issue 19)",
+                       "set `replicas:` and use `mso scale SERVICE=N`")
+_K8S_AUTOSCALE = Gap("the Kubernetes controller does not run mso's autoscaler yet (issue 19), "
+                     "and the HorizontalPodAutoscaler mso renders targets a metric nothing "
+                     "exports", "set `replicas:` and use `mso scale SERVICE=N`")
 _PROVIDERS_INSTEAD = ("leave `providers` out and gate the canary yourself: put a `pause: {}` step "
                       "after its `set_weight`, look at your metrics, then `mso rollout promote "
                       "SERVICE` or `mso rollout abort SERVICE` (the proxy's `analysis` "
@@ -268,7 +270,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("tracing", "`tracing` (request spans over OTLP)", "request_traces",
             gaps={"swarm": _SWARM_TRACING, "kubernetes": _K8S_TRACING}),
     Feature("services.*.autoscale", "`autoscale`", "autoscale",
-            gaps={"local": _AUTOSCALE, "swarm": _AUTOSCALE, "kubernetes": _AUTOSCALE}),
+            gaps={"swarm": _SWARM_AUTOSCALE, "kubernetes": _K8S_AUTOSCALE}),
 )
 
 
