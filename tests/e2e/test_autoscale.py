@@ -30,6 +30,7 @@ services:
       min: 1
       max: 3
       target_rps_per_replica: 15
+      target_cpu_per_replica: 4     # never reached: shows the cgroup's CPU is read
       behavior:
         scale_down: {stabilization: 3s}
 """
@@ -59,7 +60,7 @@ def test_a_load_step_scales_up_and_idle_brings_it_back_to_min(app: MsoApp) -> No
     assert up.ok > 100 and down.ok > 5
     scaled = [e for e in app.events() if e["type"] == "service.autoscaled"]
     assert scaled[0]["data"]["current"] == 1 and scaled[0]["data"]["desired"] > 1
-    assert scaled[0]["data"]["metrics"][0]["metric"] == "rps"
+    assert [m["metric"] for m in scaled[0]["data"]["metrics"]] == ["rps", "cpu"]
     assert scaled[-1]["data"]["desired"] == 1
     ps = app.json("ps")["autoscale"]["web"]
     assert (ps["min"], ps["max"], ps["replicas"]) == (1, 3, 1) and ps["last"]["reason"]

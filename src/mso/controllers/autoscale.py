@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from mso.errors import Conflict
 from mso.analysis.latency import histogram_quantile
 from mso.analysis.windows import SnapshotError, window_from_snapshots
 from mso.store.db import Store
@@ -234,6 +235,38 @@ def _rate_limited(policy: Policy, current: int, want: int, history: History,
         start = current + removed
         return max(want, min(current, start - policy.down.limit(start)))
     return want
+
+
+def refuse_autoscaled(autoscaled: Mapping[str, Mapping[str, Any]], service: str,
+                      current: int) -> None:
+    """`mso scale` of an autoscaled service: refused, with its bounds (the autoscaler
+    would undo it), on every engine."""
+    spec = autoscaled.get(service)
+    if spec is not None:
+        raise Conflict(f"{service} is autoscaled between {spec.get('min', 1)} and {spec['max']} "
+                       f"replicas (now {current}): the autoscaler would undo `mso scale`; "
+                       f"change autoscale.min/max in the manifest (or remove autoscale) and "
+                       f"apply it again")
+
+
+def status(store: Store, autoscaled: Mapping[str, Mapping[str, Any]],
+           last: Callable[[str], dict[str, Any] | None] | None = None) -> dict[str, Any]:
+    """Each autoscaled service's bounds, replica count and last decision, for `mso ps`.
+    `last(service)`: the running autoscaler's last decision; without one (an engine whose
+    controller is another process), the newest `service.autoscaled` event's."""
+    desired = store.desired()
+    out: dict[str, Any] = {}
+    for name, spec in sorted(autoscaled.items()):
+        if last is not None:
+            decision = last(name)
+        else:
+            found = [e for e in store.events(service=name, limit=500)
+                     if e.type == "service.autoscaled"]
+            decision = found[-1].data if found else None
+        out[name] = {"min": spec.get("min", 1), "max": spec["max"],
+                     "replicas": desired[name].replicas if name in desired else None,
+                     "last": decision}
+    return out
 
 
 def split(total: int, weights: Mapping[str, int]) -> dict[str, int]:

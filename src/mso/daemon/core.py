@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mso.errors import Conflict
-from mso.controllers.autoscale import Autoscaler
+from mso.controllers.autoscale import Autoscaler, refuse_autoscaled
+from mso.controllers.autoscale import status as autoscale_status
 from mso.controllers.replicas import ObservedReplica, RollingParams, StartReplica, plan
 from mso.controllers.rollouts import Member, RolloutController, RolloutError
 from mso.controllers.routing import RouteView, ServiceRouting, build_table
@@ -289,12 +290,7 @@ class Daemon:
         desired = self.store.desired().get(service)
         if desired is None or desired.kind != "service":
             raise KeyError(service)
-        bounds = self.autoscaled().get(service)
-        if bounds is not None:
-            raise Conflict(f"{service} is autoscaled between {bounds['min']} and {bounds['max']} "
-                           f"replicas (now {desired.replicas}): the autoscaler would undo `mso "
-                           f"scale`; change autoscale.min/max in the manifest (or remove "
-                           f"autoscale) and run `mso up`")
+        refuse_autoscaled(self.autoscaled(), service, desired.replicas)
         self.set_replicas(service, replicas)
         self.store.add_event("service.scaled", f"scaled to {replicas}", service,
                              data={"replicas": replicas})
@@ -305,11 +301,7 @@ class Daemon:
 
     def autoscale_status(self) -> dict[str, dict[str, Any]]:
         """Each autoscaled service's bounds, count and last decision (`mso ps`)."""
-        desired = self.store.desired()
-        return {name: {"min": spec["min"], "max": spec["max"],
-                       "replicas": desired[name].replicas if name in desired else None,
-                       "last": self.autoscaler.state(name)}
-                for name, spec in sorted(self.autoscaled().items())}
+        return autoscale_status(self.store, self.autoscaled(), self.autoscaler.state)
 
     def set_replicas(self, service: str, replicas: int) -> None:
         """Run `replicas` replicas of `service` (fewer: the extra ones drain and stop)."""

@@ -129,8 +129,9 @@ def _not_always(value: Any, item: dict[str, Any]) -> bool:
     return bool(value != "always")
 
 
-_SWARM_AUTOSCALE = Gap("the Swarm controller does not run mso's autoscaler yet (issue 19)",
-                       "set `replicas:` and use `mso scale SERVICE=N`")
+_SWARM_CPU = Gap("the Swarm controller does not read its tasks' CPU time",
+                 "use target_rps_per_replica, target_inflight_per_replica or "
+                 "target_p99_latency (from the gateway's figures)")
 _K8S_AUTOSCALE = Gap("the Kubernetes controller does not run mso's autoscaler yet (issue 19), "
                      "and the HorizontalPodAutoscaler mso renders targets a metric nothing "
                      "exports", "set `replicas:` and use `mso scale SERVICE=N`")
@@ -270,7 +271,9 @@ FEATURES: tuple[Feature, ...] = (
     Feature("tracing", "`tracing` (request spans over OTLP)", "request_traces",
             gaps={"swarm": _SWARM_TRACING, "kubernetes": _K8S_TRACING}),
     Feature("services.*.autoscale", "`autoscale`", "autoscale",
-            gaps={"swarm": _SWARM_AUTOSCALE, "kubernetes": _K8S_AUTOSCALE}),
+            gaps={"kubernetes": _K8S_AUTOSCALE}),
+    Feature("services.*.autoscale.target_cpu_per_replica", "`autoscale.target_cpu_per_replica`",
+            "autoscale", gaps={"swarm": _SWARM_CPU, "kubernetes": _K8S_AUTOSCALE}),
 )
 
 

@@ -29,6 +29,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+from mso.controllers.autoscale import Autoscaler
 from mso.controllers.rollouts import Member, RolloutController
 from mso.controllers.routing import RouteView
 from mso.releases.ports import port_map
@@ -71,6 +72,7 @@ class SwarmController:
         self.api = api or SwarmApi()
         self.proxy = ProxyClient(str(paths.gateway_socket), timeout=10.0)
         self.rollouts = RolloutController(self)
+        self.autoscaler = Autoscaler(self, self._autoscaled)
         self.obs: dict[tuple[str, str], ServiceObs] = {}
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -104,6 +106,23 @@ class SwarmController:
 
     def relabel(self, service: str, mapping: dict[str, str]) -> None:
         """Nothing to do: the subset of each Swarm service follows the rollout's targets."""
+
+    # -- AutoscaleHost ------------------------------------------------------------------
+    def _autoscaled(self) -> dict[str, dict[str, Any]]:
+        config = AppConfig.load(self.store)
+        return dict(config.autoscale) if config is not None else {}
+
+    def serving(self, service: str) -> int:
+        return sum(1 for m in self.members(service) if m.ready and not m.stopping)
+
+    def cpu_seconds(self, service: str) -> dict[str, float] | None:
+        return None  # not read from Swarm tasks (support.py refuses the CPU target here)
+
+    def set_replicas(self, service: str, replicas: int) -> None:
+        want = self.store.desired()[service]
+        self.store.set_desired(Desired(service, "service", want.release, replicas,
+                                       want.manifest_replicas))
+        self.wake()
 
     def wake(self) -> None:
         self._wake.set()
@@ -212,6 +231,7 @@ class SwarmController:
             self._network_for, self._network_checked = checked[:2], time.monotonic()
         await self.observe()
         await self.rollouts.tick()
+        await self.autoscaler.tick()
         ctx = self._context(config)
         desired = {n: d for n, d in self.store.desired().items() if d.kind == "service"}
         everything = self.store.desired()
