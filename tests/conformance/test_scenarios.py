@@ -295,9 +295,11 @@ def test_a_startup_probe_holds_the_other_probes(target: Target) -> None:
 
 @scenario("autoscale")
 def test_autoscale_follows_the_load_and_comes_back_to_min(target: Target) -> None:
-    target.write(service(BASE, "    autoscale:\n"
-                               "      {min: 1, max: 3, target_rps_per_replica: 5,\n"
-                               "       behavior: {scale_down: {stabilization: 2s}}}\n"))
+    # Its own app name: a shared Swarm may run another branch's `conf` app meanwhile.
+    target.write(service(BASE.replace("app: conf\n", "app: conf-autoscale\n"),
+                         "    autoscale:\n"
+                         "      {min: 1, max: 3, target_rps_per_replica: 5,\n"
+                         "       behavior: {scale_down: {stabilization: 2s}}}\n"))
     if target.refused("services.web.autoscale"):
         return
     target.up()
@@ -336,6 +338,10 @@ def test_autoscale_follows_the_load_and_comes_back_to_min(target: Target) -> Non
     scaled = [e for e in target.json("events", "--tail", "1000")
               if e["type"] == "service.autoscaled"]
     assert scaled and scaled[-1]["data"]["desired"] == 1
+    shown = target.json("ps")["autoscale"]["web"]
+    assert (shown["min"], shown["max"], shown["replicas"]) == (1, 3, 1) and shown["last"]
+    refused = target.mso("scale", "web=2", check=False)
+    assert refused.returncode != 0 and "autoscaled between 1 and 3" in refused.stderr
 
 
 PROVIDER = """    rollout:
