@@ -129,12 +129,11 @@ def _not_always(value: Any, item: dict[str, Any]) -> bool:
     return bool(value != "always")
 
 
-_SWARM_CPU = Gap("the Swarm controller does not read its tasks' CPU time",
-                 "use target_rps_per_replica, target_inflight_per_replica or "
-                 "target_p99_latency (from the gateway's figures)")
-_K8S_AUTOSCALE = Gap("the Kubernetes controller does not run mso's autoscaler yet (issue 19), "
-                     "and the HorizontalPodAutoscaler mso renders targets a metric nothing "
-                     "exports", "set `replicas:` and use `mso scale SERVICE=N`")
+_REMOTE_CPU_INSTEAD = ("use target_rps_per_replica, target_inflight_per_replica or "
+                      "target_p99_latency (from the gateway's figures)")
+_SWARM_CPU = Gap("the Swarm controller does not read its tasks' CPU time", _REMOTE_CPU_INSTEAD)
+_K8S_CPU = Gap("the Kubernetes controller does not read its pods' CPU time (no "
+               "metrics-server is assumed)", _REMOTE_CPU_INSTEAD)
 _PROVIDERS_INSTEAD = ("leave `providers` out and gate the canary yourself: put a `pause: {}` step "
                       "after its `set_weight`, look at your metrics, then `mso rollout promote "
                       "SERVICE` or `mso rollout abort SERVICE` (the proxy's `analysis` "
@@ -270,10 +269,9 @@ FEATURES: tuple[Feature, ...] = (
             gaps={"swarm": _SWARM_PROXY, "kubernetes": _K8S_PROXY}),
     Feature("tracing", "`tracing` (request spans over OTLP)", "request_traces",
             gaps={"swarm": _SWARM_TRACING, "kubernetes": _K8S_TRACING}),
-    Feature("services.*.autoscale", "`autoscale`", "autoscale",
-            gaps={"kubernetes": _K8S_AUTOSCALE}),
+    Feature("services.*.autoscale", "`autoscale`", "autoscale"),
     Feature("services.*.autoscale.target_cpu_per_replica", "`autoscale.target_cpu_per_replica`",
-            "autoscale", gaps={"swarm": _SWARM_CPU, "kubernetes": _K8S_AUTOSCALE}),
+            "autoscale", gaps={"swarm": _SWARM_CPU, "kubernetes": _K8S_CPU}),
 )
 
 
