@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from mso.controllers.autoscale import (Autoscaler, History, Observation, Policy, Rule, cpu_cores,
-                                       measure, plan, split)
+                                       measure, plan)
+from mso.controllers.rollouts import Member, RolloutController
 from mso.store.db import Store
 from mso.store.records import Desired
 
@@ -106,10 +107,41 @@ def test_the_largest_count_any_target_asks_for_wins() -> None:
     assert decision.desired == 6 and decision.reason.startswith("inflight 6 ")
 
 
-def test_split_follows_the_weights() -> None:
-    assert split(10, {"stable": 80, "canary": 20}) == {"stable": 8, "canary": 2}
-    assert split(3, {"stable": 95, "canary": 5}) == {"stable": 3, "canary": 1}
-    assert split(4, {"stable": 100, "preview": 0}) == {"stable": 4, "preview": 0}
+def test_during_a_canary_the_canary_follows_the_autoscaled_count_by_its_weight(
+        tmp_path: Path) -> None:
+    # The autoscaler sets the service's count; the rollout controller keeps the stable
+    # subset at that count and gives the canary ceil(count x weight).
+    store = Store(tmp_path / "r.db")
+    model = {"ports": {"http": 8000},
+             "rollout": {"strategy": "canary", "steps": [{"set_weight": 20}, {"pause": {}}]}}
+    for n in (1, 2):
+        store.add_release("web", f"h{n}", {"kind": "service", "model": model}, {}, "t", "x")
+    store.set_desired(Desired("web", "service", 2, 3, 1))
+    controller = RolloutController(_RolloutHost(store))
+    controller.begin("web", 1, 2)
+    for _ in range(3):  # the canary is ready: its step's weight is set
+        asyncio.run(controller.tick())
+    for count, canary in ((3, 1), (10, 2), (12, 3)):
+        targets, weights = controller.targets("web", Desired("web", "service", 2, count, 1))
+        assert {t.subset: t.replicas for t in targets} == {"stable": count, "canary": canary}
+        assert weights == {"stable": 80, "canary": 20}
+
+
+class _RolloutHost:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def members(self, service: str) -> list[Member]:
+        return [Member("stable", 1, True)] * 3 + [Member("canary", 2, True)]
+
+    async def metrics(self) -> dict[str, Any]:
+        return {}
+
+    def relabel(self, service: str, mapping: dict[str, str]) -> None:
+        pass
+
+    def wake(self) -> None:
+        pass
 
 
 def test_policy_from_the_manifest_has_hpa_defaults() -> None:

@@ -269,16 +269,6 @@ def status(store: Store, autoscaled: Mapping[str, Mapping[str, Any]],
     return out
 
 
-def split(total: int, weights: Mapping[str, int]) -> dict[str, int]:
-    """`total` replicas shared among subsets in proportion to their traffic weights (each
-    subset with weight above 0 keeps at least one)."""
-    out: dict[str, int] = {}
-    weighted = {s: w for s, w in weights.items() if w > 0}
-    for subset, weight in weights.items():
-        out[subset] = max(1, math.ceil(total * weight / 100.0)) if subset in weighted else 0
-    return out
-
-
 # -- feeding it ----------------------------------------------------------------------------
 
 class AutoscaleHost(Protocol):
