@@ -230,3 +230,20 @@ def test_the_loop_scales_through_the_host_and_records_the_numbers(store: Store) 
     assert {m["metric"] for m in events[0].data["metrics"]} == {"rps", "cpu"}
     state = scaler.state("web")
     assert state is not None and state["current"] == 3
+
+
+def test_no_figures_from_the_proxy_changes_nothing(store: Store) -> None:
+    class Silent(FakeHost):
+        async def metrics(self) -> dict[str, Any]:
+            raise OSError("the proxy is restarting")
+
+    host, clock = Silent(store), Clock()
+    scaler = Autoscaler(host, lambda: {"web": {"min": 2, "max": 4, "target_rps_per_replica": 1.0}},
+                        clock=clock)
+    for _ in range(3):
+        asyncio.run(scaler.tick())
+        clock.now += 1.0
+    # Only the bounds act without figures: below min it is raised, and that is all.
+    assert store.desired()["web"].replicas == 2
+    assert [e.message for e in store.events() if e.type == "service.autoscaled"] == [
+        "1 -> 2 replicas: raised to min (2)"]

@@ -19,6 +19,7 @@ numbers behind it; `state()` is what `mso ps` shows.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -31,11 +32,14 @@ from mso.errors import Conflict
 from mso.analysis.latency import histogram_quantile
 from mso.analysis.windows import SnapshotError, window_from_snapshots
 from mso.store.db import Store
+from mso.store.health import StoreUnavailable
 
 log = logging.getLogger("mso.controllers.autoscale")
 
 #: Within this fraction of the target a metric asks for no change (HPA's default).
 TOLERANCE = 0.1
+#: A SNAPSHOT that takes longer than this is skipped (the engine's loop waits for it).
+METRICS_TIMEOUT = 2.0
 #: Units of each metric, for events and `mso ps`.
 UNITS = {"rps": "req/s per replica", "inflight": "in flight per replica",
          "p99_ms": "ms p99", "cpu": "cores per replica"}
@@ -381,8 +385,8 @@ class Autoscaler:
             self._samples.clear()
             return
         try:
-            snapshot = await self.host.metrics()
-        except Exception as exc:  # no proxy right now: no figures this time
+            snapshot = await asyncio.wait_for(self.host.metrics(), METRICS_TIMEOUT)
+        except Exception as exc:  # no proxy (or gateway) right now: no figures this time
             log.debug("autoscaler: no metrics: %s", exc)
             snapshot = None
         if snapshot is not None:
@@ -392,7 +396,12 @@ class Autoscaler:
             want = desired.get(service)
             if want is None or want.kind != "service":
                 continue
-            self.decide(service, Policy.from_spec(spec), want.replicas, now)
+            try:
+                self.decide(service, Policy.from_spec(spec), want.replicas, now)
+            except StoreUnavailable:
+                raise  # the engine's loop waits for the disk
+            except Exception:  # one service's trouble must not stop the others (or the loop)
+                log.exception("autoscaler: %s not decided this time", service)
         for gone in set(self._history) - set(policies):
             self._history.pop(gone, None)
             self._last.pop(gone, None)
