@@ -39,7 +39,7 @@ log = logging.getLogger("mso.controllers.autoscale")
 #: Within this fraction of the target a metric asks for no change (HPA's default).
 TOLERANCE = 0.1
 #: A SNAPSHOT that takes longer than this is skipped (the engine's loop waits for it).
-METRICS_TIMEOUT = 2.0
+METRICS_TIMEOUT = 5.0
 #: Units of each metric, for events and `mso ps`.
 UNITS = {"rps": "req/s per replica", "inflight": "in flight per replica",
          "p99_ms": "ms p99", "cpu": "cores per replica"}
