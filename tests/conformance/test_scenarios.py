@@ -7,6 +7,7 @@ an engine does not honour the key, the scenario checks that the engine refuses i
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import shutil
 import threading
@@ -300,9 +301,54 @@ def test_a_startup_probe_holds_the_other_probes(target: Target) -> None:
 
 
 @scenario("autoscale")
-def test_autoscale_is_refused_until_it_works(target: Target) -> None:
-    target.write(service(BASE, "    autoscale: {min: 1, max: 3, target_rps_per_replica: 50}\n"))
-    assert target.refused("services.web.autoscale")
+def test_autoscale_follows_the_load_and_comes_back_to_min(target: Target) -> None:
+    # Its own app name: a shared Swarm may run another branch's `conf` app meanwhile.
+    target.write(service(BASE.replace("app: conf\n", "app: conf-autoscale\n"),
+                         "    autoscale:\n"
+                         "      {min: 1, max: 3, target_rps_per_replica: 5,\n"
+                         "       behavior: {scale_down: {stabilization: 2s}}}\n"))
+    if target.refused("services.web.autoscale"):
+        return
+    target.up()
+    host, port = target.gateway()
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def load() -> None:  # about 30 req/s: 6 replicas' worth, so it goes to max (3)
+        while not stop.is_set():
+            conn = http.client.HTTPConnection(host, port, timeout=10)
+            try:
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    failures.append(str(response.status))
+            except OSError as exc:
+                failures.append(repr(exc))
+            finally:
+                conn.close()
+            stop.wait(1 / 30)
+
+    def serving() -> int:
+        return sum(1 for r in target.ps() if r["service"] == "web" and r["state"] == "READY")
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: serving() == 3, timeout=60, message="3 READY replicas under load")
+    finally:
+        stop.set()
+        thread.join()
+    wait_for(lambda: len([r for r in target.ps() if r["service"] == "web"]) == 1, timeout=60,
+             message="back to min (1) when idle")
+    assert failures == []
+    scaled = [e for e in target.json("events", "--tail", "1000")
+              if e["type"] == "service.autoscaled"]
+    assert scaled and scaled[-1]["data"]["desired"] == 1
+    shown = target.json("ps")["autoscale"]["web"]
+    assert (shown["min"], shown["max"], shown["replicas"]) == (1, 3, 1) and shown["last"]
+    refused = target.mso("scale", "web=2", check=False)
+    assert refused.returncode != 0 and "autoscaled between 1 and 3" in refused.stderr
 
 
 PROVIDER = """    rollout:

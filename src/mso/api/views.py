@@ -38,7 +38,8 @@ def ps(daemon: Daemon) -> dict[str, Any]:
             "draining": managed.stopping, "resources": _resources(managed),
             "generation": managed.epoch})
     return {"app": daemon.app_name(), "replicas": rows, "jobs": daemon.jobs.summary(),
-            "waiting": daemon.waiting(), "store": daemon.store.health.as_json()}
+            "waiting": daemon.waiting(), "store": daemon.store.health.as_json(),
+            "autoscale": daemon.autoscale_status()}
 
 
 def _resources(managed: Any) -> dict[str, Any]:

@@ -94,6 +94,11 @@ def ps_table(data: dict[str, Any]) -> None:
         console.print(f"job {name}: {state}")
     for name, why in (data.get("waiting") or {}).items():
         console.print(f"{name}: no replica yet, {why}")
+    for name, scale in (data.get("autoscale") or {}).items():
+        last = scale.get("last") or {}
+        console.print(f"{name}: autoscaled {scale['min']}-{scale['max']}, "
+                      f"{scale.get('replicas')} replica(s)"
+                      + (f": {escape(str(last['reason']))}" if last.get("reason") else ""))
     drift(data.get("drift") or [])
     store = data.get("store") or {}
     if store and not store.get("writable", True):

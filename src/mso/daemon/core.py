@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mso.errors import Conflict
+from mso.controllers.autoscale import Autoscaler, refuse_autoscaled
+from mso.controllers.autoscale import status as autoscale_status
 from mso.controllers.replicas import ObservedReplica, RollingParams, StartReplica, plan
 from mso.controllers.rollouts import Member, RolloutController, RolloutError
 from mso.controllers.routing import RouteView, ServiceRouting, build_table
@@ -129,6 +131,7 @@ class Daemon:
             supervisor_kwargs={"cgroups": self.cgroups, "logs": self.collector})
         self.jobs = JobRunner(self)
         self.rollouts = RolloutController(self)
+        self.autoscaler = Autoscaler(self, self.autoscaled)
         self._collector_task = asyncio.get_running_loop().create_task(self.collector.run())
         self._ensure_api_token()
         await self.proxy.ensure_running()
@@ -254,7 +257,9 @@ class Daemon:
                   "routes": [{"path": r.path, "host": r.host, "service": r.service,
                               "port": r.port} for r in m.routes],
                   "rollouts": {n: s.rollout.model_dump(mode="json")
-                               for n, s in m.services.items()}}
+                               for n, s in m.services.items()},
+                  "autoscale": {n: s.autoscale.model_dump(mode="json")
+                                for n, s in m.services.items() if s.autoscale is not None}}
         if m.tracing is not None:
             config["tracing"] = {"endpoint": m.tracing.endpoint or "",
                                  "sample": m.tracing.sample}
@@ -294,11 +299,38 @@ class Daemon:
         desired = self.store.desired().get(service)
         if desired is None or desired.kind != "service":
             raise KeyError(service)
-        self.store.set_desired(Desired(service, "service", desired.release, replicas,
-                                       desired.manifest_replicas))
+        refuse_autoscaled(self.autoscaled(), service, desired.replicas)
+        self.set_replicas(service, replicas)
         self.store.add_event("service.scaled", f"scaled to {replicas}", service,
                              data={"replicas": replicas})
+
+    def autoscaled(self) -> dict[str, dict[str, Any]]:
+        """service -> its manifest's `autoscale` (JSON), for the services that have one."""
+        return dict(self.app_config().get("autoscale") or {})
+
+    def autoscale_status(self) -> dict[str, dict[str, Any]]:
+        """Each autoscaled service's bounds, count and last decision (`mso ps`)."""
+        return autoscale_status(self.store, self.autoscaled(), self.autoscaler.state)
+
+    def set_replicas(self, service: str, replicas: int) -> None:
+        """Run `replicas` replicas of `service` (fewer: the extra ones drain and stop)."""
+        desired = self.store.desired()[service]
+        self.store.set_desired(Desired(service, "service", desired.release, replicas,
+                                       desired.manifest_replicas))
         self.wake()
+
+    def serving(self, service: str) -> int:
+        return sum(1 for m in self.book.of_service(service) if m.ready)
+
+    def cpu_seconds(self, service: str) -> dict[str, float] | None:
+        """CPU seconds each replica's cgroup used so far; None without CPU accounting."""
+        found: dict[str, float] = {}
+        for managed in self.book.of_service(service):
+            group = managed.supervisor.cgroup
+            used = group.cpu_seconds() if group is not None and not managed.stopping else None
+            if used is not None:
+                found[managed.record.id] = used
+        return found or None
 
     def restart(self, service: str, strategy: str | None = None) -> str:
         """Replace every replica of `service`; returns how: "rolling" or "recreate"
@@ -454,6 +486,7 @@ class Daemon:
             # step that cannot be recorded is not taken), and the services go on.
             self.jobs.reconcile({n: d for n, d in desired.items() if d.kind == "job"})
             await self.rollouts.tick()
+            await self.autoscaler.tick()
         except StoreUnavailable:
             pass
         desired = self.store.desired()

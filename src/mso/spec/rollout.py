@@ -1,4 +1,5 @@
-"""How a new release replaces the old one: strategy, canary steps, analysis, autoscaling."""
+"""How a new release replaces the old one: strategy, canary steps, analysis (and, re-exported,
+`Autoscale`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
+from mso.spec.autoscale import Autoscale
 from mso.spec.errors import Loc, LocatedError
 from mso.spec.fields import PortNumber, SpecModel
 from mso.spec.units import Duration
@@ -287,18 +289,4 @@ class Rollout(SpecModel):
             issues.append((("analysis", "duration"), "duration must be greater than 0"))
         if issues:
             raise LocatedError(issues)
-        return self
-
-
-class Autoscale(SpecModel):
-    """Scale replicas between min and max to keep requests per replica near the target."""
-
-    min: int = Field(1, ge=1, description="Fewest replicas.")
-    max: int = Field(ge=1, description="Most replicas.")
-    target_rps_per_replica: float = Field(gt=0, description="Requests per second one replica should handle.")
-
-    @model_validator(mode="after")
-    def _check(self) -> Autoscale:
-        if self.min > self.max:
-            raise LocatedError.at(("min",), f"min ({self.min}) must not be greater than max ({self.max})")
         return self

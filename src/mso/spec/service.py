@@ -15,8 +15,9 @@ from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, mo
 from mso.spec.errors import Loc, LocatedError
 from mso.spec.fields import Argv, Count, EnvMap, EnvName, Name, PathList, PortName, PortNumber, RelPath, SpecModel
 from mso.spec.health import Health, Probe
-from mso.spec.rollout import Autoscale, Rollout
-from mso.spec.units import ByteSize, Duration
+from mso.spec.autoscale import Autoscale
+from mso.spec.rollout import Rollout
+from mso.spec.units import ByteSize, Duration, cpu_cores
 
 __all__ = [
     "Backoff",
@@ -219,18 +220,8 @@ class ProxySettings(SpecModel):
         return self
 
 
-def _cpu(value: Any) -> Any:
-    """Kubernetes millicores (`500m`) are accepted as well as `0.5`."""
-    if isinstance(value, str) and value.strip().endswith("m") and value.strip()[:-1].isdigit():
-        try:
-            return int(value.strip()[:-1]) / 1000
-        except (OverflowError, ValueError):  # beyond float's range, or int's digit limit
-            raise ValueError(f"CPU {value.strip()[:20]!r}... is too large") from None
-    return value
-
-
 class Resources(SpecModel):
-    cpu: Annotated[float | None, BeforeValidator(_cpu)] = Field(
+    cpu: Annotated[float | None, BeforeValidator(cpu_cores)] = Field(
         None, gt=0, description="CPU limit in cores (0.5 or 500m)."
     )
     memory: ByteSize | None = Field(None, gt=0, description="Memory limit, e.g. 256Mi.")
@@ -342,7 +333,9 @@ class Service(_Runnable):
     stop: Stop = Field(default_factory=Stop, description="Stop signal and grace period.")
     resources: Resources = Field(default_factory=Resources, description="CPU and memory limits.")
     rollout: Rollout = Field(default_factory=Rollout, description="How new releases replace old ones.")
-    autoscale: Autoscale | None = Field(None, description="Scale replicas on request rate.")
+    autoscale: Autoscale | None = Field(
+        None, description="Scale replicas between min and max on requests/s, in-flight "
+        "requests, p99 latency or CPU per replica (docs/manifest.md, Autoscaling).")
     proxy: ProxySettings | None = Field(
         None, description="How mso's proxy handles slow and hung replicas (per-try timeout, "
         "hedging); local engine.")
@@ -379,6 +372,12 @@ class Service(_Runnable):
             if cfg.target in targets:
                 issues.append((("config", i, "target"), f"target {cfg.target!r} is also used by config item {targets[cfg.target]}"))
             targets.setdefault(cfg.target, i)
+        scale = self.autoscale
+        if scale is not None and "replicas" in self.model_fields_set \
+                and not scale.min <= self.replicas <= scale.max:
+            issues.append((("replicas",), f"replicas ({self.replicas}) is outside autoscale's "
+                           f"bounds ({scale.min}-{scale.max}); leave it out (the autoscaler "
+                           "starts at min) or write a count between them"))
         if issues:
             raise LocatedError(issues)
         return self

@@ -137,9 +137,11 @@ def _not_always(value: Any, item: dict[str, Any]) -> bool:
     return bool(value != "always")
 
 
-_AUTOSCALE = Gap("mso does not size services by their load yet (issue 19); on Kubernetes the "
-                 "HorizontalPodAutoscaler it rendered targeted a metric nothing exports",
-                 "set `replicas:` and use `mso scale SERVICE=N`")
+_REMOTE_CPU_INSTEAD = ("use target_rps_per_replica, target_inflight_per_replica or "
+                      "target_p99_latency (from the gateway's figures)")
+_SWARM_CPU = Gap("the Swarm controller does not read its tasks' CPU time", _REMOTE_CPU_INSTEAD)
+_K8S_CPU = Gap("the Kubernetes controller does not read its pods' CPU time (no "
+               "metrics-server is assumed)", _REMOTE_CPU_INSTEAD)
 _BG_ANALYSIS = Gap("a blue/green preview gets no user traffic, so without synthetic load the "
                    "proxy's analysis has nothing to judge", "add `analysis.load` (mso then "
                    "sends requests of its own to the preview and the stable), or promote with "
@@ -284,8 +286,9 @@ FEATURES: tuple[Feature, ...] = (
             gaps={"swarm": _SWARM_PROXY, "kubernetes": _K8S_PROXY}),
     Feature("tracing", "`tracing` (request spans over OTLP)", "request_traces",
             gaps={"swarm": _SWARM_TRACING, "kubernetes": _K8S_TRACING}),
-    Feature("services.*.autoscale", "`autoscale`", "autoscale",
-            gaps={"local": _AUTOSCALE, "swarm": _AUTOSCALE, "kubernetes": _AUTOSCALE}),
+    Feature("services.*.autoscale", "`autoscale`", "autoscale"),
+    Feature("services.*.autoscale.target_cpu_per_replica", "`autoscale.target_cpu_per_replica`",
+            "autoscale", gaps={"swarm": _SWARM_CPU, "kubernetes": _K8S_CPU}),
 )
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, WithJsonSchema
 
-__all__ = ["ByteSize", "Duration", "format_duration", "parse_duration", "parse_size"]
+__all__ = ["ByteSize", "Duration", "cpu_cores", "format_duration", "parse_duration", "parse_size"]
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|h|m|s)")
@@ -125,6 +125,16 @@ def parse_size(value: object) -> int:
     if not math.isfinite(size):
         raise ValueError(f"size {value!r} is too large")
     return int(round(size))
+
+
+def cpu_cores(value: Any) -> Any:
+    """CPU in cores: `0.5`, or Kubernetes millicores (`500m`)."""
+    if isinstance(value, str) and value.strip().endswith("m") and value.strip()[:-1].isdigit():
+        try:
+            return int(value.strip()[:-1]) / 1000
+        except (OverflowError, ValueError):  # beyond float's range, or int's digit limit
+            raise ValueError(f"CPU {value.strip()[:20]!r}... is too large") from None
+    return value
 
 
 def _duration_validator(value: Any) -> float:

@@ -113,10 +113,10 @@ def test_deployment_carries_release_spec_hash_probes_and_grace() -> None:
     assert "SETUP_URL" not in env
 
 
-def test_hpa_config_and_secret_for_autoscaled_service() -> None:
+def test_no_hpa_config_and_secret_for_autoscaled_service() -> None:
     objs = objects(FULL, "1.29")
-    hpa = next(o for o in objs if o["kind"] == "HorizontalPodAutoscaler")
-    assert hpa["apiVersion"] == "autoscaling/v2" and hpa["spec"]["maxReplicas"] == 10
+    # mso's own autoscaler sizes it (the controller): an HPA would fight it.
+    assert not any(o["kind"] == "HorizontalPodAutoscaler" for o in objs)
     secret = next(o for o in objs if o["kind"] == "Secret")
     assert set(secret["data"]) == {"token", "other"}
     kinds = [o["kind"] for o in objs]

@@ -70,8 +70,9 @@ def stop(base_dir: Path, timeout: float = 10.0) -> None:
 
 
 def any_active(host: KubeHost) -> bool:
-    """A rollout is active, or a finished blue/green still hands traffic back to `svc`."""
-    return bool(host.last_plan.handoffs) or any(
+    """A rollout is active, a finished blue/green still hands traffic back to `svc`, or a
+    service is autoscaled (the autoscaler runs here)."""
+    return bool(host.last_plan.handoffs) or bool(host.autoscaled()) or any(
         host.rollouts.active(n) is not None for n, w in host.store.desired().items()
         if w.kind == "service")
 

@@ -78,7 +78,9 @@ def settings_for(loaded: LoadedManifest, options: Any, runtime: str, server: str
         kubeconfig=options.kubeconfig, context=options.context, gateway_port=m.gateway.port,
         routes=[{"path": r.path, "host": r.host, "service": r.service, "port": r.port}
                 for r in document.routes(loaded)],
-        base_dir=str(loaded.base_dir), runtime_image=runtime, version=options.version or server)
+        base_dir=str(loaded.base_dir), runtime_image=runtime, version=options.version or server,
+        autoscale={n: s.autoscale.model_dump(mode="json") for n, s in m.services.items()
+                   if s.autoscale is not None})
 
 
 def apply_infrastructure(host: KubeHost, loaded: LoadedManifest) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mso.controllers.autoscale import refuse_autoscaled
+from mso.controllers.autoscale import status as autoscale_status
 from mso.controllers.rollouts import RolloutError
 from mso.releases.ports import port_map
 from mso.engines import images
@@ -94,7 +96,8 @@ class KubernetesEngine:
             if any(host.rollouts.active(n) is not None for n in host.store.desired()):
                 controller.ensure_running(loaded.base_dir)
             raise
-        if result["rollouts"]:
+        if result["rollouts"] or any(s.autoscale is not None
+                                     for s in loaded.manifest.services.values()):
             controller.ensure_running(loaded.base_dir)
         return result
 
@@ -110,8 +113,11 @@ class KubernetesEngine:
         host = self._host(loaded)
         pods, now = host.pods(), time.time()
         namespace = host.settings.namespace
-        return views.ps(host.settings.app, namespace, pods, self._first_ports(host), now,
+        view = views.ps(host.settings.app, namespace, pods, self._first_ports(host), now,
                         failures.events_for(host.kube, namespace, pods, now))
+        if host.autoscaled():
+            view["autoscale"] = autoscale_status(host.store, host.autoscaled())
+        return view
 
     def endpoints(self, loaded: LoadedManifest) -> dict[str, Any]:
         host = self._host(loaded)
@@ -149,6 +155,7 @@ class KubernetesEngine:
         want = host.store.desired().get(service)
         if want is None or want.kind != "service":
             raise RemoteEngineError(f"no service named {service!r}")
+        refuse_autoscaled(host.autoscaled(), service, want.replicas)
         host.store.set_desired(Desired(service, "service", want.release, replicas,
                                        want.manifest_replicas))
         host.store.add_event("service.scaled", f"scaled to {replicas}", service,

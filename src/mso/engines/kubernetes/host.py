@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mso.analysis.relay import GatewayTransport
+from mso.controllers.autoscale import Autoscaler
 from mso.controllers.rollouts import Member, RolloutController, SubsetTarget
 from mso.releases.ports import port_map
 from mso.engines.kubernetes import bluegreen, gateway, handoff, naming, render, state
@@ -30,6 +31,7 @@ from mso.engines.kubernetes.versions import api_versions
 from mso.engines.kubernetes.workload import Workload, container_workdir, dependencies
 from mso.proxy.metrics import tag_snapshots
 from mso.store.db import Store
+from mso.store.records import Desired
 
 log = logging.getLogger("mso.engines.kubernetes")
 
@@ -72,6 +74,7 @@ class KubeHost:
         self.settings = settings
         # Providers are queried from the cluster's network, through a gateway pod.
         self.rollouts = RolloutController(self, transport=GatewayTransport(self.fetch))
+        self.autoscaler = Autoscaler(self, self.autoscaled)
         self._woken = False
         self._applied: dict[str, str] = {}
         self._table_digest = ""
@@ -125,6 +128,27 @@ class KubeHost:
 
     def wake(self) -> None:
         self._woken = True
+
+    # -- AutoscaleHost --------------------------------------------------------------------
+    def autoscaled(self) -> dict[str, dict[str, Any]]:
+        """service -> `autoscale` of the last deploy (read each time: a deploy from the
+        CLI may change it while the controller runs)."""
+        settings = state.load_settings(self.store)
+        return dict(settings.autoscale) if settings is not None else {}
+
+    def serving(self, service: str) -> int:
+        return sum(1 for m in self.members(service) if m.ready)
+
+    def cpu_seconds(self, service: str) -> dict[str, float] | None:
+        return None  # pods' CPU is not read (support.py refuses the CPU target here)
+
+    def set_replicas(self, service: str, replicas: int) -> None:
+        """The store's desired count is what every reconcile applies to the Deployment
+        (`spec.replicas`), so the autoscaler and the next apply never disagree."""
+        want = self.store.desired()[service]
+        self.store.set_desired(Desired(service, "service", want.release, replicas,
+                                       want.manifest_replicas))
+        self.wake()
 
     # -- gateway --------------------------------------------------------------------------
     def gateway_pods(self) -> list[Obj]:
@@ -240,8 +264,6 @@ class KubeHost:
         objs += [render.subset_service(w, ns, w.subset), render.deployment(w, ns)]
         if w.subset == "stable":
             objs.append(render.disruption_budget(w, ns, api))
-            hpa = render.autoscaler(w, ns, api)
-            objs += [hpa] if hpa is not None else []
         return objs
 
     def _observe(self) -> tuple[dict[tuple[str, str], int], dict[str, list[tuple[int, bool]]]]:
@@ -348,6 +370,7 @@ class KubeHost:
 
     async def tick(self, consistent: Callable[[], bool] | None = None) -> None:
         await self.rollouts.tick()
+        await self.autoscaler.tick()
         await asyncio.to_thread(self.reconcile, consistent)
 
 

@@ -2,9 +2,10 @@
 
 Per service: a Deployment per subset (`svc`, `svc-canary`), a ConfigMap and a Secret named
 by content (so a change rolls the pods and old pods keep their own files), Services for
-the subsets (`svc-stable`, `svc-canary`) that the gateway routes to, a PodDisruptionBudget
-and, with `autoscale:`, a HorizontalPodAutoscaler. The service's own Service (`svc`, its
-stable address) selects the gateway and lives in `gateway`.
+the subsets (`svc-stable`, `svc-canary`) that the gateway routes to and a
+PodDisruptionBudget. The service's own Service (`svc`, its stable address) selects the
+gateway and lives in `gateway`. `autoscale:` renders no HorizontalPodAutoscaler: mso's
+own autoscaler (in the controller) sets the Deployment's replicas.
 """
 
 from __future__ import annotations
@@ -280,22 +281,6 @@ def disruption_budget(w: Workload, namespace: str, api: ApiVersions) -> Obj:
                      "selector": {"matchLabels": naming.selector(w.app, w.service, "stable")}}}
 
 
-def autoscaler(w: Workload, namespace: str, api: ApiVersions) -> Obj | None:
-    spec = w.model.get("autoscale")
-    if not spec:
-        return None
-    # Requests per second per pod, as served by the custom-metrics API (an adapter over
-    # the gateway's metrics); the cluster needs one for the autoscaler to act.
-    target = {"type": "AverageValue", "averageValue": str(int(math.ceil(spec["target_rps_per_replica"])))}
-    return {"apiVersion": api.hpa, "kind": "HorizontalPodAutoscaler",
-            "metadata": meta(w.service, namespace, w.app, {naming.SERVICE: w.service}),
-            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
-                                        "name": w.service},
-                     "minReplicas": int(spec["min"]), "maxReplicas": int(spec["max"]),
-                     "metrics": [{"type": "Pods", "pods": {
-                         "metric": {"name": "mso_requests_per_second"}, "target": target}}]}}
-
-
 def workload_objects(w: Workload, namespace: str, api: ApiVersions) -> list[Obj]:
     """Everything one workload needs, in apply order (config before the pods using it)."""
     out = [o for o in (config_map(w, namespace), secret(w, namespace)) if o is not None]
@@ -303,5 +288,4 @@ def workload_objects(w: Workload, namespace: str, api: ApiVersions) -> list[Obj]
         return [*out, job(w, namespace)]
     out += [subset_service(w, namespace, "stable"), subset_service(w, namespace, "canary"),
             deployment(w, namespace), disruption_budget(w, namespace, api)]
-    hpa = autoscaler(w, namespace, api)
-    return out + ([hpa] if hpa is not None else [])
+    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ class AppSettings:
     base_dir: str
     runtime_image: str
     version: str
+    autoscale: dict[str, dict[str, Any]] = field(default_factory=dict)  # service -> spec
 
     def route_views(self) -> list[RouteView]:
         return [RouteView(r["path"], r["host"], r["service"], r["port"]) for r in self.routes]

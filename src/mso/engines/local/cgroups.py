@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CGROUP_FS = Path("/sys/fs/cgroup")
-V1_CONTROLLERS = ("pids", "cpu", "memory")
+#: cpuacct: where cgroup v1 counts CPU time (the autoscaler's CPU figure).
+V1_CONTROLLERS = ("pids", "cpu", "cpuacct", "memory")
 CFS_PERIOD_US = 100_000
 
 
@@ -81,6 +82,29 @@ class Cgroup:
             except (ProcessLookupError, PermissionError):
                 pass
         return count
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time used by the cgroup's processes so far (cumulative seconds), or None
+        when the cgroup has no CPU accounting (v2 `cpu.stat`, v1 `cpuacct.usage`)."""
+        unified = self.dirs.get("unified")
+        if unified is not None:
+            try:
+                for line in (unified / "cpu.stat").read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "usage_usec":
+                        return int(value) / 1e6
+            except (OSError, ValueError):
+                return None
+            return None
+        for ctrl in ("cpuacct", "cpu"):  # v1: cpuacct on its own, or mounted as cpu,cpuacct
+            d = self.dirs.get(ctrl)
+            if d is None:
+                continue
+            try:
+                return int((d / "cpuacct.usage").read_text()) / 1e9
+            except (OSError, ValueError):
+                continue
+        return None
 
     def remove(self) -> bool:
         """Remove the directories (only possible once the cgroup is empty)."""

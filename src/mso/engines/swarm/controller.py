@@ -30,6 +30,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from mso.analysis.relay import GatewayTransport
+from mso.controllers.autoscale import Autoscaler
 from mso.controllers.rollouts import Member, RolloutController
 from mso.controllers.routing import RouteView
 from mso.releases.ports import port_map
@@ -73,6 +74,7 @@ class SwarmController:
         self.proxy = ProxyClient(str(paths.gateway_socket), timeout=10.0)
         # Providers are queried from the app's network, through the gateway.
         self.rollouts = RolloutController(self, transport=GatewayTransport(self.proxy.fetch))
+        self.autoscaler = Autoscaler(self, self._autoscaled)
         self.obs: dict[tuple[str, str], ServiceObs] = {}
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -106,6 +108,23 @@ class SwarmController:
 
     def relabel(self, service: str, mapping: dict[str, str]) -> None:
         """Nothing to do: the subset of each Swarm service follows the rollout's targets."""
+
+    # -- AutoscaleHost ------------------------------------------------------------------
+    def _autoscaled(self) -> dict[str, dict[str, Any]]:
+        config = AppConfig.load(self.store)
+        return dict(config.autoscale) if config is not None else {}
+
+    def serving(self, service: str) -> int:
+        return sum(1 for m in self.members(service) if m.ready and not m.stopping)
+
+    def cpu_seconds(self, service: str) -> dict[str, float] | None:
+        return None  # not read from Swarm tasks (support.py refuses the CPU target here)
+
+    def set_replicas(self, service: str, replicas: int) -> None:
+        want = self.store.desired()[service]
+        self.store.set_desired(Desired(service, "service", want.release, replicas,
+                                       want.manifest_replicas))
+        self.wake()
 
     def wake(self) -> None:
         self._wake.set()
@@ -214,6 +233,7 @@ class SwarmController:
             self._network_for, self._network_checked = checked[:2], time.monotonic()
         await self.observe()
         await self.rollouts.tick()
+        await self.autoscaler.tick()
         ctx = self._context(config)
         desired = {n: d for n, d in self.store.desired().items() if d.kind == "service"}
         everything = self.store.desired()

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mso.controllers.autoscale import refuse_autoscaled
+from mso.controllers.autoscale import status as autoscale_status
 from mso.releases.apply import apply_manifest
 from mso.releases.rollback import rollback_target
 from mso.engines import images
@@ -85,7 +87,10 @@ class SwarmEngine:
                           gateway_port=m.gateway.port, gateway_image=built["\0gateway"][0],
                           routes=[r.model_dump(mode="json") for r in m.routes],
                           strategies={n: s.rollout.strategy for n, s in m.services.items()},
-                          preview_ports=previews).save(store)
+                          preview_ports=previews,
+                          autoscale={n: s.autoscale.model_dump(mode="json")
+                                     for n, s in m.services.items()
+                                     if s.autoscale is not None}).save(store)
                 ctl.ensure_running()
                 for name, want in store.desired().items():
                     old = before.get(name)
@@ -178,7 +183,16 @@ class SwarmEngine:
         return [target]
 
     def ps(self, loaded: LoadedManifest) -> dict[str, Any]:
-        return ps_view(SwarmApi(), loaded.manifest.app)
+        view = ps_view(SwarmApi(), loaded.manifest.app)
+        if SwarmPaths.for_manifest(loaded.path).db.exists():
+            _, store = self._store(loaded)
+            try:
+                config = AppConfig.load(store)
+                if config is not None and config.autoscale:
+                    view["autoscale"] = autoscale_status(store, config.autoscale)
+            finally:
+                store.close()
+        return view
 
     def endpoints(self, loaded: LoadedManifest) -> dict[str, Any]:
         _, store = self._store(loaded)
@@ -221,6 +235,8 @@ class SwarmEngine:
             want = store.desired().get(service)
             if want is None or want.kind != "service":
                 raise SwarmError(f"no deployed service named {service!r}")
+            config = AppConfig.load(store)
+            refuse_autoscaled(config.autoscale if config else {}, service, want.replicas)
             store.set_desired(Desired(service, "service", want.release, replicas,
                                       want.manifest_replicas))
             store.add_event("service.scaled", f"scaled to {replicas}", service,

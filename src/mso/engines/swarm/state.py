@@ -90,6 +90,7 @@ class AppConfig:
     routes: list[dict[str, Any]] = field(default_factory=list)
     strategies: dict[str, str] = field(default_factory=dict)
     preview_ports: list[int] = field(default_factory=list)  # blue/green, published too
+    autoscale: dict[str, dict[str, Any]] = field(default_factory=dict)  # service -> spec
 
     @classmethod
     def load(cls, store: Store) -> AppConfig | None:
