@@ -878,9 +878,8 @@ def certs(hosts: tuple[str, ...], file: str | None, out: str | None, name: str) 
     if issued.ca_created:
         click.echo(f"created the development CA in {issued.ca_cert.parent}")
     click.echo(f"certificate for {', '.join(issued.names)}:\n  {issued.cert}\n  {issued.key}")
-    rel = (lambda p: os.path.relpath(p, base))
-    click.echo(f"in mso.yaml:\n  gateway:\n    tls: {{cert: {rel(issued.cert)}, "
-               f"key: {rel(issued.key)}}}")
+    cert, key = (os.path.relpath(p, base) for p in (issued.cert, issued.key))
+    click.echo(f"in mso.yaml:\n  gateway:\n    tls: {{cert: {cert}, key: {key}}}")
     click.echo(dev_ca.trust_hint(issued.ca_cert))
 
 
