@@ -52,7 +52,7 @@ class Certificate(SpecModel):
 class Hsts(SpecModel):
     """The Strict-Transport-Security header added to HTTPS responses."""
 
-    max_age: Duration = Field(31536000.0, description="How long browsers remember to use HTTPS only (max-age): a duration, default 365d.")
+    max_age: Duration = Field(31536000.0, description="How long browsers remember to use HTTPS only (max-age): a duration or seconds, default one year (8760h).")
     include_subdomains: bool = Field(False, description="Add includeSubDomains.")
 
     def header(self) -> str:
