@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import pytest
 
 from mso.cli import certs as dev_ca
+from mso.proxy.http_server import redirect_response
 from mso.proxy.tls import pick
 
 from .conftest import Backend, Proxy, http_table, raw_request
@@ -200,3 +201,21 @@ def test_pick_exact_then_wildcard_else_default() -> None:
     assert pick(names, "y.x.b.test") is None  # a wildcard covers one label only
     assert pick(names, "b.test") is None
     assert pick(names, None) is None
+
+
+@pytest.mark.parametrize("host, url, port, location", [
+    (b"app.test:8080", b"/a?b=1", 8443, b"https://app.test:8443/a?b=1"),
+    (b"app.test", b"/", 443, b"https://app.test/"),
+    (b"[::1]:8080", b"/x", 8443, b"https://[::1]:8443/x"),
+    (None, b"http://app.test:80/p", 443, b"https://app.test/p"),
+])
+def test_redirect_keeps_host_and_target(host: bytes | None, url: bytes, port: int,
+                                        location: bytes) -> None:
+    reply = redirect_response(host, url, port)
+    assert reply.startswith(b"HTTP/1.1 308 Permanent Redirect\r\n")
+    assert b"\r\nlocation: " + location + b"\r\n" in reply
+
+
+def test_redirect_without_a_host_is_400() -> None:
+    assert redirect_response(None, b"/", 443).startswith(b"HTTP/1.1 400")
+    assert redirect_response(b"", b"/", 443).startswith(b"HTTP/1.1 400")

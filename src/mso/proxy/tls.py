@@ -49,13 +49,13 @@ def _load_chain(ctx: ssl.SSLContext, spec: CertSpec, where: str) -> None:
 
 def cert_names(path: str) -> tuple[str, ...]:
     """DNS names of a PEM certificate file (subjectAltName, else its common name)."""
-    from cryptography import x509  # the proxy needs it only for TLS listeners
-
-    from mso.spec.certs import cert_names as names_of
     try:
+        from cryptography import x509  # the proxy needs it only for TLS listeners
+
+        from mso.spec.certs import cert_names as names_of
         return names_of(x509.load_pem_x509_certificate(Path(path).read_bytes()))
-    except (OSError, ValueError):
-        return ()
+    except (ImportError, OSError, ValueError):
+        return ()  # no names: every client gets the default certificate
 
 
 def pick(names: dict[str, ssl.SSLContext], server_name: str | None) -> ssl.SSLContext | None:
