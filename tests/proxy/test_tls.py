@@ -219,3 +219,21 @@ def test_redirect_keeps_host_and_target(host: bytes | None, url: bytes, port: in
 def test_redirect_without_a_host_is_400() -> None:
     assert redirect_response(None, b"/", 443).startswith(b"HTTP/1.1 400")
     assert redirect_response(b"", b"/", 443).startswith(b"HTTP/1.1 400")
+
+
+@pytest.mark.parametrize("tls, words", [
+    ({}, "missing required field 'certificates'"),
+    ({"certificates": []}, "at least one certificate"),
+    ({"certificates": [{"cert": "c.pem"}]}, "missing required field 'key'"),
+    ({"certificates": [{"cert": "c", "key": "k"}], "hsts": "max-age=1\r\nx: y"},
+     "hsts: expected a header value"),
+])
+def test_table_tls_errors_name_the_field(tls: dict[str, Any], words: str) -> None:
+    from mso.proxy.table import TableError, parse_table
+    raw = {"version": 1, "clusters": {}, "listeners": [
+        {"name": "gw", "port": 0, "mode": "http", "routes": [], "tls": tls}]}
+    with pytest.raises(TableError, match="listeners\\[0\\].tls"):
+        parse_table(raw)
+    with pytest.raises(TableError) as err:
+        parse_table(raw)
+    assert words in str(err.value)

@@ -315,7 +315,7 @@ def _parse_tls(raw: Any, where: str) -> TlsSpec | None:
         certs.append(CertSpec(cert=_req(c, "cert", str, w), key=_req(c, "key", str, w),
                               rev=str(c.get("rev", ""))))
     hsts = raw.get("hsts", "")
-    if not isinstance(hsts, str) or "\r" in hsts or "\n" in hsts:
+    if not isinstance(hsts, str) or not (hsts.isascii() and hsts.isprintable()):
         raise TableError(f"{where}.hsts: expected a header value")
     return TlsSpec(certs=tuple(certs), hsts=hsts)
 
