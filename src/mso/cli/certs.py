@@ -46,11 +46,16 @@ def ca_dir(environ: dict[str, str] | None = None) -> Path:
 
 def _write_private(path: Path, data: bytes) -> None:
     """Create (or replace) `path` with mode 0600 from the start: no moment world-readable."""
+    os.replace(_staged(path, data, 0o600), path)
+
+
+def _staged(path: Path, data: bytes, mode: int) -> Path:
+    """`data` written whole beside `path`, to be renamed over it."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as out:
         out.write(data)
-    os.replace(tmp, path)
+    return tmp
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -152,8 +157,12 @@ def issue(hosts: list[str], out_dir: Path, name: str = "gateway",
             .sign(ca_key, hashes.SHA256()))
     out_dir.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = out_dir / f"{name}.pem", out_dir / f"{name}-key.pem"
-    _write_private(key_path, _pem_key(key))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    # Both written whole first, then renamed back to back: a gateway watching them sees
+    # a mismatched pair for microseconds at most, never a half-written file.
+    new_key = _staged(key_path, _pem_key(key), 0o600)
+    new_cert = _staged(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    os.replace(new_key, key_path)
+    os.replace(new_cert, cert_path)
     return Issued(cert_path, key_path, folder / "ca.pem", tuple(names), created)
 
 
