@@ -206,7 +206,7 @@ def render(best: dict[str, Result], errors: dict[str, int], args: argparse.Names
         "BIOs and connection objects made per connection, the SNI callback) and uvloop's "
         "SSL protocol (7.5%). Sending no TLS 1.3 session tickets looked ~10-20% cheaper "
         "per handshake but within this machine's noise, and it would cost returning "
-        "clients their resumption, so mso keeps OpenSSL's default (2), as HAProxy does.",
+        "clients their resumption, so mso keeps OpenSSL's default (2 tickets).",
     ]) + "\n"
 
 
