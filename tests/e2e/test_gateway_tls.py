@@ -129,6 +129,8 @@ def test_gateway_terminates_tls_and_reloads_certificates(app: MsoApp) -> None:
         for t in threads:
             t.join()
     assert failures == [], failures[:5]
+    reloads = [e for e in app.events() if e["type"] == "gateway.tls_reloaded"]
+    assert reloads and "gateway.pem" in reloads[-1]["message"]
 
     # The key is in its file only: not in the state, the saved table, logs or events.
     key_body = "".join((app.folder / "certs" / "gateway-key.pem").read_text()

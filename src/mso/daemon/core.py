@@ -84,6 +84,7 @@ class Daemon:
         #: service -> (epoch, strategy) of a restart told how to replace its replicas.
         self._restart_strategy: dict[str, tuple[int, Literal["rolling", "recreate"]]] = {}
         self._push_error: str | None = None
+        self._tls_revs: tuple[str, ...] | None = None  # the certificate files last pushed
         #: Bumped by every wake(): what the last pushed route table was built from.
         self._changes = 0
         self._routes_key: tuple[object, ...] | None = None
@@ -685,9 +686,21 @@ class Daemon:
                 self.store.add_event("proxy.error", message + " (retrying until it works)")
             return
         self._routes_key, self._routes_built = key, built
+        self._note_tls_reload(key[-1])
         if self._push_error is not None:
             self._push_error = None
             self.store.add_event("proxy.recovered", "route table applied again")
+
+    def _note_tls_reload(self, revs: Any) -> None:
+        """An event when the gateway took changed certificate files (hot reload)."""
+        if self._tls_revs is not None and revs and revs != self._tls_revs:
+            tls = self.app_config().get("gateway", {}).get("tls") or {}
+            files = [c["cert"] for c in tls.get("certificates", [])]
+            self.store.add_event("gateway.tls_reloaded",
+                                 f"gateway certificates reloaded ({', '.join(files)}): new "
+                                 "TLS connections get them, open ones keep theirs",
+                                 data={"certificates": files})
+        self._tls_revs = tuple(revs)
 
     async def _drain(self, replica_id: str, timeout: float) -> None:
         self._draining.add(replica_id)
