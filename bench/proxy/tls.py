@@ -196,8 +196,8 @@ def render(best: dict[str, Result], errors: dict[str, int], args: argparse.Names
         f"mso's (1.00x: as efficient): keep-alive {eka:.2f}x ({ok[eka >= 0.8]}), "
         f"handshakes {ehs:.2f}x ({ok[ehs >= 0.8]}).", "",
         "Neither proxy saturates its core here: the load generators (wrk's and openssl's "
-        "own TLS work) fill theirs first, so the per-second ratios say more about latency "
-        "than capacity and flatter the slower proxy. CPU time per request or connection "
+        "own TLS work) fill theirs first, so the per-second ratios mix capacity with "
+        "each proxy's latency per request or handshake. CPU time per request or connection "
         "(`proxy CPU`) is the fairer efficiency figure, and it is the one that decides "
         "capacity once the proxy's core is the limit.", "",
         "Where mso's extra CPU per handshake goes (perf, 2026-12-07, 8 parallel `s_time "
