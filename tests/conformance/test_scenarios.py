@@ -765,3 +765,43 @@ def test_requests_are_traced_to_an_otlp_collector(target: Target) -> None:
         assert not receiver.errors
     finally:
         receiver.close()
+
+
+@scenario("gateway_tls")
+def test_the_gateway_terminates_tls(target: Target) -> None:
+    """`gateway.tls` with a certificate from `mso certs`: HTTPS on `tls.port` verified with
+    the development CA, X-Forwarded-Proto https at the service, HSTS, and the plain port
+    answering 308 to https."""
+    import http.client
+    import json
+    import os
+    import ssl
+    import subprocess
+    import sys
+
+    from tests.e2e.harness import free_port
+
+    tls_port = free_port()
+    target.write(BASE.replace("gateway: {port: GATEWAY_PORT}",
+                              "gateway:\n  port: GATEWAY_PORT\n  tls: {cert: certs/gateway.pem, "
+                              f"key: certs/gateway-key.pem, port: {tls_port}, "
+                              "hsts: {max_age: 1h}}"))
+    ca = target.folder / "ca"
+    made = subprocess.run([sys.executable, "-m", "mso", "certs", "app.test"],
+                          cwd=target.folder, env=dict(os.environ, MSO_CA_DIR=str(ca)),
+                          capture_output=True, text=True, check=True, timeout=60)
+    assert "tls: {cert: certs/gateway.pem, key: certs/gateway-key.pem}" in made.stdout
+    if target.refused("gateway.tls"):
+        return
+    target.up()
+    assert target.json("endpoints")["gateway_tls"].endswith(f":{tls_port}")
+    context = ssl.create_default_context(cafile=str(ca / "ca.pem"))
+    conn = http.client.HTTPSConnection("localhost", tls_port, context=context, timeout=10)
+    conn.request("GET", "/", headers={"X-Forwarded-Proto": "http"})
+    response = conn.getresponse()
+    body = json.loads(response.read())
+    conn.close()
+    assert response.status == 200 and body["forwarded_proto"] == "https"
+    assert response.getheader("strict-transport-security") == "max-age=3600"
+    status, _ = target.request("GET", "/x?y=1", headers={"Host": "app.test"})
+    assert status == 308

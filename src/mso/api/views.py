@@ -80,7 +80,9 @@ def endpoints(daemon: Daemon) -> dict[str, Any]:
                 "replica": ep.id, "address": f"{ep.host}:{port}" if port else None,
                 "subset": ep.subset, "weight": routing.weights.get(ep.subset, 0),
                 "ready": ep.ready and ep.id not in daemon._draining})
+    tls = gateway.get("tls")
     return {"gateway": f"{gateway['bind']}:{gateway['port']}",
+            **({"gateway_tls": f"{gateway['bind']}:{tls['port']}"} if tls else {}),
             "metrics": f"http://{gateway['bind']}:{daemon.metrics_port()}/metrics",
             "routes": config.get("routes", []), "services": services}
 

@@ -300,6 +300,8 @@ def preflight_ports(loaded: LoadedManifest, paths: StatePaths) -> None:
     ours = set(_survivors(paths))
     m = loaded.manifest
     wanted = [("gateway.port", m.gateway.bind, m.gateway.port)]
+    if m.gateway.tls is not None:
+        wanted.append(("gateway.tls.port", m.gateway.bind, m.gateway.tls.port))
     for name, service in m.services.items():
         if service.rollout.preview_port:
             wanted.append((f"services.{name}.rollout.preview_port", m.gateway.bind,

@@ -855,6 +855,35 @@ def new_service(name: str, template: str, file: str | None, port: int | None,
 
 
 @cli.command()
+@click.argument("hosts", nargs=-1)
+@click.option("-f", "--file", "file", type=click.Path(dir_okay=True),
+              help="The manifest whose route hosts get certified (default: ./mso.yaml).")
+@click.option("--out", "out", type=click.Path(file_okay=False),
+              help="Folder for NAME.pem and NAME-key.pem (default: certs/ beside the manifest).")
+@click.option("--name", default="gateway", show_default=True, help="File name stem.")
+def certs(hosts: tuple[str, ...], file: str | None, out: str | None, name: str) -> None:
+    """Make a development CA (once) and a certificate for HOSTS (default: the manifest's
+    route hosts), localhost, 127.0.0.1 and ::1, for `gateway.tls`."""
+    from mso.cli import certs as dev_ca
+    found = manifest_path(file) if (file or not hosts) else None
+    wanted = list(hosts)
+    base = Path.cwd()
+    if found is not None and found.is_file():
+        from mso.spec.load import load_manifest
+        loaded = load_manifest(found, check_files=False)
+        base = loaded.base_dir
+        if not wanted:
+            wanted = sorted({r.host for r in loaded.manifest.routes if r.host})
+    issued = dev_ca.issue(wanted, Path(out) if out else base / "certs", name)
+    if issued.ca_created:
+        click.echo(f"created the development CA in {issued.ca_cert.parent}")
+    click.echo(f"certificate for {', '.join(issued.names)}:\n  {issued.cert}\n  {issued.key}")
+    cert, key = (os.path.relpath(p, base) for p in (issued.cert, issued.key))
+    click.echo(f"in mso.yaml:\n  gateway:\n    tls: {{cert: {cert}, key: {key}}}")
+    click.echo(dev_ca.trust_hint(issued.ca_cert))
+
+
+@cli.command()
 def schema() -> None:
     """Print the manifest's JSON Schema (for editor autocompletion)."""
     from mso.spec.schema import json_schema

@@ -1,11 +1,12 @@
 """The proxy's route table, computed from services, their ports and their ready replicas.
 
-Pure: the daemon calls `build_table` whenever readiness, membership or weights change and
+Pure but for `file_rev` (a stat of the certificate files): the daemon calls `build_table` whenever readiness, membership or weights change and
 pushes the result to the proxy only if it differs from the last one pushed.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,37 @@ def proxy_timeouts(svc: ServiceRouting) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
+class GatewayTls:
+    """`gateway.tls` as the route table carries it: file paths (the proxy reads them; no
+    key material in a table) and each pair's `rev`, which changes with the files."""
+
+    port: int
+    certificates: list[tuple[str, str, str]]  # (cert path, key path, rev)
+    redirect: bool = True
+    hsts: str = ""
+
+    def table(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"certificates": [{"cert": c, "key": k, "rev": r}
+                                                for c, k, r in self.certificates]}
+        if self.hsts:
+            out["hsts"] = self.hsts
+        return out
+
+
+def file_rev(*paths: str) -> str:
+    """What changes when one of the files does (size, mtime, inode): cheap enough to
+    check on every reconcile; never the content, so nothing of a key leaves its file."""
+    parts = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            parts.append(f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError as exc:
+            parts.append(f"missing:{exc.errno}")
+    return "/".join(parts)
+
+
+@dataclass(frozen=True)
 class RouteView:
     path: str
     host: str | None
@@ -66,15 +98,24 @@ def build_table(*, bind: str, gateway_port: int, metrics_port: int | None,
                 routes: list[RouteView], services: list[ServiceRouting],
                 draining: frozenset[str] = frozenset(),
                 tracing: dict[str, Any] | None = None,
-                container_bind: str | None = None) -> dict[str, Any]:
+                container_bind: str | None = None,
+                tls: GatewayTls | None = None) -> dict[str, Any]:
     """Return a TABLE (docs/architecture.md) without its version number. `tracing`: the
     table's tracing object (endpoint, sample, app), or None for no tracing.
     `container_bind`: the host's address on the containers' bridge (local containers reach
-    the services they depend on there: 127.0.0.1 is their own), or None."""
+    the services they depend on there: 127.0.0.1 is their own), or None. `tls`: HTTPS on
+    its own port ("gateway-tls"), the plain gateway port redirecting to it unless
+    `tls.redirect` is false."""
+    gateway_routes = [{"host": r.host, "path": r.path,
+                       "cluster": cluster_name(r.service, r.port)} for r in routes]
     listeners: list[dict[str, Any]] = [{
         "name": "gateway", "bind": bind, "port": gateway_port, "mode": "http",
-        "routes": [{"host": r.host, "path": r.path, "cluster": cluster_name(r.service, r.port)}
-                   for r in routes]}]
+        "routes": gateway_routes}]
+    if tls is not None:
+        if tls.redirect:
+            listeners[0].update(routes=[], redirect=tls.port)
+        listeners.append({"name": "gateway-tls", "bind": bind, "port": tls.port,
+                          "mode": "http", "routes": gateway_routes, "tls": tls.table()})
     if metrics_port is not None:
         listeners.append({"name": "metrics", "bind": bind, "port": metrics_port,
                           "mode": "metrics"})
@@ -95,10 +136,11 @@ def build_table(*, bind: str, gateway_port: int, metrics_port: int | None,
                                            clusters[name]["subsets"].values()):
                 clusters[name]["unavailable"] = svc.unavailable
         _add_preview(svc, bind, listeners, clusters, draining)
-    gateway_routes = listeners[0]["routes"]
     # A route to a service that is not (or no longer) desired has nowhere to go: drop it,
     # so the gateway answers 404 for it rather than the whole table being rejected.
-    listeners[0]["routes"] = [r for r in gateway_routes if r["cluster"] in clusters]
+    for listener in listeners:
+        if listener["name"] in ("gateway", "gateway-tls"):
+            listener["routes"] = [r for r in listener["routes"] if r["cluster"] in clusters]
     table: dict[str, Any] = {"listeners": listeners, "clusters": clusters}
     if tracing is not None:
         table["tracing"] = tracing

@@ -25,7 +25,7 @@ from mso.controllers.autoscale import Autoscaler, refuse_autoscaled
 from mso.controllers.autoscale import status as autoscale_status
 from mso.controllers.replicas import ObservedReplica, RollingParams, StartReplica, plan
 from mso.controllers.rollouts import Member, RolloutController, RolloutError
-from mso.controllers.routing import RouteView, ServiceRouting, build_table
+from mso.controllers.routing import GatewayTls, RouteView, ServiceRouting, build_table, file_rev
 from mso.daemon.jobs import JobRunner
 from mso.daemon.logsettings import LogSettings
 from mso.releases.ports import port_map
@@ -88,6 +88,7 @@ class Daemon:
         #: service -> (epoch, strategy) of a restart told how to replace its replicas.
         self._restart_strategy: dict[str, tuple[int, Literal["rolling", "recreate"]]] = {}
         self._push_error: str | None = None
+        self._tls_revs: tuple[str, ...] | None = None  # the certificate files last pushed
         #: Bumped by every wake(): what the last pushed route table was built from.
         self._changes = 0
         self._routes_key: tuple[object, ...] | None = None
@@ -196,6 +197,8 @@ class Daemon:
         """Listener ports the manifest names: the gateway's and blue/green preview ports."""
         config = self.app_config()
         ports = {int(config.get("gateway", {}).get("port", 8080))}
+        if config.get("gateway", {}).get("tls"):
+            ports.add(int(config["gateway"]["tls"]["port"]))
         for rollout in (config.get("rollouts") or {}).values():
             if rollout.get("preview_port"):
                 ports.add(int(rollout["preview_port"]))
@@ -253,7 +256,7 @@ class Daemon:
         m = loaded.manifest
         previous = self.app_config()
         config = {"app": m.app, "manifest": str(loaded.path),
-                  "gateway": {"bind": m.gateway.bind, "port": m.gateway.port},
+                  "gateway": _gateway_config(loaded),
                   "routes": [{"path": r.path, "host": r.host, "service": r.service,
                               "port": r.port} for r in m.routes],
                   "rollouts": {n: s.rollout.model_dump(mode="json")
@@ -679,7 +682,8 @@ class Daemon:
                            services=self.routing(), draining=frozenset(self._draining),
                            tracing=None if tracing is None
                            else {**tracing, "app": self.app_name()},
-                           container_bind=containers.bridge_address(self.store))
+                           container_bind=containers.bridge_address(self.store),
+                           tls=_gateway_tls(gateway.get("tls")))
 
     def _default_http_port(self, service: str) -> str | None:
         release = self.store.latest_release(service)
@@ -706,8 +710,11 @@ class Daemon:
         # Which replicas exist and are ready is checked directly (cheap next to building
         # the table), so a wake-up lost with a failed store write cannot keep a dead
         # replica in the rotation until the next refresh.
+        # The certificate files too: a changed one is pushed (hot reload) within a reconcile.
+        tls = self.app_config().get("gateway", {}).get("tls") or {}
         return (self._changes, frozenset(self._draining),
-                tuple((rid, m.ready) for rid, m in self.book.replicas.items()))
+                tuple((rid, m.ready) for rid, m in self.book.replicas.items()),
+                tuple(file_rev(c["cert"], c["key"]) for c in tls.get("certificates", [])))
 
     async def push_routes(self) -> None:
         if self._routes_unchanged():
@@ -729,9 +736,21 @@ class Daemon:
                 self.store.add_event("proxy.error", message + " (retrying until it works)")
             return
         self._routes_key, self._routes_built = key, built
+        self._note_tls_reload(key[-1])
         if self._push_error is not None:
             self._push_error = None
             self.store.add_event("proxy.recovered", "route table applied again")
+
+    def _note_tls_reload(self, revs: Any) -> None:
+        """An event when the gateway took changed certificate files (hot reload)."""
+        if self._tls_revs is not None and revs and revs != self._tls_revs:
+            tls = self.app_config().get("gateway", {}).get("tls") or {}
+            files = [c["cert"] for c in tls.get("certificates", [])]
+            self.store.add_event("gateway.tls_reloaded",
+                                 f"gateway certificates reloaded ({', '.join(files)}): new "
+                                 "TLS connections get them, open ones keep theirs",
+                                 data={"certificates": files})
+        self._tls_revs = tuple(revs)
 
     async def _drain(self, replica_id: str, timeout: float) -> None:
         self._draining.add(replica_id)
@@ -859,6 +878,27 @@ class Daemon:
                 else {}}
 
 
+def _gateway_config(loaded: LoadedManifest) -> dict[str, Any]:
+    """The gateway as the app config keeps it: certificate *paths* only (absolute)."""
+    gw = loaded.manifest.gateway
+    out: dict[str, Any] = {"bind": gw.bind, "port": gw.port}
+    if gw.tls is not None:
+        out["tls"] = {"port": gw.tls.port, "redirect": gw.tls.redirect,
+                      "hsts": gw.tls.hsts.header() if gw.tls.hsts is not None else "",
+                      "certificates": [{"cert": str(c), "key": str(k)}
+                                       for c, k in loaded.tls_files()]}
+    return out
+
+
+def _gateway_tls(raw: dict[str, Any] | None) -> GatewayTls | None:
+    if not raw:
+        return None
+    return GatewayTls(port=int(raw["port"]), redirect=bool(raw.get("redirect", True)),
+                      hsts=str(raw.get("hsts") or ""),
+                      certificates=[(c["cert"], c["key"], file_rev(c["cert"], c["key"]))
+                                    for c in raw["certificates"]])
+
+
 def _app_changes(old: dict[str, Any], new: dict[str, Any]) -> list[AppliedChange]:
     """Changes that make no release but do change what runs: the gateway and routes."""
     if not old:
@@ -866,8 +906,9 @@ def _app_changes(old: dict[str, Any], new: dict[str, Any]) -> list[AppliedChange
     out = []
     if old.get("gateway") != new.get("gateway"):
         was, now = old.get("gateway") or {}, new["gateway"]
-        out.append(AppliedChange("gateway", 0, False, f"now on {now['bind']}:{now['port']} "
-                                 f"(was {was.get('bind')}:{was.get('port')})"))
+        https = f", https on {now['tls']['port']}" if now.get("tls") else ""
+        out.append(AppliedChange("gateway", 0, False, f"now on {now['bind']}:{now['port']}"
+                                 f"{https} (was {was.get('bind')}:{was.get('port')})"))
     if old.get("tracing") != new.get("tracing"):
         now = new.get("tracing")
         out.append(AppliedChange("tracing", 0, False, "off" if now is None else

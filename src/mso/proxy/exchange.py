@@ -353,6 +353,9 @@ class Exchange:
         elif ep.consecutive_failures:
             ep.consecutive_failures = 0
         head, self.resp_chunked, self.eof_body, self.keep_alive = plan
+        hsts = self.client.ctx.hsts
+        if hsts and b"strict-transport-security:" not in head.lower():
+            head = head[:-2] + hsts + b"\r\n"  # the upstream's own policy wins
         if (self.replayable and self.method in IDEMPOTENT and status != 101
                 and not self.is_head and not self.eof_body and not self.upgrade):
             self.held = [head]

@@ -58,6 +58,10 @@ class Hub:
         return self.now
 
 
+FORWARDED_HTTP: Final = b"x-forwarded-proto: http\r\ntraceparent: "
+FORWARDED_HTTPS: Final = b"x-forwarded-proto: https\r\ntraceparent: "
+
+
 @dataclass
 class ListenerContext:
     """What one HTTP listener needs per request; mutated in place by set_table."""
@@ -67,6 +71,31 @@ class ListenerContext:
     by_host: bool = False
     header_timeout: float = 10.0
     idle_timeout: float = 75.0
+    #: The X-Forwarded-Proto line (a client's own is dropped), then the traceparent name.
+    forwarded: bytes = FORWARDED_HTTP
+    #: A Strict-Transport-Security header line added to responses (TLS listeners), or b"".
+    hsts: bytes = b""
+    #: Not 0: every request is answered 308 to the same URL over https on this port.
+    redirect: int = 0
+
+
+
+def redirect_response(host: bytes | None, url: bytes, port: int) -> bytes:
+    """308 to https (RFC 9110 15.4.9 keeps the method and body) on `port`, same host and
+    target; 400 without a usable Host."""
+    if url.startswith(b"http://"):  # absolute form: its authority is the host
+        host, _, rest = url[7:].partition(b"/")
+        url = b"/" + rest
+    if not host or not url.startswith(b"/"):
+        return safety.error_response(400)
+    if host.startswith(b"["):  # an IPv6 literal, maybe with a port
+        end = host.find(b"]")
+        name = host[:end + 1] if end > 0 else host
+    else:
+        name = host.split(b":", 1)[0]
+    location = b"https://" + name + (b"" if port == 443 else b":%d" % port) + url
+    return (b"HTTP/1.1 308 Permanent Redirect\r\nlocation: " + location +
+            b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
 
 
 def match_route(routes: tuple[Route, ...], host: bytes | None, path: bytes) -> ClusterState:
@@ -233,6 +262,15 @@ class ClientConnection:
 
     def on_headers_complete(self) -> None:
         self.partial = False
+        if self.ctx.redirect:
+            host = None
+            for name, value in self.headers:
+                if name.lower() == b"host":
+                    host = value
+            self.feed = _ignore
+            self.transport_write(redirect_response(host, self.url, self.ctx.redirect))
+            self._close()
+            return
         ex = self._build_exchange()
         self.headers = []
         self.url = b""
@@ -362,10 +400,10 @@ class ClientConnection:
                 trace = traced.header(traced.span_id)  # each try forwards its own span
         if trace is None:
             trace = new_traceparent()
-        out.append(b"x-forwarded-proto: http\r\ntraceparent: ")
+        ctx = self.ctx
+        out.append(ctx.forwarded)
         out.append(trace)
         out.append(b"\r\ntransfer-encoding: chunked\r\n\r\n" if chunked else b"\r\n\r\n")
-        ctx = self.ctx
         hkey = host.split(b":", 1)[0].lower() if (ctx.by_host and host) else None
         cluster = match_route(ctx.routes, hkey, self.url)
         return Exchange(self, cluster, method, b"".join(out), chunked, pin,

@@ -20,12 +20,14 @@ from mso.ports import port_holder
 
 from . import native, tracing, upstream
 from .balancer import ClusterState, EndpointState, build_cluster
-from .http_server import ClientConnection, Hub, ListenerContext, Route
+from .http_server import (FORWARDED_HTTP, FORWARDED_HTTPS, ClientConnection, Hub,
+                          ListenerContext, Route)
 from .exposition import Exposition
 from .metrics import Registry
 from .metrics_http import MetricsConnection
 from .table import ListenerSpec, Table, TableError, parse_table
 from .tcp import TcpClient, TcpContext
+from .tls import ServerTls, Staged
 
 log = logging.getLogger("mso.proxy")
 
@@ -56,6 +58,7 @@ class Listener:
     spec: ListenerSpec
     server: asyncio.Server
     ctx: ListenerContext | TcpContext | None
+    tls: ServerTls | None = None
 
 
 class Runtime:
@@ -113,6 +116,15 @@ class Runtime:
             )
             for name, spec in table.clusters.items()
         }
+        # Certificates are read before anything changes: one that cannot serve rejects
+        # the table and the listeners keep what they serve.
+        staged: dict[str, Staged | None] = {}
+        for name in plan.keep:
+            old_tls, new_tls = self.listeners[name].tls, new_specs[name].tls
+            if old_tls is not None and new_tls is not None:
+                staged[name] = old_tls.stage(new_tls, f"listener {name!r}.tls")
+        fresh_tls = {n: ServerTls(tls, f"listener {n!r}.tls")
+                     for n in plan.create if (tls := new_specs[n].tls) is not None}
         # A port handed from one listener to another (the gateway moved onto the metrics
         # port, which moves elsewhere) is free only once its old listener is closed; every
         # other old listener stays open until the new ones are bound.
@@ -130,7 +142,8 @@ class Runtime:
         created: dict[str, Listener] = {}
         try:
             for name in plan.create:
-                created[name] = await self._bind(new_specs[name], clusters)
+                created[name] = await self._bind(new_specs[name], clusters,
+                                                 fresh_tls.get(name))
         except OSError as exc:
             for lst in created.values():
                 lst.server.close()
@@ -147,6 +160,8 @@ class Runtime:
         for name in plan.keep:
             lst = self.listeners[name]
             lst.spec = new_specs[name]
+            if lst.tls is not None:
+                lst.tls.commit(staged.get(name))  # new handshakes get the new certificates
             self._configure(lst.spec, lst.ctx, clusters)
         for name in plan.close:
             if name not in handed_over:
@@ -169,7 +184,7 @@ class Runtime:
         for name, lst in closed.items():
             again = dataclasses.replace(lst.spec, port=ports.get(name, lst.spec.port))
             try:
-                reopened = await self._bind(again, self.clusters)
+                reopened = await self._bind(again, self.clusters, lst.tls)
                 reopened.spec = lst.spec  # as the table said, so the next plan compares alike
                 self.listeners[name] = reopened
             except OSError as exc:  # taken meanwhile by someone else: say so, go on
@@ -199,10 +214,15 @@ class Runtime:
             ctx.by_host = any(r.host for r in spec.routes)
             ctx.header_timeout = spec.header_timeout
             ctx.idle_timeout = spec.idle_timeout
+            ctx.forwarded = FORWARDED_HTTPS if spec.tls is not None else FORWARDED_HTTP
+            ctx.hsts = (b"strict-transport-security: %s\r\n" % spec.tls.hsts.encode("latin-1")
+                        if spec.tls is not None and spec.tls.hsts else b"")
+            ctx.redirect = spec.redirect
         elif isinstance(ctx, TcpContext):
             ctx.cluster = clusters[spec.routes[0].cluster]
 
-    async def _bind(self, spec: ListenerSpec, clusters: dict[str, ClusterState]) -> Listener:
+    async def _bind(self, spec: ListenerSpec, clusters: dict[str, ClusterState],
+                    tls: ServerTls | None = None) -> Listener:
         factory: Callable[[], asyncio.BaseProtocol]
         ctx: ListenerContext | TcpContext | None
         if spec.mode == "http":
@@ -218,14 +238,16 @@ class Runtime:
             factory = lambda: MetricsConnection(self.prometheus)  # noqa: E731
         self._configure(spec, ctx, clusters)
         sock = self.spare.pop(_key(spec), None)
+        context = tls.context if tls is not None else None
         if sock is not None:
-            server = await self.loop.create_server(factory, sock=sock, backlog=4096)
+            server = await self.loop.create_server(factory, sock=sock, backlog=4096,
+                                                   ssl=context)
         else:
             server = await self.loop.create_server(
                 factory, spec.bind, spec.port, backlog=4096,
-                reuse_port=self.reuse_port or None,
+                reuse_port=self.reuse_port or None, ssl=context,
             )
-        return Listener(spec=spec, server=server, ctx=ctx)
+        return Listener(spec=spec, server=server, ctx=ctx, tls=tls)
 
     def _keep_spare(self, key: tuple[str, int], fd: int) -> None:
         old = self.spare.pop(key, None)

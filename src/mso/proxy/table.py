@@ -88,6 +88,22 @@ class RouteSpec:
 
 
 @dataclass(frozen=True)
+class CertSpec:
+    """PEM files the proxy reads itself (key material never travels in a table);
+    `rev` changes when a file does, so an equal table means equal certificates."""
+
+    cert: str
+    key: str
+    rev: str = ""
+
+
+@dataclass(frozen=True)
+class TlsSpec:
+    certs: tuple[CertSpec, ...]  # the first is the default (clients without SNI)
+    hsts: str = ""  # Strict-Transport-Security value added to responses; "": none
+
+
+@dataclass(frozen=True)
 class ListenerSpec:
     name: str
     bind: str
@@ -96,11 +112,14 @@ class ListenerSpec:
     routes: tuple[RouteSpec, ...] = ()
     header_timeout: float = 10.0
     idle_timeout: float = 75.0
+    tls: TlsSpec | None = None  # terminate TLS (http listeners)
+    #: Answer every request with 308 to https on this port (0: serve the routes).
+    redirect: int = 0
 
     @property
-    def socket_key(self) -> tuple[str, int, str]:
+    def socket_key(self) -> tuple[str, int, str, bool]:
         """Listeners with an equal key can keep their socket across tables."""
-        return (self.bind, self.port, self.mode)
+        return (self.bind, self.port, self.mode, self.tls is not None)
 
 
 @dataclass(frozen=True)
@@ -263,7 +282,13 @@ def _parse_listener(raw: Any, where: str, clusters: Mapping[str, ClusterSpec]) -
             routes = (_parse_route({"cluster": _req(raw, "cluster", str, where)}, where, clusters),)
         if mode == "tcp" and len(routes) != 1:
             raise TableError(f"{where}: a tcp listener needs exactly one 'cluster'")
+    tls = _parse_tls(raw.get("tls"), f"{where}.tls") if mode == "http" else None
+    redirect = raw.get("redirect", 0)
+    if isinstance(redirect, bool) or not isinstance(redirect, int) or not 0 <= redirect < 65536:
+        raise TableError(f"{where}.redirect: expected a port number (0: off), got {redirect!r}")
     return ListenerSpec(
+        tls=tls,
+        redirect=redirect,
         name=name,
         bind=str(raw.get("bind", "127.0.0.1")),
         port=port,
@@ -272,6 +297,27 @@ def _parse_listener(raw: Any, where: str, clusters: Mapping[str, ClusterSpec]) -
         header_timeout=_opt_num(raw, "header_timeout", 10.0, where),
         idle_timeout=_opt_num(raw, "idle_timeout", 75.0, where),
     )
+
+
+def _parse_tls(raw: Any, where: str) -> TlsSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise TableError(f"{where}: expected an object")
+    certs_raw = _req(raw, "certificates", list, where)
+    if not certs_raw:
+        raise TableError(f"{where}.certificates: expected at least one certificate")
+    certs = []
+    for i, c in enumerate(certs_raw):
+        w = f"{where}.certificates[{i}]"
+        if not isinstance(c, Mapping):
+            raise TableError(f"{w}: expected an object")
+        certs.append(CertSpec(cert=_req(c, "cert", str, w), key=_req(c, "key", str, w),
+                              rev=str(c.get("rev", ""))))
+    hsts = raw.get("hsts", "")
+    if not isinstance(hsts, str) or not (hsts.isascii() and hsts.isprintable()):
+        raise TableError(f"{where}.hsts: expected a header value")
+    return TlsSpec(certs=tuple(certs), hsts=hsts)
 
 
 def _parse_tracing(raw: Any) -> TracingSettings | None:

@@ -14,6 +14,7 @@ only tells `mso up --watch` what to do on a save.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import hashlib
 import json
@@ -161,8 +162,41 @@ class LoadedManifest:
                     check(name)
                 except ManifestError as exc:
                     errors.append(exc)
+        errors.extend(e for e, fatal in self._tls_problems() if fatal)
         if errors:
             raise combine(errors)
+
+    def tls_files(self) -> list[tuple[Path, Path]]:
+        """Absolute (cert, key) paths of `gateway.tls`, the default certificate first."""
+        tls = self.manifest.gateway.tls
+        if tls is None:
+            return []
+        return [(self.base_dir / cert, self.base_dir / key) for cert, key, _ in tls.pairs()]
+
+    def _tls_problems(self, now: datetime.datetime | None = None) -> list[tuple[ManifestError, bool]]:
+        """(error, fatal) for each `gateway.tls` pair that cannot serve or expires soon."""
+        tls = self.manifest.gateway.tls
+        if tls is None:
+            return []
+        from mso.spec.certs import inspect_pair  # cryptography: only when TLS is used
+        when = now or datetime.datetime.now(datetime.timezone.utc)
+        out: list[tuple[ManifestError, bool]] = []
+        for (cert, key), (_, _, where) in zip(self.tls_files(), tls.pairs()):
+            try:
+                info = inspect_pair(cert, key)
+            except ValueError as exc:
+                out.append((self.error(where, str(exc)), True))
+                continue
+            problem = info.expiry_problem(when)
+            if problem is not None:
+                fatal, message = problem
+                out.append((self.error(f"{where}.cert", message if fatal
+                                       else f"warning: {message}"), fatal))
+        return out
+
+    def tls_warnings(self, now: datetime.datetime | None = None) -> list[ManifestError]:
+        """Certificates that expire within 14 days (mso.spec.certs.EXPIRY_WARNING)."""
+        return [e for e, fatal in self._tls_problems(now) if not fatal]
 
     def command_warnings(self, path_env: str | None = None,
                          containers: bool = False) -> list[ManifestError]:
@@ -172,7 +206,7 @@ class LoadedManifest:
         With `containers` (Swarm, Kubernetes) services and jobs that run an `image:` or
         `build:` are not checked: their command runs inside the image."""
         search = os.environ.get("PATH", os.defpath) if path_env is None else path_env
-        found: list[ManifestError] = []
+        found: list[ManifestError] = self.tls_warnings()
         for name in [*self.manifest.services, *self.manifest.jobs]:
             section, item = self._runnable(name)
             run = item.run

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from mso.spec.errors import Loc, LocatedError
-from mso.spec.fields import BindAddress, Name, PortNumber, SpecModel
+from mso.spec.fields import BindAddress, Name, PortNumber, RelPath, SpecModel
+from mso.spec.units import Duration
 from mso.spec.graph import find_cycle
 from mso.spec.health import Health, Probe, ProbeKind
 from mso.spec.rollout import (
@@ -33,7 +34,7 @@ from mso.spec.rollout import (
 from mso.spec.service import Backoff, Build, Condition, ConfigFile, Job, Port, Resources, Secret, Service, Stop, Watch, WatchSignal
 
 __all__ = [
-    "AnalysisSpec", "Autoscale", "Backoff", "Build", "Condition", "ConfigFile", "Engines", "Gateway",
+    "AnalysisSpec", "Autoscale", "Backoff", "Build", "Certificate", "Condition", "ConfigFile", "Engines", "Gateway", "GatewayTls", "Hsts",
     "Health", "Job", "KubernetesSettings", "Manifest", "Pause", "Port", "Probe", "ProbeKind",
     "PrometheusProvider", "Provider", "Resources", "Rollout", "Route", "Secret", "Service", "Step",
     "StepAnalysis", "Stop", "Strategy", "SwarmSettings", "Tracing", "Watch", "WatchSignal",
@@ -41,11 +42,66 @@ __all__ = [
 ]  # fmt: skip
 
 
+class Certificate(SpecModel):
+    """One PEM certificate (chain) and its private key."""
+
+    cert: RelPath = Field(description="PEM file with the certificate, then any intermediates (relative to the manifest).")
+    key: RelPath = Field(description="PEM file with the certificate's private key (relative to the manifest); read by the gateway only, never copied into mso's state.")
+
+
+class Hsts(SpecModel):
+    """The Strict-Transport-Security header added to HTTPS responses."""
+
+    max_age: Duration = Field(31536000.0, description="How long browsers remember to use HTTPS only (max-age): a duration or seconds, default one year (8760h).")
+    include_subdomains: bool = Field(False, description="Add includeSubDomains.")
+
+    def header(self) -> str:
+        return f"max-age={int(self.max_age)}" + ("; includeSubDomains" if self.include_subdomains else "")
+
+
+def _tls_shorthand(value: Any) -> Any:
+    """`tls: [{cert, key}, ...]` is short for `tls: {certificates: [...]}`."""
+    if isinstance(value, list):
+        return {"certificates": value}
+    return value
+
+
+class GatewayTls(SpecModel):
+    """TLS termination at the gateway: HTTPS on `port`, `gateway.port` redirects to it."""
+
+    cert: RelPath | None = Field(None, description="PEM certificate file (with `key`); or list several in `certificates`.")
+    key: RelPath | None = Field(None, description="PEM private key file of `cert`.")
+    certificates: list[Certificate] = Field(default_factory=list, description="Several certificates; each client gets the one whose names match its SNI server name (wildcards too), a client without SNI the first.")
+    port: PortNumber = Field(8443, description="Port the gateway serves HTTPS on (the published port on Swarm/K8s).")
+    redirect: bool = Field(True, description="`gateway.port` answers every request with 308 to the same URL on https; false: it keeps serving the routes over plain HTTP.")
+    hsts: Hsts | None = Field(None, description="Add Strict-Transport-Security to HTTPS responses that do not carry one.")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> GatewayTls:
+        if (self.cert is None) != (self.key is None):
+            raise LocatedError([((("key" if self.key is None else "cert"),), "cert and key go together: write both")])
+        if self.cert is None and not self.certificates:
+            raise LocatedError([((), "write cert and key (or a list of them in certificates)")])
+        return self
+
+    def pairs(self) -> list[tuple[str, str, str]]:
+        """(cert, key, dotted field of the pair) of every certificate, the default first."""
+        out = [(self.cert, self.key, "gateway.tls")] if self.cert is not None and self.key is not None else []
+        return out + [(c.cert, c.key, f"gateway.tls.certificates.{i}") for i, c in enumerate(self.certificates)]
+
+
 class Gateway(SpecModel):
     """The one entry point for outside traffic."""
 
     bind: BindAddress = Field("127.0.0.1", description="Address the gateway listens on (local engine).")
-    port: PortNumber = Field(8080, description="Gateway port; on Swarm/K8s the published port.")
+    port: PortNumber = Field(8080, description="Gateway port (plain HTTP); on Swarm/K8s the published port. With `tls`, it redirects to https unless `tls.redirect: false`.")
+    tls: Annotated[GatewayTls | None, BeforeValidator(_tls_shorthand)] = Field(None, description="Terminate TLS: `{cert, key}` (PEM files) or a list of them, chosen by SNI; HTTPS on `tls.port` (8443).")
+
+    @model_validator(mode="after")
+    def _ports(self) -> Gateway:
+        if self.tls is not None and self.tls.port == self.port:
+            raise LocatedError([(("tls", "port"), f"port {self.port} is gateway.port (plain HTTP); give HTTPS its own port")])
+        return self
 
 
 class Route(SpecModel):
@@ -197,6 +253,8 @@ class Manifest(SpecModel):
         """Blue/green preview ports are opened beside the gateway's: one listener each."""
         issues: list[tuple[Loc, str]] = []
         seen: dict[int, str] = {self.gateway.port: "the gateway (gateway.port)"}
+        if self.gateway.tls is not None:
+            seen[self.gateway.tls.port] = "the gateway's HTTPS (gateway.tls.port)"
         for name, svc in self.services.items():
             port = svc.rollout.preview_port
             if svc.rollout.strategy != "blue_green" or port is None:

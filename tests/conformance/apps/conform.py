@@ -103,6 +103,7 @@ class Handler(BaseHTTPRequestHandler):
                 "show": {k[5:]: v for k, v in env.items() if k.startswith("SHOW_")},
                 "started": STARTED, "dependency": DEPENDENCY, "pid": os.getpid(),
                 "traceparent": self.headers.get("traceparent"),
+                "forwarded_proto": self.headers.get("x-forwarded-proto"),
             }
             self._send(int(env.get("FAIL_STATUS") or 200), json.dumps(body), "application/json")
 
