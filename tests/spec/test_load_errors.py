@@ -27,6 +27,13 @@ class Case:
 
 
 CASES = [
+    Case("cwd of a container service", """
+        app: shop
+        services:
+          cache:
+            image: redis:7
+            cwd: ./cache   # <-
+        """, "services.cache.cwd", "runs in its image's WORKDIR on every engine"),
     Case("unknown top-level key", """
         app: shop
         servces: {}   # <-

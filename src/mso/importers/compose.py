@@ -371,8 +371,8 @@ class _Translator:
                       "container on every engine (one per replica on the embedded engine)")
         if build is not None:
             self._build(svc, out, build)
-        if cwd := rebase(".", svc.where()[0].path.parent, self.out_dir):
-            if cwd != ".":
+        if "run" in out and (cwd := rebase(".", svc.where()[0].path.parent, self.out_dir)):
+            if cwd != ".":  # (a container runs in its image's WORKDIR: no cwd)
                 out["cwd"] = cwd
         self._environment(svc, out, take("environment"))
         self._env_file(svc, out, take("env_file"))

@@ -249,6 +249,10 @@ class _Runnable(SpecModel):
                 what = "a job needs `run:`" if isinstance(self, Job) else \
                     "give `run:` (a command), or `image:`/`build:` to run a container"
                 issues.append((("run",), f"required key is missing: {what}"))
+            elif self.cwd is not None:
+                issues.append((("cwd",), "a container service (`image:`/`build:` without "
+                               "`run:`) runs in its image's WORKDIR on every engine; leave "
+                               "`cwd` out (or give `run:` to run a process there)"))
         elif isinstance(self.run, str) and not self.shell:
             issues.append((("run",), "run is a string; use an argv list like [python3, app.py], or set shell: true"))
         if self.run is not None and (not self.run or (isinstance(self.run, str) and not self.run.strip())):
