@@ -59,7 +59,7 @@ def test_a_load_step_scales_up_and_idle_brings_it_back_to_min(app: MsoApp) -> No
                  message="back to 1 replica under 4 req/s")
         down = light.stop()
     assert up.failures == [] and down.failures == [], (up.failures, down.failures)
-    assert up.ok > 100 and down.ok > 5
+    assert up.ok > 20 and down.ok > 5  # (3 READY may come within a second of the step)
     scaled = [e for e in app.events() if e["type"] == "service.autoscaled"]
     assert scaled[0]["data"]["current"] == 1 and scaled[0]["data"]["desired"] > 1
     assert scaled[0]["data"]["metrics"][0]["metric"] == "rps"
