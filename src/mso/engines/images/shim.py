@@ -135,6 +135,10 @@ def _secret_env(pairs: list[str]) -> dict[str, str]:
 
 
 STATUS_FILE = "/tmp/mso-shim.json"
+#: Exits in a row without becoming ready in between that make a crash loop (as
+#: mso.engines.problems.CRASH_LOOP_EXITS; the status then starts with CRASH_LOOP).
+CRASH_LOOP_EXITS = 3
+CRASH_LOOP = "crash loop: "
 ROLES = ("startup", "readiness", "liveness")
 POLICIES = ("always", "on-failure", "never")
 
@@ -243,7 +247,7 @@ class Status:
     def __init__(self, path: str) -> None:
         self.path = path
         self.data: dict[str, Any] = {"started": False, "ever_ready": False, "ready": False,
-                                     "detail": "starting"}
+                                     "detail": "starting", "exits": 0}
         self._write()
 
     @property
@@ -253,6 +257,7 @@ class Status:
     def update(self, **changes: Any) -> None:
         if changes.get("ready"):
             changes["ever_ready"] = True
+            changes["exits"] = 0  # exits in a row without becoming ready in between
         new = {**self.data, **changes}
         if new != self.data:
             self.data = new
@@ -324,8 +329,11 @@ class Supervisor:
                 return code if code >= 0 else 128 - code
             delay = self.backoff.next_delay()
             _say(f"the process {reason}; restarting in {delay:g}s")
-            self.status.update(ready=False, detail=f"restarting in {delay:g}s: the process "
-                                                   f"{reason}")
+            exits = int(self.status.data["exits"]) + 1
+            looping = CRASH_LOOP if exits >= CRASH_LOOP_EXITS else ""
+            self.status.update(ready=False, exits=exits,
+                               detail=f"{looping}the process {reason}, {exits} times in a row "
+                                      f"without becoming ready; restarting in {delay:g}s")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
                 return 0  # stopped while waiting to restart

@@ -29,10 +29,9 @@ MIN_START_PERIOD = 15.0
 #: the first check passes, instead of waiting a whole `period` for the first one.
 START_INTERVAL = 0.25
 START_INTERVAL_API = (1, 44)
-#: Under the shim, a task is not ready until its first ready (it stays `starting`), as
-#: long as that takes: the start period never ends in practice, Docker never replaces it.
-NEVER_JUDGED = 365 * 86400.0
-STATUS_RETRIES = 3
+#: Under the shim a task is not ready until its first ready (it stays `starting`), as
+#: long as that takes: Docker never counts enough failed checks to replace it.
+NEVER_UNHEALTHY = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -103,8 +102,8 @@ def healthcheck(model: dict[str, Any], shim: bool,
     the check only reads its status file: it passes once the replica has been ready in
     the container (Swarm then counts the task as running), keeps passing while the shim
     answers, and says `ready` or `not ready: why`, which the controller reads to take
-    the task out of the gateway's rotation (observe.not_ready). Docker never judges the
-    app, so a check that fails only means the shim itself is gone: beyond repair.
+    the task out of the gateway's rotation (observe.not_ready). Docker never marks it
+    unhealthy (NEVER_UNHEALTHY retries): restarting the process is the shim's job.
 
     An image mso did not build has no shim: its readiness probe (else liveness) becomes
     the check, an `exec` probe only, with slack."""
@@ -131,9 +130,14 @@ def _status_check(model: dict[str, Any], start_interval: bool) -> dict[str, Any]
         return None  # no probe: ready once the container runs, as before
     period = float((found.get("readiness") or min(found.values(),
                                                    key=lambda p: float(p["period"])))["period"])
+    # The start period only tells `mso ps` when a task that is not ready yet has a problem
+    # (diagnose.allowance): a `startup` probe's budget.
+    startup = found.get("startup") or {}
+    start = float(startup.get("period", 0)) * int(startup.get("failure_threshold", 0)) \
+        + float(startup.get("initial_delay") or 0)
     check = {"Test": ["CMD", *supervision.STATUS_CHECK], "Interval": _ns(period),
-             "Timeout": _ns(MIN_HEALTH_TIMEOUT), "Retries": STATUS_RETRIES,
-             "StartPeriod": _ns(NEVER_JUDGED)}
+             "Timeout": _ns(MIN_HEALTH_TIMEOUT), "Retries": NEVER_UNHEALTHY,
+             "StartPeriod": _ns(max(start, MIN_START_PERIOD))}
     if start_interval:
         check["StartInterval"] = _ns(min(START_INTERVAL, period))
     return check
