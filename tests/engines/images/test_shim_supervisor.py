@@ -4,7 +4,6 @@ probes, restarts with backoff, status file and stop signal (no containers)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -74,7 +73,7 @@ class Shim:
     def __init__(self, folder: Path, model: dict[str, Any], env: dict[str, str]) -> None:
         self.folder = folder
         self.port = int(model["ports"]["http"])
-        self.status = folder / "status.json"
+        self.status = folder / "status"
         (folder / "child.py").write_text(CHILD)
         command = shim_command(model, [sys.executable, "child.py"], forward=False)
         command = [sys.executable, str(Path(shim.__file__)), *command[2:]]
@@ -191,8 +190,8 @@ def test_readiness_is_in_the_status_file_and_the_check_passes_from_the_first_rea
     (one.folder / "unready").unlink()
     wait_for(lambda: one.check().stdout.strip() == "ready", what="ready again")
     assert len(one.saw("child started")) == 1  # readiness never restarts
-    status = json.loads(one.status.read_text())
-    assert status["ever_ready"] and status["started"]
+    status = shim.read_status(str(one.status))
+    assert status is not None and status["ever_ready"] == status["started"] == "1"
 
 
 def test_a_failed_liveness_probe_restarts_the_process(run: Callable[..., Shim]) -> None:

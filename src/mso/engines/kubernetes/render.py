@@ -5,6 +5,10 @@ by content (so a change rolls the pods and old pods keep their own files), Servi
 the subsets (`svc-stable`, `svc-canary`) that the gateway routes to, a PodDisruptionBudget
 and, with `autoscale:`, a HorizontalPodAutoscaler. The service's own Service (`svc`, its
 stable address) selects the gateway and lives in `gateway`.
+
+A service on an image mso built runs under mso's shim, its in-container supervisor
+(`supervised`): the shim restarts the process with mso's backoff and turns the kubelet's
+SIGTERM into `stop.signal`; `probes` says which probe is whose, and why.
 """
 
 from __future__ import annotations
