@@ -112,6 +112,10 @@ def _blue_green(value: Any, item: dict[str, Any]) -> bool:
     return bool(value) and (item.get("rollout") or {}).get("strategy") == "blue_green"
 
 
+#: What the labels of keys honoured everywhere for `run:` services (under mso's shim) add.
+_OF_IMAGES = " of `image:`/`build:` services"
+
+
 def _no_shim(predicate: Predicate) -> Predicate:
     """`predicate`, for a service built from `image:`/`build:` only: the others run under
     mso's shim, which supervises them in the container as the local engine does."""
@@ -215,24 +219,28 @@ FEATURES: tuple[Feature, ...] = (
     Feature("jobs.*.timeout", "`jobs.*.timeout`", "job_timeout",
             gaps={"swarm": Gap("a Swarm job task has no deadline",
                                "make the job end by itself")}),
-    Feature("services.*.health.liveness", "`health.liveness` beside `readiness`",
-            "liveness_replaces_hung", gaps={"swarm": _SWARM_PROBE}, when=_no_shim(_with_readiness)),
-    Feature("services.*.health.startup", "`health.startup`", "startup_probe",
+    Feature("services.*.health.liveness", "`health.liveness` beside `readiness`" + _OF_IMAGES,
+            "liveness_replaces_hung", gaps={"swarm": _SWARM_PROBE},
+            when=_no_shim(_with_readiness)),
+    Feature("services.*.health.startup", "`health.startup`" + _OF_IMAGES,
+            "startup_probe",
             gaps={"swarm": _SWARM_PROBE}, when=_no_shim(_always)),
-    Feature("services.*.health.*.success_threshold", "probe `success_threshold` other than 1",
-            "readiness_gates_traffic", gaps={"swarm": _SWARM_PROBE}, when=_no_shim(_not_one)),
-    Feature("services.*.health.*.initial_delay", "probe `initial_delay`", "startup_probe",
+    Feature("services.*.health.*.success_threshold",
+            "probe `success_threshold` other than 1" + _OF_IMAGES, "readiness_gates_traffic",
+            gaps={"swarm": _SWARM_PROBE}, when=_no_shim(_not_one)),
+    Feature("services.*.health.*.initial_delay", "probe `initial_delay`" + _OF_IMAGES,
+            "startup_probe",
             gaps={"swarm": Gap("a container built from `image:`/`build:` has no mso shim, and "
                                "Swarm's healthcheck has a start period, not a delay",
                                "use a `startup` probe, or a `run:` service")},
             when=_no_shim(_always)),
-    Feature("services.*.health.*.timeout", "probe `timeout` under 5s", "readiness_gates_traffic",
+    Feature("services.*.health.*.timeout", "probe `timeout` under 5s" + _OF_IMAGES,
+            "readiness_gates_traffic",
             gaps={"swarm": Gap("a container built from `image:`/`build:` has no mso shim, and "
                                "the Swarm engine gives its Docker healthcheck at least 5s",
                                "write `timeout: 5s` or more, or use a `run:` service")},
             when=_no_shim(_below(5.0))),
-    Feature("services.*.health.*", "http/tcp probes of `image:`/`build:` services",
-            "readiness_gates_traffic",
+    Feature("services.*.health.*", "http/tcp probes" + _OF_IMAGES, "readiness_gates_traffic",
             gaps={"swarm": Gap("a container built from `image:`/`build:` has no mso shim to "
                                "run http/tcp probes", "use an `exec` probe")},
             when=_container_probe),
@@ -251,12 +259,14 @@ FEATURES: tuple[Feature, ...] = (
     Feature("services.*.restart", "`restart: on-failure | never`", "restart_policy",
             gaps={"kubernetes": Gap("a Deployment's pods are always restarted",
                                     "run a one-shot task as a job")}, when=_not_always),
-    Feature("services.*.backoff", "`backoff`", "backoff_grows",
+    Feature("services.*.backoff", "`backoff`" + _OF_IMAGES,
+            "backoff_grows",
             gaps={"swarm": Gap("a container built from `image:`/`build:` has no mso shim to "
                                "restart its process, and Swarm restarts tasks with a fixed "
                                "delay", "leave `backoff` out, or use a `run:` service"),
                   "kubernetes": _K8S_BACKOFF}, when=_no_shim(_always)),
-    Feature("services.*.stop.signal", "`stop.signal` other than SIGTERM", "stop_signal",
+    Feature("services.*.stop.signal", "`stop.signal` other than SIGTERM" + _OF_IMAGES,
+            "stop_signal",
             gaps={"kubernetes": Gap("a container built from `image:`/`build:` has no mso shim "
                                     "to translate the kubelet's SIGTERM, and a pod is always "
                                     "stopped with the image's STOPSIGNAL (SIGTERM)",
