@@ -50,6 +50,12 @@ def test_the_command_hands_the_shim_what_the_local_supervisor_gets() -> None:
     assert probes["liveness"]["kind"] == "exec" and probes["liveness"]["port"] is None
 
 
+def test_a_job_ends_with_its_process() -> None:
+    job = {"run": ["python3", "migrate.py"], "timeout": 60.0}
+    flags = _flags(command(ReleaseInput("migrate", 1, "h", {"model": job}, "img", shim=True)))
+    assert flags["--restart"] == ["never"] and "--probe" not in flags
+
+
 def test_the_healthcheck_reads_the_status_and_never_makes_the_task_unhealthy() -> None:
     check = healthcheck(MODEL, shim=True)
     assert check is not None

@@ -47,7 +47,9 @@ def shim_command(model: dict[str, Any], argv: list[str], *, forward: bool = True
         out += ["--probe", f"{role}={shim.probe_args(raw, port)}"]
     backoff = model.get("backoff") or {}
     stop = model.get("stop") or {}
-    out += ["--restart", str(model.get("restart", "always")),
+    # A job has no `restart:`: the shim ends with its process, and the engine's own job
+    # handling (Swarm's retries, a Kubernetes Job) decides what comes next.
+    out += ["--restart", str(model.get("restart", "never")),
             "--backoff", ",".join(f"{float(backoff.get(key, default)):g}" for key, default in
                                   (("initial", 0.5), ("max", 30.0), ("reset_after", 60.0))),
             "--stop-signal", str(stop.get("signal", "SIGTERM")),
