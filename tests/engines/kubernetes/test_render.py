@@ -101,7 +101,7 @@ def test_deployment_carries_release_spec_hash_probes_and_grace() -> None:
     assert app["readinessProbe"]["successThreshold"] == 2
     # Under the shim: it runs the startup and liveness probes and restarts the process;
     # the kubelet's startupProbe asks it whether startup passed, and never fails the pod.
-    assert app["startupProbe"]["exec"]["command"] == supervision.STARTED_CHECK
+    assert app["startupProbe"]["exec"]["command"] == supervision.STATUS_CHECK
     assert app["startupProbe"]["failureThreshold"] >= 10**6
     assert "livenessProbe" not in app
     assert app["resources"]["limits"] == {"cpu": "500m", "memory": str(256 * 2**20)}

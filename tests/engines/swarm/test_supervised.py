@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from mso.engines.images import SHIM_PATH, shim, supervision
-from mso.engines.swarm.diagnose import shim_crash_loop, slot_problem
+from mso.engines.swarm.diagnose import shim_crash_loop, slot_problem, slot_view
 from mso.engines.swarm.observe import ServiceObs, TaskObs, not_ready, watched, without_unready
 from mso.engines.swarm.spec import NEVER_UNHEALTHY, ReleaseInput, command, healthcheck
 
@@ -63,7 +63,9 @@ def test_the_healthcheck_reads_the_status_and_never_makes_the_task_unhealthy() -
     assert check["Retries"] == NEVER_UNHEALTHY
     assert check["Interval"] == 500_000_000  # the readiness period: how soon gating follows
     assert check["StartPeriod"] == 15_000_000_000  # the startup budget, at least 15 s
-    assert healthcheck({"ports": {"http": 8000}}, shim=True) is None
+    # Without probes: ready once the first port accepts; the check still sees crash loops.
+    plain = healthcheck({"ports": {"http": 8000}}, shim=True)
+    assert plain is not None and plain["Interval"] == 2_000_000_000
     # Without the shim only an exec probe can be the check (nothing else to probe with).
     assert healthcheck(MODEL, shim=False) is None
 
@@ -91,7 +93,7 @@ def test_a_task_whose_shim_says_not_ready_is_not_ready() -> None:
 
 
 def test_a_crash_loop_inside_the_container_is_a_problem_at_once() -> None:
-    said = "the process exited with status 1, 3 times in a row without becoming ready; " \
+    said = "exited with status 1, 3 times in a row without becoming ready; " \
            "restarting in 0.8s"
     health = {"Log": [{"ExitCode": 1, "Output": f"not ready: {shim.CRASH_LOOP}{said}\n"}]}
     assert shim_crash_loop(health) == said
@@ -102,3 +104,5 @@ def test_a_crash_loop_inside_the_container_is_a_problem_at_once() -> None:
     problem = slot_problem([task], "any", time.time(), health)
     assert problem is not None and problem.kind == "crash_loop"
     assert problem.message == f"{said}; mso's shim keeps restarting it"
+    view = slot_view([task], "any", time.time(), health)
+    assert view is not None and view.state == "BACKOFF" and view.reason == problem.message

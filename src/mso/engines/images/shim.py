@@ -11,7 +11,7 @@ only, under /opt/mso/mso/...). It is PID 1 of every Swarm task and Kubernetes po
     thresholds; the startup probe holds the other two). A failed liveness or startup
     probe kills the process (stop signal, SIGKILL after the grace), which counts as an
     exit. Readiness is kept in the status file (`--status`, see `Status`) that the
-    engine's own check reads (`probe status|started FILE`).
+    engine's own check reads (`probe status FILE`).
   - `--restart always|on-failure|never` and `--backoff INITIAL,MAX,RESET_AFTER`: after an
     exit, start ARGV again in the same container with mso's backoff (the delay doubles
     from INITIAL up to MAX and resets after a run of RESET_AFTER), or exit with its code.
@@ -28,11 +28,12 @@ only, under /opt/mso/mso/...). It is PID 1 of every Swarm task and Kubernetes po
   - `--secret-env VAR=name`: secrets with `as_env` are read from their files here, so
     their values never appear in the Swarm service spec.
   Each restart and probe failure is one `mso: ...` line on stderr (`mso logs` shows it).
-- `probe status FILE`: the Swarm healthcheck. Exit 0 once the replica has been ready in
-  this container (Swarm then counts the task as running and never replaces it for a
-  failed check: restarting is the shim's job), and print `ready` or `not ready: why`,
-  which the Swarm controller reads to take the task out of the gateway's rotation.
-  `probe started FILE`: exit 0 once the startup probe passed (Kubernetes' startupProbe).
+- `probe status FILE`: the engines' check. Exit 0 once the replica has been ready in
+  this container (Swarm then counts the task as running, and never replaces it for a
+  failed check: restarting is the shim's job; the kubelet's startupProbe passes), and
+  print `ready` or `not ready: why` (`not ready: crash loop: ...` after CRASH_LOOP_EXITS
+  exits without becoming ready), which the engines read: the Swarm controller to take
+  the task out of the gateway's rotation, both to report a crash loop.
 - `probe http PORT PATH TIMEOUT` / `probe tcp PORT TIMEOUT`: a one-shot check that
   needs no curl in the image; exit 0 when healthy.
 """
@@ -54,26 +55,21 @@ def read_status(path: str) -> dict[str, str] | None:
         return None
 
 
-def probe_status(kind: str, path: str) -> int:
-    """`probe status|started FILE` (see the module docstring): read the shim's status."""
+def probe_status(path: str) -> int:
+    """`probe status FILE` (see the module docstring): read the shim's status."""
     data = read_status(path)
     if data is None:
         print("not ready: the replica's supervisor has written no status yet")
         return 1
-    if kind == "started":
-        started = data.get("started") == "1"
-        print("started" if started else f"starting: {data.get('detail')}")
-        return 0 if started else 1
     print("ready" if data.get("ready") == "1" else f"not ready: {data.get('detail')}")
     return 0 if data.get("ever_ready") == "1" else 1
 
 
-# The engines' checks (`probe status|started`, every period in every container) stop
+# The engines' checks (`probe status`, every period in every container) stop
 # here, before the imports that the supervisor needs and a check does not (asyncio alone
 # is 60 ms of CPU each time).
-if __name__ == "__main__" and sys.argv[1:2] == ["probe"] \
-        and sys.argv[2:3] in (["status"], ["started"]):
-    sys.exit(probe_status(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else STATUS_FILE))
+if __name__ == "__main__" and sys.argv[1:3] == ["probe", "status"]:
+    sys.exit(probe_status(sys.argv[3] if len(sys.argv) > 3 else STATUS_FILE))
 
 import asyncio  # noqa: E402
 import json  # noqa: E402
@@ -357,19 +353,20 @@ class Supervisor:
             if self.stopping:
                 return code if code >= 0 else 128 - code
             reason = describe_exit(code)
+            said = f"the process {reason}"
             if self.kill_reason:
-                reason = f"{self.kill_reason}; it {reason}"
+                said = f"{self.kill_reason}; {said}"
             if not restarts(self.opts.restart, code):
                 if self.opts.probes or self.opts.restart != "never" or code != 0:
-                    _say(f"the process {reason}; not restarted (restart: {self.opts.restart})")
+                    _say(f"{said}; not restarted (restart: {self.opts.restart})")
                 return code if code >= 0 else 128 - code
             delay = self.backoff.next_delay()
-            _say(f"the process {reason}; restarting in {delay:g}s")
+            _say(f"{said}; restarting in {delay:g}s")
             exits = int(self.status.data["exits"]) + 1
             looping = CRASH_LOOP if exits >= CRASH_LOOP_EXITS else ""
             self.status.update(ready=False, exits=exits,
-                               detail=f"{looping}the process {reason}, {exits} times in a row "
-                                      f"without becoming ready; restarting in {delay:g}s")
+                               detail=f"{looping}{reason}, {exits} times in a row without "
+                                      f"becoming ready; restarting in {delay:g}s")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
                 return 0  # stopped while waiting to restart
@@ -529,8 +526,8 @@ def run(args: list[str]) -> int:
 def probe(args: list[str]) -> int:
     """Exit 0 when healthy; otherwise print why (Docker keeps it as the check's output,
     which `mso ps` shows as the reason)."""
-    if args and args[0] in ("status", "started"):
-        return probe_status(args[0], args[1] if len(args) > 1 else STATUS_FILE)
+    if args and args[0] == "status":
+        return probe_status(args[1] if len(args) > 1 else STATUS_FILE)
     kind, port = args[0], int(args[1])
     try:
         if kind == "http":

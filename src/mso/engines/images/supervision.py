@@ -21,7 +21,6 @@ STATUS_FILE = shim.STATUS_FILE
 #: Running a check of the status file: isolated (-I) and without the site module (-S), so
 #: each (one `exec` per period per container) starts Python fast.
 STATUS_CHECK = ["python3", "-I", "-S", SHIM_PATH, "probe", "status", STATUS_FILE]
-STARTED_CHECK = ["python3", "-I", "-S", SHIM_PATH, "probe", "started", STATUS_FILE]
 ROLES = shim.ROLES
 
 

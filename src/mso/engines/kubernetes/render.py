@@ -185,17 +185,18 @@ def probes(w: Workload) -> dict[str, Obj]:
     with mso's backoff, as the local engine does; a livenessProbe of the kubelet would
     restart the whole container with its own delays instead, so there is none. The
     readinessProbe stays the kubelet's: readiness is what the pod's endpoints (kube-proxy,
-    the gateway) follow, and the kubelet's thresholds mean what mso's do. A startup probe
-    holds it as on the local engine: the kubelet's startupProbe asks the shim whether
-    its startup probe passed (never failing the container: restarting is the shim's)."""
+    the gateway) follow, and the kubelet's thresholds mean what mso's do. The kubelet's
+    startupProbe asks the shim whether the replica has been ready once (its startup
+    probe passed, then its readiness, or its first port opened), every second until it
+    has, and never fails the pod (restarting is the shim's): it holds the readiness
+    probe as a startup probe does, and its failures (`not ready: crash loop: ...`) are
+    how `mso ps` and a deploy learn of a process crashing in its container."""
     health = w.model.get("health") or {}
     out: Obj = {}
     if supervised(w):
-        startup = health.get("startup")
-        if startup:
-            out["startupProbe"] = {"exec": {"command": supervision.STARTED_CHECK},
-                                   "periodSeconds": _seconds(startup["period"]),
-                                   "timeoutSeconds": 5, "failureThreshold": SHIM_STARTUP_WAIT}
+        out["startupProbe"] = {"exec": {"command": supervision.STATUS_CHECK},
+                               "periodSeconds": 1, "timeoutSeconds": 5,
+                               "failureThreshold": SHIM_STARTUP_WAIT}
         built = probe(health.get("readiness"), w.ports)
         if built is not None:
             out["readinessProbe"] = built

@@ -139,8 +139,8 @@ def _health_failing(health: dict[str, Any] | None, retries: int) -> tuple[bool, 
 
 
 def shim_crash_loop(health: dict[str, Any] | None) -> str:
-    """What the shim's status check last said about a crash loop (`the process exited
-    with status 1, 3 times in a row without becoming ready; restarting in 0.8s`), or ""."""
+    """What the shim's status check last said about a crash loop (`exited with status 1,
+    3 times in a row without becoming ready; restarting in 0.8s`), or ""."""
     log = (health or {}).get("Log") or []
     output = str(log[-1].get("Output", "")).strip() if log else ""
     prefix = f"not ready: {shim.CRASH_LOOP}"
@@ -223,7 +223,7 @@ def slot_view(history: list[dict[str, Any]], restart: str, now: float,
         return SlotView(tasks[0], "FAILED", problem.message, failed, problem)
     state = STATES.get(_state(current), "STARTING")
     if problem is not None and problem.kind in ("crash_loop", "start_failed") \
-            and _state(current) not in ("running", "starting"):
+            and (_state(current) not in ("running", "starting") or shim_crash_loop(health)):
         state = "BACKOFF"
     reason = problem.message if problem else str(_status(current).get("Err", ""))
     if not reason and failed and state != "READY":

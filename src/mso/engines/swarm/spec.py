@@ -32,6 +32,9 @@ START_INTERVAL_API = (1, 44)
 #: Under the shim a task is not ready until its first ready (it stays `starting`), as
 #: long as that takes: Docker never counts enough failed checks to replace it.
 NEVER_UNHEALTHY = 2**31 - 1
+#: How often a service without probes has its shim's status checked: how soon it is
+#: ready on Docker before 25 (no start interval), at ~40 ms of CPU a check.
+NO_PROBE_INTERVAL = 2.0
 
 
 @dataclass(frozen=True)
@@ -124,12 +127,13 @@ def healthcheck(model: dict[str, Any], shim: bool,
     return check
 
 
-def _status_check(model: dict[str, Any], start_interval: bool) -> dict[str, Any] | None:
+def _status_check(model: dict[str, Any], start_interval: bool) -> dict[str, Any]:
     found = supervision.probes(model)
-    if not found:
-        return None  # no probe: ready once the container runs, as before
-    period = float((found.get("readiness") or min(found.values(),
-                                                   key=lambda p: float(p["period"])))["period"])
+    # Without probes the shim's readiness is the first port accepting connections (as
+    # on the local engine), and the check is still how a crash loop is seen.
+    period = float((found.get("readiness") or min(
+        found.values(), key=lambda p: float(p["period"])))["period"]) if found \
+        else NO_PROBE_INTERVAL
     # The start period only tells `mso ps` when a task that is not ready yet has a problem
     # (diagnose.allowance): a `startup` probe's budget.
     startup = found.get("startup") or {}
@@ -233,7 +237,7 @@ def container_spec(ctx: AppContext, rel: ReleaseInput, role: Role) -> dict[str, 
     workdir = _workdir(ctx, rel)
     if workdir:
         spec["Dir"] = workdir
-    check = healthcheck(model, rel.shim, ctx.start_interval)
+    check = healthcheck(model, rel.shim, ctx.start_interval) if role != "job" else None
     if check:
         spec["Healthcheck"] = check
     return spec
