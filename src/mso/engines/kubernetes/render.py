@@ -165,7 +165,9 @@ def _volumes(w: Workload, namespace: str) -> tuple[list[Obj], list[Obj]]:
 
 
 def _command(model: dict[str, Any]) -> list[str]:
-    run = model["run"]
+    run = model.get("run")
+    if run is None:
+        return []  # an `image:`/`build:` service without `run:`: the image's own command
     if model.get("shell") or isinstance(run, str):
         return ["/bin/sh", "-c", run if isinstance(run, str) else " ".join(run)]
     return [str(a) for a in run]
@@ -215,8 +217,9 @@ def container(w: Workload, namespace: str) -> Obj:
     if supervised(w):
         command = supervision.shim_command(model, command, forward=False)
     out: Obj = {"name": "app", "image": w.image, "imagePullPolicy": w.pull_policy,
-                "command": command, "env": environment(w),
-                "volumeMounts": _volumes(w, namespace)[1]}
+                "env": environment(w), "volumeMounts": _volumes(w, namespace)[1]}
+    if command:
+        out["command"] = command
     if w.workdir:
         out["workingDir"] = w.workdir
     ports = []
