@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -173,6 +174,26 @@ class Target:
     def logs(self, service: str | None = None) -> list[dict[str, Any]]:
         args = ["logs", *([service] if service else [])]
         return list(self.json(*args))
+
+    def follow_logs(self, service: str) -> tuple[subprocess.Popen[str], list[str]]:
+        """`mso logs SERVICE -f` in the background, and the list its lines go to (a
+        thread appends them). Kubernetes keeps no log of a pod once it is gone, so what a
+        replica says while it stops is only seen by following it."""
+        argv = [sys.executable, "-m", "mso", "logs", service, "-f"]
+        if self.engine != "local":
+            argv += ["--engine", self.engine]
+        if self.engine == "kubernetes":
+            argv += ["--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace]
+        proc = subprocess.Popen(argv, cwd=self.folder, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        lines: list[str] = []
+
+        def read() -> None:
+            assert proc.stdout is not None
+            lines.extend(proc.stdout)
+        threading.Thread(target=read, daemon=True).start()
+        return proc, lines
 
     def said(self, service: str | None, words: str) -> list[float]:
         """Times (from the app's own `conform: ... at T` lines) of lines containing

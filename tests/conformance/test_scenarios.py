@@ -124,6 +124,21 @@ def test_stop_signal_is_what_the_process_receives(target: Target) -> None:
     if target.refused("services.web.stop.signal"):
         return
     target.up()
+    if target.engine == "kubernetes":
+        # A pod's log goes with the pod, right after the line: follow it while it stops.
+        follower, lines = target.follow_logs("web")
+        try:
+            wait_for(lambda: any("conform: started" in line for line in lines), timeout=60,
+                     message="`mso logs web -f` following the replica")
+            target.edit('SHOW_V: "1"', 'SHOW_V: "2"')
+            target.deploy()
+            wait_for(lambda: any("received SIGINT" in line for line in lines), timeout=60,
+                     message="the old replica's `received SIGINT` in mso logs -f")
+            assert not any("received SIGTERM" in line for line in lines), lines
+        finally:
+            follower.kill()
+            follower.wait()
+        return
     target.edit('SHOW_V: "1"', 'SHOW_V: "2"')
     target.deploy()
     wait_for(lambda: target.said("web", "received SIGINT"), timeout=60,
