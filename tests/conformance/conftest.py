@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -70,6 +71,11 @@ class Target:
         """The manifest (GATEWAY_PORT filled in) and the conformance app beside it."""
         self.folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(APP, self.folder / "conform.py")
+        # MSO_CONFORMANCE_APP renames the app: Swarm names services by app, and two runs
+        # of the suite on one shared dockerd must not manage each other's services.
+        app = os.environ.get("MSO_CONFORMANCE_APP")
+        if app:
+            manifest = manifest.replace("\napp: conf\n", f"\napp: {app}\n")
         (self.folder / "mso.yaml").write_text(manifest.replace("GATEWAY_PORT",
                                                                str(self.gateway_port)))
 
@@ -169,6 +175,26 @@ class Target:
         args = ["logs", *([service] if service else [])]
         return list(self.json(*args))
 
+    def follow_logs(self, service: str) -> tuple[subprocess.Popen[str], list[str]]:
+        """`mso logs SERVICE -f` in the background, and the list its lines go to (a
+        thread appends them). Kubernetes keeps no log of a pod once it is gone, so what a
+        replica says while it stops is only seen by following it."""
+        argv = [sys.executable, "-m", "mso", "logs", service, "-f"]
+        if self.engine != "local":
+            argv += ["--engine", self.engine]
+        if self.engine == "kubernetes":
+            argv += ["--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace]
+        proc = subprocess.Popen(argv, cwd=self.folder, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        lines: list[str] = []
+
+        def read() -> None:
+            assert proc.stdout is not None
+            lines.extend(proc.stdout)
+        threading.Thread(target=read, daemon=True).start()
+        return proc, lines
+
     def said(self, service: str | None, words: str) -> list[float]:
         """Times (from the app's own `conform: ... at T` lines) of lines containing
         `words`, oldest first."""
@@ -221,9 +247,6 @@ def wait_for(condition: Callable[[], Any], timeout: float = 60.0, interval: floa
 #: xfail without running: each costs up to 5 minutes of waiting for what does not come.
 #: Take an entry out to run its scenario again.
 KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("readiness_gates_traffic", "swarm"):
-        "Swarm fuses readiness into its one healthcheck: a replica that stops being ready "
-        "is restarted once unhealthy, and stays in the gateway's rotation until then",
     ("readiness_gates_traffic", "kubernetes"):
         "the gateway sent every request to one of the two ready pods",
     ("jobs_before", "swarm"):

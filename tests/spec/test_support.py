@@ -41,6 +41,14 @@ services:
       strategy: recreate
       max_surge: 2
       analysis: {interval: 5s}
+  cache:
+    image: redis:7
+    run: [redis-server]
+    stop: {signal: SIGINT}
+    backoff: {initial: 1s}
+    health:
+      readiness: {exec: [redis-cli, ping]}
+      liveness: {exec: [redis-cli, ping]}
 jobs:
   migrate: {run: [python3, m.py], before: [web], timeout: 1m}
 """
@@ -60,12 +68,17 @@ def test_each_engine_refuses_what_it_would_ignore_with_file_and_line(tmp_path: P
     assert _refusals(tmp_path, "local") == []  # the embedded engine honours all of it
     swarm = {field for _, field, _ in _refusals(tmp_path, "swarm")}
     assert {"services.web.rollout.strategy", "services.web.rollout.max_surge",
-            "services.web.health.liveness", "jobs.migrate.timeout"} <= swarm
+            "services.cache.health.liveness", "services.cache.backoff",
+            "jobs.migrate.timeout"} <= swarm
     assert "services.web.autoscale" not in swarm
+    # A `run:` service runs under mso's shim, which supervises it as the local engine does.
+    assert not {"services.web.health.liveness",
+                "services.web.health.readiness.timeout"} & swarm
     kubernetes = {field for _, field, _ in _refusals(tmp_path, "kubernetes")}
-    assert {"services.web.stop.signal", "services.web.restart",
+    assert {"services.cache.stop.signal", "services.cache.backoff", "services.web.restart",
             "services.web.health.readiness.period", "jobs.migrate.before"} <= kubernetes
     assert "services.web.autoscale" not in kubernetes
+    assert "services.web.stop.signal" not in kubernetes
     assert "services.web.rollout.strategy" not in kubernetes
 
 
@@ -81,14 +94,16 @@ def test_a_default_written_out_is_not_a_use(tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_validate_for_an_engine_refuses_in_one_located_line(tmp_path: Path) -> None:
     (tmp_path / "mso.yaml").write_text(
-        "app: sig\nservices:\n  web:\n    run: [sh]\n    stop: {signal: SIGINT}\n")
+        "app: sig\nservices:\n  web:\n    image: busybox\n    run: [sh]\n"
+        "    stop: {signal: SIGINT}\n")
     proc = subprocess.run([sys.executable, "-m", "mso", "validate", "--engine", "kubernetes"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        f"mso: {tmp_path / 'mso.yaml'}:5: services.web.stop.signal: not supported on "
-        "kubernetes: a pod is always stopped with the image's STOPSIGNAL (SIGTERM); handle "
-        "SIGTERM")
+        f"mso: {tmp_path / 'mso.yaml'}:6: services.web.stop.signal: not supported on "
+        "kubernetes: a container built from `image:`/`build:` has no mso shim to translate "
+        "the kubelet's SIGTERM, and a pod is always stopped with the image's STOPSIGNAL "
+        "(SIGTERM); handle SIGTERM, or use a `run:` service")
     ok = subprocess.run([sys.executable, "-m", "mso", "validate", "--engine", "swarm"],
                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and "valid for swarm" in ok.stdout

@@ -112,6 +112,17 @@ def _blue_green(value: Any, item: dict[str, Any]) -> bool:
     return bool(value) and (item.get("rollout") or {}).get("strategy") == "blue_green"
 
 
+#: What the labels of keys honoured everywhere for `run:` services (under mso's shim) add.
+_OF_IMAGES = " of `image:`/`build:` services"
+
+
+def _no_shim(predicate: Predicate) -> Predicate:
+    """`predicate`, for a service built from `image:`/`build:` only: the others run under
+    mso's shim, which supervises them in the container as the local engine does."""
+    return lambda value, item: bool(item.get("image") or item.get("build")) \
+        and predicate(value, item)
+
+
 def _blue_green_without_load(value: Any, item: dict[str, Any]) -> bool:
     return _blue_green(value, item) and not (isinstance(value, dict) and value.get("load"))
 
@@ -161,9 +172,12 @@ _SWARM_SURGE = Gap("a Swarm rolling update moves all traffic to a full-size stan
                    "leave it out: the stand-in is the surge")
 _SWARM_RECREATE = Gap("Swarm's update would start the new task before the old one stops",
                       "use `rolling` (a zero-loss handoff) until recreate is honoured")
-_SWARM_PROBE = Gap("Swarm's healthcheck is one check per container", "use one readiness probe")
-_K8S_BACKOFF = Gap("the kubelet restarts containers with its own delays (10s doubling to 5m)",
-                   "leave `backoff` out")
+_SWARM_PROBE = Gap("a container built from `image:`/`build:` has no mso shim to supervise it, "
+                   "and Swarm's healthcheck is one check per container",
+                   "use one readiness probe, or a `run:` service")
+_K8S_BACKOFF = Gap("a container built from `image:`/`build:` has no mso shim to restart its "
+                   "process, and the kubelet restarts containers with its own delays (10s "
+                   "doubling to 5m)", "leave `backoff` out, or use a `run:` service")
 _K8S_ORDER = Gap("the Kubernetes engine applies every Deployment at once",
                  "make the service wait for its dependency itself (retry on start)")
 
@@ -227,20 +241,28 @@ FEATURES: tuple[Feature, ...] = (
     Feature("jobs.*.timeout", "`jobs.*.timeout`", "job_timeout",
             gaps={"swarm": Gap("a Swarm job task has no deadline",
                                "make the job end by itself")}),
-    Feature("services.*.health.liveness", "`health.liveness` beside `readiness`",
-            "liveness_replaces_hung", gaps={"swarm": _SWARM_PROBE}, when=_with_readiness),
-    Feature("services.*.health.startup", "`health.startup`", "startup_probe",
-            gaps={"swarm": _SWARM_PROBE}),
-    Feature("services.*.health.*.success_threshold", "probe `success_threshold` other than 1",
-            "readiness_gates_traffic", gaps={"swarm": _SWARM_PROBE}, when=_not_one),
-    Feature("services.*.health.*.initial_delay", "probe `initial_delay`", "startup_probe",
-            gaps={"swarm": Gap("Swarm's healthcheck has a start period, not a delay",
-                               "use a `startup` probe")}),
-    Feature("services.*.health.*.timeout", "probe `timeout` under 5s", "readiness_gates_traffic",
-            gaps={"swarm": Gap("the Swarm engine gives every check at least 5s",
-                               "write `timeout: 5s` or more")}, when=_below(5.0)),
-    Feature("services.*.health.*", "http/tcp probes of `image:`/`build:` services",
+    Feature("services.*.health.liveness", "`health.liveness` beside `readiness`" + _OF_IMAGES,
+            "liveness_replaces_hung", gaps={"swarm": _SWARM_PROBE},
+            when=_no_shim(_with_readiness)),
+    Feature("services.*.health.startup", "`health.startup`" + _OF_IMAGES,
+            "startup_probe",
+            gaps={"swarm": _SWARM_PROBE}, when=_no_shim(_always)),
+    Feature("services.*.health.*.success_threshold",
+            "probe `success_threshold` other than 1" + _OF_IMAGES, "readiness_gates_traffic",
+            gaps={"swarm": _SWARM_PROBE}, when=_no_shim(_not_one)),
+    Feature("services.*.health.*.initial_delay", "probe `initial_delay`" + _OF_IMAGES,
+            "startup_probe",
+            gaps={"swarm": Gap("a container built from `image:`/`build:` has no mso shim, and "
+                               "Swarm's healthcheck has a start period, not a delay",
+                               "use a `startup` probe, or a `run:` service")},
+            when=_no_shim(_always)),
+    Feature("services.*.health.*.timeout", "probe `timeout` under 5s" + _OF_IMAGES,
             "readiness_gates_traffic",
+            gaps={"swarm": Gap("a container built from `image:`/`build:` has no mso shim, and "
+                               "the Swarm engine gives its Docker healthcheck at least 5s",
+                               "write `timeout: 5s` or more, or use a `run:` service")},
+            when=_no_shim(_below(5.0))),
+    Feature("services.*.health.*", "http/tcp probes" + _OF_IMAGES, "readiness_gates_traffic",
             gaps={"swarm": Gap("a container built from `image:`/`build:` has no mso shim to "
                                "run http/tcp probes", "use an `exec` probe")},
             when=_container_probe),
@@ -259,14 +281,19 @@ FEATURES: tuple[Feature, ...] = (
     Feature("services.*.restart", "`restart: on-failure | never`", "restart_policy",
             gaps={"kubernetes": Gap("a Deployment's pods are always restarted",
                                     "run a one-shot task as a job")}, when=_not_always),
-    Feature("services.*.backoff", "`backoff`", "backoff_grows",
-            gaps={"swarm": Gap("Swarm restarts with a fixed delay",
-                               "leave `backoff` out"),
-                  "kubernetes": _K8S_BACKOFF}),
-    Feature("services.*.stop.signal", "`stop.signal` other than SIGTERM", "stop_signal",
-            gaps={"kubernetes": Gap("a pod is always stopped with the image's STOPSIGNAL "
-                                    "(SIGTERM)", "handle SIGTERM")},
-            when=_signal_other_than_term),
+    Feature("services.*.backoff", "`backoff`" + _OF_IMAGES,
+            "backoff_grows",
+            gaps={"swarm": Gap("a container built from `image:`/`build:` has no mso shim to "
+                               "restart its process, and Swarm restarts tasks with a fixed "
+                               "delay", "leave `backoff` out, or use a `run:` service"),
+                  "kubernetes": _K8S_BACKOFF}, when=_no_shim(_always)),
+    Feature("services.*.stop.signal", "`stop.signal` other than SIGTERM" + _OF_IMAGES,
+            "stop_signal",
+            gaps={"kubernetes": Gap("a container built from `image:`/`build:` has no mso shim "
+                                    "to translate the kubelet's SIGTERM, and a pod is always "
+                                    "stopped with the image's STOPSIGNAL (SIGTERM)",
+                                    "handle SIGTERM, or use a `run:` service")},
+            when=_no_shim(_signal_other_than_term)),
     Feature("services.*.rollout.strategy", "`rollout.strategy: recreate`", "recreate_order",
             gaps={"swarm": _SWARM_RECREATE}, when=_is("recreate")),
     Feature("services.*.rollout.max_surge", "`rollout.max_surge`", "surge_bounds",

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from mso.engines.images import shim, supervision
 from mso.engines.kubernetes.views import epoch, needs_events, pod_problem, ps, replica_row
 from mso.engines.problems import CRASH_LOOP_EXITS, READY_ALLOWANCE
 
@@ -172,3 +173,24 @@ def test_ps_rows_carry_the_problem_and_never_a_pid() -> None:
     (row,) = data["replicas"]
     assert row["problem"]["kind"] == "crash_loop" and row["pid"] is None
     assert row["reason"] == row["problem"]["message"]
+
+
+def test_a_process_crashing_in_its_container_under_the_shim_is_a_crash_loop() -> None:
+    """The shim restarts it in the container: the kubelet sees a running container whose
+    startupProbe (the shim's status check) fails saying so."""
+    starting = pod({"state": {"running": {"startedAt": at(10)}}, "started": False})
+    starting["spec"]["containers"][0]["startupProbe"] = {
+        "exec": {"command": supervision.STATUS_CHECK}, "periodSeconds": 1}
+    assert needs_events(starting, T0 + 11)
+    said = "exited with status 1, 3 times in a row without becoming ready; restarting in 2s"
+    events = [{"reason": "Unhealthy", "lastTimestamp": at(12),
+               "message": "Startup probe failed: not ready: started"},
+              {"reason": "Unhealthy", "lastTimestamp": at(14),
+               "message": f"Startup probe failed: not ready: {shim.CRASH_LOOP}{said}\n"}]
+    assert pod_problem(starting, T0 + 11, events[:1]) is None
+    problem = pod_problem(starting, T0 + 15, events)
+    assert problem is not None and problem.kind == "crash_loop"
+    assert problem.message == f"{said}; mso's shim keeps restarting it in the container"
+    assert replica_row(starting, 8000, problem)["state"] == "BACKOFF"
+    starting["status"]["containerStatuses"][0]["started"] = True  # ready once: no more
+    assert not needs_events(starting, T0 + 15)

@@ -13,6 +13,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from mso.engines.images import SHIM_PATH, supervision
 from mso.engines.kubernetes import document, naming
 from mso.engines.kubernetes.engine import KubernetesEngine
 from mso.engines.kubernetes.versions import api_versions
@@ -98,10 +99,19 @@ def test_deployment_carries_release_spec_hash_probes_and_grace() -> None:
     app = template["spec"]["containers"][0]
     assert app["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 9000}
     assert app["readinessProbe"]["successThreshold"] == 2
-    assert app["startupProbe"]["initialDelaySeconds"] == 1
-    assert app["livenessProbe"]["exec"]["command"][0] == "python3"
+    # Under the shim: it runs the startup and liveness probes and restarts the process;
+    # the kubelet's startupProbe asks it whether startup passed, and never fails the pod.
+    assert app["startupProbe"]["exec"]["command"] == supervision.STATUS_CHECK
+    assert app["startupProbe"]["failureThreshold"] >= 10**6
+    assert "livenessProbe" not in app
     assert app["resources"]["limits"] == {"cpu": "500m", "memory": str(256 * 2**20)}
-    assert app["command"][:2] == ["/bin/sh", "-c"]
+    assert app["command"][:3] == ["python3", SHIM_PATH, "run"]
+    shim = app["command"][app["command"].index("--") + 1:]
+    assert shim[:2] == ["/bin/sh", "-c"]
+    flags = app["command"][3:app["command"].index("--")]
+    assert flags[flags.index("--stop-signal") + 1] == "SIGINT"
+    assert flags[flags.index("--forward") + 1] == "no"  # the bridge sidecar relays
+    assert sum(1 for f in flags if f == "--probe") == 3
     assert template["spec"]["terminationGracePeriodSeconds"] == 7 + 2
     assert web["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "25%", "maxUnavailable": 0}
     env = {e["name"]: e for e in app["env"]}

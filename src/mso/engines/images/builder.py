@@ -64,8 +64,26 @@ def _exists(client: docker.DockerClient, tag: str) -> bool:
         return False
 
 
+#: The local engine's modules the shim shares (standard library only; see shim.py), with
+#: the package files that make them importable beside it, under /opt/mso.
+SHIM_SHARED = ("__init__.py", "engines/__init__.py", "engines/local/__init__.py",
+               "engines/local/probes.py", "engines/local/backoff.py")
+
+
+def _shim_files() -> dict[str, bytes]:
+    """Path in the image -> content: the shim and the modules it shares."""
+    package = Path(rootfs.__file__).parents[2]  # src/mso
+    files = {rootfs.SHIM_PATH: Path(rootfs.__file__).with_name("shim.py").read_bytes()}
+    home = str(Path(rootfs.SHIM_PATH).parent)
+    for rel in SHIM_SHARED:
+        files[f"{home}/mso/{rel}"] = (package / rel).read_bytes()
+    return files
+
+
 def _shim_source() -> bytes:
-    return Path(rootfs.__file__).with_name("shim.py").read_bytes()
+    """What the base image's tag depends on besides the runtime: the shim's files."""
+    return b"".join(path.encode() + b"\0" + data + b"\0"
+                    for path, data in sorted(_shim_files().items()))
 
 
 def stat_key(paths: Iterable[Path]) -> str:
@@ -147,11 +165,10 @@ def ensure_base_image(client: docker.DockerClient | None = None) -> str:
     """The base image's tag, importing it first if it is not cached."""
     client = _client(client)
     fs = _host_rootfs()
-    shim = _shim_source()
     tag = base_image_tag(fs)
     if _exists(client, tag):
         return tag
-    data = rootfs.write_tar(fs, shim)
+    data = rootfs.write_tar(fs, _shim_files())
     changes = [f"ENV PATH={fs.path_env}", "ENV HOME=/root", "ENV LANG=C.UTF-8",
                "ENV PYTHONUNBUFFERED=1", "ENV PYTHONDONTWRITEBYTECODE=1", "WORKDIR /app",
                'CMD ["python3"]']

@@ -18,7 +18,7 @@ import sys
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 SHIM_PATH = "/opt/mso/shim.py"
 
@@ -132,9 +132,11 @@ def collect(home: Path | None = None,
     return RootFs(home, files, path_env, tuple(stats))
 
 
-def write_tar(rootfs: RootFs, shim_source: bytes) -> bytes:
-    """The image's root filesystem as an uncompressed tar (symlinks dereferenced)."""
+def write_tar(rootfs: RootFs, shim_files: dict[str, bytes]) -> bytes:
+    """The image's root filesystem as an uncompressed tar (symlinks dereferenced), with
+    `shim_files` (absolute path -> content: the shim and what it imports)."""
     buf = io.BytesIO()
+    made = {"opt", "opt/mso"}
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name in ("tmp", "root", "app", "run", "opt/mso", "var/lib/mso/data"):
             info = tarfile.TarInfo(name)
@@ -142,7 +144,15 @@ def write_tar(rootfs: RootFs, shim_source: bytes) -> bytes:
             tar.addfile(info)
         for name, text in _ETC.items():
             _add_bytes(tar, name, text.encode(), 0o644)
-        _add_bytes(tar, SHIM_PATH.lstrip("/"), shim_source, 0o755)
+        for path in sorted(shim_files):
+            for parent in reversed(PurePosixPath(path.lstrip("/")).parents[:-1]):
+                if str(parent) not in made:  # opt/mso/mso, opt/mso/mso/engines, ...
+                    made.add(str(parent))
+                    info = tarfile.TarInfo(str(parent))
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
+        for path, data in sorted(shim_files.items()):
+            _add_bytes(tar, path.lstrip("/"), data, 0o755 if path == SHIM_PATH else 0o644)
         seen: set[str] = set()
         for src, arc in rootfs.files:
             if arc in seen:

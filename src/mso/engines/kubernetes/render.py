@@ -6,6 +6,10 @@ the subsets (`svc-stable`, `svc-canary`) that the gateway routes to and a
 PodDisruptionBudget. The service's own Service (`svc`, its stable address) selects the
 gateway and lives in `gateway`. `autoscale:` renders no HorizontalPodAutoscaler: mso's
 own autoscaler (in the controller) sets the Deployment's replicas.
+
+A service on an image mso built runs under mso's shim, its in-container supervisor
+(`supervised`): the shim restarts the process with mso's backoff and turns the kubelet's
+SIGTERM into `stop.signal`; `probes` says which probe is whose, and why.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ import hashlib
 import math
 from typing import Any
 
+from mso.engines.images import supervision
 from mso.engines.kubernetes import naming
 from mso.engines.kubernetes.versions import ApiVersions
 from mso.engines.kubernetes.workload import Workload
 
 PRE_STOP_SLEEP = 2  # seconds a stopping pod keeps serving while endpoints update
+SHIM_STARTUP_WAIT = 1_000_000  # failures of the kubelet's startupProbe under the shim
 Obj = dict[str, Any]
 
 
@@ -168,13 +174,53 @@ def _command(model: dict[str, Any]) -> list[str]:
     return [str(a) for a in run]
 
 
+def supervised(w: Workload) -> bool:
+    """Whether the container runs under mso's shim: a service on an image mso built (its
+    app folder is the working directory there), not a job (the Job restarts nothing)."""
+    return w.kind == "service" and w.workdir is not None
+
+
+def probes(w: Workload) -> dict[str, Obj]:
+    """The kubelet's probes, by field name.
+
+    Under the shim, the shim supervises the process (see mso/engines/images/shim.py):
+    it runs the startup and liveness probes and restarts the process in the container
+    with mso's backoff, as the local engine does; a livenessProbe of the kubelet would
+    restart the whole container with its own delays instead, so there is none. The
+    readinessProbe stays the kubelet's: readiness is what the pod's endpoints (kube-proxy,
+    the gateway) follow, and the kubelet's thresholds mean what mso's do. The kubelet's
+    startupProbe asks the shim whether the replica has been ready once (its startup
+    probe passed, then its readiness, or its first port opened), every second until it
+    has, and never fails the pod (restarting is the shim's): it holds the readiness
+    probe as a startup probe does, and its failures (`not ready: crash loop: ...`) are
+    how `mso ps` and a deploy learn of a process crashing in its container."""
+    health = w.model.get("health") or {}
+    out: Obj = {}
+    if supervised(w):
+        out["startupProbe"] = {"exec": {"command": supervision.STATUS_CHECK},
+                               "periodSeconds": 1, "timeoutSeconds": 5,
+                               "failureThreshold": SHIM_STARTUP_WAIT}
+        built = probe(health.get("readiness"), w.ports)
+        if built is not None:
+            out["readinessProbe"] = built
+        return out
+    for role, key in (("startup", "startupProbe"), ("readiness", "readinessProbe"),
+                      ("liveness", "livenessProbe")):
+        built = probe(health.get(role), w.ports)
+        if built is not None:
+            out[key] = built
+    return out
+
+
 def container(w: Workload, namespace: str) -> Obj:
     model = w.model
-    health = model.get("health") or {}
+    command = _command(model)
+    if supervised(w):
+        command = supervision.shim_command(model, command, forward=False)
     out: Obj = {"name": "app", "image": w.image, "imagePullPolicy": w.pull_policy,
                 "env": environment(w), "volumeMounts": _volumes(w, namespace)[1]}
-    if _command(model):
-        out["command"] = _command(model)
+    if command:
+        out["command"] = command
     if w.workdir:
         out["workingDir"] = w.workdir
     ports = []
@@ -185,11 +231,7 @@ def container(w: Workload, namespace: str) -> Obj:
         ports.append(port)
     if ports:
         out["ports"] = ports
-    for role, key in (("startup", "startupProbe"), ("readiness", "readinessProbe"),
-                      ("liveness", "livenessProbe")):
-        built = probe(health.get(role), w.ports)
-        if built is not None:
-            out[key] = built
+    out.update(probes(w))
     if _resources(model):
         out["resources"] = _resources(model)
     if w.kind == "service":

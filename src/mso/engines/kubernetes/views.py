@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from mso.engines.images import shim, supervision
 from mso.engines.kubernetes import naming
 from mso.engines.kubernetes.render import Obj
 from mso.engines.problems import CRASH_LOOP_EXITS, READY_ALLOWANCE, Problem
@@ -73,9 +74,32 @@ def _runtime_words(message: str) -> str:
 
 
 def needs_events(pod: Obj, now: float) -> bool:
-    """Whether `pod_problem` would call this pod not ready: then its events say why."""
+    """Whether `pod_problem` would call this pod not ready, or it is starting under mso's
+    shim: then its events say why (or that its process crash-loops in the container)."""
     problem = pod_problem(pod, now)
-    return problem is not None and problem.kind == "not_ready"
+    return problem is not None and problem.kind == "not_ready" or _starting_under_shim(pod)
+
+
+def _starting_under_shim(pod: Obj) -> bool:
+    """The app container runs under mso's shim and has not been ready once yet: its
+    startupProbe, the shim's status check, has not passed."""
+    app = app_status(pod)
+    probe = _field(app_spec(pod), "startupProbe", "startup_probe") or {}
+    command = (_field(probe, "exec", "_exec") or {}).get("command") or []
+    return bool((app.get("state") or {}).get("running")) and app.get("started") is not True \
+        and [str(part) for part in command] == supervision.STATUS_CHECK
+
+
+def _shim_crash_loop(events: list[Obj] | None) -> str:
+    """What the newest `Startup probe failed: not ready: crash loop: ...` says, or ""."""
+    prefix = f"Startup probe failed: not ready: {shim.CRASH_LOOP}"
+    found = [e for e in events or [] if e.get("reason") == "Unhealthy"
+             and str(e.get("message", "")).startswith(prefix)]
+    if not found:
+        return ""
+    newest = max(found, key=lambda e: epoch(_field(e, "lastTimestamp", "last_timestamp")
+                                            or _field(e, "eventTime", "event_time")) or 0.0)
+    return str(newest.get("message", "")).strip().splitlines()[0][len(prefix):]
 
 
 def pod_problem(pod: Obj, now: float, events: list[Obj] | None = None) -> Problem | None:
@@ -106,6 +130,9 @@ def pod_problem(pod: Obj, now: float, events: list[Obj] | None = None) -> Proble
         what = _termination(ended) if ended else "exited"
         return Problem("crash_loop", f"{what}; restarted {restarts} time"
                        f"{'s' if restarts != 1 else ''}, in CrashLoopBackOff")
+    said = _shim_crash_loop(events) if _starting_under_shim(pod) else ""
+    if said:
+        return Problem("crash_loop", f"{said}; mso's shim keeps restarting it in the container")
     probe = _field(app_spec(pod), "readinessProbe", "readiness_probe")
     started = epoch(_field(running, "startedAt", "started_at"))
     if running and probe and not app.get("ready") and app.get("started") is not False \
@@ -185,6 +212,8 @@ def replica_row(pod: Obj, first_port: int | None, problem: Problem | None = None
                 ) -> dict[str, Any]:
     labels = pod["metadata"].get("labels") or {}
     state, reason = pod_state(pod)
+    if problem is not None and problem.kind == "crash_loop":
+        state = "BACKOFF"  # the kubelet's CrashLoopBackOff, or the shim's own restarts
     ip = pod_ip(pod)
     return {"service": labels.get(naming.SERVICE, ""), "replica": pod["metadata"]["name"],
             "release": int(labels.get(naming.RELEASE, "0")),

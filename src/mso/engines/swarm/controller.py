@@ -37,7 +37,7 @@ from mso.releases.ports import port_map
 from mso.engines.swarm import names, state
 from mso.engines.swarm.gateway import (gateway_spec, route_table,
                                        service_routing)
-from mso.engines.swarm.observe import ServiceObs, parse
+from mso.engines.swarm.observe import ServiceObs, not_ready, parse, watched, without_unready
 from mso.engines.swarm.plan import Drain, Ensure, Plan, Progress, Remove, Want, plan_service
 from mso.engines.swarm.spec import (AppContext, ReleaseInput, ServiceSpec, service_spec,
                                     supports_start_interval)
@@ -219,7 +219,13 @@ class SwarmController:
             return
         services = await asyncio.to_thread(self.api.services, config.app)
         tasks = await asyncio.to_thread(self.api.tasks, [s["ID"] for s in services])
-        self.obs = {(o.service, o.role): o for o in parse(services, tasks, self._network_id)}
+        observed = parse(services, tasks, self._network_id)
+        containers = watched(observed)
+        if containers:  # readiness after the first ready: the shim's last check says it
+            health = await asyncio.to_thread(
+                lambda: {c: self.api.container_health(c) for c in containers})
+            observed = without_unready(observed, {c for c, h in health.items() if not_ready(h)})
+        self.obs = {(o.service, o.role): o for o in observed}
 
     async def reconcile_once(self) -> None:
         config = AppConfig.load(self.store)

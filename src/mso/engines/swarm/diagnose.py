@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from mso.engines.images import shim
 from mso.engines.problems import CRASH_LOOP_EXITS, READY_ALLOWANCE, Problem
 from mso.engines.swarm import names
 
@@ -137,6 +138,15 @@ def _health_failing(health: dict[str, Any] | None, retries: int) -> tuple[bool, 
     return failing, output.splitlines()[-1] if output else ""
 
 
+def shim_crash_loop(health: dict[str, Any] | None) -> str:
+    """What the shim's status check last said about a crash loop (`exited with status 1,
+    3 times in a row without becoming ready; restarting in 0.8s`), or ""."""
+    log = (health or {}).get("Log") or []
+    output = str(log[-1].get("Output", "")).strip() if log else ""
+    prefix = f"not ready: {shim.CRASH_LOOP}"
+    return output[len(prefix):] if output.startswith(prefix) else ""
+
+
 def allowance(healthcheck: dict[str, Any]) -> float:
     """Seconds a started task has before a failing healthcheck is a problem: at least the
     check's start period (Docker does not count failures within it, and a first check of
@@ -186,6 +196,9 @@ def slot_problem(history: list[dict[str, Any]], restart: str, now: float,
     if current is not None and _state(current) == "starting":
         check = ((current.get("Spec") or {}).get("ContainerSpec") or {}).get("Healthcheck")
         since = epoch(_status(current).get("Timestamp"))
+        said = shim_crash_loop(health)
+        if said:  # the shim restarts the process in its container: Swarm sees no exit
+            return Problem("crash_loop", f"{said}; mso's shim keeps restarting it")
         if check and since is not None and now - since >= allowance(check):
             failing, output = _health_failing(health, int(check.get("Retries", 1) or 1))
             if failing:
@@ -210,7 +223,7 @@ def slot_view(history: list[dict[str, Any]], restart: str, now: float,
         return SlotView(tasks[0], "FAILED", problem.message, failed, problem)
     state = STATES.get(_state(current), "STARTING")
     if problem is not None and problem.kind in ("crash_loop", "start_failed") \
-            and _state(current) not in ("running", "starting"):
+            and (_state(current) not in ("running", "starting") or shim_crash_loop(health)):
         state = "BACKOFF"
     reason = problem.message if problem else str(_status(current).get("Err", ""))
     if not reason and failed and state != "READY":

@@ -3,14 +3,17 @@
 `parse` turns the raw JSON of `GET /services` and `GET /tasks` into `ServiceObs` and
 `TaskObs`. A task is ready when Swarm says it is running: with a healthcheck, Swarm keeps
 a task in `starting` until the check passes, so this also means healthy. A task whose
-desired state is no longer `running` is stopping and gets no new traffic.
+desired state is no longer `running` is stopping and gets no new traffic. A task whose
+shim reports readiness (`TaskObs.shim_status`) and whose last check said `not ready`
+(`not_ready`; the controller reads it with `without_unready`) is not ready either.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from mso.engines.images import supervision
 from mso.engines.swarm import names
 from mso.engines.swarm.names import Role
 
@@ -29,6 +32,7 @@ class TaskObs:
     ready: bool
     stopping: bool
     timestamp: str
+    shim_status: bool = False  # its healthcheck reads the shim's status (see spec.py)
 
 
 @dataclass(frozen=True)
@@ -77,12 +81,37 @@ def _task(raw: dict[str, Any], network_id: str) -> TaskObs:
             address = addrs[0].split("/")[0] if addrs else None
     container = ((status.get("ContainerStatus") or {}).get("ContainerID")) or ""
     stopping = desired not in ("running", "ready", "")
+    check = ((raw.get("Spec") or {}).get("ContainerSpec") or {}).get("Healthcheck") or {}
+    test = [str(part) for part in check.get("Test") or []]
     return TaskObs(id=str(raw["ID"]), slot=raw.get("Slot"), node=str(raw.get("NodeID", "")),
                    release=int(labels.get(names.LABEL_RELEASE, 0)), state=state,
                    desired=desired, address=address, error=str(status.get("Err", "")),
                    container=container, ready=state == "running" and not stopping
                    and address is not None, stopping=stopping,
-                   timestamp=str(status.get("Timestamp", "")))
+                   timestamp=str(status.get("Timestamp", "")),
+                   shim_status=test[1:] == supervision.STATUS_CHECK)
+
+
+def not_ready(health: dict[str, Any] | None) -> bool:
+    """Whether a container's Docker health record (`State.Health`) has the shim's last
+    check saying `not ready` (the check passes then: only readiness is lost)."""
+    log = (health or {}).get("Log") or []
+    return bool(log) and str(log[-1].get("Output", "")).startswith("not ready")
+
+
+def watched(observed: list[ServiceObs]) -> list[str]:
+    """Containers whose readiness only their shim's check output tells: ready tasks with
+    a status healthcheck."""
+    return [t.container for o in observed for t in o.tasks
+            if t.ready and t.shim_status and t.container]
+
+
+def without_unready(observed: list[ServiceObs], unready: set[str]) -> list[ServiceObs]:
+    """`observed` with the tasks of the `unready` containers not ready."""
+    if not unready:
+        return observed
+    return [replace(o, tasks=tuple(replace(t, ready=False) if t.container in unready else t
+                                   for t in o.tasks)) for o in observed]
 
 
 def parse(services: list[dict[str, Any]], tasks: list[dict[str, Any]],

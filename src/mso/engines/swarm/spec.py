@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from mso.releases.ports import port_map
-from mso.engines.images import SHIM_PATH
+from mso.engines.images import supervision
 from mso.engines.swarm import names
 from mso.engines.swarm.names import Role
 
@@ -29,9 +29,12 @@ MIN_START_PERIOD = 15.0
 #: the first check passes, instead of waiting a whole `period` for the first one.
 START_INTERVAL = 0.25
 START_INTERVAL_API = (1, 44)
-#: The healthcheck command: isolated (-I) and without the site module (-S), so each check
-#: (one `exec` per period per container) starts Python faster.
-_PROBE = ["CMD", "python3", "-I", "-S", SHIM_PATH, "probe"]
+#: Under the shim a task is not ready until its first ready (it stays `starting`), as
+#: long as that takes: Docker never counts enough failed checks to replace it.
+NEVER_UNHEALTHY = 2**31 - 1
+#: How often a service without probes has its shim's status checked: how soon it is
+#: ready on Docker before 25 (no start interval), at ~40 ms of CPU a check.
+NO_PROBE_INTERVAL = 2.0
 
 
 @dataclass(frozen=True)
@@ -94,35 +97,53 @@ def supports_start_interval(api_version: str) -> bool:
 
 def healthcheck(model: dict[str, Any], shim: bool,
                 start_interval: bool = False) -> dict[str, Any] | None:
-    """A Docker healthcheck from the readiness probe (else liveness), with slack.
-    `start_interval`: the engine checks every START_INTERVAL until the first check
-    passes (within the start period), so a task is ready as soon as its app is."""
+    """The task's Docker healthcheck. `start_interval`: the engine checks every
+    START_INTERVAL until the first check passes (within the start period), so a task is
+    ready as soon as its app is.
+
+    Under the shim (`shim`), the shim runs the probes and restarts the process itself;
+    the check only reads its status file: it passes once the replica has been ready in
+    the container (Swarm then counts the task as running), keeps passing while the shim
+    answers, and says `ready` or `not ready: why`, which the controller reads to take
+    the task out of the gateway's rotation (observe.not_ready). Docker never marks it
+    unhealthy (NEVER_UNHEALTHY retries): restarting the process is the shim's job.
+
+    An image mso did not build has no shim: its readiness probe (else liveness) becomes
+    the check, an `exec` probe only, with slack."""
+    if shim:
+        return _status_check(model, start_interval)
     health = model.get("health") or {}
     probe = health.get("readiness") or health.get("liveness")
-    if not probe:
-        return None
-    ports = port_map(model)
-    if probe.get("exec"):
-        test = ["CMD", *probe["exec"]]
-    elif not shim:
+    if not probe or not probe.get("exec"):
         return None  # an image mso did not build may have no tool to probe with
-    elif probe.get("http") is not None:
-        name = probe.get("port") or next((n for n, (p, _) in ports.items() if p == "http"), None)
-        if name is None:
-            return None
-        test = [*_PROBE, "http", str(ports[name][1]),
-                probe["http"], str(max(float(probe["timeout"]), MIN_HEALTH_TIMEOUT) - 0.5)]
-    else:
-        test = [*_PROBE, "tcp", str(ports[probe["tcp"]][1]),
-                str(max(float(probe["timeout"]), MIN_HEALTH_TIMEOUT) - 0.5)]
     startup = health.get("startup") or {}
     start = float(startup.get("period", 0)) * int(startup.get("failure_threshold", 0))
-    check = {"Test": test, "Interval": _ns(float(probe["period"])),
+    check = {"Test": ["CMD", *probe["exec"]], "Interval": _ns(float(probe["period"])),
              "Timeout": _ns(max(float(probe["timeout"]), MIN_HEALTH_TIMEOUT)),
              "Retries": int(probe["failure_threshold"]),
              "StartPeriod": _ns(max(start, MIN_START_PERIOD))}
     if start_interval:
         check["StartInterval"] = _ns(min(START_INTERVAL, float(probe["period"])))
+    return check
+
+
+def _status_check(model: dict[str, Any], start_interval: bool) -> dict[str, Any]:
+    found = supervision.probes(model)
+    # Without probes the shim's readiness is the first port accepting connections (as
+    # on the local engine), and the check is still how a crash loop is seen.
+    period = float((found.get("readiness") or min(
+        found.values(), key=lambda p: float(p["period"])))["period"]) if found \
+        else NO_PROBE_INTERVAL
+    # The start period only tells `mso ps` when a task that is not ready yet has a problem
+    # (diagnose.allowance): a `startup` probe's budget.
+    startup = found.get("startup") or {}
+    start = float(startup.get("period", 0)) * int(startup.get("failure_threshold", 0)) \
+        + float(startup.get("initial_delay") or 0)
+    check = {"Test": ["CMD", *supervision.STATUS_CHECK], "Interval": _ns(period),
+             "Timeout": _ns(MIN_HEALTH_TIMEOUT), "Retries": NEVER_UNHEALTHY,
+             "StartPeriod": _ns(max(start, MIN_START_PERIOD))}
+    if start_interval:
+        check["StartInterval"] = _ns(min(START_INTERVAL, period))
     return check
 
 
@@ -154,14 +175,13 @@ def command(rel: ReleaseInput) -> list[str]:
     argv = ["/bin/sh", "-c", run] if model.get("shell") else list(run)
     if not rel.shim:
         return argv
-    ports = ",".join(str(p) for _, p in port_map(model).values())
-    wrapped = ["python3", SHIM_PATH, "run", "--ports", ports]
+    pairs = []
     for name, secret in sorted((model.get("secrets") or {}).items()):
         as_env = secret.get("as_env")
         if as_env:
             var = as_env if isinstance(as_env, str) else name.upper().replace("-", "_").replace(".", "_")
-            wrapped += ["--secret-env", f"{var}={name}"]
-    return [*wrapped, "--", *argv]
+            pairs.append(f"{var}={name}")
+    return supervision.shim_command(model, argv, secret_env=pairs)
 
 
 def _workdir(ctx: AppContext, rel: ReleaseInput) -> str | None:
@@ -219,7 +239,7 @@ def container_spec(ctx: AppContext, rel: ReleaseInput, role: Role) -> dict[str, 
     workdir = _workdir(ctx, rel)
     if workdir:
         spec["Dir"] = workdir
-    check = healthcheck(model, rel.shim, ctx.start_interval)
+    check = healthcheck(model, rel.shim, ctx.start_interval) if role != "job" else None
     if check:
         spec["Healthcheck"] = check
     return spec

@@ -9,10 +9,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from mso.engines.images import supervision
 from mso.engines.swarm import names, state
 from mso.engines.swarm.diagnose import (STATES, allowance, epoch, is_current, job_problem,
                                        rolled_back, slot_view)
-from mso.engines.swarm.observe import TaskObs, parse
+from mso.engines.swarm.observe import TaskObs, not_ready, parse
 from mso.engines.swarm.swarmapi import SwarmApi
 from mso.spec.models import Manifest
 from mso.store.db import Store
@@ -63,18 +64,29 @@ def replica_rows(api: SwarmApi, app: str, now: float) -> tuple[list[dict[str, An
             for raw in _shown(history, view.task):
                 task = by_id[str(raw["ID"])]
                 own = raw is view.task
+                shown, reason = (view.state, view.reason) if own else (replica_state(task),
+                                                                       task.error)
+                if shown == "READY" and task.shim_status:  # ready once; and now?
+                    health = api.container_health(task.container)
+                    if not_ready(health):
+                        shown, reason = "RUNNING", _last_output(health)
                 replicas.append({
                     "service": obs.service,
                     "replica": names.replica_name(obs.service, obs.role, task.slot, task.id),
                     "release": task.release,
                     "subset": obs.subset,  # labels follow a blue/green swap
-                    "state": view.state if own else replica_state(task), "pid": None,
+                    "state": shown, "pid": None,
                     "address": task.address, "restarts": view.restarts,
-                    "reason": view.reason if own else task.error,
+                    "reason": reason,
                     "problem": view.problem.to_json() if own and view.problem else None,
                     "node": task.node, "task": task.id, "container": task.container})
     replicas.sort(key=lambda r: (r["service"], r["subset"], r["replica"]))
     return replicas, unprobed
+
+
+def _last_output(health: dict[str, Any] | None) -> str:
+    log = (health or {}).get("Log") or []
+    return str(log[-1].get("Output", "")).strip() if log else ""
 
 
 def _healthcheck(task: dict[str, Any]) -> dict[str, Any] | None:
@@ -152,7 +164,11 @@ def _health(api: SwarmApi, history: list[dict[str, Any]], now: float) -> dict[st
     check = _healthcheck(current)
     since = epoch((current.get("Status") or {}).get("Timestamp"))
     container = ((current.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
-    if not check or since is None or not container or now - since < allowance(check):
+    if not check or since is None or not container:
+        return None
+    # The shim's status says at once what it knows (a crash loop inside the container).
+    if now - since < allowance(check) and \
+            [str(p) for p in check.get("Test") or []][1:] != supervision.STATUS_CHECK:
         return None
     return api.container_health(str(container))
 
