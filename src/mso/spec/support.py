@@ -156,8 +156,6 @@ _SWARM_RECREATE = Gap("Swarm's update would start the new task before the old on
 _SWARM_PROBE = Gap("Swarm's healthcheck is one check per container", "use one readiness probe")
 _K8S_BACKOFF = Gap("the kubelet restarts containers with its own delays (10s doubling to 5m)",
                    "leave `backoff` out")
-_K8S_ORDER = Gap("the Kubernetes engine applies every Deployment at once",
-                 "make the service wait for its dependency itself (retry on start)")
 
 _K8S_PROXY = Gap("the Kubernetes gateway reaches each subset through one Service (kube-proxy "
                  "picks the pod), so it has no other replica to send a second try to and no "
@@ -194,14 +192,9 @@ FEATURES: tuple[Feature, ...] = (
             when=_container_secret),
     Feature("services.*.depends_on.*", "`depends_on: {X: completed}`", "depends_on_order",
             gaps={"swarm": Gap("every condition waits for a running task",
-                               "use a job with `before:`"),
-                  "kubernetes": _K8S_ORDER}, when=_completed),
-    Feature("services.*.depends_on", "`depends_on` (start order)", "depends_on_order",
-            gaps={"kubernetes": _K8S_ORDER}),
-    Feature("jobs.*.before", "`jobs.*.before`", "jobs_before",
-            gaps={"kubernetes": Gap("the Kubernetes engine starts every Deployment at once, "
-                                    "without waiting for the job",
-                                    "make the services wait for what the job prepares")}),
+                               "use a job with `before:`")}, when=_completed),
+    Feature("services.*.depends_on", "`depends_on` (start order)", "depends_on_order"),
+    Feature("jobs.*.before", "`jobs.*.before`", "jobs_before"),
     Feature("jobs.*.timeout", "`jobs.*.timeout`", "job_timeout",
             gaps={"swarm": Gap("a Swarm job task has no deadline",
                                "make the job end by itself")}),
