@@ -290,8 +290,10 @@ class SwarmController:
             return
         if obs is not None:
             await asyncio.to_thread(self.api.remove_service, obs.id)
-        template = dict(spec.task_template, RestartPolicy={
-            "Condition": "on-failure", "Delay": 1_000_000_000, "MaxAttempts": 3})
+        # One attempt per deploy, as on the other engines (a failed job fails the deploy;
+        # the next deploy runs it again).
+        template = dict(spec.task_template, RestartPolicy={"Condition": "none",
+                                                           "MaxAttempts": 0})
         job = ServiceSpec(spec.name, {**spec.labels, names.LABEL_DEPLOY_HASH: deploy_hash,
                                       names.LABEL_RUN: str(number)},
                           template, 1, spec.endpoint_spec, spec.update_config, spec.refs,
