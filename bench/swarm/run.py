@@ -4,7 +4,7 @@ the same change, and blue/green switch times with the failed requests of a
 promotion and an abort.
 
     PYTHONPATH=src .venv/bin/python bench/swarm/run.py [--rounds N]
-        [--parts deploy,cold,rollback,update,bluegreen]
+        [--parts deploy,cold,rollback,update,recreate,bluegreen]
 
 Needs a running single-node Swarm (see scripts/swarm-lab.sh). Prints a markdown table.
 
@@ -224,7 +224,7 @@ def bluegreen(work: Path, name: str) -> tuple[float, float, int, int]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--parts", default="deploy,cold,rollback,update,bluegreen")
+    ap.add_argument("--parts", default="deploy,cold,rollback,update,recreate,bluegreen")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     ensure_swarm()
@@ -237,7 +237,8 @@ def main() -> None:
         rollbacks = [canary_rollback(work, f"rb{i}") for i in rounds if "rollback" in parts]
         load.append(os.getloadavg()[0])
         canary = [update_under_load(work, f"c{i}", "canary") for i in rounds if "update" in parts]
-        plain = [update_under_load(work, f"p{i}", "recreate") for i in rounds if "update" in parts]
+        plain = [update_under_load(work, f"p{i}", "recreate") for i in rounds
+                 if "recreate" in parts]
         blue = [bluegreen(work, f"bg{i}") for i in rounds if "bluegreen" in parts]
     finally:
         shutil.rmtree(work, ignore_errors=True)
