@@ -87,7 +87,7 @@ def test_a_job_past_its_timeout_is_stopped_and_recorded(tmp_path: Path) -> None:
     assert state.job_runs(controller.store)["prepare"]["run"] == 1
 
 
-def test_a_completed_job_has_no_deadline(tmp_path: Path) -> None:
+def test_a_job_that_ended_has_no_deadline(tmp_path: Path) -> None:
     api = _Api()
     controller = SwarmController(SwarmPaths(tmp_path / ".mso"), api=api,  # type: ignore[arg-type]
                                  clock=lambda: 10_000.0)
@@ -96,3 +96,7 @@ def test_a_completed_job_has_no_deadline(tmp_path: Path) -> None:
     asyncio.run(controller._job_deadline("app", "prepare", Desired("prepare", "job", 1, 1, 1),
                                          done, run, {"timeout": 2.0}))
     assert api.removed == []
+    failed = _service(_task("failed", desired="shutdown"), role="job")
+    asyncio.run(controller._job_deadline("app", "prepare", Desired("prepare", "job", 1, 1, 1),
+                                         failed, run, {"timeout": 2.0}))
+    assert api.removed == []  # a failed run already failed the deploy: kept for its logs

@@ -301,9 +301,17 @@ class SwarmController:
         extra = {"mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}},
                  "update_config": None}
         await asyncio.to_thread(self._apply, ctx, job, None, extra)
-        runs[name] = {"release": want.release, "run": number, "since": self.clock()}
-        state.set_json(self.store, state.JOBS_KEY, runs)
+        self._record_run(name, number, {"release": want.release, "run": number,
+                                        "since": self.clock()})
         self._event("swarm.job", f"job {name} started (release {want.release})", name)
+
+    def _record_run(self, name: str, number: int, run: dict[str, Any]) -> None:
+        """Save a job's run, unless a deploy asked for a new run meanwhile (the next tick
+        then replaces this one)."""
+        runs = state.job_runs(self.store)
+        if int((runs.get(name) or {}).get("run", 0)) == number:
+            runs[name] = run
+            state.set_json(self.store, state.JOBS_KEY, runs)
 
     async def _job_deadline(self, app: str, name: str, want: Desired, obs: ServiceObs,
                             run: dict[str, Any], model: dict[str, Any]) -> None:
@@ -312,16 +320,14 @@ class SwarmController:
         report) and records why; the deploy waiting for it fails, as on the other engines."""
         timeout = float(model.get("timeout", 300))
         since = run.get("since")
-        if obs.completed() or since is None or run.get("release") != want.release \
-                or self.clock() - float(since) < timeout:
+        if obs.completed() or not obs.active() or since is None \
+                or run.get("release") != want.release or self.clock() - float(since) < timeout:
             return
         lines = await asyncio.to_thread(
             replica_logs, self.api, app, name, "", REPORT_LOG_LINES, {t.id for t in obs.tasks})
         await asyncio.to_thread(self.api.remove_service, obs.id)
         message = f"timed out after {timeout:g}s (jobs.{name}.timeout)"
-        runs = state.job_runs(self.store)
-        runs[name] = dict(run, timed_out=message, logs=lines)
-        state.set_json(self.store, state.JOBS_KEY, runs)
+        self._record_run(name, int(run.get("run", 0)), dict(run, timed_out=message, logs=lines))
         self._event("swarm.job", f"job {name} {message}: stopped", name)
 
     def _settled(self, desired: dict[str, Desired]) -> bool:
