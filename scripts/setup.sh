@@ -13,13 +13,15 @@ extras="${MSO_EXTRAS-test,bench}"
 # to build and run the Kubernetes lab (scripts/k8s-lab.sh); prometheus, the real Prometheus
 # canary analysis providers are tested against (tests/e2e/prometheus.py starts its own);
 # chromium and chromium-driver for the dashboard's browser tests (Selenium, headless);
+# redis-server and redis-tools, copied into the locally built Redis image of the compose
+# end-to-end test (tests/e2e/test_compose_containers.py: no registry to pull redis from);
 # nodejs, for the test of `mso new service --template node-http` (its `node --test`).
 apt_packages=(python3-venv python3-dev gcc libc6-dev)
 case ",$extras," in
   *,test,*)
     apt_packages+=(procps iproute2 docker.io iptables util-linux golang-go etcd-server rsync
                    openssl make conntrack socat ethtool dpkg-dev curl prometheus chromium
-                   chromium-driver nodejs) ;;
+                   chromium-driver nodejs redis-server redis-tools) ;;
 esac
 [ "${MSO_WITH_BENCH_TOOLS:-0}" = 1 ] && apt_packages+=(wrk haproxy nginx-light)
 

@@ -55,6 +55,12 @@ class StatePaths:
         return self.state_dir / "daemon.log"
 
     @property
+    def daemon_exit(self) -> Path:
+        """`PID` of a daemon that ended as asked (down, detach): read by a keeper that
+        adopted it and so cannot see its exit status (mso.daemon.keeper)."""
+        return self.state_dir / "daemon.exit"
+
+    @property
     def api_token(self) -> Path:
         return self.state_dir / "api-token"
 

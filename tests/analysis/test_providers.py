@@ -37,6 +37,7 @@ class FakeServer:
         self.release = threading.Event()
         self.requests: list[tuple[str, str, bytes]] = []
         self.authorization: list[str | None] = []
+        self.hosts: list[str | None] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,6 +45,7 @@ class FakeServer:
                 length = int(self.headers.get("content-length") or 0)
                 server.requests.append((self.command, self.path, self.rfile.read(length)))
                 server.authorization.append(self.headers.get("authorization"))
+                server.hosts.append(self.headers.get("host"))
                 if server.delay.is_set():
                     server.release.wait(30)
                 body = server.body(self.path) if callable(server.body) else server.body

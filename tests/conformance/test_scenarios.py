@@ -7,14 +7,21 @@ an engine does not honour the key, the scenario checks that the engine refuses i
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conformance.conftest import Target, scenario, wait_for
+
+APPS = Path(__file__).resolve().parent / "apps"
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -331,8 +338,8 @@ PROVIDER = """    rollout:
           - prometheus:
               url: PROMETHEUS_URL
               query: >-
-                sum(rate(app_errors_total{subset="{{subset}}",release="{{release}}"}[10s]))
-                / sum(rate(app_requests_total{subset="{{subset}}",release="{{release}}"}[10s]))
+                sum(rate(app_errors_total{release="{{release}}"}[10s]))
+                / sum(rate(app_requests_total{release="{{release}}"}[10s]))
               max: 0.1
 """
 
@@ -368,64 +375,283 @@ class Traffic:
         self._thread.join(10)
 
 
+#: Prometheus inside the app's network on Swarm and Kubernetes: Debian's binary (it links
+#: only libc, which the base image has) copied into the app's folder and started by
+#: apps/prom.py, scraping each subset's one replica where the app's names lead.
+PROMETHEUS_SERVICE = """  prom:
+    run: [python3, prom.py]
+    ports: {http: 9090}
+    env: {SCRAPE: "TARGETS"}
+    health:
+      readiness: {http: /-/ready, period: 1s}
+"""
+#: The subsets' names inside the app's network, and Prometheus' own.
+IN_NETWORK = {"swarm": ("web:8000,web-canary:8000", "http://prom:9090"),
+              "kubernetes": ("web-stable:8000,web-canary:8000", "http://prom-stable:9090")}
+
+
+@contextmanager
+def prometheus_for(target: Target, tmp_path: Path, manifest: str) -> Iterator[str]:
+    """Write `manifest` (with PROMETHEUS_URL) with a real Prometheus scraping the app's
+    replicas, start the app and yield once Prometheus answers: on the local engine
+    Debian's binary on the host, fed the replicas by `mso ps`; on Swarm and Kubernetes
+    a service of the app, which the analysis reaches through the gateway."""
+    from tests.e2e.prometheus import CONFIG, TargetSync, binary, running_prometheus
+    if target.engine == "local":
+        with running_prometheus(tmp_path / "prometheus") as prometheus:
+            target.write(manifest.replace("PROMETHEUS_URL", prometheus.url))
+            target.up()
+            with TargetSync(prometheus, target.ps):
+                yield prometheus.url
+        return
+    scraped, url = IN_NETWORK[target.engine]
+    target.write(manifest.replace("PROMETHEUS_URL", url)
+                 + PROMETHEUS_SERVICE.replace("TARGETS", scraped))
+    shutil.copy(binary(), target.folder / "prometheus")
+    shutil.copy(APPS / "prom.py", target.folder / "prom.py")
+    (target.folder / "prometheus.yml").write_text(CONFIG.replace(
+        "file_sd_configs:\n      - files: [{targets}]\n        refresh_interval: 1s\n",
+        "static_configs:\n      - targets: TARGETS\n"))
+    target.up()
+    yield url
+
+
 @scenario("analysis_prometheus")
 def test_analysis_providers(target: Target, tmp_path: Path) -> None:
     """A canary whose errors only the app's own metrics show (it answers 200, so mso's
     proxy sees nothing wrong) is rolled back by a Prometheus query run per subset; a
-    good one is promoted once the query passes for it."""
+    good one is promoted once the query passes for it. The Prometheus runs where the
+    app's names resolve: on Swarm and Kubernetes inside the app's network, queried by
+    the gateway for the rollout controller outside it."""
     target.write(BASE + PROVIDER.replace("PROMETHEUS_URL", "http://127.0.0.1:9/"))
     if target.refused("services.web.rollout.analysis.providers"):
         return
-    from tests.e2e.prometheus import TargetSync, running_prometheus, wait_for_series
-    with running_prometheus(tmp_path / "prometheus") as prometheus:
-        target.write(BASE + PROVIDER.replace("PROMETHEUS_URL", prometheus.url))
-        target.up()
-        with TargetSync(prometheus, target.ps), Traffic(target):
-            wait_for_series(prometheus, 'app_requests_total{subset="stable"}')
-            target.edit('SHOW_V: "1"', 'SHOW_V: "2", APP_ERRORS: "1"')
-            target.deploy(check=False)
-            bad = target.json("rollout", "status", "web")
-            assert bad["phase"] == "RolledBack", bad
-            assert bad["reason"].startswith("analysis failed: prometheus 1: "), bad
-            assert 'subset="canary",release="2"' in bad["reason"], bad
-            measured = {p["name"]: p for p in bad["analysis"]["providers"]}["prometheus 1"]
-            assert measured["phase"] == "fail" and measured["value"] == 1.0, measured
-            assert measured["stable_value"] == 0.0, measured
-            # mso's proxy saw only 200s: the provider, not the judge, rolled it back.
-            assert bad["analysis"]["canary"]["errors"] == 0, bad["analysis"]
-            events = target.json("events", "--tail", "10000")
-            assert any(e["type"] == "analysis.provider"
-                       and e["message"].startswith("prometheus 1 fail: ") for e in events)
-            table = target.mso("rollout", "status", "web").stdout
-            assert "prometheus 1" in table and "fail" in table, table
+    with prometheus_for(target, tmp_path, BASE.replace("app: conf", "app: confprov")
+                        + PROVIDER), Traffic(target):
+        target.edit('SHOW_V: "1"', 'SHOW_V: "2", APP_ERRORS: "1"')
+        target.deploy(check=False)
+        # (`mso deploy` on Swarm returns once the canary runs: follow it to its end.)
+        target.mso("rollout", "status", "-w", "web", "--timeout", "300", check=False)
+        bad = target.json("rollout", "status", "web")
+        assert bad["phase"] == "RolledBack", json.dumps(bad, indent=1)[:4000]
+        assert bad["reason"].startswith("analysis failed: prometheus 1: "), bad
+        assert 'release="2"' in bad["reason"], bad
+        measured = {p["name"]: p for p in bad["analysis"]["providers"]}["prometheus 1"]
+        assert measured["phase"] == "fail" and measured["value"] == 1.0, measured
+        assert measured["stable_value"] == 0.0, measured
+        # mso's proxy saw only 200s: the provider, not the judge, rolled it back.
+        assert bad["analysis"]["canary"]["errors"] == 0, bad["analysis"]
+        events = target.json("events", "--tail", "10000")
+        assert any(e["type"] == "analysis.provider"
+                   and e["message"].startswith("prometheus 1 fail: ") for e in events)
+        table = target.mso("rollout", "status", "web").stdout
+        assert "prometheus 1" in table and "fail" in table, table
 
-            target.edit('SHOW_V: "2", APP_ERRORS: "1"', 'SHOW_V: "3"')
-            target.deploy()
-            good = target.json("rollout", "status", "web")
-            assert (good["phase"], good["to_release"]) == ("Promoted", 3), good
-            measured = {p["name"]: p for p in good["analysis"]["providers"]}["prometheus 1"]
-            assert measured["phase"] == "pass" and measured["value"] == 0.0, measured
-            passed = [e["message"] for e in target.json("events", "--tail", "10000")
-                      if "analysis passed" in e["message"]]
-            assert passed and "prometheus 1: " in passed[-1], passed
+        target.edit('SHOW_V: "2", APP_ERRORS: "1"', 'SHOW_V: "3"')
+        target.deploy()
+        target.mso("rollout", "status", "-w", "web", "--timeout", "300")
+        good = target.json("rollout", "status", "web")
+        assert (good["phase"], good["to_release"]) == ("Promoted", 3), good
+        measured = {p["name"]: p for p in good["analysis"]["providers"]}["prometheus 1"]
+        assert measured["phase"] == "pass" and measured["value"] == 0.0, measured
+        passed = [e["message"] for e in target.json("events", "--tail", "10000")
+                  if "analysis passed" in e["message"]]
+        assert passed and "prometheus 1: " in passed[-1], passed
+
+
+LOAD = """      analysis:
+        min_samples: 20
+        load: {rate: 25, paths: [/], headers: {x-probe: "1"}}
+"""
+
+
+def wait_for_phase(target: Target, service: str, phases: set[str],
+                   timeout: float = 60.0) -> dict[str, Any]:
+    """`mso rollout status` once the rollout's phase is one of `phases`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = target.json("rollout", "status", service)
+        if status["phase"] in phases or time.monotonic() > deadline:
+            assert status["phase"] in phases, status
+            return dict(status)
+        time.sleep(0.2)
+
+
+def load_ended(target: Target) -> dict[str, Any]:
+    """The totals of the last synthetic load (its `analysis.load` end event)."""
+    ended = [e for e in target.json("events", "--tail", "10000")
+             if e["type"] == "analysis.load" and not e["data"].get("running")]
+    assert ended, "no analysis.load end event"
+    return dict(ended[-1]["data"]["subsets"])
+
+
+@scenario("analysis_load")
+def test_analysis_load_judges_a_service_without_traffic(target: Target) -> None:
+    """No user traffic at all: mso's own requests to both subsets get the canary a
+    verdict. A canary answering 500 is rolled back, a good one promoted; the synthetic
+    requests are not user traffic (the proxy counted none of them)."""
+    target.write(BASE + "    rollout:\n      strategy: canary\n      progress_deadline: 60s\n"
+                 "      steps: [{set_weight: 50}, {analysis: {duration: 3s}}]\n" + LOAD)
+    if target.refused("services.web.rollout.analysis.load"):
+        return
+    target.up()
+    target.edit('SHOW_V: "1"', 'SHOW_V: "2", FAIL_STATUS: "500"')
+    target.deploy(check=False)
+    bad = target.json("rollout", "status", "web")
+    assert bad["phase"] == "RolledBack" and bad["reason"].startswith("analysis failed: "), bad
+    sent = load_ended(target)
+    assert sent["canary"]["errors"] == sent["canary"]["sent"] > 0, sent
+    assert sent["stable"]["errors"] == 0 and sent["stable"]["statuses"].get("2xx"), sent
+    # Everything the judge saw came from mso's own requests, not through the proxy.
+    judged = bad["analysis"]
+    assert 0 < judged["canary"]["requests"] <= sent["canary"]["sent"], (judged, sent)
+    target.edit('SHOW_V: "2", FAIL_STATUS: "500"', 'SHOW_V: "3"')
+    target.deploy()
+    good = target.json("rollout", "status", "web")
+    assert (good["phase"], good["to_release"]) == ("Promoted", 3), good
+    assert good["analysis"]["verdict"] == "pass", good["analysis"]
+    assert load_ended(target)["canary"]["errors"] == 0
+    metrics = target.json("endpoints").get("metrics")
+    if metrics:  # the proxy's own counters (the dashboard's source) count user requests only
+        import urllib.request
+        target.get_json()  # one user request
+        with urllib.request.urlopen(metrics, timeout=10) as response:
+            text = response.read().decode()
+        counted = [line for line in text.splitlines()
+                   if line.startswith("mso_proxy_requests_total") and "web" in line]
+        assert sum(float(line.rsplit(" ", 1)[1]) for line in counted) == 1, counted
 
 
 @scenario("bluegreen_analysis")
 def test_bluegreen_analysis(target: Target) -> None:
-    target.write(BASE + "    rollout:\n      strategy: blue_green\n      preview_port: "
-                 f"{target.gateway_port + 1}\n      analysis: {{min_samples: 20}}\n")
-    if target.refused("services.web.rollout.analysis"):
+    """Without `load` a blue/green analysis is refused (the preview gets no traffic);
+    with it, a preview answering 500 is rolled back, never promoted, and a good one
+    passes and waits for `mso rollout promote`."""
+    head = (BASE + "    rollout:\n      strategy: blue_green\n      preview_port: "
+            f"{target.gateway_port + 1}\n      progress_deadline: 60s\n")
+    target.write(head + "      analysis: {min_samples: 20}\n")
+    proc = target.mso("validate", "--engine", target.engine, check=False)
+    assert proc.returncode == 2 and ": services.web.rollout.analysis: not supported on " \
+        f"{target.engine}: " in proc.stderr, proc.stderr
+    target.write(head + LOAD + "        duration: 3s\n")
+    if target.refused("services.web.rollout.analysis.load"):
         return
-    pytest.fail("blue/green analysis is honoured on this engine: show it work")
+    target.up()
+    target.edit('SHOW_V: "1"', 'SHOW_V: "2", FAIL_STATUS: "500"')
+    target.mso("deploy")  # without --wait: blue/green then waits for `mso rollout promote`
+    bad = wait_for_phase(target, "web", {"RolledBack", "Failed", "Paused"})
+    assert bad["phase"] == "RolledBack" and bad["promoted_at"] is None, bad
+    assert bad["reason"].startswith("analysis failed: "), bad
+    assert target.get_json()["show"]["V"] == "1"  # the stable serves on
+
+    target.edit('SHOW_V: "2", FAIL_STATUS: "500"', 'SHOW_V: "3"')
+    target.mso("deploy")  # without --wait: blue/green then waits for `mso rollout promote`
+    good = wait_for_phase(target, "web", {"Paused", "RolledBack", "Failed"})
+    assert good["reason"].startswith("preview passed analysis"), good
+    assert good["analysis"]["verdict"] == "pass", good
+    target.mso("rollout", "promote", "web")
+    deadline = time.monotonic() + 30
+    while target.get_json()["show"]["V"] != "3":
+        assert time.monotonic() < deadline, "traffic never switched to the preview"
+        time.sleep(0.2)
+
+
+class Receiver:
+    """A webhook receiver on loopback: answers 500 to the first POST, then 200."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        received: list[tuple[dict[str, Any], dict[str, str]]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                data = self.rfile.read(int(self.headers.get("content-length") or 0))
+                received.append((json.loads(data), dict(self.headers)))
+                self.send_response(500 if len(received) == 1 else 200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@scenario("rollout_notifications")
+def test_rollout_notifications(target: Target) -> None:
+    """Each rollout event is POSTed to the webhook, with the token from a secret; a 500
+    is retried, and `mso events` records each delivery with its attempts."""
+    receiver = Receiver()
+    try:
+        # Its own app name: a Swarm stack named `conf` may be another scenario's.
+        target.write(service(BASE.replace("app: conf\n", "app: confnotify\n"),
+                             "    secrets:\n      tok: {file: ./tok}\n") +
+                     "    rollout:\n      strategy: canary\n      steps: [{set_weight: 50}]\n"
+                     f"      notifications:\n        - url: {receiver.url}\n"
+                     "          secret_headers: {x-token: tok}\n")
+        (target.folder / "tok").write_text("tok-5f2c9e")
+        if target.refused("services.web.rollout.notifications"):
+            return
+        target.up()
+        target.edit('SHOW_V: "1"', 'SHOW_V: "2"')
+        target.deploy()
+        deadline = time.monotonic() + 30
+        while True:
+            types = [body["type"] for body, _ in receiver.received]
+            if "rollout.promoted" in types or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert types[:2] == ["rollout.started", "rollout.started"], types  # 500, then again
+        assert "rollout.promoted" in types, types
+        ids = [body["id"] for body, _ in receiver.received]
+        assert len(ids) == len(set(ids)) + 1, ids  # each event once; the 500 retried once
+        assert all(headers.get("x-token") == "tok-5f2c9e" for _, headers in receiver.received)
+        events = target.json("events", "--tail", "10000")
+        delivered = [e["data"] for e in events if e["type"] == "notification.delivered"]
+        first = next(d for d in delivered if d["event"] == "rollout.started")
+        assert first["attempts"] == 2 and first["status"] == 200, first
+        assert "tok-5f2c9e" not in json.dumps(events)
+    finally:
+        receiver.close()
 
 
 @scenario("analysis_interval")
 def test_analysis_interval(target: Target) -> None:
-    target.write(BASE + "    rollout:\n      strategy: canary\n      steps: [{set_weight: 50}]\n"
-                 "      analysis: {interval: 5s}\n")
+    """`analysis.interval: 4s`: during the analysis step the analysis reads and judges
+    every 4 s (the times of its polls, shown by `mso rollout status`), not every second,
+    and the canary is still promoted."""
+    target.write(BASE.replace("app: conf", "app: confintv") +
+                 "    rollout:\n      strategy: canary\n      progress_deadline: 90s\n"
+                 "      steps: [{set_weight: 50}, {analysis: {duration: 13s}}]\n"
+                 "      analysis: {interval: 4s, min_samples: 5}\n")
     if target.refused("services.web.rollout.analysis.interval"):
         return
-    pytest.fail("an analysis interval above 1s is honoured on this engine: show it work")
+    target.up()
+    target.edit('SHOW_V: "1"', 'SHOW_V: "2"')
+    polls: set[float] = set()
+    with Traffic(target):
+        deploying = threading.Thread(target=lambda: (target.deploy(), target.mso(
+            "rollout", "status", "-w", "web", "--timeout", "300")), daemon=True)
+        deploying.start()
+        while deploying.is_alive():
+            status = target.json("rollout", "status", "web")
+            proxy = next(iter((status.get("analysis") or {}).get("providers") or []), None)
+            if status.get("to_release") == 2 and status.get("step") == 2 and proxy \
+                    and proxy.get("at") and not proxy.get("final"):
+                polls.add(float(proxy["at"]))
+            deploying.join(0.3)
+    status = target.json("rollout", "status", "web")
+    assert (status["phase"], status["to_release"]) == ("Promoted", 2), status
+    times = sorted(polls)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps and min(gaps) >= 3.9, times
 
 
 @scenario("hung_replica_skipped")

@@ -161,3 +161,34 @@ def test_a_good_canary_is_promoted_once_prometheus_agrees(
     assert status["promoting"], status
     passed = [e for e in made.d.store.events() if "analysis passed" in e.message]
     assert passed and "prometheus 1: " in passed[0].message
+
+
+def test_the_analysis_reads_and_judges_every_interval(tmp_path: Path) -> None:
+    """`analysis.interval: 5s`: the rollout still ticks every second (steps, pauses),
+    but the proxy is read (and the providers sampled) once per 5 s of the clock; the
+    first poll after the analysis duration ends is taken at once."""
+    model = {"ports": {"http": 8000}, "rollout": {
+        "strategy": "canary", "steps": [{"set_weight": 50}, {"analysis": {"duration": 12}}],
+        "analysis": {"interval": 5, "min_samples": 10}}}
+    store = Store(tmp_path / "s.db")
+    for n in (1, 2):
+        store.add_release("web", f"h{n}", {"kind": "service", "model": model}, {}, "t", "x")
+    store.set_desired(Desired("web", "service", 2, 2, 2))
+    now = [1000.0]
+    host = Host(store)
+    made = RolloutController(host, clock=lambda: now[0])
+    made.begin("web", 1, 2)
+    polled: list[float] = []
+
+    async def run() -> None:
+        for _ in range(30):
+            before = host.requests
+            await made.tick()
+            if host.requests != before:
+                polled.append(now[0])
+            now[0] += 1.0
+    asyncio.run(run())
+    # Polls every 5 s, and the analysis step's final poll as soon as its 12 s are over.
+    gaps = [b - a for a, b in zip(polled, polled[1:])]
+    assert len(polled) == 4 and gaps[:-1] == [5.0, 5.0] and 0 < gaps[-1] < 5, polled
+    assert made.status("web")["promoting"] or made.status("web")["phase"] == "Promoted"

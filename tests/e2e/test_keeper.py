@@ -63,6 +63,33 @@ def test_killed_daemon_is_started_again_and_adopts_everything(app: MsoApp) -> No
     wait_for(lambda: keepers(state) == [], message="the keeper gone after down")
 
 
+def test_a_killed_keeper_is_replaced_and_the_new_one_keeps_the_daemon(app: MsoApp) -> None:
+    """Mutual supervision: the daemon starts a keeper that adopts it; that keeper then
+    restarts the daemon when it is killed, and `mso down` ends them all."""
+    echo_app(app, replicas=1)
+    state = app.folder / ".mso"
+    [keeper] = keepers(state)
+    daemon = int(app.status()["pid"])
+    os.kill(keeper, signal.SIGKILL)
+    wait_for(lambda: len(keepers(state)) == 1 and keepers(state) != [keeper],
+             message="a new keeper")
+    [adopter] = keepers(state)
+    assert any(e["type"] == "keeper.restarted" and e["data"]["new"] == adopter
+               for e in app.events())
+    assert int(app.status()["pid"]) == daemon  # the same daemon, not a second one
+    with Load(app.gateway_port, rate=50) as load:
+        wait_for(lambda: load.result.ok > 20, message="traffic")
+        os.kill(daemon, signal.SIGKILL)
+        wait_for(lambda: new_daemon(app, daemon), message="a daemon started by the adopter")
+        wait_for(lambda: app.all_ready(1), message="the replica READY")
+    result = load.stop()
+    assert result.failures == [], result.failures[:5]
+    assert keepers(state) == [adopter]
+    assert "adopted daemon pid" in (state / "daemon.log").read_text()
+    app.cli("down")
+    wait_for(lambda: keepers(state) == [], message="the keeper gone after down")
+
+
 def test_stopped_daemon_is_killed_by_the_watchdog_and_started_again(app: MsoApp) -> None:
     echo_app(app, replicas=1)
     daemon = int(app.status()["pid"])

@@ -123,9 +123,10 @@ def test_the_json_report(tmp_path: Path) -> None:
     assert ports == {"file": "compose.yaml", "line": 5, "key": "services.web.ports.0",
                      "status": "translated", "to": ports["to"], "reason": ports["reason"]}
     assert "route /" in ports["to"]
-    redis = next(e for e in out["report"] if e["key"] == "services.redis")
-    assert redis["status"] == "dropped" and redis["line"] == 12
-    assert out["not_runnable_locally"][0].startswith("redis: ")
+    redis = next(e for e in out["report"] if e["key"] == "services.redis.image")
+    assert redis["status"] == "kept" and redis["line"] == 13  # a container of its image
+    assert out["manifest"]["services"]["redis"] == {"image": "redis"}
+    assert out["not_runnable_locally"] == []
 
 
 def test_write_a_file_and_validate_it(tmp_path: Path) -> None:
@@ -148,12 +149,25 @@ def test_write_a_file_and_validate_it(tmp_path: Path) -> None:
     assert "app: shop" in plain.stdout and "translated" in plain.stderr
 
 
+#: A one-shot task that only runs its image: a job needs `run:`, so it cannot be imported.
+ONE_SHOT = SHOP + """\
+  migrate:
+    image: migrations
+"""
+
+
+def _one_shot(tmp_path: Path) -> None:
+    (tmp_path / "compose.yaml").write_text(ONE_SHOT.replace(
+        "    depends_on: [api]\n",
+        "    depends_on:\n      api: {condition: service_started}\n"
+        "      migrate: {condition: service_completed_successfully}\n"))
+
+
 def test_up_refuses_services_that_cannot_run_here_yet(tmp_path: Path) -> None:
-    (tmp_path / "compose.yaml").write_text(SHOP)
+    _one_shot(tmp_path)
     proc = mso(tmp_path, "up", "-d", "compose.yaml")
     assert proc.returncode == 2
-    assert "mso: cannot run compose.yaml yet: redis: runs only image redis (no command:)" \
-        in proc.stderr
+    assert "mso: cannot run compose.yaml yet: migrate: a job without command:" in proc.stderr
     assert not (tmp_path / ".mso").exists()
 
 
@@ -168,9 +182,13 @@ def test_validate_says_what_was_not_imported(tmp_path: Path) -> None:
     (tmp_path / "compose.yaml").write_text(SHOP)
     proc = mso(tmp_path, "validate", "compose.yaml")
     assert proc.returncode == 0, proc.stderr
-    assert "valid for local (2 services, 0 jobs)" in proc.stdout
-    assert "mso: warning: not imported: redis: runs only image redis" in proc.stderr
-    assert "mso import: compose.yaml:12: services.redis: dropped" in proc.stderr
+    assert "valid for local (3 services, 0 jobs)" in proc.stdout  # redis: a container
+    assert "not imported" not in proc.stderr
+    _one_shot(tmp_path)
+    proc = mso(tmp_path, "validate", "compose.yaml")
+    assert proc.returncode == 0, proc.stderr
+    assert "mso: warning: not imported: migrate: a job without command:" in proc.stderr
+    assert "mso import: compose.yaml:16: services.migrate: dropped" in proc.stderr
 
 
 @pytest.mark.parametrize("engine", ["swarm", "kubernetes"])

@@ -9,10 +9,10 @@ specification's text):
 * `05-services.md`, `depends_on`: the short and long syntax examples;
 * `deploy.md` (commit 04828616): the `deploy:` examples (below).
 
-Every one of them runs images only (no `command:`), which an mso service cannot express
-yet (it needs `run:`; issue 17 part 2), so what is checked is that nothing is dropped
-silently: each service and key is in the report with its line, and what is written is a
-valid manifest.
+Every one of them runs images only (no `command:`): each becomes a service without `run:`
+(the image's own command, as a container on every engine), and what is checked is that
+nothing is dropped silently: each service and key is in the report with its line, and what
+is written is a valid manifest.
 """
 
 from __future__ import annotations
@@ -130,16 +130,16 @@ services:
 def test_the_model_example_reports_every_key(tmp_path: Path) -> None:
     imported = compose(tmp_path, MODEL)
     lines = MODEL.splitlines()
-    for key, written in (("services.frontend", "  frontend:"), ("services.backend", "  backend:"),
-                         ("volumes", "volumes:"), ("networks", "networks:")):
+    for key, written in (("volumes", "volumes:"), ("networks", "networks:")):
         found = entry(imported, key, "dropped")
         assert found.line == lines.index(written) + 1, found
-    assert "image" in entry(imported, "services.frontend").reason  # why: no command
-    assert imported.data["services"] == {}
-    assert "routes" not in imported.data  # no route to a service that was left out
-    assert [b.split(":")[0] for b in imported.local_blockers] == ["frontend", "backend"]
-    text = imported.yaml_text()
-    assert "# Not imported" in text and "#   frontend:" in text
+    for name, image in (("frontend", "awesome/webapp"), ("backend", "awesome/database")):
+        found = entry(imported, f"services.{name}.image", "kept")
+        assert "container" in found.reason and found.line == lines.index(f"    image: {image}") + 1
+        assert imported.data["services"][name]["image"] == image
+        assert "run" not in imported.data["services"][name]  # the image's own command
+    assert imported.local_blockers == []
+    assert "# Not imported" not in imported.yaml_text()
     round_trip(imported, tmp_path, ("local", "swarm", "kubernetes"))
 
 
@@ -150,8 +150,10 @@ def test_the_profiles_example(tmp_path: Path, profiles: tuple[str, ...], kept: l
     left_out = {e.key for e in imported.report.entries
                 if e.status == "dropped" and e.reason and "profile" in e.reason}
     assert left_out == {f"services.{n}.profiles" for n in ("bar", "baz", "zot") if n not in kept}
-    # the kept ones are image-only: reported, not silently gone
-    assert sorted(b.split(":")[0] for b in imported.local_blockers) == sorted(kept)
+    # the kept ones are image-only: containers, each image reported
+    assert sorted(imported.data["services"]) == sorted(kept)
+    assert all(entry(imported, f"services.{n}.image", "kept") for n in kept)
+    assert imported.local_blockers == []
     round_trip(imported, tmp_path)
 
 
@@ -169,8 +171,9 @@ def test_the_include_example(tmp_path: Path) -> None:
     imported = compose(tmp_path, INCLUDE.replace("serviceA", "service-a")
                        .replace("serviceB", "service-b"))
     assert entry(imported, "include", "translated").line == 1
-    # service-a has only `build:` (its image's command): left out and said so
-    assert entry(imported, "services.service-a", "dropped")
+    # service-a has only `build:`: it runs its image's own command, as a container
+    assert imported.data["services"]["service-a"]["build"]
+    assert "run" not in imported.data["services"]["service-a"]
     assert imported.data["services"]["service-b"]["run"] == ["python3", "-m", "http.server"]
     assert imported.data["services"]["service-b"]["ports"] == {"http": 8000}
     round_trip(imported, tmp_path)
@@ -186,18 +189,11 @@ def test_service_names_that_are_not_dns_labels_are_refused(tmp_path: Path) -> No
 @pytest.mark.parametrize("text", [DEPENDS_SHORT, DEPENDS_LONG], ids=["short", "long"])
 def test_the_depends_on_examples(tmp_path: Path, text: str) -> None:
     imported = compose(tmp_path, text)
-    for name in ("web", "redis", "db"):
-        assert entry(imported, f"services.{name}", "dropped")
-    round_trip(imported, tmp_path)
-    # The same with a command for web (as it would run here): its dependencies on the
-    # image-only services are dropped, each said so, and `restart: true` too.
-    imported = compose(tmp_path, text.replace("    build: .\n", "    build: .\n    command: [app]\n"))
-    assert imported.data["services"]["web"]["run"] == ["app"]
-    dropped = [e for e in imported.report.entries if e.status == "dropped"
-               and e.key.startswith("services.web.depends_on.")]
-    assert [e.line for e in dropped] == ([6, 7] if text is DEPENDS_SHORT else [6, 9]), dropped
-    assert not any(e.key.startswith("services.web.depends_on") and e.status == "translated"
-                   for e in imported.report.entries)
+    services = imported.data["services"]
+    assert sorted(services) == ["db", "redis", "web"]
+    assert set(services["web"]["depends_on"]) == {"db", "redis"}  # kept: they all run now
+    assert not any(e.key.startswith("services.web.depends_on") and e.status == "dropped"
+                   and "restart" not in e.key for e in imported.report.entries)
     round_trip(imported, tmp_path)
 
 

@@ -28,6 +28,10 @@ never promotes (:mod:`mso.analysis.run` combines the providers).
   status fails (the body's start is the reason); unreachable or timed out is
   ``inconclusive``.
 
+On Swarm and Kubernetes the requests go through mso's gateway, inside the app's network
+(``transport``: :class:`mso.analysis.relay.GatewayTransport`); the handling above is the
+same.
+
 URLs may carry credentials (``https://user:token@prometheus/``, which httpx sends as
 basic auth): every reason and every description shown to users goes through
 :func:`redact_url` / :func:`scrub`, so the userinfo never reaches events, logs or
@@ -47,7 +51,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from mso.analysis.judge import AnalysisConfig, CanaryJudge, Verdict, VerdictKind
-from mso.analysis.windows import SnapshotError, window_from_snapshots
+from mso.analysis.load import merge_windows
+from mso.analysis.windows import SnapshotError, SubsetWindow, window_from_snapshots
 
 DEFAULT_TIMEOUT_S = 5.0
 SUBSETS = ("stable", "canary")
@@ -158,11 +163,18 @@ class ProxyMetricsProvider:
         cluster: str,
         judge: CanaryJudge | None = None,
         config: AnalysisConfig | None = None,
+        canary_subset: str = "canary",
+        extra: Callable[[], tuple[SubsetWindow, SubsetWindow]] | None = None,
     ) -> None:
         self._fetch = fetch_snapshot
         self.cluster = cluster
         self.judge = judge or CanaryJudge(config)
         self._prev: Mapping[str, Any] | None = None
+        # Blue/green judges its `preview` subset as the canary; `extra` returns the
+        # synthetic load's (stable, canary) increments since its last call
+        # (mso.analysis.load), added to the proxy's before they reach the judge.
+        self.canary_subset = canary_subset
+        self._extra = extra
 
     def describe(self) -> str:
         return f"mso's proxy, cluster {self.cluster}"
@@ -182,7 +194,11 @@ class ProxyMetricsProvider:
             return Measurement("inconclusive", "baseline snapshot taken; analysis starts now")
         try:
             stable = window_from_snapshots(prev, snapshot, self.cluster, "stable")
-            canary = window_from_snapshots(prev, snapshot, self.cluster, "canary")
+            canary = window_from_snapshots(prev, snapshot, self.cluster, self.canary_subset)
+            if self._extra is not None and prev is not None:
+                synthetic = self._extra()
+                stable = merge_windows(stable, synthetic[0])
+                canary = merge_windows(canary, synthetic[1])
         except (SnapshotError, ValueError) as exc:
             return Measurement("inconclusive", f"unusable proxy snapshot: {exc}")
         if prev is None:
@@ -218,10 +234,12 @@ class PrometheusProvider:
         max: float,
         context: RolloutContext | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = url
+        self.transport = transport
         plain, self.auth = credentials(url)
-        self.url = plain.rstrip("/") + "/api/v1/query"
+        self.url = self.request_url = plain.rstrip("/") + "/api/v1/query"
         self.query = query
         self.max = max
         self.context = context or RolloutContext("", 0, 0)
@@ -237,7 +255,8 @@ class PrometheusProvider:
     async def sample(self, final: bool = False) -> Measurement:
         queries = self.queries()
         try:
-            async with httpx.AsyncClient(timeout=self.timeout, auth=self.auth) as client:
+            async with httpx.AsyncClient(timeout=self.timeout, auth=self.auth,
+                                         transport=self.transport) as client:
                 if queries["stable"] == queries["canary"]:
                     value = await self._value(client, queries["canary"])
                     return self._guardrail(queries["canary"], value)
@@ -326,10 +345,12 @@ class WebhookProvider:
     kind = "webhook"
 
     def __init__(
-        self, url: str, context: Mapping[str, Any] | None = None, timeout: float = DEFAULT_TIMEOUT_S
+        self, url: str, context: Mapping[str, Any] | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S, transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url
-        self._plain_url, self.auth = credentials(url)
+        self.transport = transport
+        self.request_url, self.auth = credentials(url)
         self.context: dict[str, Any] = dict(context or {})
         self.timeout = timeout
 
@@ -339,8 +360,9 @@ class WebhookProvider:
     async def sample(self, final: bool = False) -> Measurement:
         payload = {**self.context, "final": final}
         try:
-            async with httpx.AsyncClient(timeout=self.timeout, auth=self.auth) as client:
-                response = await client.post(self._plain_url, json=payload)
+            async with httpx.AsyncClient(timeout=self.timeout, auth=self.auth,
+                                         transport=self.transport) as client:
+                response = await client.post(self.request_url, json=payload)
         except httpx.TimeoutException:
             return Measurement("inconclusive", f"webhook timed out after {self.timeout:g}s")
         except httpx.HTTPError as exc:

@@ -51,6 +51,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+import httpx
+
 from mso.analysis.judge import Verdict, VerdictKind
 from mso.analysis.providers import (
     Measurement,
@@ -61,7 +63,8 @@ from mso.analysis.providers import (
     scrub,
 )
 
-__all__ = ["AnalysisRun", "Outcome", "ProviderReport", "combine", "providers_from_spec"]
+__all__ = ["AnalysisRun", "Outcome", "ProviderReport", "combine", "providers_from_spec",
+           "request_urls"]
 
 
 class NamedProvider(Protocol):
@@ -138,22 +141,32 @@ def combine(proxy: Measurement, others: Sequence[tuple[str, Measurement | None, 
     return "pass", "; ".join(passed)
 
 
-def providers_from_spec(items: Sequence[Mapping[str, Any]], context: RolloutContext
+def providers_from_spec(items: Sequence[Mapping[str, Any]], context: RolloutContext,
+                        transport: httpx.AsyncBaseTransport | None = None
                         ) -> list[tuple[str, NamedProvider]]:
     """The manifest's ``rollout.analysis.providers`` (validated dicts) as providers,
-    named ``prometheus 1``, ``webhook 2``... by their position in the list."""
+    named ``prometheus 1``, ``webhook 2``... by their position in the list; ``transport``:
+    how their requests travel (None: directly; the gateway on Swarm and Kubernetes)."""
     out: list[tuple[str, NamedProvider]] = []
     for number, item in enumerate(items, start=1):
         prom = item.get("prometheus")
         hook = item.get("webhook")
         if prom:
             out.append((f"prometheus {number}", PrometheusProvider(
-                str(prom["url"]), str(prom["query"]), float(prom["max"]), context)))
+                str(prom["url"]), str(prom["query"]), float(prom["max"]), context,
+                transport=transport)))
         elif hook:
             out.append((f"webhook {number}", WebhookProvider(str(hook["url"]), {
                 "service": context.service, "stable_release": context.stable_release,
-                "canary_release": context.canary_release})))
+                "canary_release": context.canary_release}, transport=transport)))
     return out
+
+
+def request_urls(items: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The URLs the providers of ``items`` request, without credentials or query: what
+    the gateway's ``fetch`` allow list names (:mod:`mso.proxy.fetch`)."""
+    made = providers_from_spec(items, RolloutContext("", 0, 0))
+    return [str(getattr(provider, "request_url")) for _, provider in made]
 
 
 class _Slot:

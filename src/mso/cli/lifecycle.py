@@ -23,7 +23,9 @@ import click
 from mso.cli import waiting
 from mso.cli.client import ApiClient, CliError, NotRunning, StartupFailed
 from mso.cli.output import log_line
+from mso.daemon.containers import IMAGES_KEY
 from mso.daemon.keeper import ALREADY_KEPT
+from mso.engines.local import container as container_cli
 from mso.engines.local.process import INSTANCE_ENV, find_env_processes
 from mso.errors import Failed
 from mso.engines.problems import REPORT_LOG_LINES
@@ -339,18 +341,27 @@ def down_app(paths: StatePaths, quiet: bool = False) -> None:
 
 def _survivors(paths: StatePaths) -> list[int]:
     """Processes of this app still alive without a daemon (replicas, proxy, anything
-    carrying the instance marker)."""
+    carrying the instance marker); [0] for containers left without their client."""
     if not paths.db.exists():
         return []
     try:
         store = Store.open_readonly(paths.db)
         try:
             instance = store.get_meta("instance_id")
+            ran_containers = store.get_meta(IMAGES_KEY) is not None
         finally:
             store.close()
     except sqlite3.Error:
         return [0]  # unreadable state: let a daemon look (it reports what it finds)
-    return find_env_processes({INSTANCE_ENV: instance}) if instance else []
+    found = find_env_processes({INSTANCE_ENV: instance}) if instance else []
+    if not found and instance and ran_containers:
+        try:
+            binary = container_cli.runtime()
+        except container_cli.RuntimeMissing:
+            return found
+        if container_cli.labelled({f"{container_cli.LABEL}.instance": instance}, binary):
+            return [0]  # a daemon removes them (by label)
+    return found
 
 
 def _alive(pid: int) -> bool:

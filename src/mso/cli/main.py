@@ -602,10 +602,13 @@ def rollout(action: str, service: str, file: str | None, engine: str | None, fmt
               help="Only print the login URL (for scripts); do not open a browser.")
 def dashboard(file: str | None, engine: str | None, port: int | None, no_open: bool,
               **opts: Any) -> None:
-    """Serve the live web dashboard (from the running daemon, on 127.0.0.1), print its
-    login URL and open it in a browser."""
-    local_only("dashboard", file, engine, "use `mso ps`, `mso rollout status -w` and "
-               "`mso events -f`")
+    """Serve the live web dashboard on 127.0.0.1, print its login URL and open it in a
+    browser. On the embedded engine the daemon serves it (until `mso down`); for an app
+    on Swarm or Kubernetes it is served from here, in the foreground, until Ctrl-C."""
+    name = engine_name(file, engine)
+    if name != "local":
+        _remote_dashboard(name, file, port, no_open, opts)
+        return
     client = client_for(file)
     try:
         served = client.post("/v1/dashboard", {"port": port})
@@ -618,6 +621,25 @@ def dashboard(file: str | None, engine: str | None, port: int | None, no_open: b
         import webbrowser
         if not webbrowser.open(url):
             click.echo("mso: no browser could be opened here; open the URL above", err=True)
+
+
+def _remote_dashboard(name: str, file: str | None, port: int | None, no_open: bool,
+                      opts: dict[str, Any]) -> None:
+    """`python -m mso.web` in this process's place (mso.web.__main__): the CLI cannot
+    import the dashboard (the two are sibling layers), and exec keeps Ctrl-C and the
+    output going straight to it."""
+    argv = [sys.executable, "-m", "mso.web", "--file", str(manifest_path(file)),
+            "--engine", name]
+    if port:
+        argv += ["--port", str(port)]
+    if no_open:
+        argv.append("--no-open")
+    for key in ("kubeconfig", "context", "namespace"):
+        if opts.get(key):
+            argv += [f"--{key}", str(opts[key])]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
 
 
 def _watch_rollout(get_status: Callable[[], dict[str, Any]], fmt: str,

@@ -274,8 +274,8 @@ def rollout_status(data: dict[str, Any]) -> None:
         _canary_lines(data)
     if data.get("reason"):
         console.print(f"  {escape(data['reason'])}")
-    if strategy == "canary":
-        _analysis_lines(data)
+    if strategy == "canary" or data.get("analysis"):  # blue/green: with `analysis.load`
+        _analysis_lines(data, "preview" if strategy == "blue_green" else "canary")
     ways = data.get("next") or []
     if ways:
         console.print("  next:")
@@ -316,13 +316,14 @@ def _blue_green_lines(data: dict[str, Any]) -> None:
     console.print(escape(line))
 
 
-def _analysis_lines(data: dict[str, Any]) -> None:
+def _analysis_lines(data: dict[str, Any], judged: str = "canary") -> None:
     analysis = data.get("analysis") or {}
     if analysis.get("stable") or analysis.get("canary"):
         table = _table("SUBSET", "REQUESTS", "ERRORS", "ERROR RATE", "P50 MS", "P99 MS")
         for name in ("stable", "canary"):
             sub = analysis.get(name) or {}
-            table.add_row(name, str(sub.get("requests", 0)), str(sub.get("errors", 0)),
+            label = judged if name == "canary" else name
+            table.add_row(label, str(sub.get("requests", 0)), str(sub.get("errors", 0)),
                           f"{100 * float(sub.get('error_rate') or 0):.2f}%",
                           _num(sub.get("p50_ms")), _num(sub.get("p99_ms")))
         console.print(table)

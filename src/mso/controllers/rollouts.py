@@ -19,13 +19,18 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
 
 from mso.errors import Conflict
 from mso.analysis import AnalysisConfig, ProxyMetricsProvider
 from mso.analysis.providers import RolloutContext, redact_url
-from mso.analysis.run import AnalysisRun, Outcome, providers_from_spec
+from mso.analysis.load import LoadSpec, SyntheticLoad
+from mso.analysis.run import AnalysisRun, Outcome, providers_from_spec, request_urls
+from mso.controllers.notify import Notifier
 from mso.releases.ports import port_map
+from mso.releases.rollback import rollback_target
 from mso.strategies import bluegreen, canary, rolling
 from mso.strategies.canary import Decision, Tick
 from mso.strategies.state import Phase, RolloutState
@@ -76,6 +81,21 @@ class RolloutHost(Protocol):
         ...
 
 
+@runtime_checkable
+class DirectHost(Protocol):
+    """An engine whose controller can reach each replica itself (the local engine): it
+    can send `rollout.analysis.load`'s synthetic requests straight to a subset."""
+
+    def subset_addresses(self, service: str, subset: str, port: str) -> list[str]:
+        """Base URLs (`http://127.0.0.1:41234`) of the subset's READY replicas."""
+        ...
+
+
+#: blue/green's preview is judged as the canary, against the stable.
+_BG_SUBSETS = {"stable": "stable", "canary": "preview"}
+BLUE_GREEN_ANALYSIS = 30.0  # seconds, when `analysis.duration` is not written
+
+
 def canary_replicas(replicas: int, weight: int) -> int:
     return max(1, math.ceil(replicas * weight / 100.0))
 
@@ -85,14 +105,23 @@ class RolloutController:
     controller). `clock` is the wall clock every decision by time reads (step durations,
     pauses, progress deadlines, analysis ticks): injected, so tests can move it."""
 
-    def __init__(self, host: RolloutHost, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, host: RolloutHost, clock: Callable[[], float] = time.time,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.d = host
         self._clock = clock
+        #: How the providers' requests travel: directly (local), or through the gateway
+        #: inside the app's network (Swarm, Kubernetes: `mso.analysis.relay`).
+        self._transport = transport
         self._runs: dict[str, AnalysisRun] = {}
+        #: Each run's last poll: (when, final, outcome), read again until the analysis
+        #: `interval` has passed.
+        self._polled: dict[str, tuple[float, bool, Outcome]] = {}
         self._next_tick: dict[str, float] = {}
         self._last_verdict: dict[str, str] = {}
         self._members: dict[str, tuple[Member, ...]] = {}  # at each service's last tick
         self._due: float | None = None
+        self._loads: dict[str, SyntheticLoad] = {}
+        self.notifier = Notifier(host.store)
 
     # -- state ------------------------------------------------------------------------
     def get(self, service: str) -> RolloutState | None:
@@ -123,7 +152,10 @@ class RolloutController:
                 # left once resumed.
                 state = dataclasses.replace(state, step_started=now,
                                             paused_at=None if state.paused_at is None else now)
-            state.analysis = {}
+            elif _preview_analysed(state):
+                # A blue/green preview under analysis: its whole duration again.
+                state = dataclasses.replace(state, step_started=self._clock(),
+                                            phase=Phase.PROGRESSING)
             self._save(state)
             number = canary.step_number(state, steps)
             message = (f"resumed at step {number}; analysis restarted from zero"
@@ -211,6 +243,10 @@ class RolloutController:
             await self._tick(now, due)
         finally:
             self._due = min(due, default=None)
+            try:
+                self.notifier.pump()  # rollout events (any process's) to the webhooks
+            except Exception:
+                log.exception("rollout notifications failed")
 
     async def _tick(self, now: float, due: list[float]) -> None:
         for service, want in self.d.store.desired().items():
@@ -230,12 +266,19 @@ class RolloutController:
             self._members[service] = members
             spec = self.spec(service, state.to_release)
             interval = float((spec.get("analysis") or {}).get("interval", 1.0))
+            # The rollout itself ticks at least every second (step durations, pauses);
+            # the analysis reads and judges every `interval` (`_analyse`).
             self._next_tick[service] = due[-1] = now + min(interval, 1.0)
             try:
                 decision = await self._decide(state, spec, want, now)
             except Exception:
                 log.exception("rollout tick for %s failed", service)
                 continue
+            polled = self._polled.get(service)
+            if polled is not None and now < polled[0] + interval:
+                # A tick for a replica change did not read the analysis: its next
+                # reading stays due `interval` after the last one.
+                self._next_tick[service] = due[-1] = min(due[-1], polled[0] + interval)
             # A command (promote, abort, pause; from another process on Kubernetes) may
             # have changed the rollout while this decision awaited the metrics: a decision
             # made from the old state must not overwrite it. Decide again next tick.
@@ -257,7 +300,17 @@ class RolloutController:
             ready = self._subset_ready(state.service, "preview" if state.promoted_at is None
                                        else "stable", state.to_release, want.replicas)
             keep = float(spec.get("keep_previous", 300.0))
-            return bluegreen.advance(state, Tick(now, ready, None, "", deadline), keep)
+            duration = _preview_analysis(spec)
+            if duration is None:
+                return bluegreen.advance(state, Tick(now, ready, None, "", deadline), keep)
+            kind, reason = None, ""
+            if ready and state.promoted_at is None and state.phase != Phase.PAUSED:
+                # The preview, judged against the stable (fed by `analysis.load`).
+                kind, reason = await self._verdict(
+                    state, spec, state.step_started > 0
+                    and canary.step_elapsed(state, now) >= duration, now)
+            return bluegreen.advance(state, Tick(now, ready, kind, reason, deadline), keep,
+                                     duration)
         steps = spec.get("steps") or []
         if state.promoting:
             if self._rolled(state.service, state.to_release, want.replicas):
@@ -267,14 +320,22 @@ class RolloutController:
             return Decision(state)
         ready = self._subset_ready(state.service, "canary", state.to_release,
                                    canary_replicas(want.replicas, state.weight))
-        outcome = await self._analyse(state, spec, canary.analysis_due(state, steps, now))
-        kind = outcome.verdict if outcome else None
-        reason = outcome.reason if outcome else ""
-        if outcome is not None:
-            state.analysis = outcome.to_dict()
-            if outcome.verdict == "inconclusive":
-                reason = analysis_needs(state.analysis, _min_samples(spec)) or reason
+        kind, reason = await self._verdict(state, spec, canary.analysis_due(state, steps, now),
+                                           now)
         return canary.advance(state, steps, Tick(now, ready, kind, reason, deadline))
+
+    async def _verdict(self, state: RolloutState, spec: dict[str, Any],
+                       final: bool, now: float) -> tuple[str | None, str]:
+        """Poll the analysis and keep its numbers in `state.analysis`: the verdict (None
+        without one) and its reason (what a sample-starved analysis still needs)."""
+        outcome = await self._analyse(state, spec, final, now)
+        if outcome is None:
+            return None, ""
+        state.analysis = self._with_load(state.service, outcome.to_dict())
+        if outcome.verdict == "inconclusive":
+            return outcome.verdict, analysis_needs(state.analysis, _min_samples(spec)) \
+                or outcome.reason
+        return outcome.verdict, outcome.reason
 
     def _rolled(self, service: str, release: int, replicas: int) -> bool:
         stable = [m for m in self.d.members(service) if m.subset == "stable" and not m.stopping]
@@ -288,17 +349,24 @@ class RolloutController:
                    and not m.stopping and m.release == release and m.ready)
 
     async def _analyse(self, state: RolloutState, spec: dict[str, Any],
-                       final: bool) -> Outcome | None:
+                       final: bool, now: float) -> Outcome | None:
         """One poll of the rollout's analysis (`mso.analysis.run`): the proxy's judge
         and the manifest's providers, combined; None when the service has no HTTP port
-        for the proxy to measure."""
+        for the proxy to measure. Polled every `analysis.interval`: between polls the
+        last outcome stands, except that the first poll after an analysis step's duration
+        ended (the final one) is taken at once."""
         run = self._runs.get(state.service)
         if run is None:
             made = self._new_run(state, spec)
             if made is None:
                 return None
             run = self._runs[state.service] = made
+        interval = float((spec.get("analysis") or {}).get("interval", 1.0))
+        last = self._polled.get(state.service)
+        if last is not None and now < last[0] + interval and (last[1] or not final):
+            return last[2]
         outcome = await run.poll(final, state.step)
+        self._polled[state.service] = (now, final, dataclasses.replace(outcome, changed=()))
         for report in outcome.changed:
             self.d.store.add_event("analysis.provider", f"{report.name} {report.phase}: "
                                    f"{report.reason}", state.service, data=report.to_dict())
@@ -315,20 +383,85 @@ class RolloutController:
         if cluster is None:
             return None
         a = spec.get("analysis") or {}
+        load = self._start_load(state, spec, cluster.split("/", 1)[1])
         config = AnalysisConfig(
             min_samples=_min_samples(spec),
             confidence=float(a.get("confidence", 0.99)),
             max_error_rate_increase=float(a.get("max_error_rate_increase", 0.01)),
             max_latency_p99_increase=float(a.get("max_latency_p99_increase", 0.25)))
         context = RolloutContext(state.service, state.from_release, state.to_release)
-        return AnalysisRun(ProxyMetricsProvider(self.d.metrics, cluster, config=config),
-                           providers_from_spec(a.get("providers") or [], context),
+        proxy = ProxyMetricsProvider(
+            self.d.metrics, cluster, config=config,
+            canary_subset="preview" if state.strategy == "blue_green" else "canary",
+            extra=None if load is None else load.drain)
+        return AnalysisRun(proxy, providers_from_spec(a.get("providers") or [], context,
+                                                      self._transport),
                            clock=self._clock)
 
+    def _start_load(self, state: RolloutState, spec: dict[str, Any],
+                    port: str) -> SyntheticLoad | None:
+        """`analysis.load`: mso's own requests to both subsets (mso.analysis.load), on an
+        engine that reaches replicas directly (others refuse the key)."""
+        raw = (spec.get("analysis") or {}).get("load")
+        host = self.d
+        if not raw or not isinstance(host, DirectHost):
+            return None
+        service = state.service
+        subsets = _BG_SUBSETS if state.strategy == "blue_green" else None
+        load = SyntheticLoad(LoadSpec.from_spec(raw),
+                             lambda subset: host.subset_addresses(service, subset, port),
+                             subsets)
+        self._end_load(service)
+        self._loads[service] = load
+        load.start()
+        names = " and ".join(load.subsets.values())
+        self.d.store.add_event("analysis.load", f"synthetic load started: {load.spec.rate:g} "
+                               f"req/s to each of {names}", service,
+                               data={"rate": load.spec.rate, "subsets": list(load.subsets.values()),
+                                     "running": True})
+        return load
+
+    def _with_load(self, service: str, analysis: dict[str, Any]) -> dict[str, Any]:
+        """The analysis as stored, with the synthetic load's totals when it runs."""
+        load = self._loads.get(service)
+        if load is not None:
+            analysis["load"] = {subset: load.summary()[judged]
+                                for judged, subset in load.subsets.items()}
+        return analysis
+
+    def _end_load(self, service: str) -> None:
+        load = self._loads.pop(service, None)
+        if load is None:
+            return
+        load.stop()
+        totals = load.summary()
+        parts = []
+        for judged, subset in load.subsets.items():
+            t = totals[judged]
+            parts.append(f"{subset} {t['sent']} sent, {t['errors']} errors")
+        self.d.store.add_event("analysis.load", "synthetic load ended: " + "; ".join(parts),
+                               service, data={"running": False, "subsets": {
+                                   subset: totals[judged]
+                                   for judged, subset in load.subsets.items()}})
+
+    def provider_urls(self) -> list[str]:
+        """The URLs the providers of the active rollouts request (no credentials, no
+        query): the gateway's `fetch` allow list on Swarm and Kubernetes."""
+        urls: list[str] = []
+        for service in self.d.store.services_with_releases():
+            state = self.active(service)
+            if state is not None:
+                items = (self.spec(service, state.to_release).get("analysis") or {}
+                         ).get("providers") or []
+                urls.extend(u for u in request_urls(items) if u not in urls)
+        return urls
+
     def _end_run(self, service: str) -> None:
+        self._polled.pop(service, None)
         run = self._runs.pop(service, None)
         if run is not None:
             run.close()
+        self._end_load(service)
 
     def _cluster(self, service: str, release: int) -> str | None:
         rel = self.d.store.release(service, release)
@@ -352,6 +485,9 @@ class RolloutController:
             return
         if not saved:
             self._save(state)
+        if state.strategy == "blue_green" and (state.phase == Phase.PAUSED
+                                               or state.promoted_at is not None):
+            self._end_run(state.service)  # the preview was judged (or promoted)
         if decision.changed or before.weight != state.weight:
             self.d.wake()
 
@@ -416,36 +552,16 @@ class RolloutController:
         return decision.state
 
     def rollback(self, service: str, to: int | None, author: str | None = None) -> int:
-        """Roll `service` back to release `to` (default: the newest earlier good one).
-
-        Like Heroku, a rollback is a new release carrying the old spec and secrets, rolled
-        out with a rolling update. A spec identical to the running one is refused, which
-        stops endless revert loops (as Nomad does).
-        """
+        """Roll `service` back to release `to` (default: the newest earlier good one):
+        a new release carrying the old spec and secrets, rolled out with a rolling update
+        (the target is chosen by `mso.releases.rollback`, the rule of every engine)."""
         store = self.d.store
         want = store.desired().get(service)
         if want is None or want.kind != "service":
             raise KeyError(service)
         current = store.release(service, want.release)
         assert current is not None
-        releases = store.releases(service)
-        if to is None:
-            older = [r for r in releases if r.number < want.release
-                     and r.spec_hash != current.spec_hash
-                     and r.outcome not in ("rolled back", "failed")]
-            if not older:
-                raise RolloutError(f"{service} has no earlier release to roll back to")
-            target = older[-1]
-        else:
-            found = store.release(service, to)
-            if found is None:
-                kept = ", ".join(str(r.number) for r in releases)
-                raise RolloutError(f"{service} has no release {to} (kept: {kept})")
-            target = found
-        if target.spec_hash == current.spec_hash:
-            raise RolloutError(f"release {target.number} of {service} is identical to the "
-                               f"running release {current.number} (spec "
-                               f"{current.spec_hash[:12]}); nothing to roll back")
+        target = rollback_target(store.releases(service), current, to)
         if self.active(service) is not None:
             self.abort(service)
             want = store.desired()[service]
@@ -478,6 +594,20 @@ class RolloutController:
             return {"service": service, "strategy": None, "phase": None, "step": None,
                     "steps": None, "weight": None, "analysis": {}, "next": []}
         return _status(state, self.spec(service, state.to_release), self._clock())
+
+
+def _preview_analysis(spec: dict[str, Any]) -> float | None:
+    """How long a blue/green preview is analysed (None: no analysis, no `load`)."""
+    analysis = spec.get("analysis") or {}
+    if not analysis.get("load"):
+        return None
+    return float(analysis.get("duration") or BLUE_GREEN_ANALYSIS)
+
+
+def _preview_analysed(state: RolloutState) -> bool:
+    """A blue/green preview whose analysis began and has not ended (passed: Paused)."""
+    return (state.strategy == "blue_green" and state.promoted_at is None
+            and state.step_started > 0 and state.phase != Phase.PAUSED)
 
 
 def _min_samples(spec: dict[str, Any]) -> int:
@@ -569,7 +699,7 @@ def _held(state: RolloutState, steps: list[dict[str, Any]]) -> bool:
 
 
 def _deadline_at(state: RolloutState, steps: list[dict[str, Any]],
-                 deadline: float) -> float | None:
+                 deadline: float, analysis_for: float | None = None) -> float | None:
     """When the progress deadline ends the rollout unless it progresses; None when the
     rollout is not waiting by itself (planned pauses, the user's pause, promotion)."""
     if not state.active or state.paused_by_user or state.promoting:
@@ -578,6 +708,9 @@ def _deadline_at(state: RolloutState, steps: list[dict[str, Any]],
         return state.waiting_since + deadline
     if state.strategy == "canary" and _held(state, steps) and state.step_started > 0:
         return state.step_started + (canary.step_duration(steps[state.step]) or 0.0) + deadline
+    if state.strategy == "blue_green" and state.phase == Phase.INCONCLUSIVE \
+            and state.step_started > 0:
+        return state.step_started + (analysis_for or 0.0) + deadline
     return None
 
 
@@ -643,6 +776,14 @@ def _ways_forward(state: RolloutState, spec: dict[str, Any], now: float,
                   else f"promotes release {state.to_release}")
         out += [f"`mso rollout promote {svc}` {follow}", abort]
     elif state.strategy == "blue_green" and state.promoted_at is None \
+            and state.phase in (Phase.INCONCLUSIVE, Phase.PROGRESSING) \
+            and state.step_started > 0:
+        if state.phase == Phase.INCONCLUSIVE:
+            out.append("the preview's analysis needs more requests: raise "
+                       "`analysis.load.rate`, or check that the preview answers")
+        out += [f"`mso rollout promote {svc}` skips the analysis and switches all traffic "
+                f"to release {state.to_release}", abort]
+    elif state.strategy == "blue_green" and state.promoted_at is None \
             and state.phase == Phase.PAUSED:
         port = spec.get("preview_port")
         if port:
@@ -665,7 +806,7 @@ def _ways_forward(state: RolloutState, spec: dict[str, Any], now: float,
 def _status(state: RolloutState, spec: dict[str, Any], now: float) -> dict[str, Any]:
     steps: list[dict[str, Any]] = list(spec.get("steps") or [])
     deadline = float(spec.get("progress_deadline", 600.0))
-    deadline_at = _deadline_at(state, steps, deadline)
+    deadline_at = _deadline_at(state, steps, deadline, _preview_analysis(spec))
     out: dict[str, Any] = {
         "service": state.service, "strategy": state.strategy, "phase": state.phase.value,
         "from_release": state.from_release, "to_release": state.to_release,
@@ -684,6 +825,8 @@ def _status(state: RolloutState, spec: dict[str, Any], now: float) -> dict[str, 
                     "promoted_at": state.promoted_at, "keep_previous": keep,
                     "previous_until": None if state.promoted_at is None
                     else state.promoted_at + keep})
+        if state.analysis:
+            out["analysis"] = dict(state.analysis)
         return out
     analysis = dict(state.analysis or {})
     left = _step_left(state, steps, now)
@@ -711,13 +854,20 @@ def _redacted(thresholds: dict[str, Any]) -> dict[str, Any]:
     for item in out.get("providers") or []:
         shown = {}
         for kind, settings in dict(item).items():
-            settings = dict(settings or {})
+            if settings is None:  # the model's other kind of provider, unset
+                continue
+            settings = dict(settings)
             if "url" in settings:
                 settings["url"] = redact_url(str(settings["url"]))
             shown[kind] = settings
         providers.append(shown)
     if "providers" in out:
         out["providers"] = providers
+    if out.get("load"):
+        # Header values may be credentials for the service's own endpoints: names only.
+        load = dict(out["load"])
+        load["headers"] = {name: "***" for name in dict(load.get("headers") or {})}
+        out["load"] = load
     return out
 
 

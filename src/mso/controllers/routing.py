@@ -65,9 +65,12 @@ def cluster_name(service: str, port: str) -> str:
 def build_table(*, bind: str, gateway_port: int, metrics_port: int | None,
                 routes: list[RouteView], services: list[ServiceRouting],
                 draining: frozenset[str] = frozenset(),
-                tracing: dict[str, Any] | None = None) -> dict[str, Any]:
+                tracing: dict[str, Any] | None = None,
+                container_bind: str | None = None) -> dict[str, Any]:
     """Return a TABLE (docs/architecture.md) without its version number. `tracing`: the
-    table's tracing object (endpoint, sample, app), or None for no tracing."""
+    table's tracing object (endpoint, sample, app), or None for no tracing.
+    `container_bind`: the host's address on the containers' bridge (local containers reach
+    the services they depend on there: 127.0.0.1 is their own), or None."""
     listeners: list[dict[str, Any]] = [{
         "name": "gateway", "bind": bind, "port": gateway_port, "mode": "http",
         "routes": [{"host": r.host, "path": r.path, "cluster": cluster_name(r.service, r.port)}
@@ -81,6 +84,9 @@ def build_table(*, bind: str, gateway_port: int, metrics_port: int | None,
             name = cluster_name(svc.name, port_name)
             listeners.append({"name": name, "bind": "127.0.0.1", "port": stable_port,
                               "mode": protocol, "cluster": name})
+            if container_bind is not None:
+                listeners.append({"name": f"{name}@containers", "bind": container_bind,
+                                  "port": stable_port, "mode": protocol, "cluster": name})
             clusters[name] = {"service": svc.name, "balancer": svc.balancer,
                               "subsets": _subsets(svc, port_name, draining)}
             if protocol == "http" and proxy_timeouts(svc):

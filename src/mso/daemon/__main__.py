@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,9 +65,59 @@ async def _bound_own_log(paths: StatePaths, period: float = 5.0) -> None:
         await asyncio.sleep(period)
 
 
+class KeeperWatch:
+    """The daemon's half of mutual supervision (mso.daemon.keeper): when the keeper that
+    runs this daemon dies while the daemon is not stopping, start a new keeper that adopts
+    this process, and watch that one in turn."""
+
+    def __init__(self, paths: StatePaths, api_port: int | None, daemon: Daemon,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.paths, self.api_port, self.daemon, self.loop = paths, api_port, daemon, loop
+        self.fd: int | None = None
+        self.child: subprocess.Popen[bytes] | None = None
+
+    def watch(self, pid: int) -> bool:
+        try:
+            self.fd = os.pidfd_open(pid)
+        except (ProcessLookupError, OSError):
+            return False
+        self.loop.add_reader(self.fd, self.died, pid)
+        return True
+
+    def died(self, pid: int) -> None:
+        if self.fd is not None:
+            self.loop.remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = None
+        if self.child is not None and self.child.pid == pid:
+            self.child.wait()  # our own child (a keeper started below): reap it
+        if self.daemon.shutting_down:
+            return
+        argv = [sys.executable, "-m", "mso.daemon.keeper", "--state-dir",
+                str(self.paths.state_dir), "--adopt", str(os.getpid())]
+        if self.api_port is not None:
+            argv += ["--api-port", str(self.api_port)]
+        with open(self.paths.daemon_log, "ab") as out:
+            self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                          stderr=out, start_new_session=True, close_fds=True)
+        log.warning("the keeper (pid %d) died; started keeper pid %d to adopt this daemon",
+                    pid, self.child.pid)
+        self.daemon.store.add_event(
+            "keeper.restarted", f"the keeper (pid {pid}) died; keeper pid {self.child.pid} "
+            "now supervises the daemon", data={"old": pid, "new": self.child.pid})
+        self.watch(self.child.pid)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            self.loop.remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = None
+
+
 async def run(paths: StatePaths, manifest: str | None, api_port: int | None) -> int:
     daemon = Daemon(paths)
     daemon.acquire_lock()
+    paths.daemon_exit.unlink(missing_ok=True)  # written again only by a clean end
     await daemon.start()
     if manifest:
         try:
@@ -85,8 +136,8 @@ async def run(paths: StatePaths, manifest: str | None, api_port: int | None) -> 
         # the app together; nothing else in mso.daemon or mso.api knows mso.web).
         nonlocal dashboard
         if dashboard is None:
-            from mso.web.server import Dashboard
-            dashboard = Dashboard(daemon, paths.api_token.read_text().strip())
+            from mso.web.server import daemon_dashboard
+            dashboard = daemon_dashboard(daemon, paths.api_token.read_text().strip())
         port_served: int = await dashboard.start(port)
         return port_served
 
@@ -122,13 +173,19 @@ async def run(paths: StatePaths, manifest: str | None, api_port: int | None) -> 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, handler, sig)
     own_log = asyncio.ensure_future(_bound_own_log(paths))
+    keeper = KeeperWatch(paths, api_port, daemon, loop)
+    keeper_pid = os.environ.get("MSO_KEEPER_PID", "")
+    if keeper_pid.isdigit() and not keeper.watch(int(keeper_pid)):
+        keeper.died(int(keeper_pid))  # gone before we looked: the same as dying now
     log.info("mso daemon %s ready on %s", os.getpid(), paths.api_socket)
     await daemon.run_forever()
+    keeper.close()
     own_log.cancel()
     await stop_servers()
     await asyncio.gather(*tasks, return_exceptions=True)
     paths.api_socket.unlink(missing_ok=True)
     daemon.close()
+    paths.daemon_exit.write_text(str(os.getpid()))  # ended as asked (see KeeperWatch)
     return 0
 
 

@@ -36,6 +36,8 @@ from mso.daemon.replicas import ManagedReplica, ReplicaBook
 from mso.ports import free_port
 from mso.engines.local.cgroups import CgroupManager
 from mso.engines.local.logs import LogCollector, LogStore
+from mso.daemon import containers
+from mso.engines.local import container as container_cli
 from mso.engines.local.process import is_alive, kill_instance_processes, signal_group
 from mso.engines.local.states import ReplicaState
 from mso.paths import StatePaths
@@ -148,6 +150,7 @@ class Daemon:
             epoch = self._epochs.get(record.service, 0)
             if not self.book.adopt(record, epoch):
                 self.book.forget_dead(record)
+        self._sweep_containers(keep=set(self.book.replicas))
         self.jobs.recover()
         self.rollouts.recover()
 
@@ -241,7 +244,9 @@ class Daemon:
 
     # -- operations called by the API ---------------------------------------------------
     def apply(self, loaded: LoadedManifest, author: str | None = None,
-              force: bool = False) -> list[AppliedChange]:
+              force: bool = False, built: dict[str, str] | None = None) -> list[AppliedChange]:
+        """Make `loaded` the desired state. `built`: the images of its container services
+        (`containers.build_images`, which blocks: the API builds them off the loop)."""
         m = loaded.manifest
         previous = self.app_config()
         config = {"app": m.app, "manifest": str(loaded.path),
@@ -255,7 +260,11 @@ class Daemon:
                                  "sample": m.tracing.sample}
         self.store.set_meta("app_config", json.dumps(config, sort_keys=True))
         before = self.store.desired()
+        if built is None:
+            built = containers.build_images(loaded)
         changes = apply_manifest(self.store, loaded, author, force)
+        if built:
+            changes = containers.record_builds(self.store, changes, built, author)
         changes += _app_changes(previous, config)
         self._allocate_stable_ports()
         self._begin_rollouts(before)
@@ -395,6 +404,13 @@ class Daemon:
     def members(self, service: str) -> list[Member]:
         return [Member(m.record.subset, m.record.release, m.ready, m.stopping)
                 for m in self.book.of_service(service)]
+
+    def subset_addresses(self, service: str, subset: str, port: str) -> list[str]:
+        """DirectHost: where `rollout.analysis.load` reaches the subset's READY replicas."""
+        return [f"http://127.0.0.1:{m.record.ports[port]}"
+                for m in self.book.of_service(service)
+                if m.record.subset == subset and m.ready and not m.stopping
+                and port in m.record.ports]
 
     async def metrics(self) -> dict[str, Any]:
         return await self.proxy.metrics()
@@ -629,7 +645,8 @@ class Daemon:
                            metrics_port=self.metrics_port(), routes=routes,
                            services=self.routing(), draining=frozenset(self._draining),
                            tracing=None if tracing is None
-                           else {**tracing, "app": self.app_name()})
+                           else {**tracing, "app": self.app_name()},
+                           container_bind=containers.bridge_address(self.store))
 
     def _default_http_port(self, service: str) -> str | None:
         release = self.store.latest_release(service)
@@ -751,12 +768,33 @@ class Daemon:
             self.cgroups.cleanup()
             if kill_instance_processes(self.instance_id, signal.SIGKILL) == 0:
                 break
+        self._sweep_containers(keep=set())
+
+    def _sweep_containers(self, keep: set[str]) -> None:
+        """Remove this instance's containers (by label) of replicas not in `keep`; only
+        when an app ever ran one, so an app of processes never needs Docker."""
+        if self.store.get_meta(containers.IMAGES_KEY) is None:
+            return
+        try:
+            binary = container_cli.runtime()
+        except container_cli.RuntimeMissing:
+            return
+        removed = container_cli.remove_labelled(
+            {f"{container_cli.LABEL}.instance": self.instance_id}, keep, binary)
+        if removed:
+            self.store.add_event("replica.lost", f"removed {len(removed)} container(s) of "
+                                 f"replicas that no longer exist: {', '.join(removed)}")
 
     async def detach(self) -> None:
         """Exit the daemon but leave replicas and the proxy running (for upgrades)."""
         self._shutting_down = True
         self._stopped.set()
         self.wake()
+
+    @property
+    def shutting_down(self) -> bool:
+        """`down` or `detach` has begun: nothing is started again from here on."""
+        return self._shutting_down
 
     def close(self) -> None:
         self._collector_task.cancel()

@@ -19,6 +19,15 @@ daemon) and it is killed and started again.
 
 One keeper per app: it holds `.mso/keeper.lock`; a second one exits at once with status
 75 (EX_TEMPFAIL) and `mso up` then waits for the daemon the first one runs.
+
+The keeper is supervised in turn, by the daemon it keeps (mutual supervision, as a
+process and its watchdog): the daemon watches its keeper's pidfd, and when the keeper
+dies (SIGKILL, OOM) while the daemon is not stopping, it starts a new one with
+`--adopt ITS_PID` (event `keeper.restarted`). An adopting keeper cannot wait() for a
+daemon that is not its child, so it watches the daemon's pidfd and learns how it ended
+from `.mso/daemon.exit`, which a daemon writes (its pid) when it ends as asked (down,
+detach): present, the keeper exits 0 as it would for a status 0; absent, the daemon
+died and is started again, now as the keeper's own child. Its watchdog is the same.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -67,14 +77,60 @@ def api_answers(path: Path, timeout: float = WATCHDOG_TIMEOUT) -> bool:
     return head.startswith(b"HTTP/1.1 200")
 
 
+class Adopted:
+    """A daemon this keeper did not start (`--adopt PID`): the parts of Popen the keeper
+    uses, over a pidfd. Its exit status is 0 when it wrote `daemon.exit` (ended as asked),
+    else -9 (died)."""
+
+    def __init__(self, pid: int, exit_marker: Path) -> None:
+        self.pid = pid
+        self._marker = exit_marker
+        self._fd = os.pidfd_open(pid)
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            ready, _, _ = select.select([self._fd], [], [], 0)
+            if ready:
+                self._ended()
+        return self.returncode
+
+    def wait(self) -> int:
+        while self.returncode is None:
+            select.select([self._fd], [], [])
+            self._ended()
+        return self.returncode
+
+    @staticmethod
+    def ended_as_asked(pid: int, marker: Path) -> bool:
+        try:
+            return marker.read_text().strip() == str(pid)
+        except OSError:
+            return False
+
+    def _ended(self) -> None:
+        clean = self.ended_as_asked(self.pid, self._marker)
+        self.returncode = 0 if clean else -signal.SIGKILL
+        os.close(self._fd)
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            signal.pidfd_send_signal(self._fd, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
 class Keeper:
-    def __init__(self, paths: StatePaths, first_args: list[str], again_args: list[str]) -> None:
+    def __init__(self, paths: StatePaths, first_args: list[str], again_args: list[str],
+                 adopt: int | None = None) -> None:
         self.paths = paths
         self.first_args = first_args
         self.again_args = again_args
-        self.child: subprocess.Popen[bytes] | None = None
+        self.child: subprocess.Popen[bytes] | Adopted | None = None
         self.stopping = False
         self.deaths: list[float] = []
+        self.adopt = adopt
 
     def backoff(self) -> float:
         now = time.monotonic()
@@ -88,7 +144,7 @@ class Keeper:
         if child is not None and child.poll() is None:
             child.send_signal(signum)
 
-    def watchdog(self, child: subprocess.Popen[bytes]) -> None:
+    def watchdog(self, child: subprocess.Popen[bytes] | Adopted) -> None:
         answered, misses = False, 0
         while child.poll() is None and not self.stopping:
             time.sleep(WATCHDOG_PERIOD)
@@ -109,12 +165,25 @@ class Keeper:
     def run(self) -> int:
         first = True
         while True:
-            argv = [sys.executable, "-m", "mso.daemon", "--state-dir",
-                    str(self.paths.state_dir), *(self.first_args if first else self.again_args)]
-            with open(self.paths.daemon_log, "ab") as log:
-                self.child = child = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                    env=dict(os.environ, MSO_KEEPER_PID=str(os.getpid())))
+            child: subprocess.Popen[bytes] | Adopted
+            if self.adopt is not None:
+                pid, self.adopt, first = self.adopt, None, False
+                try:
+                    self.child = child = Adopted(pid, self.paths.daemon_exit)
+                except ProcessLookupError:
+                    if Adopted.ended_as_asked(pid, self.paths.daemon_exit):
+                        return 0
+                    _say(f"daemon pid {pid} to adopt is gone; starting it again")
+                    continue
+                _say(f"adopted daemon pid {pid}")
+            else:
+                argv = [sys.executable, "-m", "mso.daemon", "--state-dir",
+                        str(self.paths.state_dir),
+                        *(self.first_args if first else self.again_args)]
+                with open(self.paths.daemon_log, "ab") as log:
+                    self.child = child = subprocess.Popen(
+                        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                        env=dict(os.environ, MSO_KEEPER_PID=str(os.getpid())))
             started = time.monotonic()
             threading.Thread(target=self.watchdog, args=(child,), daemon=True).start()
             status = child.wait()
@@ -139,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--manifest")
     parser.add_argument("--api-port", type=int)
+    parser.add_argument("--adopt", type=int, metavar="PID",
+                        help="keep this running daemon (started by a keeper that died)")
     args = parser.parse_args(argv)
     paths = StatePaths(Path(args.state_dir))
     lock = os.open(paths.state_dir / "keeper.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -150,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     os.write(lock, str(os.getpid()).encode())
     again = ["--api-port", str(args.api_port)] if args.api_port is not None else []
     first = (["--manifest", args.manifest] if args.manifest else []) + again
-    keeper = Keeper(paths, first, again)
+    keeper = Keeper(paths, first, again, adopt=args.adopt)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, keeper.forward)
     return keeper.run()

@@ -9,21 +9,26 @@ re-adopt), and draining a replica through the proxy before it is signalled.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mso.controllers.routing import EndpointView
+from mso.daemon import containers
+from mso.engines.local import container as container_cli
 from mso.engines.local.model_map import probe_spec, stop_signal
 from mso.releases.ports import port_map
 from mso.daemon.replica_env import (Discovery, remove_secret_files, replica_environment,
                                     write_config_files, write_secret_files)
+from mso.engines.local.probes import ProbeSpec
 from mso.engines.local.process import ProcessRef, is_same_process, kill_env_processes
 from mso.engines.local.replica import ReplicaSpec
 from mso.engines.local.states import ReplicaState
-from mso.engines.local.supervisor import ReplicaSupervisor
+from mso.engines.local.supervisor import CONTAINER_SETTLE, ReplicaSupervisor
 from mso.paths import StatePaths
 from mso.ports import free_port
 from mso.store.db import Store
@@ -116,9 +121,9 @@ class ReplicaBook:
         backoff = model.get("backoff") or {}
         stop = model.get("stop") or {}
         resources = model.get("resources") or {}
-        return ReplicaSpec(
+        replica = ReplicaSpec(
             id=record.id, service=record.service, release=record.release,
-            argv=model["run"] if isinstance(model["run"], list) else [model["run"]],
+            argv=model["run"] if isinstance(model.get("run"), list) else [model.get("run")],
             shell=bool(model.get("shell")), env=env, cwd=spec["cwd"], ports=record.ports,
             startup=probe_spec(health.get("startup"), port_map(model)),
             readiness=probe_spec(health.get("readiness"), port_map(model)),
@@ -130,6 +135,61 @@ class ReplicaBook:
             stop_grace=float(stop.get("grace", 10.0)),
             cpu=resources.get("cpu"), memory=resources.get("memory"),
             log_dir=self.paths.run_dir)
+        if not containers.is_container(model):
+            return replica
+        return self._container_replica(replica, record, spec, secrets, secrets_dir,
+                                       config_dir, data_dir)
+
+    def container_launch(self, record: Any, spec: dict[str, Any], secrets: dict[str, str],
+                         secrets_dir: Path, config_dir: Path, data_dir: Path,
+                         ports: dict[str, int], stop_signal: int = 15, stop_grace: float = 10.0,
+                         ) -> tuple[container_cli.ContainerSpec, dict[str, str], str]:
+        """A container for `record` (a replica, or a one-off with `id`, `service`,
+        `release`, `ports` and `spec_hash`): its spec, the environment it sees (passed
+        by name) and the container CLI."""
+        model = spec["model"]
+        inside = replica_environment(
+            base={}, spec=spec, app=self._app(), service=record.service, replica=record.id,
+            release=record.release, ports=ports, secrets=secrets,
+            secrets_dir=Path(container_cli.SECRETS_DIR),
+            config_dir=Path(container_cli.CONFIG_DIR), data_dir=Path(container_cli.DATA_DIR),
+            discovery=[dataclasses.replace(d, host=containers.bridge_address(self.store)
+                                           or d.host) for d in self._discovery(model)])
+        cspec = containers.container_spec(
+            store=self.store, model=model, instance=self.instance_id, app=self._app(),
+            record=record, env_names=list(inside), secrets_dir=secrets_dir,
+            config_dir=config_dir, data_dir=data_dir, stop_signal=stop_signal,
+            stop_grace=stop_grace)
+        try:
+            binary = container_cli.runtime(self.base_env.get("PATH"))
+        except container_cli.RuntimeMissing:
+            binary = "docker"  # the spawn fails and says so, like any missing program
+        return cspec, inside, binary
+
+    def _container_replica(self, replica: ReplicaSpec, record: ReplicaRecord,
+                           spec: dict[str, Any], secrets: dict[str, str], secrets_dir: Path,
+                           config_dir: Path, data_dir: Path) -> ReplicaSpec:
+        """The replica as a container: its process is the container's client (`docker
+        run` in the foreground), its limits the container's, its exec probes `docker
+        exec`; the container sees its declared ports, /run/secrets and /run/mso/config."""
+        cspec, inside, binary = self.container_launch(
+            record, spec, secrets, secrets_dir, config_dir, data_dir,
+            ports={n: number for n, (_, number) in port_map(spec["model"]).items()},
+            stop_signal=replica.stop_signal, stop_grace=replica.stop_grace)
+
+        def inside_probe(probe: ProbeSpec | None) -> ProbeSpec | None:
+            if probe is not None and probe.kind == "tcp":
+                return dataclasses.replace(probe, settle=CONTAINER_SETTLE)
+            if probe is None or probe.kind != "exec" or isinstance(probe.target, str):
+                return probe
+            return dataclasses.replace(probe, target=container_cli.exec_argv(
+                cspec.name, list(probe.target), binary))
+
+        return dataclasses.replace(
+            replica, argv=container_cli.run_argv(cspec, binary), shell=False,
+            env={**self.base_env, **inside}, cpu=None, memory=None,
+            startup=inside_probe(replica.startup), readiness=inside_probe(replica.readiness),
+            liveness=inside_probe(replica.liveness), container=cspec.name, runtime=binary)
 
     def _supervise(self, record: ReplicaRecord, epoch: int) -> ManagedReplica:
         spec = self._replica_spec(record)

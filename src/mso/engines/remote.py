@@ -18,6 +18,7 @@ from mso.errors import Failed
 
 if TYPE_CHECKING:
     from mso.spec.load import LoadedManifest
+    from mso.store.db import Store
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,22 @@ class SupportsEvents(Protocol):
 
     def events(self, loaded: LoadedManifest, service: str | None, follow: bool,
                tail: int) -> Iterator[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class SupportsDashboard(Protocol):
+    """A remote engine whose app the web dashboard can show (mso.web.remote): besides
+    the CLI's views, mso's own state of the app (releases with their specs, the event
+    log) and the gateway's counters."""
+
+    def state_store(self, loaded: LoadedManifest) -> Store:
+        """mso's state of the app kept beside the manifest; the caller closes it."""
+        ...
+
+    def metrics(self, loaded: LoadedManifest) -> dict[str, Any]:
+        """The gateway's counters: a SNAPSHOT (docs/architecture.md), as the rollout
+        analysis reads them."""
+        ...
 
 
 _ENGINES = {

@@ -128,7 +128,7 @@ class _Translator:
         self.gateway: dict[str, Any] = {}
         self.blockers: list[str] = []
         self.not_imported: dict[str, Any] = {}
-        self.dropped: set[str] = set()  # services left out (no command)
+        self.dropped: set[str] = set()  # services left out (nothing to run)
         self.app = "app"
 
     # -- bookkeeping --------------------------------------------------------------------
@@ -171,7 +171,8 @@ class _Translator:
         self._check_graph(enabled)
         jobs = self._one_shots(enabled)
         self.dropped = {n for n, svc in enabled.items()
-                        if not svc.data.get("command") and not svc.data.get("entrypoint")}
+                        if not svc.data.get("command") and not svc.data.get("entrypoint")
+                        and (n in jobs or not (svc.data.get("image") or svc.data.get("build")))}
         for name, svc in enabled.items():
             try:
                 self._service(svc, enabled, jobs)
@@ -348,23 +349,26 @@ class _Translator:
         run = self._command(svc, take("entrypoint"), take("command"))
         image = take("image")
         build = take("build")
-        if run is None:
+        if run is None and (is_job or (image is None and build is None)):
             self.dropped.add(name)
             what = f"image {image}" if image else "its build"
-            self.note(svc, (), "dropped", None,
-                      f"no command: it runs {what}'s own command, which mso cannot express yet "
-                      "(every mso service needs `run:`; running images as containers on the "
-                      "embedded engine is issue 17 part 2); give it `command:` to import it")
-            self.blockers.append(f"{name}: runs only {what} (no command:); the embedded engine "
-                                 "runs processes and cannot run an image yet")
+            why = (f"a one-shot task (service_completed_successfully) becomes a job, and a job "
+                   f"needs `run:`; it would run {what}'s own command" if is_job
+                   else "no command, no image and no build: nothing to run")
+            self.note(svc, (), "dropped", None, why + "; give it `command:` to import it")
+            self.blockers.append(f"{name}: " + ("a job without command:" if is_job
+                                                else "has no command, image or build"))
             self.not_imported[name] = {k: v for k, v in svc.data.items() if k in ("image", "build")}
             return
-        out["run"] = run
-        self.mark((*base, "run"), svc, ("command",) if "command" in svc.data else ("entrypoint",))
+        if run is not None:
+            out["run"] = run
+            self.mark((*base, "run"), svc, ("command",) if "command" in svc.data else ("entrypoint",))
         if image is not None:
             out["image"] = str(image)
             self.note(svc, ("image",), "kept", f"{section}.{name}.image",
-                      "used on Swarm and Kubernetes; the embedded engine runs `run:` as a process")
+                      "used on Swarm and Kubernetes; the embedded engine runs `run:` as a process"
+                      if run is not None else "no command: the image's own command runs, as a "
+                      "container on every engine (one per replica on the embedded engine)")
         if build is not None:
             self._build(svc, out, build)
         if cwd := rebase(".", svc.where()[0].path.parent, self.out_dir):
@@ -614,10 +618,11 @@ class _Translator:
                           "an internal port: dependents reach it at the service's stable address")
         if not named:
             return
-        self.note(svc, ("ports",) if ports else ("expose",), "note", None,
-                  "on the local engine each replica listens on its own $PORT (and "
-                  "PORT_<NAME> per port), not on the compose port: a program bound to a "
-                  "fixed port must read PORT")
+        if out.get("run") is not None:
+            self.note(svc, ("ports",) if ports else ("expose",), "note", None,
+                      "on the local engine each replica listens on its own $PORT (and "
+                      "PORT_<NAME> per port), not on the compose port: a program bound to a "
+                      "fixed port must read PORT")
         out["ports"] = {n: spec["port"] if spec["protocol"] == "http"
                         else {"port": spec["port"], "protocol": "tcp"} for n, spec in named.items()}
         routed: set[str] = set()

@@ -95,6 +95,11 @@ class ProxyClient:
         """Hand the control plane's figures to the proxy's Prometheus endpoint."""
         await self._call({"op": "set_control_metrics", "metrics": metrics})
 
+    async def fetch(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """The gateway's `fetch` (mso.proxy.fetch): one HTTP request made from its
+        network; ProxyRejected when it refuses the request."""
+        return await self._call({"op": "fetch", **request}, timeout)
+
     async def traces(self) -> list[Any]:
         """The recent sampled traces, newest first: each a list of span records."""
         resp = await self._call({"op": "traces"})

@@ -12,6 +12,7 @@ import os
 import stat
 from typing import Any, Protocol
 
+from .fetch import FetchRefused, fetch
 from .table import TableError
 from mso.errors import UsageError
 
@@ -30,6 +31,11 @@ class ControlHandler(Protocol):
     async def set_control_metrics(self, raw: Any) -> None: ...
 
     async def traces(self) -> list[Any]: ...
+
+    def current_table(self) -> Any:
+        """The last table applied, as sent (None before the first): its `fetch` and
+        `hosts` say what the `fetch` operation may request (`mso.proxy.fetch`)."""
+        ...
 
 
 class ControlError(UsageError):
@@ -67,9 +73,11 @@ async def dispatch(handler: ControlHandler, msg: Any) -> dict[str, Any]:
             return {"ok": True}
         if op == "traces":
             return {"ok": True, "traces": await handler.traces()}
+        if op == "fetch":
+            return await fetch(msg, handler.current_table())
         raise ControlError(f"unknown op {op!r}; expected ping, set_table, drain, metrics, "
-                           "set_control_metrics or traces")
-    except (ControlError, TableError) as exc:
+                           "set_control_metrics, traces or fetch")
+    except (ControlError, TableError, FetchRefused) as exc:
         return {"ok": False, "error": str(exc)}
 
 

@@ -67,6 +67,7 @@ class Runtime:
         self.listeners: dict[str, Listener] = {}
         self.retired: list[EndpointState] = []
         self.version = 0
+        self.raw_table: Any = None  # the last table applied, as sent
         self.reuse_port = reuse_port
         # Listening sockets ready to serve a listener with the same (bind, port): handed
         # over by the daemon (a spare proxy taking over) or kept while a port moves from
@@ -97,6 +98,7 @@ class Runtime:
         table = parse_table(raw)
         async with self._lock:
             await self._apply(table)
+            self.raw_table = raw
         return self.version
 
     async def _apply(self, table: Table) -> None:
@@ -302,6 +304,9 @@ class Runtime:
 
     async def traces(self) -> list[Any]:
         return tracing.RECORDER.traces()
+
+    def current_table(self) -> Any:
+        return self.raw_table
 
     def prometheus(self) -> bytes:
         return self.exposition.render()

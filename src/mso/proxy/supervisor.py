@@ -339,6 +339,9 @@ class Supervisor:
         except ProxyError as exc:
             raise ControlError(f"the proxy is unavailable: {exc}") from exc
 
+    def current_table(self) -> Any:
+        return self.table
+
     async def traces(self) -> list[Any]:
         try:
             return await self._serving().traces()

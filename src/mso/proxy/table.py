@@ -316,5 +316,14 @@ def parse_table(raw: Any) -> Table:
     binds = [(x.bind, x.port) for x in listeners if x.port != 0]
     if len(set(binds)) != len(binds):
         raise TableError("table.listeners: two listeners share one bind address and port")
+    fetch = raw.get("fetch", [])
+    if not isinstance(fetch, list) or not all(
+            isinstance(u, str) and u.startswith(("http://", "https://")) for u in fetch):
+        raise TableError("table.fetch: expected a list of http(s) URLs (the analysis "
+                         "providers the gateway may query)")
+    hosts = raw.get("hosts", {})
+    if not isinstance(hosts, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in hosts.items()):
+        raise TableError("table.hosts: expected an object of name -> address strings")
     return Table(version=version, listeners=listeners, clusters=clusters,
                  tracing=_parse_tracing(raw.get("tracing")))

@@ -126,6 +126,9 @@ class WorkerPool:
     async def set_control_metrics(self, raw: Any) -> None:
         await self._all("set_control_metrics", raw)
 
+    def current_table(self) -> Any:
+        return self.table
+
     async def traces(self) -> list[Any]:
         every = [t for got in await self._all("traces") for t in got]
         return sorted(every, key=lambda spans: -spans[0]["start"] if spans else 0)

@@ -14,6 +14,8 @@ from mso.spec.units import Duration
 __all__ = [
     "AnalysisSpec",
     "Autoscale",
+    "LoadSpec",
+    "Notification",
     "Pause",
     "PrometheusProvider",
     "Provider",
@@ -158,6 +160,82 @@ class Provider(SpecModel):
         return self
 
 
+_HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+def _header_issues(headers: dict[str, str], key: str) -> list[tuple[Loc, str]]:
+    issues: list[tuple[Loc, str]] = []
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            issues.append(((key, name), f"invalid header name {name!r}"))
+        elif "\r" in value or "\n" in value:
+            issues.append(((key, name), "a header value must not contain a line break"))
+    return issues
+
+
+class LoadSpec(SpecModel):
+    """Synthetic requests mso sends to both subsets during analysis (`analysis.load`)."""
+
+    rate: float = Field(10.0, gt=0, le=1000, description="Requests per second sent to each subset (stable and canary/preview).")
+    paths: list[str] = Field(default_factory=lambda: ["/"], min_length=1, description="Paths requested in turn (each starts with /).")
+    methods: list[str] = Field(default_factory=lambda: ["GET"], min_length=1, description="HTTP methods used in turn.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Headers sent with every synthetic request.")
+    timeout: Duration = Field(2.0, description="A request without an answer this long counts as an error.")
+
+    @model_validator(mode="after")
+    def _check(self) -> LoadSpec:
+        issues: list[tuple[Loc, str]] = []
+        for i, path in enumerate(self.paths):
+            if not path.startswith("/") or any(c.isspace() for c in path):
+                issues.append((("paths", i), f"a path starts with / and has no spaces, got {path!r}"))
+        for i, method in enumerate(self.methods):
+            if method.upper() not in _HTTP_METHODS:
+                issues.append((("methods", i), f"unknown method {method!r}: use one of {', '.join(_HTTP_METHODS)}"))
+        issues.extend(_header_issues(self.headers, "headers"))
+        if self.timeout <= 0:
+            issues.append((("timeout",), "timeout must be greater than 0"))
+        if issues:
+            raise LocatedError(issues)
+        return self
+
+
+class Notification(SpecModel):
+    """A webhook that receives every rollout event (`rollout.notifications`)."""
+
+    url: str | None = Field(None, description="Where events are POSTed (http:// or https://).")
+    url_secret: str | None = Field(None, description="The name of one of the service's secrets holding the URL (e.g. a Slack webhook URL); instead of `url`.")
+    format: Literal["json", "slack"] = Field("json", description="json: the event as JSON; slack: {\"text\": ...}.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Headers sent with every notification.")
+    secret_headers: dict[str, str] = Field(default_factory=dict, description="Header name -> the name of one of the service's secrets whose value is sent (e.g. a token); never logged.")
+    timeout: Duration = Field(5.0, description="One attempt without an answer this long fails.")
+    retries: int = Field(3, ge=0, le=10, description="Attempts after the first, with exponential backoff (1s, 2s, 4s...).")
+
+    @model_validator(mode="after")
+    def _check(self) -> Notification:
+        issues: list[tuple[Loc, str]] = []
+        if (self.url is None) == (self.url_secret is None):
+            issues.append((("url",), "a notification needs exactly one of url or url_secret"))
+        elif self.url is not None and not self.url.startswith(("http://", "https://")):
+            issues.append((("url",), f"url must start with http:// or https://, got {self.url!r}"))
+        issues.extend(_header_issues(self.headers, "headers"))
+        issues.extend(_header_issues(dict.fromkeys(self.secret_headers, ""), "secret_headers"))
+        if self.timeout <= 0:
+            issues.append((("timeout",), "timeout must be greater than 0"))
+        if issues:
+            raise LocatedError(issues)
+        return self
+
+    def secret_names(self) -> list[tuple[Loc, str]]:
+        """(where, secret name) of every secret this notification uses."""
+        out: list[tuple[Loc, str]] = []
+        if self.url_secret is not None:
+            out.append((("url_secret",), self.url_secret))
+        for header, name in self.secret_headers.items():
+            out.append((("secret_headers", header), name))
+        return out
+
+
 class AnalysisSpec(SpecModel):
     """Continuous comparison of canary and stable during canary / blue_green rollouts."""
 
@@ -167,6 +245,8 @@ class AnalysisSpec(SpecModel):
     max_error_rate_increase: float = Field(0.01, ge=0, description="Tolerated canary-minus-stable error rate.")
     max_latency_p99_increase: float = Field(0.25, ge=0, description="Tolerated p99 latency increase, relative to stable.")
     providers: list[Provider] = Field(default_factory=list, description="Extra metric sources.")
+    load: LoadSpec | None = Field(None, description="Synthetic requests mso sends to both subsets during analysis, so a service without user traffic gets a verdict.")
+    duration: Duration | None = Field(None, description="blue_green: how long the preview is analysed before it may be promoted (default 30s; canary analysis steps carry their own).")
 
     @model_validator(mode="after")
     def _check(self) -> AnalysisSpec:
@@ -188,6 +268,7 @@ class Rollout(SpecModel):
         None, description="blue_green: where the new version waits for promotion."
     )
     keep_previous: Duration = Field(300.0, description="blue_green: how long the old version stays ready for rollback.")
+    notifications: list[Notification] = Field(default_factory=list, description="Webhooks that receive every rollout event (JSON or Slack-compatible), with retries.")
 
     @model_validator(mode="after")
     def _check(self) -> Rollout:
@@ -200,6 +281,10 @@ class Rollout(SpecModel):
             )
         if self.progress_deadline <= 0:
             issues.append((("progress_deadline",), "progress_deadline must be greater than 0"))
+        if self.analysis.duration is not None and self.strategy != "blue_green":
+            issues.append((("analysis", "duration"), "analysis.duration applies to strategy blue_green only (a canary's analysis steps carry their own duration)"))
+        elif self.analysis.duration is not None and self.analysis.duration <= 0:
+            issues.append((("analysis", "duration"), "duration must be greater than 0"))
         if issues:
             raise LocatedError(issues)
         return self

@@ -105,7 +105,7 @@ class ConfigFile(SpecModel):
 
 
 class Build(SpecModel):
-    """How to build an image for Swarm/Kubernetes. Short form: `build: ./dir`."""
+    """How to build a service's image (every engine builds locally). Short form: `build: ./dir`."""
 
     context: RelPath = Field(".", description="Build context folder.")
     dockerfile: str = Field("Dockerfile", description="Dockerfile path inside the context.")
@@ -239,20 +239,28 @@ class Resources(SpecModel):
 class _Runnable(SpecModel):
     """Fields shared by services and jobs."""
 
-    run: Argv = Field(description="argv list; a string only with shell: true.")
+    run: Argv | None = Field(None, description="argv list; a string only with shell: true. "
+                             "A service with `image:` or `build:` may leave it out: it then "
+                             "runs the image's own command, as a container.")
     shell: bool = Field(False, description="Run `run` (a string) with /bin/sh -c.")
     cwd: RelPath | None = Field(None, description="Working directory, relative to the manifest.")
-    image: str | None = Field(None, description="Swarm/Kubernetes: the image to run.")
-    build: BuildSpec | None = Field(None, description="Swarm/Kubernetes: build an image instead.")
+    image: str | None = Field(None, description="The image to run (as a container when `run:` is "
+                              "left out; on Swarm/Kubernetes `run:` runs inside it).")
+    build: BuildSpec | None = Field(None, description="Build the image from a Dockerfile instead.")
     env: EnvMap = Field(default_factory=dict, description="Environment; values may use ${VAR} interpolation.")
     env_file: PathList = Field(default_factory=list, description="KEY=VALUE files; `env` overrides them.")
     secrets: dict[str, Secret] = Field(default_factory=dict, description="Secrets by name.")
 
     def _runnable_issues(self) -> list[tuple[Loc, str]]:
         issues: list[tuple[Loc, str]] = []
-        if isinstance(self.run, str) and not self.shell:
+        if self.run is None:
+            if isinstance(self, Job) or not (self.image or self.build):
+                what = "a job needs `run:`" if isinstance(self, Job) else \
+                    "give `run:` (a command), or `image:`/`build:` to run a container"
+                issues.append((("run",), f"required key is missing: {what}"))
+        elif isinstance(self.run, str) and not self.shell:
             issues.append((("run",), "run is a string; use an argv list like [python3, app.py], or set shell: true"))
-        if not self.run or (isinstance(self.run, str) and not self.run.strip()):
+        if self.run is not None and (not self.run or (isinstance(self.run, str) and not self.run.strip())):
             issues.append((("run",), "run must not be empty"))
         for name, secret in self.secrets.items():
             if not SECRET_NAME.match(name):
@@ -360,6 +368,12 @@ class Service(_Runnable):
         issues = self._runnable_issues()
         issues.extend(self._port_issues())
         issues.extend(self._probe_issues())
+        for i, note in enumerate(self.rollout.notifications):
+            for loc, name in note.secret_names():
+                if name not in self.secrets:
+                    issues.append((("rollout", "notifications", i, *loc), f"no secret {name!r} in this service's secrets{self._known_secrets()}"))
+        if self.rollout.analysis.load is not None and self.first_http_port() is None:
+            issues.append((("rollout", "analysis", "load"), "synthetic load needs an http port; add one under ports"))
         targets: dict[str, int] = {}
         for i, cfg in enumerate(self.config):
             if cfg.target in targets:
@@ -391,6 +405,9 @@ class Service(_Runnable):
             elif probe.port is None and self.first_http_port() is None:
                 issues.append(((*loc, "http"), "an http probe needs an http port; add one under ports or use a tcp or exec probe"))
         return issues
+
+    def _known_secrets(self) -> str:
+        return f" (defined: {', '.join(self.secrets)})" if self.secrets else " (the service has no secrets)"
 
     def _known_ports(self) -> str:
         return f" (defined: {', '.join(self.ports)})" if self.ports else " (the service has no ports)"

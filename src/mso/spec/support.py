@@ -112,6 +112,10 @@ def _blue_green(value: Any, item: dict[str, Any]) -> bool:
     return bool(value) and (item.get("rollout") or {}).get("strategy") == "blue_green"
 
 
+def _blue_green_without_load(value: Any, item: dict[str, Any]) -> bool:
+    return _blue_green(value, item) and not (isinstance(value, dict) and value.get("load"))
+
+
 def _container_probe(value: Any, item: dict[str, Any]) -> bool:
     return bool(item.get("image") or item.get("build")) and isinstance(value, dict) \
         and (value.get("http") is not None or value.get("tcp") is not None)
@@ -119,6 +123,10 @@ def _container_probe(value: Any, item: dict[str, Any]) -> bool:
 
 def _container_secret(value: Any, item: dict[str, Any]) -> bool:
     return bool(value) and bool(item.get("image") or item.get("build"))
+
+
+def _local_container_secret(value: Any, item: dict[str, Any]) -> bool:
+    return bool(value) and not item.get("run") and bool(item.get("image") or item.get("build"))
 
 
 def _completed(value: Any, item: dict[str, Any]) -> bool:
@@ -132,22 +140,20 @@ def _not_always(value: Any, item: dict[str, Any]) -> bool:
 _AUTOSCALE = Gap("mso does not size services by their load yet (issue 19); on Kubernetes the "
                  "HorizontalPodAutoscaler it rendered targeted a metric nothing exports",
                  "set `replicas:` and use `mso scale SERVICE=N`")
-_PROVIDERS_INSTEAD = ("leave `providers` out and gate the canary yourself: put a `pause: {}` step "
-                      "after its `set_weight`, look at your metrics, then `mso rollout promote "
-                      "SERVICE` or `mso rollout abort SERVICE` (the proxy's `analysis` "
-                      "thresholds still judge it meanwhile)")
-_SWARM_PROVIDERS = Gap("the rollout controller that would query them runs on the manager node, "
-                       "outside the app's overlay network, where an address such as "
-                       "`http://prometheus:9090` does not resolve, and mso does not yet show "
-                       "them judging a Swarm canary (issue 14)", _PROVIDERS_INSTEAD)
-_K8S_PROVIDERS = Gap("the rollout controller that would query them runs beside the CLI, outside "
-                     "the cluster, where an in-cluster address such as "
-                     "`http://prometheus.monitoring:9090` does not resolve, and mso does not yet "
-                     "show them judging a Kubernetes canary (issue 14)", _PROVIDERS_INSTEAD)
-_BG_ANALYSIS = Gap("a blue/green preview gets no user traffic, so the proxy's analysis has "
-                   "nothing to judge", "promote with `mso rollout promote` once the preview "
-                   "port answers as it should, or use a canary")
-_INTERVAL = Gap("the analysis looks every second at most", "leave `interval` out (1s)")
+_BG_ANALYSIS = Gap("a blue/green preview gets no user traffic, so without synthetic load the "
+                   "proxy's analysis has nothing to judge", "add `analysis.load` (mso then "
+                   "sends requests of its own to the preview and the stable), or promote with "
+                   "`mso rollout promote` once the preview port answers as it should")
+_REMOTE_LOAD = Gap("the rollout controller runs outside the app's network and cannot reach "
+                   "each subset's replicas directly; through the gateway the synthetic "
+                   "requests would be counted as user traffic", "leave `load` out and send "
+                   "traffic through the gateway, or pin requests with the header "
+                   "`x-mso-route: canary`")
+_K8S_NOTIFY = Gap("the notifier runs in the rollout controller, and the Kubernetes controller "
+                  "process runs only while a rollout is active: it would exit before the "
+                  "last events (promoted, rolled back) are delivered or retried",
+                     "leave `notifications` out and follow `mso events` or "
+                     "`mso rollout status -w`")
 _SWARM_SURGE = Gap("a Swarm rolling update moves all traffic to a full-size stand-in service "
                    "first (zero-loss handoff), so there is no surge to bound",
                    "leave it out: the stand-in is the surge")
@@ -188,6 +194,13 @@ FEATURES: tuple[Feature, ...] = (
             gaps={"swarm": Gap("a container built from `image:`/`build:` gets its secrets as "
                                "files only", "read the file in $MSO_SECRETS")},
             when=_container_secret),
+    Feature("services.*.secrets.*.as_env", "`secrets.*.as_env` of a container (no `run:`)",
+            "secret_as_env",
+            gaps={"local": Gap("a container (`image:`/`build:` without `run:`) gets its secrets "
+                               "as read-only files in /run/secrets only: an environment "
+                               "variable would show in `docker inspect`",
+                               "read the file in $MSO_SECRETS")},
+            when=_local_container_secret),
     Feature("services.*.depends_on.*", "`depends_on: {X: completed}`", "depends_on_order",
             when=_completed),
     Feature("services.*.depends_on", "`depends_on` (start order)", "depends_on_order"),
@@ -241,15 +254,19 @@ FEATURES: tuple[Feature, ...] = (
             gaps={"swarm": _SWARM_SURGE}),
     Feature("services.*.rollout.analysis.providers", "`rollout.analysis.providers`",
             "analysis_prometheus",
-            gaps={"swarm": _SWARM_PROVIDERS, "kubernetes": _K8S_PROVIDERS},
             when=lambda value, item: bool(value)),
-    Feature("services.*.rollout.analysis", "`rollout.analysis` with `blue_green`",
+    Feature("services.*.rollout.analysis", "`rollout.analysis` with `blue_green`, no `load`",
             "bluegreen_analysis",
             gaps={"local": _BG_ANALYSIS, "swarm": _BG_ANALYSIS, "kubernetes": _BG_ANALYSIS},
-            when=_blue_green),
+            when=_blue_green_without_load),
+    Feature("services.*.rollout.analysis.load", "`rollout.analysis.load` (synthetic requests)",
+            "analysis_load", gaps={"swarm": _REMOTE_LOAD, "kubernetes": _REMOTE_LOAD}),
+    Feature("services.*.rollout.notifications", "`rollout.notifications` (webhooks)",
+            "rollout_notifications",
+            gaps={"kubernetes": _K8S_NOTIFY},
+            when=lambda value, item: bool(value)),
     Feature("services.*.rollout.analysis.interval", "`analysis.interval` above 1s",
             "analysis_interval",
-            gaps={"local": _INTERVAL, "swarm": _INTERVAL, "kubernetes": _INTERVAL},
             when=_above_one_second),
     Feature("services.*.proxy", "`proxy` (per-try timeout, hedging)", "hung_replica_skipped",
             gaps={"swarm": _SWARM_PROXY, "kubernetes": _K8S_PROXY}),

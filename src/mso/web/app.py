@@ -1,7 +1,8 @@
 """The dashboard's web app: server-rendered pages, Server-Sent Events, POST actions.
 
-Pages are Jinja2 templates rendered from `mso.web.data`, which reads the daemon in its
-own process (the dashboard runs in the daemon's event loop, beside the API). Live parts
+Pages are Jinja2 templates rendered from `mso.web.data`, which reads the app through its
+`Source` (mso.web.source: the daemon in its own process on the embedded engine, the
+engine's API and the rollout controller on Swarm and Kubernetes). Live parts
 of a page are template fragments that an SSE stream re-renders once a second and sends
 only when they changed; the page's small script (static/dashboard.js) swaps them in,
 appends log lines and events, and feeds the rollout's uPlot charts. Without scripts,
@@ -9,7 +10,8 @@ every page still renders and every action (a plain HTML form) still works.
 
 SSE is written by hand over a StreamingResponse (`text/event-stream`) rather than with
 a library: the format is three lines, and the streams must end when the dashboard stops
-(the daemon's `down`), which a per-tick check of `closing` does.
+(the daemon's `down`, or Ctrl-C of a remote app's dashboard), which a per-tick check of
+`closing` does.
 
 Security (see mso.web.auth): every request but `/login` needs the session cookie, else
 401 with no page content; actions are POSTs carrying the session's CSRF token, else 403
@@ -24,7 +26,7 @@ import json
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
 from fastapi import FastAPI, Request, Response
@@ -35,9 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from mso import __version__
 from mso.errors import MsoError
 from mso.web import auth, data
-
-if TYPE_CHECKING:
-    from mso.daemon.core import Daemon
+from mso.web.source import Source
 
 HERE = Path(__file__).resolve().parent
 TICK = 1.0  # seconds between two updates of a live page
@@ -62,7 +62,7 @@ def _clock(ts: Any) -> str:
     return dt.datetime.fromtimestamp(float(ts)).strftime("%H:%M:%S")
 
 
-def create_dashboard(daemon: Daemon, token: str, sampler: data.Sampler,
+def create_dashboard(src: Source, token: str, sampler: data.Sampler,
                      closing: asyncio.Event) -> FastAPI:
     app = FastAPI(title="mso dashboard", version=__version__, openapi_url=None,
                   docs_url=None, redoc_url=None)
@@ -71,8 +71,8 @@ def create_dashboard(daemon: Daemon, token: str, sampler: data.Sampler,
     def render(name: str, request: Request | None = None, **ctx: Any) -> str:
         nonce = getattr(request.state, "nonce", "") if request is not None else ctx.pop("nonce")
         return env.get_template(name).render(
-            app_name=daemon.app_name(), csrf=auth.csrf_token(token, nonce),
-            services=data.services(daemon), **ctx)
+            app_name=src.app_name(), csrf=auth.csrf_token(token, nonce),
+            services=src.services(), engine=src.engine, **ctx)
 
     def page(name: str, request: Request, status: int = 200, **ctx: Any) -> HTMLResponse:
         ctx.setdefault("message", request.query_params.get("message", ""))
@@ -110,42 +110,43 @@ def create_dashboard(daemon: Daemon, token: str, sampler: data.Sampler,
     # -- pages --------------------------------------------------------------------------
     @app.get("/")
     async def overview(request: Request) -> HTMLResponse:
-        return page("overview.html", request, o=data.overview(daemon, sampler),
+        return page("overview.html", request, o=await data.overview(src, sampler),
                     stream="/sse/overview")
 
     @app.get("/services/{name}")
     async def service(request: Request, name: str) -> HTMLResponse:
-        return page("service.html", request, s=data.service(daemon, name),
-                    logs=data.logs(daemon, name),
+        return page("service.html", request, s=await data.service(src, name),
+                    logs=await data.logs(src, name),
                     stream=f"/sse/services/{urllib.parse.quote(name)}")
 
     @app.get("/services/{name}/rollout")
     async def rollout(request: Request, name: str) -> HTMLResponse:
-        status = daemon.rollouts.status(name)
-        return page("rollout.html", request, r=_rollout(daemon, name, status),
+        status = await src.rollout_status(name)
+        return page("rollout.html", request, r=_rollout(src, name, status),
                     series=sampler.series(name),
                     stream=f"/sse/services/{urllib.parse.quote(name)}/rollout")
 
     @app.get("/events")
     async def events(request: Request, service: str = "", kind: str = "") -> HTMLResponse:
-        if service and service not in data.services(daemon) \
-                and daemon.store.latest_release(service) is None:
+        store = src.store()
+        if service and service not in src.services() \
+                and store.latest_release(service) is None:
             raise KeyError(service)
-        found = data.events(daemon, service or None, kind or None)
+        found = data.events(store, service or None, kind or None)
         query = urllib.parse.urlencode({"service": service, "kind": kind})
         return page("events.html", request, events=list(reversed(found)),
-                    kinds=data.event_kinds(daemon), service=service, kind=kind,
+                    kinds=data.event_kinds(store), service=service, kind=kind,
                     stream=f"/sse/events?{query}")
 
     @app.get("/traces")
     async def traces(request: Request, service: str = "") -> HTMLResponse:
         error = ""
         try:
-            recent = await daemon.traces()
+            recent = await src.traces()
         except Exception as exc:  # the proxy restarting or gone: say so, show nothing
             recent, error = [], f"traces unavailable: {exc}"
         return page("traces.html", request, traces=data.waterfall(recent, service or None),
-                    service=service, tracing=daemon.app_config().get("tracing"),
+                    service=service, tracing=src.tracing(),
                     error=error)
 
     # -- live updates -------------------------------------------------------------------
@@ -156,19 +157,18 @@ def create_dashboard(daemon: Daemon, token: str, sampler: data.Sampler,
         async def frames() -> AsyncIterator[dict[str, Any]]:
             while True:
                 yield {"swap": {"overview-body": render(
-                    "_overview_body.html", o=data.overview(daemon, sampler), nonce=nonce)}}
+                    "_overview_body.html", o=await data.overview(src, sampler), nonce=nonce)}}
                 await asyncio.sleep(TICK)
         return _sse(frames(), closing)
 
     @app.get("/sse/services/{name}")
     async def sse_service(request: Request, name: str) -> StreamingResponse:
-        data.service(daemon, name)  # 404 before the stream starts
+        await data.service(src, name)  # 404 before the stream starts
         nonce = request.state.nonce
         lines: asyncio.Queue[dict[str, Any]] = asyncio.Queue(1000)
 
         async def follow() -> None:
-            import time
-            async for record in daemon.log_store.follow(name, since=time.time()):
+            async for record in src.follow_logs(name):
                 with contextlib.suppress(asyncio.QueueFull):
                     lines.put_nowait({k: record.get(k) for k in
                                       ("ts", "replica", "release", "stream", "line")})
@@ -177,7 +177,7 @@ def create_dashboard(daemon: Daemon, token: str, sampler: data.Sampler,
             follower = asyncio.ensure_future(follow())
             try:
                 while True:
-                    s = data.service(daemon, name)
+                    s = await data.service(src, name)
                     yield {"swap": {
                         "replicas": render("_replicas.html", s=s, nonce=nonce),
                         "releases": render("_releases.html", s=s, nonce=nonce)}}
@@ -195,16 +195,16 @@ def create_dashboard(daemon: Daemon, token: str, sampler: data.Sampler,
 
     @app.get("/sse/services/{name}/rollout")
     async def sse_rollout(request: Request, name: str) -> StreamingResponse:
-        daemon.rollouts.status(name)  # 404 before the stream starts
+        await src.rollout_status(name)  # 404 before the stream starts
         nonce = request.state.nonce
         after = float(request.query_params.get("after", "0") or 0)
 
         async def frames() -> AsyncIterator[dict[str, Any]]:
             last = after
             while True:
-                status = daemon.rollouts.status(name)
+                status = await src.rollout_status(name)
                 frame: dict[str, Any] = {"swap": {"rollout-body": render(
-                    "_rollout_body.html", r=_rollout(daemon, name, status), nonce=nonce)}}
+                    "_rollout_body.html", r=_rollout(src, name, status), nonce=nonce)}}
                 points = sampler.series(name, last)
                 newest = max((p["t"] for ps in points.values() for p in ps), default=last)
                 if newest > last:
@@ -220,9 +220,10 @@ def create_dashboard(daemon: Daemon, token: str, sampler: data.Sampler,
         nonce = request.state.nonce
 
         async def frames() -> AsyncIterator[dict[str, Any]]:
-            last = after or max((e.id for e in daemon.store.events(0, None, 1)), default=0)
+            store = src.store()
+            last = after or max((e.id for e in store.events(0, None, 1)), default=0)
             while True:
-                batch = data.events(daemon, service or None, kind or None, after=last)
+                batch = data.events(store, service or None, kind or None, after=last)
                 if batch:
                     last = max(int(e["id"]) for e in batch)
                     yield {"events": render("_event_rows.html", events=list(reversed(batch)),
@@ -259,11 +260,10 @@ def create_dashboard(daemon: Daemon, token: str, sampler: data.Sampler,
             return forbidden()
         if action not in ACTIONS:
             raise KeyError(action)
-        daemon.rollouts.status(name)  # KeyError (404) for an unknown service
+        await src.rollout_status(name)  # KeyError (404) for an unknown service
 
         async def do() -> str:
-            after = daemon.rollouts.command(action, name)
-            daemon.wake()
+            after = await src.rollout_command(action, name)
             return f"{action}: {name} is now {after.get('phase') or 'without a rollout'}"
         return await act(f"/services/{urllib.parse.quote(name)}/rollout", do)
 
@@ -272,13 +272,13 @@ def create_dashboard(daemon: Daemon, token: str, sampler: data.Sampler,
         form = await checked_form(request)
         if form is None:
             return forbidden()
-        data.service(daemon, name)  # KeyError (404) for an unknown service
+        await data.service(src, name)  # KeyError (404) for an unknown service
         to = form.get("to", "")
-        if not to.isdigit() or daemon.store.release(name, int(to)) is None:
+        if not to.isdigit() or src.store().release(name, int(to)) is None:
             raise KeyError(f"{name} release {to}")
 
         async def do() -> str:
-            number = daemon.rollback(name, int(to))
+            number = await src.rollback(name, int(to))
             return f"rolling {name} back to release {to} as release {number}"
         return await act(f"/services/{urllib.parse.quote(name)}", do)
 
@@ -286,8 +286,8 @@ def create_dashboard(daemon: Daemon, token: str, sampler: data.Sampler,
     return app
 
 
-def _rollout(daemon: Daemon, name: str, status: dict[str, Any]) -> dict[str, Any]:
-    active = daemon.rollouts.active(name) is not None
+def _rollout(src: Source, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    active = src.rollout_active(name, status)
     plan = list(status.get("plan") or [])
     step = status.get("step")
     return {"name": name, "status": status, "active": active,

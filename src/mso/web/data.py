@@ -1,11 +1,11 @@
-"""What the dashboard's pages show, gathered from the daemon in its own process.
+"""What the dashboard's pages show, gathered through the app's `Source` (mso.web.source).
 
-Every figure comes from code the API already runs, so the dashboard and the CLI cannot
-disagree: replicas from `mso.api.views.ps`, routes and the gateway from
-`views.endpoints`, releases from `views.releases`, a rollout's steps and the judge's
-numbers from `RolloutController.status` (what `mso rollout status` prints), the
-changed keys between releases from `mso.releases.apply.spec_changes` (names only for
-secrets and config files), and per-subset traffic windows from the judge's own
+Every figure comes from code the CLI already runs, so the dashboard and the CLI cannot
+disagree: replicas from `mso ps`'s view, routes and the gateway from `mso endpoints`',
+releases from `views.releases`, a rollout's steps and the judge's numbers from the
+rollout controller's status (what `mso rollout status` prints), the changed keys
+between releases from `mso.releases.apply.spec_changes` (names only for secrets and
+config files), and per-subset traffic windows from the judge's own
 `window_from_snapshots` and `histogram_quantile`.
 
 The only state kept here is the `Sampler`'s short history of traffic: the proxy counts
@@ -24,16 +24,14 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mso.analysis.latency import histogram_quantile
 from mso.analysis.windows import SnapshotError, window_from_snapshots
 from mso.api import views
 from mso.releases.apply import spec_changes
 from mso.store.db import Store
-
-if TYPE_CHECKING:
-    from mso.daemon.core import Daemon
+from mso.web.source import Source
 
 log = logging.getLogger("mso.web")
 
@@ -157,27 +155,15 @@ class Sampler:
         return _figures(requests, errors, seconds, bounds, counts)
 
 
-def cluster_services(daemon: Daemon) -> dict[str, str]:
-    """The proxy's cluster names (SERVICE/PORT) and the service of each."""
-    clusters = daemon.route_table()["clusters"]
-    return {name: str(c["service"]) for name, c in clusters.items()}
-
-
 # -- pages ------------------------------------------------------------------------------
-def services(daemon: Daemon) -> list[str]:
-    return sorted(n for n, d in daemon.store.desired().items() if d.kind == "service")
-
-
-def overview(daemon: Daemon, sampler: Sampler) -> dict[str, Any]:
-    ps = views.ps(daemon)
-    endpoints = views.endpoints(daemon)
-    weights = {r.name: dict(r.weights) for r in daemon.routing()}
+async def overview(src: Source, sampler: Sampler) -> dict[str, Any]:
+    ps, endpoints, weights = await asyncio.gather(src.ps(), src.endpoints(), src.weights())
     rows = []
-    for name in services(daemon):
+    for name in src.services():
         replicas = [r for r in ps["replicas"] if r["service"] == name]
-        rollout = daemon.rollouts.status(name)
+        rollout = await src.rollout_status(name)
         rows.append({
-            "name": name, "release": daemon.store.desired()[name].release,
+            "name": name, "release": src.release_of(name),
             "weights": {k: v for k, v in sorted(weights.get(name, {}).items())},
             "states": dict(sorted(Counter(r["state"] for r in replicas).items())),
             "replicas": len(replicas),
@@ -187,19 +173,18 @@ def overview(daemon: Daemon, sampler: Sampler) -> dict[str, Any]:
             "address": (endpoints["services"].get(name) or {}).get("address")})
     return {"app": ps["app"], "gateway": endpoints["gateway"],
             "metrics": endpoints["metrics"], "routes": endpoints["routes"],
-            "services": rows, "jobs": ps["jobs"], "waiting": ps["waiting"],
-            "sampler_error": sampler.error}
+            "services": rows, "jobs": ps.get("jobs") or [], "waiting": ps.get("waiting") or [],
+            "sampler_error": sampler.error, "engine": src.engine}
 
 
-def service(daemon: Daemon, name: str) -> dict[str, Any]:
+async def service(src: Source, name: str) -> dict[str, Any]:
     """One service's replicas and releases; KeyError for an unknown service."""
-    desired = daemon.store.desired().get(name)
-    if desired is None or desired.kind != "service":
+    if name not in src.services():
         raise KeyError(name)
-    replicas = [r for r in views.ps(daemon)["replicas"] if r["service"] == name]
-    return {"name": name, "release": desired.release, "replicas": replicas,
-            "releases": release_history(daemon.store, name),
-            "rollout": daemon.rollouts.status(name)}
+    replicas = [r for r in (await src.ps())["replicas"] if r["service"] == name]
+    return {"name": name, "release": src.release_of(name), "replicas": replicas,
+            "releases": release_history(src.store(), name),
+            "rollout": await src.rollout_status(name)}
 
 
 def release_history(store: Store, name: str) -> list[dict[str, Any]]:
@@ -256,28 +241,27 @@ def _show(value: Any) -> str:
     return text if len(text) <= VALUE_WIDTH else text[:VALUE_WIDTH - 1] + "…"
 
 
-def logs(daemon: Daemon, name: str, tail: int = 20) -> dict[str, list[dict[str, Any]]]:
+async def logs(src: Source, name: str, tail: int = 20) -> dict[str, list[dict[str, Any]]]:
     """The last `tail` log lines of each of the service's replicas (already redacted)."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for record in daemon.log_store.read(service=name, tail=tail * 20):
+    for record in await src.log_tail(name, tail * 20):
         out.setdefault(str(record.get("replica")), []).append(record)
     return {replica: lines[-tail:] for replica, lines in sorted(out.items())}
 
 
-def events(daemon: Daemon, service: str | None, kind: str | None, after: int = 0,
+def events(store: Store, service: str | None, kind: str | None, after: int = 0,
            limit: int = 200) -> list[dict[str, Any]]:
     """The newest `limit` events (oldest first) of `service`, whose type starts with
     `kind` (`rollout` matches rollout.started, rollout.promoted, ...)."""
-    found = [e.as_json() for e in daemon.store.events(after, service,
-                                                      KIND_SCAN if kind else limit)]
+    found = [e.as_json() for e in store.events(after, service, KIND_SCAN if kind else limit)]
     if kind:
         found = [e for e in found if str(e.get("type", "")).startswith(kind)]
     return found[-limit:]
 
 
-def event_kinds(daemon: Daemon) -> list[str]:
+def event_kinds(store: Store) -> list[str]:
     kinds = {str(e.as_json().get("type", "")).split(".")[0]
-             for e in daemon.store.events(0, None, KIND_SCAN)}
+             for e in store.events(0, None, KIND_SCAN)}
     return sorted(k for k in kinds if k)
 
 

@@ -1,4 +1,4 @@
-"""Serving the dashboard from the daemon's process, on 127.0.0.1 only.
+"""Serving the dashboard on 127.0.0.1 only: from the daemon's process, or a remote app's.
 
 The daemon starts it on the first `mso dashboard` (POST /v1/dashboard), not at start-up:
 an app nobody watches pays for neither the templates' import nor a port nor the
@@ -10,6 +10,9 @@ bound here, as the daemon does for the API), so pages read the daemon's state di
 and actions call the same methods as the API's handlers. The daemon imports this module
 lazily from its entry point only (mso.daemon.__main__): the one import from the daemon
 layer up to mso.web that the import contract allows (pyproject.toml).
+
+An app on Swarm or Kubernetes has no daemon: `python -m mso.web` (mso.web.__main__)
+serves the same `Dashboard` over a `RemoteSource` in its own process.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from mso.errors import Conflict
 from mso.web import data
 from mso.web.app import create_dashboard
 
+from mso.web.source import DaemonSource, Source
+
 if TYPE_CHECKING:
     from mso.daemon.core import Daemon
 
@@ -38,14 +43,14 @@ class PortBusy(Conflict):
 
 
 class Dashboard:
-    """The daemon's dashboard server: started once, on one port, until `stop`."""
+    """A dashboard server: started once, on one port, until `stop`."""
 
-    def __init__(self, daemon: Daemon, token: str) -> None:
-        self.daemon = daemon
+    def __init__(self, source: Source, token: str) -> None:
         self.token = token
         self.port: int | None = None
         self.closing = asyncio.Event()
-        self.sampler = data.Sampler(daemon.metrics, lambda: data.cluster_services(daemon))
+        self.source = source
+        self.sampler = data.Sampler(self.source.metrics, self.source.clusters)
         self._server: QuietServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -68,13 +73,13 @@ class Dashboard:
         sock.listen(128)
         sock.setblocking(False)
         self.port = int(sock.getsockname()[1])
-        app = create_dashboard(self.daemon, self.token, self.sampler, self.closing)
+        app = create_dashboard(self.source, self.token, self.sampler, self.closing)
         self._server = QuietServer(uvicorn.Config(
             app, log_level="warning", lifespan="off", access_log=False,
             timeout_graceful_shutdown=3))
         self._tasks = [asyncio.ensure_future(self._server.serve_on(sock)),
                        asyncio.ensure_future(self.sampler.run())]
-        self.daemon.store.add_event("dashboard.started",
+        self.source.store().add_event("dashboard.started",
                                     f"dashboard serving on http://{HOST}:{self.port}/")
         return self.port
 
@@ -88,3 +93,8 @@ class Dashboard:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+
+
+def daemon_dashboard(daemon: Daemon, token: str) -> Dashboard:
+    """The embedded engine's dashboard, served from its daemon's event loop."""
+    return Dashboard(DaemonSource(daemon), token)

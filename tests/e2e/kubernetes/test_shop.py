@@ -89,6 +89,19 @@ def test_logs_scale_and_releases(shop: Mso) -> None:
     assert [r["number"] for r in shop.json("releases", "web")] == [1]
 
 
+def test_the_dashboard_shows_the_kubernetes_app(shop: Mso) -> None:
+    import sys
+    from tests.e2e.dashboard import RemoteDashboard, check_remote_dashboard
+    host, port = gateway(shop)
+    argv = [sys.executable, "-m", "mso", "dashboard", "--no-open", "--engine", "kubernetes",
+            "--file", str(shop.folder / "mso.yaml"), "--kubeconfig", str(shop.kubeconfig),
+            "--namespace", shop.namespace]
+    with RemoteDashboard(argv, cwd=str(shop.folder)) as dash:
+        check_remote_dashboard(dash, "web", {"web", "orders", "inventory", "payments"},
+                               lambda: [get(host, port, "/healthz") for _ in range(5)])
+    assert dash.proc.returncode == 0  # Ctrl-C ends it cleanly
+
+
 def test_a_deleted_pod_costs_no_failed_get(shop: Mso) -> None:
     host, port = gateway(shop)
     web = [r["replica"] for r in shop.json("ps")["replicas"] if r["service"] == "web"]

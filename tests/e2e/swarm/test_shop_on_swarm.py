@@ -84,6 +84,18 @@ def test_logs_come_from_the_docker_api(shop: Any) -> None:
     assert "web listening" in out
 
 
+def test_the_dashboard_shows_the_swarm_app(shop: Any) -> None:
+    from tests.e2e.dashboard import RemoteDashboard, check_remote_dashboard
+    from tests.e2e.swarm.conftest import MSO
+    manifest, port = shop
+    with RemoteDashboard([*MSO, "dashboard", "--no-open", "--engine", "swarm", "-f",
+                          str(manifest)], cwd=str(manifest.parent)) as dash:
+        check_remote_dashboard(
+            dash, "web", {"web", "orders", "inventory", "payments"},
+            lambda: [_get(f"http://127.0.0.1:{port}/healthz") for _ in range(5)])
+    assert dash.proc.returncode == 0  # Ctrl-C ends it cleanly
+
+
 def test_down_removes_only_what_mso_created(shop: Any) -> None:
     manifest, _ = shop
     _docker("service", "create", "--detach", "--name", "mso-test-unrelated",

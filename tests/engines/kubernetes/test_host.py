@@ -1,4 +1,5 @@
-"""Pure decisions of the Kubernetes engine: weights, waves, rollback targets, ports."""
+"""Pure decisions of the Kubernetes engine: weights, waves, ports (rollback targets:
+tests/releases/test_rollback.py)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from mso.controllers.rollouts import RolloutError
 from mso.engines.kubernetes import naming
 from mso.engines.kubernetes.deploy import waves
 from mso.engines.kubernetes.host import effective_weights
-from mso.engines.kubernetes.rollback import rollback_target
 from mso.engines.kubernetes.views import pod_state
 from mso.spec.load import load_manifest
-from mso.store.records import Release
 
 SHOP = Path(__file__).resolve().parents[3] / "examples" / "shop" / "mso.yaml"
 
@@ -39,27 +37,6 @@ def test_shop_waves_follow_dependencies() -> None:
     assert position["kvstore"] < position["migrate"] < position["inventory"]
     assert position["inventory"] < position["orders"] < position["web"]
     assert position["payments"] < position["orders"]
-
-
-def _rel(n: int, spec_hash: str, outcome: str = "superseded") -> Release:
-    return Release("web", n, spec_hash, {}, 0.0, "t", "", outcome)
-
-
-def test_rollback_skips_identical_and_failed_releases() -> None:
-    releases = [_rel(1, "a"), _rel(2, "b", "rolled back"), _rel(3, "c")]
-    assert rollback_target(releases, releases[-1], None).number == 1
-
-
-def test_rollback_refuses_an_identical_release() -> None:
-    releases = [_rel(1, "a"), _rel(2, "a")]
-    with pytest.raises(RolloutError, match="identical"):
-        rollback_target(releases, releases[-1], 1)
-
-
-def test_rollback_to_a_missing_release_names_the_kept_ones() -> None:
-    releases = [_rel(1, "a"), _rel(2, "b")]
-    with pytest.raises(RolloutError, match="kept: 1, 2"):
-        rollback_target(releases, releases[-1], 7)
 
 
 def test_listener_ports_are_stable_when_services_come_and_go() -> None:
@@ -90,3 +67,14 @@ def test_pod_states_map_to_mso_states() -> None:
     assert pod_state(_pod(phase="Pending"))[0] == "STARTING"
     stopping = {"metadata": {"name": "p", "deletionTimestamp": "x"}, "status": {}}
     assert pod_state(stopping)[0] == "STOPPING"
+
+
+def test_providers_naming_the_apps_services_reach_them_by_cluster_ip() -> None:
+    from mso.engines.kubernetes.gateway import provider_hosts
+    services = {"prom-stable": "10.96.0.12", "web-stable": "10.96.0.13"}
+    urls = ["http://prom-stable:9090/api/v1/query",
+            "http://prom-stable.shop.svc.cluster.local:9090/api/v1/query",
+            "http://prom-stable.other:9090/api/v1/query",  # another namespace: DNS's
+            "http://prometheus.monitoring:9090/api/v1/query", "https://hooks.example/x"]
+    assert provider_hosts(urls, services, "shop") == {
+        "prom-stable": "10.96.0.12", "prom-stable.shop.svc.cluster.local": "10.96.0.12"}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from mso.releases.apply import AppliedChange
 from mso.engines.swarm import state
-from mso.engines.swarm.engine import _rollback_target
 from mso.engines.swarm.releases import BUILT_KEY, record_builds
+from mso.releases.rollback import rollback_target
 from mso.store.db import Store
 from mso.store.records import Desired
 
@@ -56,7 +56,10 @@ def test_same_code_after_a_rollback_does_not_roll_the_bad_image_out_again(
     store = _store(tmp_path)
     _first_deploy(store, "app:A")
     record_builds(store, _unchanged(store), {"web": ("app:B", True)})
-    target = _rollback_target(store, "web", 2, None)
+    current = store.release("web", 2)
+    assert current is not None
+    target = rollback_target(store.releases("web"), current, None,
+                             lambda number: state.image_for(store, "web", number))
     assert target.number == 1  # same spec, other image: still a release to go back to
     store.add_release("web", "h1", SPEC, {}, "mso", "rollback to release 1")
     state.record_image(store, "web", 3, "app:A", True)

@@ -9,6 +9,7 @@ controller reads every tick.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,11 +20,13 @@ from mso.releases.ports import port_map
 from mso.engines import images
 from mso.engines.kubernetes import (controller, deploy, document, failures, naming, state,
                                     views)
+from mso.engines.kubernetes.control import ControlError
 from mso.engines.kubernetes.host import KubeHost, effective_weights
 from mso.engines.kubernetes.kube import Kube, KubeError
 from mso.engines.kubernetes.versions import VersionError, api_versions
 from mso.engines.remote import DeployFailed, EngineOptions, RemoteEngineError
 from mso.spec.load import LoadedManifest
+from mso.store.db import Store
 from mso.store.follow import read_events
 from mso.store.hold import hold
 from mso.store.records import Desired
@@ -124,7 +127,8 @@ class KubernetesEngine:
             _, w = host.rollouts.targets(name, want)
             weights[name] = effective_weights(w, {s: 1 for s in w})
         return views.endpoints(ips.get(naming.GATEWAY), host.settings.gateway_port, stable,
-                               host.pods(), weights, first)
+                               host.pods(), weights, first,
+                               [r.model_dump(mode="json") for r in loaded.manifest.routes])
 
     def logs(self, loaded: LoadedManifest, service: str | None, follow: bool,
              since: float | None, tail: int | None) -> Iterator[dict[str, Any]]:
@@ -174,6 +178,20 @@ class KubernetesEngine:
                  "outcome": r.outcome, "author": r.author, "change": r.change,
                  "current": current is not None and current.release == r.number}
                 for r in found]
+
+    def state_store(self, loaded: LoadedManifest) -> Store:
+        store = state.existing_store(loaded.base_dir)
+        if store is None:
+            raise RemoteEngineError(f"{loaded.manifest.app} was never deployed to Kubernetes "
+                                    "from here; run `mso deploy --engine kubernetes` first")
+        return store
+
+    def metrics(self, loaded: LoadedManifest) -> dict[str, Any]:
+        host = self._host(loaded)
+        try:
+            return asyncio.run(host.metrics())
+        except (ControlError, KubeError, OSError) as exc:
+            raise RemoteEngineError(f"the gateway's counters: {exc}") from exc
 
     def rollback(self, loaded: LoadedManifest, service: str, to: int | None) -> int:
         from mso.engines.kubernetes.rollback import rollback

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from mso.controllers.routing import EndpointView, RouteView, ServiceRouting, build_table
 from mso.engines.kubernetes import naming
@@ -105,6 +106,22 @@ def table(spec: GatewaySpec, hosts: dict[str, str], weights: dict[str, dict[str,
         # spare clients.
         cluster["outlier"] = {"consecutive_failures": NEVER}
     return built
+
+
+def provider_hosts(urls: list[str], services: dict[str, str], namespace: str
+                   ) -> dict[str, str]:
+    """The app's Services named by the providers' `urls` (`prom-stable`,
+    `prom-stable.NS`, `prom-stable.NS.svc`, `prom-stable.NS.svc.cluster.local`) -> their
+    ClusterIP (`services`: Service name -> ClusterIP): the gateway's `fetch` reaches them
+    without cluster DNS (`mso.proxy.fetch`)."""
+    out = {}
+    for url in urls:
+        host = (urlsplit(url).hostname or "").lower()
+        name, _, rest = host.partition(".")
+        if name in services and rest in ("", namespace, f"{namespace}.svc",
+                                         f"{namespace}.svc.cluster.local"):
+            out[host] = services[name]
+    return out
 
 
 def template_hosts(spec: GatewaySpec) -> dict[str, str]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mso.analysis.relay import GatewayTransport
 from mso.controllers.rollouts import Member, RolloutController, SubsetTarget
 from mso.releases.ports import port_map
 from mso.engines.kubernetes import bluegreen, gateway, handoff, naming, render, state
@@ -69,7 +70,8 @@ class KubeHost:
         self.store = store
         self.kube = kube
         self.settings = settings
-        self.rollouts = RolloutController(self)
+        # Providers are queried from the cluster's network, through a gateway pod.
+        self.rollouts = RolloutController(self, transport=GatewayTransport(self.fetch))
         self._woken = False
         self._applied: dict[str, str] = {}
         self._table_digest = ""
@@ -149,6 +151,18 @@ class KubeHost:
                             GatewayControl(ip, naming.GATEWAY_CONTROL_PORT, token)))
         return out
 
+    async def fetch(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """One provider request made by a ready gateway pod (`mso.proxy.fetch`): the
+        first that answers (each is in the cluster's network)."""
+        problem: ControlError = ControlError("the gateway has no ready pod")
+        for _, control in self.controls():
+            control.timeout = timeout
+            try:
+                return await asyncio.to_thread(control.request, {"op": "fetch", **message})
+            except ControlError as exc:
+                problem = exc
+        raise problem
+
     def subset_hosts(self) -> dict[str, str]:
         services = self.kube.list("v1", "Service", self.settings.namespace,
                                   {naming.APP: self.settings.app})
@@ -175,7 +189,12 @@ class KubeHost:
 
     def push_table(self, weights: dict[str, dict[str, int]], force: bool = False,
                    previews: set[str] | None = None) -> bool:
-        built = gateway.table(self.gateway_spec(), self.subset_hosts(), weights, previews)
+        hosts = self.subset_hosts()
+        built = gateway.table(self.gateway_spec(), hosts, weights, previews)
+        fetch = self.rollouts.provider_urls()
+        if fetch:  # what the gateway may request for the analysis (mso.proxy.fetch)
+            built["fetch"] = fetch
+            built["hosts"] = gateway.provider_hosts(fetch, hosts, self.settings.namespace)
         digest = hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()
         now = time.monotonic()
         if not force and digest == self._table_digest and now - self._table_pushed < 5.0:

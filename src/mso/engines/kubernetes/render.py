@@ -159,7 +159,9 @@ def _volumes(w: Workload, namespace: str) -> tuple[list[Obj], list[Obj]]:
 
 
 def _command(model: dict[str, Any]) -> list[str]:
-    run = model["run"]
+    run = model.get("run")
+    if run is None:
+        return []  # an `image:`/`build:` service without `run:`: the image's own command
     if model.get("shell") or isinstance(run, str):
         return ["/bin/sh", "-c", run if isinstance(run, str) else " ".join(run)]
     return [str(a) for a in run]
@@ -169,8 +171,9 @@ def container(w: Workload, namespace: str) -> Obj:
     model = w.model
     health = model.get("health") or {}
     out: Obj = {"name": "app", "image": w.image, "imagePullPolicy": w.pull_policy,
-                "command": _command(model), "env": environment(w),
-                "volumeMounts": _volumes(w, namespace)[1]}
+                "env": environment(w), "volumeMounts": _volumes(w, namespace)[1]}
+    if _command(model):
+        out["command"] = _command(model)
     if w.workdir:
         out["workingDir"] = w.workdir
     ports = []

@@ -1,36 +1,16 @@
 """`mso rollback` on Kubernetes: a new release equal to an older one, rolled out plainly.
 
-Same rules as the local engine (mso.daemon.core): the default target is the newest
-earlier release that differs and did not fail; an identical spec is refused (no revert
-loops); an active rollout is aborted first.
+The target is chosen by the rule of every engine (mso.releases.rollback: a release is its
+spec and its image); an active rollout is aborted first.
 """
 
 from __future__ import annotations
 
-from mso.controllers.rollouts import RolloutError
 from mso.engines.kubernetes import state
 from mso.engines.kubernetes.host import KubeHost
+from mso.releases.rollback import rollback_target
 from mso.store.hold import hold
 from mso.store.records import Desired, Release
-
-
-def rollback_target(releases: list[Release], current: Release, to: int | None) -> Release:
-    """Pure choice of the release to return to."""
-    if to is None:
-        older = [r for r in releases if r.number < current.number
-                 and r.spec_hash != current.spec_hash
-                 and r.outcome not in ("rolled back", "failed")]
-        if not older:
-            raise RolloutError(f"{current.service} has no earlier release to roll back to")
-        return older[-1]
-    found = next((r for r in releases if r.number == to), None)
-    if found is None:
-        kept = ", ".join(str(r.number) for r in releases)
-        raise RolloutError(f"{current.service} has no release {to} (kept: {kept})")
-    if found.spec_hash == current.spec_hash:
-        raise RolloutError(f"release {found.number} of {current.service} is identical to the "
-                           f"running release {current.number}; nothing to roll back")
-    return found
 
 
 def rollback(host: KubeHost, service: str, to: int | None) -> int:
@@ -47,7 +27,8 @@ def _rollback(host: KubeHost, service: str, to: int | None) -> int:
         raise KeyError(f"no service named {service!r}")
     current = store.release(service, want.release)
     assert current is not None
-    target = rollback_target(store.releases(service), current, to)
+    target = rollback_target(store.releases(service), current, to,
+                             lambda number: state.image_of(store, service, number))
     if host.rollouts.active(service) is not None:
         host.rollouts.abort(service)
         want = store.desired()[service]

@@ -218,7 +218,9 @@ def ps(app: str, namespace: str, pods: list[Obj], first_ports: dict[str, int | N
 
 def endpoints(gateway_host: str | None, gateway_port: int, stable: dict[str, str | None],
               pods: list[Obj], weights: dict[str, dict[str, int]],
-              first_ports: dict[str, int | None]) -> dict[str, Any]:
+              first_ports: dict[str, int | None],
+              routes: list[dict[str, Any]]) -> dict[str, Any]:
+    """`mso endpoints -o json` in the local engine's shape (`routes`: the manifest's)."""
     services: dict[str, Any] = {}
     for name, address in sorted(stable.items()):
         eps = []
@@ -235,4 +237,4 @@ def endpoints(gateway_host: str | None, gateway_port: int, stable: dict[str, str
     host = gateway_host or "-"
     return {"gateway": f"{host}:{gateway_port}",
             "metrics": f"http://{host}:{naming.GATEWAY_METRICS_PORT}/metrics",
-            "services": services}
+            "routes": routes, "services": services}

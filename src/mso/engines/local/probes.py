@@ -31,6 +31,9 @@ class ProbeSpec:
     failure_threshold: int = 3
     success_threshold: int = 1
     initial_delay: float = 0.0
+    #: tcp: the connection must also stay open this long. A container's published port is
+    #: accepted by Docker's proxy even while nothing listens inside, which then closes it.
+    settle: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,8 @@ async def run_probe(
         if port is None:
             return ProbeResult(False, f"{spec.kind} probe has no port to check")
         if spec.kind == "tcp":
-            async with asyncio.timeout(spec.timeout):
-                return await _tcp_probe(host, port)
+            async with asyncio.timeout(max(spec.timeout, spec.settle * 2)):
+                return await _tcp_probe(host, port, spec.settle)
         path = spec.target if isinstance(spec.target, str) else "/"
         async with asyncio.timeout(spec.timeout):
             return await _http_probe(host, port, path or "/")
@@ -117,19 +120,26 @@ class _FirstLine(asyncio.Protocol):
 
     LIMIT = 8192
 
-    def __init__(self, request: bytes, done: asyncio.Future[bytes]) -> None:
+    def __init__(self, request: bytes, done: asyncio.Future[bytes], settle: float = 0.0) -> None:
         self.request = request
         self.done = done
         self.buffer = b""
+        self.settle = settle
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.request:
             # uvloop's transports are not asyncio.WriteTransport subclasses: no isinstance.
             cast(asyncio.WriteTransport, transport).write(self.request)
-        else:  # tcp probe: accepted is all it asks
+        elif not self.settle:  # tcp probe: accepted is all it asks
             self._finish(b"")
+        else:  # ... unless the peer must also keep the connection open a moment
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.settle, self._finish, b"open")
 
     def data_received(self, data: bytes) -> None:
+        if not self.request:  # a tcp probe: a greeting means someone listens
+            self._finish(b"open")
+            return
         self.buffer += data
         nl = self.buffer.find(b"\n")
         if nl != -1:
@@ -153,20 +163,25 @@ class _FirstLine(asyncio.Protocol):
             self.done.set_result(result)
 
 
-async def _exchange(host: str, port: int, request: bytes) -> bytes:
+async def _exchange(host: str, port: int, request: bytes, settle: float = 0.0) -> bytes:
     """Connect, send `request` (if any), return the first line of the answer; the
     connection is always closed."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[bytes] = loop.create_future()
-    transport, _ = await loop.create_connection(lambda: _FirstLine(request, done), host, port)
+    transport, _ = await loop.create_connection(lambda: _FirstLine(request, done, settle),
+                                                host, port)
     try:
         return await done
     finally:
         transport.close()
 
 
-async def _tcp_probe(host: str, port: int) -> ProbeResult:
-    await _exchange(host, port, b"")
+async def _tcp_probe(host: str, port: int, settle: float = 0.0) -> ProbeResult:
+    if settle and await _exchange(host, port, b"", settle) != b"open":
+        return ProbeResult(False, f"tcp {host}:{port} closed at once (nothing listens "
+                                  "inside the container yet)")
+    if not settle:
+        await _exchange(host, port, b"")
     return ProbeResult(True, f"tcp {host}:{port} accepted")
 
 

@@ -42,6 +42,10 @@ class ReplicaSpec:
     stop_grace: float = 10.0
     cpu: float | None = None  #: cores, e.g. 0.5
     memory: int | None = None  #: bytes
+    #: The replica's process is a container's client (mso.engines.local.container): the
+    #: container's name, removed after every exit and stop, and the CLI that removes it.
+    container: str | None = None
+    runtime: str = "docker"
 
     @property
     def stdout_path(self) -> Path:

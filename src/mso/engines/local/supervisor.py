@@ -21,6 +21,7 @@ import signal
 import time
 from typing import Awaitable, Callable
 
+from mso.engines.local import container as containers
 from mso.engines.local import process as proc
 from mso.engines.local.backoff import Backoff, Clock
 from mso.engines.local.cgroups import Cgroup, CgroupManager
@@ -36,6 +37,9 @@ from mso.engines.problems import (CRASH_LOOP_EXITS, READY_ALLOWANCE, Problem,
 
 S = ReplicaState
 log = logging.getLogger(__name__)
+#: How long a container's published port must keep a probe's connection open (Docker's
+#: proxy accepts it even while nothing listens inside, then closes it at once).
+CONTAINER_SETTLE = 0.2
 
 OnTransition = Callable[[str, ReplicaState, ReplicaState, str, "ProcessRef | None"], None]
 OnReady = Callable[[str, bool], None]
@@ -251,6 +255,7 @@ class ReplicaSupervisor:
         # Bounded: the probe loops also end by themselves once _exit is done.
         await asyncio.wait({self._probe_task}, timeout=5.0)
         self._cleanup_leftovers(ref)
+        await self._remove_container()
         self._logs_exited()
         return status
 
@@ -336,6 +341,12 @@ class ReplicaSupervisor:
         # Processes that left the group (setsid, double fork) are found by environment;
         # batched with the other replicas' sweeps (and run before this replica respawns).
         proc.ENV_SWEEPER.request(self.spec.sweep_match())
+
+    async def _remove_container(self) -> None:
+        """A container outlives its client's SIGKILL: remove it (by its unique name), so
+        the next start cannot meet it and a stop leaves nothing running."""
+        if self.spec.container is not None:
+            await containers.remove(self.spec.container, self.spec.runtime)
 
     # -- probes -------------------------------------------------------------------------
 
@@ -444,7 +455,8 @@ class ReplicaSupervisor:
     async def _wait_port_open(self) -> None:
         if not self.spec.ports:
             return
-        tcp = ProbeSpec("tcp", next(iter(self.spec.ports)), timeout=1.0)
+        tcp = ProbeSpec("tcp", next(iter(self.spec.ports)), timeout=1.0,
+                        settle=CONTAINER_SETTLE if self.spec.container else 0.0)
         while self._probing():
             result = await self._check(tcp)
             if result.ok:
@@ -507,6 +519,7 @@ class ReplicaSupervisor:
         if running and ref is not None:
             # Only right after our own exit: a long-dead leader's pid may be reused.
             self._cleanup_leftovers(ref)
+            await self._remove_container()
             self._logs_exited()
         if self.cgroup is not None:
             await self._remove_cgroup(self.cgroup)

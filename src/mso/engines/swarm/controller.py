@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from mso.analysis.relay import GatewayTransport
 from mso.controllers.rollouts import Member, RolloutController
 from mso.controllers.routing import RouteView
 from mso.releases.ports import port_map
@@ -74,7 +75,8 @@ class SwarmController:
         self.store = Store(paths.db)
         self.api = api or SwarmApi()
         self.proxy = ProxyClient(str(paths.gateway_socket), timeout=10.0)
-        self.rollouts = RolloutController(self)
+        # Providers are queried from the app's network, through the gateway.
+        self.rollouts = RolloutController(self, transport=GatewayTransport(self.proxy.fetch))
         self.obs: dict[tuple[str, str], ServiceObs] = {}
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -514,6 +516,9 @@ class SwarmController:
     async def _push(self, config: AppConfig, ctx: AppContext, desired: dict[str, Desired],
                     weights: dict[str, dict[str, int]]) -> bool:
         table = self.table(config, ctx, desired, weights)
+        fetch = self.rollouts.provider_urls()
+        if fetch:  # what the gateway may request for the analysis (mso.proxy.fetch)
+            table["fetch"] = fetch
         try:
             ping = await self.proxy.ping()
             if self._pushed is not None and int(ping.get("version") or 0) < self._version:

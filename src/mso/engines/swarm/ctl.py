@@ -8,6 +8,7 @@ Requests are newline-delimited JSON on a unix socket (mode 0600), one response e
 | `{"op": "wake"}` | `{"ok": true}`: reconcile now |
 | `{"op": "begin", "service", "from", "to", "strategy"}` | `{"ok": true, "started": bool}` |
 | `{"op": "rollout", "action": status/promote/abort/pause/resume, "service"}` | `{"ok": true, "status": {...}}` |
+| `{"op": "metrics"}` | `{"ok": true, "metrics": SNAPSHOT}`: the gateway's counters (the dashboard) |
 | `{"op": "stop"}` | `{"ok": true}`, then the process exits |
 """
 
@@ -59,6 +60,8 @@ class ControllerServer:
                              request.get("strategy"))
             c.wake()
             return {"ok": True, "started": True}
+        if op == "metrics":
+            return {"ok": True, "metrics": await c.metrics()}
         if op == "rollout":
             return {"ok": True, "status": self._rollout(str(request["action"]),
                                                         str(request["service"]))}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mso.releases.apply import apply_manifest
+from mso.releases.rollback import rollback_target
 from mso.engines import images
 from mso.engines.problems import READY_ALLOWANCE, REPORT_LOG_LINES, Problem
 from mso.engines.remote import UP_AFTER, DeployFailed, EngineOptions, failing_replica
@@ -243,7 +244,11 @@ class SwarmEngine:
                 want = store.desired().get(service)
                 if want is None or want.kind != "service":
                     raise SwarmError(f"no deployed service named {service!r}")
-                target = _rollback_target(store, service, want.release, to)
+                current = store.release(service, want.release)
+                assert current is not None
+                target = rollback_target(  # a Swarm release is its spec and its image
+                    store.releases(service), current, to,
+                    lambda number: state.image_for(store, service, number))
                 status = ctl.call({"op": "rollout", "action": "status", "service": service})
                 if status["status"].get("phase") in ("Progressing", "Paused", "Inconclusive"):
                     ctl.call({"op": "rollout", "action": "abort", "service": service})
@@ -265,6 +270,19 @@ class SwarmEngine:
             store.close()
         ctl.call({"op": "wake"})
         return new.number
+
+    def state_store(self, loaded: LoadedManifest) -> Store:
+        paths = SwarmPaths.for_manifest(loaded.path)
+        if not paths.db.exists():
+            raise SwarmError(f"{loaded.manifest.app} was never deployed to Swarm from here; "
+                             "run `mso deploy --engine swarm` first")
+        return Store(paths.db)
+
+    def metrics(self, loaded: LoadedManifest) -> dict[str, Any]:
+        ctl = ControllerClient(SwarmPaths.for_manifest(loaded.path))
+        ctl.ensure_running()
+        snapshot: dict[str, Any] = ctl.call({"op": "metrics"}, timeout=10.0)["metrics"]
+        return snapshot
 
     def rollout(self, loaded: LoadedManifest, action: str, service: str) -> dict[str, Any]:
         ctl = ControllerClient(SwarmPaths.for_manifest(loaded.path))
@@ -353,30 +371,3 @@ def preview_ports(loaded: LoadedManifest) -> list[int]:
     return sorted({svc.rollout.preview_port for svc in loaded.manifest.services.values()
                    if svc.rollout.strategy == "blue_green"
                    and svc.rollout.preview_port is not None})
-
-
-def _rollback_target(store: Store, service: str, current_number: int, to: int | None) -> Any:
-    """Like the shared rollback, but a release is its spec and its image: on Swarm two
-    releases with one spec and different code are different releases."""
-    current = store.release(service, current_number)
-    assert current is not None
-    releases = store.releases(service)
-
-    def identity(r: Any) -> tuple[str, tuple[str, bool] | None]:
-        return r.spec_hash, state.image_for(store, service, r.number)
-
-    if to is None:
-        older = [r for r in releases if r.number < current_number
-                 and identity(r) != identity(current)
-                 and r.outcome not in ("rolled back", "failed")]
-        if not older:
-            raise SwarmError(f"{service} has no earlier release to roll back to")
-        return older[-1]
-    found = store.release(service, to)
-    if found is None:
-        raise SwarmError(f"{service} has no release {to} "
-                         f"(kept: {', '.join(str(r.number) for r in releases)})")
-    if identity(found) == identity(current):
-        raise SwarmError(f"release {to} of {service} is identical to the running release "
-                         f"{current_number}; nothing to roll back")
-    return found

@@ -52,7 +52,8 @@ def _service(loaded: LoadedManifest, ctx: AppContext, name: str) -> dict[str, An
     env = environment(ctx, rel, "main")
     env["MSO_RELEASE"] = "<release>"
     out: dict[str, Any] = {
-        "image": rel.image, "command": command(rel), "environment": env,
+        "image": rel.image, **({"command": command(rel)} if command(rel) else {}),
+        "environment": env,
         "networks": {"mso": {"aliases": [name]}},
         "stop_signal": svc.stop.signal, "stop_grace_period": f"{svc.stop.grace:g}s",
         "deploy": {

@@ -148,7 +148,9 @@ def environment(ctx: AppContext, rel: ReleaseInput, role: Role) -> dict[str, str
 
 def command(rel: ReleaseInput) -> list[str]:
     model = rel.spec["model"]
-    run = model["run"]
+    run = model.get("run")
+    if run is None:
+        return []  # an `image:`/`build:` service without `run:`: the image's own command
     argv = ["/bin/sh", "-c", run] if model.get("shell") else list(run)
     if not rel.shim:
         return argv
