@@ -1,10 +1,10 @@
 """Swarm engine figures: the shop's deploy time (cold and warm image cache), the bad
-canary's rollback time, failed requests during a canary promotion vs Swarm's own rolling
-update of the same change, and blue/green switch times with the failed requests of a
+canary's rollback time, failed requests during a canary promotion vs a `recreate` of
+the same change, and blue/green switch times with the failed requests of a
 promotion and an abort.
 
     PYTHONPATH=src .venv/bin/python bench/swarm/run.py [--rounds N]
-        [--parts deploy,cold,rollback,update,bluegreen]
+        [--parts deploy,cold,rollback,update,recreate,bluegreen]
 
 Needs a running single-node Swarm (see scripts/swarm-lab.sh). Prints a markdown table.
 
@@ -20,9 +20,10 @@ Needs a running single-node Swarm (see scripts/swarm-lab.sh). Prints a markdown 
   requests, timed from starting `mso deploy` until the rollout is RolledBack and the
   gateway's table sends the canary nothing (stable serves 100%).
 
-The "Swarm rolling update" row runs the same change with `strategy: recreate`, which mso
-maps to Swarm's own start-first rolling update with the gateway following the tasks:
-the same gateway and the same load, only the update mechanism differs.
+The `recreate` row runs the same change with `strategy: recreate`: since issue 14 Swarm's
+stop-first update of every task at once (the old task stops before the new one starts),
+so requests fail in the gap by design; the same gateway and the same load. (Before, mso
+mapped `recreate` to Swarm's own start-first rolling update, and this row measured that.)
 """
 
 from __future__ import annotations
@@ -223,7 +224,7 @@ def bluegreen(work: Path, name: str) -> tuple[float, float, int, int]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--parts", default="deploy,cold,rollback,update,bluegreen")
+    ap.add_argument("--parts", default="deploy,cold,rollback,update,recreate,bluegreen")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     ensure_swarm()
@@ -236,7 +237,8 @@ def main() -> None:
         rollbacks = [canary_rollback(work, f"rb{i}") for i in rounds if "rollback" in parts]
         load.append(os.getloadavg()[0])
         canary = [update_under_load(work, f"c{i}", "canary") for i in rounds if "update" in parts]
-        plain = [update_under_load(work, f"p{i}", "recreate") for i in rounds if "update" in parts]
+        plain = [update_under_load(work, f"p{i}", "recreate") for i in rounds
+                 if "recreate" in parts]
         blue = [bluegreen(work, f"bg{i}") for i in rounds if "bluegreen" in parts]
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -254,7 +256,7 @@ def main() -> None:
               f"stable 100% | {_median(rollbacks, 1)} (`mso deploy` returned after "
               f"{_median(rollbacks, 0)}) |")
     for label, runs in (("mso canary promotion", canary),
-                        ("Swarm start-first rolling update", plain)):
+                        ("`strategy: recreate` (stop-first: a gap by design)", plain)):
         if runs:
             failed = sum(f for f, _ in runs)
             total = sum(t for _, t in runs)

@@ -62,22 +62,24 @@ class Target:
         self.folder = folder
         self.kubeconfig = kubeconfig
         self.namespace = f"conf-{uuid.uuid4().hex[:8]}"
+        # Swarm is shared by whoever runs tests on this machine: an app name of its own,
+        # so two runs of one scenario never remove each other's network or services.
+        self.app = f"conf-{uuid.uuid4().hex[:6]}"
         self.gateway_port = free_port()
         self.instance: str | None = None
         self.deployed = False
 
     # -- the app ------------------------------------------------------------------------
     def write(self, manifest: str) -> None:
-        """The manifest (GATEWAY_PORT filled in) and the conformance app beside it."""
+        """The manifest (GATEWAY_PORT and the app name filled in) and the conformance app
+        beside it."""
         self.folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(APP, self.folder / "conform.py")
-        # MSO_CONFORMANCE_APP renames the app: Swarm names services by app, and two runs
-        # of the suite on one shared dockerd must not manage each other's services.
-        app = os.environ.get("MSO_CONFORMANCE_APP")
-        if app:
-            manifest = manifest.replace("\napp: conf\n", f"\napp: {app}\n")
-        (self.folder / "mso.yaml").write_text(manifest.replace("GATEWAY_PORT",
-                                                               str(self.gateway_port)))
+        # Each Target's app has a name of its own (`self.app`): Swarm names services by
+        # app, and runs on one shared dockerd must not manage each other's services.
+        (self.folder / "mso.yaml").write_text(
+            manifest.replace("GATEWAY_PORT", str(self.gateway_port))
+            .replace("\napp: conf\n", f"\napp: {self.app}\n"))
 
     def edit(self, old: str, new: str) -> None:
         path = self.folder / "mso.yaml"
@@ -249,8 +251,6 @@ def wait_for(condition: Callable[[], Any], timeout: float = 60.0, interval: floa
 KNOWN_GAPS: dict[tuple[str, str], str] = {
     ("readiness_gates_traffic", "kubernetes"):
         "the gateway sent every request to one of the two ready pods",
-    ("jobs_before", "swarm"):
-        "`mso logs JOB` does not know the job's Swarm service once it has ended",
     ("restart_policy", "swarm"):
         "a service whose process ends cleanly under `restart: on-failure` never counts as "
         "started, so `mso up` waits until its timeout",

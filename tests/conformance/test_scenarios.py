@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import re
 import shutil
 import threading
 import time
@@ -78,15 +79,19 @@ def test_depends_on_healthy_starts_the_dependent_after_its_dependency(
         target: Target) -> None:
     target.write(BASE.replace('    env: {SHOW_V: "1"}\n',
                               '    env: {SHOW_V: "1", DEPENDENCY: DB_URL}\n'
-                              "    depends_on: {db: healthy}\n")
+                              "    depends_on: {db: healthy, prepare: completed}\n")
                  + "  db:\n    run: [python3, conform.py]\n    ports: {http: 8000}\n"
                    '    env: {READY_AFTER: "3"}\n'
-                   "    health:\n      readiness: {http: /ready, period: 1s}\n")
+                   "    health:\n      readiness: {http: /ready, period: 1s}\n"
+                 + JOB.replace("JOB_SECONDS_VALUE", "1").replace("    before: [web]\n", ""))
     if target.refused("services.web.depends_on"):
         return
     target.up()
     # web asked db once, at its start: db was already READY, so it answered.
     assert target.get_json()["dependency"] == "answered 200"
+    # ...and it started only once the job had completed.
+    done, started = target.said("prepare", "job done"), target.said("web", "started")
+    assert done and started and max(done) < min(started), (done, started)
 
 
 @scenario("readiness_gates_traffic")
@@ -254,6 +259,24 @@ def test_a_job_before_a_service_ends_before_it_starts(target: Target) -> None:
     started = target.said("web", "started")
     assert done and started, (done, started)
     assert max(done) < min(started)
+
+
+@scenario("job_failure_reruns")
+def test_a_failed_job_fails_the_start_and_runs_again_on_the_next(target: Target) -> None:
+    target.write(BASE + JOB.replace('"JOB_SECONDS_VALUE"', '"0", JOB_EXIT: "3"'))
+    start = ("up", "-d") if target.engine == "local" else ("up",)
+    first = target.mso(*start, check=False)
+    target.deployed = True
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "prepare" in first.stderr and "job failing with 3" in first.stderr, first.stderr
+    ended = time.time()
+    # The same release again: the job runs again (its report shows a new run), rather
+    # than the old failure being reported for ever.
+    second = target.mso(*start, check=False)
+    assert second.returncode == 1, second.stdout + second.stderr
+    runs = [float(t) for t in re.findall(r"job failing with 3 at ([0-9.]+)", second.stderr)]
+    assert runs and max(runs) > ended, second.stderr
+    assert not target.said("web", "started")
 
 
 @scenario("job_timeout")

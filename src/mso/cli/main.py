@@ -136,19 +136,13 @@ _NOT_ON_REMOTE = {
 }
 
 
-def check_support(loaded: LoadedManifest, engine: str, enforced_only: bool = False,
-                  dev: bool = False) -> None:
+def check_support(loaded: LoadedManifest, engine: str, dev: bool = False) -> None:
     """Refuse (exit 2, file:line) keys the engine would accept and then ignore
-    (mso.spec.support); `enforced_only`: only on the engines whose deploys enforce it,
-    except development keys (`watch:`), which Swarm and Kubernetes always refuse unless
-    `dev` (then each is left out with a one-line note)."""
+    (mso.spec.support): `mso validate --engine`, `up`, `deploy` and `render` alike. With
+    `dev`, development keys (`watch:`) are left out instead, with a one-line note each."""
     from mso.spec import support
-    name = cast(support.EngineName, engine)
-    if not enforced_only or name in support.ENFORCED:
-        support.check(loaded, name, dev=dev, note=lambda line: click.echo(f"mso: {line}", err=True))
-    else:
-        support.check_dev_keys(loaded, name, dev=dev,
-                               note=lambda line: click.echo(f"mso: {line}", err=True))
+    support.check(loaded, cast(support.EngineName, engine), dev=dev,
+                  note=lambda line: click.echo(f"mso: {line}", err=True))
 
 
 def warn_commands(loaded: LoadedManifest, engine: str) -> None:
@@ -270,7 +264,7 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
         os.environ["COMPOSE_PROFILES"] = ",".join(profiles)
     loaded = load(file, path, report=True)
     name = engine_name(file, engine, loaded)
-    check_support(loaded, name, enforced_only=True, dev=dev)
+    check_support(loaded, name, dev=dev)
     warn_commands(loaded, name)
     if watch and detach:
         raise CliError("--watch: not with -d: the watcher runs in the foreground `mso up` "
@@ -365,7 +359,7 @@ def deploy(file: str | None, engine: str | None, fmt: str, wait: bool, timeout: 
     from mso.cli.lifecycle import last_event_id, wait_deployed
     loaded = load(file, report=True)
     name = engine_name(file, engine, loaded)
-    check_support(loaded, name, enforced_only=True, dev=dev)
+    check_support(loaded, name, dev=dev)
     warn_commands(loaded, name)
     if name != "local":
         # Swarm and Kubernetes deploys always wait: --wait is what they do anyway.
@@ -725,7 +719,7 @@ def render(path: str | None, file: str | None, engine: str | None, out_dir: str 
     name = engine_name(file, engine, loaded)
     if name == "local":
         raise CliError("render needs --engine kubernetes or --engine swarm", 2)
-    check_support(loaded, name, enforced_only=True, dev=dev)
+    check_support(loaded, name, dev=dev)
     result = remote(name, dict(opts, engine=name, version=version)).render(
         loaded, Path(out_dir) if out_dir else None)
     if isinstance(result, str):

@@ -170,16 +170,12 @@ _K8S_NOTIFY = Gap("the notifier runs in the rollout controller, and the Kubernet
 _SWARM_SURGE = Gap("a Swarm rolling update moves all traffic to a full-size stand-in service "
                    "first (zero-loss handoff), so there is no surge to bound",
                    "leave it out: the stand-in is the surge")
-_SWARM_RECREATE = Gap("Swarm's update would start the new task before the old one stops",
-                      "use `rolling` (a zero-loss handoff) until recreate is honoured")
 _SWARM_PROBE = Gap("a container built from `image:`/`build:` has no mso shim to supervise it, "
                    "and Swarm's healthcheck is one check per container",
                    "use one readiness probe, or a `run:` service")
 _K8S_BACKOFF = Gap("a container built from `image:`/`build:` has no mso shim to restart its "
                    "process, and the kubelet restarts containers with its own delays (10s "
                    "doubling to 5m)", "leave `backoff` out, or use a `run:` service")
-_K8S_ORDER = Gap("the Kubernetes engine applies every Deployment at once",
-                 "make the service wait for its dependency itself (retry on start)")
 
 _K8S_PROXY = Gap("the Kubernetes gateway reaches each subset through one Service (kube-proxy "
                  "picks the pod), so it has no other replica to send a second try to and no "
@@ -229,18 +225,10 @@ FEATURES: tuple[Feature, ...] = (
                                "read the file in $MSO_SECRETS")},
             when=_local_container_secret),
     Feature("services.*.depends_on.*", "`depends_on: {X: completed}`", "depends_on_order",
-            gaps={"swarm": Gap("every condition waits for a running task",
-                               "use a job with `before:`"),
-                  "kubernetes": _K8S_ORDER}, when=_completed),
-    Feature("services.*.depends_on", "`depends_on` (start order)", "depends_on_order",
-            gaps={"kubernetes": _K8S_ORDER}),
-    Feature("jobs.*.before", "`jobs.*.before`", "jobs_before",
-            gaps={"kubernetes": Gap("the Kubernetes engine starts every Deployment at once, "
-                                    "without waiting for the job",
-                                    "make the services wait for what the job prepares")}),
-    Feature("jobs.*.timeout", "`jobs.*.timeout`", "job_timeout",
-            gaps={"swarm": Gap("a Swarm job task has no deadline",
-                               "make the job end by itself")}),
+            when=_completed),
+    Feature("services.*.depends_on", "`depends_on` (start order)", "depends_on_order"),
+    Feature("jobs.*.before", "`jobs.*.before`", "jobs_before"),
+    Feature("jobs.*.timeout", "`jobs.*.timeout`", "job_timeout"),
     Feature("services.*.health.liveness", "`health.liveness` beside `readiness`" + _OF_IMAGES,
             "liveness_replaces_hung", gaps={"swarm": _SWARM_PROBE},
             when=_no_shim(_with_readiness)),
@@ -295,7 +283,7 @@ FEATURES: tuple[Feature, ...] = (
                                     "handle SIGTERM, or use a `run:` service")},
             when=_no_shim(_signal_other_than_term)),
     Feature("services.*.rollout.strategy", "`rollout.strategy: recreate`", "recreate_order",
-            gaps={"swarm": _SWARM_RECREATE}, when=_is("recreate")),
+            when=_is("recreate")),
     Feature("services.*.rollout.max_surge", "`rollout.max_surge`", "surge_bounds",
             gaps={"swarm": _SWARM_SURGE}),
     Feature("services.*.rollout.max_unavailable", "`rollout.max_unavailable`", "surge_bounds",
@@ -349,11 +337,6 @@ def uses(data: Any, feature: Feature) -> list[tuple[str | int, ...]]:
             if feature.when(value, item)]
 
 
-#: Engines whose `mso up`, `mso deploy` and `mso render` refuse the gaps above. (`mso
-#: validate --engine X` refuses them on every engine.)
-ENFORCED: frozenset[EngineName] = frozenset({"local"})
-
-
 def check(loaded: LoadedManifest, engine: EngineName, dev: bool = False,
           note: Callable[[str], None] = lambda line: None,
           only: frozenset[str] | None = None) -> None:
@@ -378,13 +361,6 @@ def check(loaded: LoadedManifest, engine: EngineName, dev: bool = False,
                                                f"{gap.instead}"))
     if errors:
         raise combine(errors)
-
-
-def check_dev_keys(loaded: LoadedManifest, engine: EngineName, dev: bool = False,
-                   note: Callable[[str], None] = lambda line: None) -> None:
-    """Development keys are refused by a deploy to every engine that cannot honour them,
-    even where the other gaps are only refused by `mso validate --engine`."""
-    check(loaded, engine, dev=dev, note=note, only=DEV_KEYS)
 
 
 def markdown_table() -> str:

@@ -15,7 +15,7 @@ GET  /metrics           -> Prometheus text: app_requests_total{release} (GETs of
 Signals: prints `conform: received SIGNAME` and exits 0 (SIGTERM, SIGINT, SIGQUIT,
 SIGHUP, SIGUSR1, SIGUSR2). Env: READY_AFTER (seconds before /ready answers 200),
 EXIT_AFTER (seconds, then exit with EXIT_CODE), DEPENDENCY (a <SERVICE>_URL variable to
-GET once at start), JOB (run as a job: print, sleep JOB_SECONDS, exit 0).
+GET once at start), JOB (run as a job: print, sleep JOB_SECONDS, exit JOB_EXIT or 0).
 """
 
 from __future__ import annotations
@@ -129,6 +129,10 @@ def main() -> None:
     if os.environ.get("JOB"):
         say("job started")
         time.sleep(float(os.environ.get("JOB_SECONDS", "0")))
+        code = int(os.environ.get("JOB_EXIT", "0"))
+        if code:
+            say(f"job failing with {code}")
+            sys.exit(code)
         say("job done")
         return
     # 127.0.0.1 on every engine: in a container mso's shim or sidecar relays to it.

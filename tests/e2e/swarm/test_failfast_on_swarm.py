@@ -114,8 +114,8 @@ def test_a_failed_job_ends_the_deploy_with_its_log(deployed: Any) -> None:
                timeout=300, check=False)
     assert proc.returncode == 1, proc.stderr + proc.stdout
     lines = proc.stderr.splitlines()
-    assert re.fullmatch(r"migrate migrate-\w+ FAILED: exited with status 2; gave up after "
-                        r"\d+ attempts", lines[1]), proc.stderr
+    assert re.fullmatch(r"migrate migrate-\w+ FAILED: exited with status 2", lines[1]), \
+        proc.stderr  # one attempt, as on the other engines
     assert any(line.endswith("! fatal: migration 7 failed") for line in lines[2:]), proc.stderr
     assert "failfast-job_api" not in _services("failfast-job")  # it waits for the job
 

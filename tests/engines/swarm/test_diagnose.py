@@ -175,6 +175,8 @@ def test_a_job_fails_once_swarm_gives_up_and_not_while_it_retries() -> None:
     problem = job_problem(gave_up, 3)
     assert problem is not None and problem.kind == "failed"
     assert problem.message == "exited with status 2; gave up after 4 attempts"
+    once = job_problem([crashed(0, code=2)], 0)  # mso's jobs: one attempt per deploy
+    assert once is not None and once.message == "exited with status 2"
     assert job_problem([crashed(0), task(2, "complete")], 3) is None
     missing = job_problem([task(0, "rejected", err="No such image: nope:1")], 3)
     assert missing is not None and missing.kind == "start_failed"

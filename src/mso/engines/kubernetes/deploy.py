@@ -3,7 +3,11 @@
 Order: record releases (the same `apply_manifest` as the local engine); build images;
 apply the namespace, the gateway and every Service (so pods get the service variables
 their `<DEP>_URL` values refer to); start rollouts for changed services; then, wave by
-wave in dependency order, run jobs to completion and bring services to readiness.
+wave in dependency order, run jobs to completion and bring services to readiness. A
+service starting for the first time is held back (`state.holding`: no Deployment is
+applied for it, by this command or the background controller) until its wave: so
+`depends_on` and a job's `before:` order the first start as on the local engine. A job
+whose earlier run of the same release failed is run again.
 """
 
 from __future__ import annotations
@@ -58,6 +62,17 @@ def waves(manifest: Manifest) -> list[list[str]]:
     for name in needs:
         out[level[name]].append(name)
     return [sorted(w) for w in out]
+
+
+def held_back(host: KubeHost, order: list[list[str]]) -> set[str]:
+    """The services of `order`'s later waves that have no Deployment yet: their first
+    start waits for their wave (as on the local engine, an update of a service that runs
+    does not wait)."""
+    deployed = {(d["metadata"].get("labels") or {}).get(naming.SERVICE)
+                for d in host.kube.list("apps/v1", "Deployment", host.settings.namespace,
+                                        {naming.APP: host.settings.app})}
+    services = {n for n, w in host.store.desired().items() if w.kind == "service"}
+    return {n for wave in order[1:] for n in wave if n in services and n not in deployed}
 
 
 def build_images(loaded: LoadedManifest, progress: Progress) -> tuple[str, dict[str, str]]:
@@ -120,23 +135,30 @@ def run_job(host: KubeHost, name: str, timeout: float, progress: Progress) -> No
     w = host.workload(name, want.release, "stable", 1)
     objs = render.workload_objects(w, host.settings.namespace, api_versions(host.settings.version))
     job_name = objs[-1]["metadata"]["name"]
-    existing = host.kube.get("batch/v1", "Job", job_name, host.settings.namespace)
+    ns = host.settings.namespace
+    existing = host.kube.get("batch/v1", "Job", job_name, ns)
+    if existing is not None and _job_failed(existing):
+        # A failed run of this release (an earlier deploy): run it again, as the local
+        # engine does, instead of failing every later deploy with the old failure.
+        remove_job(host, existing, timeout=60.0)
+        existing = None
     if existing is None:
         for obj in objs:
             host.apply(obj)
         progress(f"job {name}: running")
     deadline = time.monotonic() + timeout + 60
-    ns = host.settings.namespace
     while time.monotonic() < deadline:
         job = host.kube.get("batch/v1", "Job", job_name, ns) or {}
         status = job.get("status") or {}
         if status.get("succeeded"):
             progress(f"job {name}: completed")
             return
+        uid = job.get("metadata", {}).get("uid")
         pods = [p for p in host.kube.list("v1", "Pod", ns, {naming.APP: host.settings.app,
                                                           naming.SERVICE: name})
                 if (p["metadata"].get("labels") or {}).get(naming.RELEASE) == str(want.release)
-                and (p["metadata"].get("labels") or {}).get(naming.COMPONENT) == "job"]
+                and (p["metadata"].get("labels") or {}).get(naming.COMPONENT) == "job"
+                and any(o.get("uid") == uid for o in p["metadata"].get("ownerReferences") or [])]
         found = failures.problems(host.kube, ns, pods, time.time())
         if any(c.get("type") == "Failed" and c.get("reason") == "DeadlineExceeded"
                for c in status.get("conditions") or []):
@@ -159,6 +181,25 @@ def run_job(host: KubeHost, name: str, timeout: float, progress: Progress) -> No
             raise KubeError(f"job {name} failed (see `kubectl logs job/{job_name} -n {ns}`)")
         time.sleep(0.5)
     raise KubeError(f"job {name} timed out after {timeout:g}s (jobs.{name}.timeout)")
+
+
+def _job_failed(job: Obj) -> bool:
+    status = job.get("status") or {}
+    return bool(status.get("failed")) or any(
+        c.get("type") == "Failed" and c.get("status") == "True"
+        for c in status.get("conditions") or [])
+
+
+def remove_job(host: KubeHost, job: Obj, timeout: float) -> None:
+    """Delete a Job (its pods in the background) and wait until its name is free."""
+    md = job["metadata"]
+    host.kube.delete({"apiVersion": "batch/v1", "kind": "Job", "metadata": md},
+                     host.settings.app)
+    deadline = time.monotonic() + timeout
+    while host.kube.get("batch/v1", "Job", md["name"], host.settings.namespace) is not None:
+        if time.monotonic() > deadline:
+            raise KubeError(f"job {md['name']} was not deleted within {timeout:g}s")
+        time.sleep(0.2)
 
 
 def _targeted(pods: list[Obj], name: str, plan: Plan) -> list[Obj]:
@@ -255,15 +296,22 @@ def deploy(loaded: LoadedManifest, kube: Kube, options: Any, wait: bool,
                                                             chosen[service]),
             built_key=BUILT_KEY)
         begin_rollouts(host, before)
+        m = loaded.manifest
+        order = waves(m)
+        state.set_holding(store, held_back(host, order))
     apply_infrastructure(host, loaded)
     wait_gateway(host, timeout, progress)
-    m = loaded.manifest
-    for wave in waves(m):
+    for wave in order:
+        held = state.holding(store)
+        if held & set(wave):
+            state.set_holding(store, held - set(wave))
         for name in wave:
             if name in m.jobs:
                 run_job(host, name, float(m.jobs[name].timeout), progress)
         services = [n for n in wave if n in m.services]
-        if services and wait:
+        # A later wave's first start waits for this one even when the deploy itself
+        # would not wait (depends_on and `before:` mean the same as on the local engine).
+        if services and (wait or state.holding(store)):
             wait_services(host, services, timeout, progress)
     settling = host.reconcile().handoffs  # blue/green hand-offs need the controller too
     return {"app": m.app, "namespace": settings.namespace,

@@ -238,6 +238,7 @@ class KubernetesEngine:
         teardown(self._kube(settings), loaded.manifest.app, namespace)
         if store is not None:
             store.clear_desired()
+            state.set_holding(store, set())
             for name in store.services_with_releases():
                 store.delete_rollout(name)
 

@@ -287,8 +287,13 @@ class KubeHost:
         deployments = self.kube.list("apps/v1", "Deployment", self.settings.namespace,
                                      {naming.APP: self.settings.app})
         ready, stable = self._observe()
+        held = state.holding(self.store)
         for name, want in self.store.desired().items():
             if want.kind != "service":
+                continue
+            if name in held:  # its first start waits for its dependencies (deploy.py)
+                out.targets[name] = []
+                out.weights[name] = {"stable": 100}
                 continue
             targets, weights = self.rollouts.targets(name, want)
             targets, weights = self._promotion(name, want.replicas, targets, weights, ready,

@@ -68,6 +68,24 @@ def image_of(store: Store, service: str, release: int) -> str | None:
     return store.get_meta(f"k8s_image:{service}:{release}")
 
 
+HOLDING_KEY = "k8s_holding"
+
+
+def holding(store: Store) -> set[str]:
+    """Services a deploy holds back (no Deployment applied yet): their first start waits
+    for what they depend on (`depends_on`, a job's `before:`). Kept in the store so the
+    background controller's reconcile holds them too."""
+    raw = store.get_meta(HOLDING_KEY)
+    return set(json.loads(raw)) if raw else set()
+
+
+def set_holding(store: Store, names: set[str]) -> None:
+    if names:
+        store.set_meta(HOLDING_KEY, json.dumps(sorted(names)))
+    else:
+        store.delete_meta(HOLDING_KEY)
+
+
 def control_token(store: Store) -> str:
     token = store.get_meta("k8s_gateway_token")
     if token is None:

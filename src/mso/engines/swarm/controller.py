@@ -26,7 +26,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from mso.analysis.relay import GatewayTransport
@@ -39,7 +39,9 @@ from mso.engines.swarm.gateway import (gateway_spec, route_table,
                                        service_routing)
 from mso.engines.swarm.observe import ServiceObs, not_ready, parse, watched, without_unready
 from mso.engines.swarm.plan import Drain, Ensure, Plan, Progress, Remove, Want, plan_service
-from mso.engines.swarm.spec import (AppContext, ReleaseInput, ServiceSpec, service_spec,
+from mso.engines.problems import REPORT_LOG_LINES
+from mso.engines.swarm.logs import replica_logs
+from mso.engines.swarm.spec import (AppContext, ReleaseInput, ServiceSpec, digest, service_spec,
                                     supports_start_interval)
 from mso.engines.swarm.state import METRICS_KEY, AppConfig, SwarmPaths
 from mso.engines.swarm.swap import Swap, plan_swap
@@ -66,8 +68,10 @@ NO_EJECTION = 2**31 - 1  # consecutive failures before an outlier ejection: neve
 class SwarmController:
     """Reconciles one app's Swarm services with the store; a `RolloutHost`."""
 
-    def __init__(self, paths: SwarmPaths, api: SwarmApi | None = None) -> None:
+    def __init__(self, paths: SwarmPaths, api: SwarmApi | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.paths = paths
+        self.clock = clock  # wall-clock seconds: a job's deadline survives a restart
         paths.ensure()
         self.store = Store(paths.db)
         self.api = api or SwarmApi()
@@ -301,19 +305,58 @@ class SwarmController:
     async def _job(self, ctx: AppContext, name: str, want: Desired) -> None:
         rel = self._release_input(ctx, name, want.release)
         spec = service_spec(ctx, rel, "job", 1, "job")
+        runs = state.job_runs(self.store)
+        run = dict(runs.get(name) or {})
+        number = int(run.get("run", 0))
+        # A new run of the same release (the last one failed) is a new Swarm service.
+        deploy_hash = spec.deploy_hash if number == 0 else digest([spec.deploy_hash, number])
         obs = self.obs.get((name, "job"))
-        if obs is not None and obs.deploy_hash == spec.deploy_hash:
+        if run.get("timed_out") and run.get("release") == want.release:
+            return  # stopped at its timeout: the next deploy runs it again
+        if obs is not None and obs.deploy_hash == deploy_hash:
+            await self._job_deadline(ctx.app, name, want, obs, run, rel.spec["model"])
             return
         if obs is not None:
             await asyncio.to_thread(self.api.remove_service, obs.id)
-        template = dict(spec.task_template, RestartPolicy={
-            "Condition": "on-failure", "Delay": 1_000_000_000, "MaxAttempts": 3})
-        job = ServiceSpec(spec.name, spec.labels, template, 1, spec.endpoint_spec,
-                          spec.update_config, spec.refs, spec.deploy_hash)
+        # One attempt per deploy, as on the other engines (a failed job fails the deploy;
+        # the next deploy runs it again).
+        template = dict(spec.task_template, RestartPolicy={"Condition": "none",
+                                                           "MaxAttempts": 0})
+        job = ServiceSpec(spec.name, {**spec.labels, names.LABEL_DEPLOY_HASH: deploy_hash,
+                                      names.LABEL_RUN: str(number)},
+                          template, 1, spec.endpoint_spec, spec.update_config, spec.refs,
+                          deploy_hash)
         extra = {"mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}},
                  "update_config": None}
         await asyncio.to_thread(self._apply, ctx, job, None, extra)
+        self._record_run(name, number, {"release": want.release, "run": number,
+                                        "since": self.clock()})
         self._event("swarm.job", f"job {name} started (release {want.release})", name)
+
+    def _record_run(self, name: str, number: int, run: dict[str, Any]) -> None:
+        """Save a job's run, unless a deploy asked for a new run meanwhile (the next tick
+        then replaces this one)."""
+        runs = state.job_runs(self.store)
+        if int((runs.get(name) or {}).get("run", 0)) == number:
+            runs[name] = run
+            state.set_json(self.store, state.JOBS_KEY, runs)
+
+    async def _job_deadline(self, app: str, name: str, want: Desired, obs: ServiceObs,
+                            run: dict[str, Any], model: dict[str, Any]) -> None:
+        """`jobs.*.timeout`: a Swarm job task has no deadline of its own, so the
+        controller stops a run that outlives it (its last lines kept for the deploy's
+        report) and records why; the deploy waiting for it fails, as on the other engines."""
+        timeout = float(model.get("timeout", 300))
+        since = run.get("since")
+        if obs.completed() or not obs.active() or since is None \
+                or run.get("release") != want.release or self.clock() - float(since) < timeout:
+            return
+        lines = await asyncio.to_thread(
+            replica_logs, self.api, app, name, "", REPORT_LOG_LINES, {t.id for t in obs.tasks})
+        await asyncio.to_thread(self.api.remove_service, obs.id)
+        message = f"timed out after {timeout:g}s (jobs.{name}.timeout)"
+        self._record_run(name, int(run.get("run", 0)), dict(run, timed_out=message, logs=lines))
+        self._event("swarm.job", f"job {name} {message}: stopped", name)
 
     def _settled(self, desired: dict[str, Desired]) -> bool:
         for name, want in desired.items():
@@ -535,10 +578,13 @@ async def _all(work: list[Coroutine[Any, Any, None]]) -> None:
 def dependency_met(main: ServiceObs | None, condition: str) -> bool:
     """A service's `depends_on` condition on Swarm, as the local engine reads it:
     `started` once a task's container runs (Swarm's `starting`: its healthcheck has not
-    passed yet; or `running`), `healthy` once a task is ready. (`completed` on a service
-    is refused on Swarm; it would wait for a ready task.)"""
+    passed yet; or `running`), `healthy` once a task is ready,
+    `completed` once a task has exited 0 (a service under `restart: on-failure | never`;
+    a job's completion is read from its own Swarm service)."""
     if main is None:
         return False
+    if condition == "completed":
+        return main.completed()
     if condition == "started":
         return any(t.state in ("starting", "running") and not t.stopping for t in main.tasks)
     return any(t.ready for t in main.tasks)

@@ -243,8 +243,8 @@ def job_problem(history: list[dict[str, Any]], max_attempts: int) -> Problem | N
         return Problem("start_failed", f"cannot start: {describe_exit(ended[0])}")
     if len(ended) > max_attempts and not any(_state(t) not in _FAILED and is_current(t)
                                              for t in tasks):
-        return Problem("failed", f"{describe_exit(ended[0])}; gave up after {len(ended)} "
-                       "attempts")
+        tries = f"; gave up after {len(ended)} attempts" if len(ended) > 1 else ""
+        return Problem("failed", f"{describe_exit(ended[0])}{tries}")
     return None
 
 

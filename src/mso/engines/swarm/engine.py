@@ -19,7 +19,7 @@ from mso.controllers.autoscale import status as autoscale_status
 from mso.releases.apply import apply_manifest
 from mso.releases.rollback import rollback_target
 from mso.engines import images
-from mso.engines.problems import READY_ALLOWANCE, REPORT_LOG_LINES
+from mso.engines.problems import READY_ALLOWANCE, REPORT_LOG_LINES, Problem
 from mso.engines.remote import UP_AFTER, DeployFailed, EngineOptions, failing_replica
 from mso.engines.swarm import names, state
 from mso.engines.swarm.ctl import ControllerClient
@@ -77,6 +77,7 @@ class SwarmEngine:
             with hold(store):
                 before = store.desired()
                 changes = record_builds(store, apply_manifest(store, loaded, force=force), built)
+                state.rerun_jobs(store, failed_jobs(api, store))
                 for change in changes:
                     if change.created:
                         store.add_event("release.created", f"release {change.release}: "
@@ -147,13 +148,15 @@ class SwarmEngine:
                        if r["problem"] and wanted.get(r["service"]) == r["release"]
                        and (judged or r["problem"]["kind"] != "not_ready")]
             failing += job_rows(api, app, {n: d.release for n, d in desired.items()
-                                           if d.kind == "job"})
+                                           if d.kind == "job"}, state.current_runs(store))
             if not failing:
                 failing = rollback_rows(api, app, wanted)
-            if failing:
+            stopped = timed_out_jobs(store, desired)
+            if failing or stopped:
                 raise DeployFailed([failing_replica(r, replica_logs(
                     api, app, r["service"], r["replica"], REPORT_LOG_LINES,
-                    set(r["tasks"]) if "tasks" in r else None)) for r in failing])
+                    set(r["tasks"]) if "tasks" in r else None)) for r in failing]
+                    + [failing_replica(r, r.pop("logs")) for r in stopped])
             young = [task for task, age in unprobed.items() if age < UP_AFTER]
             # The controller's verdict is from its last observation; what runs now must
             # agree (Swarm may have rolled an update back since).
@@ -203,8 +206,9 @@ class SwarmEngine:
 
     def logs(self, loaded: LoadedManifest, service: str | None, follow: bool,
              since: float | None, tail: int | None) -> Iterator[dict[str, Any]]:
-        if service is not None and service not in loaded.manifest.services:
-            raise SwarmError(f"no service named {service!r}")
+        if service is not None and service not in loaded.manifest.services \
+                and service not in loaded.manifest.jobs:
+            raise SwarmError(f"no service or job named {service!r}")
         return follow_logs(SwarmApi(), loaded.manifest.app, service, follow, since, tail)
 
     def events(self, loaded: LoadedManifest, service: str | None, follow: bool,
@@ -313,12 +317,38 @@ class SwarmEngine:
             for service in store.services_with_releases():
                 store.delete_rollout(service)
             for key in (state.PROGRESS_KEY, state.TABLE_KEY, state.STATUS_KEY,
-                        state.APP_KEY):
+                        state.APP_KEY, state.JOBS_KEY):
                 store.delete_meta(key)
             store.add_event("app.down", "removed every Swarm object mso created")
         finally:
             store.close()
         paths.gateway_socket.unlink(missing_ok=True)
+
+
+def failed_jobs(api: SwarmApi, store: Store) -> set[str]:
+    """The desired jobs whose run of their release failed or was stopped at its timeout:
+    the deploy runs them again (as the local engine does), instead of reporting the old
+    failure for ever."""
+    desired = {n: d.release for n, d in store.desired().items() if d.kind == "job"}
+    app = AppConfig.load(store)
+    failed = {str(r["service"]) for r in job_rows(api, app.app, desired,
+                                                   state.current_runs(store))} if app else set()
+    return failed | {r["service"] for r in timed_out_jobs(store, store.desired())}
+
+
+def timed_out_jobs(store: Store, desired: dict[str, Desired]) -> list[dict[str, Any]]:
+    """Rows (ps fields, and the `logs` kept) of the desired jobs the controller stopped at
+    their `jobs.*.timeout`."""
+    out = []
+    for job, run in state.job_runs(store).items():
+        want = desired.get(job)
+        if not run.get("timed_out") or want is None or want.release != run.get("release"):
+            continue
+        out.append({"service": job, "replica": job, "release": want.release,
+                    "state": "FAILED", "reason": run["timed_out"],
+                    "problem": Problem("failed", run["timed_out"]).to_json(),
+                    "logs": list(run.get("logs") or [])})
+    return out
 
 
 def published_ports(loaded: LoadedManifest) -> dict[int, str]:

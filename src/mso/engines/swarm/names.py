@@ -23,6 +23,7 @@ LABEL_SPEC_HASH = "mso.spec-hash"
 LABEL_DEPLOY_HASH = "mso.deploy-hash"
 LABEL_ROLE = "mso.role"
 LABEL_SUBSET = "mso.subset"
+LABEL_RUN = "mso.run"  # a job's run of its release (state.JOBS_KEY)
 LABEL_STACK = "com.docker.stack.namespace"
 
 CONFIG_DIR = "/run/mso/config"

@@ -54,6 +54,10 @@ class ServiceObs:
     def completed(self) -> bool:
         return any(t.state == "complete" for t in self.tasks)
 
+    def active(self) -> bool:
+        """A task is on its way or running (not every one has ended)."""
+        return any(t.state in _LIVE_STATES for t in self.tasks)
+
     def ready_on(self, release: int) -> int:
         return sum(1 for t in self.tasks if t.ready and t.release == release)
 

@@ -262,6 +262,10 @@ def service_spec(ctx: AppContext, rel: ReleaseInput, role: Role, replicas: int,
               names.LABEL_DEPLOY_HASH: deploy_hash}
     update = {"Parallelism": 1, "Order": "start-first", "FailureAction": "rollback",
               "Monitor": _ns(5.0), "Delay": 0}
+    if (rel.spec["model"].get("rollout") or {}).get("strategy") == "recreate":
+        # Every old task stops before any new one starts (plan.py updates a recreate
+        # service in place, without a stand-in).
+        update.update(Parallelism=0, Order="stop-first")
     return ServiceSpec(names.service_name(ctx.app, rel.service, role), labels, template,
                        replicas, {"Mode": "dnsrr"}, update, refs, deploy_hash)
 

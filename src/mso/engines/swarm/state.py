@@ -156,3 +156,29 @@ def ensure_stable_ports(store: Store, services: dict[str, dict[str, Any]],
     ports = allocate_ports(current, wanted, taken)
     set_json(store, PORTS_KEY, ports)
     return ports
+
+
+#: job -> its current run: {"release", "run" (a deploy after a failed run raises it, so
+#: the job's Swarm service is made anew), "since" (when the controller created it), and,
+#: once the controller stopped it at `jobs.*.timeout`, "timed_out" (the message) and
+#: "logs" (its last lines, read before the service was removed)}
+JOBS_KEY = "swarm.jobs"
+
+
+def job_runs(store: Store) -> dict[str, dict[str, Any]]:
+    runs: dict[str, dict[str, Any]] = get_json(store, JOBS_KEY, {})
+    return runs
+
+
+def current_runs(store: Store) -> dict[str, int]:
+    return {job: int(run.get("run", 0)) for job, run in job_runs(store).items()}
+
+
+def rerun_jobs(store: Store, failed: set[str]) -> None:
+    """A deploy runs again each job in `failed` (a run of its release failed or timed
+    out): a new run number, so the controller replaces its Swarm service."""
+    runs = job_runs(store)
+    for job in failed:
+        old = runs.get(job) or {}
+        runs[job] = {"release": old.get("release"), "run": int(old.get("run", 0)) + 1}
+    set_json(store, JOBS_KEY, runs)

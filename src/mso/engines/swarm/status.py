@@ -94,16 +94,20 @@ def _healthcheck(task: dict[str, Any]) -> dict[str, Any] | None:
     return dict(check) if check else None
 
 
-def job_rows(api: SwarmApi, app: str, releases: dict[str, int]) -> list[dict[str, Any]]:
-    """Rows (ps fields) of the jobs in `releases` (job -> release) whose run failed, with
-    `tasks`: the IDs of every attempt (each has a name of its own)."""
+def job_rows(api: SwarmApi, app: str, releases: dict[str, int],
+             runs: dict[str, int]) -> list[dict[str, Any]]:
+    """Rows (ps fields) of the jobs in `releases` (job -> release) whose current run
+    (`runs`: job -> run number, 0 if absent) failed, with `tasks`: the IDs of every
+    attempt (each has a name of its own). A failed earlier run, which the controller is
+    about to replace, is not one."""
     services = [s for s in api.services(app)
                 if (s["Spec"].get("Labels") or {}).get(names.LABEL_ROLE) == "job"]
     out = []
     for svc in services:
         labels = svc["Spec"].get("Labels") or {}
         job = str(labels.get(names.LABEL_SERVICE, ""))
-        if job not in releases or str(releases[job]) != labels.get(names.LABEL_RELEASE):
+        if job not in releases or str(releases[job]) != labels.get(names.LABEL_RELEASE) \
+                or labels.get(names.LABEL_RUN, "0") != str(runs.get(job, 0)):
             continue
         history = api.tasks([svc["ID"]])
         policy = ((svc["Spec"].get("TaskTemplate") or {}).get("RestartPolicy") or {})
