@@ -211,7 +211,7 @@ class Options:
     status: str = STATUS_FILE
 
 
-class UsageError(Exception):
+class ShimFlagError(Exception):
     """A flag `run` does not understand (the engine rendered something this shim
     predates)."""
 
@@ -220,7 +220,7 @@ def parse_run(args: list[str]) -> Options:
     opts = Options()
     while args and args[0] != "--":
         if len(args) < 2:
-            raise UsageError(f"{args[0]} needs a value")
+            raise ShimFlagError(f"{args[0]} needs a value")
         flag, value, args = args[0], args[1], args[2:]
         if flag == "--ports":
             opts.ports = [int(p) for p in value.split(",") if p]
@@ -231,11 +231,11 @@ def parse_run(args: list[str]) -> Options:
         elif flag == "--probe":
             role, _, text = value.partition("=")
             if role not in ROLES:
-                raise UsageError(f"unknown probe role {role!r}")
+                raise ShimFlagError(f"unknown probe role {role!r}")
             opts.probes[role] = json.loads(text)
         elif flag == "--restart":
             if value not in POLICIES:
-                raise UsageError(f"unknown restart policy {value!r}")
+                raise ShimFlagError(f"unknown restart policy {value!r}")
             opts.restart = value
         elif flag == "--backoff":
             initial, top, reset = (float(v) for v in value.split(","))
@@ -247,7 +247,7 @@ def parse_run(args: list[str]) -> Options:
         elif flag == "--status":
             opts.status = value
         else:
-            raise UsageError(f"unknown flag {flag}")
+            raise ShimFlagError(f"unknown flag {flag}")
     opts.argv = args[1:]
     return opts
 
@@ -508,7 +508,7 @@ class Supervisor:
 def run(args: list[str]) -> int:
     try:
         opts = parse_run(args)
-    except (UsageError, ValueError) as exc:
+    except (ShimFlagError, ValueError) as exc:
         _say(f"bad arguments for the shim: {exc}")
         return 2
     env = dict(os.environ)

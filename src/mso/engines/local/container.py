@@ -27,6 +27,8 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 
+from mso.errors import Unavailable
+
 log = logging.getLogger(__name__)
 
 #: Where a container finds what mso delivers (the same places as on Swarm).
@@ -38,8 +40,9 @@ LABEL = "io.mso"  #: label prefix: io.mso.instance, io.mso.app, io.mso.replica..
 RUNTIMES = ("docker", "podman")
 
 
-class RuntimeMissing(OSError):
-    """Neither docker nor podman is on PATH."""
+class RuntimeMissing(Unavailable, OSError):
+    """Neither docker nor podman is on PATH (an OSError too: spawning a replica fails
+    with it as with any missing program)."""
 
 
 def runtime(path: str | None = None) -> str:
