@@ -335,8 +335,14 @@ def test_a_startup_probe_holds_the_other_probes(target: Target) -> None:
     if target.refused("services.web.health.startup"):
         return
     target.up()
-    # Liveness alone would have killed it (its /ready fails for 4 s): it started once.
-    assert len(target.said("web", "started")) == 1
+    # Liveness alone would have killed it (its /ready fails for 4 s): no liveness failure,
+    # and on the local engine it started once. (On Swarm a first deploy was seen, once in
+    # CI, to start the task twice 2 s apart: Swarm replacing the task, not a probe: the
+    # shim says every probe failure and kill in the log, checked here.)
+    lines = [str(r.get("line", "")) for r in target.logs("web")]
+    assert not [line for line in lines if "liveness probe failed" in line], lines
+    starts = target.said("web", "started")
+    assert len(starts) == 1 if target.engine == "local" else len(starts) >= 1, starts
 
 
 @scenario("autoscale")
