@@ -31,10 +31,88 @@ if [ "$(id -u)" = 0 ]; then
     fi
   fi
 fi
-.venv/bin/pytest -p no:cacheprovider --durations=25 "$@"
-code=$?
-if [ "$code" = 5 ]; then
-  echo "test.sh: no tests were collected" >&2
+# With arguments (e.g. `-k proxy -x`) or MSO_TEST_SERIAL=1: one pytest run, in the phase
+# order of tests/conftest.py.
+if [ "$#" -gt 0 ] || [ "${MSO_TEST_SERIAL:-0}" = 1 ]; then
+  .venv/bin/pytest -p no:cacheprovider --durations=25 "$@"
+  code=$?
+  if [ "$code" = 5 ]; then
+    echo "test.sh: no tests were collected" >&2
+    exit 1
+  fi
+  exit "$code"
+fi
+
+# The whole suite, in two steps:
+# 1. everything that needs neither Docker Swarm nor Kubernetes (unit tests and the embedded
+#    engine's end-to-end tests), alone on the machine, because several of them count
+#    failed requests under load;
+# 2. the Swarm tests and the Kubernetes tests side by side, in two pytest processes: they
+#    spend most of their time waiting for dockerd and the lab cluster, not on the CPU, and
+#    every test's app has a name (Swarm) or namespace (Kubernetes) of its own. The lab is
+#    started before both, so its start-up burst does not overlap the Swarm tests.
+# Each pytest prints its own summary; the last lines sum them up.
+pytest_run() {  # LOG MARKEXPR: one pytest process; its exit code (5, nothing collected, is 0)
+  local log=$1 expr=$2 code
+  .venv/bin/pytest -p no:cacheprovider --durations=15 -m "$expr" >"$log" 2>&1
+  code=$?
+  [ "$code" = 5 ] && code=0
+  return "$code"
+}
+logs=$(mktemp -d /tmp/mso-test.XXXXXX)
+started=$(date +%s)
+echo "test.sh: step 1 of 2: unit and embedded-engine tests"
+.venv/bin/pytest -p no:cacheprovider --durations=25 -m "not swarm and not kubernetes"
+local_code=$?
+[ "$local_code" = 5 ] && local_code=1  # this step always has tests
+local_s=$(( $(date +%s) - started ))
+
+lab_started=0
+if [ "$(id -u)" = 0 ] && ! scripts/k8s-lab.sh status >/dev/null 2>&1; then
+  echo "test.sh: starting the Kubernetes lab"
+  if scripts/k8s-lab.sh up >"$logs/lab-up.log" 2>&1; then
+    lab_started=1
+  else  # the Kubernetes tests' fixture tries again and reports why it cannot
+    echo "test.sh: the lab did not start here; last lines:" >&2
+    tail -n 5 "$logs/lab-up.log" >&2
+    scripts/k8s-lab.sh down >/dev/null 2>&1 || true
+  fi
+fi
+remote_started=$(date +%s)
+echo "test.sh: step 2 of 2: Swarm and Kubernetes tests side by side (logs: $logs)"
+pytest_run "$logs/swarm.log" "swarm and not kubernetes" &
+swarm_pid=$!
+pytest_run "$logs/kubernetes.log" "kubernetes" &
+k8s_pid=$!
+# A line a minute, so a CI log does not look hung while both run.
+ticks=0
+while kill -0 "$swarm_pid" 2>/dev/null || kill -0 "$k8s_pid" 2>/dev/null; do
+  sleep 5
+  ticks=$(( ticks + 1 ))
+  [ $(( ticks % 12 )) = 0 ] || continue
+  running=""
+  kill -0 "$swarm_pid" 2>/dev/null && running="$running swarm"
+  kill -0 "$k8s_pid" 2>/dev/null && running="$running kubernetes"
+  [ -n "$running" ] && echo "test.sh: $(( ($(date +%s) - remote_started) / 60 )) min, running:$running"
+done
+wait "$swarm_pid"; swarm_code=$?
+wait "$k8s_pid"; k8s_code=$?
+remote_s=$(( $(date +%s) - remote_started ))
+if [ "$lab_started" = 1 ] && [ "${MSO_K8S_KEEP:-0}" != 1 ]; then
+  scripts/k8s-lab.sh down >/dev/null 2>&1 || true
+fi
+for phase in swarm kubernetes; do
+  echo
+  echo "======================== $phase tests ($logs/$phase.log) ========================"
+  cat "$logs/$phase.log"
+done
+summary() { tail -n 1 "$1" | sed 's/^=* *//; s/ *=*$//'; }
+echo
+echo "test.sh: unit and embedded engine: exit $local_code (${local_s} s)"
+echo "test.sh: swarm: exit $swarm_code: $(summary "$logs/swarm.log")"
+echo "test.sh: kubernetes: exit $k8s_code: $(summary "$logs/kubernetes.log")"
+echo "test.sh: step 2 took ${remote_s} s; the whole suite $(( $(date +%s) - started )) s"
+if [ "$local_code" != 0 ] || [ "$swarm_code" != 0 ] || [ "$k8s_code" != 0 ]; then
   exit 1
 fi
-exit "$code"
+exit 0

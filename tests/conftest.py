@@ -8,6 +8,10 @@ first Kubernetes test, and stopped when the session ends; so the timing-sensitiv
 the embedded engine never share the machine with it, and the lab starts once instead of
 once per module. Within a phase, tests keep the order pytest collected them in (the
 conformance module's scenarios are split over the phases by engine).
+
+`scripts/test.sh` without arguments (what CI runs) does not rely on that order: it runs the
+first phase alone, then the Swarm and the Kubernetes phases side by side in two pytest
+processes (`-m`), after starting the lab itself.
 """
 
 from __future__ import annotations
