@@ -9,7 +9,10 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/k8s"
 case "${1:-}" in
-  build) exec bash "$here/build.sh" ;;
+  build)  # one build at a time: two runs that find no lab would build into one tree at once
+    cache=${MSO_K8S_CACHE:-/var/cache/mso-k8s}
+    mkdir -p "$cache"
+    exec flock "$cache/.build.lock" bash "$here/build.sh" ;;
   up) exec bash "$here/up.sh" ;;
   down) exec bash "$here/down.sh" ;;
   status)

@@ -3,12 +3,6 @@
 # into $MSO_K8S_CACHE/<version>-<key>/bin. A second run with the same key is a no-op.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-# One build at a time: two test runs that find no lab would otherwise build into the same
-# source tree at once. The second waits, then finds the binaries cached.
-mkdir -p "$MSO_K8S_CACHE"
-exec 9>"$MSO_K8S_CACHE/.build.lock"
-flock 9
-
 out=$(bin_dir)
 if [[ -x $out/kubelet && -x $out/pause && -f $out/.complete ]]; then
   log "binaries cached in $out"; exit 0
