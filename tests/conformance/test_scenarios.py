@@ -820,6 +820,7 @@ def test_the_gateway_terminates_tls(target: Target) -> None:
     import http.client
     import json
     import os
+    import socket
     import ssl
     import subprocess
     import sys
@@ -850,3 +851,16 @@ def test_the_gateway_terminates_tls(target: Target) -> None:
     assert response.getheader("strict-transport-security") == "max-age=3600"
     status, _ = target.request("GET", "/x?y=1", headers={"Host": "app.test"})
     assert status == 308
+    # A renewed certificate reaches new connections without a restart (hot reload).
+    subprocess.run([sys.executable, "-m", "mso", "certs", "app.test", "renewed.test"],
+                   cwd=target.folder, env=dict(os.environ, MSO_CA_DIR=str(ca)),
+                   capture_output=True, text=True, check=True, timeout=60)
+
+    def served_names() -> list[str]:
+        with socket.create_connection(("localhost", tls_port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost") as tls:
+            return [v for k, v in tls.getpeercert().get("subjectAltName", ()) if k == "DNS"]
+    deadline = time.monotonic() + 60
+    while "renewed.test" not in (names := served_names()):
+        assert time.monotonic() < deadline, f"the renewed certificate was not served: {names}"
+        time.sleep(0.2)

@@ -6,9 +6,13 @@ pushes the result to the proxy only if it differs from the last one pushed.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mso.spec.loaded import LoadedManifest
 
 
 @dataclass(frozen=True)
@@ -60,13 +64,53 @@ class GatewayTls:
     certificates: list[tuple[str, str, str]]  # (cert path, key path, rev)
     redirect: bool = True
     hsts: str = ""
+    #: Each certificate's DNS names, read here for a gateway that cannot (no x509 parser
+    #: in its image); empty: the proxy reads them.
+    names: list[tuple[str, ...]] = field(default_factory=list)
 
     def table(self) -> dict[str, Any]:
         out: dict[str, Any] = {"certificates": [{"cert": c, "key": k, "rev": r}
                                                 for c, k, r in self.certificates]}
+        for entry, names in zip(out["certificates"], self.names):
+            entry["names"] = list(names)
         if self.hsts:
             out["hsts"] = self.hsts
         return out
+
+
+def tls_config(loaded: LoadedManifest) -> dict[str, Any] | None:
+    """`gateway.tls` as every engine's app settings keep it: certificate *paths* only
+    (absolute, on the machine that runs mso), never their content."""
+    tls = loaded.manifest.gateway.tls
+    if tls is None:
+        return None
+    return {"port": tls.port, "redirect": tls.redirect,
+            "hsts": tls.hsts.header() if tls.hsts is not None else "",
+            "certificates": [{"cert": str(c), "key": str(k)} for c, k in loaded.tls_files()]}
+
+
+def gateway_tls(raw: dict[str, Any] | None,
+                paths: list[tuple[str, str]] | None = None) -> GatewayTls | None:
+    """The table's TLS settings from `tls_config`'s dict; `paths`: where the gateway reads
+    each (cert, key) pair when that is not where mso reads them (a copy in a container's
+    folder). Each pair's `rev` is taken from mso's own files."""
+    if not raw:
+        return None
+    pairs = [(c["cert"], c["key"]) for c in raw["certificates"]]
+    revs = [file_rev(c, k) for c, k in pairs]
+    return GatewayTls(port=int(raw["port"]), redirect=bool(raw.get("redirect", True)),
+                      hsts=str(raw.get("hsts") or ""),
+                      certificates=[(w[0], w[1], rev)
+                                    for w, rev in zip(paths or pairs, revs)],
+                      names=[] if paths is None else
+                      [_cert_names(c, rev) for (c, _), rev in zip(pairs, revs)])
+
+
+@functools.lru_cache(maxsize=64)
+def _cert_names(path: str, rev: str) -> tuple[str, ...]:
+    """A certificate file's DNS names, read once per version of the file (`rev`)."""
+    from mso.spec.certs import names_in_file  # cryptography: only when TLS is used
+    return names_in_file(path)
 
 
 def file_rev(*paths: str) -> str:

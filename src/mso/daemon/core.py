@@ -25,7 +25,8 @@ from mso.controllers.autoscale import Autoscaler, refuse_autoscaled
 from mso.controllers.autoscale import status as autoscale_status
 from mso.controllers.replicas import ObservedReplica, RollingParams, StartReplica, plan
 from mso.controllers.rollouts import Member, RolloutController, RolloutError
-from mso.controllers.routing import GatewayTls, RouteView, ServiceRouting, build_table, file_rev
+from mso.controllers.routing import (RouteView, ServiceRouting, build_table, file_rev,
+                                     gateway_tls, tls_config)
 from mso.daemon.jobs import JobRunner
 from mso.daemon.logsettings import LogSettings
 from mso.releases.ports import port_map
@@ -683,7 +684,7 @@ class Daemon:
                            tracing=None if tracing is None
                            else {**tracing, "app": self.app_name()},
                            container_bind=containers.bridge_address(self.store),
-                           tls=_gateway_tls(gateway.get("tls")))
+                           tls=gateway_tls(gateway.get("tls")))
 
     def _default_http_port(self, service: str) -> str | None:
         release = self.store.latest_release(service)
@@ -882,21 +883,10 @@ def _gateway_config(loaded: LoadedManifest) -> dict[str, Any]:
     """The gateway as the app config keeps it: certificate *paths* only (absolute)."""
     gw = loaded.manifest.gateway
     out: dict[str, Any] = {"bind": gw.bind, "port": gw.port}
-    if gw.tls is not None:
-        out["tls"] = {"port": gw.tls.port, "redirect": gw.tls.redirect,
-                      "hsts": gw.tls.hsts.header() if gw.tls.hsts is not None else "",
-                      "certificates": [{"cert": str(c), "key": str(k)}
-                                       for c, k in loaded.tls_files()]}
+    tls = tls_config(loaded)
+    if tls is not None:
+        out["tls"] = tls
     return out
-
-
-def _gateway_tls(raw: dict[str, Any] | None) -> GatewayTls | None:
-    if not raw:
-        return None
-    return GatewayTls(port=int(raw["port"]), redirect=bool(raw.get("redirect", True)),
-                      hsts=str(raw.get("hsts") or ""),
-                      certificates=[(c["cert"], c["key"], file_rev(c["cert"], c["key"]))
-                                    for c in raw["certificates"]])
 
 
 def _app_changes(old: dict[str, Any], new: dict[str, Any]) -> list[AppliedChange]:

@@ -95,6 +95,9 @@ class CertSpec:
     cert: str
     key: str
     rev: str = ""
+    #: The certificate's DNS names, when the table's maker read them (a gateway in a
+    #: container has no x509 parser); empty: the proxy reads them from `cert`.
+    names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -312,8 +315,11 @@ def _parse_tls(raw: Any, where: str) -> TlsSpec | None:
         w = f"{where}.certificates[{i}]"
         if not isinstance(c, Mapping):
             raise TableError(f"{w}: expected an object")
+        names = c.get("names", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise TableError(f"{w}.names: expected a list of strings")
         certs.append(CertSpec(cert=_req(c, "cert", str, w), key=_req(c, "key", str, w),
-                              rev=str(c.get("rev", ""))))
+                              rev=str(c.get("rev", "")), names=tuple(names)))
     hsts = raw.get("hsts", "")
     if not isinstance(hsts, str) or not (hsts.isascii() and hsts.isprintable()):
         raise TableError(f"{where}.hsts: expected a header value")

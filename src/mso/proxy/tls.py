@@ -50,12 +50,10 @@ def _load_chain(ctx: ssl.SSLContext, spec: CertSpec, where: str) -> None:
 def cert_names(path: str) -> tuple[str, ...]:
     """DNS names of a PEM certificate file (subjectAltName, else its common name)."""
     try:
-        from cryptography import x509  # the proxy needs it only for TLS listeners
-
-        from mso.spec.certs import cert_names as names_of
-        return names_of(x509.load_pem_x509_certificate(Path(path).read_bytes()))
-    except (ImportError, OSError, ValueError):
-        return ()  # no names: every client gets the default certificate
+        from mso.spec.certs import names_in_file  # the proxy needs it only for TLS listeners
+    except ImportError:
+        return ()  # no x509 parser: every client gets the default certificate
+    return names_in_file(path)
 
 
 def pick(names: dict[str, ssl.SSLContext], server_name: str | None) -> ssl.SSLContext | None:
@@ -114,6 +112,6 @@ def _load_all(spec: TlsSpec, where: str) -> tuple[ssl.SSLContext, dict[str, ssl.
         contexts.append((cert, ctx))
     by_name: dict[str, ssl.SSLContext] = {}
     for cert, ctx in contexts:
-        for name in cert_names(cert.cert):
+        for name in cert.names or cert_names(cert.cert):
             by_name.setdefault(name, ctx)  # the first listed wins a shared name
     return contexts[0][1], by_name

@@ -81,3 +81,12 @@ def cert_names(cert: x509.Certificate) -> tuple[str, ...]:
     except x509.ExtensionNotFound:
         names = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     return tuple(n.lower() for n in names)
+
+
+def names_in_file(path: str) -> tuple[str, ...]:
+    """The DNS names of a PEM certificate file; none when it cannot be read or parsed
+    (a gateway then gives every client its default certificate)."""
+    try:
+        return cert_names(x509.load_pem_x509_certificate(Path(path).read_bytes()))
+    except (OSError, ValueError):
+        return ()

@@ -204,8 +204,6 @@ _K8S_TRACING = Gap("the Kubernetes gateway's route table does not carry the trac
 
 _TLS_INSTEAD = ("terminate TLS in front of the published gateway port (an ingress, a load "
                 "balancer, HAProxy) and leave `gateway.tls` out")
-_SWARM_TLS = Gap("the certificate does not yet travel to the Swarm gateway as a Docker secret "
-                 "(not shown by a Swarm scenario)", _TLS_INSTEAD)
 _K8S_TLS = Gap("the certificate does not yet travel to the Kubernetes gateway as a Secret "
                "(not shown by a Kubernetes scenario)", _TLS_INSTEAD)
 
@@ -309,7 +307,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("tracing", "`tracing` (request spans over OTLP)", "request_traces",
             gaps={"swarm": _SWARM_TRACING, "kubernetes": _K8S_TRACING}),
     Feature("gateway.tls", "`gateway.tls` (HTTPS at the gateway)", "gateway_tls",
-            gaps={"swarm": _SWARM_TLS, "kubernetes": _K8S_TLS}),
+            gaps={"kubernetes": _K8S_TLS}),
     Feature("services.*.autoscale", "`autoscale`", "autoscale"),
     Feature("services.*.autoscale.target_cpu_per_replica", "`autoscale.target_cpu_per_replica`",
             "autoscale", gaps={"swarm": _SWARM_CPU, "kubernetes": _K8S_CPU}),

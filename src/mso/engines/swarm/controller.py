@@ -24,18 +24,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from mso.analysis.relay import GatewayTransport
 from mso.controllers.autoscale import Autoscaler
 from mso.controllers.rollouts import Member, RolloutController
-from mso.controllers.routing import RouteView
+from mso.controllers.routing import GatewayTls, RouteView, file_rev, gateway_tls
 from mso.releases.ports import port_map
 from mso.engines.swarm import names, state
-from mso.engines.swarm.gateway import (gateway_spec, route_table,
+from mso.engines.swarm.gateway import (CONTROL_DIR, gateway_spec, route_table,
                                        service_routing)
 from mso.engines.swarm.observe import ServiceObs, not_ready, parse, watched, without_unready
 from mso.engines.swarm.plan import Drain, Ensure, Plan, Progress, Remove, Want, plan_service
@@ -83,6 +85,7 @@ class SwarmController:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._pushed: dict[str, Any] | None = None
+        self._tls_copied: dict[int, str] = {}  # certificate pair -> rev copied for the gateway
         self._version = int(self.store.get_meta("swarm.table_version") or 0)
         self._network_id = ""
         self._network_checked = 0.0  # monotonic time of the last ensure_network
@@ -485,7 +488,7 @@ class SwarmController:
     async def _ensure_gateway(self, config: AppConfig) -> None:
         spec, extra = gateway_spec(config.app, config.gateway_image, config.network,
                                    config.gateway_port, str(self.paths.gateway_dir),
-                                   self.api.node_id, config.preview_ports)
+                                   self.api.node_id, config.published_ports)
         obs = self.obs.get((names.GATEWAY, "gateway"))
         if obs is not None and obs.deploy_hash == spec.deploy_hash:
             return
@@ -519,7 +522,7 @@ class SwarmController:
                 routes.append(RouteView(r.get("path") or "/", r.get("host"), r["service"], port))
         built = route_table(gateway_port=config.gateway_port,
                             metrics_port=ctx.stable_ports.get(METRICS_KEY, 19999),
-                            routes=routes, services=routings)
+                            routes=routes, services=routings, tls=self._gateway_tls(config))
         for name in desired:
             active = self.rollouts.active(name)
             if active is None or active.strategy != "canary":
@@ -531,6 +534,41 @@ class SwarmController:
                 if cname.split("/", 1)[0] == name:
                     cluster["outlier"] = {"consecutive_failures": NO_EJECTION}
         return built
+
+    def _gateway_tls(self, config: AppConfig) -> GatewayTls | None:
+        """`gateway.tls` for the gateway: each certificate pair copied into the gateway's
+        bind-mounted folder (where the container reads it) whenever its files change.
+
+        The gateway task is pinned to this node, so the folder is the one way in that
+        keeps hot reload: a Docker secret cannot change, and a new one would mean a new
+        gateway task (a restart, with refused connections). The copies are owner-only in
+        mso's 0700 state folder; the table names them and carries each pair's `rev`, so
+        the proxy reloads them, without closing a connection, when a pair changes."""
+        raw = config.tls
+        if not raw:
+            return None
+        folder = self.paths.gateway_dir / "tls"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        paths = []
+        for i, pair in enumerate(raw["certificates"]):
+            rev = file_rev(pair["cert"], pair["key"])
+            inside = (f"{CONTROL_DIR}/tls/{i}.crt", f"{CONTROL_DIR}/tls/{i}.key")
+            paths.append(inside)
+            if self._tls_copied.get(i) == rev:
+                continue
+            try:
+                for source, name in ((pair["cert"], f"{i}.crt"), (pair["key"], f"{i}.key")):
+                    _copy_private(Path(source), folder / name)
+            except OSError as exc:  # the gateway keeps the copy it has
+                self._event("gateway.tls_error", f"cannot copy the certificate "
+                            f"{pair['cert']} for the gateway: {exc.strerror or exc}", None)
+                continue
+            if i in self._tls_copied:
+                self._event("gateway.tls_reloaded", f"gateway certificate {pair['cert']} "
+                            "reloaded: new TLS connections get it, open ones keep theirs",
+                            None)
+            self._tls_copied[i] = rev
+        return gateway_tls(raw, paths)
 
     def _preview_port(self, service: str) -> int | None:
         active = self.rollouts.active(service)
@@ -564,6 +602,16 @@ class SwarmController:
     def _event(self, type_: str, message: str, service: str | None) -> None:
         log.info("%s %s", service or "-", message)
         self.store.add_event(type_, message, service)
+
+
+def _copy_private(source: Path, dest: Path) -> None:
+    """Copy a file owner-only, replacing `dest` in one step (a new inode: the proxy never
+    reads half a key)."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(source.read_bytes())
+    os.replace(tmp, dest)
 
 
 async def _all(work: list[Coroutine[Any, Any, None]]) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from mso.controllers.autoscale import refuse_autoscaled
 from mso.controllers.autoscale import status as autoscale_status
+from mso.controllers.routing import tls_config
 from mso.releases.apply import apply_manifest
 from mso.releases.rollback import rollback_target
 from mso.engines import images
@@ -88,7 +89,7 @@ class SwarmEngine:
                           gateway_port=m.gateway.port, gateway_image=built["\0gateway"][0],
                           routes=[r.model_dump(mode="json") for r in m.routes],
                           strategies={n: s.rollout.strategy for n, s in m.services.items()},
-                          preview_ports=previews,
+                          preview_ports=previews, tls=tls_config(loaded),
                           autoscale={n: s.autoscale.model_dump(mode="json")
                                      for n, s in m.services.items()
                                      if s.autoscale is not None}).save(store)
@@ -357,6 +358,8 @@ def published_ports(loaded: LoadedManifest) -> dict[int, str]:
     for name, svc in loaded.manifest.services.items():
         if svc.rollout.strategy == "blue_green" and svc.rollout.preview_port is not None:
             out.setdefault(svc.rollout.preview_port, f"services.{name}.rollout.preview_port")
+    if loaded.manifest.gateway.tls is not None:
+        out.setdefault(loaded.manifest.gateway.tls.port, "gateway.tls.port")
     return out
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mso.controllers.routing import EndpointView, RouteView, ServiceRouting, build_table
+from mso.controllers.routing import (EndpointView, GatewayTls, RouteView, ServiceRouting,
+                                     build_table)
 from mso.releases.ports import port_map
 from mso.engines.swarm import names
 from mso.engines.swarm.observe import ServiceObs
@@ -93,10 +94,11 @@ def endpoint_views(obs: ServiceObs, ports: dict[str, int],
 
 
 def route_table(*, gateway_port: int, metrics_port: int, routes: list[RouteView],
-                services: list[ServiceRouting]) -> dict[str, Any]:
+                services: list[ServiceRouting], tls: GatewayTls | None = None
+                ) -> dict[str, Any]:
     """A TABLE whose listeners all bind the container's every address."""
     table = build_table(bind="0.0.0.0", gateway_port=gateway_port, metrics_port=metrics_port,
-                        routes=routes, services=services)
+                        routes=routes, services=services, tls=tls)
     for listener in table["listeners"]:
         listener["bind"] = "0.0.0.0"
     return table

@@ -91,6 +91,14 @@ class AppConfig:
     strategies: dict[str, str] = field(default_factory=dict)
     preview_ports: list[int] = field(default_factory=list)  # blue/green, published too
     autoscale: dict[str, dict[str, Any]] = field(default_factory=dict)  # service -> spec
+    #: `gateway.tls` (mso.controllers.routing.tls_config): the certificate files' paths on
+    #: this machine; the controller copies them into the gateway's folder.
+    tls: dict[str, Any] | None = None
+
+    @property
+    def published_ports(self) -> list[int]:
+        """The gateway's published ports besides `gateway_port`: previews and HTTPS."""
+        return [*self.preview_ports, *([int(self.tls["port"])] if self.tls else [])]
 
     @classmethod
     def load(cls, store: Store) -> AppConfig | None:

@@ -206,6 +206,9 @@ def endpoints_view(store: Store, manifest: Manifest) -> dict[str, Any]:
                 entry["endpoints"].append({"replica": ep["id"], "address": ep["address"],
                                            "subset": subset, "weight": body.get("weight", 0),
                                            "ready": True})
-    return {"gateway": f"127.0.0.1:{manifest.gateway.port}", "metrics": metrics,
+    tls = manifest.gateway.tls
+    return {"gateway": f"127.0.0.1:{manifest.gateway.port}",
+            **({"gateway_tls": f"127.0.0.1:{tls.port}"} if tls is not None else {}),
+            "metrics": metrics,
             "routes": [r.model_dump(mode="json") for r in manifest.routes],
             "services": services}
