@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -89,15 +90,15 @@ def tls_config(loaded: LoadedManifest) -> dict[str, Any] | None:
             "certificates": [{"cert": str(c), "key": str(k)} for c, k in loaded.tls_files()]}
 
 
-def gateway_tls(raw: dict[str, Any] | None,
-                paths: list[tuple[str, str]] | None = None) -> GatewayTls | None:
+def gateway_tls(raw: dict[str, Any] | None, paths: list[tuple[str, str]] | None = None,
+                rev: Callable[[str, str], str] | None = None) -> GatewayTls | None:
     """The table's TLS settings from `tls_config`'s dict; `paths`: where the gateway reads
     each (cert, key) pair when that is not where mso reads them (a copy in a container's
-    folder). Each pair's `rev` is taken from mso's own files."""
+    folder). Each pair's `rev` is taken from mso's own files (`file_rev`, or `rev`)."""
     if not raw:
         return None
     pairs = [(c["cert"], c["key"]) for c in raw["certificates"]]
-    revs = [file_rev(c, k) for c, k in pairs]
+    revs = [(rev or file_rev)(c, k) for c, k in pairs]
     return GatewayTls(port=int(raw["port"]), redirect=bool(raw.get("redirect", True)),
                       hsts=str(raw.get("hsts") or ""),
                       certificates=[(w[0], w[1], rev)

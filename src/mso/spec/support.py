@@ -202,11 +202,6 @@ _K8S_TRACING = Gap("the Kubernetes gateway's route table does not carry the trac
                    "and its proxy-only image has no OTLP encoder (not shown by a Kubernetes "
                    "scenario)", _TRACING_INSTEAD)
 
-_TLS_INSTEAD = ("terminate TLS in front of the published gateway port (an ingress, a load "
-                "balancer, HAProxy) and leave `gateway.tls` out")
-_K8S_TLS = Gap("the certificate does not yet travel to the Kubernetes gateway as a Secret "
-               "(not shown by a Kubernetes scenario)", _TLS_INSTEAD)
-
 FEATURES: tuple[Feature, ...] = (
     Feature("services.*.watch", "`watch` (development: `mso up --watch`)", "watch_restarts",
             gaps={"swarm": _WATCH, "kubernetes": _WATCH}),
@@ -306,8 +301,7 @@ FEATURES: tuple[Feature, ...] = (
             gaps={"swarm": _SWARM_PROXY, "kubernetes": _K8S_PROXY}),
     Feature("tracing", "`tracing` (request spans over OTLP)", "request_traces",
             gaps={"swarm": _SWARM_TRACING, "kubernetes": _K8S_TRACING}),
-    Feature("gateway.tls", "`gateway.tls` (HTTPS at the gateway)", "gateway_tls",
-            gaps={"kubernetes": _K8S_TLS}),
+    Feature("gateway.tls", "`gateway.tls` (HTTPS at the gateway)", "gateway_tls"),
     Feature("services.*.autoscale", "`autoscale`", "autoscale"),
     Feature("services.*.autoscale.target_cpu_per_replica", "`autoscale.target_cpu_per_replica`",
             "autoscale", gaps={"swarm": _SWARM_CPU, "kubernetes": _K8S_CPU}),

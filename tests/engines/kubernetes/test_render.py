@@ -239,3 +239,41 @@ def test_the_gateway_runs_two_supervised_pods_with_their_table_saved() -> None:
     assert {"name": "state", "emptyDir": {}} in pod["volumes"]  # outlives a container
     assert {"name": "state", "mountPath": "/run/mso-gateway"} in \
         pod["containers"][0]["volumeMounts"]
+
+
+def test_gateway_tls_travels_as_a_secret_named_by_its_content(tmp_path: Path) -> None:
+    import os
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "mso.yaml").write_text(SHOP.read_text().replace(
+        "gateway:\n", "gateway:\n  tls: {cert: certs/gateway.pem, key: certs/gateway-key.pem, "
+        "port: 8443}\n", 1))
+    shutil.copytree(SHOP.parent, app, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("mso.yaml", ".mso"))
+
+    def make_cert(*hosts: str) -> None:
+        subprocess.run([sys.executable, "-m", "mso", "certs", *hosts], cwd=app, check=True,
+                       env=dict(os.environ, MSO_CA_DIR=str(tmp_path / "ca")),
+                       capture_output=True, timeout=60)
+    make_cert("app.test")
+    objs = objects(app / "mso.yaml", "1.29")
+    assert strict_errors(objs, "1.29") == []
+    secret = next(o for o in objs if o["kind"] == "Secret"
+                  and o["metadata"]["name"].startswith("mso-gateway-tls-"))
+    assert set(secret["data"]) == {"0.crt", "0.key"}
+    gw = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "mso-gateway")
+    pod = gw["spec"]["template"]["spec"]
+    assert {"name": "tls", "secret": {"secretName": secret["metadata"]["name"],
+                                      "defaultMode": 0o400}} in pod["volumes"]
+    service = next(o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "mso-gateway")
+    assert (8443, 8443) in {(p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
+    table_map = next(o for o in objs if o["metadata"]["name"] == "mso-gateway-table")
+    assert "BEGIN" not in table_map["data"]["table.json"]  # paths and names, never the key
+    tls_listener = next(li for li in yaml.safe_load(table_map["data"]["table.json"])["listeners"]
+                        if li["name"] == "gateway-tls")
+    cert = tls_listener["tls"]["certificates"][0]
+    assert cert["cert"] == "/etc/mso/gateway-tls/0.crt" and "app.test" in cert["names"]
+    make_cert("app.test", "renewed.test")  # a renewal: a new Secret, so new gateway pods
+    again = objects(app / "mso.yaml", "1.29")
+    assert next(o for o in again if o["kind"] == "Secret" and o["metadata"]["name"]
+                .startswith("mso-gateway-tls-"))["metadata"]["name"] != secret["metadata"]["name"]

@@ -21,6 +21,7 @@ from typing import Any
 from mso.releases.apply import apply_manifest
 from mso.engines import images
 from mso.releases.images import record_builds
+from mso.controllers.routing import tls_config
 from mso.engines.kubernetes import document, failures, gateway, naming, render, state, views
 from mso.engines.kubernetes.host import KubeHost, Plan, pod_ready
 from mso.engines.kubernetes.kube import Kube, KubeError
@@ -95,7 +96,8 @@ def settings_for(loaded: LoadedManifest, options: Any, runtime: str, server: str
                 for r in document.routes(loaded)],
         base_dir=str(loaded.base_dir), runtime_image=runtime, version=options.version or server,
         autoscale={n: s.autoscale.model_dump(mode="json") for n, s in m.services.items()
-                   if s.autoscale is not None})
+                   if s.autoscale is not None},
+        tls=tls_config(loaded))
 
 
 def apply_infrastructure(host: KubeHost, loaded: LoadedManifest) -> None:

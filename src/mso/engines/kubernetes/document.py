@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from mso.controllers.routing import RouteView
+from mso.controllers.routing import RouteView, tls_config
 from mso.engines.kubernetes import gateway, naming, render
 from mso.engines.kubernetes.render import Obj
 from mso.engines.kubernetes.versions import ApiVersions
@@ -54,7 +54,7 @@ def workloads(loaded: LoadedManifest, images: Images, releases: dict[str, int]) 
 def gateway_spec(loaded: LoadedManifest, items: list[Workload], namespace: str,
                  images: Images) -> gateway.GatewaySpec:
     return gateway.spec_for(items, loaded.manifest.app, namespace, loaded.manifest.gateway.port,
-                            routes(loaded), images.runtime)
+                            routes(loaded), images.runtime, tls_config(loaded))
 
 
 def gateway_table_json(spec: gateway.GatewaySpec) -> str:

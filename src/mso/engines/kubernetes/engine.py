@@ -134,7 +134,8 @@ class KubernetesEngine:
             weights[name] = effective_weights(w, {s: 1 for s in w})
         return views.endpoints(ips.get(naming.GATEWAY), host.settings.gateway_port, stable,
                                host.pods(), weights, first,
-                               [r.model_dump(mode="json") for r in loaded.manifest.routes])
+                               [r.model_dump(mode="json") for r in loaded.manifest.routes],
+                               int(host.settings.tls["port"]) if host.settings.tls else None)
 
     def logs(self, loaded: LoadedManifest, service: str | None, follow: bool,
              since: float | None, tail: int | None) -> Iterator[dict[str, Any]]:

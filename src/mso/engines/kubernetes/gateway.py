@@ -18,11 +18,15 @@ Service once it is not ready.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from mso.controllers.routing import EndpointView, RouteView, ServiceRouting, build_table
+from mso.controllers.routing import (EndpointView, GatewayTls, RouteView, ServiceRouting,
+                                     build_table, gateway_tls)
 from mso.engines.kubernetes import naming
 from mso.engines.kubernetes.kube import KubeError
 from mso.engines.kubernetes.render import Obj, meta, pre_stop
@@ -32,6 +36,7 @@ TABLE_PATH = "/etc/mso/gateway/table.json"
 TOKEN_DIR = "/etc/mso/gateway-control"
 CONTROL_SECRET = "mso-gateway-control"
 STATE_DIR = "/run/mso-gateway"
+TLS_DIR = "/etc/mso/gateway-tls"  # `gateway.tls`: the certificate Secret, mounted read-only
 GATEWAY_REPLICAS = 2
 NEVER = 2**31 - 1  # consecutive failures before an ejection: none
 
@@ -45,6 +50,10 @@ class GatewaySpec:
     services: dict[str, dict[str, tuple[str, int]]]  # service -> port name -> (proto, port)
     image: str
     previews: dict[str, int] = field(default_factory=dict)  # blue/green service -> preview_port
+    #: `gateway.tls` as the pods read it (pod_tls): files under TLS_DIR, from the Secret.
+    tls: GatewayTls | None = None
+    #: The certificate files on this machine, for the Secret: ((cert, key), ...).
+    tls_files: tuple[tuple[str, str], ...] = ()
 
     def listener_ports(self) -> dict[str, int]:
         keys = [f"{s}/{p}" for s, ports in self.services.items() for p in ports]
@@ -55,7 +64,47 @@ class GatewaySpec:
         out = [("http", self.port), ("metrics", naming.GATEWAY_METRICS_PORT)]
         for number in sorted(set(self.previews.values()) - {self.port}):
             out.append((f"preview-{number}", number))
+        if self.tls is not None:
+            out.append(("https", self.tls.port))
         return out
+
+    def tls_secret_name(self) -> str:
+        """Named by the files' content: a renewed certificate is a new Secret, hence a new
+        pod template, and the gateway pods roll over to it one at a time (maxUnavailable
+        0, each drained by its preStop hook), while the old Secret serves the old pods."""
+        h = hashlib.sha256()
+        for cert, key in self.tls_files:
+            h.update(hashlib.sha256(Path(cert).read_bytes()).digest())
+            h.update(hashlib.sha256(Path(key).read_bytes()).digest())
+        return f"{naming.GATEWAY}-tls-{h.hexdigest()[:10]}"
+
+
+def _content_rev(cert: str, key: str) -> str:
+    """The pair's rev for a table the pods read: the certificate's content (a Secret's
+    files keep no mtime across machines), never the key's."""
+    return hashlib.sha256(Path(cert).read_bytes()).hexdigest()[:16]
+
+
+def pod_tls(raw: dict[str, Any] | None) -> GatewayTls | None:
+    """`gateway.tls` (tls_config's dict) with the paths where the gateway pods read each
+    pair: TLS_DIR/N.crt and N.key. The certificates' names travel in the table (the
+    gateway image has no x509 parser) so SNI chooses among several there too."""
+    if not raw:
+        return None
+    paths = [(f"{TLS_DIR}/{i}.crt", f"{TLS_DIR}/{i}.key")
+             for i in range(len(raw["certificates"]))]
+    return gateway_tls(raw, paths, rev=_content_rev)
+
+
+def tls_secret(spec: GatewaySpec) -> Obj:
+    data: dict[str, str] = {}
+    for i, (cert, key) in enumerate(spec.tls_files):
+        data[f"{i}.crt"] = base64.b64encode(Path(cert).read_bytes()).decode()
+        data[f"{i}.key"] = base64.b64encode(Path(key).read_bytes()).decode()
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": meta(spec.tls_secret_name(), spec.namespace, spec.app,
+                             {naming.COMPONENT: "gateway"}),
+            "data": data}
 
 
 def preview_ports(models: dict[str, dict[str, Any]]) -> dict[str, int]:
@@ -96,7 +145,7 @@ def table(spec: GatewaySpec, hosts: dict[str, str], weights: dict[str, dict[str,
             preview_port=spec.previews.get(name) if name in (previews or set()) else None))
     built = build_table(bind="0.0.0.0", gateway_port=spec.port,
                         metrics_port=naming.GATEWAY_METRICS_PORT,
-                        routes=list(spec.routes), services=routing)
+                        routes=list(spec.routes), services=routing, tls=spec.tls)
     for listener in built["listeners"]:
         listener["bind"] = "0.0.0.0"  # inside the pod, every listener serves the pod's IP
     for cluster in built["clusters"].values():
@@ -153,7 +202,8 @@ def gateway_objects(spec: GatewaySpec, table_json: str) -> list[Obj]:
                "spec": {"type": "NodePort", "selector": naming.gateway_selector(spec.app),
                         "ports": [{"name": name, "port": number, "targetPort": number,
                                    "protocol": "TCP"} for name, number in spec.exposed_ports()]}}
-    return [config, service, _gateway_deployment(spec)]
+    tls = [tls_secret(spec)] if spec.tls is not None else []
+    return [config, service, *tls, _gateway_deployment(spec)]
 
 
 def _gateway_deployment(spec: GatewaySpec) -> Obj:
@@ -177,7 +227,9 @@ def _gateway_deployment(spec: GatewaySpec) -> Obj:
                       "limits": {"memory": "512Mi"}},
         "volumeMounts": [{"name": "table", "mountPath": "/etc/mso/gateway", "readOnly": True},
                          {"name": "control", "mountPath": TOKEN_DIR, "readOnly": True},
-                         {"name": "state", "mountPath": STATE_DIR}]}
+                         {"name": "state", "mountPath": STATE_DIR},
+                         *([{"name": "tls", "mountPath": TLS_DIR, "readOnly": True}]
+                           if spec.tls is not None else [])]}
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": meta(naming.GATEWAY, spec.namespace, spec.app, {naming.COMPONENT: "gateway"}),
             "spec": {"replicas": GATEWAY_REPLICAS, "revisionHistoryLimit": 3,
@@ -197,7 +249,11 @@ def _gateway_deployment(spec: GatewaySpec) -> Obj:
                                      {"name": "control", "secret": {
                                          "secretName": CONTROL_SECRET, "optional": True,
                                          "defaultMode": 0o400}},
-                                     {"name": "state", "emptyDir": {}}]}}}}
+                                     {"name": "state", "emptyDir": {}},
+                                     *([{"name": "tls", "secret": {
+                                         "secretName": spec.tls_secret_name(),
+                                         "defaultMode": 0o400}}]
+                                       if spec.tls is not None else [])]}}}}
 
 
 def control_secret(namespace: str, app: str, token: str) -> Obj:
@@ -207,8 +263,13 @@ def control_secret(namespace: str, app: str, token: str) -> Obj:
 
 
 def spec_for(workloads: list[Workload], app: str, namespace: str, port: int,
-             routes: list[RouteView], image: str) -> GatewaySpec:
+             routes: list[RouteView], image: str,
+             tls: dict[str, Any] | None = None) -> GatewaySpec:
     services = {w.service: w.ports for w in workloads if w.kind == "service" and w.ports}
     models = {w.service: w.model for w in workloads if w.service in services}
     return GatewaySpec(app, namespace, port, tuple(routes), services, image,
-                       preview_ports(models))
+                       preview_ports(models), pod_tls(tls), tls_files(tls))
+
+
+def tls_files(raw: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:
+    return tuple((c["cert"], c["key"]) for c in (raw or {}).get("certificates", []))

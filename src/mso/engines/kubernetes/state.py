@@ -31,6 +31,8 @@ class AppSettings:
     runtime_image: str
     version: str
     autoscale: dict[str, dict[str, Any]] = field(default_factory=dict)  # service -> spec
+    #: `gateway.tls` (mso.controllers.routing.tls_config): certificate paths on this machine.
+    tls: dict[str, Any] | None = None
 
     def route_views(self) -> list[RouteView]:
         return [RouteView(r["path"], r["host"], r["service"], r["port"]) for r in self.routes]

@@ -248,8 +248,9 @@ def ps(app: str, namespace: str, pods: list[Obj], first_ports: dict[str, int | N
 def endpoints(gateway_host: str | None, gateway_port: int, stable: dict[str, str | None],
               pods: list[Obj], weights: dict[str, dict[str, int]],
               first_ports: dict[str, int | None],
-              routes: list[dict[str, Any]]) -> dict[str, Any]:
-    """`mso endpoints -o json` in the local engine's shape (`routes`: the manifest's)."""
+              routes: list[dict[str, Any]], tls_port: int | None = None) -> dict[str, Any]:
+    """`mso endpoints -o json` in the local engine's shape (`routes`: the manifest's;
+    `tls_port`: `gateway.tls.port`, served by the gateway's Service beside its port)."""
     services: dict[str, Any] = {}
     for name, address in sorted(stable.items()):
         eps = []
@@ -265,5 +266,6 @@ def endpoints(gateway_host: str | None, gateway_port: int, stable: dict[str, str
         services[name] = {"address": address, "endpoints": sorted(eps, key=lambda e: e["replica"])}
     host = gateway_host or "-"
     return {"gateway": f"{host}:{gateway_port}",
+            **({"gateway_tls": f"{host}:{tls_port}"} if tls_port is not None else {}),
             "metrics": f"http://{host}:{naming.GATEWAY_METRICS_PORT}/metrics",
             "routes": routes, "services": services}
