@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from mso.daemon import containers
 from mso.daemon.replica_env import remove_secret_files
 from mso.engines.local import container as container_cli
+from mso.engines.local.users import UserUnavailable
 from mso.engines.local.process import SpawnError, signal_group, spawn, wait_exit
 from mso.store.records import ReplicaRecord
 
@@ -50,8 +51,11 @@ async def run_oneoff(daemon: Daemon, service: str,
         env = {**daemon.book.base_env, **inside}
         container = (cspec.name, binary)
     try:
-        ref = spawn(argv, env=env, cwd=release.spec["cwd"], stdout_path=out, stderr_path=out)
-    except SpawnError as exc:
+        who = None if container is not None else \
+            daemon.book.run_as(service, release.spec["model"].get("user"))
+        ref = spawn(argv, env=env, cwd=release.spec["cwd"], stdout_path=out, stderr_path=out,
+                    run_as=who)
+    except (SpawnError, UserUnavailable) as exc:
         remove_secret_files(daemon.paths, run_id)
         yield {"stream": "stderr", "line": f"mso: {exc}"}
         yield {"exit_code": 127}

@@ -288,7 +288,7 @@ class ReplicaSupervisor:
         try:
             ref = proc.spawn(spec.argv, env=spec.process_env(), cwd=spec.cwd,
                              stdout_path=spec.stdout_path, stderr_path=spec.stderr_path,
-                             cgroup=self.cgroup, shell=spec.shell)
+                             cgroup=self.cgroup, shell=spec.shell, run_as=spec.run_as)
         except SpawnError as exc:
             self.ref = None
             self._spawn_error = self._spawn_message(exc)
