@@ -307,7 +307,8 @@ class ReplicaSupervisor:
         why = (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
         if self.spec.shell:
             return f"cannot start the shell for {program!r}: {why}"
-        return f"cannot start {program!r} (cwd {self.spec.cwd}): {why}"
+        who = f" as user {self.spec.run_as.name}" if self.spec.run_as is not None else ""
+        return f"cannot start {program!r}{who} (cwd {self.spec.cwd}): {why}"
 
     def _log_spawn_error(self, message: str) -> None:
         """Put a spawn failure where the replica's own output goes, so `mso logs` shows
