@@ -91,6 +91,8 @@ def test_postgresql_runs_as_postgres_under_mso(app: MsoApp) -> None:
         # mso's own child is the server, as postgres: no wrapper in between.
         assert Path(f"/proc/{pid}/comm").read_text().strip() == "postgres"
         assert uid_of(pid) == pwd.getpwnam("postgres").pw_uid
+        status = Path(f"/proc/{pid}/status").read_text()
+        assert "CapEff:\t0000000000000000" in status, status  # root's powers are gone
         assert (app.folder / ".mso").stat().st_mode & 0o777 == 0o700
 
         pg(app, "pgbench", "-i", "-s", "1", "-q", "postgres")
