@@ -869,6 +869,10 @@ def test_a_service_runs_as_its_user(target: Target) -> None:
     finally:
         target.down()
         target.deployed, target.instance = False, None
+        from mso.daemon.replica_env import DATA_ROOT, app_key
+        from mso.paths import StatePaths
+        state = StatePaths.for_manifest(target.folder / "mso.yaml")
+        shutil.rmtree(DATA_ROOT / app_key(state), ignore_errors=True)  # its data folder
         shutil.rmtree(target.folder.parent, ignore_errors=True)
 
 
