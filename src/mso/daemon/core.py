@@ -425,8 +425,8 @@ class Daemon:
         """Environment (and secrets) of a process that is not a replica: a job run or
         `mso run`. Its secrets are written to a private folder named after `run_id`."""
         secrets = self.store.release_secrets(service, release)
-        who = None if containers.is_container(spec["model"]) else \
-            self.book.run_as(service, spec["model"].get("user"))
+        container = containers.is_container(spec["model"])
+        who = self.book.run_as(service, spec["model"].get("user"), container)
         env = replica_environment(
             base=self.book.base_env, spec=spec, app=self.app_name(), service=service,
             replica=run_id, release=release, ports={}, secrets=secrets,
@@ -435,7 +435,7 @@ class Daemon:
                                           who),
             data_dir=data_folder(self.paths, service, who),
             discovery=self.discovery(spec["model"]))
-        if who is not None:
+        if who is not None and not container:
             env.update(who.env())
         env["MSO_REPLICA"] = run_id
         return env, secrets

@@ -45,7 +45,7 @@ async def run_oneoff(daemon: Daemon, service: str,
                                subset="run", state="RUNNING", pid=None, start_time=None,
                                ports={}, spec_hash=release.spec_hash)
         cspec, inside, binary = daemon.book.container_launch(
-            record, release.spec, secrets, daemon.paths.secrets_dir / run_id,
+            record, release.spec, secrets, Path(env["MSO_SECRETS"]),
             Path(env["MSO_CONFIG_DIR"]), Path(env["MSO_DATA_DIR"]), ports={})
         argv = [*container_cli.run_argv(cspec, binary), *argv]
         env = {**daemon.book.base_env, **inside}
