@@ -110,6 +110,7 @@ def test_build_service_runs_as_containers_beside_a_process(app: MsoApp, base_ima
     # `user:` is the container's user, and its secret and config files (read above and
     # below) were handed to it: the bind-mounted folders are its own.
     assert info["Config"]["User"] == "65534:65534"
+    assert (app.folder / ".mso" / "data" / "web").stat().st_uid == 65534
     assert SECRET not in json.dumps(info)
     for replica in app.replicas("web"):
         assert SECRET.encode() not in Path(f"/proc/{replica['pid']}/cmdline").read_bytes()

@@ -430,10 +430,10 @@ class Daemon:
         env = replica_environment(
             base=self.book.base_env, spec=spec, app=self.app_name(), service=service,
             replica=run_id, release=release, ports={}, secrets=secrets,
-            secrets_dir=write_secret_files(self.paths, run_id, secrets, who),
+            secrets_dir=write_secret_files(self.paths, run_id, secrets, who, container),
             config_dir=write_config_files(self.paths, service, release, spec["configs"],
-                                          who),
-            data_dir=data_folder(self.paths, service, who),
+                                          who, container),
+            data_dir=data_folder(self.paths, service, who, container),
             discovery=self.discovery(spec["model"]))
         if who is not None and not container:
             env.update(who.env())

@@ -18,6 +18,10 @@ StateDirectory= and credentials:
 - secrets: `/run/mso/KEY/secrets/REPLICA` (0500, files 0400), removed with the replica;
 - config: `/run/mso/KEY/config/SERVICE/RELEASE-UID` (0500, files 0400), a copy of the
   release's files in `.mso/config/`; `/run/mso/KEY` is removed at `mso down`.
+
+A container's folders are bind-mounted by dockerd (root), so no path to them needs
+opening: they stay in `.mso/` (`mounted`), only the folders themselves (and the files in
+them) handed to the container's uid.
 """
 
 from __future__ import annotations
@@ -81,11 +85,16 @@ def _traversable(root: Path, *parts: str) -> Path:
     return folder
 
 
-def data_folder(paths: StatePaths, service: str, who: RunAs | None) -> Path:
-    """The service's data folder (MSO_DATA_DIR), owned by `who` when given."""
-    if who is None:
+def data_folder(paths: StatePaths, service: str, who: RunAs | None,
+                mounted: bool = False) -> Path:
+    """The service's data folder (MSO_DATA_DIR), owned by `who` when given. `mounted`:
+    a container's, which dockerd bind-mounts (only the folder itself must be the user's,
+    so it stays in `.mso/`)."""
+    if who is None or mounted:
         folder = paths.data_dir / service
         folder.mkdir(parents=True, exist_ok=True)
+        if who is not None:
+            hand_over(folder, who, 0o700)
         return folder
     folder = _traversable(DATA_ROOT, app_key(paths), "data") / service
     old = paths.data_dir / service
@@ -97,10 +106,10 @@ def data_folder(paths: StatePaths, service: str, who: RunAs | None) -> Path:
 
 
 def write_secret_files(paths: StatePaths, owner: str, secrets: dict[str, str],
-                       who: RunAs | None = None) -> Path:
+                       who: RunAs | None = None, mounted: bool = False) -> Path:
     """Write secrets as mode-0400 files in a private folder and return the folder
-    (owned by `who` when given, outside `.mso/`)."""
-    folder = _secret_folder(paths, owner, who)
+    (owned by `who` when given, outside `.mso/` unless `mounted` into a container)."""
+    folder = _secret_folder(paths, owner, None if mounted else who)
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(mode=0o700, parents=True)
@@ -133,9 +142,11 @@ def remove_run_folders(paths: StatePaths) -> None:
 
 
 def write_config_files(paths: StatePaths, service: str, release: int,
-                       configs: list[dict[str, Any]], who: RunAs | None = None) -> Path:
+                       configs: list[dict[str, Any]], who: RunAs | None = None,
+                       mounted: bool = False) -> Path:
     """Materialize a release's config files once; they are immutable like the release.
-    With `who`: a read-only copy owned by that user, outside `.mso/`."""
+    With `who`: a read-only copy owned by that user, outside `.mso/` (unless `mounted`
+    into a container)."""
     folder = paths.config_dir / service / str(release)
     for item in configs:
         target = folder / item["target"]
@@ -146,7 +157,9 @@ def write_config_files(paths: StatePaths, service: str, release: int,
     folder.mkdir(parents=True, exist_ok=True)
     if who is None:
         return folder
-    copy = _traversable(RUN_ROOT, app_key(paths), "config", service) / f"{release}-{who.uid}"
+    where = paths.config_dir / service if mounted else \
+        _traversable(RUN_ROOT, app_key(paths), "config", service)
+    copy = where / f"{release}-{who.uid}"
     if not copy.exists():
         partial = copy.with_name(copy.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)

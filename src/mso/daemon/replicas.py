@@ -113,10 +113,10 @@ class ReplicaBook:
         self._redact([v for v in secrets.values() if v])
         container = containers.is_container(model)
         who = self.run_as(record.service, model.get("user"), container)
-        secrets_dir = write_secret_files(self.paths, record.id, secrets, who)
+        secrets_dir = write_secret_files(self.paths, record.id, secrets, who, container)
         config_dir = write_config_files(self.paths, record.service, record.release,
-                                        spec["configs"], who)
-        data_dir = data_folder(self.paths, record.service, who)
+                                        spec["configs"], who, container)
+        data_dir = data_folder(self.paths, record.service, who, container)
         env = replica_environment(
             base=self.base_env, spec=spec, app=self._app(), service=record.service,
             replica=record.id, release=record.release, ports=record.ports, secrets=secrets,
