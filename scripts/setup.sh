@@ -15,13 +15,15 @@ extras="${MSO_EXTRAS-test,bench}"
 # chromium and chromium-driver for the dashboard's browser tests (Selenium, headless);
 # redis-server and redis-tools, copied into the locally built Redis image of the compose
 # end-to-end test (tests/e2e/test_compose_containers.py: no registry to pull redis from);
-# nodejs, for the test of `mso new service --template node-http` (its `node --test`).
+# nodejs, for the test of `mso new service --template node-http` (its `node --test`);
+# postgresql (server, initdb and pgbench), run under mso as its own `postgres` user by
+# tests/e2e/test_service_user.py (`user:`, privileges dropped by mso, a kill -9 recovered).
 apt_packages=(python3-venv python3-dev gcc libc6-dev)
 case ",$extras," in
   *,test,*)
     apt_packages+=(procps iproute2 docker.io iptables util-linux golang-go etcd-server rsync
                    openssl make conntrack socat ethtool dpkg-dev curl prometheus chromium
-                   chromium-driver nodejs redis-server redis-tools) ;;
+                   chromium-driver nodejs redis-server redis-tools postgresql) ;;
 esac
 [ "${MSO_WITH_BENCH_TOOLS:-0}" = 1 ] && apt_packages+=(wrk haproxy nginx-light)
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -879,3 +881,39 @@ def test_the_gateway_terminates_tls(target: Target) -> None:
     while "renewed.test" not in (names := served_names()):
         assert time.monotonic() < deadline, f"the renewed certificate was not served: {names}"
         time.sleep(0.2)
+
+
+
+@scenario("runs_as_user")
+def test_a_service_runs_as_its_user(target: Target) -> None:
+    if target.engine != "local":
+        _runs_as_user(target, "python3")
+        return
+    # The user must reach its program: pytest's folders are root's (0700), and the test
+    # runner's python3 is under /root, so the app lives in a folder others may enter,
+    # run by Debian's python3.
+    target.folder = Path(tempfile.mkdtemp(prefix="mso-conf-user-")) / "app"
+    os.chmod(target.folder.parent, 0o755)
+    try:
+        _runs_as_user(target, "/usr/bin/python3")
+    finally:
+        target.down()
+        target.deployed, target.instance = False, None
+        from mso.daemon.replica_env import DATA_ROOT, app_key
+        from mso.paths import StatePaths
+        state = StatePaths.for_manifest(target.folder / "mso.yaml")
+        shutil.rmtree(DATA_ROOT / app_key(state), ignore_errors=True)  # its data folder
+        shutil.rmtree(target.folder.parent, ignore_errors=True)
+
+
+def _runs_as_user(target: Target, python: str) -> None:
+    base = BASE.replace("run: [python3, conform.py]", f"run: [{python}, conform.py]")
+    # A name: Kubernetes takes numbers only, and says so before anything is deployed.
+    target.write(service(base, "    user: nobody\n"))
+    assert target.refused("services.web.user") == (target.engine == "kubernetes")
+    target.write(service(base, '    user: "65534:65534"\n'))
+    if target.refused("services.web.user"):
+        return
+    target.up()
+    body = target.get_json()
+    assert (body["uid"], body["gid"]) == (65534, 65534), body

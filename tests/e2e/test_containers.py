@@ -1,6 +1,7 @@
 """Containers on the embedded engine, against the machine's real dockerd (issue 17 part 2).
 
-A service with `build:` and no `run:` runs as one container per replica beside a process
+A service with `build:` and no `run:` runs as one container per replica (as `user:`
+65534, its secret, config and data folders handed to that uid) beside a process
 service: it answers through mso's gateway, a rebuilt image rolls out under load without a
 failed request, a `kill -9` of the daemon then `mso up` re-adopts the same containers (no
 duplicate), and `mso down` leaves no container. One app serves every assertion (each
@@ -69,6 +70,7 @@ services:
     config: [{{source: ./web.conf, target: web.conf}}]
     resources: {{cpu: 0.5, memory: 128Mi}}
     stop: {{grace: 5s}}
+    user: "65534"
     depends_on: {{plain: started}}
     health:
       readiness: {{http: /, period: 200ms}}
@@ -105,6 +107,10 @@ def test_build_service_runs_as_containers_beside_a_process(app: MsoApp, base_ima
     assert info["HostConfig"]["NanoCpus"] == 500_000_000
     assert info["HostConfig"]["Memory"] == 128 * 1024 * 1024
     assert info["Config"]["StopSignal"] == "SIGTERM" and info["Config"]["StopTimeout"] == 5
+    # `user:` is the container's user, and its secret and config files (read above and
+    # below) were handed to it: the bind-mounted folders are its own.
+    assert info["Config"]["User"] == "65534:65534"
+    assert (app.folder / ".mso" / "data" / "web").stat().st_uid == 65534
     assert SECRET not in json.dumps(info)
     for replica in app.replicas("web"):
         assert SECRET.encode() not in Path(f"/proc/{replica['pid']}/cmdline").read_bytes()

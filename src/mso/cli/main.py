@@ -140,9 +140,11 @@ def check_support(loaded: LoadedManifest, engine: str, dev: bool = False) -> Non
     """Refuse (exit 2, file:line) keys the engine would accept and then ignore
     (mso.spec.support): `mso validate --engine`, `up`, `deploy` and `render` alike. With
     `dev`, development keys (`watch:`) are left out instead, with a one-line note each."""
-    from mso.spec import support
+    from mso.spec import support, users
     support.check(loaded, cast(support.EngineName, engine), dev=dev,
                   note=lambda line: click.echo(f"mso: {line}", err=True))
+    if engine == "local":
+        users.check_local(loaded)  # `user:` needs root (or is mso's own), and must exist
 
 
 def warn_commands(loaded: LoadedManifest, engine: str) -> None:

@@ -20,6 +20,7 @@ from mso.engines.local.container import ContainerSpec, Mount
 from mso.releases import images as release_images
 from mso.releases.apply import AppliedChange
 from mso.spec.load import LoadedManifest
+from mso.spec.users import remote_ids
 from mso.store.db import Store
 
 IMAGES_KEY = "local.images"  #: {service: {release: image}}
@@ -125,4 +126,6 @@ def container_spec(*, store: Store, model: dict[str, Any], instance: str, app: s
                 Mount(str(config_dir), containers.CONFIG_DIR),
                 Mount(str(data_dir), containers.DATA_DIR, read_only=False)),
         stop_signal=stop_signal, stop_grace=stop_grace,
-        cpu=resources.get("cpu"), memory=resources.get("memory"))
+        cpu=resources.get("cpu"), memory=resources.get("memory"),
+        user=":".join(i for i in remote_ids(app, record.service, model["user"]) if i)
+        if model.get("user") else None)

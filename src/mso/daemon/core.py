@@ -33,7 +33,8 @@ from mso.releases.ports import port_map
 from mso.daemon.figures import Figures
 from mso.daemon.proxy_manager import ProxyManager
 from mso.releases.apply import AppliedChange, apply_manifest
-from mso.daemon.replica_env import (Discovery, base_environment, replica_environment,
+from mso.daemon.replica_env import (Discovery, base_environment, data_folder,
+                                    remove_run_folders, replica_environment,
                                     write_config_files, write_secret_files)
 from mso.daemon.replicas import ManagedReplica, ReplicaBook
 from mso.ports import free_port
@@ -425,14 +426,18 @@ class Daemon:
         """Environment (and secrets) of a process that is not a replica: a job run or
         `mso run`. Its secrets are written to a private folder named after `run_id`."""
         secrets = self.store.release_secrets(service, release)
-        data_dir = self.paths.data_dir / service
-        data_dir.mkdir(parents=True, exist_ok=True)
+        container = containers.is_container(spec["model"])
+        who = self.book.run_as(service, spec["model"].get("user"), container)
         env = replica_environment(
             base=self.book.base_env, spec=spec, app=self.app_name(), service=service,
             replica=run_id, release=release, ports={}, secrets=secrets,
-            secrets_dir=write_secret_files(self.paths, run_id, secrets),
-            config_dir=write_config_files(self.paths, service, release, spec["configs"]),
-            data_dir=data_dir, discovery=self.discovery(spec["model"]))
+            secrets_dir=write_secret_files(self.paths, run_id, secrets, who, container),
+            config_dir=write_config_files(self.paths, service, release, spec["configs"],
+                                          who, container),
+            data_dir=data_folder(self.paths, service, who, container),
+            discovery=self.discovery(spec["model"]))
+        if who is not None and not container:
+            env.update(who.env())
         env["MSO_REPLICA"] = run_id
         return env, secrets
 
@@ -787,6 +792,7 @@ class Daemon:
         for level in self._stop_order():
             await self.book.stop_services(level, "mso down")
         await self.book.stop_all("mso down")
+        self._remove_users()
         try:
             self.store.clear_desired()
         except StoreUnavailable:
@@ -796,6 +802,18 @@ class Daemon:
         self._sweep()
         self.store.add_event("daemon.stopped", "all processes stopped")
         self._stopped.set()
+
+    def _remove_users(self) -> None:
+        """The replicas are gone: so go the dynamic users of the app's services and the
+        folders of secrets and config handed to other users (replica_env)."""
+        remove_run_folders(self.paths)
+        wanted: dict[str, str | None] = {}
+        for service in self.store.services_with_releases():
+            release = self.store.latest_release(service)
+            if release is not None:
+                wanted[service] = release.spec["model"].get("user")
+        for name in self.book.remove_dynamic_users(wanted):
+            self.store.add_event("user.removed", f"dynamic user {name} removed")
 
     def _stop_order(self) -> list[set[str]]:
         """Services with replicas, in groups that may stop together: each group only

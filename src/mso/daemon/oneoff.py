@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from mso.daemon import containers
 from mso.daemon.replica_env import remove_secret_files
 from mso.engines.local import container as container_cli
+from mso.engines.local.users import UserUnavailable
 from mso.engines.local.process import SpawnError, signal_group, spawn, wait_exit
 from mso.store.records import ReplicaRecord
 
@@ -44,14 +45,17 @@ async def run_oneoff(daemon: Daemon, service: str,
                                subset="run", state="RUNNING", pid=None, start_time=None,
                                ports={}, spec_hash=release.spec_hash)
         cspec, inside, binary = daemon.book.container_launch(
-            record, release.spec, secrets, daemon.paths.secrets_dir / run_id,
+            record, release.spec, secrets, Path(env["MSO_SECRETS"]),
             Path(env["MSO_CONFIG_DIR"]), Path(env["MSO_DATA_DIR"]), ports={})
         argv = [*container_cli.run_argv(cspec, binary), *argv]
         env = {**daemon.book.base_env, **inside}
         container = (cspec.name, binary)
     try:
-        ref = spawn(argv, env=env, cwd=release.spec["cwd"], stdout_path=out, stderr_path=out)
-    except SpawnError as exc:
+        who = None if container is not None else \
+            daemon.book.run_as(service, release.spec["model"].get("user"))
+        ref = spawn(argv, env=env, cwd=release.spec["cwd"], stdout_path=out, stderr_path=out,
+                    run_as=who)
+    except (SpawnError, UserUnavailable) as exc:
         remove_secret_files(daemon.paths, run_id)
         yield {"stream": "stderr", "line": f"mso: {exc}"}
         yield {"exit_code": 127}

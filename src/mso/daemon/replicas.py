@@ -22,8 +22,12 @@ from mso.daemon import containers
 from mso.engines.local import container as container_cli
 from mso.engines.local.model_map import probe_spec, stop_signal
 from mso.releases.ports import port_map
-from mso.daemon.replica_env import (Discovery, remove_secret_files, replica_environment,
-                                    write_config_files, write_secret_files)
+from mso.daemon.replica_env import (Discovery, data_folder, remove_secret_files,
+                                    replica_environment, write_config_files,
+                                    write_secret_files)
+from mso.engines.local import users
+from mso.engines.local.users import RunAs
+from mso.spec.users import dynamic_name, parse_user, remote_ids
 from mso.engines.local.probes import ProbeSpec
 from mso.engines.local.process import ProcessRef, is_same_process, kill_env_processes
 from mso.engines.local.replica import ReplicaSpec
@@ -107,16 +111,19 @@ class ReplicaBook:
         model = spec["model"]
         secrets = self.store.release_secrets(record.service, record.release)
         self._redact([v for v in secrets.values() if v])
-        secrets_dir = write_secret_files(self.paths, record.id, secrets)
+        container = containers.is_container(model)
+        who = self.run_as(record.service, model.get("user"), container)
+        secrets_dir = write_secret_files(self.paths, record.id, secrets, who, container)
         config_dir = write_config_files(self.paths, record.service, record.release,
-                                        spec["configs"])
-        data_dir = self.paths.data_dir / record.service
-        data_dir.mkdir(parents=True, exist_ok=True)
+                                        spec["configs"], who, container)
+        data_dir = data_folder(self.paths, record.service, who, container)
         env = replica_environment(
             base=self.base_env, spec=spec, app=self._app(), service=record.service,
             replica=record.id, release=record.release, ports=record.ports, secrets=secrets,
             secrets_dir=secrets_dir, config_dir=config_dir, data_dir=data_dir,
             discovery=self._discovery(model))
+        if who is not None and not container:
+            env.update(who.env())
         health = model.get("health") or {}
         backoff = model.get("backoff") or {}
         stop = model.get("stop") or {}
@@ -134,11 +141,41 @@ class ReplicaBook:
             stop_signal=stop_signal(stop.get("signal", "SIGTERM")),
             stop_grace=float(stop.get("grace", 10.0)),
             cpu=resources.get("cpu"), memory=resources.get("memory"),
-            log_dir=self.paths.run_dir)
+            # A container's process is its client (`docker run`), which stays mso's.
+            log_dir=self.paths.run_dir, run_as=None if container else who)
         if not containers.is_container(model):
             return replica
         return self._container_replica(replica, record, spec, secrets, secrets_dir,
                                        config_dir, data_dir)
+
+    def run_as(self, service: str, user: str | None, container: bool = False
+               ) -> RunAs | None:
+        """Who a process of `service` runs as (`user:`); None: mso's own user. A dynamic
+        user is made here, at its service's first start (mso.engines.local.users).
+        `container`: the numbers the container runs as (`docker run --user`, `dynamic`
+        as on Swarm), only to hand it its bind-mounted folders; a name is refused
+        before (mso.spec.support: it is known only inside the image)."""
+        if user is None:
+            return None
+        if container:
+            uid, gid = remote_ids(self._app(), service, user)
+            if not uid.isdigit() or not (gid or uid).isdigit():
+                return None
+            return RunAs(int(uid), int(gid or uid), (int(gid or uid),), uid, "/")
+        return users.resolve(parse_user(user), dynamic_name(self._app(), service))
+
+    def remove_dynamic_users(self, services: dict[str, str | None]) -> list[str]:
+        """`mso down`: remove the dynamic users of `services` (name -> `user:`)."""
+        removed = []
+        for service, user in services.items():
+            if user is not None and parse_user(user).dynamic:
+                name = dynamic_name(self._app(), service)
+                try:
+                    if users.remove_dynamic(name):
+                        removed.append(name)
+                except users.UserUnavailable as exc:
+                    log.warning("%s", exc)
+        return removed
 
     def container_launch(self, record: Any, spec: dict[str, Any], secrets: dict[str, str],
                          secrets_dir: Path, config_dir: Path, data_dir: Path,

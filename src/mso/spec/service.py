@@ -18,6 +18,7 @@ from mso.spec.health import Health, Probe
 from mso.spec.autoscale import Autoscale
 from mso.spec.rollout import Rollout
 from mso.spec.units import ByteSize, Duration, cpu_cores
+from mso.spec.users import parse_user
 
 __all__ = [
     "Backoff",
@@ -324,6 +325,11 @@ DependsOn = Annotated[
 ]
 
 
+def _number_as_text(value: Any) -> Any:
+    """`user: 999` is the number 999 in YAML: the uid."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class Service(_Runnable):
     """A long-running process with replicas, ports and a rollout strategy."""
 
@@ -347,6 +353,19 @@ class Service(_Runnable):
         None, description="Development: restart (or signal) the service when these files "
         "change, with `mso up --watch` (local engine; refused by Swarm/Kubernetes deploys "
         "unless --dev).")
+    user: Annotated[str | None, BeforeValidator(_number_as_text)] = Field(
+        None, description="Run the service's processes as this user: a name (postgres), "
+        "name:group, uid or uid:gid, or `dynamic` (a per-service unprivileged user mso "
+        "creates at start and removes at `mso down`). Data, secret and config files are "
+        "handed to it (docs/manifest.md, Users).")
+
+    @field_validator("user")
+    @classmethod
+    def _user_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parse_user(value)
+        return value.strip()
 
     def first_http_port(self) -> str | None:
         """Name of the first port with protocol http, in manifest order."""

@@ -202,7 +202,33 @@ _K8S_TRACING = Gap("the Kubernetes gateway's route table does not carry the trac
                    "and its proxy-only image has no OTLP encoder (not shown by a Kubernetes "
                    "scenario)", _TRACING_INSTEAD)
 
+def _user_name(value: Any, item: dict[str, Any]) -> bool:
+    """`user:` naming a user or group (not numbers, not `dynamic`)."""
+    text = str(value).strip()
+    return text != "dynamic" and not all(part.isdigit() for part in text.split(":"))
+
+
+def _container_user_name(value: Any, item: dict[str, Any]) -> bool:
+    return _user_name(value, item) and not item.get("run") \
+        and bool(item.get("image") or item.get("build"))
+
+
+_K8S_USER_NAME = Gap("Kubernetes' runAsUser/runAsGroup take numbers, and mso does not look "
+                     "up names inside images", "write the uid (`user: 999` or `999:999`), "
+                     "or `dynamic`")
+_LOCAL_CONTAINER_USER = Gap("the secret, config and data folders a container (`image:`/"
+                            "`build:` without `run:`) gets are bind-mounted from this "
+                            "machine and must belong to its user, whose name is known only "
+                            "inside the image", "write the uid (`user: 999` or `999:999`), "
+                            "or `dynamic`")
+
 FEATURES: tuple[Feature, ...] = (
+    Feature("services.*.user", "`user` (run as this user; `dynamic`)", "runs_as_user"),
+    Feature("services.*.user", "`user` as a name (not a number)", "runs_as_user",
+            gaps={"kubernetes": _K8S_USER_NAME}, when=_user_name),
+    Feature("services.*.user", "`user` as a name, of a container (no `run:`)",
+            "runs_as_user", gaps={"local": _LOCAL_CONTAINER_USER,
+                                  "kubernetes": _K8S_USER_NAME}, when=_container_user_name),
     Feature("services.*.watch", "`watch` (development: `mso up --watch`)", "watch_restarts",
             gaps={"swarm": _WATCH, "kubernetes": _WATCH}),
     Feature("services.*.ports", "`ports` (the first one written is `PORT`)", "port_order"),

@@ -3,7 +3,7 @@ Kubernetes, and reports what the engine gave it, over HTTP and in its log.
 
 GET  /                  -> JSON: replica, release, PORT and PORT_*, SHOW_* env values,
                            when it started, what its dependency answered at start, the
-                           traceparent it was sent
+                           traceparent it was sent, its uid and gid
                            (with FAIL_STATUS=N, every GET of / answers N instead)
 GET  /digest?name=VAR   -> sha256 of $VAR (never the value), or "unset"
 GET  /ready             -> 200, or 503 after POST /unready (this replica)
@@ -104,6 +104,7 @@ class Handler(BaseHTTPRequestHandler):
                 "started": STARTED, "dependency": DEPENDENCY, "pid": os.getpid(),
                 "traceparent": self.headers.get("traceparent"),
                 "forwarded_proto": self.headers.get("x-forwarded-proto"),
+                "uid": os.getuid(), "gid": os.getgid(),
             }
             self._send(int(env.get("FAIL_STATUS") or 200), json.dumps(body), "application/json")
 

@@ -277,3 +277,23 @@ def test_gateway_tls_travels_as_a_secret_named_by_its_content(tmp_path: Path) ->
     again = objects(app / "mso.yaml", "1.29")
     assert next(o for o in again if o["kind"] == "Secret" and o["metadata"]["name"]
                 .startswith("mso-gateway-tls-"))["metadata"]["name"] != secret["metadata"]["name"]
+
+def test_user_runs_the_app_container_as_that_uid_and_hands_it_the_volumes() -> None:
+    from mso.spec.users import remote_id
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in objects(FULL, "1.29")}
+    app = load(FULL).manifest.app
+
+    def pod(name: str) -> dict[str, Any]:
+        deployment = next(o for (kind, n), o in objs.items()
+                          if kind == "Deployment" and n.startswith(name))
+        return dict(deployment["spec"]["template"]["spec"])
+
+    store = pod("store")
+    assert store["containers"][0]["securityContext"] == {"runAsUser": 999, "runAsGroup": 998}
+    assert store["securityContext"] == {"fsGroup": 998}
+    assert all("securityContext" not in c for c in store["containers"][1:])  # the sidecar
+    uid = remote_id(app, "worker")
+    assert 61184 <= uid <= 65519
+    worker = pod("worker")
+    assert worker["containers"][0]["securityContext"] == {"runAsUser": uid, "runAsGroup": uid}
+    assert "securityContext" not in pod("web")

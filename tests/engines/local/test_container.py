@@ -5,6 +5,7 @@ real one)."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from pathlib import Path
@@ -68,6 +69,8 @@ def test_run_argv_carries_names_never_values() -> None:
     assert "--volume /d:/var/lib/mso/data " in text
     assert "--cpus 0.5 --memory 134217728" in text
     assert "--label io.mso.app=shop --label io.mso.replica=web-1" in text
+    assert "--user" not in argv
+    assert "--user 999:998" in " ".join(c.run_argv(dataclasses.replace(SPEC, user="999:998")))
 
 
 def test_exec_probe_runs_inside_the_container() -> None:

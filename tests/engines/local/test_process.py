@@ -169,3 +169,29 @@ def test_open_files_limit_is_raised_to_the_hard_limit() -> None:
     out = sp.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                  env=dict(os.environ))
     assert out.stdout.split() == ["256", "4096", "4096", "4096"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+async def test_spawn_drops_to_run_as_before_exec(tmp_path: Path) -> None:
+    """mso's child itself becomes the user (no wrapper): uid, gid and groups, and none of
+    root's capabilities; a program the user cannot run is a SpawnError, not a crash."""
+    from mso.engines.local.process import SpawnError, spawn, wait_exit
+    from mso.engines.local.users import RunAs
+    out = tmp_path / "out"
+    ref = spawn(["/bin/sh", "-c", "id -u; id -g; id -G; grep CapEff /proc/self/status"],
+                env={"PATH": "/usr/bin:/bin"}, cwd=str(tmp_path), stdout_path=out,
+                stderr_path=out, run_as=RunAs(65534, 65533, (65533, 4242), "nobody", "/"))
+    assert await wait_exit(ref) == 0
+    lines = out.read_text().split("\n")
+    assert lines[:3] == ["65534", "65533", "65533 4242"], lines
+    assert lines[3].split() == ["CapEff:", "0000000000000000"], lines
+    # A program the user may not reach (a 0700 folder of root's) does not start, and
+    # says why: the check is the kernel's, made as the user.
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "prog").write_text("#!/bin/sh\necho ran\n")
+    (private / "prog").chmod(0o755)
+    with pytest.raises(SpawnError) as err:
+        spawn([str(private / "prog")], env={}, cwd=str(tmp_path), stdout_path=out,
+              stderr_path=out, run_as=RunAs(65534, 65534, (65534,), "nobody", "/"))
+    assert "permission denied" in str(err.value).lower()

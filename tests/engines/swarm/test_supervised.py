@@ -106,3 +106,27 @@ def test_a_crash_loop_inside_the_container_is_a_problem_at_once() -> None:
     assert problem.message == f"{said}; mso's shim keeps restarting it"
     view = slot_view([task], "any", time.time(), health)
     assert view is not None and view.state == "BACKOFF" and view.reason == problem.message
+
+
+def test_user_is_the_containers_user_and_owns_its_secret_files() -> None:
+    from mso.engines.swarm.spec import AppContext, SecretRef, container_spec, with_ids
+    from mso.spec.users import remote_id
+    ctx = AppContext("app", "app_net", "/tmp")
+    refs = [SecretRef("s", "token", b"x", False), SecretRef("c", "conf.ini", b"y", True)]
+
+    def files(user: str) -> tuple[str | None, list[Any]]:
+        rel = ReleaseInput("web", 1, "h", {"model": {**MODEL, "user": user}, "env": {}},
+                           "img", shim=True)
+        spec = container_spec(ctx, rel, "main")
+        out = with_ids({"ContainerSpec": spec}, refs, {"s": "id1", "c": "id2"})["ContainerSpec"]
+        return spec.get("User"), [out["Secrets"][0]["File"], out["Configs"][0]["File"]]
+
+    user, (secret, config) = files("999")
+    assert user == "999:999"
+    assert (secret["UID"], secret["GID"], secret["Mode"]) == ("999", "999", 0o400)
+    assert config["UID"] == "999" and config["Mode"] == 0o444
+    uid = str(remote_id("app", "web"))
+    assert files("dynamic")[0] == f"{uid}:{uid}"
+    # A name is resolved in the image only: the secret is then readable by any user there.
+    user, (secret, _) = files("postgres")
+    assert user == "postgres" and (secret["UID"], secret["Mode"]) == ("0", 0o444)

@@ -140,7 +140,10 @@ def write_tar(rootfs: RootFs, shim_files: dict[str, bytes]) -> bytes:
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name in ("tmp", "root", "app", "run", "opt/mso", "var/lib/mso/data"):
             info = tarfile.TarInfo(name)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if name == "tmp" else 0o755
+            # The data folder too is everyone's (sticky, like /tmp): a service with
+            # `user:` runs as a uid the image does not know, and must write its data.
+            info.type, info.mode = tarfile.DIRTYPE, \
+                0o1777 if name in ("tmp", "var/lib/mso/data") else 0o755
             tar.addfile(info)
         for name, text in _ETC.items():
             _add_bytes(tar, name, text.encode(), 0o644)

@@ -23,6 +23,7 @@ from mso.engines.images import supervision
 from mso.engines.kubernetes import naming
 from mso.engines.kubernetes.versions import ApiVersions
 from mso.engines.kubernetes.workload import Workload
+from mso.spec import users
 
 PRE_STOP_SLEEP = 2  # seconds a stopping pod keeps serving while endpoints update
 SHIM_STARTUP_WAIT = 1_000_000  # failures of the kubelet's startupProbe under the shim
@@ -269,7 +270,29 @@ def pod_template(w: Workload, namespace: str) -> Obj:
                  "enableServiceLinks": True, "automountServiceAccountToken": False}
     if w.kind == "job":
         spec["restartPolicy"] = "Never"
+    who = run_as(w)
+    if who is not None:
+        # The app's container runs as the user (the bridge sidecar keeps its own); the
+        # volumes (secrets, data) are handed to its group.
+        containers[0]["securityContext"] = who
+        if "runAsGroup" in who:
+            spec["securityContext"] = {"fsGroup": who["runAsGroup"]}
     return {"metadata": {"labels": labels, "annotations": annotations}, "spec": spec}
+
+
+def run_as(w: Workload) -> Obj | None:
+    """`user:` as a container securityContext: numbers only (a name is refused before a
+    deploy, mso.spec.support); `dynamic` is a fixed uid (mso.spec.users)."""
+    user = w.model.get("user")
+    if not user:
+        return None
+    uid, gid = users.remote_ids(w.app, w.service, user)
+    if not uid.isdigit():
+        return None
+    out: Obj = {"runAsUser": int(uid)}
+    if gid is not None and gid.isdigit():
+        out["runAsGroup"] = int(gid)
+    return out
 
 
 def _surge(value: Any) -> int | str:

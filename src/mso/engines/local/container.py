@@ -83,6 +83,7 @@ class ContainerSpec:
     cpu: float | None = None
     memory: int | None = None
     host: str = "127.0.0.1"
+    user: str | None = None  #: `--user` (uid:gid), from `user:`
 
 
 def run_argv(spec: ContainerSpec, binary: str = "docker") -> list[str]:
@@ -99,6 +100,8 @@ def run_argv(spec: ContainerSpec, binary: str = "docker") -> list[str]:
         argv += ["--env", name]
     for m in spec.mounts:
         argv += ["--volume", f"{m.source}:{m.target}" + (":ro" if m.read_only else "")]
+    if spec.user is not None:
+        argv += ["--user", spec.user]
     if spec.cpu is not None:
         argv += ["--cpus", f"{spec.cpu:g}"]
     if spec.memory is not None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable
 
 if TYPE_CHECKING:
     from mso.engines.local.cgroups import Cgroup
+    from mso.engines.local.users import RunAs
 
 PROC = Path("/proc")
 INSTANCE_ENV = "MSO_INSTANCE"
@@ -83,7 +84,7 @@ def is_alive(ref: ProcessRef) -> bool:
     return stat is not None and stat[1] == ref.start_time and stat[0] not in ("Z", "X")
 
 
-def _preexec(cgroup: Cgroup | None) -> Callable[[], None] | None:
+def _join_cgroup(cgroup: Cgroup | None) -> Callable[[], None] | None:
     if cgroup is None or not cgroup.enforced.get("pids_tracking", False):
         return None
     procs_files = cgroup.procs_files()
@@ -105,6 +106,24 @@ def _preexec(cgroup: Cgroup | None) -> Callable[[], None] | None:
     return join
 
 
+def _preexec(cgroup: Cgroup | None, run_as: RunAs | None) -> Callable[[], None] | None:
+    """What the child does between fork and exec: join its cgroup (as root), then drop
+    to `run_as` (groups first, then the gid, then the uid: after setuid nothing else may
+    change). Popen's own `user=` would drop before the preexec, too early to join."""
+    join = _join_cgroup(cgroup)
+    if run_as is None:
+        return join
+
+    def child() -> None:
+        if join is not None:
+            join()
+        os.setgroups(list(run_as.groups))
+        os.setgid(run_as.gid)
+        os.setuid(run_as.uid)
+
+    return child
+
+
 def spawn(
     argv: list[str] | str,
     *,
@@ -114,11 +133,13 @@ def spawn(
     stderr_path: Path,
     cgroup: Cgroup | None = None,
     shell: bool = False,
+    run_as: RunAs | None = None,
 ) -> ProcessRef:
     """Start a detached replica process and return its identity.
 
     With ``shell=True`` the command (a string, or a list joined by spaces) runs as
-    ``/bin/sh -c STRING``; otherwise ``argv`` is executed directly.
+    ``/bin/sh -c STRING``; otherwise ``argv`` is executed directly. With ``run_as`` the
+    child takes that user's identity before exec (mso.engines.local.users).
     """
     if shell:
         command = argv if isinstance(argv, str) else " ".join(argv)
@@ -139,10 +160,13 @@ def spawn(
                 env=env,
                 close_fds=True,
                 start_new_session=True,
-                preexec_fn=_preexec(cgroup),
+                preexec_fn=_preexec(cgroup, run_as),
             )
     except OSError as exc:
         raise SpawnError(exc.errno, f"cannot start {args[0]!r}: {exc.strerror or exc}") from exc
+    except subprocess.SubprocessError as exc:  # the preexec failed (setuid refused)
+        raise SpawnError(errno.EPERM, f"cannot start {args[0]!r} as uid "
+                         f"{run_as.uid if run_as else '?'}: {exc}") from exc
     _children[proc.pid] = proc
     start = read_start_time(proc.pid)
     # The child cannot have been reaped yet (only we reap it), so /proc/PID exists.

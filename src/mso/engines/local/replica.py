@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 from mso.engines.local.probes import ProbeSpec
 from mso.engines.local.process import INSTANCE_ENV, REPLICA_ENV
 from mso.engines.local.states import ReplicaState
+from mso.engines.local.users import RunAs
 
 RestartPolicy = Literal["always", "on-failure", "never"]
 
@@ -46,6 +47,8 @@ class ReplicaSpec:
     #: container's name, removed after every exit and stop, and the CLI that removes it.
     container: str | None = None
     runtime: str = "docker"
+    #: The user the process runs as (`user:`); None: mso's own.
+    run_as: RunAs | None = None
 
     @property
     def stdout_path(self) -> Path:

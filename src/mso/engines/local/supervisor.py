@@ -288,7 +288,7 @@ class ReplicaSupervisor:
         try:
             ref = proc.spawn(spec.argv, env=spec.process_env(), cwd=spec.cwd,
                              stdout_path=spec.stdout_path, stderr_path=spec.stderr_path,
-                             cgroup=self.cgroup, shell=spec.shell)
+                             cgroup=self.cgroup, shell=spec.shell, run_as=spec.run_as)
         except SpawnError as exc:
             self.ref = None
             self._spawn_error = self._spawn_message(exc)
@@ -307,7 +307,8 @@ class ReplicaSupervisor:
         why = (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
         if self.spec.shell:
             return f"cannot start the shell for {program!r}: {why}"
-        return f"cannot start {program!r} (cwd {self.spec.cwd}): {why}"
+        who = f" as user {self.spec.run_as.name}" if self.spec.run_as is not None else ""
+        return f"cannot start {program!r}{who} (cwd {self.spec.cwd}): {why}"
 
     def _log_spawn_error(self, message: str) -> None:
         """Put a spawn failure where the replica's own output goes, so `mso logs` shows

@@ -19,6 +19,7 @@ from typing import Any
 
 from mso.releases.ports import port_map
 from mso.engines.images import supervision
+from mso.spec import users
 from mso.engines.swarm import names
 from mso.engines.swarm.names import Role
 
@@ -239,6 +240,11 @@ def container_spec(ctx: AppContext, rel: ReleaseInput, role: Role) -> dict[str, 
     workdir = _workdir(ctx, rel)
     if workdir:
         spec["Dir"] = workdir
+    if model.get("user"):
+        # The container (the shim, and the process it starts) runs as the user; Docker
+        # resolves a name in the image, `dynamic` is a fixed uid (mso.spec.users).
+        user, group = users.remote_ids(ctx.app, rel.service, model["user"])
+        spec["User"] = user if group is None else f"{user}:{group}"
     check = healthcheck(model, rel.shim, ctx.start_interval) if role != "job" else None
     if check:
         spec["Healthcheck"] = check
@@ -276,9 +282,10 @@ def with_ids(template: dict[str, Any], refs: list[SecretRef],
     out: dict[str, Any] = json.loads(json.dumps(template))
     secrets: list[dict[str, Any]] = []
     configs: list[dict[str, Any]] = []
+    uid, gid, secret_mode = _file_owner(str(out["ContainerSpec"].get("User") or ""))
     for ref in refs:
-        entry = {"File": {"Name": ref.target, "UID": "0", "GID": "0",
-                          "Mode": 0o444 if ref.config else 0o400},
+        entry = {"File": {"Name": ref.target, "UID": uid, "GID": gid,
+                          "Mode": 0o444 if ref.config else secret_mode},
                  ("ConfigID" if ref.config else "SecretID"): ids[ref.name],
                  ("ConfigName" if ref.config else "SecretName"): ref.name}
         (configs if ref.config else secrets).append(entry)
@@ -287,6 +294,17 @@ def with_ids(template: dict[str, Any], refs: list[SecretRef],
     if configs:
         out["ContainerSpec"]["Configs"] = configs
     return out
+
+
+def _file_owner(user: str) -> tuple[str, str, int]:
+    """Owner and mode of the secret files: the container's user when it is a number
+    (0400, its own); a name is resolved only inside the image, so then 0444."""
+    if not user:
+        return "0", "0", 0o400
+    uid, _, gid = user.partition(":")
+    if uid.isdigit() and (not gid or gid.isdigit()):
+        return uid, gid or uid, 0o400
+    return "0", "0", 0o444
 
 
 def digest(data: Any) -> str:
