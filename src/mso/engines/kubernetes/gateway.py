@@ -45,6 +45,7 @@ class GatewaySpec:
     services: dict[str, dict[str, tuple[str, int]]]  # service -> port name -> (proto, port)
     image: str
     previews: dict[str, int] = field(default_factory=dict)  # blue/green service -> preview_port
+    max_client_connections: int = 0  # per client address at the gateway; 0: no limit
 
     def listener_ports(self) -> dict[str, int]:
         keys = [f"{s}/{p}" for s, ports in self.services.items() for p in ports]
@@ -96,7 +97,8 @@ def table(spec: GatewaySpec, hosts: dict[str, str], weights: dict[str, dict[str,
             preview_port=spec.previews.get(name) if name in (previews or set()) else None))
     built = build_table(bind="0.0.0.0", gateway_port=spec.port,
                         metrics_port=naming.GATEWAY_METRICS_PORT,
-                        routes=list(spec.routes), services=routing)
+                        routes=list(spec.routes), services=routing,
+                        max_client_connections=spec.max_client_connections)
     for listener in built["listeners"]:
         listener["bind"] = "0.0.0.0"  # inside the pod, every listener serves the pod's IP
     for cluster in built["clusters"].values():
@@ -207,8 +209,9 @@ def control_secret(namespace: str, app: str, token: str) -> Obj:
 
 
 def spec_for(workloads: list[Workload], app: str, namespace: str, port: int,
-             routes: list[RouteView], image: str) -> GatewaySpec:
+             routes: list[RouteView], image: str,
+             max_client_connections: int = 0) -> GatewaySpec:
     services = {w.service: w.ports for w in workloads if w.kind == "service" and w.ports}
     models = {w.service: w.model for w in workloads if w.service in services}
     return GatewaySpec(app, namespace, port, tuple(routes), services, image,
-                       preview_ports(models))
+                       preview_ports(models), max_client_connections)

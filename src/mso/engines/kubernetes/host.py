@@ -209,7 +209,8 @@ class KubeHost:
                     models[name] = rel.spec["model"]
         s = self.settings
         return gateway.GatewaySpec(s.app, s.namespace, s.gateway_port, tuple(s.route_views()),
-                                   services, s.runtime_image, gateway.preview_ports(models))
+                                   services, s.runtime_image, gateway.preview_ports(models),
+                                   s.max_connections_per_client)
 
     def push_table(self, weights: dict[str, dict[str, int]], force: bool = False,
                    previews: set[str] | None = None) -> bool:

@@ -32,7 +32,7 @@ from typing import Any
 from mso.analysis.relay import GatewayTransport
 from mso.controllers.autoscale import Autoscaler
 from mso.controllers.rollouts import Member, RolloutController
-from mso.controllers.routing import RouteView
+from mso.controllers.routing import RouteLimits, RouteView
 from mso.releases.ports import port_map
 from mso.engines.swarm import names, state
 from mso.engines.swarm.gateway import (gateway_spec, route_table,
@@ -516,10 +516,12 @@ class SwarmController:
                 if r["service"] in desired else None
             port = r.get("port") or (_first_http(rel.spec["model"]) if rel else None)
             if port:
-                routes.append(RouteView(r.get("path") or "/", r.get("host"), r["service"], port))
+                routes.append(RouteView(r.get("path") or "/", r.get("host"), r["service"], port,
+                                        RouteLimits.of(r)))
         built = route_table(gateway_port=config.gateway_port,
                             metrics_port=ctx.stable_ports.get(METRICS_KEY, 19999),
-                            routes=routes, services=routings)
+                            routes=routes, services=routings,
+                            max_client_connections=config.max_connections_per_client)
         for name in desired:
             active = self.rollouts.active(name)
             if active is None or active.strategy != "canary":
