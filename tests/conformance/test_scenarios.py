@@ -850,3 +850,77 @@ def test_the_gateway_terminates_tls(target: Target) -> None:
     assert response.getheader("strict-transport-security") == "max-age=3600"
     status, _ = target.request("GET", "/x?y=1", headers={"Host": "app.test"})
     assert status == 308
+
+
+@scenario("edge_limits")
+def test_limits_at_the_edge(target: Target) -> None:
+    """One deploy, the three limits at the gateway: a route's rate limit per API key (429
+    with Retry-After), a route's body size (413 for a Content-Length and for a chunked
+    body as it goes over), and the open connections per client address; `mso endpoints`
+    shows each route's limits."""
+    import socket
+
+    target.write(BASE.replace(
+        "gateway: {port: GATEWAY_PORT}\nroutes:\n",
+        "gateway: {port: GATEWAY_PORT, max_connections_per_client: 4}\nroutes:\n"
+        "  - {path: /limited, service: web,"
+        " rate_limit: {rate: 1/m, burst: 3, by: 'header:X-Api-Key'}}\n"
+        "  - {path: /upload, service: web, max_body_size: 1k}\n"))
+    if target.refused("gateway.max_connections_per_client"):
+        return
+    target.up()
+    endpoints = target.json("endpoints")
+    limited = next(r for r in endpoints["routes"] if r["path"] == "/limited")
+    assert limited["rate_limit"]["by"] == "header:X-Api-Key", limited
+    assert next(r for r in endpoints["routes"] if r["path"] == "/upload")["max_body_size"] == 1024
+    table = target.mso("endpoints").stdout
+    assert "rate 1/m, burst 3, by header:X-Api-Key" in table and "body ≤ 1Ki" in table, table
+
+    # Rate: a burst of 3 per key, then 429 with Retry-After (1/m: about a minute). Several
+    # gateway processes (Kubernetes runs two) each keep their own buckets.
+    key = {"X-Api-Key": "k1"}
+    answers = [target.request("GET", "/limited/a", headers=key)[0] for _ in range(12)]
+    assert answers.count(200) >= 3 and 429 in answers, answers
+    host, port = target.gateway()
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.request("GET", "/limited/a", headers=key)
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    assert response.status == 429 and 1 <= int(response.getheader("retry-after", "0")) <= 60
+    assert target.request("GET", "/limited/a", headers={"X-Api-Key": "k2"})[0] == 200
+    assert target.request("GET", "/")[0] == 200  # other routes are not limited
+
+    # Body: 1k. A Content-Length over it is refused before the service sees it; a chunked
+    # body as soon as it goes over, while the client is still sending.
+    def post(head: bytes, body: bytes) -> bytes:
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(b"POST /upload HTTP/1.1\r\nHost: conf\r\n" + head + b"\r\n" + body)
+            return s.recv(65536)
+    assert post(b"Content-Length: 1025\r\n", b"").startswith(b"HTTP/1.1 413 ")
+    ok = post(b"Content-Length: 1024\r\nConnection: close\r\n", b"y" * 1024)
+    assert ok.startswith(b"HTTP/1.1 200") and b'"body_len": 1024' in ok, ok
+    chunk = b"258\r\n" + b"y" * 600 + b"\r\n"
+    assert post(b"Transfer-Encoding: chunked\r\n", chunk * 2).startswith(b"HTTP/1.1 413 ")
+    small = post(b"Transfer-Encoding: chunked\r\nConnection: close\r\n", chunk + b"0\r\n\r\n")
+    assert small.startswith(b"HTTP/1.1 200") and b'"body_len": 600' in small, small
+
+    # Connections: 4 per client address; of 10 held open some are answered 429 and closed
+    # at once, the others serve.
+    held = [socket.create_connection((host, port), timeout=10) for _ in range(10)]
+    try:
+        statuses = []
+        for s in held:
+            try:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: conf\r\n\r\n")
+                statuses.append(int(s.recv(65536).split(b" ", 2)[1]))
+            except OSError:  # closed before the request went out
+                statuses.append(0)
+    finally:
+        for s in held:
+            s.close()
+    assert statuses.count(200) >= 4 and statuses.count(200) < 10, statuses
+    assert set(statuses) <= {200, 429, 0} and 429 in statuses, statuses
+    # Released as they close: a new connection serves again.
+    wait_for(lambda: target.request("GET", "/")[0] == 200, 30,
+             message="a connection let in again")

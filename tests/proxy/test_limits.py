@@ -45,16 +45,22 @@ def test_slow_rate_retry_after_counts_whole_seconds() -> None:
 
 def test_keys_are_bounded_full_buckets_go_first() -> None:
     bucket = RateLimiter(rate=1.0, burst=2)
-    for i in range(limits.MAX_KEYS):
+    for i in range(limits.MAX_KEYS - 1):
         bucket.take(b"%d" % i, 0.0)
-    assert len(bucket.buckets) == limits.MAX_KEYS
     bucket.take(b"busy", 0.0)
     bucket.take(b"busy", 0.0)  # empty now
+    assert len(bucket.buckets) == limits.MAX_KEYS
     # One second later every other bucket is full again (1 of 2 taken, 1/s): the next
-    # new key sweeps them, and the client that used its burst keeps its empty bucket.
+    # new key sweeps them, and the client that used its burst keeps its bucket.
     bucket.take(b"new", 1.0)
     assert set(bucket.buckets) == {b"busy", b"new"}
     assert bucket.take(b"busy", 1.0) == 0.0 and bucket.take(b"busy", 1.0) > 0.0
+    # None full: the oldest half goes, so memory stays bounded.
+    crowded = RateLimiter(rate=1.0, burst=2)
+    for i in range(limits.MAX_KEYS + 1):
+        crowded.take(b"%d" % i, 0.0)
+    assert len(crowded.buckets) == limits.MAX_KEYS // 2 + 1
+    assert b"0" not in crowded.buckets and b"%d" % limits.MAX_KEYS in crowded.buckets
 
 
 def test_route_limits_by_header_fall_back_to_the_address() -> None:
