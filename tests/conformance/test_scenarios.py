@@ -865,7 +865,7 @@ def test_limits_at_the_edge(target: Target) -> None:
         "gateway: {port: GATEWAY_PORT, max_connections_per_client: 4}\nroutes:\n"
         "  - {path: /limited, service: web,"
         " rate_limit: {rate: 1/m, burst: 3, by: 'header:X-Api-Key'}}\n"
-        "  - {path: /upload, service: web, max_body_size: 1k}\n"))
+        "  - {path: /upload, service: web, max_body_size: 1Ki}\n"))
     if target.refused("gateway.max_connections_per_client"):
         return
     target.up()
@@ -891,7 +891,7 @@ def test_limits_at_the_edge(target: Target) -> None:
     assert target.request("GET", "/limited/a", headers={"X-Api-Key": "k2"})[0] == 200
     assert target.request("GET", "/")[0] == 200  # other routes are not limited
 
-    # Body: 1k. A Content-Length over it is refused before the service sees it; a chunked
+    # Body: 1Ki. A Content-Length over it is refused before the service sees it; a chunked
     # body as soon as it goes over, while the client is still sending.
     def post(head: bytes, body: bytes) -> bytes:
         with socket.create_connection((host, port), timeout=10) as s:
