@@ -188,6 +188,11 @@ def test_limits_through_a_real_proxy(proxy: Proxy, backends: Any) -> None:
     assert 50 <= retry <= 60
     assert _get(gw, "/limited/x", b"X-Api-Key: k2\r\n").startswith(b"HTTP/1.1 200")
     assert _get(gw, "/", b"X-Api-Key: k1\r\n").startswith(b"HTTP/1.1 200")  # other route
+    # Pipelined: the refused request is answered after the ones before it, in order.
+    one = b"GET /limited HTTP/1.1\r\nHost: x\r\nX-Api-Key: k3\r\n\r\n"
+    answers = raw_request(gw, one * 3)
+    assert answers.count(b"HTTP/1.1 200") == 2 and answers.rfind(b"HTTP/1.1 200") < \
+        answers.find(b"HTTP/1.1 429 ") and b"retry-after: " in answers, answers
     # A new table (as every readiness change pushes) does not refill the bucket.
     proxy.set_table({**table, "version": 2})
     assert _get(gw, "/limited/x", b"X-Api-Key: k1\r\n").startswith(b"HTTP/1.1 429 ")
@@ -226,11 +231,11 @@ def test_limits_through_a_real_proxy(proxy: Proxy, backends: Any) -> None:
             s.close()
 
     text = _metrics(ports["metrics"])
-    assert 'mso_proxy_rate_limited_total{route="/limited",service="web"} 2.0' in text
+    assert 'mso_proxy_rate_limited_total{route="/limited",service="web"} 3.0' in text
     assert 'mso_proxy_body_too_large_total{route="/upload",service="web"} 2.0' in text
     assert _metric(ports["metrics"], "mso_proxy_connections_refused_total") >= 1.0
     snap = proxy.call("metrics")
-    assert snap["limits"]["routes"]["/limited"]["rate_limited"] == 2
+    assert snap["limits"]["routes"]["/limited"]["rate_limited"] == 3
 
 
 def _metrics(port: int) -> str:
