@@ -65,7 +65,8 @@ def main() -> None:
                      f"{med - base:+.3f} µs |")
     lines += ["", "A route without limits pays one `is None` test per request (and one "
               "per connection on a listener without a connection limit); a limited route "
-              "adds a clock read and its bucket's arithmetic."]
+              "adds a clock read and its bucket's arithmetic. A difference smaller than the "
+              "spread of one build's own rounds is the machine's noise, not the change."]
     report = "\n".join(lines) + "\n"
     print(report)
     if args.write:
