@@ -132,7 +132,9 @@ class RouteLimits:
 
 
 class Refused(Exception):
-    """A request refused by a limit: the status and the whole response to answer with."""
+    """A request refused by a limit: the status and the whole response to answer with.
+    Internal, like http_server.Reject: raised from the parser's callbacks and answered by
+    the client connection; it never leaves the proxy."""
 
     def __init__(self, status: int, response: bytes) -> None:
         super().__init__(status)
