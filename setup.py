@@ -26,6 +26,7 @@ HOT_MODULES = [
     "src/mso/proxy/balancer.py",
     "src/mso/proxy/exchange.py",
     "src/mso/proxy/http_server.py",
+    "src/mso/proxy/limits.py",
     "src/mso/proxy/metrics.py",
     "src/mso/proxy/response_head.py",
     "src/mso/proxy/safety.py",

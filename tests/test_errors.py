@@ -14,7 +14,8 @@ KINDS = (UsageError, NotFound, Conflict, Unavailable, Failed)
 # Raised and caught inside one module, never reaching a boundary (documented there).
 INTERNAL = {"LocatedError", "InterpolationError", "IllegalTransition", "SpawnError", "Reject",
             "SnapshotError", "VersionError", "ControlError", "_Inconclusive",
-            "ShimFlagError"}  # ShimFlagError: the in-container shim is stdlib-only
+            "ShimFlagError",  # ShimFlagError: the in-container shim is stdlib-only
+            "Refused"}  # mso.proxy.limits: raised in llhttp callbacks, answered as Reject is
 
 
 def test_every_error_class_of_mso_is_of_one_kind() -> None:

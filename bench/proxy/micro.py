@@ -7,7 +7,7 @@ interpreter (or mypyc) work per request alone.  Compare the two builds:
     .venv/bin/python bench/proxy/micro.py            # compiled, if built
     MSO_PROXY_PURE=1 .venv/bin/python bench/proxy/micro.py
 
-With MSO_TRACE_SAMPLE=0.01 (a share, 0-1) requests are traced as with `tracing:` in the
+With MSO_LIMITS=1 the route has a rate and a body limit (limits.py). With MSO_TRACE_SAMPLE=0.01 (a share, 0-1) requests are traced as with `tracing:` in the
 manifest (the finished traces queue up and are dropped when the queue is full; nothing
 is exported), so the figure includes the hot path's tracing work.
 """
@@ -41,7 +41,13 @@ hub = Hub(now=0.0)
 if os.environ.get("MSO_TRACE_SAMPLE"):
     hub.trace_sample = float(os.environ["MSO_TRACE_SAMPLE"])
 cl = build_cluster(t.clusters["web"], {}, Registry(), hub.clock)
-ctx = ListenerContext(hub=hub, routes=((None, b"/", cl),))
+# MSO_LIMITS=1: the route has a rate limit (never reached) and a body limit, so the
+# figure includes limits.py's per-request work (see docs/benchmarks.md).
+limits = None
+if os.environ.get("MSO_LIMITS"):
+    from mso.proxy.limits import Limits
+    limits = Limits().for_route("/", "web", 1e12, 1000, "", 1 << 20)
+ctx = ListenerContext(hub=hub, routes=((None, b"/", cl, limits),))
 conns = {}
 for ep in cl.endpoints:
     c = upstream.UpstreamConnection(ep); c.connection_made(FakeT()); ep.idle.append(c); conns[ep.id] = c
@@ -76,6 +82,7 @@ async def main() -> None:
         best = min(best, (await timed(n, True) - await timed(n, False)) / n * 1e6)
     build = "mypyc" if mso.proxy.COMPILED else "python"
     traced = f", tracing {hub.trace_sample:g}" if hub.trace_sample >= 0 else ""
+    traced += ", route limits" if limits is not None else ""
     print(f"{build}{traced}: {best:.3f} us of Python work per request (best of 5 x {n})")
 
 

@@ -917,3 +917,94 @@ def _runs_as_user(target: Target, python: str) -> None:
     target.up()
     body = target.get_json()
     assert (body["uid"], body["gid"]) == (65534, 65534), body
+
+
+
+@scenario("edge_limits")
+def test_limits_at_the_edge(target: Target) -> None:
+    """One deploy, the three limits at the gateway: a route's rate limit per API key (429
+    with Retry-After), a route's body size (413 for a Content-Length and for a chunked
+    body as it goes over), and the open connections per client address; `mso endpoints`
+    shows each route's limits."""
+    import socket
+
+    target.write(BASE.replace(
+        "gateway: {port: GATEWAY_PORT}\nroutes:\n",
+        "gateway: {port: GATEWAY_PORT, max_connections_per_client: 4}\nroutes:\n"
+        "  - {path: /limited, service: web,"
+        " rate_limit: {rate: 1/h, burst: 3, by: 'header:X-Api-Key'}}\n"
+        "  - {path: /upload, service: web, max_body_size: 1Ki}\n"))
+    if target.refused("gateway.max_connections_per_client"):
+        return
+    target.up()
+    endpoints = target.json("endpoints")
+    limited = next(r for r in endpoints["routes"] if r["path"] == "/limited")
+    assert limited["rate_limit"]["by"] == "header:X-Api-Key", limited
+    assert next(r for r in endpoints["routes"] if r["path"] == "/upload")["max_body_size"] == 1024
+    table = target.mso("endpoints").stdout
+    assert "rate 1/h, burst 3, by header:X-Api-Key" in table and "body ≤ 1Ki" in table, table
+
+    # Rate: a burst of 3 per key, then 429 with Retry-After (1/h: up to an hour; slow
+    # enough that no token comes back while the scenario runs). Several gateway processes
+    # (Kubernetes runs two) each keep their own buckets.
+    host, port = target.gateway()
+
+    def get(path: str, headers: dict[str, str]) -> tuple[int, str | None]:
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        try:
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            return response.status, response.getheader("retry-after")
+        finally:
+            conn.close()
+    answers = [get("/limited/a", {"X-Api-Key": "k1"}) for _ in range(12)]
+    statuses = [status for status, _ in answers]
+    assert statuses.count(200) >= 3 and 429 in statuses, answers
+    assert all(status == 200 or (status == 429 and 1 <= int(retry or 0) <= 3600)
+               for status, retry in answers), answers
+    assert get("/limited/a", {"X-Api-Key": "k2"})[0] == 200  # another key, its own bucket
+    assert get("/", {"X-Api-Key": "k1"})[0] == 200  # other routes are not limited
+
+    # Body: 1Ki. A Content-Length over it is refused before the service sees it; a chunked
+    # body as soon as it goes over, while the client is still sending.
+    def post(head: bytes, body: bytes) -> bytes:
+        """The whole answer: every request here ends with the connection closed."""
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(b"POST /upload HTTP/1.1\r\nHost: conf\r\n" + head + b"\r\n" + body)
+            got = b""
+            while True:
+                try:
+                    piece = s.recv(65536)
+                except ConnectionResetError:
+                    return got
+                if not piece:
+                    return got
+                got += piece
+    assert post(b"Content-Length: 1025\r\n", b"").startswith(b"HTTP/1.1 413 ")
+    ok = post(b"Content-Length: 1024\r\nConnection: close\r\n", b"y" * 1024)
+    assert ok.startswith(b"HTTP/1.1 200") and b'"body_len": 1024' in ok, ok
+    chunk = b"258\r\n" + b"y" * 600 + b"\r\n"
+    assert post(b"Transfer-Encoding: chunked\r\n", chunk * 2).startswith(b"HTTP/1.1 413 ")
+    small = post(b"Transfer-Encoding: chunked\r\nConnection: close\r\n", chunk + b"0\r\n\r\n")
+    assert small.startswith(b"HTTP/1.1 200") and b'"body_len": 600' in small, small
+
+    # Connections: 4 per client address; of 10 held open some are answered 429 and closed
+    # at once, the others serve.
+    held = [socket.create_connection((host, port), timeout=10) for _ in range(10)]
+    try:
+        statuses = []
+        for s in held:
+            try:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: conf\r\n\r\n")
+                statuses.append(int(s.recv(65536).split(b" ", 2)[1]))
+            except OSError:  # closed before the request went out
+                statuses.append(0)
+    finally:
+        for s in held:
+            s.close()
+    assert statuses.count(200) >= 4 and statuses.count(200) < 10, statuses
+    assert set(statuses) <= {200, 429, 0} and 429 in statuses, statuses
+    # Released as they close: a new connection serves again.
+    wait_for(lambda: target.request("GET", "/")[0] == 200, 30,
+             message="a connection let in again")

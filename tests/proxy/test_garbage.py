@@ -44,7 +44,7 @@ def _context() -> ListenerContext:
         conn = upstream.UpstreamConnection(ep)
         conn.connection_made(FakeTransport())  # type: ignore[arg-type]
         ep.idle.append(conn)
-    return ListenerContext(hub=hub, routes=((None, b"/", cluster),))
+    return ListenerContext(hub=hub, routes=((None, b"/", cluster, None),))
 
 
 @pytest.mark.parametrize("connection", [b"close", b"keep-alive"])

@@ -33,7 +33,7 @@ class Harness:
         self.upstream_t = RecordingTransport()
         self.conn.connection_made(self.upstream_t)  # type: ignore[arg-type]
         self.endpoint.idle.append(self.conn)
-        self.client = ClientConnection(ListenerContext(hub=hub, routes=((None, b"/", self.cluster),)))
+        self.client = ClientConnection(ListenerContext(hub=hub, routes=((None, b"/", self.cluster, None),)))
         self.client_t = RecordingTransport()
         self.client.connection_made(self.client_t)  # type: ignore[arg-type]
         self.parsed = 0

@@ -83,6 +83,8 @@ def endpoints(daemon: Daemon) -> dict[str, Any]:
     tls = gateway.get("tls")
     return {"gateway": f"{gateway['bind']}:{gateway['port']}",
             **({"gateway_tls": f"{gateway['bind']}:{tls['port']}"} if tls else {}),
+            **({"max_connections_per_client": gateway["max_connections_per_client"]}
+               if gateway.get("max_connections_per_client") else {}),
             "metrics": f"http://{gateway['bind']}:{daemon.metrics_port()}/metrics",
             "routes": config.get("routes", []), "services": services}
 

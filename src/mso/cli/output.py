@@ -17,6 +17,7 @@ import click
 from mso.cli.term import Console, Table, escape
 
 from mso.cli.client import ApiClient, CliError
+from mso.spec.models import RateLimit
 
 # Piped output is never squeezed into 80 columns: scripts and logs want whole lines.
 console = Console()
@@ -139,8 +140,17 @@ def _hints(failing: list[dict[str, Any]]) -> list[str]:
 
 
 def endpoints_table(data: dict[str, Any]) -> None:
-    console.print(f"gateway  http://{data['gateway']}/")
+    conns = data.get("max_connections_per_client")
+    console.print(f"gateway  http://{data['gateway']}/"
+                  + (f"  (at most {conns} connections per client)" if conns else ""))
     console.print(f"metrics  {data['metrics']}")
+    routes = data.get("routes") or []
+    if routes:
+        rtable = _table("ROUTE", "SERVICE", "LIMITS")
+        for r in routes:
+            rtable.add_row((r.get("host") or "") + (r.get("path") or "/"), r["service"],
+                           escape(route_limits_text(r)) or "-")
+        console.print(rtable)
     table = _table("SERVICE", "ADDRESS", "REPLICA", "ENDPOINT", "SUBSET", "WEIGHT", "READY")
     for name, svc in sorted(data["services"].items()):
         eps = svc["endpoints"] or [None]
@@ -366,3 +376,31 @@ def print_records(records: Any, fmt: str) -> None:
     for record in records:
         click.echo(json.dumps(record) if fmt == "ndjson" else log_line(record))
         sys.stdout.flush()
+
+
+def route_limits_text(route: dict[str, Any]) -> str:
+    """A route's limits in one line: `rate 100/s, burst 50, by client; body ≤ 1Mi`."""
+    parts = []
+    raw = route.get("rate_limit")
+    if raw:
+        limit = RateLimit.model_validate(raw)
+        parts.append(f"rate {_per(limit.rate)}, burst {limit.bucket_size()}, by {limit.by}")
+    size = route.get("max_body_size")
+    if size is not None:
+        parts.append(f"body ≤ {_size(int(size))}")
+    return "; ".join(parts)
+
+
+def _per(rate: float) -> str:
+    for unit, seconds in (("s", 1), ("m", 60), ("h", 3600)):
+        n = rate * seconds
+        if n >= 1 and abs(n - round(n)) < 1e-6:
+            return f"{round(n)}/{unit}"
+    return f"{rate:g}/s"
+
+
+def _size(n: int) -> str:
+    for unit, factor in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return f"{n} bytes"

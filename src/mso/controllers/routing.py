@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mso.spec.loaded import LoadedManifest
+
+from mso.spec.models import RateLimit
 
 
 @dataclass(frozen=True)
@@ -128,11 +130,42 @@ def file_rev(*paths: str) -> str:
 
 
 @dataclass(frozen=True)
+class RouteLimits:
+    """A route's `rate_limit` and `max_body_size` as the proxy enforces them
+    (mso.proxy.limits)."""
+
+    rate: float = 0.0  # requests per second; 0: no rate limit
+    burst: int = 1
+    header: str = ""  # "": a bucket per client address
+    max_body: int = -1  # bytes; -1: no limit
+
+    @classmethod
+    def of(cls, route: Mapping[str, Any]) -> RouteLimits:
+        """From a route as the manifest writes it (and the engines keep it in state)."""
+        raw, max_body = route.get("rate_limit"), route.get("max_body_size")
+        body = -1 if max_body is None else int(max_body)
+        if not raw:
+            return cls(max_body=body)
+        limit = RateLimit.model_validate(raw)
+        return cls(limit.rate, limit.bucket_size(), limit.header(), body)
+
+    def table(self) -> dict[str, Any]:
+        """The route-table fields (none for a route without limits)."""
+        out: dict[str, Any] = {}
+        if self.rate > 0:
+            out["rate_limit"] = {"rate": self.rate, "burst": self.burst, "header": self.header}
+        if self.max_body >= 0:
+            out["max_body"] = self.max_body
+        return out
+
+
+@dataclass(frozen=True)
 class RouteView:
     path: str
     host: str | None
     service: str
     port: str
+    limits: RouteLimits = field(default_factory=RouteLimits)
 
 
 def cluster_name(service: str, port: str) -> str:
@@ -144,15 +177,18 @@ def build_table(*, bind: str, gateway_port: int, metrics_port: int | None,
                 draining: frozenset[str] = frozenset(),
                 tracing: dict[str, Any] | None = None,
                 container_bind: str | None = None,
-                tls: GatewayTls | None = None) -> dict[str, Any]:
+                tls: GatewayTls | None = None,
+                max_client_connections: int = 0) -> dict[str, Any]:
     """Return a TABLE (docs/architecture.md) without its version number. `tracing`: the
     table's tracing object (endpoint, sample, app), or None for no tracing.
     `container_bind`: the host's address on the containers' bridge (local containers reach
     the services they depend on there: 127.0.0.1 is their own), or None. `tls`: HTTPS on
     its own port ("gateway-tls"), the plain gateway port redirecting to it unless
-    `tls.redirect` is false."""
+    `tls.redirect` is false. `max_client_connections`: open connections per client
+    address at the gateway (0: no limit)."""
     gateway_routes = [{"host": r.host, "path": r.path,
-                       "cluster": cluster_name(r.service, r.port)} for r in routes]
+                       "cluster": cluster_name(r.service, r.port), **r.limits.table()}
+                      for r in routes]
     listeners: list[dict[str, Any]] = [{
         "name": "gateway", "bind": bind, "port": gateway_port, "mode": "http",
         "routes": gateway_routes}]
@@ -161,6 +197,9 @@ def build_table(*, bind: str, gateway_port: int, metrics_port: int | None,
             listeners[0].update(routes=[], redirect=tls.port)
         listeners.append({"name": "gateway-tls", "bind": bind, "port": tls.port,
                           "mode": "http", "routes": gateway_routes, "tls": tls.table()})
+    if max_client_connections:
+        for listener in listeners:
+            listener["max_client_connections"] = max_client_connections
     if metrics_port is not None:
         listeners.append({"name": "metrics", "bind": bind, "port": metrics_port,
                           "mode": "metrics"})

@@ -25,8 +25,8 @@ from mso.controllers.autoscale import Autoscaler, refuse_autoscaled
 from mso.controllers.autoscale import status as autoscale_status
 from mso.controllers.replicas import ObservedReplica, RollingParams, StartReplica, plan
 from mso.controllers.rollouts import Member, RolloutController, RolloutError
-from mso.controllers.routing import (RouteView, ServiceRouting, build_table, file_rev,
-                                     gateway_tls, tls_config)
+from mso.controllers.routing import (RouteLimits, RouteView, ServiceRouting, build_table,
+                                     file_rev, gateway_tls, tls_config)
 from mso.daemon.jobs import JobRunner
 from mso.daemon.logsettings import LogSettings
 from mso.releases.ports import port_map
@@ -46,6 +46,7 @@ from mso.engines.local.process import is_alive, kill_instance_processes, signal_
 from mso.engines.local.states import ReplicaState
 from mso.paths import StatePaths
 from mso.spec.load import LoadedManifest
+from mso.spec.models import Route
 from mso.spec.service import ProxySettings
 from mso.store.db import Store
 from mso.store.health import StoreUnavailable
@@ -260,7 +261,7 @@ class Daemon:
         config = {"app": m.app, "manifest": str(loaded.path),
                   "gateway": _gateway_config(loaded),
                   "routes": [{"path": r.path, "host": r.host, "service": r.service,
-                              "port": r.port} for r in m.routes],
+                              "port": r.port, **_route_limits(r)} for r in m.routes],
                   "rollouts": {n: s.rollout.model_dump(mode="json")
                                for n, s in m.services.items()},
                   "autoscale": {n: s.autoscale.model_dump(mode="json")
@@ -681,7 +682,8 @@ class Daemon:
         for r in config.get("routes", []):
             port = r.get("port") or self._default_http_port(r["service"])
             if port:
-                routes.append(RouteView(r.get("path") or "/", r.get("host"), r["service"], port))
+                routes.append(RouteView(r.get("path") or "/", r.get("host"), r["service"], port,
+                                        RouteLimits.of(r)))
         tracing = config.get("tracing")
         return build_table(bind=gateway["bind"], gateway_port=int(gateway["port"]),
                            metrics_port=self.metrics_port(), routes=routes,
@@ -689,7 +691,9 @@ class Daemon:
                            tracing=None if tracing is None
                            else {**tracing, "app": self.app_name()},
                            container_bind=containers.bridge_address(self.store),
-                           tls=gateway_tls(gateway.get("tls")))
+                           tls=gateway_tls(gateway.get("tls")),
+                           max_client_connections=int(
+                               gateway.get("max_connections_per_client") or 0))
 
     def _default_http_port(self, service: str) -> str | None:
         release = self.store.latest_release(service)
@@ -901,9 +905,22 @@ def _gateway_config(loaded: LoadedManifest) -> dict[str, Any]:
     """The gateway as the app config keeps it: certificate *paths* only (absolute)."""
     gw = loaded.manifest.gateway
     out: dict[str, Any] = {"bind": gw.bind, "port": gw.port}
+    if gw.max_connections_per_client is not None:
+        out["max_connections_per_client"] = gw.max_connections_per_client
     tls = tls_config(loaded)
     if tls is not None:
         out["tls"] = tls
+    return out
+
+
+def _route_limits(route: Route) -> dict[str, Any]:
+    """A route's limits as the app config keeps them (the manifest's form; only the keys
+    written, so an app without limits keeps the config it had)."""
+    out: dict[str, Any] = {}
+    if route.rate_limit is not None:
+        out["rate_limit"] = route.rate_limit.model_dump(mode="json")
+    if route.max_body_size is not None:
+        out["max_body_size"] = route.max_body_size
     return out
 
 

@@ -4,7 +4,8 @@ Modules: `table` (TABLE parsing, pure), `balancer` (subset split, round robin /
 least request, outlier ejection, retry budget), `http_server` (client side),
 `exchange` (one proxied request), `response_head` (pure head rewrite),
 `upstream` (keep-alive pools), `tcp` (L4 mode), `safety` (RFC 9112 checks),
-`metrics` / `metrics_http` (SNAPSHOT, Prometheus), `runtime` (one serving
+`metrics` / `metrics_http` (SNAPSHOT, Prometheus), `limits` (rate, body and
+connection limits at the edge), `runtime` (one serving
 process), `control` (unix-socket protocol), `workers` (N processes with
 SO_REUSEPORT), `client` (`ProxyClient` for the control plane).
 
@@ -19,6 +20,9 @@ Additions to the protocol of docs/architecture.md (all optional):
   `"idle_timeout": 75` (idle keep-alive client connections are closed).
 * A drained endpoint stays drained while later tables keep listing the same
   id and address; a table that drops it (or changes its address) forgets it.
+* route fields (limits.py): `"rate_limit": {"rate": 10.0, "burst": 20, "header": ""}`
+  (tokens per second; "header": "" keys the buckets by client address), `"max_body": N`
+  (bytes; 413 over it). Listener field `"max_client_connections": N` (0: no limit).
 * Route paths match by segment: "/api" matches "/api", "/api/x", "/api?q",
   not "/apix".
 """

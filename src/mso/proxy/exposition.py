@@ -18,6 +18,11 @@ Names follow OpenTelemetry's HTTP semantic conventions where one exists:
 * With `tracing:` on, the exporter's counters `mso_proxy_spans_exported_total`,
   `mso_proxy_spans_dropped_total` (queue full, or given up after retries) and
   `mso_proxy_span_exports_failed_total` (export requests given up).
+* Limits at the edge (limits.py): `mso_proxy_rate_limited_total` and
+  `mso_proxy_body_too_large_total` (requests answered 429 / 413, by `route` (host and
+  path) and `service`), `mso_proxy_connections_refused_total` (connections over the
+  per-client limit) and the gauge `mso_proxy_limited_clients` (client addresses holding
+  connections on a listener with a limit).
 * The control plane's figures (reconcile duration, probe failures, restarts, replicas
   by state, rollout phase), which the daemon hands to the proxy (control op
   `set_control_metrics`) so one endpoint serves the whole app; see `ControlMetrics`.
@@ -176,16 +181,46 @@ class SpanCollector(Collector):
             yield CounterMetricFamily(name, doc, value=counts.get(key, 0))
 
 
+class LimitsCollector(Collector):
+    """What the limits at the edge refused (limits.Limits.snapshot)."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot()
+        routes = snap.get("routes", {})
+        for name, key, doc in (
+                ("mso_proxy_rate_limited", "rate_limited",
+                 "Requests answered 429 by a route's rate limit."),
+                ("mso_proxy_body_too_large", "body_too_large",
+                 "Requests answered 413: the body was over the route's max_body_size.")):
+            family = CounterMetricFamily(name, doc, labels=["route", "service"])
+            for label, r in sorted(routes.items()):
+                family.add_metric([label, r.get("service", "")], r.get(key, 0))
+            yield family
+        conns = snap.get("connections", {})
+        yield CounterMetricFamily("mso_proxy_connections_refused",
+                                  "Connections refused: over the per-client limit.",
+                                  value=conns.get("refused", 0))
+        yield GaugeMetricFamily("mso_proxy_limited_clients",
+                                "Client addresses holding connections where a per-client "
+                                "connection limit applies.", value=conns.get("clients", 0))
+
+
 class Exposition:
     """One registry per proxy process: the traffic, the tracer and the control plane."""
 
     def __init__(self, snapshot: Callable[[], dict[str, Any]],
                  releases: Callable[[], dict[tuple[str, str], int]],
-                 spans: Callable[[], dict[str, int] | None] = lambda: None) -> None:
+                 spans: Callable[[], dict[str, int] | None] = lambda: None,
+                 limits: Callable[[], dict[str, Any]] | None = None) -> None:
         self.control = ControlMetrics()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(TrafficCollector(snapshot, releases))
         self.registry.register(SpanCollector(spans))
+        if limits is not None:
+            self.registry.register(LimitsCollector(limits))
         self.registry.register(self.control)
 
     def render(self) -> bytes:

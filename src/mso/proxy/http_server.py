@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from random import random
+from time import monotonic
 from typing import Callable, cast, Final
 from dataclasses import dataclass, field
 
@@ -19,10 +20,11 @@ import httptools
 from . import safety, tracing
 from .balancer import ClusterState
 from .exchange import Exchange
+from .limits import NO_LIMIT, ClientConnections, Refused, RouteLimits, TOO_MANY_CONNECTIONS
 from .table import ClusterSpec
 from .upstream import OUTBOX, UpstreamConnection
 
-Route = tuple[bytes | None, bytes, ClusterState]
+Route = tuple[bytes | None, bytes, ClusterState, RouteLimits | None]
 
 _SPECIAL: Final = safety.HOP_BY_HOP | {
     b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto",
@@ -34,6 +36,7 @@ _PAUSE_PIPELINE: Final = 4
 MAX_PIPELINE: Final = 8
 
 NOT_FOUND: Final = ClusterState(ClusterSpec("", "", "round_robin", ()), [], lambda: 0.0)
+NO_ROUTE: Final[Route] = (None, b"/", NOT_FOUND, None)
 
 
 class Reject(Exception):
@@ -77,6 +80,9 @@ class ListenerContext:
     hsts: bytes = b""
     #: Not 0: every request is answered 308 to the same URL over https on this port.
     redirect: int = 0
+    #: Open connections per client address (limits.py), counted in `conns`; 0: no limit.
+    max_conns: int = 0
+    conns: ClientConnections | None = None
 
 
 
@@ -98,18 +104,19 @@ def redirect_response(host: bytes | None, url: bytes, port: int) -> bytes:
             b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
 
 
-def match_route(routes: tuple[Route, ...], host: bytes | None, path: bytes) -> ClusterState:
+def match_route(routes: tuple[Route, ...], host: bytes | None, path: bytes) -> Route:
     """First route whose host (if any) equals and whose path prefix covers `path`."""
-    for rhost, prefix, cluster in routes:
+    for route in routes:
+        rhost, prefix = route[0], route[1]
         if rhost is not None and rhost != host:
             continue
         if prefix == b"/" or path == prefix:
-            return cluster
+            return route
         if path.startswith(prefix) and (
             prefix[-1:] == b"/" or path[len(prefix):len(prefix) + 1] in (b"/", b"?")
         ):
-            return cluster
-    return NOT_FOUND
+            return route
+    return NO_ROUTE
 
 
 class _TraceIds:
@@ -184,6 +191,12 @@ class ClientConnection:
         # A malformed request behind complete pipelined ones: its error is answered after
         # theirs (responses stay in request order), then the connection closes.
         self.reject_status = 0
+        self.reject_response = b""  # that error's response when not the canned one
+        # Limits (limits.py): the body bytes the request being read may still send
+        # (NO_LIMIT: any), and the counter this connection is counted in.
+        self.body_left = NO_LIMIT
+        self.body_limits: RouteLimits | None = None
+        self.counted: ClientConnections | None = None
 
     # --- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -195,6 +208,14 @@ class ClientConnection:
         self.xff_line = b"x-forwarded-for: %s\r\n" % self.peer
         self.deadline = self.hub.now + self.ctx.idle_timeout
         self.hub.clients.add(self)
+        conns = self.ctx.conns
+        if conns is not None and self.ctx.max_conns > 0:
+            if not conns.enter(self.peer, self.ctx.max_conns):
+                self.feed = _ignore
+                self.transport_write(TOO_MANY_CONNECTIONS)
+                self._close()
+                return
+            self.counted = conns
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel_rx is not None:
@@ -210,7 +231,10 @@ class ClientConnection:
             self._on_upgrade(data[exc.args[0]:])
         except httptools.HttpParserCallbackError as exc:
             ctx = exc.__context__
-            self.reject(ctx.status if isinstance(ctx, Reject) else 400)
+            if isinstance(ctx, Refused):
+                self.reject(ctx.status, ctx.response)
+            else:
+                self.reject(ctx.status if isinstance(ctx, Reject) else 400)
         except httptools.HttpParserError as exc:
             self.reject(505 if "HTTP version" in str(exc) else 400)
 
@@ -223,6 +247,9 @@ class ClientConnection:
         self.feed = self.write = _ignore
         self.rx = self.tunnel_rx = None
         self.hub.clients.discard(self)
+        if self.counted is not None:
+            self.counted.leave(self.peer)
+            self.counted = None
         for ex in self.exchanges:
             ex.cancel()
         self.exchanges = []
@@ -283,6 +310,12 @@ class ClientConnection:
             self.pause(_PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
+        left = self.body_left
+        if left != NO_LIMIT:
+            left -= len(body)
+            if left < 0 and self.body_limits is not None:
+                raise self.body_limits.over_body()
+            self.body_left = left
         rx = self.rx
         if rx is not None and not rx.done:
             rx.on_client_body(body)
@@ -315,6 +348,7 @@ class ClientConnection:
         pin: str | None = None
         drop: list[bytes] | None = None
         upgrade: bytes | None = None
+        clen: bytes | None = None
         connection = False
         close = False
         for name, value in self.headers:
@@ -329,6 +363,7 @@ class ClientConnection:
             elif n == b"content-length":
                 if not safety.content_length_ok(value):
                     raise Reject(400)
+                clen = value
                 out.append(name + b": " + value + b"\r\n")
             elif n == b"transfer-encoding":
                 chunked = True
@@ -405,8 +440,14 @@ class ClientConnection:
         out.append(trace)
         out.append(b"\r\ntransfer-encoding: chunked\r\n\r\n" if chunked else b"\r\n\r\n")
         hkey = host.split(b":", 1)[0].lower() if (ctx.by_host and host) else None
-        cluster = match_route(ctx.routes, hkey, self.url)
-        return Exchange(self, cluster, method, b"".join(out), chunked, pin,
+        route = match_route(ctx.routes, hkey, self.url)
+        limits = route[3]
+        if limits is not None:
+            self.body_limits = limits
+            self.body_left = limits.admit(self.peer, self.headers, clen, monotonic())
+        elif self.body_left != NO_LIMIT:
+            self.body_left = NO_LIMIT
+        return Exchange(self, route[2], method, b"".join(out), chunked, pin,
                         keep_alive, http11, is_upgrade, traced)
 
     # --- called by exchanges --------------------------------------------------
@@ -468,7 +509,8 @@ class ClientConnection:
             self.reject_status = 0
         if self.reject_status:
             if not self.exchanges:
-                self.transport_write(safety.error_response(self.reject_status))
+                self.transport_write(self.reject_response or
+                                     safety.error_response(self.reject_status))
                 self._close()
             else:
                 self.exchanges[0].start()
@@ -516,8 +558,9 @@ class ClientConnection:
         if rest:
             rx.on_client_tunnel(rest)
 
-    def reject(self, status: int) -> None:
-        """Framing or validation error: answer it, then close.
+    def reject(self, status: int, response: bytes = b"") -> None:
+        """Framing or validation error (or a limit, with its own `response`): answer it,
+        then close.
 
         Requests pipelined before the bad one and received whole are answered first, in
         order (their responses must not be replaced by the error, nor the error taken
@@ -538,6 +581,7 @@ class ClientConnection:
             self.exchanges = keep
             self.rx = None
             self.reject_status = status
+            self.reject_response = response
             if not first:
                 keep[0].start()
             return
@@ -546,7 +590,7 @@ class ClientConnection:
             ex.cancel()
         self.exchanges = []
         if not busy:
-            self.transport_write(safety.error_response(status))
+            self.transport_write(response or safety.error_response(status))
         self._close()
 
     def check_timeouts(self, now: float) -> None:

@@ -23,6 +23,7 @@ from .balancer import ClusterState, EndpointState, build_cluster
 from .http_server import (FORWARDED_HTTP, FORWARDED_HTTPS, ClientConnection, Hub,
                           ListenerContext, Route)
 from .exposition import Exposition
+from .limits import Limits, route_label
 from .metrics import Registry
 from .metrics_http import MetricsConnection
 from .table import ListenerSpec, Table, TableError, parse_table
@@ -77,9 +78,11 @@ class Runtime:
         # one listener to another, so the port never stops listening (handoff.py).
         self.spare: dict[tuple[str, int], socket.socket] = {}
         self.releases: dict[tuple[str, str], int] = {}  # (cluster, subset) -> release
+        self.limits = Limits()  # per-route rate and body limits, per-client connections
         self.exposition = Exposition(
             lambda: self.registry.snapshot(self.inflight_map()), lambda: self.releases,
-            lambda: tracing.RECORDER.counters() if tracing.enabled else None)
+            lambda: tracing.RECORDER.counters() if tracing.enabled else None,
+            self.limits.snapshot)
         self._lock = asyncio.Lock()
         self._watchdog = self.loop.create_task(self._watch())
 
@@ -207,9 +210,16 @@ class Runtime:
     ) -> None:
         if isinstance(ctx, ListenerContext):
             routes: tuple[Route, ...] = tuple(
-                (r.host.encode() if r.host else None, r.path.encode(), clusters[r.cluster])
+                (r.host.encode() if r.host else None, r.path.encode(), clusters[r.cluster],
+                 self.limits.for_route(
+                     route_label(r.host, r.path), clusters[r.cluster].spec.service,
+                     r.rate_limit.rate if r.rate_limit else 0.0,
+                     r.rate_limit.burst if r.rate_limit else 1,
+                     r.rate_limit.header if r.rate_limit else "", r.max_body))
                 for r in spec.routes
             )
+            ctx.max_conns = spec.max_client_connections
+            ctx.conns = self.limits.connections if spec.max_client_connections else None
             ctx.routes = routes
             ctx.by_host = any(r.host for r in spec.routes)
             ctx.header_timeout = spec.header_timeout
@@ -322,7 +332,8 @@ class Runtime:
         return out
 
     async def metrics(self) -> dict[str, Any]:
-        return self.registry.snapshot(self.inflight_map())
+        return {**self.registry.snapshot(self.inflight_map()),
+                "limits": self.limits.snapshot()}
 
     async def traces(self) -> list[Any]:
         return tracing.RECORDER.traces()

@@ -81,10 +81,21 @@ MAX_UNAVAILABLE = 1000
 
 
 @dataclass(frozen=True)
+class RateLimitSpec:
+    """A token bucket per client address, or per value of `header` (limits.py)."""
+
+    rate: float  # tokens per second
+    burst: int
+    header: str = ""  # "": by client address
+
+
+@dataclass(frozen=True)
 class RouteSpec:
     host: str | None
     path: str
     cluster: str
+    rate_limit: RateLimitSpec | None = None
+    max_body: int = -1  # bytes of request body; -1: no limit
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,8 @@ class ListenerSpec:
     tls: TlsSpec | None = None  # terminate TLS (http listeners)
     #: Answer every request with 308 to https on this port (0: serve the routes).
     redirect: int = 0
+    #: Open connections one client address may hold here (limits.py); 0: no limit.
+    max_client_connections: int = 0
 
     @property
     def socket_key(self) -> tuple[str, int, str, bool]:
@@ -261,7 +274,31 @@ def _parse_route(raw: Any, where: str, clusters: Mapping[str, ClusterSpec]) -> R
     cluster = _req(raw, "cluster", str, where)
     if cluster not in clusters:
         raise TableError(f"{where}.cluster: unknown cluster {cluster!r}; add it to 'clusters'")
-    return RouteSpec(host=host.lower().split(":")[0] if host else None, path=path, cluster=cluster)
+    max_body = raw.get("max_body", -1)
+    if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < -1:
+        raise TableError(f"{where}.max_body: expected a number of bytes (-1: none), "
+                         f"got {max_body!r}")
+    return RouteSpec(host=host.lower().split(":")[0] if host else None, path=path,
+                     cluster=cluster, max_body=max_body,
+                     rate_limit=_parse_rate_limit(raw.get("rate_limit"), f"{where}.rate_limit"))
+
+
+def _parse_rate_limit(raw: Any, where: str) -> RateLimitSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise TableError(f"{where}: expected an object")
+    rate = _opt_num(raw, "rate", 0.0, where) if "rate" in raw else None
+    if rate is None:
+        raise TableError(f"{where}: missing required field 'rate'")
+    burst = raw.get("burst", 1)
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        raise TableError(f"{where}.burst: expected an integer >= 1, got {burst!r}")
+    header = raw.get("header", "")
+    if not isinstance(header, str) or (header and not all(
+            c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in header)):
+        raise TableError(f"{where}.header: expected a header name, got {header!r}")
+    return RateLimitSpec(rate=rate, burst=burst, header=header)
 
 
 def _parse_listener(raw: Any, where: str, clusters: Mapping[str, ClusterSpec]) -> ListenerSpec:
@@ -289,7 +326,12 @@ def _parse_listener(raw: Any, where: str, clusters: Mapping[str, ClusterSpec]) -
     redirect = raw.get("redirect", 0)
     if isinstance(redirect, bool) or not isinstance(redirect, int) or not 0 <= redirect < 65536:
         raise TableError(f"{where}.redirect: expected a port number (0: off), got {redirect!r}")
+    max_conns = raw.get("max_client_connections", 0)
+    if isinstance(max_conns, bool) or not isinstance(max_conns, int) or max_conns < 0:
+        raise TableError(f"{where}.max_client_connections: expected an integer >= 0 "
+                         f"(0: no limit), got {max_conns!r}")
     return ListenerSpec(
+        max_client_connections=max_conns,
         tls=tls,
         redirect=redirect,
         name=name,

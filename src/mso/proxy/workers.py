@@ -15,6 +15,7 @@ from typing import Any
 
 from .client import ProxyClient, ProxyError, ProxyRejected
 from .control import ControlError
+from . import limits
 from .metrics import merge_snapshots
 from .table import TableError, parse_table
 
@@ -121,7 +122,8 @@ class WorkerPool:
         return bool(resp["drained"]), int(resp["inflight"])
 
     async def metrics(self) -> dict[str, Any]:
-        return merge_snapshots(await self._all("metrics"))
+        snaps = await self._all("metrics")
+        return {**merge_snapshots(snaps), "limits": limits.merge(snaps)}
 
     async def set_control_metrics(self, raw: Any) -> None:
         await self._all("set_control_metrics", raw)

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from mso.spec.errors import Loc, LocatedError
-from mso.spec.fields import BindAddress, Name, PortNumber, RelPath, SpecModel
-from mso.spec.units import Duration
+from mso.spec.fields import BindAddress, Count, Name, PortNumber, RelPath, SpecModel
+from mso.spec.units import ByteSize, Duration
 from mso.spec.graph import find_cycle
 from mso.spec.health import Health, Probe, ProbeKind
 from mso.spec.rollout import (
@@ -36,7 +36,7 @@ from mso.spec.service import Backoff, Build, Condition, ConfigFile, Job, Port, R
 __all__ = [
     "AnalysisSpec", "Autoscale", "Backoff", "Build", "Certificate", "Condition", "ConfigFile", "Engines", "Gateway", "GatewayTls", "Hsts",
     "Health", "Job", "KubernetesSettings", "Manifest", "Pause", "Port", "Probe", "ProbeKind",
-    "PrometheusProvider", "Provider", "Resources", "Rollout", "Route", "Secret", "Service", "Step",
+    "PrometheusProvider", "Provider", "RateLimit", "Resources", "Rollout", "Route", "Secret", "Service", "Step",
     "StepAnalysis", "Stop", "Strategy", "SwarmSettings", "Tracing", "Watch", "WatchSignal",
     "WebhookProvider",
 ]  # fmt: skip
@@ -96,12 +96,62 @@ class Gateway(SpecModel):
     bind: BindAddress = Field("127.0.0.1", description="Address the gateway listens on (local engine).")
     port: PortNumber = Field(8080, description="Gateway port (plain HTTP); on Swarm/K8s the published port. With `tls`, it redirects to https unless `tls.redirect: false`.")
     tls: Annotated[GatewayTls | None, BeforeValidator(_tls_shorthand)] = Field(None, description="Terminate TLS: `{cert, key}` (PEM files) or a list of them, chosen by SNI; HTTPS on `tls.port` (8443).")
+    max_connections_per_client: Count | None = Field(None, ge=1, description="Open connections one client address may hold at the gateway (each gateway process); one more is answered 429 and closed before anything is read.")
 
     @model_validator(mode="after")
     def _ports(self) -> Gateway:
         if self.tls is not None and self.tls.port == self.port:
             raise LocatedError([(("tls", "port"), f"port {self.port} is gateway.port (plain HTTP); give HTTPS its own port")])
         return self
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+        "h": 3600.0, "hour": 3600.0}
+
+
+def _per_second(value: Any) -> Any:
+    """`100/s`, `600/m`, `10/h`, or a number of requests per second."""
+    if isinstance(value, str):
+        match = _RATE.match(value)
+        if match is None:
+            raise ValueError(f"expected a rate such as 100/s, 600/m or 10/h, got {value!r}")
+        value = float(match.group(1)) / _PER[match.group(2)]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"expected a rate above 0 such as 100/s, got {value!r}")
+    return float(value)
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+class RateLimit(SpecModel):
+    """A token bucket per client: `rate` requests refill it, `burst` is its size."""
+
+    rate: Annotated[float, BeforeValidator(_per_second), WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^\d+(\.\d+)?/(s|sec|second|m|min|minute|h|hour)$"}, {"type": "number", "exclusiveMinimum": 0}], "description": "Requests per second (a number), or 100/s, 600/m, 10/h."})] = Field(description="Sustained requests per client: `100/s`, `600/m`, `10/h`, or a number per second.")
+    burst: Count | None = Field(None, ge=1, description="Requests a client may send at once above the rate (the bucket's size); default: one second's worth of `rate`, at least 1.")
+    by: str = Field("client", description="Who a bucket belongs to: `client` (the client's address as the gateway sees it) or `header:NAME` (the value of that request header; requests without it count by client address).")
+
+    @field_validator("by")
+    @classmethod
+    def _by(cls, value: str) -> str:
+        if value == "client":
+            return value
+        kind, sep, name = value.partition(":")
+        if kind != "header" or not sep or not _HEADER_NAME.match(name.strip()):
+            raise ValueError(f"expected `client` or `header:NAME` (e.g. header:X-Api-Key), got {value!r}")
+        return f"header:{name.strip()}"
+
+    def header(self) -> str:
+        """The header the buckets are keyed by ("" for the client address)."""
+        return self.by.partition(":")[2] if self.by.startswith("header:") else ""
+
+    def bucket_size(self) -> int:
+        return self.burst if self.burst is not None else max(1, int(-(-self.rate // 1)))
+
+    def table(self) -> dict[str, Any]:
+        """The route table's `rate_limit` (mso.proxy.table)."""
+        return {"rate": self.rate, "burst": self.bucket_size(), "header": self.header()}
 
 
 class Route(SpecModel):
@@ -111,6 +161,17 @@ class Route(SpecModel):
     host: str | None = Field(None, description="Optional Host header to match.")
     service: Name = Field(description="Service receiving the traffic.")
     port: str | None = Field(None, description="Named http port of the service; default: its first http port.")
+    rate_limit: RateLimit | None = Field(None, description="Requests per client over this route: a token bucket per client address or header value; over it, 429 with Retry-After.")
+    max_body_size: ByteSize | None = Field(None, description="Largest request body this route takes (`1Mi`, `10k`, bytes); a larger one is answered 413, chunked bodies as soon as they go over.")
+
+    def limits(self) -> dict[str, Any]:
+        """The route's limits as the route table (and mso's state) carry them."""
+        out: dict[str, Any] = {}
+        if self.rate_limit is not None:
+            out["rate_limit"] = self.rate_limit.table()
+        if self.max_body_size is not None:
+            out["max_body"] = self.max_body_size
+        return out
 
     @field_validator("path")
     @classmethod

@@ -328,6 +328,11 @@ FEATURES: tuple[Feature, ...] = (
     Feature("tracing", "`tracing` (request spans over OTLP)", "request_traces",
             gaps={"swarm": _SWARM_TRACING, "kubernetes": _K8S_TRACING}),
     Feature("gateway.tls", "`gateway.tls` (HTTPS at the gateway)", "gateway_tls"),
+    Feature("routes.*.rate_limit", "`routes[].rate_limit` (429 with Retry-After)",
+            "edge_limits"),
+    Feature("routes.*.max_body_size", "`routes[].max_body_size` (413)", "edge_limits"),
+    Feature("gateway.max_connections_per_client", "`gateway.max_connections_per_client`",
+            "edge_limits"),
     Feature("services.*.autoscale", "`autoscale`", "autoscale"),
     Feature("services.*.autoscale.target_cpu_per_replica", "`autoscale.target_cpu_per_replica`",
             "autoscale", gaps={"swarm": _SWARM_CPU, "kubernetes": _K8S_CPU}),
@@ -340,6 +345,10 @@ def _walk(data: Any, parts: list[str], path: tuple[str | int, ...], item: dict[s
         yield path, data, item
         return
     head, rest = parts[0], parts[1:]
+    if isinstance(data, list) and head == "*":  # a list's items (routes.*.rate_limit)
+        for index, value in enumerate(data):
+            yield from _walk(value, rest, (*path, index), item)
+        return
     if not isinstance(data, dict):
         return
     for key, value in data.items():

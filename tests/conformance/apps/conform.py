@@ -8,6 +8,7 @@ GET  /                  -> JSON: replica, release, PORT and PORT_*, SHOW_* env v
 GET  /digest?name=VAR   -> sha256 of $VAR (never the value), or "unset"
 GET  /ready             -> 200, or 503 after POST /unready (this replica)
 GET  /healthz           -> 200, or never answers after POST /hang (this replica)
+POST /upload            -> JSON: body_len, the bytes of request body it read
 GET  /metrics           -> Prometheus text: app_requests_total{release} (GETs of /) and
                            app_errors_total{release}: with APP_ERRORS=1 every GET of / is
                            counted as an error the app itself knows of, while it still
@@ -113,7 +114,26 @@ class Handler(BaseHTTPRequestHandler):
             STATE["unready"] = True
         elif self.path == "/hang":
             STATE["hung"] = True
+        size = self._read_body()
+        if self.path.startswith("/upload"):
+            self._send(200, json.dumps({"body_len": size}), "application/json")
+            return
         self._send(200, "ok")
+
+    def _read_body(self) -> int:
+        """Read (and count) the request body: Content-Length or chunked."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            size = 0
+            while True:
+                n = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if n == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return size
+                size += len(self.rfile.read(n))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return len(self.rfile.read(length)) if length else 0
 
     def log_message(self, fmt: str, *args: object) -> None:
         pass

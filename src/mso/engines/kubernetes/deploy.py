@@ -15,9 +15,11 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from mso.controllers.routing import RouteLimits
 from mso.releases.apply import apply_manifest
 from mso.engines import images
 from mso.releases.images import record_builds
@@ -92,8 +94,10 @@ def settings_for(loaded: LoadedManifest, options: Any, runtime: str, server: str
     return state.AppSettings(
         app=m.app, namespace=document.namespace_of(loaded, options.namespace),
         kubeconfig=options.kubeconfig, context=options.context, gateway_port=m.gateway.port,
-        routes=[{"path": r.path, "host": r.host, "service": r.service, "port": r.port}
+        routes=[{"path": r.path, "host": r.host, "service": r.service, "port": r.port,
+                 **({"limits": asdict(r.limits)} if r.limits != RouteLimits() else {})}
                 for r in document.routes(loaded)],
+        max_connections_per_client=m.gateway.max_connections_per_client or 0,
         base_dir=str(loaded.base_dir), runtime_image=runtime, version=options.version or server,
         autoscale={n: s.autoscale.model_dump(mode="json") for n, s in m.services.items()
                    if s.autoscale is not None},

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from mso.controllers.routing import RouteView, tls_config
+from mso.controllers.routing import RouteLimits, RouteView, tls_config
 from mso.engines.kubernetes import gateway, naming, render
 from mso.engines.kubernetes.render import Obj
 from mso.engines.kubernetes.versions import ApiVersions
@@ -35,7 +35,8 @@ def routes(loaded: LoadedManifest) -> list[RouteView]:
     for r in m.routes:
         port = r.port or m.services[r.service].first_http_port()
         if port is not None:
-            out.append(RouteView(r.path, r.host, r.service, port))
+            out.append(RouteView(r.path, r.host, r.service, port,
+                                 RouteLimits.of(r.model_dump(mode="json"))))
     return out
 
 
@@ -54,7 +55,9 @@ def workloads(loaded: LoadedManifest, images: Images, releases: dict[str, int]) 
 def gateway_spec(loaded: LoadedManifest, items: list[Workload], namespace: str,
                  images: Images) -> gateway.GatewaySpec:
     return gateway.spec_for(items, loaded.manifest.app, namespace, loaded.manifest.gateway.port,
-                            routes(loaded), images.runtime, tls_config(loaded))
+                            routes(loaded), images.runtime,
+                            loaded.manifest.gateway.max_connections_per_client or 0,
+                            tls_config(loaded))
 
 
 def gateway_table_json(spec: gateway.GatewaySpec) -> str:

@@ -132,10 +132,13 @@ class KubernetesEngine:
             stable[name] = f"{ip}:{first[name]}" if ip and first.get(name) else None
             _, w = host.rollouts.targets(name, want)
             weights[name] = effective_weights(w, {s: 1 for s in w})
-        return views.endpoints(ips.get(naming.GATEWAY), host.settings.gateway_port, stable,
-                               host.pods(), weights, first,
-                               [r.model_dump(mode="json") for r in loaded.manifest.routes],
-                               int(host.settings.tls["port"]) if host.settings.tls else None)
+        out = views.endpoints(ips.get(naming.GATEWAY), host.settings.gateway_port, stable,
+                              host.pods(), weights, first,
+                              [r.model_dump(mode="json") for r in loaded.manifest.routes],
+                              int(host.settings.tls["port"]) if host.settings.tls else None)
+        if host.settings.max_connections_per_client:
+            out["max_connections_per_client"] = host.settings.max_connections_per_client
+        return out
 
     def logs(self, loaded: LoadedManifest, service: str | None, follow: bool,
              since: float | None, tail: int | None) -> Iterator[dict[str, Any]]:

@@ -50,6 +50,7 @@ class GatewaySpec:
     services: dict[str, dict[str, tuple[str, int]]]  # service -> port name -> (proto, port)
     image: str
     previews: dict[str, int] = field(default_factory=dict)  # blue/green service -> preview_port
+    max_client_connections: int = 0  # per client address at the gateway; 0: no limit
     #: `gateway.tls` as the pods read it (pod_tls): files under TLS_DIR, from the Secret.
     tls: GatewayTls | None = None
     #: The certificate files on this machine, for the Secret: ((cert, key), ...).
@@ -145,7 +146,8 @@ def table(spec: GatewaySpec, hosts: dict[str, str], weights: dict[str, dict[str,
             preview_port=spec.previews.get(name) if name in (previews or set()) else None))
     built = build_table(bind="0.0.0.0", gateway_port=spec.port,
                         metrics_port=naming.GATEWAY_METRICS_PORT,
-                        routes=list(spec.routes), services=routing, tls=spec.tls)
+                        routes=list(spec.routes), services=routing, tls=spec.tls,
+                        max_client_connections=spec.max_client_connections)
     for listener in built["listeners"]:
         listener["bind"] = "0.0.0.0"  # inside the pod, every listener serves the pod's IP
     for cluster in built["clusters"].values():
@@ -264,11 +266,13 @@ def control_secret(namespace: str, app: str, token: str) -> Obj:
 
 def spec_for(workloads: list[Workload], app: str, namespace: str, port: int,
              routes: list[RouteView], image: str,
+             max_client_connections: int = 0,
              tls: dict[str, Any] | None = None) -> GatewaySpec:
     services = {w.service: w.ports for w in workloads if w.kind == "service" and w.ports}
     models = {w.service: w.model for w in workloads if w.service in services}
     return GatewaySpec(app, namespace, port, tuple(routes), services, image,
-                       preview_ports(models), pod_tls(tls), tls_files(tls))
+                       preview_ports(models), max_client_connections, pod_tls(tls),
+                       tls_files(tls))
 
 
 def tls_files(raw: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:

@@ -210,7 +210,8 @@ class KubeHost:
         s = self.settings
         return gateway.GatewaySpec(s.app, s.namespace, s.gateway_port, tuple(s.route_views()),
                                    services, s.runtime_image, gateway.preview_ports(models),
-                                   gateway.pod_tls(s.tls), gateway.tls_files(s.tls))
+                                   s.max_connections_per_client, gateway.pod_tls(s.tls),
+                                   gateway.tls_files(s.tls))
 
     def push_table(self, weights: dict[str, dict[str, int]], force: bool = False,
                    previews: set[str] | None = None) -> bool:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mso.controllers.routing import RouteView
+from mso.controllers.routing import RouteLimits, RouteView
 from mso.store.db import Store
 
 DB_NAME = "kubernetes.db"
@@ -33,9 +33,11 @@ class AppSettings:
     autoscale: dict[str, dict[str, Any]] = field(default_factory=dict)  # service -> spec
     #: `gateway.tls` (mso.controllers.routing.tls_config): certificate paths on this machine.
     tls: dict[str, Any] | None = None
+    max_connections_per_client: int = 0  # gateway; 0: no limit
 
     def route_views(self) -> list[RouteView]:
-        return [RouteView(r["path"], r["host"], r["service"], r["port"]) for r in self.routes]
+        return [RouteView(r["path"], r["host"], r["service"], r["port"],
+                          RouteLimits(**r.get("limits", {}))) for r in self.routes]
 
 
 def state_dir(base_dir: Path) -> Path:

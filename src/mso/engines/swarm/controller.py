@@ -34,7 +34,7 @@ from typing import Any
 from mso.analysis.relay import GatewayTransport
 from mso.controllers.autoscale import Autoscaler
 from mso.controllers.rollouts import Member, RolloutController
-from mso.controllers.routing import GatewayTls, RouteView, file_rev, gateway_tls
+from mso.controllers.routing import GatewayTls, RouteLimits, RouteView, file_rev, gateway_tls
 from mso.releases.ports import port_map
 from mso.engines.swarm import names, state
 from mso.engines.swarm.gateway import (CONTROL_DIR, gateway_spec, route_table,
@@ -519,10 +519,12 @@ class SwarmController:
                 if r["service"] in desired else None
             port = r.get("port") or (_first_http(rel.spec["model"]) if rel else None)
             if port:
-                routes.append(RouteView(r.get("path") or "/", r.get("host"), r["service"], port))
+                routes.append(RouteView(r.get("path") or "/", r.get("host"), r["service"], port,
+                                        RouteLimits.of(r)))
         built = route_table(gateway_port=config.gateway_port,
                             metrics_port=ctx.stable_ports.get(METRICS_KEY, 19999),
-                            routes=routes, services=routings, tls=self._gateway_tls(config))
+                            routes=routes, services=routings, tls=self._gateway_tls(config),
+                            max_client_connections=config.max_connections_per_client)
         for name in desired:
             active = self.rollouts.active(name)
             if active is None or active.strategy != "canary":

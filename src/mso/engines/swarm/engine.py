@@ -90,6 +90,7 @@ class SwarmEngine:
                           routes=[r.model_dump(mode="json") for r in m.routes],
                           strategies={n: s.rollout.strategy for n, s in m.services.items()},
                           preview_ports=previews, tls=tls_config(loaded),
+                          max_connections_per_client=m.gateway.max_connections_per_client or 0,
                           autoscale={n: s.autoscale.model_dump(mode="json")
                                      for n, s in m.services.items()
                                      if s.autoscale is not None}).save(store)

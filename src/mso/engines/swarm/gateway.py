@@ -94,11 +94,12 @@ def endpoint_views(obs: ServiceObs, ports: dict[str, int],
 
 
 def route_table(*, gateway_port: int, metrics_port: int, routes: list[RouteView],
-                services: list[ServiceRouting], tls: GatewayTls | None = None
-                ) -> dict[str, Any]:
+                services: list[ServiceRouting], tls: GatewayTls | None = None,
+                max_client_connections: int = 0) -> dict[str, Any]:
     """A TABLE whose listeners all bind the container's every address."""
     table = build_table(bind="0.0.0.0", gateway_port=gateway_port, metrics_port=metrics_port,
-                        routes=routes, services=services, tls=tls)
+                        routes=routes, services=services, tls=tls,
+                        max_client_connections=max_client_connections)
     for listener in table["listeners"]:
         listener["bind"] = "0.0.0.0"
     return table

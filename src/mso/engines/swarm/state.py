@@ -91,6 +91,7 @@ class AppConfig:
     strategies: dict[str, str] = field(default_factory=dict)
     preview_ports: list[int] = field(default_factory=list)  # blue/green, published too
     autoscale: dict[str, dict[str, Any]] = field(default_factory=dict)  # service -> spec
+    max_connections_per_client: int = 0  # gateway; 0: no limit
     #: `gateway.tls` (mso.controllers.routing.tls_config): the certificate files' paths on
     #: this machine; the controller copies them into the gateway's folder.
     tls: dict[str, Any] | None = None

@@ -211,4 +211,6 @@ def endpoints_view(store: Store, manifest: Manifest) -> dict[str, Any]:
             **({"gateway_tls": f"127.0.0.1:{tls.port}"} if tls is not None else {}),
             "metrics": metrics,
             "routes": [r.model_dump(mode="json") for r in manifest.routes],
+            **({"max_connections_per_client": manifest.gateway.max_connections_per_client}
+               if manifest.gateway.max_connections_per_client else {}),
             "services": services}
