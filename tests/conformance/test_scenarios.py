@@ -850,3 +850,36 @@ def test_the_gateway_terminates_tls(target: Target) -> None:
     assert response.getheader("strict-transport-security") == "max-age=3600"
     status, _ = target.request("GET", "/x?y=1", headers={"Host": "app.test"})
     assert status == 308
+
+
+@scenario("scale_to_zero")
+def test_scale_to_zero_and_back_on_the_first_requests(target: Target) -> None:
+    """`autoscale.min: 0`: after `idle` without a request the service has no replica; the
+    requests that then arrive wait at the gateway while one starts, and all get answered."""
+    target.write(service(BASE.replace("app: conf\n", "app: conf-zero\n"),
+                         "    autoscale: {min: 0, max: 3, target_rps_per_replica: 50, "
+                         "idle: 3s}\n"))
+    if target.refused("services.web.autoscale.min"):
+        return
+    target.up()
+    wait_for(lambda: not [r for r in target.ps() if r["service"] == "web"], timeout=90,
+             message="no replica after 3s without a request")
+    assert target.json("ps")["autoscale"]["web"]["replicas"] == 0
+    statuses: list[int | str] = []
+
+    def get() -> None:
+        try:
+            statuses.append(target.request("GET", "/", timeout=60)[0])
+        except OSError as exc:
+            statuses.append(repr(exc))
+
+    threads = [threading.Thread(target=get) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    assert statuses == [200] * 10
+    scaled = [e for e in target.json("events", "--tail", "1000")
+              if e["type"] == "service.autoscaled"]
+    assert [(e["data"]["current"], e["data"]["desired"]) for e in scaled][-2:] == [(1, 0), (0, 1)]
+    assert "waiting at zero replicas" in scaled[-1]["message"]

@@ -33,7 +33,7 @@ class ControlHandler(Protocol):
 
     async def traces(self) -> list[Any]: ...
 
-    async def held(self, since: int, wait: float) -> dict[str, Any]:
+    async def held_requests(self, since: int, wait: float) -> dict[str, Any]:
         """Scale to zero: requests waiting for a replica (mso.proxy.hold), answered once
         one newer than `since` is parked or after `wait` seconds."""
         ...
@@ -86,7 +86,7 @@ async def dispatch(handler: ControlHandler, msg: Any) -> dict[str, Any]:
                 since, wait = parse_wait(msg)
             except ValueError as exc:
                 raise ControlError(str(exc)) from exc
-            return {"ok": True, **(await handler.held(since, wait))}
+            return {"ok": True, **(await handler.held_requests(since, wait))}
         raise ControlError(f"unknown op {op!r}; expected ping, set_table, drain, metrics, "
                            "set_control_metrics, traces, fetch or held")
     except (ControlError, TableError, FetchRefused) as exc:

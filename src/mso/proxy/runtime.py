@@ -328,7 +328,7 @@ class Runtime:
     async def traces(self) -> list[Any]:
         return tracing.RECORDER.traces()
 
-    async def held(self, since: int, wait: float) -> dict[str, Any]:
+    async def held_requests(self, since: int, wait: float) -> dict[str, Any]:
         return await hold.BOOK.wait(since, wait)
 
     def current_table(self) -> Any:

@@ -348,7 +348,7 @@ class Supervisor:
         except ProxyError as exc:
             raise ControlError(f"the proxy is unavailable: {exc}") from exc
 
-    async def held(self, since: int, wait: float) -> dict[str, Any]:
+    async def held_requests(self, since: int, wait: float) -> dict[str, Any]:
         try:
             return await self._serving().held(since, wait)
         except ProxyError as exc:

@@ -132,7 +132,7 @@ class WorkerPool:
     def current_table(self) -> Any:
         return self.table
 
-    async def held(self, since: int, wait: float) -> dict[str, Any]:
+    async def held_requests(self, since: int, wait: float) -> dict[str, Any]:
         """The workers' reports summed (`seq` too, so it still only grows); polled every
         HELD_POLL seconds rather than a long poll per worker: a request parked in any
         worker answers it."""
