@@ -137,7 +137,9 @@ def run(args: argparse.Namespace, folder: Path) -> Result:
     with App(folder / "zero") as app:
         app.write(manifest("bench-zero", app.gateway_port, True))
         app.up()
-        wait_for(lambda: ready_one(app), 60, "the first replica")
+        # Requests keep it from going idle meanwhile (it may be at zero already).
+        wait_for(lambda: request(app.gateway_port)[0] == 200 and ready_one(app), 60,
+                 "a READY replica")
         result.warm_single = [request(app.gateway_port)[1] for _ in range(args.rounds)]
         result.warm_burst = summary(burst(app.gateway_port, args.burst))
         for _ in range(args.rounds):
