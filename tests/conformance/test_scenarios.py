@@ -865,20 +865,23 @@ def test_scale_to_zero_and_back_on_the_first_requests(target: Target) -> None:
     wait_for(lambda: not [r for r in target.ps() if r["service"] == "web"], timeout=90,
              message="no replica after 3s without a request")
     assert target.json("ps")["autoscale"]["web"]["replicas"] == 0
-    statuses: list[int | str] = []
+    answers: list[tuple[int, str] | str] = []
 
     def get() -> None:
         try:
-            statuses.append(target.request("GET", "/", timeout=60)[0])
+            answers.append(target.request("GET", "/", timeout=60))
         except OSError as exc:
-            statuses.append(repr(exc))
+            answers.append(repr(exc))
 
     threads = [threading.Thread(target=get) for _ in range(10)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(90)
-    assert statuses == [200] * 10
+    Path("/tmp/zero-debug.json").write_text(json.dumps(target.json("events", "--tail", "60")))  # DEBUG
+    assert [a[0] if isinstance(a, tuple) else a for a in answers] == [200] * 10, \
+        (answers[:2], [f"{e['ts']:.1f} {e['type']} {e['message']}"
+                       for e in target.json("events", "--tail", "30")])
     scaled = [e for e in target.json("events", "--tail", "1000")
               if e["type"] == "service.autoscaled"]
     assert [(e["data"]["current"], e["data"]["desired"]) for e in scaled][-2:] == [(1, 0), (0, 1)]

@@ -127,7 +127,8 @@ def test_after_idle_it_goes_to_zero_with_an_event_and_stays_there(store: Store) 
 
 def test_a_request_waiting_at_zero_starts_one_replica(store: Store) -> None:
     host, clock = Host(store), Clock()
-    scaler = Autoscaler(host, lambda: {"web": ZERO, "api": {**ZERO, "min": 1}}, clock=clock)
+    policies = {"web": ZERO, "api": {**ZERO, "min": 1}}
+    scaler = Autoscaler(host, lambda: dict(policies), clock=clock)
     host.set_replicas("web", 0)
     store.set_desired(Desired("api", "service", 1, 0, 0))
     woken = scaler.wake(services_waiting({"web/http": 3, "web/admin": 1, "api/http": 2,
@@ -137,10 +138,22 @@ def test_a_request_waiting_at_zero_starts_one_replica(store: Store) -> None:
     event = [e for e in store.events() if e.type == "service.autoscaled"][-1]
     assert event.message == "0 -> 1 replicas: 4 request(s) waiting at zero replicas"
     assert scaler.wake({"web": 5}) == []  # already asked for: nothing more
-    # Just woken: the idle time counts from the wake, not from before it.
-    clock.now += 299.0
-    asyncio.run(scaler.tick())
+    # Just woken: the idle time counts from the wake, not from before it; and not at all
+    # while no replica is READY (a Swarm task starting, with the requests held for it).
+    del policies["api"]  # (the fake host's `ready` is one count for every service)
+    host.ready = 0
+    for _ in range(400):
+        clock.now += 1.0
+        asyncio.run(scaler.tick())
     assert store.desired()["web"].replicas == 1
+    host.ready = 1
+    for _ in range(299):
+        clock.now += 1.0
+        asyncio.run(scaler.tick())
+    assert store.desired()["web"].replicas == 1
+    clock.now += 2.0
+    asyncio.run(scaler.tick())
+    assert store.desired()["web"].replicas == 0
 
 
 def test_the_loop_acts_once_per_newly_parked_request() -> None:

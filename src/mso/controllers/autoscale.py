@@ -423,6 +423,11 @@ class Autoscaler:
         idle_for = self.idle.observe(service, figures, now)
         if replicas == 0:
             return True  # at zero: only a waiting request (`wake`) brings a replica back
+        if self.host.serving(service) == 0:
+            # No replica READY yet (starting, or woken with requests held for it): idle
+            # time counts from the first one that could have served.
+            self.idle.touch(service, now)
+            return False
         if not goes_to_zero(policy, replicas, idle_for):
             return False
         reason = f"idle: no request for {describe_idle(idle_for)} (idle {describe_idle(policy.idle)})"

@@ -7,7 +7,9 @@ proxy (no change in any of the service's request counters, nothing in flight) fo
 `idle` (default 5m, Knative's scale-to-zero after a grace period). `IdleClock` keeps the
 time of the last activity per service, from the SNAPSHOTs the autoscaler samples anyway,
 with the clock passed in; a new autoscaler (or a restarted daemon) counts "now" as the
-last activity, so nothing goes to zero before a whole `idle` has been watched. The stop
+last activity, so nothing goes to zero before a whole `idle` has been watched. Idle time
+counts only while a replica is READY: a service still starting (a Swarm task takes
+seconds), perhaps with requests held for it, is not idle. The stop
 is the ordinary scale-down (the replica is drained with acknowledgement first).
 
 Coming back: with no replica, the proxy parks incoming requests (mso.proxy.hold) and
@@ -133,10 +135,10 @@ async def watch_held(held: Callable[[int, float], Awaitable[dict[str, Any]]],
     `wanted()`: whether any service scales to zero (else it only looks every HELD_WAIT)."""
     since = -1
     while True:
-        if not wanted():
-            await asyncio.sleep(HELD_RETRY)
-            continue
         try:
+            if not wanted():
+                await asyncio.sleep(HELD_RETRY)
+                continue
             report = await held(since, HELD_WAIT)
         except asyncio.CancelledError:
             raise
