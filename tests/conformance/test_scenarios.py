@@ -878,11 +878,13 @@ def test_scale_to_zero_and_back_on_the_first_requests(target: Target) -> None:
         thread.start()
     for thread in threads:
         thread.join(90)
-    Path("/tmp/zero-debug.json").write_text(json.dumps(target.json("events", "--tail", "60")))  # DEBUG
     assert [a[0] if isinstance(a, tuple) else a for a in answers] == [200] * 10, \
         (answers[:2], [f"{e['ts']:.1f} {e['type']} {e['message']}"
                        for e in target.json("events", "--tail", "30")])
     scaled = [e for e in target.json("events", "--tail", "1000")
               if e["type"] == "service.autoscaled"]
-    assert [(e["data"]["current"], e["data"]["desired"]) for e in scaled][-2:] == [(1, 0), (0, 1)]
-    assert "waiting at zero replicas" in scaled[-1]["message"]
+    # Idle, then woken by the requests (and, by the time this looks, maybe idle again).
+    steps = [(e["data"]["current"], e["data"]["desired"]) for e in scaled]
+    woken = max(i for i, step in enumerate(steps) if step == (0, 1))
+    assert (1, 0) in steps[:woken], steps
+    assert "waiting at zero replicas" in scaled[woken]["message"]

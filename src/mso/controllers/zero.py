@@ -32,7 +32,7 @@ from mso.spec.autoscale import DEFAULT_HOLD_QUEUE, DEFAULT_HOLD_TIMEOUT, DEFAULT
 log = logging.getLogger("mso.controllers.zero")
 
 #: The long poll's wait (seconds), and the pause after the proxy could not be asked.
-HELD_WAIT = 30.0
+HELD_WAIT = 10.0
 HELD_RETRY = 0.5
 
 
