@@ -128,10 +128,6 @@ def summary(results: list[tuple[int | str, float]]) -> dict[str, object]:
             "max_ms": round(ok[-1] * 1000, 1) if ok else None}
 
 
-def uptime() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 def run(args: argparse.Namespace, folder: Path) -> Result:
     result = Result(uptime())
     with App(folder / "zero") as app:
@@ -166,6 +162,10 @@ def ms(values: list[float]) -> str:
     ordered = sorted(values)
     return (f"{ordered[len(ordered) // 2] * 1000:.0f} / {ordered[-1] * 1000:.0f} ms"
             if ordered else "-")
+
+
+def uptime() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def _median(values: list[float]) -> float:
