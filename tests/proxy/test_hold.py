@@ -131,4 +131,21 @@ def test_a_table_that_drops_hold_answers_the_waiting_requests(proxy: Proxy) -> N
     proxy.set_table(_table([], None, 2))
     for t in threads:
         t.join(30)
-    assert results[0][0] == 503
+    assert results[0][0] == 503 and b"no longer scales to zero" in results[0][2]
+
+
+def test_a_worker_pool_reports_the_requests_held_in_any_worker() -> None:
+    pool = Proxy(workers=2)
+    try:
+        port = pool.set_table(_table([], {"queue": 10, "timeout": 20}, 1))["gw"]
+        seq = pool.call("held")["seq"]
+        results, threads = _in_threads(4, lambda: _request(port))
+        report = pool.call("held", seq, 20.0)  # answered as soon as one is parked
+        assert report["seq"] > seq
+        wait_for(lambda: _held(pool).get("web") == 4, 20, "4 held requests in the pool")
+        pool.set_table(_table([], None, 2))
+        for t in threads:
+            t.join(30)
+        assert [r[0] for r in results] == [503] * 4
+    finally:
+        pool.stop()

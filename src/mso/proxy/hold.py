@@ -49,6 +49,7 @@ class HoldBook:
         self.queues: dict[str, deque[Exchange]] = {}
         self.timers: dict[int, asyncio.TimerHandle] = {}
         self.timed_out: set[int] = set()
+        self.dropped: set[int] = set()  # its service was removed or no longer scales to zero
         self.seq = 0  # requests ever parked
         self.released = 0  # requests ever sent on from here
         self.refused = 0  # 503s: queue full or timed out
@@ -118,12 +119,14 @@ class HoldBook:
                     # The service is gone, or no longer scales to zero: no wait any more.
                     queue.popleft()
                     self._untime(ex)
-                    if cluster is not None:
+                    ep = cluster.pick(ex.pin) if cluster is not None else None
+                    if cluster is not None and ep is not None:
                         ex.cluster = cluster
-                        ep = cluster.pick(ex.pin)
-                        if ep is not None:
-                            self._send(ex, ep, now)
-                            continue
+                        self._send(ex, ep, now)
+                        continue
+                    # (the exchange keeps its old cluster: its 503 says why, with Retry-After)
+                    self.refused += 1
+                    self.dropped.add(id(ex))
                     ex._fail(503)
                     continue
                 ex.cluster = cluster
@@ -146,9 +149,14 @@ class HoldBook:
         """The 503 of a request that could not wait (queue full) or waited too long."""
         timed_out = id(ex) in self.timed_out
         self.timed_out.discard(id(ex))
+        dropped = id(ex) in self.dropped
+        self.dropped.discard(id(ex))
         spec = ex.cluster.spec
         hold = spec.hold
-        if timed_out and hold is not None:
+        if dropped:
+            why, retry = ("it was removed, or no longer scales to zero, while this request "
+                          "waited for it", RETRY_FULL)
+        elif timed_out and hold is not None:
             why, retry = (f"no replica was ready within {hold.timeout:g}s (it is scaled to "
                           f"zero and starting)", RETRY_TIMEOUT)
         else:
