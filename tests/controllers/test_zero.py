@@ -119,6 +119,7 @@ def test_after_idle_it_goes_to_zero_with_an_event_and_stays_there(store: Store) 
     assert [e.message for e in events] == [
         "1 -> 0 replicas: idle: no request for 5m00s (idle 5m00s)"]
     assert events[0].data["current"] == 1 and events[0].data["desired"] == 0
+    assert events[0].data["idle_seconds"] == 300.0 and events[0].data["idle"] == 300.0
     for _ in range(600):  # at zero, no figures and no time bring it back by themselves
         clock.now += 1.0
         asyncio.run(scaler.tick())
@@ -137,6 +138,7 @@ def test_a_request_waiting_at_zero_starts_one_replica(store: Store) -> None:
     assert store.desired()["web"].replicas == 1
     event = [e for e in store.events() if e.type == "service.autoscaled"][-1]
     assert event.message == "0 -> 1 replicas: 4 request(s) waiting at zero replicas"
+    assert event.data["waiting"] == 4 and event.data["desired"] == 1
     assert scaler.wake({"web": 5}) == []  # already asked for: nothing more
     # Just woken: the idle time counts from the wake, not from before it; and not at all
     # while no replica is READY (a Swarm task starting, with the requests held for it).

@@ -431,7 +431,8 @@ class Autoscaler:
         if not goes_to_zero(policy, replicas, idle_for):
             return False
         reason = f"idle: no request for {describe_idle(idle_for)} (idle {describe_idle(policy.idle)})"
-        self._record(service, Decision(replicas, 0, 0, (), reason, History()), now)
+        self._record(service, Decision(replicas, 0, 0, (), reason, History()), now,
+                     {"idle_seconds": round(idle_for, 1), "idle": policy.idle})
         return True
 
     def wake(self, waiting: Mapping[str, int]) -> list[str]:
@@ -448,18 +449,21 @@ class Autoscaler:
                 continue
             self.idle.touch(service, now)
             reason = f"{count} request(s) waiting at zero replicas"
-            self._record(service, Decision(0, 1, 1, (), reason, History()), now)
+            self._record(service, Decision(0, 1, 1, (), reason, History()), now,
+                         {"waiting": count})
             woken.append(service)
         return woken
 
-    def _record(self, service: str, decision: Decision, now: float) -> None:
-        """Act on a scale-to-zero decision: scale, event, a fresh history."""
+    def _record(self, service: str, decision: Decision, now: float,
+                numbers: dict[str, float]) -> None:
+        """Act on a scale-to-zero decision: scale, event (with `numbers`), a fresh
+        history."""
         self._history[service] = History(((now, decision.desired),))
         self._last[service] = decision
         self.host.set_replicas(service, decision.desired)
         self.host.store.add_event(
             "service.autoscaled", f"{decision.current} -> {decision.desired} replicas: "
-            f"{decision.reason}", service, data=decision.to_dict())
+            f"{decision.reason}", service, data={**decision.to_dict(), **numbers})
 
     def _keep(self, ring: deque[Any], sample: Any, now: float) -> None:
         ring.append(sample)
