@@ -1008,3 +1008,42 @@ def test_limits_at_the_edge(target: Target) -> None:
     # Released as they close: a new connection serves again.
     wait_for(lambda: target.request("GET", "/")[0] == 200, 30,
              message="a connection let in again")
+
+
+
+@scenario("scale_to_zero")
+def test_scale_to_zero_and_back_on_the_first_requests(target: Target) -> None:
+    """`autoscale.min: 0`: after `idle` without a request the service has no replica; the
+    requests that then arrive wait at the gateway while one starts, and all get answered."""
+    target.write(service(BASE.replace("app: conf\n", "app: conf-zero\n"),
+                         "    autoscale: {min: 0, max: 3, target_rps_per_replica: 50, "
+                         "idle: 3s}\n"))
+    if target.refused("services.web.autoscale.min"):
+        return
+    target.up()
+    wait_for(lambda: not [r for r in target.ps() if r["service"] == "web"], timeout=90,
+             message="no replica after 3s without a request")
+    assert target.json("ps")["autoscale"]["web"]["replicas"] == 0
+    answers: list[tuple[int, str] | str] = []
+
+    def get() -> None:
+        try:
+            answers.append(target.request("GET", "/", timeout=60))
+        except OSError as exc:
+            answers.append(repr(exc))
+
+    threads = [threading.Thread(target=get) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    assert [a[0] if isinstance(a, tuple) else a for a in answers] == [200] * 10, \
+        (answers[:2], [f"{e['ts']:.1f} {e['type']} {e['message']}"
+                       for e in target.json("events", "--tail", "30")])
+    scaled = [e for e in target.json("events", "--tail", "1000")
+              if e["type"] == "service.autoscaled"]
+    # Idle, then woken by the requests (and, by the time this looks, maybe idle again).
+    steps = [(e["data"]["current"], e["data"]["desired"]) for e in scaled]
+    woken = max(i for i, step in enumerate(steps) if step == (0, 1))
+    assert (1, 0) in steps[:woken], steps
+    assert "waiting at zero replicas" in scaled[woken]["message"]

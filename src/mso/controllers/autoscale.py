@@ -31,6 +31,8 @@ from typing import Any, Protocol
 from mso.errors import Conflict
 from mso.analysis.latency import histogram_quantile
 from mso.analysis.windows import SnapshotError, window_from_snapshots
+from mso.controllers.zero import (IdleClock, ZeroPolicy, activity, describe_idle,
+                                  goes_to_zero)
 from mso.store.db import Store
 from mso.store.health import StoreUnavailable
 
@@ -85,8 +87,10 @@ class Policy:
         behavior = spec.get("behavior") or {}
         up = behavior.get("scale_up") or {}
         down = behavior.get("scale_down") or {}
+        # min 0 (scale to zero) is reached by idleness only (mso.controllers.zero): on
+        # its figures the autoscaler keeps at least one replica.
         return cls(
-            min=int(spec.get("min", 1)), max=int(spec["max"]),
+            min=max(1, int(spec.get("min", 1))), max=int(spec["max"]),
             targets={k: float(v) for k, v in targets.items() if v is not None},
             up=Rule(_or(up.get("stabilization"), 0.0), up.get("max_step") or "100%",
                     float(up.get("period") or 15.0), floor=0 if up.get("max_step") else 4),
@@ -369,6 +373,7 @@ class Autoscaler:
         self._history: dict[str, History] = {}
         self._last: dict[str, Decision] = {}
         self._next = 0.0
+        self.idle = IdleClock()
 
     def state(self, service: str) -> dict[str, Any] | None:
         """The last decision for `service` (what `mso ps` shows), or None."""
@@ -397,6 +402,9 @@ class Autoscaler:
             if want is None or want.kind != "service":
                 continue
             try:
+                zero = ZeroPolicy.from_spec(spec)
+                if zero is not None and self._zero(service, zero, want.replicas, snapshot, now):
+                    continue
                 self.decide(service, Policy.from_spec(spec), want.replicas, now)
             except StoreUnavailable:
                 raise  # the engine's loop waits for the disk
@@ -406,6 +414,56 @@ class Autoscaler:
             self._history.pop(gone, None)
             self._last.pop(gone, None)
             self._cpu.pop(gone, None)
+            self.idle.forget(gone)
+
+    def _zero(self, service: str, policy: ZeroPolicy, replicas: int,
+              snapshot: dict[str, Any] | None, now: float) -> bool:
+        """Scale to zero's part of a tick; True when it decided (no metric plan then)."""
+        figures = activity(snapshot, service) if snapshot is not None else None
+        idle_for = self.idle.observe(service, figures, now)
+        if replicas == 0:
+            return True  # at zero: only a waiting request (`wake`) brings a replica back
+        if self.host.serving(service) == 0:
+            # No replica READY yet (starting, or woken with requests held for it): idle
+            # time counts from the first one that could have served.
+            self.idle.touch(service, now)
+            return False
+        if not goes_to_zero(policy, replicas, idle_for):
+            return False
+        reason = f"idle: no request for {describe_idle(idle_for)} (idle {describe_idle(policy.idle)})"
+        self._record(service, Decision(replicas, 0, 0, (), reason, History()), now,
+                     {"idle_seconds": round(idle_for, 1), "idle": policy.idle})
+        return True
+
+    def wake(self, waiting: Mapping[str, int]) -> list[str]:
+        """Requests wait at zero (the proxy's `held`): 0 -> 1 for each such service that
+        scales to zero and has no replica asked for. Returns the services woken."""
+        now = self.clock()
+        policies = self.policies()
+        desired = self.host.store.desired()
+        woken = []
+        for service, count in sorted(waiting.items()):
+            want = desired.get(service)
+            if want is None or want.kind != "service" or want.replicas != 0 \
+                    or ZeroPolicy.from_spec(policies.get(service)) is None:
+                continue
+            self.idle.touch(service, now)
+            reason = f"{count} request(s) waiting at zero replicas"
+            self._record(service, Decision(0, 1, 1, (), reason, History()), now,
+                         {"waiting": count})
+            woken.append(service)
+        return woken
+
+    def _record(self, service: str, decision: Decision, now: float,
+                numbers: dict[str, float]) -> None:
+        """Act on a scale-to-zero decision: scale, event (with `numbers`), a fresh
+        history."""
+        self._history[service] = History(((now, decision.desired),))
+        self._last[service] = decision
+        self.host.set_replicas(service, decision.desired)
+        self.host.store.add_event(
+            "service.autoscaled", f"{decision.current} -> {decision.desired} replicas: "
+            f"{decision.reason}", service, data={**decision.to_dict(), **numbers})
 
     def _keep(self, ring: deque[Any], sample: Any, now: float) -> None:
         ring.append(sample)

@@ -46,6 +46,9 @@ class ServiceRouting:
     hedge_delay: float = 0.0
     #: The release each subset runs (a label of the proxy's metrics).
     releases: dict[str, int] = field(default_factory=dict)
+    #: Scale to zero (`autoscale.min: 0`): the proxy holds requests while no endpoint is
+    #: ready, {"queue": n, "timeout": s} (mso.proxy.hold); None: 503 at once.
+    hold: dict[str, float] | None = None
 
 
 def proxy_timeouts(svc: ServiceRouting) -> dict[str, float]:
@@ -216,6 +219,8 @@ def build_table(*, bind: str, gateway_port: int, metrics_port: int | None,
                               "subsets": _subsets(svc, port_name, draining)}
             if protocol == "http" and proxy_timeouts(svc):
                 clusters[name]["timeouts"] = proxy_timeouts(svc)
+            if protocol == "http" and svc.hold is not None:
+                clusters[name]["hold"] = dict(svc.hold)
             if svc.unavailable and not any(s["endpoints"] and s["weight"] > 0 for s in
                                            clusters[name]["subsets"].values()):
                 clusters[name]["unavailable"] = svc.unavailable

@@ -27,6 +27,7 @@ from mso.controllers.replicas import ObservedReplica, RollingParams, StartReplic
 from mso.controllers.rollouts import Member, RolloutController, RolloutError
 from mso.controllers.routing import (RouteLimits, RouteView, ServiceRouting, build_table,
                                      file_rev, gateway_tls, tls_config)
+from mso.controllers.zero import ZeroPolicy, hold_table, watch_held
 from mso.daemon.jobs import JobRunner
 from mso.daemon.logsettings import LogSettings
 from mso.releases.ports import port_map
@@ -137,6 +138,10 @@ class Daemon:
         self.rollouts = RolloutController(self)
         self.autoscaler = Autoscaler(self, self.autoscaled)
         self._collector_task = asyncio.get_running_loop().create_task(self.collector.run())
+        # Scale to zero: the proxy says at once when a request waits for a replica.
+        self._held_task = asyncio.get_running_loop().create_task(watch_held(
+            lambda since, wait: self.proxy.client.held(since, wait), self._wake_from_zero,
+            self._scales_to_zero))
         self._ensure_api_token()
         await self.proxy.ensure_running()
         self._recover()
@@ -327,6 +332,13 @@ class Daemon:
 
     def serving(self, service: str) -> int:
         return sum(1 for m in self.book.of_service(service) if m.ready)
+
+    def _scales_to_zero(self) -> bool:
+        return any(ZeroPolicy.from_spec(s) is not None for s in self.autoscaled().values())
+
+    def _wake_from_zero(self, waiting: dict[str, int]) -> None:
+        if self.autoscaler.wake(waiting):
+            self.wake()
 
     def cpu_seconds(self, service: str) -> dict[str, float] | None:
         """CPU seconds each replica's cgroup used so far; None without CPU accounting."""
@@ -633,6 +645,7 @@ class Daemon:
     def routing(self) -> list[ServiceRouting]:
         ports = self.stable_ports()
         services: list[ServiceRouting] = []
+        autoscaled = self.autoscaled()
         for name, want in self.store.desired().items():
             if want.kind != "service":
                 continue
@@ -656,7 +669,8 @@ class Daemon:
                 per_try_timeout=float(per_try), hedge_delay=float(proxy.get("hedge_delay") or 0.0),
                 releases={t.subset: t.release for t in targets},
                 unavailable="" if any(e.ready for e in endpoints)
-                else self._unavailable(name, want)))
+                else self._unavailable(name, want),
+                hold=hold_table(autoscaled.get(name))))
         return services
 
     def _unavailable(self, service: str, want: Desired) -> str:
@@ -873,6 +887,7 @@ class Daemon:
 
     def close(self) -> None:
         self._collector_task.cancel()
+        self._held_task.cancel()
         self.collector.poll_once()
         self.store.close()
         if self._lock_fd is not None:

@@ -106,6 +106,13 @@ class ProxyClient:
         traces: list[Any] = resp["traces"]
         return traces
 
+    async def held(self, since: int = -1, wait: float = 0.0) -> dict[str, Any]:
+        """Scale to zero: {"seq", "held": {cluster: n}, ...} once a request newer than
+        `since` waits for a replica, or after `wait` seconds (mso.proxy.hold)."""
+        resp = await self._call({"op": "held", "since": since, "wait": wait},
+                                wait + self.timeout)
+        return {k: v for k, v in resp.items() if k != "ok"}
+
     async def close(self) -> None:
         idle, self._idle = self._idle, []
         for _reader, writer in idle:

@@ -13,6 +13,7 @@ import stat
 from typing import Any, Protocol
 
 from .fetch import FetchRefused, fetch
+from .hold import parse_wait
 from .table import TableError
 from mso.errors import UsageError
 
@@ -31,6 +32,11 @@ class ControlHandler(Protocol):
     async def set_control_metrics(self, raw: Any) -> None: ...
 
     async def traces(self) -> list[Any]: ...
+
+    async def held_requests(self, since: int, wait: float) -> dict[str, Any]:
+        """Scale to zero: requests waiting for a replica (mso.proxy.hold), answered once
+        one newer than `since` is parked or after `wait` seconds."""
+        ...
 
     def current_table(self) -> Any:
         """The last table applied, as sent (None before the first): its `fetch` and
@@ -75,8 +81,14 @@ async def dispatch(handler: ControlHandler, msg: Any) -> dict[str, Any]:
             return {"ok": True, "traces": await handler.traces()}
         if op == "fetch":
             return await fetch(msg, handler.current_table())
+        if op == "held":
+            try:
+                since, wait = parse_wait(msg)
+            except ValueError as exc:
+                raise ControlError(str(exc)) from exc
+            return {"ok": True, **(await handler.held_requests(since, wait))}
         raise ControlError(f"unknown op {op!r}; expected ping, set_table, drain, metrics, "
-                           "set_control_metrics, traces or fetch")
+                           "set_control_metrics, traces, fetch or held")
     except (ControlError, TableError, FetchRefused) as exc:
         return {"ok": False, "error": str(exc)}
 

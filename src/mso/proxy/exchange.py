@@ -20,7 +20,7 @@ import asyncio
 import time
 from typing import Final, TYPE_CHECKING
 
-from . import accesslog, response_head, tracing, upstream
+from . import accesslog, hold, response_head, tracing, upstream
 from .balancer import ClusterState, EndpointState
 from .safety import MAX_REPLAY_BODY
 
@@ -100,7 +100,9 @@ class Exchange:
         self.cluster.budget.earn()
         ep = self.cluster.pick(self.pin)
         if ep is None:
-            self._fail(503)
+            # Scale to zero: wait for a replica (mso.proxy.hold) rather than fail.
+            if self.cluster.spec.hold is None or not hold.BOOK.park(self):
+                self._fail(503)
             return
         self._attach(ep)
 

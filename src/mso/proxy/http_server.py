@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import httptools
 
-from . import safety, tracing
+from . import hold, safety, tracing
 from .balancer import ClusterState
 from .exchange import Exchange
 from .limits import NO_LIMIT, ClientConnections, Refused, RouteLimits, TOO_MANY_CONNECTIONS
@@ -536,7 +536,9 @@ class ClientConnection:
             if other is not ex:
                 other.cancel()
         self.exchanges = []
-        if status == 503 and ex.attempts == 0 and ex.cluster.spec.unavailable:
+        if status == 503 and ex.attempts == 0 and ex.cluster.spec.hold is not None:
+            self.transport_write(hold.BOOK.refusal(ex))  # scale to zero: with Retry-After
+        elif status == 503 and ex.attempts == 0 and ex.cluster.spec.unavailable:
             spec = ex.cluster.spec
             self.transport_write(safety.unavailable_response(spec.service, spec.unavailable))
         else:

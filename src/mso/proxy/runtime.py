@@ -18,7 +18,7 @@ from typing import Any, Callable, cast
 
 from mso.ports import port_holder
 
-from . import native, tracing, upstream
+from . import hold, native, tracing, upstream
 from .balancer import ClusterState, EndpointState, build_cluster
 from .http_server import (FORWARDED_HTTP, FORWARDED_HTTPS, ClientConnection, Hub,
                           ListenerContext, Route)
@@ -177,6 +177,7 @@ class Runtime:
         for key, ep in old_eps.items():
             if key not in live:
                 self._retire(ep)
+        hold.BOOK.release(clusters, self.loop.time())  # scale to zero: held requests go on
         tracing.RECORDER.configure(table.tracing, lambda: self.releases)
         self.hub.trace_sample = table.tracing.sample if table.tracing is not None else -1.0
         self.version = table.version
@@ -337,6 +338,9 @@ class Runtime:
 
     async def traces(self) -> list[Any]:
         return tracing.RECORDER.traces()
+
+    async def held_requests(self, since: int, wait: float) -> dict[str, Any]:
+        return await hold.BOOK.wait(since, wait)
 
     def current_table(self) -> Any:
         return self.raw_table

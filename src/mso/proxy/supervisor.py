@@ -348,6 +348,12 @@ class Supervisor:
         except ProxyError as exc:
             raise ControlError(f"the proxy is unavailable: {exc}") from exc
 
+    async def held_requests(self, since: int, wait: float) -> dict[str, Any]:
+        try:
+            return await self._serving().held(since, wait)
+        except ProxyError as exc:
+            raise ControlError(f"the proxy is unavailable: {exc}") from exc
+
     async def set_control_metrics(self, raw: Any) -> None:
         try:
             await self._serving().set_control_metrics(raw)

@@ -75,6 +75,14 @@ class ClusterSpec:
     retries: int = 2
     #: Why the control plane has no ready endpoint for this cluster (the 503 body).
     unavailable: str = ""
+    #: Scale to zero: hold requests while no endpoint is ready (mso.proxy.hold).
+    hold: HoldSpec | None = None
+
+
+@dataclass(frozen=True)
+class HoldSpec:
+    queue: int = 100
+    timeout: float = 30.0
 
 
 MAX_UNAVAILABLE = 1000
@@ -250,6 +258,7 @@ def _parse_cluster(name: str, raw: Any) -> ClusterSpec:
     unavailable = raw.get("unavailable", "")
     if not isinstance(unavailable, str):
         raise TableError(f"{where}.unavailable: expected a string")
+    hold = _parse_hold(raw.get("hold"), f"{where}.hold")
     return ClusterSpec(
         name=name,
         service=str(raw.get("service", name)),
@@ -259,7 +268,22 @@ def _parse_cluster(name: str, raw: Any) -> ClusterSpec:
         outlier=outlier,
         retries=retries,
         unavailable=unavailable[:MAX_UNAVAILABLE],
+        hold=hold,
     )
+
+
+def _parse_hold(raw: Any, where: str) -> HoldSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise TableError(f"{where}: expected an object or null")
+    queue = raw.get("queue", HoldSpec.queue)
+    if isinstance(queue, bool) or not isinstance(queue, int) or queue < 1:
+        raise TableError(f"{where}.queue: expected an integer >= 1")
+    timeout = _opt_num(raw, "timeout", HoldSpec.timeout, where)
+    if timeout <= 0:
+        raise TableError(f"{where}.timeout: expected a number > 0")
+    return HoldSpec(queue=queue, timeout=timeout)
 
 
 def _parse_route(raw: Any, where: str, clusters: Mapping[str, ClusterSpec]) -> RouteSpec:

@@ -16,10 +16,13 @@ from typing import Any
 from .client import ProxyClient, ProxyError, ProxyRejected
 from .control import ControlError
 from . import limits
+from .hold import MAX_WAIT
+from .hold import merge as merge_held
 from .metrics import merge_snapshots
 from .table import TableError, parse_table
 
 START_TIMEOUT = 20.0
+HELD_POLL = 0.02
 
 
 class Worker:
@@ -130,6 +133,18 @@ class WorkerPool:
 
     def current_table(self) -> Any:
         return self.table
+
+    async def held_requests(self, since: int, wait: float) -> dict[str, Any]:
+        """The workers' reports summed (`seq` too, so it still only grows); polled every
+        HELD_POLL seconds rather than a long poll per worker: a request parked in any
+        worker answers it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(wait, MAX_WAIT)
+        while True:
+            merged = merge_held(await self._all("held"))
+            if merged["seq"] != since or loop.time() >= deadline:
+                return merged
+            await asyncio.sleep(HELD_POLL)
 
     async def traces(self) -> list[Any]:
         every = [t for got in await self._all("traces") for t in got]

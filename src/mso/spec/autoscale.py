@@ -15,7 +15,13 @@ from mso.spec.errors import Loc, LocatedError
 from mso.spec.fields import Count, SpecModel
 from mso.spec.units import Duration, cpu_cores
 
-__all__ = ["Autoscale", "ScaleBehavior", "ScaleRule", "Step"]
+__all__ = ["Autoscale", "Hold", "ScaleBehavior", "ScaleRule", "Step"]
+
+#: Scale to zero: after this long without a request the service goes to 0 replicas.
+DEFAULT_IDLE = 300.0
+#: Requests held per proxy process while a service at zero starts, and for how long.
+DEFAULT_HOLD_QUEUE = 100
+DEFAULT_HOLD_TIMEOUT = 30.0
 
 _PERCENT = re.compile(r"^(\d{1,4})%$")
 
@@ -72,11 +78,29 @@ class ScaleBehavior(SpecModel):
     scale_down: ScaleRule = Field(default_factory=ScaleRule, description="Removing replicas.")
 
 
+class Hold(SpecModel):
+    """Scale to zero: what the proxy does with requests that arrive while no replica runs.
+    They wait (at most `queue` of them, each at most `timeout`) while the autoscaler
+    starts one, and go to it once it is READY; over either bound, 503 with Retry-After."""
+
+    queue: Count = Field(DEFAULT_HOLD_QUEUE, ge=1, le=100_000,
+                         description="Most requests waiting at once (per proxy process).")
+    timeout: Duration = Field(DEFAULT_HOLD_TIMEOUT,
+                              description="Longest a request waits for a replica.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Hold:
+        if self.timeout <= 0:
+            raise LocatedError.at(("timeout",), "timeout must be greater than 0")
+        return self
+
+
 class Autoscale(SpecModel):
     """Scale replicas between min and max so that each metric stays near its target
     (the largest count any target asks for wins, as with Kubernetes' HPA)."""
 
-    min: Count = Field(1, ge=1, description="Fewest replicas.")
+    min: Count = Field(1, ge=0, description="Fewest replicas; 0 scales to zero after "
+                       "`idle` without a request (http services, local and Swarm).")
     max: Count = Field(ge=1, description="Most replicas.")
     target_rps_per_replica: float | None = Field(
         None, gt=0, description="Requests per second one replica should handle.")
@@ -89,6 +113,18 @@ class Autoscale(SpecModel):
         "its cgroup.")
     behavior: ScaleBehavior = Field(default_factory=ScaleBehavior,
                                     description="Stabilization windows and step limits.")
+    idle: Duration | None = Field(
+        None, description="With min 0: go to 0 replicas after this long without a request "
+        "(default 5m).")
+    hold: Hold | None = Field(
+        None, description="With min 0: requests held while a replica starts (default "
+        "queue 100, timeout 30s).")
+
+    def idle_seconds(self) -> float:
+        return DEFAULT_IDLE if self.idle is None else self.idle
+
+    def hold_or_default(self) -> Hold:
+        return self.hold if self.hold is not None else Hold()
 
     def targets(self) -> dict[str, float]:
         """The targets written, by metric name (rps, inflight, p99_ms, cpu)."""
@@ -107,6 +143,12 @@ class Autoscale(SpecModel):
             issues.append(((), "autoscale needs at least one target: target_rps_per_replica, "
                             "target_inflight_per_replica, target_p99_latency or "
                             "target_cpu_per_replica"))
+        for key in ("idle", "hold"):
+            if key in self.model_fields_set and self.min != 0:
+                issues.append(((key,), f"{key} applies only to scale to zero: write min: 0, "
+                                "or leave it out"))
+        if self.idle is not None and self.idle <= 0:
+            issues.append((("idle",), "idle must be greater than 0"))
         if self.target_p99_latency is not None and self.target_p99_latency <= 0:
             issues.append((("target_p99_latency",), "target_p99_latency must be greater than 0"))
         if issues:

@@ -401,6 +401,15 @@ class Service(_Runnable):
             issues.append((("replicas",), f"replicas ({self.replicas}) is outside autoscale's "
                            f"bounds ({scale.min}-{scale.max}); leave it out (the autoscaler "
                            "starts at min) or write a count between them"))
+        if scale is not None and scale.min == 0:
+            tcp = [n for n, p in self.ports.items() if p.protocol == "tcp"]
+            if tcp:
+                issues.append((("autoscale", "min"), f"scale to zero needs http ports only: "
+                               f"the proxy holds HTTP requests while a replica starts, not TCP "
+                               f"connections (port {tcp[0]!r} is tcp); use min: 1"))
+            elif self.first_http_port() is None:
+                issues.append((("autoscale", "min"), "scale to zero needs an http port (a "
+                               "request is what starts a replica again); use min: 1"))
         if issues:
             raise LocatedError(issues)
         return self

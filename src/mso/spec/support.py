@@ -153,6 +153,8 @@ _REMOTE_CPU_INSTEAD = ("use target_rps_per_replica, target_inflight_per_replica 
 _SWARM_CPU = Gap("the Swarm controller does not read its tasks' CPU time", _REMOTE_CPU_INSTEAD)
 _K8S_CPU = Gap("the Kubernetes controller does not read its pods' CPU time (no "
                "metrics-server is assumed)", _REMOTE_CPU_INSTEAD)
+_K8S_ZERO = Gap("the Kubernetes gateway does not hold requests while a Deployment scales "
+                "up from 0 (a request at zero would get a 503)", "use min: 1 on Kubernetes")
 _BG_ANALYSIS = Gap("a blue/green preview gets no user traffic, so without synthetic load the "
                    "proxy's analysis has nothing to judge", "add `analysis.load` (mso then "
                    "sends requests of its own to the preview and the stable), or promote with "
@@ -334,6 +336,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("gateway.max_connections_per_client", "`gateway.max_connections_per_client`",
             "edge_limits"),
     Feature("services.*.autoscale", "`autoscale`", "autoscale"),
+    Feature("services.*.autoscale.min", "`autoscale.min: 0` (scale to zero)", "scale_to_zero",
+            gaps={"kubernetes": _K8S_ZERO}, when=_is(0)),
     Feature("services.*.autoscale.target_cpu_per_replica", "`autoscale.target_cpu_per_replica`",
             "autoscale", gaps={"swarm": _SWARM_CPU, "kubernetes": _K8S_CPU}),
 )

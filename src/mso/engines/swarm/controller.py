@@ -35,6 +35,7 @@ from mso.analysis.relay import GatewayTransport
 from mso.controllers.autoscale import Autoscaler
 from mso.controllers.rollouts import Member, RolloutController
 from mso.controllers.routing import GatewayTls, RouteLimits, RouteView, file_rev, gateway_tls
+from mso.controllers.zero import ZeroPolicy, hold_table, watch_held
 from mso.releases.ports import port_map
 from mso.engines.swarm import names, state
 from mso.engines.swarm.gateway import (CONTROL_DIR, gateway_spec, route_table,
@@ -155,6 +156,21 @@ class SwarmController:
     # -- loop ---------------------------------------------------------------------------
     async def run_forever(self) -> None:
         self.rollouts.recover()
+        # Scale to zero: the gateway says at once when a request waits for a task.
+        held = asyncio.get_running_loop().create_task(watch_held(
+            self.proxy.held, self._wake_from_zero,
+            lambda: any(ZeroPolicy.from_spec(s) is not None
+                        for s in self._autoscaled().values())))
+        try:
+            await self._loop()
+        finally:
+            held.cancel()
+
+    def _wake_from_zero(self, waiting: dict[str, int]) -> None:
+        if self.autoscaler.wake(waiting):
+            self.changed()  # and the follow-up ticks that see the new task start
+
+    async def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
             try:
@@ -512,7 +528,8 @@ class SwarmController:
                         if o is not None]
             routings.append(service_routing(name, rel.spec["model"], ctx.stable_ports,
                                             observed, weights.get(name, {"stable": 100}),
-                                            self._subsets.get(name), self._preview_port(name)))
+                                            self._subsets.get(name), self._preview_port(name),
+                                            hold=hold_table(config.autoscale.get(name))))
         routes = []
         for r in config.routes:
             rel = self.store.release(r["service"], desired[r["service"]].release) \

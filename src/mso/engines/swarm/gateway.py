@@ -108,7 +108,8 @@ def route_table(*, gateway_port: int, metrics_port: int, routes: list[RouteView]
 def service_routing(name: str, model: dict[str, Any], stable_ports: dict[str, int],
                     observed: list[ServiceObs], weights: dict[str, int],
                     subsets: dict[str, str] | None = None,
-                    preview_port: int | None = None) -> ServiceRouting:
+                    preview_port: int | None = None,
+                    hold: dict[str, float] | None = None) -> ServiceRouting:
     """`subsets`: role -> subset from this tick's plan (a blue/green swap); `preview_port`:
     where a blue/green preview answers alone."""
     named = port_map(model)
@@ -120,4 +121,4 @@ def service_routing(name: str, model: dict[str, Any], stable_ports: dict[str, in
         name=name,
         ports={p: (proto, stable_ports[f"{name}/{p}"]) for p, (proto, _) in named.items()
                if f"{name}/{p}" in stable_ports},
-        endpoints=endpoints, weights=weights, preview_port=preview_port)
+        endpoints=endpoints, weights=weights, preview_port=preview_port, hold=hold)
