@@ -75,6 +75,10 @@ class ClusterSpec:
     retries: int = 2
     #: Why the control plane has no ready endpoint for this cluster (the 503 body).
     unavailable: str = ""
+    #: Keep idle upstream connections for reuse. False for an endpoint that stands for
+    #: many backends (a Kubernetes Service: kube-proxy picks a pod per connection, so a
+    #: pooled connection would pin every request to one pod).
+    pool: bool = True
 
 
 MAX_UNAVAILABLE = 1000
@@ -234,6 +238,9 @@ def _parse_cluster(name: str, raw: Any) -> ClusterSpec:
     unavailable = raw.get("unavailable", "")
     if not isinstance(unavailable, str):
         raise TableError(f"{where}.unavailable: expected a string")
+    pool = raw.get("pool", True)
+    if not isinstance(pool, bool):
+        raise TableError(f"{where}.pool: expected true or false")
     return ClusterSpec(
         name=name,
         service=str(raw.get("service", name)),
@@ -243,6 +250,7 @@ def _parse_cluster(name: str, raw: Any) -> ClusterSpec:
         outlier=outlier,
         retries=retries,
         unavailable=unavailable[:MAX_UNAVAILABLE],
+        pool=pool,
     )
 
 

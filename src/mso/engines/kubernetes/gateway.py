@@ -105,6 +105,10 @@ def table(spec: GatewaySpec, hosts: dict[str, str], weights: dict[str, dict[str,
         # and starve the canary analysis of the very errors it must see; retries still
         # spare clients.
         cluster["outlier"] = {"consecutive_failures": NEVER}
+        # kube-proxy picks the pod once per connection: a pooled keep-alive connection
+        # would send every request of a gateway pod to one pod of the subset (seen: all
+        # requests on one of two ready pods). A new connection per request balances.
+        cluster["pool"] = False
     return built
 
 

@@ -79,9 +79,15 @@ class ServiceObs:
         return sum(1 for t in self.tasks if t.ready and t.release == release)
 
     def settled_on(self, release: int, replicas: int) -> bool:
-        """Every live task runs `release` and is ready, and there are `replicas` of them."""
+        """Every live task runs `release` and is ready, and there are `replicas` of them
+        with the tasks of `release` that ended cleanly and stay ended (a service under
+        `restart: on-failure | never` whose process exited 0 is done, as on the local
+        engine: Swarm restarts a `restart: always` task that completes at once)."""
         live = [t for t in self.tasks if not t.stopping and t.state in _LIVE_STATES]
-        return (len(live) == replicas and all(t.ready and t.release == release for t in live)
+        done = [t for t in self.tasks if not t.stopping and t.state == "complete"
+                and t.release == release]
+        return (len(live) + len(done) == replicas
+                and all(t.ready and t.release == release for t in live)
                 and not any(t.state == "running" and t.stopping for t in self.tasks))
 
 
