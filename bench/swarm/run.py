@@ -158,7 +158,9 @@ def canary_rollback(work: Path, name: str) -> tuple[float, float]:
         with Load(f"http://127.0.0.1:{port}/", threads=3) as load:
             wait_for(lambda: load.ok > 20, 60, "traffic")
             started = time.monotonic()
-            mso("deploy", "--engine", "swarm", "-f", str(manifest), cwd=manifest.parent)
+            # -d: until the rollout is recorded (without it deploy follows the canary to
+            # its rollback and exits 1, which the second figure measures anyway).
+            mso("deploy", "-d", "--engine", "swarm", "-f", str(manifest), cwd=manifest.parent)
             returned = time.monotonic() - started
             wait_for(lambda: _rolled_back(store), 300, "rollback", 0.05)
             return returned, time.monotonic() - started
@@ -202,7 +204,8 @@ def bluegreen(work: Path, name: str) -> tuple[float, float, int, int]:
     try:
         mso("deploy", "--engine", "swarm", "-f", str(manifest), cwd=run)
         _set(manifest, 'VERSION: "1"', 'VERSION: "2"')
-        mso("deploy", "--engine", "swarm", "-f", str(manifest), cwd=run)
+        # -d: a blue/green rollout waits for `rollout promote`, which deploy would follow.
+        mso("deploy", "-d", "--engine", "swarm", "-f", str(manifest), cwd=run)
         wait_for(lambda: _status(manifest) == "Paused", 300, "a ready preview")
         with Load(f"http://127.0.0.1:{port}/", threads=3) as load:
             wait_for(lambda: load.ok > 50, 60, "traffic")
