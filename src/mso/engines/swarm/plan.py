@@ -34,8 +34,10 @@ Every replica starts twice, as in the full-size handoff, and no task that gets t
 is ever updated or stopped before it is drained. One exception: a new target while an
 exchange runs (another deploy, a rollback) updates the service that is growing in place
 (Swarm's start-first update, one task at a time) rather than starting over, so for that
-moment the bounds hold per Swarm service and its tasks are not drained first. Scaling a service down (`mso scale`,
-the autoscaler) drains the tasks Swarm will remove first (`ServiceObs.removed_by_scale`).
+moment the bounds hold per Swarm service and its tasks are not drained first.
+
+Scaling a service down (`mso scale`, the autoscaler) drains the tasks Swarm will remove
+first (`ServiceObs.removed_by_scale`).
 """
 
 from __future__ import annotations
