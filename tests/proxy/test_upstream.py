@@ -264,3 +264,33 @@ def test_an_unfinished_response_is_acknowledged_at_once() -> None:
     sock.options.clear()
     h.exchange(HEAD + b"ok")
     assert sock.options == [], "a complete response needs no extra system call"
+
+
+def _cluster(pool: bool | None) -> object:
+    raw: dict[str, object] = {"service": "web", "balancer": "round_robin", "subsets": {
+        "stable": {"weight": 100, "endpoints": [{"id": "b0", "address": "127.0.0.1:1000"}]}}}
+    if pool is not None:
+        raw["pool"] = pool
+    table = parse_table({"version": 1, "listeners": [], "clusters": {"web": raw}})
+    return build_cluster(table.clusters["web"], {}, Registry(), lambda: 0.0)
+
+
+@pytest.mark.parametrize("pool,kept", [(None, 1), (True, 1), (False, 0)])
+def test_a_cluster_without_pooling_closes_each_connection_after_its_response(
+        pool: bool | None, kept: int) -> None:
+    """`pool: false` (a Kubernetes Service: kube-proxy picks a pod per connection): a
+    finished connection is closed, never reused, so the next request may reach another
+    pod; by default it goes back to the pool."""
+    cluster = _cluster(pool)
+    endpoint = cluster.endpoints[0]  # type: ignore[attr-defined]
+    conn = upstream.UpstreamConnection(endpoint)
+    conn.connection_made(RecordingTransport())  # type: ignore[arg-type]
+    upstream.checkin(conn)
+    assert len(endpoint.idle) == kept
+    assert conn.closed is (kept == 0)
+
+
+def test_pool_must_be_a_boolean() -> None:
+    from mso.proxy.table import TableError
+    with pytest.raises(TableError, match=r"pool: expected true or false"):
+        _cluster("no")  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ class EndpointState:
 
     __slots__ = (
         "id", "host", "port", "subset", "stats", "inflight", "draining",
-        "ejected_until", "consecutive_failures", "ejections", "idle",
+        "ejected_until", "consecutive_failures", "ejections", "idle", "pooled",
     )
 
     def __init__(self, spec: EndpointSpec, subset: str, stats: EndpointStats) -> None:
@@ -37,6 +37,7 @@ class EndpointState:
         self.ejections = 0
         # Idle pooled upstream connections (owned by mso.proxy.upstream).
         self.idle: list[Any] = []
+        self.pooled = True  # its cluster's `pool` (build_cluster sets it)
 
     def available(self, now: float) -> bool:
         return not self.draining and self.ejected_until <= now
@@ -247,6 +248,7 @@ def build_cluster(
             elif st.subset != sub.name:
                 st.subset = sub.name
                 st.stats = registry.get(spec.name, sub.name, e.id)
+            st.pooled = spec.pool
             eps.append(st)
         subsets.append(SubsetState(sub.name, sub.weight, eps))
     return ClusterState(spec, subsets, clock)

@@ -77,6 +77,10 @@ class ClusterSpec:
     unavailable: str = ""
     #: Scale to zero: hold requests while no endpoint is ready (mso.proxy.hold).
     hold: HoldSpec | None = None
+    #: Keep idle upstream connections for reuse. False for an endpoint that stands for
+    #: many backends (a Kubernetes Service: kube-proxy picks a pod per connection, so a
+    #: pooled connection would pin every request to one pod).
+    pool: bool = True
 
 
 @dataclass(frozen=True)
@@ -259,6 +263,9 @@ def _parse_cluster(name: str, raw: Any) -> ClusterSpec:
     if not isinstance(unavailable, str):
         raise TableError(f"{where}.unavailable: expected a string")
     hold = _parse_hold(raw.get("hold"), f"{where}.hold")
+    pool = raw.get("pool", True)
+    if not isinstance(pool, bool):
+        raise TableError(f"{where}.pool: expected true or false")
     return ClusterSpec(
         name=name,
         service=str(raw.get("service", name)),
@@ -269,6 +276,7 @@ def _parse_cluster(name: str, raw: Any) -> ClusterSpec:
         retries=retries,
         unavailable=unavailable[:MAX_UNAVAILABLE],
         hold=hold,
+        pool=pool,
     )
 
 

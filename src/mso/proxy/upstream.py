@@ -343,7 +343,8 @@ def checkin(conn: UpstreamConnection) -> None:
     if conn.paused:
         conn.resume_reading()
     ep = conn.endpoint
-    if ep.draining or conn.closed or len(ep.idle) >= MAX_IDLE_PER_ENDPOINT:
+    if ep.draining or conn.closed or not ep.pooled \
+            or len(ep.idle) >= MAX_IDLE_PER_ENDPOINT:
         conn.close()
     else:
         ep.idle.append(conn)

@@ -156,6 +156,13 @@ def table(spec: GatewaySpec, hosts: dict[str, str], weights: dict[str, dict[str,
         # and starve the canary analysis of the very errors it must see; retries still
         # spare clients.
         cluster["outlier"] = {"consecutive_failures": NEVER}
+        # kube-proxy picks the pod once per connection: a pooled keep-alive connection
+        # would send every request of a gateway pod to one pod of the subset (seen: all
+        # requests on one of two ready pods). A new connection per request balances; its
+        # price is a connect per request and a TIME_WAIT socket in the gateway pod each
+        # (Linux's ~28k ephemeral ports per Service address: some 470 requests/s per
+        # gateway pod and subset before connects fail; not measured here yet).
+        cluster["pool"] = False
     return built
 
 
