@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -28,9 +29,13 @@ from mso.daemon.logsettings import LogSettings, rotate_own_log
 from mso.paths import StatePaths
 from mso.spec.errors import ManifestError
 from mso.importers import load_app
+from mso.store.health import StoreUnavailable
 from mso.store.secretbox import SecretsKeyError
 
 log = logging.getLogger("mso.daemon")
+
+#: The errors of a disk that refuses writes: full, over quota, read-only.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 def _unix_listener(path: Path) -> socket.socket:
@@ -125,6 +130,12 @@ async def run(paths: StatePaths, manifest: str | None, api_port: int | None) -> 
         except ManifestError as exc:
             daemon.store.add_event("daemon.error", str(exc))
             log.error("%s", exc)
+        except StoreUnavailable as exc:
+            # Started on a full disk with a changed manifest (or after `mso down`, which
+            # cleared the desired state): serve what the store has; `mso up` reads
+            # `apply_error` in the status and says so (or fails when nothing is wanted).
+            daemon.apply_error = f"the manifest was not applied: {exc}"
+            daemon.store.add_event("daemon.error", daemon.apply_error)
     servers: list[QuietServer] = []
     loop = asyncio.get_running_loop()
 
@@ -185,7 +196,14 @@ async def run(paths: StatePaths, manifest: str | None, api_port: int | None) -> 
     await asyncio.gather(*tasks, return_exceptions=True)
     paths.api_socket.unlink(missing_ok=True)
     daemon.close()
-    paths.daemon_exit.write_text(str(os.getpid()))  # ended as asked (see KeeperWatch)
+    try:
+        paths.daemon_exit.write_text(str(os.getpid()))  # ended as asked (see KeeperWatch)
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        # A full disk: the exit status (0) still tells the keeper that started this
+        # daemon; only a keeper that adopted it (after its own crash) cannot know.
+        log.warning("could not write %s (%s)", paths.daemon_exit, exc.strerror)
     return 0
 
 
@@ -206,8 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
     try:
         return uvloop.run(run(paths, args.manifest, args.api_port))
-    except (DaemonBusy, SecretsKeyError) as exc:
+    except (DaemonBusy, SecretsKeyError, StoreUnavailable) as exc:
         print(f"mso: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        # A state folder that refuses what the daemon must write to start (its lock,
+        # sockets, api token on a read-only or full disk): one line, no traceback.
+        print(f"mso: the daemon cannot start: {exc.strerror} ({exc.filename or paths.state_dir}"
+              f"): is the disk of {paths.state_dir} full or read-only?", file=sys.stderr)
         return 1
 
 

@@ -94,6 +94,9 @@ class Daemon:
         self._routes_key: tuple[object, ...] | None = None
         self._routes_built = 0.0
         self.started_at = time.time()
+        #: Why the manifest given at start-up was not applied (a store the disk refuses
+        #: writes to), for `mso up`; None when it was.
+        self.apply_error: str | None = None
 
     # -- start-up ---------------------------------------------------------------------
     def acquire_lock(self) -> None:
@@ -104,8 +107,13 @@ class Daemon:
         except BlockingIOError as exc:
             os.close(fd)
             raise DaemonBusy(f"a daemon is already running for {self.paths.state_dir}") from exc
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        pid = str(os.getpid()).encode()
+        try:  # written over the old pid first: a full disk cannot leave the file empty
+            os.pwrite(fd, pid, 0)
+            os.ftruncate(fd, len(pid))
+        except OSError as exc:  # the lock is held; the pid in it is only informative
+            log.warning("could not write the daemon's pid into %s: %s", self.paths.lock,
+                        exc.strerror or exc)
         self._lock_fd = fd
 
     async def start(self) -> None:
@@ -115,7 +123,10 @@ class Daemon:
         migrated = self.store.open_secrets()
         self.instance_id = self.store.get_meta("instance_id") or uuid.uuid4().hex[:16]
         self.store.set_meta("instance_id", self.instance_id)
-        self.store.set_meta("daemon_pid", str(os.getpid()))
+        try:
+            self.store.set_meta("daemon_pid", str(os.getpid()))
+        except StoreUnavailable:
+            pass  # informative only; a daemon starting on a full disk serves all the same
         self.cgroups = CgroupManager(f"mso/{self.instance_id}")
         logs = LogSettings.from_env(os.environ)
         self.log_store = LogStore(self.paths.logs_dir, logs.max_bytes_per_service, logs.files)
@@ -872,7 +883,7 @@ class Daemon:
                 "desired_replicas": want, "ready_replicas": ready,
                 "jobs": self.jobs.summary(), "started_at": self.started_at,
                 "shutting_down": self._shutting_down,
-                "store": self.store.health.as_json(),
+                "store": self.store.health.as_json(), "apply_error": self.apply_error,
                 "manifest": self.app_config().get("manifest"),
                 "cgroups": self.cgroups.describe() if hasattr(self.cgroups, "describe")
                 else {}}
