@@ -97,6 +97,8 @@ class Daemon:
         #: Why the manifest given at start-up was not applied (a store the disk refuses
         #: writes to), for `mso up`; None when it was.
         self.apply_error: str | None = None
+        self._app_config_raw = ""
+        self._app_config: dict[str, Any] = {}
 
     # -- start-up ---------------------------------------------------------------------
     def acquire_lock(self) -> None:
@@ -171,8 +173,14 @@ class Daemon:
 
     # -- app configuration ----------------------------------------------------------------
     def app_config(self) -> dict[str, Any]:
+        """The app's config, parsed once per stored value (the route inputs read it twice
+        a second): shared, so read it, never change it."""
         raw = self.store.get_meta("app_config")
-        return json.loads(raw) if raw else {}
+        if not raw:
+            return {}
+        if raw != self._app_config_raw:
+            self._app_config_raw, self._app_config = raw, json.loads(raw)
+        return self._app_config
 
     def app_name(self) -> str:
         return str(self.app_config().get("app", ""))
