@@ -4,10 +4,13 @@ Each run starts the echo app (2 replicas) with `.mso/` on its own small filesyst
 100 GETs/s through the gateway, and:
 
 - full: fills the 4 MiB tmpfs, SIGKILLs a replica (state changes the store cannot
-  take), keeps the disk full for `--hold` seconds, deletes the filler and measures the
-  time until `mso ps` reports the store writable again (the held events written);
+  take), then the daemon and its keeper, times `mso up -d` starting a new control plane
+  on the full disk, keeps the disk full for `--hold` seconds, deletes the filler and
+  measures the time until `mso ps` reports the store writable again (held events written);
 - read-only: turns the 16 MiB ext4 image read-only as the kernel does after an I/O
-  error (`trigger_fs_error`, errors=remount-ro), SIGKILLs a replica, holds, `mso down`;
+  error (`trigger_fs_error`, errors=remount-ro), SIGKILLs a replica, then the daemon and
+  its keeper, checks `mso up -d` refuses in one line, holds, `mso down` (no daemon: it
+  stops the processes itself);
 
 and counts failed requests (goal 0), checks the killed replica came back READY and
 `PRAGMA integrity_check` of the state database (ok; for the read-only case after
@@ -34,7 +37,8 @@ from bench.docs_section import write_section  # noqa: E402
 
 from tests.e2e.harness import MsoApp, wait_for  # noqa: E402
 from tests.e2e.load import Load  # noqa: E402
-from tests.e2e.test_local_engine import echo_app  # noqa: E402
+from tests.e2e.test_full_disk import (control_plane, kill_and_wait,  # noqa: E402
+                                      patient_echo_app)
 from tests.tinyfs import can_mount, emergency_ro, ext4, fill, tmpfs  # noqa: E402
 
 SECTION = "## Full and read-only disks (issue 15)"
@@ -70,7 +74,7 @@ def full_run(work: Path, hold: float) -> dict[str, float | int | str]:
     state = app.folder / ".mso"
     with tmpfs(state, "4m"):
         try:
-            echo_app(app, replicas=2)
+            patient_echo_app(app, replicas=2)
             with Load(app.gateway_port, rate=100) as load:
                 wait_for(lambda: load.result.ok > 100, message="traffic")
                 before = load.result.total
@@ -79,6 +83,13 @@ def full_run(work: Path, hold: float) -> dict[str, float | int | str]:
                 os.kill(victim["pid"], signal.SIGKILL)
                 wait_for(lambda: not writable(app), message="store unwritable")
                 wait_for(lambda: restarted(app, victim["replica"]), message="restarted")
+                # The control plane dies on the full disk; `mso up -d` starts a new one there.
+                daemon, keepers = control_plane(app)
+                kill_and_wait([daemon, *keepers])
+                t0 = time.monotonic()
+                up = app.cli("up", "-d", check=False)
+                restart = time.monotonic() - t0
+                up_ok = up.returncode == 0 and "Traceback" not in up.stderr
                 began = time.monotonic()
                 ps_times = []
                 while time.monotonic() - began < hold:
@@ -98,7 +109,8 @@ def full_run(work: Path, hold: float) -> dict[str, float | int | str]:
         check = integrity(state / "state.db")
     return {"failed": len(result.failures), "during": during, "recover": recovered,
             "ps": statistics.median(ps_times), "integrity": check,
-            "reported": types.count("store.unwritable")}
+            "reported": types.count("store.unwritable"), "restart": restart,
+            "up_ok": "ok" if up_ok else f"failed: {up.stderr.strip()[:200]}"}
 
 
 def ro_run(work: Path, hold: float) -> dict[str, float | int | str]:
@@ -107,7 +119,7 @@ def ro_run(work: Path, hold: float) -> dict[str, float | int | str]:
     image = work / "state.img"
     with ext4(state, image):
         try:
-            echo_app(app, replicas=2)
+            patient_echo_app(app, replicas=2)
             with Load(app.gateway_port, rate=100) as load:
                 wait_for(lambda: load.result.ok > 100, message="traffic")
                 before = load.result.total
@@ -116,6 +128,12 @@ def ro_run(work: Path, hold: float) -> dict[str, float | int | str]:
                 os.kill(victim["pid"], signal.SIGKILL)
                 wait_for(lambda: not writable(app), message="store unwritable")
                 wait_for(lambda: restarted(app, victim["replica"]), message="restarted")
+                # The control plane dies on the read-only disk: no new one can start there.
+                daemon, keepers = control_plane(app)
+                kill_and_wait([daemon, *keepers])
+                up = app.cli("up", "-d", check=False)
+                lines = [ln for ln in up.stderr.splitlines() if ln.strip()]
+                refused = up.returncode != 0 and len(lines) == 1
                 deadline = time.monotonic() + hold
                 wait_for(lambda: time.monotonic() > deadline, timeout=hold + 5,
                          message="hold")
@@ -128,7 +146,7 @@ def ro_run(work: Path, hold: float) -> dict[str, float | int | str]:
     with ext4(work / "after", image, fresh=False) as mounted:
         check = integrity(mounted / "state.db")
     return {"failed": len(result.failures), "during": during, "down": down,
-            "integrity": check}
+            "integrity": check, "refused": "one line" if refused else f"{lines!r}"[:200]}
 
 
 def main() -> None:
@@ -170,13 +188,22 @@ def main() -> None:
              f"{', '.join(str(r['reported']) for r in fulls)} | 1 |",
              f"| full: `PRAGMA integrity_check` | "
              f"{', '.join(str(r['integrity']) for r in fulls)} | ok |",
+             f"| full: daemon and keeper SIGKILLed, `mso up -d` on the full disk (s) | "
+             f"{med(fulls, 'restart')} ({', '.join(str(r['up_ok']) for r in fulls)}) | "
+             "starts, re-adopts, serves |",
              f"| read-only: requests failed (of {total(ros, 'during')}) | "
              f"{total(ros, 'failed')} | 0 |",
-             f"| read-only: `mso down` on the read-only disk (s) | {med(ros, 'down')} | |",
+             f"| read-only: daemon and keeper SIGKILLed, `mso up -d` refused | "
+             f"{', '.join(str(r['refused']) for r in ros)} | one line |",
+             f"| read-only: `mso down` on the read-only disk, no daemon (s) | "
+             f"{med(ros, 'down')} | |",
              f"| read-only: `PRAGMA integrity_check` after e2fsck | "
              f"{', '.join(str(r['integrity']) for r in ros)} | ok |",
              "", "In every run the killed replica was restarted and READY while the disk "
-             "refused writes (its output to /dev/null on the read-only disk). Recovery is "
+             "refused writes (its output to /dev/null on the read-only disk), and the "
+             "requests kept flowing while the control plane was dead and restarted (full) "
+             "or refused to start (read-only; `mso down` then stops the processes itself). "
+             "Recovery is "
              "the store's retry period (1 s) plus the CLI poll; a read-only ext4 cannot be "
              "remounted read-write without a repair, so that case ends with `mso down`.", ""]
     report = "\n".join(lines)

@@ -103,3 +103,30 @@ def test_read_only_filesystem_behaves_like_a_full_one(tmp_path: Path) -> None:
     # The image as the kernel left it: the database is intact.
     with ext4(tmp_path / "fs2", tmp_path / "fs.img", fresh=False) as folder:
         assert integrity(folder / "state.db") == "ok"
+
+
+def test_opening_on_a_full_disk_serves_reads_holds_writes_and_catches_up(small: Path) -> None:
+    store = Store(small / "state.db")
+    store.set_desired(Desired("api", "service", 1, 2, 2))
+    store.set_meta("instance_id", "abc")
+    store.close()
+    filler = fill(small)
+    with pytest.raises(StoreUnavailable, match="cannot be created"):
+        Store(small / "other.db")  # a new store needs space for its tables: one clear error
+    reopened = Store(small / "state.db")  # what a daemon starting on the full disk does
+    assert reopened.desired()["api"].replicas == 2 and reopened.get_meta("instance_id") == "abc"
+    reopened.set_meta("instance_id", "abc")  # unchanged: no write, so nothing refused
+    reopened.set_desired(Desired("api", "service", 1, 2, 2))
+    reopened.add_event("daemon.started", "held")
+    reopened.upsert_replica(replica("api-0", "READY"))
+    assert not reopened.health.writable
+    with pytest.raises(StoreUnavailable):
+        reopened.set_desired(Desired("api", "service", 1, 3, 3))
+    filler.unlink()
+    (small / "other.db").unlink(missing_ok=True)
+    assert reopened.recover(force=True)
+    assert [e.type for e in reopened.events()][-3:] == ["store.unwritable", "daemon.started",
+                                                         "store.recovered"]
+    assert {r.id for r in reopened.replicas()} == {"api-0"}
+    reopened.close()
+    assert integrity(small / "state.db") == "ok"

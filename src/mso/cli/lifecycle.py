@@ -42,8 +42,31 @@ FAILURE_EVENTS = ("job.failed", "daemon.error", "proxy.error")
 FOREGROUND_PATIENCE = 600.0
 
 
+def state_dir_problem(paths: StatePaths) -> str | None:
+    """Why the daemon cannot start in `paths.state_dir`, checked before it is started:
+    a read-only filesystem takes none of its lock, log, sockets or store (a full one
+    still takes new files and sockets: the daemon then starts and serves from its store,
+    mso.store.health). None when it can start."""
+    try:
+        paths.ensure()
+        fd = os.open(paths.state_dir / ".mso-start-check",
+                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
+        (paths.state_dir / ".mso-start-check").unlink()
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC,
+                             errno.EDQUOT):
+            raise
+        return (f"the daemon cannot start: {paths.state_dir} takes no writes "
+                f"({exc.strerror}); it keeps its lock, log, sockets and store there "
+                f"(remount it read-write, or free space, and run `mso up` again)")
+    return None
+
+
 def start_daemon(paths: StatePaths, manifest: Path | None, api_port: int | None) -> None:
-    paths.ensure()
+    problem = state_dir_problem(paths)
+    if problem is not None:
+        raise CliError(problem)
     # The keeper runs the daemon and starts it again if it dies (mso/daemon/keeper.py).
     argv = [sys.executable, "-m", "mso.daemon.keeper", "--state-dir", str(paths.state_dir)]
     if manifest is not None:
@@ -65,10 +88,30 @@ def start_daemon(paths: StatePaths, manifest: Path | None, api_port: int | None)
             # crash): wait for it to answer rather than start a second one.
             elsewhere = True
         elif status is not None:
-            raise CliError(f"the daemon exited at start-up: {_last_line(paths.daemon_log)}")
+            raise CliError(f"the daemon exited at start-up: {_start_failure(paths)}")
         time.sleep(0.05)
     raise CliError(f"the daemon did not answer within {START_TIMEOUT:g}s; "
                    f"see {paths.daemon_log}")
+
+
+#: Less free space than this in `.mso/` explains a daemon that could not start.
+FULL_BELOW = 64 * 1024
+
+
+def _start_failure(paths: StatePaths) -> str:
+    """Why the daemon ended at start-up: its last words, or, when a full disk kept it
+    from writing them, the disk's state."""
+    last = _last_line(paths.daemon_log)
+    try:
+        st = os.statvfs(paths.state_dir)
+    except OSError:
+        return last
+    free = st.f_bavail * st.f_frsize
+    if free >= FULL_BELOW:
+        return last
+    return (f"the disk of {paths.state_dir} is full ({free} bytes free): the daemon's store "
+            f"and log cannot be written" + ("" if last == "no log" else f" ({last})")
+            + "; free some space and run `mso up` again")
 
 
 def _last_line(path: Path) -> str:
@@ -366,6 +409,12 @@ def down_app(paths: StatePaths, quiet: bool = False) -> None:
             if not quiet:
                 click.echo("nothing is running")
             return
+        problem = state_dir_problem(paths)
+        if problem is not None and 0 not in survivors:
+            # No daemon can start on this disk (read-only): stop them here, as a daemon
+            # would, so `down` still leaves no process behind.
+            stop_directly(survivors, quiet)
+            return
         # The daemon died (kill -9?) but processes it started live on: start one without
         # a manifest to adopt and then stop them, so `down` leaves no process behind.
         start_daemon(paths, None, None)
@@ -374,6 +423,31 @@ def down_app(paths: StatePaths, quiet: bool = False) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.05)
+    if not quiet:
+        click.echo("stopped")
+
+
+def stop_directly(pids: list[int], quiet: bool, grace: float = 10.0) -> None:
+    """SIGTERM to each process (and its process group: a replica's children), SIGKILL to
+    what is left after `grace`: `mso down` where no daemon can start."""
+    if not quiet:
+        click.echo(f"mso: no daemon can start on this disk; stopping the app's {len(pids)} "
+                   f"process(es) directly", err=True)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            for kill, target in ((os.killpg, pid), (os.kill, pid)):
+                try:
+                    if kill is os.killpg and os.getpgid(pid) != pid:
+                        continue
+                    kill(target, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 5.0)
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.05)
+        pids = [p for p in pids if _alive(p)]
+        if not pids:
+            break
     if not quiet:
         click.echo("stopped")
 

@@ -297,6 +297,14 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
         preflight_ports(loaded, paths)
         start_daemon(paths, loaded.path, api_port)
         started = True
+        status = client.get("/v1/status")
+        if status.get("apply_error"):
+            # Started on a disk that refuses writes: it serves what its store had.
+            if not status["desired_replicas"] and not status["jobs"]:
+                down_app(paths, quiet=True)
+                raise CliError(f"{status['apply_error']}; nothing was started")
+            click.echo(f"mso: warning: {status['apply_error']}; serving what the store "
+                       "had (run `mso up` again once the disk has room)", err=True)
     gateway = loaded.manifest.gateway
     url = f"http://{gateway.bind}:{gateway.port}/"
     if not detach:

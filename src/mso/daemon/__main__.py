@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -28,9 +29,13 @@ from mso.daemon.logsettings import LogSettings, rotate_own_log
 from mso.paths import StatePaths
 from mso.spec.errors import ManifestError
 from mso.importers import load_app
+from mso.store.health import StoreUnavailable
 from mso.store.secretbox import SecretsKeyError
 
 log = logging.getLogger("mso.daemon")
+
+#: The errors of a disk that refuses writes: full, over quota, read-only.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 def _unix_listener(path: Path) -> socket.socket:
@@ -63,6 +68,26 @@ async def _bound_own_log(paths: StatePaths, period: float = 5.0) -> None:
         if rotate_own_log(paths.daemon_log, limit):
             log.info("daemon.log rotated to daemon.log.1 (over %d bytes)", limit)
         await asyncio.sleep(period)
+
+
+ALIVE_PATH = "/v1/alive"
+_ALIVE_HEAD = {"type": "http.response.start", "status": 200,
+               "headers": [(b"content-type", b"text/plain"), (b"content-length", b"2")]}
+_ALIVE_BODY = {"type": "http.response.body", "body": b"ok"}
+
+
+def answer_alive(app: Any) -> Any:
+    """The keeper's watchdog asks `GET /v1/alive` once a second: answered here, before
+    the API's framework (its middleware and routing cost more than the answer, and the
+    status it used to ask for read the store: a tenth of an idle daemon's Python time
+    with 100 replicas). An answer still proves the event loop serves the API socket."""
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == ALIVE_PATH:
+            await send(_ALIVE_HEAD)
+            await send(_ALIVE_BODY)
+            return
+        await app(scope, receive, send)
+    return asgi
 
 
 class KeeperWatch:
@@ -125,6 +150,12 @@ async def run(paths: StatePaths, manifest: str | None, api_port: int | None) -> 
         except ManifestError as exc:
             daemon.store.add_event("daemon.error", str(exc))
             log.error("%s", exc)
+        except StoreUnavailable as exc:
+            # Started on a full disk with a changed manifest (or after `mso down`, which
+            # cleared the desired state): serve what the store has; `mso up` reads
+            # `apply_error` in the status and says so (or fails when nothing is wanted).
+            daemon.apply_error = f"the manifest was not applied: {exc}"
+            daemon.store.add_event("daemon.error", daemon.apply_error)
     servers: list[QuietServer] = []
     loop = asyncio.get_running_loop()
 
@@ -148,7 +179,7 @@ async def run(paths: StatePaths, manifest: str | None, api_port: int | None) -> 
             await dashboard.stop()
 
     tasks = []
-    listeners = [(create_app(daemon, None, stop_servers, start_dashboard),
+    listeners = [(answer_alive(create_app(daemon, None, stop_servers, start_dashboard)),
                   _unix_listener(paths.api_socket))]
     if api_port is not None:
         token = paths.api_token.read_text().strip()
@@ -185,7 +216,14 @@ async def run(paths: StatePaths, manifest: str | None, api_port: int | None) -> 
     await asyncio.gather(*tasks, return_exceptions=True)
     paths.api_socket.unlink(missing_ok=True)
     daemon.close()
-    paths.daemon_exit.write_text(str(os.getpid()))  # ended as asked (see KeeperWatch)
+    try:
+        paths.daemon_exit.write_text(str(os.getpid()))  # ended as asked (see KeeperWatch)
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        # A full disk: the exit status (0) still tells the keeper that started this
+        # daemon; only a keeper that adopted it (after its own crash) cannot know.
+        log.warning("could not write %s (%s)", paths.daemon_exit, exc.strerror)
     return 0
 
 
@@ -206,8 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
     try:
         return uvloop.run(run(paths, args.manifest, args.api_port))
-    except (DaemonBusy, SecretsKeyError) as exc:
+    except (DaemonBusy, SecretsKeyError, StoreUnavailable) as exc:
         print(f"mso: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        # A state folder that refuses what the daemon must write to start (its lock,
+        # sockets, api token on a read-only or full disk): one line, no traceback.
+        print(f"mso: the daemon cannot start: {exc.strerror} ({exc.filename or paths.state_dir}"
+              f"): is the disk of {paths.state_dir} full or read-only?", file=sys.stderr)
         return 1
 
 

@@ -98,6 +98,11 @@ class Daemon:
         self._routes_key: tuple[object, ...] | None = None
         self._routes_built = 0.0
         self.started_at = time.time()
+        #: Why the manifest given at start-up was not applied (a store the disk refuses
+        #: writes to), for `mso up`; None when it was.
+        self.apply_error: str | None = None
+        self._app_config_raw = ""
+        self._app_config: dict[str, Any] = {}
 
     # -- start-up ---------------------------------------------------------------------
     def acquire_lock(self) -> None:
@@ -108,8 +113,13 @@ class Daemon:
         except BlockingIOError as exc:
             os.close(fd)
             raise DaemonBusy(f"a daemon is already running for {self.paths.state_dir}") from exc
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        pid = str(os.getpid()).encode()
+        try:  # written over the old pid first: a full disk cannot leave the file empty
+            os.pwrite(fd, pid, 0)
+            os.ftruncate(fd, len(pid))
+        except OSError as exc:  # the lock is held; the pid in it is only informative
+            log.warning("could not write the daemon's pid into %s: %s", self.paths.lock,
+                        exc.strerror or exc)
         self._lock_fd = fd
 
     async def start(self) -> None:
@@ -119,7 +129,10 @@ class Daemon:
         migrated = self.store.open_secrets()
         self.instance_id = self.store.get_meta("instance_id") or uuid.uuid4().hex[:16]
         self.store.set_meta("instance_id", self.instance_id)
-        self.store.set_meta("daemon_pid", str(os.getpid()))
+        try:
+            self.store.set_meta("daemon_pid", str(os.getpid()))
+        except StoreUnavailable:
+            pass  # informative only; a daemon starting on a full disk serves all the same
         self.cgroups = CgroupManager(f"mso/{self.instance_id}")
         logs = LogSettings.from_env(os.environ)
         self.log_store = LogStore(self.paths.logs_dir, logs.max_bytes_per_service, logs.files)
@@ -168,8 +181,14 @@ class Daemon:
 
     # -- app configuration ----------------------------------------------------------------
     def app_config(self) -> dict[str, Any]:
+        """The app's config, parsed once per stored value (the route inputs read it twice
+        a second): shared, so read it, never change it."""
         raw = self.store.get_meta("app_config")
-        return json.loads(raw) if raw else {}
+        if not raw:
+            return {}
+        if raw != self._app_config_raw:
+            self._app_config_raw, self._app_config = raw, json.loads(raw)
+        return self._app_config
 
     def app_name(self) -> str:
         return str(self.app_config().get("app", ""))
@@ -910,7 +929,7 @@ class Daemon:
                 "desired_replicas": want, "ready_replicas": ready,
                 "jobs": self.jobs.summary(), "started_at": self.started_at,
                 "shutting_down": self._shutting_down,
-                "store": self.store.health.as_json(),
+                "store": self.store.health.as_json(), "apply_error": self.apply_error,
                 "manifest": self.app_config().get("manifest"),
                 "cgroups": self.cgroups.describe() if hasattr(self.cgroups, "describe")
                 else {}}

@@ -14,7 +14,7 @@ SIGINT and SIGHUP sent to the keeper are passed to the daemon, and the keeper ex
 it.
 
 A watchdog, like systemd's WatchdogSec: once the daemon has answered on its API socket,
-it is asked `GET /v1/status` every second (2 s each); four unanswered in a row (a hung or SIGSTOPped
+it is asked `GET /v1/alive` every second (2 s each); four unanswered in a row (a hung or SIGSTOPped
 daemon) and it is killed and started again.
 
 One keeper per app: it holds `.mso/keeper.lock`; a second one exits at once with status
@@ -63,18 +63,19 @@ def _say(message: str) -> None:
 
 
 def api_answers(path: Path, timeout: float = WATCHDOG_TIMEOUT) -> bool:
-    """True when the daemon's API socket answers `GET /v1/status` with 200."""
+    """True when the daemon's API socket answers `GET /v1/alive` (any HTTP answer: a
+    daemon older than that path answers 404, from a loop that serves all the same)."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(str(path))
-            sock.sendall(b"GET /v1/status HTTP/1.1\r\nHost: mso\r\nConnection: close\r\n\r\n")
+            sock.sendall(b"GET /v1/alive HTTP/1.1\r\nHost: mso\r\nConnection: close\r\n\r\n")
             head = sock.recv(64)
             while sock.recv(65536):  # read it all: a reset mid-answer costs the daemon
                 pass
     except OSError:
         return False
-    return head.startswith(b"HTTP/1.1 200")
+    return head.startswith(b"HTTP/1.1 ")
 
 
 class Adopted:

@@ -68,22 +68,109 @@ class Store:
         # Secrets live in here: the file is private before SQLite writes a byte, and SQLite
         # gives its -wal and -shm files the database's mode. Files made by an older build
         # (database made 0644 and tightened after the WAL existed) are tightened too.
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        self._box: SecretBox | None = None
+        self.environ: Mapping[str, str] = os.environ  # where the secrets key is looked up
+        try:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise StoreUnavailable(f"the state store {path} cannot be opened for writing "
+                                   f"({exc.strerror or exc}): is {path.parent} on a "
+                                   f"read-only filesystem?") from exc
         for existing in (path, *(path.with_name(path.name + x) for x in ("-wal", "-shm"))):
             try:
                 existing.chmod(0o600)
             except FileNotFoundError:
                 pass
-        self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
-        self.set_meta("schema_version", str(SCHEMA_VERSION))
-        self._box: SecretBox | None = None
-        self.environ: Mapping[str, str] = os.environ  # where the secrets key is looked up
+        #: Opened read-only (`immutable`) because the disk had no room for the WAL's
+        #: files: reconnected normally by `recover()` once it has.
+        self._frozen = False
+        self._db: sqlite3.Connection  # unset until connected (see _close_quietly)
+        try:
+            self._db = self._connect()
+            if not self._has_schema():
+                self._db.executescript(_SCHEMA)
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        except (sqlite3.Error, StoreUnavailable) as exc:
+            self._open_unwritable(exc)
+
+    def _connect(self, frozen: bool = False) -> sqlite3.Connection:
+        if frozen:
+            db = sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, timeout=30.0,
+                                 isolation_level=None, check_same_thread=False)
+        else:
+            db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None,
+                                 check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        try:
+            if not frozen:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _has_schema(self) -> bool:
+        names = {str(r[0]) for r in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table'").fetchall()}
+        return {"meta", "releases", "release_secrets", "desired", "replicas", "events",
+                "jobs", "rollouts"} <= names
+
+    def _open_unwritable(self, exc: Exception) -> None:
+        """Opening on a disk that refuses writes (a daemon starting on a full disk): a
+        store that has its tables serves reads and holds writes until the disk takes
+        them (mso.store.health); one that does not cannot be used at all.
+
+        A store closed cleanly has no -wal and -shm files, and a full disk has no room
+        to make them, so SQLite cannot even read it in WAL mode: it is then read as
+        `immutable` (safe: without a -wal file the database file is the whole state, and
+        this daemon holds the app's lock) until `recover()` reconnects it."""
+        cause = exc.__cause__ if isinstance(exc, StoreUnavailable) else exc
+        if not isinstance(cause, sqlite3.Error) or not is_disk_error(cause):
+            self._close_quietly()
+            raise exc
+        if self.health.writable:
+            self.health.failed("the store's opening", cause)
+        complete = False
+        if getattr(self, "_db", None) is not None:
+            try:
+                complete = self._has_schema()
+            except sqlite3.Error:
+                pass
+        wal = self.path.with_name(self.path.name + "-wal")
+        if not complete and (not wal.exists() or wal.stat().st_size == 0):
+            self._close_quietly()
+            try:
+                self._db = self._connect(frozen=True)
+                self._frozen = True
+                complete = self._has_schema()
+            except sqlite3.Error:
+                pass
+        if not complete:
+            self._close_quietly()
+            raise StoreUnavailable(f"the state store {self.path} cannot be created ({cause}):"
+                                   f" is the disk of {self.path.parent} full or read-only? "
+                                   f"Free some space and start again") from cause
+
+    def _close_quietly(self) -> None:
+        db: sqlite3.Connection | None = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
+            del self._db
+
+    def _thaw(self) -> bool:
+        """Reconnect a store opened `immutable` (see `_open_unwritable`); False while
+        the disk still refuses the WAL's files."""
+        try:
+            db = self._connect()
+            db.execute("SELECT count(*) FROM meta").fetchone()
+        except sqlite3.Error as exc:
+            self.health.waiting_for = f"the store cannot be reopened for writing: {exc}"
+            return False
+        self._db.close()
+        self._db, self._frozen = db, False
+        return True
 
     @classmethod
     def open_readonly(cls, path: Path) -> Store:
@@ -101,9 +188,22 @@ class Store:
         store._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0,
                                     isolation_level=None, check_same_thread=False)
         store._db.row_factory = sqlite3.Row
-        store._db.execute("SELECT count(*) FROM meta").fetchone()  # fail now, not later
+        try:
+            store._db.execute("SELECT count(*) FROM meta").fetchone()  # fail now, not later
+        except sqlite3.Error as exc:
+            # A full or read-only disk has no room for the -shm file a WAL database
+            # needs even to be read; closed cleanly (no -wal), the file is the whole state.
+            wal = path.with_name(path.name + "-wal")
+            store._db.close()
+            if not is_disk_error(exc) or (wal.exists() and wal.stat().st_size):
+                raise
+            store._db = sqlite3.connect(f"file:{path}?immutable=1", uri=True,
+                                        isolation_level=None, check_same_thread=False)
+            store._db.row_factory = sqlite3.Row
+            store._db.execute("SELECT count(*) FROM meta").fetchone()
         store._box = None
         store.environ = os.environ
+        store._frozen = False
         return store
 
     def close(self) -> None:
@@ -155,6 +255,8 @@ class Store:
         if not ready:
             self.health.waiting_for = why
             return False
+        if self._frozen and not self._thaw():
+            return False
         pending = self.pending
         since = min([self.health.since or time.time()] + [e.ts for e in pending.events[:1]])
         error = self.health.error
@@ -194,6 +296,8 @@ class Store:
         return None if row is None else str(row["value"])
 
     def set_meta(self, key: str, value: str) -> None:
+        if self.get_meta(key) == value:
+            return  # a write that changes nothing is not made (nor refused by a full disk)
         self._write(f"meta {key}", "INSERT INTO meta(key, value) VALUES (?, ?) ON "
                     "CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
 
@@ -317,6 +421,8 @@ class Store:
 
     # -- desired ----------------------------------------------------------------------
     def set_desired(self, desired: Desired) -> None:
+        if self.desired().get(desired.service) == desired:
+            return  # unchanged: `mso up` of the same manifest writes nothing
         self._write(
             "desired state", "INSERT INTO desired VALUES (?,?,?,?,?) ON CONFLICT(service) DO UPDATE SET "
             "kind=excluded.kind, release=excluded.release, replicas=excluded.replicas, "

@@ -114,7 +114,25 @@ async def test_http_probe_times_out_on_silent_server() -> None:
         port = server.sockets[0].getsockname()[1]
         res = await run_probe(ProbeSpec("http", "/", timeout=0.2), "127.0.0.1", {"p": port},
                               {}, "/")
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0  # the timeout left no cancel
+        await asyncio.sleep(0.01)  # ... that a later await would receive
     assert res == ProbeResult(False, "timed out")
+
+
+async def test_a_probe_cancelled_from_outside_stays_cancelled() -> None:
+    async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        probe = asyncio.ensure_future(run_probe(ProbeSpec("http", "/", timeout=5),
+                                                "127.0.0.1", {"p": port}, {}, "/"))
+        await asyncio.sleep(0.1)
+        probe.cancel()  # a supervisor stopping: not a timeout, not a failed probe
+        with pytest.raises(asyncio.CancelledError):
+            await probe
 
 
 async def test_http_probe_reads_a_split_status_line_and_closes_every_connection() -> None:

@@ -14,6 +14,7 @@ gone away, because that is an ordinary outcome here.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import logging
 import os
@@ -24,6 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable
+
+from mso.engines.local.logs import reserve_space
 
 if TYPE_CHECKING:
     from mso.engines.local.cgroups import Cgroup
@@ -177,19 +180,34 @@ def spawn(
 _DISK_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO})
 
 
+#: Space a replica's new output file must get before the replica writes into it.
+OUTPUT_RESERVE = 64 * 1024
+
+
 def _output(path: Path) -> BinaryIO:
     """The replica's output file, opened O_APPEND; /dev/null when the disk refuses it
     (read-only after an error, no inode left): a crashed replica is restarted even
     then, its output is lost until the disk is repaired (and the daemon's log says so)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "ab")
+        out = open(path, "ab")
     except OSError as exc:
         if exc.errno not in _DISK_ERRNOS:
             raise
         log.warning("cannot open %s (%s): this replica's output goes to /dev/null",
                     path, exc.strerror)
         return open(os.devnull, "ab")
+    # A full disk still makes the file (an inode) but takes no byte: the replica's first
+    # print would fail with ENOSPC and crash many programs (a daemon starting on a full
+    # disk starts every replica). The collector's reserve (mso.engines.local.logs) is
+    # taken here first; a file that cannot have it is not used.
+    if not reserve_space(out.fileno(), OUTPUT_RESERVE) and \
+            ctypes.get_errno() in (errno.ENOSPC, errno.EDQUOT):
+        out.close()
+        log.warning("no space for %s (the disk is full): this replica's output goes to "
+                    "/dev/null until it restarts", path)
+        return open(os.devnull, "ab")
+    return out
 
 
 _last_reap = 0.0

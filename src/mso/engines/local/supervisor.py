@@ -376,7 +376,10 @@ class ReplicaSupervisor:
     async def _check(self, spec: ProbeSpec) -> ProbeResult:
         s = self.spec
         try:
-            result = await run_probe(spec, s.host, s.ports, s.process_env(), s.cwd)
+            # Only an exec probe has a process to give the environment to: building it
+            # copies the whole environment, per probe (100 replicas: 100 copies a second).
+            env = s.process_env() if spec.kind == "exec" else {}
+            result = await run_probe(spec, s.host, s.ports, env, s.cwd)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
