@@ -24,6 +24,8 @@ from mso.store.db import Store
 
 IMAGES_KEY = "local.images"  #: {service: {release: image}}
 BUILT_KEY = "local.built"  #: service -> the image the last deploy built for it
+SOURCES_KEY = "local.sources"  #: {service: {release: src digest}} of `run:` services
+SOURCES_BUILT_KEY = "local.sources.built"  #: service -> the last deploy's src digest
 
 
 def is_container(model: dict[str, Any]) -> bool:
@@ -32,10 +34,11 @@ def is_container(model: dict[str, Any]) -> bool:
 
 
 def build_images(loaded: LoadedManifest) -> dict[str, str]:
-    """The image of every container service, built when it has a `build:` (blocking:
-    call it off the event loop). Raises mso.engines.images.ImageError."""
+    """The image of every container service and job, built when it has a `build:`
+    (blocking: call it off the event loop). Raises mso.engines.images.ImageError."""
     out: dict[str, str] = {}
-    for name, service in loaded.manifest.services.items():
+    m = loaded.manifest
+    for name, service in [*m.services.items(), *m.jobs.items()]:
         if service.run is None and service.build is not None:
             from mso.engines import images  # the Docker SDK: only when an app builds one
 
@@ -77,6 +80,24 @@ def record_builds(store: Store, changes: list[AppliedChange], built: dict[str, s
 
     return release_images.record_builds(
         store, changes, built, lambda s, r: image_of(store, s, r), record, BUILT_KEY, author)
+
+
+def record_sources(store: Store, changes: list[AppliedChange], digests: dict[str, str],
+                   author: str | None = None) -> list[AppliedChange]:
+    """New code of a `run:` service is a new release, as a new image is for a container
+    (mso.releases.sources): `digests` from `sources.source_digests`."""
+    def recorded() -> dict[str, dict[str, str]]:
+        raw = store.get_meta(SOURCES_KEY)
+        return json.loads(raw) if raw else {}
+
+    def record(service: str, release: int) -> None:
+        table = recorded()
+        table.setdefault(service, {})[str(release)] = digests[service]
+        store.set_meta(SOURCES_KEY, json.dumps(table, sort_keys=True))
+
+    return release_images.record_builds(
+        store, changes, digests, lambda s, r: recorded().get(s, {}).get(str(r)), record,
+        SOURCES_BUILT_KEY, author, what="new code")
 
 
 @functools.lru_cache(maxsize=1)

@@ -32,6 +32,7 @@ from mso.releases.ports import port_map
 from mso.daemon.figures import Figures
 from mso.daemon.proxy_manager import ProxyManager
 from mso.releases.apply import AppliedChange, apply_manifest
+from mso.releases.sources import source_digests
 from mso.daemon.replica_env import (Discovery, base_environment, replica_environment,
                                     write_config_files, write_secret_files)
 from mso.daemon.replicas import ManagedReplica, ReplicaBook
@@ -250,9 +251,12 @@ class Daemon:
 
     # -- operations called by the API ---------------------------------------------------
     def apply(self, loaded: LoadedManifest, author: str | None = None,
-              force: bool = False, built: dict[str, str] | None = None) -> list[AppliedChange]:
+              force: bool = False, built: dict[str, str] | None = None,
+              sources: dict[str, str] | None = None) -> list[AppliedChange]:
         """Make `loaded` the desired state. `built`: the images of its container services
-        (`containers.build_images`, which blocks: the API builds them off the loop)."""
+        (`containers.build_images`, which blocks: the API builds them off the loop);
+        `sources`: the code digests of its `run:` services (`sources.source_digests`,
+        which reads files: the API computes them off the loop too)."""
         m = loaded.manifest
         previous = self.app_config()
         config = {"app": m.app, "manifest": str(loaded.path),
@@ -273,6 +277,10 @@ class Daemon:
         changes = apply_manifest(self.store, loaded, author, force)
         if built:
             changes = containers.record_builds(self.store, changes, built, author)
+        if sources is None:
+            sources = source_digests(loaded)
+        if sources:
+            changes = containers.record_sources(self.store, changes, sources, author)
         changes += _app_changes(previous, config)
         self._allocate_stable_ports()
         self._begin_rollouts(before)
