@@ -1,8 +1,8 @@
 """Issue 18's open end on the embedded engine: new code with an unchanged manifest is a new
 numbered release (mso.releases.sources), rolled out with the service's strategy, so a
 canary judges the new code on the laptop as on Swarm and Kubernetes. Only the service
-whose watched files changed gets one; a rollback sticks (deploying the same code again
-brings nothing back)."""
+whose watched files changed gets one; a rollback to code that is no longer on disk is
+refused, and the same code deployed twice is one release."""
 
 from __future__ import annotations
 
@@ -79,9 +79,19 @@ def test_new_code_is_a_canary_release_and_rollback_sticks(app: MsoApp) -> None:
     assert app.get("/other")[1] == "o1"
     assert [r["release"] for r in app.replicas("other")] == [1]
 
-    app.cli("rollback", "api")
-    wait_for(lambda: [r["release"] for r in app.replicas("api")] == [3, 3]
-             and app.all_ready(3), timeout=60, message="the rollback's replicas")
+    # A `run:` service runs the files on disk: a rollback to other code is refused (it
+    # would restart on v2 and call it release 1); restoring the files is new code again.
+    refused = app.cli("rollback", "api", check=False)
+    assert refused.returncode != 0
+    assert "release 1 of api ran code src:" in refused.stderr, refused.stderr
+    assert "restore the files" in refused.stderr
+    _code(app, "api", "v1")
+    restored = app.json("deploy")
+    assert [(c["service"], c["release"]) for c in restored["changes"] if c["created"]] \
+        == [("api", 3)], restored
+    app.cli("rollout", "promote", "api")
+    wait_for(lambda: {app.get("/")[1] for _ in range(6)} == {"v1"}, timeout=60,
+             message="v1 again")
     again = app.json("deploy")
     assert [c["created"] for c in again["changes"]] == [False, False], again
     assert [n for n, _ in _releases(app, "api")] == [1, 2, 3]

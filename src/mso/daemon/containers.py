@@ -12,10 +12,12 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mso.engines.local import container as containers
+from mso.errors import Conflict
 from mso.engines.local.container import ContainerSpec, Mount
 from mso.releases import images as release_images
 from mso.releases.apply import AppliedChange
@@ -26,6 +28,10 @@ IMAGES_KEY = "local.images"  #: {service: {release: image}}
 BUILT_KEY = "local.built"  #: service -> the image the last deploy built for it
 SOURCES_KEY = "local.sources"  #: {service: {release: src digest}} of `run:` services
 SOURCES_BUILT_KEY = "local.sources.built"  #: service -> the last deploy's src digest
+
+
+class CodeNotOnDisk(Conflict):
+    """A rollback of a `run:` service to code that is no longer on disk."""
 
 
 def is_container(model: dict[str, Any]) -> bool:
@@ -98,6 +104,42 @@ def record_sources(store: Store, changes: list[AppliedChange], digests: dict[str
     return release_images.record_builds(
         store, changes, digests, lambda s, r: recorded().get(s, {}).get(str(r)), record,
         SOURCES_BUILT_KEY, author, what="new code")
+
+
+def _sources(store: Store) -> dict[str, dict[str, str]]:
+    raw = store.get_meta(SOURCES_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def code_identity(store: Store, service: str) -> Callable[[int], object]:
+    """What code a release of `service` ran (its image, its source digest), for
+    `mso.releases.rollback`: new code with one manifest is another release."""
+    images, sources = _recorded(store).get(service, {}), _sources(store).get(service, {})
+    return lambda number: (images.get(str(number)), sources.get(str(number)))
+
+
+def check_source_rollback(store: Store, service: str, target: int) -> None:
+    """Refuse to roll a `run:` service back to code other than the files on disk (as of
+    the last `mso up`/`deploy`): its replicas would run the files, not the release."""
+    ran = _sources(store).get(service, {}).get(str(target))
+    now = json.loads(store.get_meta(SOURCES_BUILT_KEY) or "{}").get(service)
+    if ran is not None and now is not None and ran != now:
+        raise CodeNotOnDisk(
+            f"release {target} of {service} ran code {ran}, and the files on disk are "
+            f"{now}: a `run:` service runs the files, so a rollback cannot bring that code "
+            "back; restore the files (e.g. `git checkout`), then `mso deploy` (a new release "
+            "of that code), or roll back to a release of the code on disk with --to")
+
+
+def record_rollback(store: Store, service: str, release: int, target: int) -> None:
+    """The rollback's release runs its target's image (and code): record them for it."""
+    for key in (IMAGES_KEY, SOURCES_KEY):
+        raw = store.get_meta(key)
+        table: dict[str, dict[str, str]] = json.loads(raw) if raw else {}
+        code = table.get(service, {}).get(str(target))
+        if code is not None:
+            table[service][str(release)] = code
+            store.set_meta(key, json.dumps(table, sort_keys=True))
 
 
 @functools.lru_cache(maxsize=1)

@@ -32,6 +32,7 @@ from mso.releases.ports import port_map
 from mso.daemon.figures import Figures
 from mso.daemon.proxy_manager import ProxyManager
 from mso.releases.apply import AppliedChange, apply_manifest
+from mso.releases.rollback import rollback_target
 from mso.releases.sources import source_digests
 from mso.daemon.replica_env import (Discovery, base_environment, replica_environment,
                                     write_config_files, write_secret_files)
@@ -302,7 +303,18 @@ class Daemon:
                 self.rollouts.begin(name, old.release, want.release)
 
     def rollback(self, service: str, to: int | None, author: str | None = None) -> int:
-        number = self.rollouts.rollback(service, to, author)
+        """A rollback brings back the code the target ran: a container's image (recorded
+        per release), while a `run:` service runs the files on disk, so rolling it back
+        to other code than they hold is refused (mso.releases.sources)."""
+        identity = containers.code_identity(self.store, service)
+        want = self.store.desired().get(service)
+        current = self.store.release(service, want.release) if want is not None else None
+        if want is None or want.kind != "service" or current is None:
+            raise KeyError(service)
+        target = rollback_target(self.store.releases(service), current, to, identity).number
+        containers.check_source_rollback(self.store, service, target)
+        number = self.rollouts.rollback(service, target, author, identity)
+        containers.record_rollback(self.store, service, number, target)
         self.wake()
         return number
 
