@@ -276,7 +276,7 @@ jobs:
     build: {{context: jobimage, args: {{BASE: "{ensure_base_image()}"}}}}
     before: [web]
 """)
-    if target.refused("jobs.prepare.build"):
+    if target.refused("jobs.prepare"):
         return
     target.up()
     done = target.said("prepare", "job done")

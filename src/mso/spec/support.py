@@ -145,10 +145,9 @@ def _completed(value: Any, item: dict[str, Any]) -> bool:
 
 
 def _container_job(value: Any, item: dict[str, Any]) -> bool:
-    """A job that runs its image's own command (no `run:`); `image:` counts only without
-    `build:` (the two are one feature: said once)."""
-    return bool(value) and not item.get("run") and not (
-        "image" in item and "build" in item and value == item.get("image"))
+    """A job that runs its image's own command (no `run:`)."""
+    return isinstance(value, dict) and not value.get("run") \
+        and bool(value.get("image") or value.get("build"))
 
 
 def _not_always(value: Any, item: dict[str, Any]) -> bool:
@@ -236,9 +235,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("services.*.depends_on", "`depends_on` (start order)", "depends_on_order"),
     Feature("jobs.*.before", "`jobs.*.before`", "jobs_before"),
     Feature("jobs.*.timeout", "`jobs.*.timeout`", "job_timeout"),
-    Feature("jobs.*.build", "a job's `image:`/`build:` without `run:` (its image's command)",
-            "job_as_container", when=_container_job),
-    Feature("jobs.*.image", "a job's `image:`/`build:` without `run:` (its image's command)",
+    Feature("jobs.*", "a job with `image:`/`build:` and no `run:` (its image's command)",
             "job_as_container", when=_container_job),
     Feature("services.*.health.liveness", "`health.liveness` beside `readiness`" + _OF_IMAGES,
             "liveness_replaces_hung", gaps={"swarm": _SWARM_PROBE},
