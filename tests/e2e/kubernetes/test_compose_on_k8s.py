@@ -14,7 +14,7 @@ import pytest
 from tests.e2e.compose_app import hits, write_compose_app
 from tests.e2e.kubernetes.helpers import Lab, Load, Mso, get, wait_for
 
-pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(3600)]
 NAMESPACE = "compose-e2e"
 
 

@@ -239,3 +239,22 @@ def test_the_gateway_runs_two_supervised_pods_with_their_table_saved() -> None:
     assert {"name": "state", "emptyDir": {}} in pod["volumes"]  # outlives a container
     assert {"name": "state", "mountPath": "/run/mso-gateway"} in \
         pod["containers"][0]["volumeMounts"]
+
+
+def test_a_job_without_run_runs_its_built_image_command(tmp_path: Path) -> None:
+    """A container job (conformance `job_as_container`): the Job's pod runs the job's own
+    build, with no command (the image's CMD) and no working folder (its WORKDIR)."""
+    (tmp_path / "jobimage").mkdir()
+    (tmp_path / "jobimage" / "Dockerfile").write_text('FROM scratch\nCMD ["prepare"]\n')
+    (tmp_path / "mso.yaml").write_text(
+        "app: rj\nservices:\n  web:\n    run: [python3, -m, http.server]\n"
+        "    ports: {http: 8000}\njobs:\n  prepare:\n    build: {context: jobimage}\n"
+        "    before: [web]\n")
+    proc = subprocess.run([sys.executable, "-m", "mso", "render", "--engine", "kubernetes"],
+                          cwd=tmp_path, capture_output=True, text=True, check=True)
+    jobs = [o for o in yaml.safe_load_all(proc.stdout) if o and o["kind"] == "Job"]
+    assert jobs, proc.stdout[:3000]
+    (app,) = jobs[0]["spec"]["template"]["spec"]["containers"]
+    assert app["image"].startswith("mso/rj-prepare:") and app["imagePullPolicy"] == "Never"
+    assert "command" not in app and "workingDir" not in app
+    assert strict_errors(jobs, "1.29") == []
