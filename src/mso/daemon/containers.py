@@ -10,6 +10,7 @@ per release in the store's meta, so a rollback brings back the image it ran.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import subprocess
 from collections.abc import Callable
@@ -142,17 +143,34 @@ def record_rollback(store: Store, service: str, release: int, target: int) -> No
             store.set_meta(key, json.dumps(table, sort_keys=True))
 
 
+def gateway_of(ipam: str) -> str | None:
+    """The IPv4 gateway in `docker network inspect`'s "GATEWAY,SUBNET ..." pairs. Recent
+    dockerd versions leave the default bridge's `Gateway` out of its IPAM config (only the
+    subnet is written); the bridge then has Docker's default, the subnet's first host
+    address (172.17.0.1 for 172.17.0.0/16)."""
+    for pair in ipam.split():
+        gateway, _, subnet = pair.partition(",")
+        if gateway.count(".") == 3:
+            return gateway
+        try:
+            network = ipaddress.ip_network(subnet)
+        except ValueError:
+            continue
+        if network.version == 4 and network.num_addresses > 2:
+            return str(network.network_address + 1)
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def _bridge_gateway() -> str | None:
     try:
         binary = containers.runtime()
         out = subprocess.run([binary, "network", "inspect", "bridge", "--format",
-                              "{{range .IPAM.Config}}{{.Gateway}} {{end}}"],
+                              "{{range .IPAM.Config}}{{.Gateway}},{{.Subnet}} {{end}}"],
                              capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    found = [a for a in out.stdout.split() if a.count(".") == 3]
-    return found[0] if out.returncode == 0 and found else None
+    return gateway_of(out.stdout) if out.returncode == 0 else None
 
 
 def bridge_address(store: Store) -> str | None:
