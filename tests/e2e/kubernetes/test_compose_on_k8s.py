@@ -50,6 +50,6 @@ def test_the_imported_compose_app_runs_on_kubernetes(app: Mso) -> None:
     served = load.stop()
     assert served.failures == [], served.failures[:5]
     assert {b.split()[-1] for b in served.bodies} <= {"v1", "v2"}, served.bodies
-    ps = app.json("ps")
-    assert {(r["service"], r["release"]) for r in ps["replicas"]} == {
-        ("web", 2), ("redis", 1)}, ps
+    wait_for("only release 2 of web left (redis untouched)", lambda: {
+        (r["service"], r["release"]) for r in app.json("ps")["replicas"]} == {
+        ("web", 2), ("redis", 1)}, timeout=180)
