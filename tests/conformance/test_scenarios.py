@@ -263,6 +263,30 @@ def test_a_job_before_a_service_ends_before_it_starts(target: Target) -> None:
     assert max(done) < min(started)
 
 
+@scenario("job_as_container")
+def test_a_job_without_run_runs_its_image_before_the_service(target: Target) -> None:
+    from mso.engines.images import ensure_base_image
+    context = target.folder / "jobimage"
+    context.mkdir(parents=True)
+    shutil.copy(APPS / "conform.py", context / "conform.py")
+    (context / "Dockerfile").write_text(
+        "ARG BASE\nFROM ${BASE}\nCOPY conform.py /srv/\nENV JOB=1 JOB_SECONDS=1\n"
+        'CMD ["python3", "/srv/conform.py"]\n')
+    target.write(BASE + f"""
+jobs:
+  prepare:
+    build: {{context: jobimage, args: {{BASE: "{ensure_base_image()}"}}}}
+    before: [web]
+""")
+    if target.refused("jobs.prepare"):
+        return
+    target.up()
+    done = target.said("prepare", "job done")
+    started = target.said("web", "started")
+    assert done and started, (done, started)
+    assert max(done) < min(started)
+
+
 @scenario("job_failure_reruns")
 def test_a_failed_job_fails_the_start_and_runs_again_on_the_next(target: Target) -> None:
     target.write(BASE + JOB.replace('"JOB_SECONDS_VALUE"', '"0", JOB_EXIT: "3"'))

@@ -78,12 +78,24 @@ def _load(tmp_path: Path, text: str) -> LoadedManifest:
     return load_manifest(tmp_path / "mso.yaml", {})
 
 
-def test_run_may_be_left_out_only_by_a_service_with_an_image(tmp_path: Path) -> None:
+def test_run_may_be_left_out_only_with_an_image(tmp_path: Path) -> None:
     ok = _load(tmp_path, "app: a\nservices:\n  web:\n    image: nginx\n")
     assert ok.manifest.services["web"].run is None
     with pytest.raises(ManifestError, match=r"services.web.run: required key is missing: give "
                                             r"`run:` \(a command\), or `image:`/`build:`"):
         _load(tmp_path, "app: a\nservices:\n  web:\n    env: {A: b}\n")
-    with pytest.raises(ManifestError, match=r"jobs.migrate.run: required key is missing: a "
-                                            r"job needs `run:`"):
-        _load(tmp_path, "app: a\njobs:\n  migrate:\n    image: migrations\n")
+    job = _load(tmp_path, "app: a\njobs:\n  migrate:\n    image: migrations\n")
+    assert job.manifest.jobs["migrate"].run is None  # a container job: the image's command
+    with pytest.raises(ManifestError, match=r"jobs.migrate.run: required key is missing"):
+        _load(tmp_path, "app: a\njobs:\n  migrate:\n    env: {A: b}\n")
+    with pytest.raises(ManifestError, match=r"jobs.migrate.cwd: a container job"):
+        _load(tmp_path, "app: a\njobs:\n  migrate:\n    image: m\n    cwd: sub\n")
+
+
+def test_the_bridge_gateway_with_and_without_docker_writing_it() -> None:
+    from mso.daemon.containers import gateway_of
+    assert gateway_of("172.17.0.1,172.17.0.0/16 ") == "172.17.0.1"
+    # newer dockerd: the default bridge's IPAM config has the subnet only
+    assert gateway_of(",172.17.0.0/16 ") == "172.17.0.1"
+    assert gateway_of(",fd00::/64 ,10.9.0.0/24 ") == "10.9.0.1"
+    assert gateway_of("") is None and gateway_of(",bogus ") is None

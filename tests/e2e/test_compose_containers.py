@@ -6,44 +6,19 @@ image under load fails no request. The web service counts its hits in Redis thro
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
-
 import pytest
 
+from tests.e2e.compose_app import write_compose_app
 from tests.e2e.harness import MsoApp, wait_for
 from tests.e2e.load import Load
 from tests.e2e.test_containers import _containers, base_image  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(300)]
 
-APP = Path(__file__).resolve().parent / "apps" / "compose_redis"
-
-
-def _redis_context(folder: Path) -> None:
-    """Debian's redis-server and redis-cli with the libraries they link."""
-    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-    if server is None or cli is None:
-        pytest.fail("redis-server/redis-tools are not installed (scripts/setup.sh installs "
-                    "them with the test extras)")
-    (folder / "bin").mkdir()
-    (folder / "lib").mkdir()
-    # redis-server is a link to redis-check-rdb, which picks its role from its name
-    shutil.copy(Path(server).resolve(), folder / "bin" / "redis-server")
-    shutil.copy(cli, folder / "bin" / "redis-cli")
-    out = subprocess.run(["ldd", server, cli], capture_output=True, text=True, check=True).stdout
-    for lib in {p.split()[2] for p in out.splitlines() if "=> /" in p}:
-        shutil.copy(Path(lib).resolve(), folder / "lib" / Path(lib).name)
-
 
 def test_compose_web_and_redis_as_containers_deploy_without_loss(
         app: MsoApp, base_image: str) -> None:  # noqa: F811
-    shutil.copytree(APP, app.folder, dirs_exist_ok=True)
-    (app.folder / "web" / "VERSION").write_text("v1\n")
-    _redis_context(app.folder / "redis")
-    (app.folder / ".env").write_text(f"BASE={base_image}\nGATEWAY_PORT={app.gateway_port}\n")
-    app.manifest = app.folder / "compose.yaml"
+    app.manifest = write_compose_app(app.folder, base_image, app.gateway_port)
 
     app.cli("up", "-d", "compose.yaml", "--timeout", "120")
     app.instance = app.status()["instance"]

@@ -184,12 +184,9 @@ def test_the_signal_action_reloads_in_place(watching: Any) -> None:
 
 
 def test_on_the_shop_an_edit_goes_live_with_no_failed_request(shop: MsoApp) -> None:
-    """Issue 18's "done": on the shop, `mso up --watch`, edit a service, see it live."""
-    text = shop.manifest.read_text()
-    marker = "    rollout:\n      strategy: rolling"
-    assert marker in text
-    shop.manifest.write_text(text.replace(
-        marker, "    watch: {paths: [shop/web.py, shop/page.py]}\n" + marker, 1))
+    """Issue 18's "done": on the shop as shipped (its services' `watch:` keys), `mso up
+    --watch`, edit a service, see it live with no failed request; then `mso deploy` makes
+    the edit a release of that service only (its watched files: mso.releases.sources)."""
     upper = Upper(shop)
     try:
         wait_for(lambda: "mso: ready in" in upper.output, timeout=180,
@@ -209,5 +206,9 @@ def test_on_the_shop_an_edit_goes_live_with_no_failed_request(shop: MsoApp) -> N
         result = load.stop()
         assert result.failures == [], (result.failures[:5], upper.output)
         assert "mso watch: web: shop/page.py changed; rolling restart" in upper.output
+        assert "mso watch: orders" not in upper.output  # page.py is web's alone
+        deployed = shop.json("deploy")
+        assert [(c["service"], c["release"]) for c in deployed["changes"] if c["created"]] \
+            == [("web", 2)], deployed
     finally:
         upper.stop()

@@ -149,25 +149,42 @@ def test_write_a_file_and_validate_it(tmp_path: Path) -> None:
     assert "app: shop" in plain.stdout and "translated" in plain.stderr
 
 
-#: A one-shot task that only runs its image: a job needs `run:`, so it cannot be imported.
+#: A one-shot task that only runs its image: a job that runs its image's own command.
 ONE_SHOT = SHOP + """\
   migrate:
     image: migrations
 """
+#: A service with nothing to run: it cannot be imported.
+NOTHING = SHOP + """\
+  migrate:
+    environment: {A: b}
+"""
 
 
-def _one_shot(tmp_path: Path) -> None:
-    (tmp_path / "compose.yaml").write_text(ONE_SHOT.replace(
+def _one_shot(tmp_path: Path, text: str = ONE_SHOT) -> None:
+    (tmp_path / "compose.yaml").write_text(text.replace(
         "    depends_on: [api]\n",
         "    depends_on:\n      api: {condition: service_started}\n"
         "      migrate: {condition: service_completed_successfully}\n"))
 
 
-def test_up_refuses_services_that_cannot_run_here_yet(tmp_path: Path) -> None:
+def test_a_one_shot_image_becomes_a_container_job(tmp_path: Path) -> None:
     _one_shot(tmp_path)
+    proc = mso(tmp_path, "import", "compose.yaml", "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["manifest"]["jobs"]["migrate"] == {"image": "migrations", "before": ["web"]}
+    assert out["not_runnable_locally"] == []
+    for engine in ("local", "swarm", "kubernetes"):
+        assert mso(tmp_path, "validate", "compose.yaml", "--engine", engine).returncode == 0
+
+
+def test_up_refuses_services_that_cannot_run_here_yet(tmp_path: Path) -> None:
+    _one_shot(tmp_path, NOTHING)
     proc = mso(tmp_path, "up", "-d", "compose.yaml")
     assert proc.returncode == 2
-    assert "mso: cannot run compose.yaml yet: migrate: a job without command:" in proc.stderr
+    assert "mso: cannot run compose.yaml yet: migrate: has no command, image or build" \
+        in proc.stderr
     assert not (tmp_path / ".mso").exists()
 
 
@@ -184,10 +201,10 @@ def test_validate_says_what_was_not_imported(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "valid for local (3 services, 0 jobs)" in proc.stdout  # redis: a container
     assert "not imported" not in proc.stderr
-    _one_shot(tmp_path)
+    _one_shot(tmp_path, NOTHING)
     proc = mso(tmp_path, "validate", "compose.yaml")
     assert proc.returncode == 0, proc.stderr
-    assert "mso: warning: not imported: migrate: a job without command:" in proc.stderr
+    assert "mso: warning: not imported: migrate: has no command, image or build" in proc.stderr
     assert "mso import: compose.yaml:16: services.migrate: dropped" in proc.stderr
 
 

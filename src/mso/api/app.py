@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, field_validator
 from mso import __version__
 from mso.api import views
 from mso.daemon.containers import build_images
+from mso.releases.sources import source_digests
 from mso.daemon.oneoff import run_oneoff
 from mso.releases.apply import drift
 from mso.errors import MsoError, NotFound
@@ -192,7 +193,8 @@ def create_app(daemon: Daemon, token: str | None = None,
     async def apply(body: ApplyRequest) -> dict[str, Any]:
         loaded = await asyncio.to_thread(load_app, body.manifest, body.environ)
         built = await asyncio.to_thread(build_images, loaded)  # docker build: off the loop
-        changes = daemon.apply(loaded, force=body.force, built=built)
+        sources = await asyncio.to_thread(source_digests, loaded)  # reads the code
+        changes = daemon.apply(loaded, force=body.force, built=built, sources=sources)
         # Routes and listeners change at once (nothing else waits for them), so a port
         # the proxy cannot bind is this request's answer, not a later event only.
         await daemon.push_routes()

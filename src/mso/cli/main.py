@@ -93,11 +93,15 @@ def no_app_here(path: Path) -> CliError:
 
 
 def load(file: str | None, positional: str | None = None, *,
-         check_files: bool = True, report: bool = False, refuse: bool = True) -> LoadedManifest:
+         check_files: bool = True, report: bool = False, refuse: bool = True,
+         engine: str | None = None) -> LoadedManifest:
     """The manifest. `check_files=False` for commands that need only its names (`down`):
     they must work without the secrets, env files and configs that starting needs.
     A compose file or Procfile is imported in memory (`report`: say on stderr what
-    became of each of its keys, and refuse services that cannot be imported yet)."""
+    became of each of its keys, and refuse services that cannot be imported yet), fitted
+    to `engine` (--engine) as `mso import --engine` does: a compose file says nothing of
+    engines, so a key Swarm or Kubernetes would refuse is left out with a report line
+    (`docker stack deploy` of the same file runs too), not a refusal of the whole file."""
     # Imported here: the models cost ~0.1 s to import, which `mso ps` does not pay.
     from mso.importers import import_file, is_importable, load_app, load_imported
     path = manifest_path(file, positional)
@@ -106,6 +110,9 @@ def load(file: str | None, positional: str | None = None, *,
     if not report or not is_importable(path):
         return load_app(path, dict(os.environ), check_files=check_files)
     imported = import_file(path, dict(os.environ))
+    if engine is not None and engine != "local":
+        from mso.importers import tailor
+        tailor(imported, engine, dict(os.environ))
     for line in imported.report.lines():
         click.echo(f"mso import: {line}", err=True)
     if imported.local_blockers and not refuse:
@@ -266,7 +273,7 @@ def up(path: str | None, file: str | None, engine: str | None, detach: bool,
     if profiles:
         # The daemon reads the compose file again (restarts, `mso deploy`): it inherits this.
         os.environ["COMPOSE_PROFILES"] = ",".join(profiles)
-    loaded = load(file, path, report=True)
+    loaded = load(file, path, report=True, engine=engine)
     name = engine_name(file, engine, loaded)
     check_support(loaded, name, dev=dev)
     warn_commands(loaded, name)
@@ -373,7 +380,7 @@ def deploy(file: str | None, engine: str | None, fmt: str, wait: bool, detach: b
            timeout: float, force: bool, dev: bool, **opts: Any) -> None:
     """Apply a changed manifest as new releases, with each service's rollout strategy."""
     from mso.cli.lifecycle import follow_rollouts, last_event_id, wait_deployed
-    loaded = load(file, report=True)
+    loaded = load(file, report=True, engine=engine)
     name = engine_name(file, engine, loaded)
     if wait and detach:
         raise CliError("--wait: not with -d: -d returns without following the rollouts", 2)
@@ -701,7 +708,7 @@ def validate(path: str | None, file: str | None, engine: str | None, fmt: str, d
              **opts: Any) -> None:
     """Check a manifest (or a compose file or Procfile, imported) without running anything."""
     try:
-        loaded = load(file, path, report=True, refuse=False)
+        loaded = load(file, path, report=True, refuse=False, engine=engine)
     except ManifestError as exc:
         if fmt == "json":
             # Scripts and editors get the problems as data too; stderr and exit 2 as ever.

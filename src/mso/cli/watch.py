@@ -28,45 +28,25 @@ What a save does:
 
 from __future__ import annotations
 
-import fnmatch
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
 from mso.cli.client import ApiClient, CliError
+from mso.releases.sources import (IGNORED_DIRS, IGNORED_FILES, WatchRule, is_ignored,
+                                  watched_roots)
 from mso.spec.load import LoadedManifest
 
-__all__ = ["Coalescer", "WatchRule", "Watcher", "affected", "is_ignored", "restart_order",
+__all__ = ["IGNORED_DIRS", "IGNORED_FILES", "Coalescer", "WatchRule", "Watcher", "affected", "is_ignored", "restart_order",
            "rules_for", "start_watching"]
 
 #: Seconds without a change before a round of restarts starts.
 DEBOUNCE = 0.3
-
-#: Always ignored folders (anywhere under a watched path) and file names.
-IGNORED_DIRS = frozenset({".mso", ".git", ".hg", ".svn", "__pycache__", ".mypy_cache",
-                          ".pytest_cache", ".hypothesis", ".tox", ".venv", ".idea",
-                          "node_modules"})
-IGNORED_FILES = ("*.py[cod]", "*.sw?", "*~", ".#*", "#*#", "4913", "*.kate-swp",
-                 "*.crswap", ".___jb_*___", "*___jb_old___", "*___jb_tmp___", ".DS_Store")
-
-
-@dataclass(frozen=True)
-class WatchRule:
-    """One service's `watch:`, with its paths made absolute."""
-
-    service: str
-    roots: tuple[Path, ...]
-    ignore: tuple[str, ...] = ()
-    action: str = "restart"  # restart | recreate | signal
-    signal: str | None = None
-    base: Path | None = None  # the manifest's folder, for globs written as paths
-
 
 def rules_for(loaded: LoadedManifest) -> list[WatchRule]:
     """The services with `watch:`; a watched path that does not exist is an error at its
@@ -77,10 +57,8 @@ def rules_for(loaded: LoadedManifest) -> list[WatchRule]:
         watch = service.watch
         if watch is None:
             continue
-        written = list(watch.paths) or [service.cwd or "."]
         roots = []
-        for i, rel in enumerate(written):
-            path = (loaded.base_dir / rel).resolve()
+        for i, (rel, path) in enumerate(watched_roots(loaded, name)):
             if not path.exists():
                 where = f"services.{name}.watch.paths.{i}" if watch.paths else f"services.{name}.watch"
                 missing.append(loaded.error(where, f"{rel!r} does not exist; nothing to watch"))
@@ -95,42 +73,6 @@ def rules_for(loaded: LoadedManifest) -> list[WatchRule]:
         from mso.spec.errors import combine
         raise combine(missing)
     return rules
-
-
-def is_ignored(rule: WatchRule, root: Path, path: Path) -> bool:
-    """Whether a change to `path` (under `root`, one of the rule's roots) does not count.
-
-    A glob ending in `/` names a folder anywhere below the root (`data/`); a glob with a
-    `/` inside matches the path relative to the root (`tests/*.py`); any other glob
-    matches a file or folder name anywhere (`*.log`). A glob with a `/` may also be written
-    relative to the manifest's folder (`src/gen/*.py` while watching `src/`)."""
-    try:
-        rel = path.relative_to(root)
-    except ValueError:
-        return True
-    parts = rel.parts if rel.parts else (path.name,)
-    if any(part in IGNORED_DIRS for part in parts[:-1]) or parts[-1] in IGNORED_DIRS:
-        return True
-    if any(fnmatch.fnmatchcase(parts[-1], glob) for glob in IGNORED_FILES):
-        return True
-    texts = [rel.as_posix()]
-    if rule.base is not None and rule.base in path.parents:
-        texts.append(path.relative_to(rule.base).as_posix())
-    for glob in rule.ignore:
-        if glob.endswith("/"):
-            name = glob.rstrip("/")
-            if "/" in name:
-                if any(fnmatch.fnmatchcase(t, f"{name}/*") or fnmatch.fnmatchcase(t, name)
-                       for t in texts):
-                    return True
-            elif any(fnmatch.fnmatchcase(part, name) for part in parts):
-                return True  # the folder itself, or anything in it
-        elif "/" in glob.strip("/"):
-            if any(fnmatch.fnmatchcase(t, glob.lstrip("/")) for t in texts):
-                return True
-        elif any(fnmatch.fnmatchcase(part, glob) for part in parts):
-            return True
-    return False
 
 
 def affected(rules: Iterable[WatchRule], paths: Iterable[Path]) -> dict[str, list[Path]]:

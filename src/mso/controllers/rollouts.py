@@ -30,7 +30,7 @@ from mso.analysis.load import LoadSpec, SyntheticLoad
 from mso.analysis.run import AnalysisRun, Outcome, providers_from_spec, request_urls
 from mso.controllers.notify import Notifier
 from mso.releases.ports import port_map
-from mso.releases.rollback import rollback_target
+from mso.releases.rollback import ReleaseImage, rollback_target
 from mso.strategies import bluegreen, canary, rolling
 from mso.strategies.canary import Decision, Tick
 from mso.strategies.state import Phase, RolloutState
@@ -551,17 +551,19 @@ class RolloutController:
             self._apply(state, decision)
         return decision.state
 
-    def rollback(self, service: str, to: int | None, author: str | None = None) -> int:
+    def rollback(self, service: str, to: int | None, author: str | None = None,
+                 image_of: ReleaseImage = lambda number: None) -> int:
         """Roll `service` back to release `to` (default: the newest earlier good one):
         a new release carrying the old spec and secrets, rolled out with a rolling update
-        (the target is chosen by `mso.releases.rollback`, the rule of every engine)."""
+        (the target is chosen by `mso.releases.rollback`, the rule of every engine;
+        `image_of`: the code each release ran, its image or source digest)."""
         store = self.d.store
         want = store.desired().get(service)
         if want is None or want.kind != "service":
             raise KeyError(service)
         current = store.release(service, want.release)
         assert current is not None
-        target = rollback_target(store.releases(service), current, to)
+        target = rollback_target(store.releases(service), current, to, image_of)
         if self.active(service) is not None:
             self.abort(service)
             want = store.desired()[service]

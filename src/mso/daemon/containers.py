@@ -10,12 +10,15 @@ per release in the store's meta, so a rollback brings back the image it ran.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mso.engines.local import container as containers
+from mso.errors import Conflict
 from mso.engines.local.container import ContainerSpec, Mount
 from mso.releases import images as release_images
 from mso.releases.apply import AppliedChange
@@ -25,6 +28,12 @@ from mso.store.db import Store
 
 IMAGES_KEY = "local.images"  #: {service: {release: image}}
 BUILT_KEY = "local.built"  #: service -> the image the last deploy built for it
+SOURCES_KEY = "local.sources"  #: {service: {release: src digest}} of `run:` services
+SOURCES_BUILT_KEY = "local.sources.built"  #: service -> the last deploy's src digest
+
+
+class CodeNotOnDisk(Conflict):
+    """A rollback of a `run:` service to code that is no longer on disk."""
 
 
 def is_container(model: dict[str, Any]) -> bool:
@@ -33,10 +42,11 @@ def is_container(model: dict[str, Any]) -> bool:
 
 
 def build_images(loaded: LoadedManifest) -> dict[str, str]:
-    """The image of every container service, built when it has a `build:` (blocking:
-    call it off the event loop). Raises mso.engines.images.ImageError."""
+    """The image of every container service and job, built when it has a `build:`
+    (blocking: call it off the event loop). Raises mso.engines.images.ImageError."""
     out: dict[str, str] = {}
-    for name, service in loaded.manifest.services.items():
+    m = loaded.manifest
+    for name, service in [*m.services.items(), *m.jobs.items()]:
         if service.run is None and service.build is not None:
             from mso.engines import images  # the Docker SDK: only when an app builds one
 
@@ -80,17 +90,88 @@ def record_builds(store: Store, changes: list[AppliedChange], built: dict[str, s
         store, changes, built, lambda s, r: image_of(store, s, r), record, BUILT_KEY, author)
 
 
+def record_sources(store: Store, changes: list[AppliedChange], digests: dict[str, str],
+                   author: str | None = None) -> list[AppliedChange]:
+    """New code of a `run:` service is a new release, as a new image is for a container
+    (mso.releases.sources): `digests` from `sources.source_digests`."""
+    def recorded() -> dict[str, dict[str, str]]:
+        raw = store.get_meta(SOURCES_KEY)
+        return json.loads(raw) if raw else {}
+
+    def record(service: str, release: int) -> None:
+        table = recorded()
+        table.setdefault(service, {})[str(release)] = digests[service]
+        store.set_meta(SOURCES_KEY, json.dumps(table, sort_keys=True))
+
+    return release_images.record_builds(
+        store, changes, digests, lambda s, r: recorded().get(s, {}).get(str(r)), record,
+        SOURCES_BUILT_KEY, author, what="new code")
+
+
+def _sources(store: Store) -> dict[str, dict[str, str]]:
+    raw = store.get_meta(SOURCES_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def code_identity(store: Store, service: str) -> Callable[[int], object]:
+    """What code a release of `service` ran (its image, its source digest), for
+    `mso.releases.rollback`: new code with one manifest is another release."""
+    images, sources = _recorded(store).get(service, {}), _sources(store).get(service, {})
+    return lambda number: (images.get(str(number)), sources.get(str(number)))
+
+
+def check_source_rollback(store: Store, service: str, target: int) -> None:
+    """Refuse to roll a `run:` service back to code other than the files on disk (as of
+    the last `mso up`/`deploy`): its replicas would run the files, not the release."""
+    ran = _sources(store).get(service, {}).get(str(target))
+    now = json.loads(store.get_meta(SOURCES_BUILT_KEY) or "{}").get(service)
+    if ran is not None and now is not None and ran != now:
+        raise CodeNotOnDisk(
+            f"release {target} of {service} ran code {ran}, and the files on disk are "
+            f"{now}: a `run:` service runs the files, so a rollback cannot bring that code "
+            "back; restore the files (e.g. `git checkout`), then `mso deploy` (a new release "
+            "of that code), or roll back to a release of the code on disk with --to")
+
+
+def record_rollback(store: Store, service: str, release: int, target: int) -> None:
+    """The rollback's release runs its target's image (and code): record them for it."""
+    for key in (IMAGES_KEY, SOURCES_KEY):
+        raw = store.get_meta(key)
+        table: dict[str, dict[str, str]] = json.loads(raw) if raw else {}
+        code = table.get(service, {}).get(str(target))
+        if code is not None:
+            table[service][str(release)] = code
+            store.set_meta(key, json.dumps(table, sort_keys=True))
+
+
+def gateway_of(ipam: str) -> str | None:
+    """The IPv4 gateway in `docker network inspect`'s "GATEWAY,SUBNET ..." pairs. Recent
+    dockerd versions leave the default bridge's `Gateway` out of its IPAM config (only the
+    subnet is written); the bridge then has Docker's default, the subnet's first host
+    address (172.17.0.1 for 172.17.0.0/16)."""
+    for pair in ipam.split():
+        gateway, _, subnet = pair.partition(",")
+        if gateway.count(".") == 3:
+            return gateway
+        try:
+            network = ipaddress.ip_network(subnet)
+        except ValueError:
+            continue
+        if network.version == 4 and network.num_addresses > 2:
+            return str(network.network_address + 1)
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def _bridge_gateway() -> str | None:
     try:
         binary = containers.runtime()
         out = subprocess.run([binary, "network", "inspect", "bridge", "--format",
-                              "{{range .IPAM.Config}}{{.Gateway}} {{end}}"],
+                              "{{range .IPAM.Config}}{{.Gateway}},{{.Subnet}} {{end}}"],
                              capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    found = [a for a in out.stdout.split() if a.count(".") == 3]
-    return found[0] if out.returncode == 0 and found else None
+    return gateway_of(out.stdout) if out.returncode == 0 else None
 
 
 def bridge_address(store: Store) -> str | None:

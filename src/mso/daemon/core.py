@@ -34,6 +34,8 @@ from mso.releases.ports import port_map
 from mso.daemon.figures import Figures
 from mso.daemon.proxy_manager import ProxyManager
 from mso.releases.apply import AppliedChange, apply_manifest
+from mso.releases.rollback import rollback_target
+from mso.releases.sources import source_digests
 from mso.daemon.replica_env import (Discovery, base_environment, data_folder,
                                     remove_run_folders, replica_environment,
                                     write_config_files, write_secret_files)
@@ -277,9 +279,12 @@ class Daemon:
 
     # -- operations called by the API ---------------------------------------------------
     def apply(self, loaded: LoadedManifest, author: str | None = None,
-              force: bool = False, built: dict[str, str] | None = None) -> list[AppliedChange]:
+              force: bool = False, built: dict[str, str] | None = None,
+              sources: dict[str, str] | None = None) -> list[AppliedChange]:
         """Make `loaded` the desired state. `built`: the images of its container services
-        (`containers.build_images`, which blocks: the API builds them off the loop)."""
+        (`containers.build_images`, which blocks: the API builds them off the loop);
+        `sources`: the code digests of its `run:` services (`sources.source_digests`,
+        which reads files: the API computes them off the loop too)."""
         m = loaded.manifest
         previous = self.app_config()
         config = {"app": m.app, "manifest": str(loaded.path),
@@ -300,6 +305,10 @@ class Daemon:
         changes = apply_manifest(self.store, loaded, author, force)
         if built:
             changes = containers.record_builds(self.store, changes, built, author)
+        if sources is None:
+            sources = source_digests(loaded)
+        if sources:
+            changes = containers.record_sources(self.store, changes, sources, author)
         changes += _app_changes(previous, config)
         self._allocate_stable_ports()
         self._begin_rollouts(before)
@@ -321,7 +330,18 @@ class Daemon:
                 self.rollouts.begin(name, old.release, want.release)
 
     def rollback(self, service: str, to: int | None, author: str | None = None) -> int:
-        number = self.rollouts.rollback(service, to, author)
+        """A rollback brings back the code the target ran: a container's image (recorded
+        per release), while a `run:` service runs the files on disk, so rolling it back
+        to other code than they hold is refused (mso.releases.sources)."""
+        identity = containers.code_identity(self.store, service)
+        want = self.store.desired().get(service)
+        current = self.store.release(service, want.release) if want is not None else None
+        if want is None or want.kind != "service" or current is None:
+            raise KeyError(service)
+        target = rollback_target(self.store.releases(service), current, to, identity).number
+        containers.check_source_rollback(self.store, service, target)
+        number = self.rollouts.rollback(service, target, author, identity)
+        containers.record_rollback(self.store, service, number, target)
         self.wake()
         return number
 

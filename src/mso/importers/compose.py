@@ -349,15 +349,11 @@ class _Translator:
         run = self._command(svc, take("entrypoint"), take("command"))
         image = take("image")
         build = take("build")
-        if run is None and (is_job or (image is None and build is None)):
+        if run is None and image is None and build is None:
             self.dropped.add(name)
-            what = f"image {image}" if image else "its build"
-            why = (f"a one-shot task (service_completed_successfully) becomes a job, and a job "
-                   f"needs `run:`; it would run {what}'s own command" if is_job
-                   else "no command, no image and no build: nothing to run")
+            why = "no command, no image and no build: nothing to run"
             self.note(svc, (), "dropped", None, why + "; give it `command:` to import it")
-            self.blockers.append(f"{name}: " + ("a job without command:" if is_job
-                                                else "has no command, image or build"))
+            self.blockers.append(f"{name}: has no command, image or build")
             self.not_imported[name] = {k: v for k, v in svc.data.items() if k in ("image", "build")}
             return
         if run is not None:
@@ -368,7 +364,8 @@ class _Translator:
             self.note(svc, ("image",), "kept", f"{section}.{name}.image",
                       "used on Swarm and Kubernetes; the embedded engine runs `run:` as a process"
                       if run is not None else "no command: the image's own command runs, as a "
-                      "container on every engine (one per replica on the embedded engine)")
+                      "container on every engine" + (" (once, before its dependents)" if is_job
+                      else " (one per replica on the embedded engine)"))
         if build is not None:
             self._build(svc, out, build)
         if "run" in out and (cwd := rebase(".", svc.where()[0].path.parent, self.out_dir)):

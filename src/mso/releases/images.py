@@ -40,11 +40,12 @@ def image_changed(last_built: str | None, running: str | None, now: str) -> bool
 
 def record_builds(store: Store, changes: list[AppliedChange], built: Mapping[str, str],
                   image_of: ImageOf, record: Record, built_key: str,
-                  author: str | None = None) -> list[AppliedChange]:
+                  author: str | None = None, what: str = "new image") -> list[AppliedChange]:
     """Give a new release to every unchanged service whose image changed, and record the
     image of every release this deploy created. `built` maps services (and jobs) to the
-    image this deploy built; `built_key` is the meta key of the last deploy's builds.
-    Returns the changes, updated."""
+    image this deploy built; `built_key` is the meta key of the last deploy's builds;
+    `what` starts the new release's change ("new image", "new code": the embedded
+    engine's source digests, mso.releases.sources). Returns the changes, updated."""
     raw = store.get_meta(built_key)
     before: dict[str, str] = json.loads(raw) if raw else {}
     out: list[AppliedChange] = []
@@ -61,7 +62,7 @@ def record_builds(store: Store, changes: list[AppliedChange], built: Mapping[str
             assert latest is not None
             rel = store.add_release(change.service, latest.spec_hash, latest.spec,
                                     store.release_secrets(change.service, latest.number),
-                                    author or whoami(), f"new image {image}")
+                                    author or whoami(), f"{what} {image}")
             store.set_desired(replace(want, release=rel.number))
             change = AppliedChange(change.service, rel.number, True, rel.change)
         if change.created or image_of(change.service, change.release) is None:

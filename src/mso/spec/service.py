@@ -246,12 +246,12 @@ class _Runnable(SpecModel):
     def _runnable_issues(self) -> list[tuple[Loc, str]]:
         issues: list[tuple[Loc, str]] = []
         if self.run is None:
-            if isinstance(self, Job) or not (self.image or self.build):
-                what = "a job needs `run:`" if isinstance(self, Job) else \
-                    "give `run:` (a command), or `image:`/`build:` to run a container"
+            if not (self.image or self.build):
+                what = "give `run:` (a command), or `image:`/`build:` to run a container"
                 issues.append((("run",), f"required key is missing: {what}"))
             elif self.cwd is not None:
-                issues.append((("cwd",), "a container service (`image:`/`build:` without "
+                kind = "job" if isinstance(self, Job) else "service"
+                issues.append((("cwd",), f"a container {kind} (`image:`/`build:` without "
                                "`run:`) runs in its image's WORKDIR on every engine; leave "
                                "`cwd` out (or give `run:` to run a process there)"))
         elif isinstance(self.run, str) and not self.shell:

@@ -144,6 +144,12 @@ def _completed(value: Any, item: dict[str, Any]) -> bool:
     return bool(value == "completed")
 
 
+def _container_job(value: Any, item: dict[str, Any]) -> bool:
+    """A job that runs its image's own command (no `run:`)."""
+    return isinstance(value, dict) and not value.get("run") \
+        and bool(value.get("image") or value.get("build"))
+
+
 def _not_always(value: Any, item: dict[str, Any]) -> bool:
     return bool(value != "always")
 
@@ -247,6 +253,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("services.*.depends_on", "`depends_on` (start order)", "depends_on_order"),
     Feature("jobs.*.before", "`jobs.*.before`", "jobs_before"),
     Feature("jobs.*.timeout", "`jobs.*.timeout`", "job_timeout"),
+    Feature("jobs.*", "a job with `image:`/`build:` and no `run:` (its image's command)",
+            "job_as_container", when=_container_job),
     Feature("services.*.health.liveness", "`health.liveness` beside `readiness`" + _OF_IMAGES,
             "liveness_replaces_hung", gaps={"swarm": _SWARM_PROBE},
             when=_no_shim(_with_readiness)),

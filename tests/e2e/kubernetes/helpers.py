@@ -34,9 +34,10 @@ class Mso:
     folder: Path
     kubeconfig: Path
     namespace: str
+    manifest: str = "mso.yaml"  #: its name in `folder` (a compose file works too)
 
     def run(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "mso", *args, "--file", str(self.folder / "mso.yaml"),
+        cmd = [sys.executable, "-m", "mso", *args, "--file", str(self.folder / self.manifest),
                "--engine", "kubernetes"]
         if args[0] in ("deploy", "up", "down", "ps", "endpoints", "scale", "releases",
                        "rollback", "rollout", "logs"):

@@ -61,8 +61,11 @@ def kube(mso: Mso) -> Kube:
 
 
 def test_deploy_shop_all_pods_ready_and_the_page_is_served(shop: Mso) -> None:
+    refused = shop.run("deploy", check=False)  # the shop's `watch:`: development keys
+    assert refused.returncode == 2 and "services.web.watch: not supported on kubernetes: " \
+        "watch is a development key" in refused.stderr, refused.stderr
     started = time.monotonic()
-    shop.run("deploy", timeout=600)
+    shop.run("deploy", "--dev", timeout=600)
     took = time.monotonic() - started
     ps = shop.json("ps")
     states = {r["replica"]: r["state"] for r in ps["replicas"]}
@@ -132,7 +135,7 @@ def test_a_healthy_canary_is_promoted_without_failed_requests(shop: Mso) -> None
     before = {r["number"] for r in shop.json("releases", "orders")}
     edit(shop.folder, {"env": {"ORDERS_FLAVOR": "v2"}})
     with Load(host, port, "/api/orders?limit=1", rate=60, ok=lambda s: s == 200) as load:
-        shop.run("deploy")
+        shop.run("deploy", "--dev")
         wait_for("the canary to be promoted", lambda: rollout_phase(shop) == "Promoted",
                  timeout=240)
         time.sleep(2)
@@ -158,7 +161,7 @@ def test_a_bad_canary_is_rolled_back_automatically_under_traffic(shop: Mso) -> N
     stable = max(r["number"] for r in shop.json("releases", "orders"))
     edit(shop.folder, {"run": ["python3", "bad_orders.py"], "env": {"ORDERS_FLAVOR": "bad"}})
     with Load(host, port, "/api/orders?limit=1", rate=60, ok=lambda s: s == 200) as load:
-        shop.run("deploy")
+        shop.run("deploy", "--dev")
         started = time.monotonic()
         wait_for("the canary to be rolled back", lambda: rollout_phase(shop) == "RolledBack",
                  timeout=180)
@@ -209,7 +212,7 @@ def test_deploy_refuses_to_touch_objects_it_does_not_own(lab: Lab,
         "metadata": {"name": "mso-gateway-table"}, "data": {"mine": "yes"}})
     mso = Mso(folder, lab.kubeconfig, namespace)
     try:
-        done = mso.run("deploy", check=False)
+        done = mso.run("deploy", "--dev", check=False)
         assert done.returncode == 1 and "refusing to modify ConfigMap" in done.stderr
         found = k.get("v1", "ConfigMap", "mso-gateway-table", namespace)
         assert found is not None and found["data"] == {"mine": "yes"}

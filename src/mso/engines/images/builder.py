@@ -35,6 +35,7 @@ import docker.errors  # type: ignore[import-untyped]
 
 import mso
 from mso.engines.images import rootfs
+from mso.releases.sources import private_files
 from mso.spec.load import LoadedManifest
 from mso.errors import Failed
 
@@ -353,22 +354,9 @@ def ensure_gateway_image(client: docker.DockerClient | None = None,
     return tag
 
 
-def _private_files(loaded: LoadedManifest) -> set[Path]:
-    """Secret, config and env files: delivered by Swarm, never baked into an image."""
-    out: set[Path] = {loaded.path.resolve()}
-    for item in [*loaded.manifest.services.values(), *loaded.manifest.jobs.values()]:
-        for secret in item.secrets.values():
-            if secret.file:
-                out.add((loaded.base_dir / secret.file).resolve())
-        out.update((loaded.base_dir / f).resolve() for f in item.env_file)
-        for cfg in getattr(item, "config", []):
-            out.add((loaded.base_dir / cfg.source).resolve())
-    return out
-
-
 def app_image_tag(loaded: LoadedManifest, base: str) -> str:
     """The app image's tag on `base`, computed without Docker (what `app_image` makes)."""
-    files = _tree(loaded.base_dir, _private_files(loaded))
+    files = _tree(loaded.base_dir, private_files(loaded))
     return f"mso/{loaded.manifest.app}-src:{_digest(files, base)[:16]}"
 
 
@@ -376,7 +364,7 @@ def app_image(loaded: LoadedManifest, client: docker.DockerClient | None = None)
     """The app's folder on the base image (shared by every `run:` service of the app)."""
     client = _client(client)
     base = ensure_base_image(client)
-    files = _tree(loaded.base_dir, _private_files(loaded))
+    files = _tree(loaded.base_dir, private_files(loaded))
     tag = app_image_tag(loaded, base)
     if not _exists(client, tag):
         dockerfile = f"FROM {base}\nCOPY app/ /app/\nWORKDIR /app\n"
