@@ -95,7 +95,7 @@ def test_stopped_daemon_is_killed_by_the_watchdog_and_started_again(app: MsoApp)
     daemon = int(app.status()["pid"])
     os.kill(daemon, signal.SIGSTOP)
     try:
-        wait_for(lambda: new_daemon(app, daemon), timeout=90, message="a new daemon")
+        wait_for(lambda: new_daemon(app, daemon), timeout=150, message="a new daemon")
     finally:
         try:
             os.kill(daemon, signal.SIGCONT)

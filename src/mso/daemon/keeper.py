@@ -15,7 +15,9 @@ it.
 
 A watchdog, like systemd's WatchdogSec: once the daemon has answered on its API socket,
 it is asked `GET /v1/alive` every second (2 s each); four unanswered in a row (a hung or SIGSTOPped
-daemon) and it is killed and started again.
+daemon) and it is killed and started again. Before its first answer it is asked five times
+a second, so one that hangs right after starting is not mistaken for one still starting;
+one that never answers within STARTUP_GRACE counts as hung too.
 
 One keeper per app: it holds `.mso/keeper.lock`; a second one exits at once with status
 75 (EX_TEMPFAIL) and `mso up` then waits for the daemon the first one runs.
@@ -55,6 +57,12 @@ STARTED_AFTER = 5.0  # a daemon that ran this long had started: its crash is res
 WATCHDOG_PERIOD = 1.0
 WATCHDOG_TIMEOUT = 2.0
 WATCHDOG_MISSES = 4
+#: Until the daemon first answers, the watchdog asks this often (a refused connect costs
+#: nothing), so a daemon that answered once and hung right after (`mso up -d` returned, then
+#: a SIGSTOP) is known to have started; and a daemon that never answers in STARTUP_GRACE
+#: (its API opens after it has re-adopted its replicas: long at 1,000) counts as hung too.
+STARTING_PERIOD = 0.2
+STARTUP_GRACE = 120.0
 
 
 def _say(message: str) -> None:
@@ -147,14 +155,15 @@ class Keeper:
 
     def watchdog(self, child: subprocess.Popen[bytes] | Adopted) -> None:
         answered, misses = False, 0
+        started = time.monotonic()
         while child.poll() is None and not self.stopping:
-            time.sleep(WATCHDOG_PERIOD)
+            time.sleep(WATCHDOG_PERIOD if answered else STARTING_PERIOD)
             if child.poll() is not None or self.stopping:
                 return
             if api_answers(self.paths.api_socket):
                 answered, misses = True, 0
                 continue
-            if not answered:
+            if not answered and time.monotonic() - started < STARTUP_GRACE:
                 continue  # still starting
             misses += 1
             if misses >= WATCHDOG_MISSES:
