@@ -4,7 +4,7 @@ the same change, and blue/green switch times with the failed requests of a
 promotion and an abort.
 
     PYTHONPATH=src .venv/bin/python bench/swarm/run.py [--rounds N]
-        [--parts deploy,cold,rollback,update,rolling,recreate,bluegreen]
+        [--parts deploy,cold,rollback,update,recreate,bluegreen]
 
 Needs a running single-node Swarm (see scripts/swarm-lab.sh). Prints a markdown table.
 
@@ -19,10 +19,6 @@ Needs a running single-node Swarm (see scripts/swarm-lab.sh). Prints a markdown 
 * rollback: the echo app deployed, then under 3 clients a release failing half its
   requests, timed from starting `mso deploy` until the rollout is RolledBack and the
   gateway's table sends the canary nothing (stable serves 100%).
-
-The `rolling` row runs the same change with `strategy: rolling` and the default bounds
-(max_surge 1, max_unavailable 0): since issue 14 mso moves the replicas between the two
-Swarm services one at a time, each removed task drained first.
 
 The `recreate` row runs the same change with `strategy: recreate`: since issue 14 Swarm's
 stop-first update of every task at once (the old task stops before the new one starts),
@@ -162,9 +158,7 @@ def canary_rollback(work: Path, name: str) -> tuple[float, float]:
         with Load(f"http://127.0.0.1:{port}/", threads=3) as load:
             wait_for(lambda: load.ok > 20, 60, "traffic")
             started = time.monotonic()
-            # -d: until the rollout is recorded (without it deploy follows the canary to
-            # its rollback and exits 1, which the second figure measures anyway).
-            mso("deploy", "-d", "--engine", "swarm", "-f", str(manifest), cwd=manifest.parent)
+            mso("deploy", "--engine", "swarm", "-f", str(manifest), cwd=manifest.parent)
             returned = time.monotonic() - started
             wait_for(lambda: _rolled_back(store), 300, "rollback", 0.05)
             return returned, time.monotonic() - started
@@ -175,10 +169,9 @@ def canary_rollback(work: Path, name: str) -> tuple[float, float]:
 def update_under_load(work: Path, name: str, strategy: str) -> tuple[int, int]:
     port = free_port()
     manifest = app_copy(ECHO, work / name, port)
-    if strategy in ("recreate", "rolling"):
+    if strategy == "recreate":
         text = manifest.read_text()
-        manifest.write_text(text[:text.index("    rollout:")]
-                            + f"    rollout: {{strategy: {strategy}}}\n")
+        manifest.write_text(text[:text.index("    rollout:")] + "    rollout: {strategy: recreate}\n")
     try:
         mso("deploy", "--engine", "swarm", "-f", str(manifest), cwd=manifest.parent)
         _set(manifest, 'VERSION: "1"', 'VERSION: "2"')
@@ -209,8 +202,7 @@ def bluegreen(work: Path, name: str) -> tuple[float, float, int, int]:
     try:
         mso("deploy", "--engine", "swarm", "-f", str(manifest), cwd=run)
         _set(manifest, 'VERSION: "1"', 'VERSION: "2"')
-        # -d: a blue/green rollout waits for `rollout promote`, which deploy would follow.
-        mso("deploy", "-d", "--engine", "swarm", "-f", str(manifest), cwd=run)
+        mso("deploy", "--engine", "swarm", "-f", str(manifest), cwd=run)
         wait_for(lambda: _status(manifest) == "Paused", 300, "a ready preview")
         with Load(f"http://127.0.0.1:{port}/", threads=3) as load:
             wait_for(lambda: load.ok > 50, 60, "traffic")
@@ -232,8 +224,7 @@ def bluegreen(work: Path, name: str) -> tuple[float, float, int, int]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--parts",
-                    default="deploy,cold,rollback,update,rolling,recreate,bluegreen")
+    ap.add_argument("--parts", default="deploy,cold,rollback,update,recreate,bluegreen")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     ensure_swarm()
@@ -248,8 +239,6 @@ def main() -> None:
         canary = [update_under_load(work, f"c{i}", "canary") for i in rounds if "update" in parts]
         plain = [update_under_load(work, f"p{i}", "recreate") for i in rounds
                  if "recreate" in parts]
-        rolling = [update_under_load(work, f"r{i}", "rolling") for i in rounds
-                   if "rolling" in parts]
         blue = [bluegreen(work, f"bg{i}") for i in rounds if "bluegreen" in parts]
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -267,8 +256,6 @@ def main() -> None:
               f"stable 100% | {_median(rollbacks, 1)} (`mso deploy` returned after "
               f"{_median(rollbacks, 0)}) |")
     for label, runs in (("mso canary promotion", canary),
-                        ("`strategy: rolling` (max_surge 1, max_unavailable 0: mso's "
-                         "bounded exchange)", rolling),
                         ("`strategy: recreate` (stop-first: a gap by design)", plain)):
         if runs:
             failed = sum(f for f, _ in runs)

@@ -121,10 +121,6 @@ def test_unknown_service_fails_with_exit_1_and_daemon_keeps_working(
      "mso: --timeout: not supported on swarm: the engine's deploy waits"),
     (("up", "--engine", "swarm", "--keep-on-failure"),
      "mso: --keep-on-failure: not supported on swarm"),
-    (("deploy", "-d", "--engine", "kubernetes"),
-     "mso: -d: not supported on kubernetes: the Kubernetes deploy returns once its pods"),
-    (("deploy", "--wait", "-d", "--engine", "swarm"),
-     "mso: --wait: not with -d: -d returns without following the rollouts"),
 ], ids=lambda a: " ".join(a) if isinstance(a, tuple) else "")
 def test_flags_and_commands_that_mean_nothing_on_an_engine_are_refused(
         tmp_path: Path, args: tuple[str, ...], message: str) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from mso.cli.waiting import Outcome, change_line, wait_rollout
 
 
@@ -105,45 +103,3 @@ def test_change_lines_show_only_what_applies_to_the_strategy() -> None:
                "from_release": 1, "to_release": 2, "step": None, "steps": None,
                "weight": None, "replicas": {"updated": 1, "wanted": 3}, "reason": ""}
     assert change_line(rolling, now=0).endswith("web 1 -> 2 rolling Progressing 1/3 updated")
-
-
-# -- `mso deploy` on Swarm follows the rollouts it started (lifecycle.follow_rollouts) -----
-
-def _statuses(*phases: str) -> Any:
-    """A `rollout status` that answers each phase in turn (the last one for ever)."""
-    seen = list(phases)
-
-    def status_of(service: str) -> dict[str, Any]:
-        phase = seen.pop(0) if len(seen) > 1 else seen[0]
-        return {"service": service, "to_release": 2, "from_release": 1, "phase": phase,
-                "strategy": "canary", "weight": 50, "reason": "error rate 0.5 > 0.02"}
-    return status_of
-
-
-def test_a_followed_rollout_returns_its_phase_once_promoted() -> None:
-    from mso.cli.lifecycle import follow_rollouts
-    said: list[str] = []
-    phases = follow_rollouts(_statuses("Progressing", "Progressing", "Promoted"), {"web": 2},
-                             60, sleep=lambda s: None, say=said.append)
-    assert phases == {"web": "Promoted"} and len(said) == 2
-
-
-def test_a_followed_rollout_that_rolls_back_fails_the_deploy() -> None:
-    from mso.cli.client import StartupFailed
-    from mso.cli.lifecycle import follow_rollouts
-    with pytest.raises(StartupFailed) as caught:
-        follow_rollouts(_statuses("Progressing", "RolledBack"), {"web": 2}, 60,
-                        sleep=lambda s: None)
-    assert caught.value.exit_code == 1
-    assert "web: release 2 was rolled back: error rate 0.5 > 0.02" in str(caught.value)
-
-
-def test_a_followed_rollout_past_the_timeout_fails_and_says_which() -> None:
-    from mso.cli.client import StartupFailed
-    from mso.cli.lifecycle import follow_rollouts
-    now = [0.0]
-
-    def sleep(seconds: float) -> None:
-        now[0] += seconds
-    with pytest.raises(StartupFailed, match=r"not done after 5s: web \(Paused\)"):
-        follow_rollouts(_statuses("Paused"), {"web": 2}, 5, clock=lambda: now[0], sleep=sleep)

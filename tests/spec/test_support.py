@@ -67,9 +67,10 @@ def _refusals(tmp_path: Path, engine: support.EngineName) -> list[tuple[int | No
 def test_each_engine_refuses_what_it_would_ignore_with_file_and_line(tmp_path: Path) -> None:
     assert _refusals(tmp_path, "local") == []  # the embedded engine honours all of it
     swarm = {field for _, field, _ in _refusals(tmp_path, "swarm")}
-    assert {"services.cache.health.liveness", "services.cache.backoff"} <= swarm
+    assert {"services.web.rollout.max_surge", "services.cache.health.liveness",
+            "services.cache.backoff"} <= swarm
     assert not {"services.web.rollout.strategy", "jobs.migrate.timeout",
-                "services.web.autoscale", "services.web.rollout.max_surge"} & swarm
+                "services.web.autoscale"} & swarm
     # A `run:` service runs under mso's shim, which supervises it as the local engine does.
     assert not {"services.web.health.liveness",
                 "services.web.health.readiness.timeout"} & swarm

@@ -272,28 +272,6 @@ def wait_ready(client: ApiClient, timeout: float, after: int, since: float | Non
 ACTIVE_PHASES = ("Progressing", "Paused", "Inconclusive")
 
 
-def _rollout_phases(status_of: Callable[[str], dict[str, Any]], changed: dict[str, int],
-                    last: dict[str, tuple[Any, ...]], say: Callable[[str], None]
-                    ) -> tuple[dict[str, str], tuple[str, int, str] | None]:
-    """One look at the rollouts of `changed` (name -> new release): each one's phase (empty
-    while its rollout is not ours yet), a line said per change (`last` remembers), and
-    (service, release, message) of the first that ended rolled back or failed."""
-    phases: dict[str, str] = {}
-    for service, release in changed.items():
-        status = status_of(service)
-        ours = status.get("to_release") == release
-        phase = str(status.get("phase") or "") if ours else ""
-        phases[service] = phase
-        if ours and last.get(service) != waiting.change_key(status):
-            last[service] = waiting.change_key(status)
-            say(waiting.change_line(status))
-        if phase in ("RolledBack", "Failed"):
-            return phases, (service, release, f"{service}: release {release} was "
-                            f"{'rolled back' if phase == 'RolledBack' else 'failed'}: "
-                            f"{status.get('reason')}")
-    return phases, None
-
-
 def wait_deployed(client: ApiClient, changed: dict[str, int], timeout: float, after: int,
                   since: float | None = None, clock: Callable[[], float] = time.monotonic,
                   sleep: Callable[[float], None] = time.sleep,
@@ -305,14 +283,23 @@ def wait_deployed(client: ApiClient, changed: dict[str, int], timeout: float, af
     deadline = clock() + timeout
     last: dict[str, tuple[Any, ...]] = {}
     while True:
-        phases, ended = _rollout_phases(
-            lambda service: client.get(f"/v1/services/{service}/rollout"), changed, last, say)
-        if ended is not None:
-            service, release, message = ended
-            ps = client.get("/v1/ps")
-            rows = [r for r in ps["replicas"] if r["service"] == service
-                    and r["release"] == release]
-            raise StartupFailed(message, _with_logs(client, rows, since))
+        phases: dict[str, str] = {}
+        for service, release in changed.items():
+            status = client.get(f"/v1/services/{service}/rollout")
+            ours = status.get("to_release") == release
+            phase = str(status.get("phase") or "") if ours else ""
+            phases[service] = phase
+            if ours and last.get(service) != waiting.change_key(status):
+                last[service] = waiting.change_key(status)
+                say(waiting.change_line(status))
+            if phase in ("RolledBack", "Failed"):
+                ps = client.get("/v1/ps")
+                rows = [r for r in ps["replicas"] if r["service"] == service
+                        and r["release"] == release]
+                raise StartupFailed(f"{service}: release {release} was "
+                                    f"{'rolled back' if phase == 'RolledBack' else 'failed'}"
+                                    f": {status.get('reason')}",
+                                    _with_logs(client, rows, since))
         ps = client.get("/v1/ps")
         failing = [r for r in ps["replicas"] if r.get("problem") and not r["draining"]
                    and changed.get(r["service"]) == r["release"]]
@@ -332,30 +319,6 @@ def wait_deployed(client: ApiClient, changed: dict[str, int], timeout: float, af
             raise StartupFailed(f"not done after {timeout:g}s: {rolling or 'replicas'} "
                                 "still rolling out; `mso rollout status SERVICE` says why",
                                 [])
-        sleep(0.3)
-
-
-def follow_rollouts(status_of: Callable[[str], dict[str, Any]], changed: dict[str, int],
-                    timeout: float, clock: Callable[[], float] = time.monotonic,
-                    sleep: Callable[[float], None] = time.sleep,
-                    say: Callable[[str], None] = lambda line: None) -> dict[str, str]:
-    """`mso deploy` on Swarm, once every new replica runs: follow the rollouts of the
-    `changed` services (name -> new release) through the engine's `rollout status` to
-    their end, a line per change, as `wait_deployed` does on the local engine; returns
-    each one's last phase. A rollout that ends rolled back or failed, or is not done
-    within `timeout`, raises StartupFailed (exit 1); the rollout itself goes on."""
-    deadline = clock() + timeout
-    last: dict[str, tuple[Any, ...]] = {}
-    while True:
-        phases, ended = _rollout_phases(status_of, changed, last, say)
-        if ended is not None:
-            raise StartupFailed(ended[2], [])
-        if not any(p in ACTIVE_PHASES for p in phases.values()):
-            return phases
-        if clock() >= deadline:
-            rolling = ", ".join(f"{s} ({p})" for s, p in phases.items() if p in ACTIVE_PHASES)
-            raise StartupFailed(f"not done after {timeout:g}s: {rolling} still rolling out "
-                                "(it goes on); `mso rollout status SERVICE` says why", [])
         sleep(0.3)
 
 

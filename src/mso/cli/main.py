@@ -140,8 +140,6 @@ _NOT_ON_REMOTE = {
     "--keep-on-failure": "a failed deploy leaves what the engine runs as it is",
     "--timeout": "the engine's deploy waits for its own rollout deadlines "
                  "(`rollout.progress_deadline`)",
-    "-d": "the Kubernetes deploy returns once its pods are READY; a canary goes on in "
-          "its controller (`mso rollout status -w`)",
 }
 
 
@@ -363,46 +361,28 @@ def down(file: str | None, engine: str | None, **opts: Any) -> None:
 @click.option("--wait", is_flag=True,
               help="Follow the rollouts to their end: exit 0 when promoted, 1 when rolled "
                    "back or failed; ends early when a new replica fails (local engine; "
-                   "Swarm always follows them unless -d, Kubernetes waits for its pods).")
-@click.option("-d", "--detach", is_flag=True,
-              help="Return once the new replicas run, without following the rollouts to "
-                   "their end (the local engine's default; on Swarm the rollouts go on in "
-                   "its controller: `mso rollout status -w`).")
+                   "Swarm and Kubernetes always wait).")
 @click.option("--timeout", default=DEPLOY_TIMEOUT, show_default=True,
-              help="Seconds to follow the rollouts (local engine with --wait, Swarm).")
+              help="Seconds to wait with --wait (local engine).")
 @click.option("--force", is_flag=True,
               help="Roll out a manifest identical to a release that was rolled back, "
                    "failed or was undone by `mso rollback`.")
 @click.option("--dev", is_flag=True,
               help="Swarm/Kubernetes: deploy without the development keys (`watch:`), "
                    "with a note for each, instead of refusing them.")
-def deploy(file: str | None, engine: str | None, fmt: str, wait: bool, detach: bool,
-           timeout: float, force: bool, dev: bool, **opts: Any) -> None:
+def deploy(file: str | None, engine: str | None, fmt: str, wait: bool, timeout: float,
+           force: bool, dev: bool, **opts: Any) -> None:
     """Apply a changed manifest as new releases, with each service's rollout strategy."""
-    from mso.cli.lifecycle import follow_rollouts, last_event_id, wait_deployed
+    from mso.cli.lifecycle import last_event_id, wait_deployed
     loaded = load(file, report=True, engine=engine)
     name = engine_name(file, engine, loaded)
-    if wait and detach:
-        raise CliError("--wait: not with -d: -d returns without following the rollouts", 2)
     check_support(loaded, name, dev=dev)
     warn_commands(loaded, name)
-    if name == "kubernetes":
-        # The Kubernetes deploy waits for its pods; its controller carries a canary on.
-        refuse_flags(name, **{"--timeout": timeout != DEPLOY_TIMEOUT, "-d": detach})
     if name != "local":
-        target = remote(name, dict(opts, engine=name))
-        result = target.deploy(loaded, force=force)
+        # Swarm and Kubernetes deploys always wait: --wait is what they do anyway.
+        refuse_flags(name, **{"--timeout": timeout != DEPLOY_TIMEOUT})
+        result = remote(name, dict(opts, engine=name)).deploy(loaded, force=force)
         output.emit_json(result) if fmt == "json" else output.changes(result.get("changes", []))
-        if name == "swarm" and not detach:
-            changed = {c["service"]: c["release"] for c in result.get("changes", [])
-                       if c["created"] and c["service"] in loaded.manifest.services}
-            say = (lambda line: None) if fmt == "json" else click.echo
-            phases = follow_rollouts(lambda service: target.rollout(loaded, "status", service),
-                                     changed, timeout, say=say)
-            if fmt != "json" and phases:
-                click.echo("deployed: " + ", ".join(
-                    f"{s} release {changed[s]} {p.lower() or 'running'}"
-                    for s, p in phases.items()))
         return
     paths = StatePaths.for_manifest(loaded.path)
     client = ApiClient(paths)

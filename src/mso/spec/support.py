@@ -175,6 +175,9 @@ _K8S_NOTIFY = Gap("the notifier runs in the rollout controller, and the Kubernet
                   "last events (promoted, rolled back) are delivered or retried",
                      "leave `notifications` out and follow `mso events` or "
                      "`mso rollout status -w`")
+_SWARM_SURGE = Gap("a Swarm rolling update moves all traffic to a full-size stand-in service "
+                   "first (zero-loss handoff), so there is no surge to bound",
+                   "leave it out: the stand-in is the surge")
 _SWARM_PROBE = Gap("a container built from `image:`/`build:` has no mso shim to supervise it, "
                    "and Swarm's healthcheck is one check per container",
                    "use one readiness probe, or a `run:` service")
@@ -310,8 +313,10 @@ FEATURES: tuple[Feature, ...] = (
             when=_no_shim(_signal_other_than_term)),
     Feature("services.*.rollout.strategy", "`rollout.strategy: recreate`", "recreate_order",
             when=_is("recreate")),
-    Feature("services.*.rollout.max_surge", "`rollout.max_surge`", "surge_bounds"),
-    Feature("services.*.rollout.max_unavailable", "`rollout.max_unavailable`", "surge_bounds"),
+    Feature("services.*.rollout.max_surge", "`rollout.max_surge`", "surge_bounds",
+            gaps={"swarm": _SWARM_SURGE}),
+    Feature("services.*.rollout.max_unavailable", "`rollout.max_unavailable`", "surge_bounds",
+            gaps={"swarm": _SWARM_SURGE}),
     Feature("services.*.rollout.analysis.providers", "`rollout.analysis.providers`",
             "analysis_prometheus",
             when=lambda value, item: bool(value)),

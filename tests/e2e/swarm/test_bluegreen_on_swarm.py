@@ -76,8 +76,7 @@ def _deploy_preview(deployed: Any, name: str, keep_previous: str) -> tuple[Path,
     _blue_green(manifest, preview, keep_previous)
     mso("deploy", "--engine", "swarm", "-f", str(manifest), cwd=manifest.parent)
     _set_version(manifest, "2")
-    # -d: a blue/green rollout waits for `mso rollout promote`; deploy would follow it.
-    mso("deploy", "-d", "--engine", "swarm", "-f", str(manifest), cwd=manifest.parent)
+    mso("deploy", "--engine", "swarm", "-f", str(manifest), cwd=manifest.parent)
     wait_for(lambda: _status(manifest)["phase"] == "Paused", 180, "a ready preview")
     wait_for(lambda: set(_versions(preview, 4)) == {"2"}, 60, "the preview port to answer v2")
     # The preview went straight into the second service: the controller never acted on
@@ -156,7 +155,7 @@ def test_a_deploy_while_the_previous_release_is_kept_hands_over_without_failures
         wait_for(lambda: load.ok > promoted_at + 20, 60, "traffic on v2")
         text = manifest.read_text()
         manifest.write_text(text.replace('VERSION: "2"', 'VERSION: "3"'))
-        mso("deploy", "-d", "--engine", "swarm", "-f", str(manifest), cwd=manifest.parent)
+        mso("deploy", "--engine", "swarm", "-f", str(manifest), cwd=manifest.parent)
         wait_for(lambda: _status(manifest)["phase"] == "Paused", 240, "a ready v3 preview")
         wait_for(lambda: set(_versions(preview, 4)) == {"3"}, 60, "the preview port on v3")
         assert set(_versions(port)) == {"2"}

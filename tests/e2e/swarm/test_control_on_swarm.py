@@ -1,7 +1,4 @@
-"""Status and control on a real Swarm: scale, releases and rollback to an older release,
-under traffic through the gateway: the bounded rolling updates (max_surge 1,
-max_unavailable 0, the defaults) and a scale-down drain every task before it stops, so
-no request fails."""
+"""Status and control on a real Swarm: scale, releases and rollback to an older release."""
 
 from __future__ import annotations
 
@@ -11,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from mso.store.db import Store
-from tests.e2e.swarm.conftest import Load, mso, mso_json, wait_for
+from tests.e2e.swarm.conftest import mso, mso_json, wait_for
 from tests.e2e.swarm.test_canary_on_swarm import ECHO, _set_env, _status
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(600)]
@@ -46,33 +42,18 @@ def test_scale_releases_and_rollback_to_an_older_release(deployed: Any) -> None:
     mso("scale", "echo=3", "--engine", "swarm", "-f", str(manifest), **run)
     wait_for(lambda: len([r for r in _replicas(manifest) if r["state"] == "READY"]) == 3,
              180, "3 READY tasks")
-    with Load(f"http://127.0.0.1:{port}/", threads=3) as load:
-        wait_for(lambda: load.ok > 20, 60, "traffic")
-        for version in ("2", "3"):
-            _set_env(manifest, "VERSION", version)
-            mso("deploy", "--engine", "swarm", "-f", str(manifest), **run)
-            assert _status(manifest)["phase"] == "Promoted"  # deploy follows the rollout
-        releases = mso_json("releases", "echo", "--engine", "swarm", "-f", str(manifest),
-                            **run)
-        assert [r["number"] for r in releases] == [1, 2, 3]
-        mso("rollback", "echo", "--to", "1", "--engine", "swarm", "-f", str(manifest), **run)
-        wait_for(lambda: _status(manifest)["phase"] == "Promoted"
-                 and {r["release"] for r in _replicas(manifest)} == {4}, 240,
-                 "rollback deployed")
-        assert {_version(port) for _ in range(6)} == {"1"}
-        releases = mso_json("releases", "echo", "--engine", "swarm", "-f", str(manifest),
-                            **run)
-        assert releases[-1]["number"] == 4 and "rollback to release 1" in releases[-1]["change"]
-        # The scale survived the releases (once the handoff's stand-in service is retired).
-        wait_for(lambda: [r["subset"] for r in _replicas(manifest)] == ["stable"] * 3, 120,
-                 "3 stable tasks and no stand-in")
-        # A scale-down drains the tasks Swarm will stop through the gateway first.
-        mso("scale", "echo=1", "--engine", "swarm", "-f", str(manifest), **run)
-        wait_for(lambda: [r["state"] for r in _replicas(manifest)] == ["READY"], 120,
-                 "one task left")
-        served = load.ok
-        wait_for(lambda: load.ok > served + 20, 60, "traffic after the scale-down")
-    assert load.ok > 100 and load.failed == [], (load.ok, load.failed[:5])
-    events = Store(manifest.parent / ".mso" / "swarm.db").events(service="echo")
-    assert any(e.type == "swarm.drained" and "before scaling it to 1" in e.message
-               for e in events), [e.message for e in events]
+    for version in ("2", "3"):
+        _set_env(manifest, "VERSION", version)
+        mso("deploy", "--engine", "swarm", "-f", str(manifest), **run)
+        wait_for(lambda: _status(manifest)["phase"] == "Promoted", 240, f"release {version}")
+    releases = mso_json("releases", "echo", "--engine", "swarm", "-f", str(manifest), **run)
+    assert [r["number"] for r in releases] == [1, 2, 3]
+    mso("rollback", "echo", "--to", "1", "--engine", "swarm", "-f", str(manifest), **run)
+    wait_for(lambda: _status(manifest)["phase"] == "Promoted"
+             and {r["release"] for r in _replicas(manifest)} == {4}, 240, "rollback deployed")
+    assert {_version(port) for _ in range(6)} == {"1"}
+    releases = mso_json("releases", "echo", "--engine", "swarm", "-f", str(manifest), **run)
+    assert releases[-1]["number"] == 4 and "rollback to release 1" in releases[-1]["change"]
+    # The scale survived the releases (once the handoff's stand-in service is retired).
+    wait_for(lambda: [r["subset"] for r in _replicas(manifest)] == ["stable"] * 3, 120,
+             "3 stable tasks and no stand-in")

@@ -4,12 +4,7 @@ traffic, and retiring the second service."""
 from __future__ import annotations
 
 from mso.engines.swarm.observe import ServiceObs, TaskObs
-import dataclasses
-
-import pytest
-
-from mso.engines.swarm.plan import (Bounds, Drain, Ensure, Progress, Remove, Want,
-                                    plan_service)
+from mso.engines.swarm.plan import Drain, Ensure, Progress, Remove, Want, plan_service
 
 STABLE_V2 = Want(2, 2, "stable", "main-v2")
 STANDIN_V2 = Want(2, 2, "canary", "second-v2")
@@ -95,73 +90,6 @@ def test_scaling_only_changes_replicas_of_the_main_service() -> None:
     want = Want(2, 3, "stable", "main-v2")
     plan = plan_service(want, None, {"stable": 100}, STANDIN_V2, main, None, Progress())
     assert plan.actions == [Ensure("main", want)] and plan.progress.phase is None
-
-
-def test_scaling_down_drains_the_tasks_swarm_removes_first() -> None:
-    main = svc("main", 2, "main-v2", replicas=3)
-    want = Want(2, 1, "stable", "main-v2")
-    plan = plan_service(want, None, {"stable": 100}, STANDIN_V2, main, None, Progress())
-    assert plan.actions == [Drain("main", keep=1), Ensure("main", want)]
-    assert [t.slot for t in main.removed_by_scale(1)] == [2, 3]
-
-
-def test_swarm_removes_tasks_that_do_not_run_before_running_ones() -> None:
-    tasks = (task(2, slot=1), task(2, ready=False, slot=2), task(2, slot=3))
-    main = dataclasses.replace(svc("main", 2, "main-v2", replicas=3), tasks=tasks)
-    assert [t.slot for t in main.removed_by_scale(2)] == [2]
-    assert [t.slot for t in main.removed_by_scale(1)] == [3, 2]
-
-
-def _simulate(n: int, bounds: Bounds) -> list[tuple[int, int]]:
-    """Drive a rolling update of n replicas from release 1 to 2 through the plan, Swarm
-    played by this function (a new task is ready one tick after it was asked for); the
-    counts `mso ps` would show at every tick."""
-    stable, standin = Want(2, n, "stable", "main-v2"), Want(2, n, "canary", "second-v2")
-    services = {"main": svc("main", 1, "main-v1", replicas=n), "second": None}
-    progress, seen, drained = Progress(), [], set()
-    for _ in range(100):
-        plan = plan_service(stable, None, {"stable": 100}, standin, services["main"],
-                            services["second"], progress, bounds=bounds)
-        for action in plan.actions:
-            obs = services[action.role]
-            if isinstance(action, Drain):
-                assert obs is not None and action.keep is not None
-                drained |= {t.id for t in obs.removed_by_scale(action.keep)}
-            elif isinstance(action, Remove):
-                assert obs is not None and obs.replicas == 0
-                services[action.role] = None
-            else:
-                w = action.want
-                old = [t for t in (obs.tasks if obs else ()) if obs and
-                       obs.deploy_hash == w.deploy_hash][:w.replicas]
-                assert not obs or w.replicas >= len(old) or all(
-                    t.id in drained for t in obs.removed_by_scale(w.replicas))
-                fresh = tuple(dataclasses.replace(task(w.release, ready=False, slot=s),
-                                                  id=f"{action.role}{w.deploy_hash}{s}")
-                              for s in range(len(old) + 1, w.replicas + 1))
-                services[action.role] = dataclasses.replace(
-                    svc(action.role, w.release, w.deploy_hash, 0, w.subset),
-                    replicas=w.replicas, tasks=(*old, *fresh))
-        progress = plan.progress
-        live = [t for o in services.values() if o for t in o.running()]
-        seen.append((len(live), sum(1 for t in live if t.ready and t.id not in drained)))
-        if plan.actions == [] and progress == Progress() and services["second"] is None \
-                and services["main"] is not None and services["main"].release == 2:
-            return seen
-        # one tick later every task Swarm started is ready
-        services = {r: o and dataclasses.replace(o, tasks=tuple(
-            dataclasses.replace(t, ready=True, state="running") for t in o.tasks))
-            for r, o in services.items()}
-    raise AssertionError(f"no end: {seen}")
-
-
-@pytest.mark.parametrize("n,surge,unavailable", [(3, 1, 0), (3, 0, 1), (2, 2, 1), (4, 1, 2),
-                                                  (1, 1, 0)])
-def test_a_bounded_rolling_update_stays_within_its_bounds(n: int, surge: int,
-                                                          unavailable: int) -> None:
-    seen = _simulate(n, Bounds(surge, unavailable))
-    assert max(total for total, _ in seen) <= n + surge, seen
-    assert min(ready for _, ready in seen) >= n - unavailable, seen
 
 
 def test_handoff_whose_target_moves_back_to_what_main_runs_ends_without_draining() -> None:

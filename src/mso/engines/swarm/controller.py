@@ -33,7 +33,6 @@ from typing import Any
 
 from mso.analysis.relay import GatewayTransport
 from mso.controllers.autoscale import Autoscaler
-from mso.controllers.replicas import resolve_budget
 from mso.controllers.rollouts import Member, RolloutController
 from mso.controllers.routing import GatewayTls, RouteLimits, RouteView, file_rev, gateway_tls
 from mso.controllers.zero import ZeroPolicy, hold_table, watch_held
@@ -42,8 +41,7 @@ from mso.engines.swarm import names, state
 from mso.engines.swarm.gateway import (CONTROL_DIR, gateway_spec, route_table,
                                        service_routing)
 from mso.engines.swarm.observe import ServiceObs, not_ready, parse, watched, without_unready
-from mso.engines.swarm.plan import (Bounds, Drain, Ensure, Plan, Progress, Remove, Want,
-                                    plan_service)
+from mso.engines.swarm.plan import Drain, Ensure, Plan, Progress, Remove, Want, plan_service
 from mso.engines.problems import REPORT_LOG_LINES
 from mso.engines.swarm.logs import replica_logs
 from mso.engines.swarm.spec import (AppContext, ReleaseInput, ServiceSpec, digest, service_spec,
@@ -447,18 +445,8 @@ class SwarmController:
         swapping = plan_swap(swap, stable, standin, weights, main, other, progress)
         if swapping is not None:
             return swapping
-        strategy = config.strategies.get(name)
-        return plan_service(stable, second, weights, standin, main, other, progress,
-                            strategy == "recreate",
-                            self._bounds(name, stable_t.release, stable_t.replicas)
-                            if strategy == "rolling" else None)
-
-    def _bounds(self, name: str, release: int, replicas: int) -> Bounds:
-        """The release's max_surge/max_unavailable as counts (Kubernetes' rounding)."""
-        rel = self.store.release(name, release)
-        rollout = (rel.spec["model"].get("rollout") or {}) if rel is not None else {}
-        return Bounds(resolve_budget(rollout.get("max_surge", 1), replicas, True),
-                      resolve_budget(rollout.get("max_unavailable", 0), replicas, False))
+        recreate = config.strategies.get(name) == "recreate"
+        return plan_service(stable, second, weights, standin, main, other, progress, recreate)
 
     def _want(self, ctx: AppContext, name: str, role: str, release: int, replicas: int,
               subset: str) -> Want:
@@ -470,7 +458,7 @@ class SwarmController:
         for action in plan.actions:
             obs = self.obs.get((name, action.role))
             if isinstance(action, Drain):
-                await self._drain(obs, action.keep)
+                await self._drain(obs)
             elif isinstance(action, Remove):
                 if obs is not None:
                     await asyncio.to_thread(self.api.remove_service, obs.id)
@@ -491,18 +479,11 @@ class SwarmController:
             existing = self.api.api.inspect_service(obs.id)
         self.api.apply(spec, ids, existing, extra)
 
-    async def _drain(self, obs: ServiceObs | None, keep: int | None = None) -> None:
-        """Drain `obs`'s tasks through the gateway (their in-flight requests end, no new
-        one comes); `keep`: only the tasks a scale-down to `keep` replicas will stop. The
-        gateway keeps a drained endpoint out of rotation while the table lists it."""
+    async def _drain(self, obs: ServiceObs | None) -> None:
         if obs is None:
             return
-        tasks = obs.tasks if keep is None else tuple(obs.removed_by_scale(keep))
-        ids = [names.endpoint_id(obs.service, obs.role, t.slot, t.id) for t in tasks
+        ids = [names.endpoint_id(obs.service, obs.role, t.slot, t.id) for t in obs.tasks
                if t.address is not None]
-        if keep is not None and ids:
-            self._event("swarm.drained", f"draining {len(ids)} task(s) of {obs.name} "
-                        f"before scaling it to {keep}", obs.service)
 
         async def one(endpoint: str) -> None:
             client = ProxyClient(str(self.paths.gateway_socket), timeout=5.0)

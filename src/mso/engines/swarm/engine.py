@@ -162,10 +162,8 @@ class SwarmEngine:
             young = [task for task, age in unprobed.items() if age < UP_AFTER]
             # The controller's verdict is from its last observation; what runs now must
             # agree (Swarm may have rolled an update back since).
-            # STOPPED: a task that ended cleanly under `restart: on-failure | never` (a
-            # failed one is a problem above); it has started, as on the local engine.
             settling = [r for r in rows if r["service"] in wanted
-                        and r["state"] not in ("READY", "STOPPING", "STOPPED")]
+                        and r["state"] not in ("READY", "STOPPING")]
             if status.get("converged") and fresh and not young and not settling:
                 return
             if fresh and status.get("error"):

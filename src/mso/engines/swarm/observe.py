@@ -51,23 +51,6 @@ class ServiceObs:
     def live(self) -> list[TaskObs]:
         return [t for t in self.tasks if t.desired == "running" or t.state == "running"]
 
-    def running(self) -> list[TaskObs]:
-        """Tasks on their way or running that Swarm is not stopping."""
-        return [t for t in self.tasks if not t.stopping and t.state in _LIVE_STATES]
-
-    def removed_by_scale(self, keep: int) -> list[TaskObs]:
-        """The tasks a scale-down to `keep` replicas stops, as swarmkit's replicated
-        orchestrator picks them: running tasks before the others, lowest slots first
-        (`slotsByRunningState`), then the nth copy on its node before the (n+1)th, so the
-        nodes stay balanced (`slotsByIndex`); the tasks past `keep` go."""
-        order = sorted(self.running(), key=lambda t: (t.state != "running", t.slot or 0))
-        seen: dict[str, int] = {}
-        indexed = []
-        for position, task in enumerate(order):
-            seen[task.node] = seen.get(task.node, 0) + 1
-            indexed.append((seen[task.node], position, task))
-        return [task for _, _, task in sorted(indexed, key=lambda x: (x[0], x[1]))][keep:]
-
     def completed(self) -> bool:
         return any(t.state == "complete" for t in self.tasks)
 
@@ -79,15 +62,9 @@ class ServiceObs:
         return sum(1 for t in self.tasks if t.ready and t.release == release)
 
     def settled_on(self, release: int, replicas: int) -> bool:
-        """Every live task runs `release` and is ready, and there are `replicas` of them
-        with the tasks of `release` that ended cleanly and stay ended (a service under
-        `restart: on-failure | never` whose process exited 0 is done, as on the local
-        engine: Swarm restarts a `restart: always` task that completes at once)."""
+        """Every live task runs `release` and is ready, and there are `replicas` of them."""
         live = [t for t in self.tasks if not t.stopping and t.state in _LIVE_STATES]
-        done = [t for t in self.tasks if not t.stopping and t.state == "complete"
-                and t.release == release]
-        return (len(live) + len(done) == replicas
-                and all(t.ready and t.release == release for t in live)
+        return (len(live) == replicas and all(t.ready and t.release == release for t in live)
                 and not any(t.state == "running" and t.stopping for t in self.tasks))
 
 

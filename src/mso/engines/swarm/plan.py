@@ -17,27 +17,6 @@ updated while it gets traffic. A new release reaches it through a **handoff**:
 
 Steps that change weights end the tick, so the gateway has the new table before the next
 step acts on it. `recreate`, and a main service with no ready task, are updated in place.
-
-A `rolling` service is handed off within `rollout.max_surge`/`max_unavailable`
-(`Bounds`) instead: the replicas move from one Swarm service to the other a few at a
-time (`_exchange`), both services' tasks in the `stable` subset, so `mso ps` never counts
-more than `replicas + max_surge` tasks nor fewer than `replicas - max_unavailable` ready:
-
-5. `surge`: the second service (new release) grows while there is room under the surge,
-   and the main service (old release) shrinks while enough tasks are ready without the
-   ones it loses; those are drained through the gateway first (`Drain(keep=...)`);
-6. `back`: once the second service holds every replica, the main service (no tasks
-   left) is updated to the new release in place and takes the replicas back the same
-   way; then the second service, empty, is removed.
-
-Every replica starts twice, as in the full-size handoff, and no task that gets traffic
-is ever updated or stopped before it is drained. One exception: a new target while an
-exchange runs (another deploy, a rollback) updates the service that is growing in place
-(Swarm's start-first update, one task at a time) rather than starting over, so for that
-moment the bounds hold per Swarm service and its tasks are not drained first.
-
-Scaling a service down (`mso scale`, the autoscaler) drains the tasks Swarm will remove
-first (`ServiceObs.removed_by_scale`).
 """
 
 from __future__ import annotations
@@ -48,7 +27,7 @@ from typing import Literal
 from mso.engines.swarm.names import Role
 from mso.engines.swarm.observe import ServiceObs
 
-Phase = Literal["standin", "shift", "drain", "update", "surge", "back"]
+Phase = Literal["standin", "shift", "drain", "update"]
 
 
 @dataclass(frozen=True)
@@ -69,19 +48,7 @@ class Ensure:
 
 @dataclass(frozen=True)
 class Drain:
-    """Drain the role's tasks through the gateway; `keep`: only those a scale-down to
-    `keep` replicas removes."""
-
     role: Role
-    keep: int | None = None
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """`rollout.max_surge`/`max_unavailable` as replica counts (resolved like Kubernetes)."""
-
-    surge: int
-    unavailable: int
 
 
 @dataclass(frozen=True)
@@ -120,11 +87,9 @@ def _matches(obs: ServiceObs | None, want: Want) -> bool:
 
 def plan_service(stable: Want, second: Want | None, weights: dict[str, int],
                  standin: Want, main: ServiceObs | None, other: ServiceObs | None,
-                 progress: Progress, recreate: bool = False,
-                 bounds: Bounds | None = None) -> Plan:
+                 progress: Progress, recreate: bool = False) -> Plan:
     """Decide this tick's actions for one mso service. `standin` is the stable release
-    as the second service would run it (a different role, so a different deploy hash).
-    `bounds`: a rolling update within max_surge/max_unavailable (`_exchange`)."""
+    as the second service would run it (a different role, so a different deploy hash)."""
     if main is None:
         return _second(Plan([Ensure("main", stable)], weights, Progress()), second, other)
     if progress.phase is not None and progress.target != stable.deploy_hash:
@@ -146,77 +111,11 @@ def plan_service(stable: Want, second: Want | None, weights: dict[str, int],
         if recreate or main.ready_on(main.release) == 0:
             return _second(Plan([Ensure("main", stable)], weights, progress,
                                 "updating in place"), second, other)
-        progress = Progress("standin" if bounds is None or second is not None else "surge",
-                            stable.deploy_hash)
+        progress = Progress("standin", stable.deploy_hash)
     if progress.phase is None:
-        return _second(Plan(_scaled(main, stable), weights, progress), second, other)
-    if progress.phase in ("surge", "back"):
-        return _bounded(stable, standin, bounds or Bounds(1, 0), main, other, progress)
+        actions: list[Action] = [] if _matches(main, stable) else [Ensure("main", stable)]
+        return _second(Plan(actions, weights, progress), second, other)
     return _handoff(stable, standin, weights, main, other, progress)
-
-
-def _scaled(obs: ServiceObs | None, want: Want, role: Role = "main") -> list[Action]:
-    """What makes `obs` what `want` says; a scale-down drains the tasks it removes first."""
-    if _matches(obs, want):
-        return []
-    if obs is not None and obs.deploy_hash == want.deploy_hash and want.replicas < obs.replicas:
-        return [Drain(role, keep=want.replicas), Ensure(role, want)]
-    return [Ensure(role, want)]
-
-
-def _as_is(obs: ServiceObs, replicas: int) -> Want:
-    """What `obs` runs (its template and label), with another replica count."""
-    return Want(obs.release, replicas, obs.subset, obs.deploy_hash)
-
-
-def _exchange(src_role: Role, src: ServiceObs | None, dst_role: Role, dst_want: Want,
-              dst: ServiceObs | None, bounds: Bounds) -> list[Action] | None:
-    """One step moving `dst_want.replicas` replicas from `src` to `dst` (None: done).
-    Counts: tasks are the larger of a service's replica count and its live tasks (a
-    task Swarm has not stopped yet still counts), ready tasks those not stopping."""
-    n = dst_want.replicas
-    src_spec = src.replicas if src is not None else 0
-    src_live = max(src_spec, len(src.running())) if src is not None else 0
-    have = dst.replicas if dst is not None else 0
-    dst_live = max(have, len(dst.running())) if dst is not None else 0
-    if dst is None or dst.deploy_hash != dst_want.deploy_hash:
-        grow = max(0, min(n - have, n + bounds.surge - src_live - have))
-        return [Ensure(dst_role, replace(dst_want, replicas=have + grow))]
-    grow = min(n - have, n + bounds.surge - src_live - dst_live)
-    if grow > 0:
-        return [Ensure(dst_role, replace(dst_want, replicas=have + grow))]
-    ready = dst.ready_on(dst_want.release) + (
-        min(src_spec, sum(1 for t in src.running() if t.ready)) if src is not None else 0)
-    shrink = min(src_spec, ready - (n - bounds.unavailable))
-    if src is not None and shrink > 0:
-        return [Drain(src_role, keep=src_spec - shrink),
-                Ensure(src_role, _as_is(src, src_spec - shrink))]
-    if src_live == 0 and dst.settled_on(dst_want.release, n):
-        return None
-    return []
-
-
-def _bounded(stable: Want, standin: Want, bounds: Bounds, main: ServiceObs,
-             other: ServiceObs | None, progress: Progress) -> Plan:
-    both = {"main": "stable", "second": "stable"}  # one subset: a rolling update mixes
-    weights = {"stable": 100}
-    if progress.phase == "surge":
-        want = standin if other is None or other.deploy_hash != standin.deploy_hash \
-            else replace(standin, subset=other.subset)
-        step = _exchange("main", main, "second", want, other, bounds)
-        if step is not None:
-            return Plan(step, weights, progress, "rolling: the second service takes over",
-                        both)
-        return Plan([Ensure("main", replace(stable, replicas=0))], weights,
-                    replace(progress, phase="back"),
-                    "rolling: the main service, empty, updated to the new release", both)
-    if main.deploy_hash != stable.deploy_hash and main.replicas == 0:
-        return Plan([Ensure("main", replace(stable, replicas=0))], weights, progress, "", both)
-    step = _exchange("second", other, "main", stable, main, bounds)
-    if step is not None:
-        return Plan(step, weights, progress, "rolling: the main service takes back", both)
-    actions: list[Action] = [Remove("second")] if other is not None else []
-    return Plan(actions, weights, Progress(), "rolling update done", both)
 
 
 def _handoff(stable: Want, standin: Want, weights: dict[str, int], main: ServiceObs,
@@ -263,7 +162,7 @@ def _second(plan: Plan, second: Want | None, other: ServiceObs | None) -> Plan:
     if second is not None:
         progress = replace(plan.progress, retiring=False)
         if not _matches(other, second):
-            return replace(plan, actions=[*plan.actions, *_scaled(other, second, "second")],
+            return replace(plan, actions=[*plan.actions, Ensure("second", second)],
                            progress=progress)
         return replace(plan, progress=progress)
     if other is None:
