@@ -621,8 +621,10 @@ def test_bluegreen_analysis(target: Target) -> None:
     """Without `load` a blue/green analysis is refused (the preview gets no traffic);
     with it, a preview answering 500 is rolled back, never promoted, and a good one
     passes and waits for `mso rollout promote`."""
+    from tests.e2e.harness import free_port
+    # A free port of its own: the gateway's port + 1 was once taken by another program.
     head = (BASE + "    rollout:\n      strategy: blue_green\n      preview_port: "
-            f"{target.gateway_port + 1}\n      progress_deadline: 60s\n")
+            f"{free_port()}\n      progress_deadline: 60s\n")
     target.write(head + "      analysis: {min_samples: 20}\n")
     proc = target.mso("validate", "--engine", target.engine, check=False)
     assert proc.returncode == 2 and ": services.web.rollout.analysis: not supported on " \
