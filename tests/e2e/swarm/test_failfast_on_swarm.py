@@ -20,8 +20,10 @@ from tests.e2e.swarm.conftest import mso, mso_json, wait_for
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(600)]
 CRASHAPP = Path(__file__).parents[1] / "apps" / "crashapp"
 #: Seconds from the first start of the crashing container to the end of `mso deploy`:
-#: three exits with Swarm's 0.5 s restart delay take about 4 s here.
-REPORT_WITHIN = 15.0
+#: three exits with Swarm's 0.5 s restart delay take about 4 s on a quiet machine. A bound,
+#: not a figure (that is bench/swarm's): the Swarm tests now share the machine with the
+#: Kubernetes tests (scripts/test.sh), and this failed once at the old bound of 15 s.
+REPORT_WITHIN = 45.0
 
 
 def _services(app: str) -> list[str]:
