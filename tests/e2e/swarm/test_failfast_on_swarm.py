@@ -55,8 +55,9 @@ def test_a_service_that_crashes_at_start_is_reported_with_its_log(deployed: Any)
           f"({took:.1f}s for the whole deploy, images included)")
     lines = proc.stderr.splitlines()
     assert lines[0] == "mso: stopped waiting: 1 replica has a problem", proc.stderr
-    assert lines[1].startswith("api api-1 BACKOFF: exited with status 1, 3 times in a row"), \
-        proc.stderr
+    # Three exits make a crash loop; on a busy machine the report may see a fourth.
+    assert re.match(r"api api-1 BACKOFF: exited with status 1, [3-9] times in a row",
+                    lines[1]), proc.stderr
     logs = [line for line in lines[2:] if line.startswith("    ")]
     assert any(line.endswith("! fatal: DB_URL is not set") for line in logs), proc.stderr
     assert any(line.endswith("  api starting") for line in logs), proc.stderr
